@@ -1,0 +1,107 @@
+"""Dry-run outbox: records the exact Graph API request body instead of sending it."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+
+from pyloto_corp.application.ports import TransientStepError
+
+T = TypeVar("T")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS dry_run_outbox (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    outbound_message_id TEXT NOT NULL UNIQUE,
+    callback_data TEXT,
+    body TEXT NOT NULL,
+    created_at REAL NOT NULL DEFAULT ((julianday('now') - 2440587.5) * 86400.0)
+);
+CREATE INDEX IF NOT EXISTS dry_run_outbox_by_callback ON dry_run_outbox (callback_data);
+"""
+
+
+class DryRunOutbox:
+    """Outbox that appends every request it would have sent to a SQLite table."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pyloto-outbox")
+        self._conn: sqlite3.Connection | None = None
+
+    def _connect(self) -> sqlite3.Connection:
+        if self._conn is None:
+            if self.path.parent != Path():
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=FULL")
+            conn.execute("PRAGMA busy_timeout=5000")
+            conn.executescript(_SCHEMA)
+            self._conn = conn
+        return self._conn
+
+    async def _run(self, work: Callable[[], T]) -> T:
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._executor, work)
+        except sqlite3.OperationalError as error:
+            raise TransientStepError(f"dry-run outbox: {error}") from error
+
+    async def send(self, body: dict[str, Any]) -> str:
+        outbound_id = f"wamid.dryrun.{uuid.uuid4().hex}"
+        row = (outbound_id, body.get("biz_opaque_callback_data"), json.dumps(body))
+
+        def work() -> None:
+            self._connect().execute(
+                "INSERT INTO dry_run_outbox (outbound_message_id, callback_data, body)"
+                " VALUES (?, ?, ?)",
+                row,
+            )
+
+        await self._run(work)
+        return outbound_id
+
+    async def find_sent(self, callback_data: str) -> str | None:
+        def work() -> str | None:
+            row = (
+                self._connect()
+                .execute(
+                    "SELECT outbound_message_id FROM dry_run_outbox WHERE callback_data = ?"
+                    " ORDER BY seq LIMIT 1",
+                    (callback_data,),
+                )
+                .fetchone()
+            )
+            return str(row[0]) if row else None
+
+        return await self._run(work)
+
+    async def sent(self, callback_data: str | None = None) -> list[dict[str, Any]]:
+        """Recorded request bodies, oldest first (all, or those for one record)."""
+
+        def work() -> list[dict[str, Any]]:
+            query = "SELECT body FROM dry_run_outbox"
+            args: tuple[str, ...] = ()
+            if callback_data is not None:
+                query, args = query + " WHERE callback_data = ?", (callback_data,)
+            rows = self._connect().execute(query + " ORDER BY seq", args).fetchall()
+            return [json.loads(row[0]) for row in rows]
+
+        return await self._run(work)
+
+    async def close(self) -> None:
+        """Close the connection."""
+
+        def work() -> None:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+        await self._run(work)
+        self._executor.shutdown(wait=True)

@@ -1,0 +1,164 @@
+"""In-process queues with the deploy guide's rates, concurrency, attempts and backoff.
+
+Tasks live in memory: a crash loses them, and the sweeper at start-up re-queues every open
+record from the store, so nothing acknowledged is lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Mapping
+
+from pyloto_corp.application.ports import (
+    DeadLetterHandler,
+    QueueUnavailable,
+    Task,
+    TaskHandler,
+)
+from pyloto_corp.application.queues import QueueSpec
+
+log = logging.getLogger(__name__)
+
+_Item = tuple[Task, int]
+
+
+class _TokenBucket:
+    """At most `rate` dispatches a second, with a burst of one second's worth."""
+
+    def __init__(self, rate: float) -> None:
+        self.rate = rate
+        self.capacity = max(1.0, rate)
+        self.tokens = self.capacity
+        self.stamp = time.monotonic()
+        self._lock = asyncio.Lock()
+
+    async def acquire(self) -> None:
+        async with self._lock:
+            while True:
+                now = time.monotonic()
+                self.tokens = min(self.capacity, self.tokens + (now - self.stamp) * self.rate)
+                self.stamp = now
+                if self.tokens >= 1:
+                    self.tokens -= 1
+                    return
+                await asyncio.sleep((1 - self.tokens) / self.rate)
+
+
+class _Lane:
+    """One queue: a ready list, delayed retries, a rate limit and a pool of workers."""
+
+    def __init__(self, spec: QueueSpec, handler: TaskHandler, dead: DeadLetterHandler) -> None:
+        self.spec = spec
+        self.handler = handler
+        self.dead = dead
+        self.ready: asyncio.Queue[_Item] = asyncio.Queue()
+        self.bucket = _TokenBucket(spec.rate_per_second)
+        self.pending: set[tuple[str, str]] = set()
+        self.timers: set[asyncio.TimerHandle] = set()
+        self.workers: list[asyncio.Task[None]] = []
+        self.running = 0
+
+    def start(self) -> None:
+        self.workers = [
+            asyncio.create_task(self._work(), name=f"pyloto-{self.spec.name}-{n}")
+            for n in range(self.spec.max_concurrent)
+        ]
+
+    async def stop(self) -> None:
+        for timer in self.timers:
+            timer.cancel()
+        for worker in self.workers:
+            worker.cancel()
+        await asyncio.gather(*self.workers, return_exceptions=True)
+        self.workers = []
+
+    def put(self, task: Task) -> None:
+        key = (task.message_id, task.state)
+        if key in self.pending:
+            return  # the same step is already waiting or running: duplicates are no-ops anyway
+        self.pending.add(key)
+        self.ready.put_nowait((task, 1))
+
+    def _later(self, item: _Item, delay: float) -> None:
+        loop = asyncio.get_running_loop()
+
+        def fire() -> None:
+            self.timers.discard(timer)
+            self.ready.put_nowait(item)
+
+        timer = loop.call_later(delay, fire)
+        self.timers.add(timer)
+
+    async def _work(self) -> None:
+        while True:
+            task, attempt = await self.ready.get()
+            await self.bucket.acquire()
+            self.running += 1
+            try:
+                await self._run(task, attempt)
+            finally:
+                self.running -= 1
+
+    async def _run(self, task: Task, attempt: int) -> None:
+        key = (task.message_id, task.state)
+        try:
+            await self.handler(task, attempt)
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:
+            reason = f"{type(error).__name__}: {error}"[:300]
+            if attempt < self.spec.max_attempts:
+                delay = self.spec.backoff(attempt)
+                log.warning(
+                    "task_retry",
+                    extra={"event": "task_retry", "queue": self.spec.name, "state": task.state,
+                           "attempt": attempt, "delay_s": delay, "error": reason},
+                )  # fmt: skip
+                self._later((task, attempt + 1), delay)
+                return
+            self.pending.discard(key)
+            await self._dead_letter(task, f"out of attempts ({attempt}): {reason}")
+            return
+        self.pending.discard(key)
+
+    async def _dead_letter(self, task: Task, reason: str) -> None:
+        try:
+            await self.dead(task, reason)
+        except Exception:
+            # The record stays open; the periodic sweep brings it back.
+            log.exception("dead_letter_failed", extra={"event": "dead_letter_failed"})
+
+
+class LocalQueue:
+    """TaskQueue that runs tasks in this process on two lanes (inbound, outbound)."""
+
+    def __init__(self, specs: Mapping[str, QueueSpec]) -> None:
+        self.specs = specs
+        self._lanes: dict[str, _Lane] = {}
+
+    def start(self, handler: TaskHandler, dead_letter: DeadLetterHandler) -> None:
+        """Start the workers; tasks run `handler(task, attempt)`."""
+        self._lanes = {name: _Lane(spec, handler, dead_letter) for name, spec in self.specs.items()}
+        for lane in self._lanes.values():
+            lane.start()
+
+    async def stop(self) -> None:
+        """Stop the workers; waiting tasks are dropped (the sweeper re-queues them)."""
+        lanes, self._lanes = self._lanes, {}
+        await asyncio.gather(*(lane.stop() for lane in lanes.values()))
+
+    async def enqueue(self, task: Task) -> None:
+        lane = self._lanes.get(task.queue)
+        if lane is None:
+            raise QueueUnavailable("the local queue is not running")
+        lane.put(task)
+
+    async def ping(self) -> None:
+        if not self._lanes or any(w.done() for ln in self._lanes.values() for w in ln.workers):
+            raise QueueUnavailable("the local queue is not running")
+
+    def idle(self) -> bool:
+        """No task waiting, delayed or running (for tests and the in-process simulator)."""
+        return all(not lane.pending for lane in self._lanes.values())

@@ -1,0 +1,235 @@
+"""Parse Meta webhook bodies into domain messages and statuses, tolerantly.
+
+The envelope must be a WhatsApp business account webhook; inside it, every entry, change,
+message and status is read on its own, so one odd item never rejects the batch (Meta would
+retry the whole POST for 7 days). Unknown message types become `unsupported`.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import msgspec
+
+from pyloto_corp.domain.records import InboundMessage, StatusUpdate
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+KNOWN_KINDS = frozenset(
+    {
+        "text", "image", "video", "audio", "document", "sticker", "reaction", "location",
+        "contacts", "order", "interactive", "button", "system", "unsupported", "edit",
+        "revoke", "deleted", "ephemeral", "request_welcome",
+    }
+)  # fmt: skip
+_MEDIA = ("image", "video", "audio", "document", "sticker")
+
+
+class InvalidWebhook(Exception):
+    """The body is not JSON or not a WhatsApp Business Account envelope."""
+
+
+class _Change(msgspec.Struct):
+    field: str = ""
+    value: dict[str, Any] = {}
+
+
+class _Entry(msgspec.Struct):
+    id: str = ""
+    changes: list[_Change] = []
+
+
+class _Envelope(msgspec.Struct):
+    object: str
+    entry: list[_Entry]
+
+
+class _Profile(msgspec.Struct):
+    name: str | None = None
+
+
+class _Contact(msgspec.Struct):
+    wa_id: str | None = None
+    user_id: str | None = None
+    profile: _Profile | None = None
+
+
+class _Metadata(msgspec.Struct):
+    phone_number_id: str = ""
+    display_phone_number: str = ""
+
+
+class _Context(msgspec.Struct):
+    id: str | None = None
+
+
+class _Message(msgspec.Struct):
+    id: str
+    type: str = "unsupported"
+    timestamp: str | int = 0
+    # Sender: a phone-based wa_id; newer payloads may carry only a user id.
+    from_: str | None = msgspec.field(default=None, name="from")
+    from_user_id: str | None = None
+    context: _Context | None = None
+
+
+class _Error(msgspec.Struct):
+    code: int | None = None
+    title: str | None = None
+
+
+class _Status(msgspec.Struct):
+    id: str
+    status: str
+    timestamp: str | int = 0
+    biz_opaque_callback_data: str | None = None
+    errors: list[_Error] = []
+
+
+@dataclass
+class ParsedWebhook:
+    """What one POST carried."""
+
+    messages: list[InboundMessage] = field(default_factory=list)
+    statuses: list[StatusUpdate] = field(default_factory=list)
+    errors: list[dict[str, Any]] = field(default_factory=list)
+    skipped: int = 0
+
+
+_decoder = msgspec.json.Decoder(_Envelope)
+
+
+def parse_webhook(body: bytes) -> ParsedWebhook:
+    """Everything in a webhook body, or InvalidWebhook for a non-WhatsApp envelope."""
+    try:
+        envelope = _decoder.decode(body)
+    except msgspec.DecodeError as error:
+        raise InvalidWebhook(_reason(error)) from None
+    if envelope.object != "whatsapp_business_account":
+        raise InvalidWebhook("'object' is not 'whatsapp_business_account'")
+    parsed = ParsedWebhook()
+    for entry in envelope.entry:
+        for change in entry.changes:
+            if change.field == "messages":
+                _read_value(change.value, parsed)
+    return parsed
+
+
+def _reason(error: msgspec.DecodeError) -> str:
+    if isinstance(error, msgspec.ValidationError):
+        return f"not a WhatsApp webhook envelope: {error}"
+    return "body is not valid JSON"
+
+
+def _read_value(value: dict[str, Any], parsed: ParsedWebhook) -> None:
+    metadata = _convert(value.get("metadata"), _Metadata) or _Metadata()
+    names = _contact_names(value.get("contacts"))
+    for raw in _items(value.get("messages")):
+        message = _message(raw, metadata, names)
+        if message is None:
+            parsed.skipped += 1
+        else:
+            parsed.messages.append(message)
+    for raw in _items(value.get("statuses")):
+        status = _status(raw)
+        if status is None:
+            parsed.skipped += 1
+        else:
+            parsed.statuses.append(status)
+    parsed.errors.extend(item for item in _items(value.get("errors")) if isinstance(item, dict))
+
+
+def _items(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
+def _convert(raw: Any, kind: type[T]) -> T | None:
+    if raw is None:
+        return None
+    try:
+        return msgspec.convert(raw, kind, strict=False)
+    except msgspec.ValidationError:
+        return None
+
+
+def _contact_names(raw: Any) -> dict[str, str]:
+    names: dict[str, str] = {}
+    for item in _items(raw):
+        contact = _convert(item, _Contact)
+        if contact is None or contact.profile is None or not contact.profile.name:
+            continue
+        for key in (contact.wa_id, contact.user_id):
+            if key:
+                names[key] = contact.profile.name
+    return names
+
+
+def _timestamp(value: str | int) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return 0
+
+
+def _message(raw: Any, metadata: _Metadata, names: dict[str, str]) -> InboundMessage | None:
+    item = _convert(raw, _Message)
+    if item is None or not item.id:
+        log.warning("webhook_message_unreadable", extra={"event": "webhook_message_unreadable"})
+        return None
+    sender = item.from_ or item.from_user_id or ""
+    kind = item.type if item.type in KNOWN_KINDS else "unsupported"
+    body = raw.get(item.type) if isinstance(raw.get(item.type), dict) else {}
+    text, details = _content(kind, body)
+    return InboundMessage(
+        message_id=item.id,
+        sender=sender,
+        kind=kind,
+        timestamp=_timestamp(item.timestamp),
+        phone_number_id=metadata.phone_number_id,
+        text=text,
+        contact_name=names.get(sender),
+        context_message_id=item.context.id if item.context else None,
+        details=details if kind == item.type else {"original_type": item.type[:64]},
+    )
+
+
+def _content(kind: str, body: dict[str, Any]) -> tuple[str | None, dict[str, Any]]:
+    """The readable text of a message and the few details later steps use."""
+    if kind == "text":
+        return _str(body.get("body")), {}
+    if kind in _MEDIA:
+        details = {k: body[k] for k in ("id", "mime_type") if isinstance(body.get(k), str)}
+        return _str(body.get("caption")), details
+    if kind == "interactive":
+        reply = body.get(str(body.get("type"))) if isinstance(body.get("type"), str) else None
+        reply = reply if isinstance(reply, dict) else {}
+        details = {"type": body.get("type"), "id": _str(reply.get("id"))}
+        return _str(reply.get("title")), details
+    if kind == "button":
+        return _str(body.get("text")), {"payload": _str(body.get("payload"))}
+    if kind == "reaction":
+        return _str(body.get("emoji")), {"message_id": _str(body.get("message_id"))}
+    if kind == "location":
+        return _str(body.get("name")), {}
+    return None, {}
+
+
+def _str(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def _status(raw: Any) -> StatusUpdate | None:
+    item = _convert(raw, _Status)
+    if item is None or not item.id:
+        log.warning("webhook_status_unreadable", extra={"event": "webhook_status_unreadable"})
+        return None
+    return StatusUpdate(
+        outbound_message_id=item.id,
+        status=item.status,
+        timestamp=_timestamp(item.timestamp),
+        callback_data=item.biz_opaque_callback_data,
+        errors=[{"code": e.code, "title": e.title} for e in item.errors],
+    )

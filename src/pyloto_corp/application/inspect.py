@@ -1,0 +1,53 @@
+"""The masked view of a record, for operators: no phone numbers or names in clear."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from pyloto_corp.domain.privacy import mask_name, mask_phone, redact_text
+from pyloto_corp.domain.records import Record
+
+
+def record_view(record: Record) -> dict[str, Any]:
+    """The record as JSON-ready data with personal data masked."""
+    inbound = record.inbound
+    names = (inbound.contact_name,) if inbound.contact_name else ()
+    reply = copy.deepcopy(record.reply) if record.reply is not None else None
+    if reply is not None:
+        reply["to"] = mask_phone(str(reply.get("to", "")))
+        text = reply.get("text")
+        if isinstance(text, dict) and isinstance(text.get("body"), str):
+            text["body"] = redact_text(text["body"], names)
+    return {
+        "message_id": record.message_id,
+        "state": record.state,
+        "version": record.version,
+        "created_at": record.created_at,
+        "updated_at": record.updated_at,
+        "inbound": {
+            "kind": inbound.kind,
+            "from": mask_phone(inbound.sender),
+            "contact_name": mask_name(inbound.contact_name) if inbound.contact_name else None,
+            "text": redact_text(inbound.text, names) if inbound.text else None,
+            "timestamp": inbound.timestamp,
+        },
+        "history": [
+            {
+                "from": h.source,
+                "to": h.dest,
+                "trigger": h.trigger,
+                "at": h.at,
+                "duration_ms": h.duration_ms,
+                "attempt": h.attempt,
+            }
+            for h in record.history
+        ],
+        "results": record.results,
+        "fallback_reason": record.fallback_reason,
+        "failure_reason": record.failure_reason,
+        "reply": reply,
+        "outbound_message_id": record.outbound_message_id,
+        "delivery_status": record.delivery_status,
+        "delivery_errors": record.delivery_errors,
+    }

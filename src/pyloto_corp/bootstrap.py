@@ -1,0 +1,167 @@
+"""The one place that builds adapters from settings and wires them into the use cases."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pyloto_corp.adapters.dry_run_outbox import DryRunOutbox
+from pyloto_corp.adapters.local_queue import LocalQueue
+from pyloto_corp.adapters.sqlite_store import SQLiteStore
+from pyloto_corp.application.advance import Advancer
+from pyloto_corp.application.ingest import Ingestor
+from pyloto_corp.application.ports import Outbox, StateStore, Task
+from pyloto_corp.application.queues import (
+    INBOUND,
+    OUTBOUND,
+    STUCK_AFTER_SECONDS,
+    SWEEP_INTERVAL_SECONDS,
+    QueueSpec,
+)
+from pyloto_corp.application.steps import HANDLED_TRIGGERS, StepContext
+from pyloto_corp.application.sweeper import SweepResult, sweep
+from pyloto_corp.config import ConfigError, Settings
+from pyloto_corp.domain.machine import LifecycleMachine
+from pyloto_corp.domain.statechart import Statechart, load_statechart
+
+log = logging.getLogger(__name__)
+
+STATECHART_FILE = "inbound_message.yaml"
+
+
+def statechart_dir() -> Path:
+    """statecharts/ of a source checkout, else the copy shipped inside the wheel."""
+    package = Path(__file__).resolve().parent
+    for candidate in (package.parent.parent / "statecharts", package / "statecharts"):
+        if (candidate / STATECHART_FILE).is_file():
+            return candidate
+    raise ConfigError(f"statechart file {STATECHART_FILE} not found next to the package")
+
+
+def load_chart(path: Path | None = None) -> Statechart:
+    """Read and validate the inbound message statechart against the code's step handlers."""
+    path = path or statechart_dir() / STATECHART_FILE
+    shown = f"statecharts/{path.name}" if path.parent.name == "statecharts" else str(path)
+    return load_statechart(path.read_text(encoding="utf-8"), shown, HANDLED_TRIGGERS)
+
+
+def _refuse_unbuilt(settings: Settings) -> None:
+    """Fail fast on settings that ask for adapters this build does not have."""
+    unbuilt = []
+    if settings.state.effective_backend != "sqlite":
+        unbuilt.append("STATE_BACKEND/DEDUPE_BACKEND=redis (use sqlite)")
+    if settings.queue.effective_backend != "local":
+        unbuilt.append("QUEUE_BACKEND=cloud_tasks (use local)")
+    if settings.openai.is_enabled:
+        unbuilt.append("OPENAI_ENABLED=true (set OPENAI_ENABLED=false)")
+    if settings.whatsapp.access_token:
+        unbuilt.append("WHATSAPP_ACCESS_TOKEN (unset it to use the dry-run outbox)")
+    if unbuilt:
+        raise ConfigError("not available in this version: " + "; ".join(unbuilt))
+
+
+def queue_specs(settings: Settings) -> dict[str, QueueSpec]:
+    """The deploy guide's queues with the configured local backoff."""
+    backoff = {
+        "min_backoff_seconds": settings.queue.local_min_backoff_seconds,
+        "max_backoff_seconds": settings.queue.local_max_backoff_seconds,
+    }
+    return {
+        spec.name: QueueSpec(**{**spec.__dict__, **backoff})  # type: ignore[arg-type]
+        for spec in (INBOUND, OUTBOUND)
+    }
+
+
+@dataclass
+class Container:
+    """Everything a running pyloto needs, built once."""
+
+    settings: Settings
+    chart: Statechart
+    machine: LifecycleMachine
+    store: StateStore
+    queue: LocalQueue
+    outbox: Outbox
+    advancer: Advancer
+    ingestor: Ingestor
+    clock: Callable[[], float]
+    _sweeper: asyncio.Task[None] | None = field(default=None, repr=False)
+
+    async def start(self) -> None:
+        """Open the store, start the workers and re-queue what a previous run left open."""
+        await self.store.ping()
+        self.queue.start(self._run_task, self._dead_letter)
+        await self.sweep(stuck_after_seconds=0.0)
+        self._sweeper = asyncio.create_task(self._sweep_periodically(), name="pyloto-sweeper")
+
+    async def stop(self) -> None:
+        """Stop the workers and release connections."""
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+        await self.queue.stop()
+        await self.store.close()
+        close = getattr(self.outbox, "close", None)
+        if close is not None:
+            await close()
+
+    async def sweep(self, stuck_after_seconds: float = STUCK_AFTER_SECONDS) -> SweepResult:
+        """Re-queue stuck records and purge those past retention."""
+        return await sweep(
+            self.store,
+            self.queue,
+            self.chart,
+            self.clock,
+            stuck_after_seconds=stuck_after_seconds,
+            retention_seconds=self.settings.state.retention_days * 86400,
+        )
+
+    async def _sweep_periodically(self) -> None:
+        while True:
+            await asyncio.sleep(SWEEP_INTERVAL_SECONDS)
+            try:
+                await self.sweep()
+            except Exception:
+                log.exception("sweep_failed", extra={"event": "sweep_failed"})
+
+    async def _run_task(self, task: Task, attempt: int) -> None:
+        await self.advancer.advance(task.message_id, task.state, attempt)
+
+    async def _dead_letter(self, task: Task, reason: str) -> None:
+        await self.advancer.dead_letter(task.message_id, task.state, reason)
+
+
+def bootstrap(
+    settings: Settings,
+    *,
+    store: StateStore | None = None,
+    outbox: Outbox | None = None,
+    clock: Callable[[], float] = time.time,
+) -> Container:
+    """Build the container; no connection is opened until `start()`."""
+    _refuse_unbuilt(settings)
+    chart = load_chart()
+    machine = LifecycleMachine(chart)
+    terminal = [name for name, spec in chart.states.items() if spec.terminal]
+    store = store or SQLiteStore(settings.state.sqlite_path, terminal_states=terminal)
+    outbox = outbox or DryRunOutbox(settings.state.sqlite_path)
+    queue = LocalQueue(queue_specs(settings))
+    context = StepContext(store=store, outbox=outbox, clock=clock, llm_enabled=False)
+    advancer = Advancer(machine, store, queue, context)
+    return Container(
+        settings=settings,
+        chart=chart,
+        machine=machine,
+        store=store,
+        queue=queue,
+        outbox=outbox,
+        advancer=advancer,
+        ingestor=Ingestor(store, advancer, clock),
+        clock=clock,
+    )

@@ -1,0 +1,257 @@
+"""The `pyloto` command: serve, simulate, inspect."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+import httpx
+
+from pyloto_corp import __version__
+from pyloto_corp.application.ingest import sign, verify_signature
+from pyloto_corp.application.inspect import record_view
+from pyloto_corp.config import ConfigError, Settings, development_warnings, load_settings
+from pyloto_corp.domain.statechart import StatechartError
+
+TERMINAL = ("sent", "failed", "ignored")
+DEFAULT_SENDER = "5511999990000"
+DEFAULT_NAME = "Cliente Teste"
+
+
+def text_webhook(text: str, sender: str, name: str, message_id: str | None = None) -> bytes:
+    """A realistic single text-message webhook body, as Meta sends it (non-ASCII kept)."""
+    message_id = message_id or f"wamid.SIM{uuid.uuid4().hex.upper()}"
+    payload = {
+        "object": "whatsapp_business_account",
+        "entry": [
+            {
+                "id": "102290129340398",
+                "changes": [
+                    {
+                        "field": "messages",
+                        "value": {
+                            "messaging_product": "whatsapp",
+                            "metadata": {
+                                "display_phone_number": "15550783881",
+                                "phone_number_id": "106540352242922",
+                            },
+                            "contacts": [{"profile": {"name": name}, "wa_id": sender}],
+                            "messages": [
+                                {
+                                    "from": sender,
+                                    "id": message_id,
+                                    "timestamp": str(int(time.time())),
+                                    "type": "text",
+                                    "text": {"body": text},
+                                }
+                            ],
+                        },
+                    }
+                ],
+            }
+        ],
+    }
+    return json.dumps(payload, ensure_ascii=False).encode()
+
+
+def _message_id(body: bytes) -> str:
+    value: str = json.loads(body)["entry"][0]["changes"][0]["value"]["messages"][0]["id"]
+    return value
+
+
+def _print_result(view: dict[str, Any]) -> None:
+    states = [view["history"][0]["from"]] if view["history"] else [view["state"]]
+    states += [step["to"] for step in view["history"]]
+    print(f"message {view['message_id']}")
+    print(" → ".join(states))
+    if view.get("fallback_reason"):
+        print(f"fallback reason: {view['fallback_reason']}")
+    if view.get("failure_reason"):
+        print(f"failure reason: {view['failure_reason']}")
+    reply = view.get("reply")
+    if reply:
+        body = reply.get("text", {}).get("body") if reply.get("type") == "text" else None
+        print(f"reply ({reply.get('type')}): {body or json.dumps(reply, ensure_ascii=False)}")
+
+
+async def _simulate_http(settings: Settings, args: argparse.Namespace, body: bytes) -> int:
+    base = args.url.rstrip("/").removesuffix("/webhook")
+    message_id = _message_id(body)
+    headers = {"X-Hub-Signature-256": sign(body, settings.app_secret)}
+    headers["Content-Type"] = "application/json"
+    async with httpx.AsyncClient(timeout=10) as client:
+        try:
+            response = await client.post(f"{base}/webhook", content=body, headers=headers)
+        except httpx.HTTPError as error:
+            print(f"pyloto: cannot reach {base}: {error}", file=sys.stderr)
+            return 1
+        if response.status_code != 200:
+            print(f"pyloto: webhook answered {response.status_code}: {response.text}", file=sys.stderr)
+            return 1
+        token = {"X-Internal-Token": settings.internal_task_token}
+        deadline = time.monotonic() + args.timeout
+        view: dict[str, Any] = {}
+        while time.monotonic() < deadline:
+            got = await client.get(f"{base}/internal/messages/{message_id}", headers=token)
+            if got.status_code == 200:
+                view = got.json()
+                if view["state"] in TERMINAL:
+                    break
+            await asyncio.sleep(0.1)
+    return _finish(view, message_id)
+
+
+def _finish(view: dict[str, Any], message_id: str) -> int:
+    if not view:
+        print(f"pyloto: message {message_id} was not found", file=sys.stderr)
+        return 1
+    _print_result(view)
+    if view["state"] not in TERMINAL:
+        print(f"pyloto: still in '{view['state']}' after the timeout", file=sys.stderr)
+        return 1
+    return 0 if view["state"] != "failed" else 1
+
+
+async def _simulate_in_process(settings: Settings, args: argparse.Namespace, body: bytes) -> int:
+    from pyloto_corp.bootstrap import bootstrap
+
+    container = bootstrap(settings)
+    await container.start()
+    try:
+        verify_signature(body, sign(body, settings.app_secret), settings.app_secret)
+        await container.ingestor.ingest(body)
+        message_id = _message_id(body)
+        deadline = time.monotonic() + args.timeout
+        view: dict[str, Any] = {}
+        while time.monotonic() < deadline:
+            record = await container.store.get(message_id)
+            if record is not None:
+                view = record_view(record)
+                if record.state in TERMINAL:
+                    break
+            await asyncio.sleep(0.02)
+    finally:
+        await container.stop()
+    return _finish(view, message_id)
+
+
+def _cmd_simulate(settings: Settings, args: argparse.Namespace) -> int:
+    body = text_webhook(args.text, args.sender, args.name)
+    if args.in_process:
+        return asyncio.run(_simulate_in_process(settings, args, body))
+    return asyncio.run(_simulate_http(settings, args, body))
+
+
+async def _inspect_local(settings: Settings, message_id: str) -> dict[str, Any] | None:
+    from pyloto_corp.adapters.sqlite_store import SQLiteStore
+    from pyloto_corp.bootstrap import load_chart
+
+    if not settings.state.sqlite_path.exists():
+        return None
+    chart = load_chart()
+    terminal = [name for name in chart.states if chart.is_terminal(name)]
+    store = SQLiteStore(settings.state.sqlite_path, terminal_states=terminal)
+    try:
+        record = await store.get(message_id)
+    finally:
+        await store.close()
+    return record_view(record) if record else None
+
+
+def _cmd_inspect(settings: Settings, args: argparse.Namespace) -> int:
+    if args.url:
+        base = args.url.rstrip("/")
+        headers = {"X-Internal-Token": settings.internal_task_token}
+        try:
+            response = httpx.get(f"{base}/internal/messages/{args.message_id}", headers=headers)
+        except httpx.HTTPError as error:
+            print(f"pyloto: cannot reach {base}: {error}", file=sys.stderr)
+            return 1
+        if response.status_code != 200:
+            print(f"pyloto: {response.status_code}: {response.text}", file=sys.stderr)
+            return 1
+        view: dict[str, Any] | None = response.json()
+    else:
+        view = asyncio.run(_inspect_local(settings, args.message_id))
+    if view is None:
+        print(f"pyloto: no record for {args.message_id}", file=sys.stderr)
+        return 1
+    print(json.dumps(view, ensure_ascii=False, indent=2))
+    return 0
+
+
+def _cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
+    import logging
+
+    import uvicorn
+
+    from pyloto_corp.bootstrap import bootstrap
+    from pyloto_corp.http.app import create_app
+    from pyloto_corp.observability.logging import configure_logging
+
+    configure_logging(settings.app.log_level)
+    for warning in development_warnings(settings):
+        logging.getLogger("pyloto_corp").warning(
+            warning, extra={"event": "development_default"}
+        )
+    app = create_app(bootstrap(settings))
+    uvicorn.run(
+        app,
+        host=args.host,
+        port=args.port or settings.app.port,
+        access_log=False,
+        log_config=None,
+        proxy_headers=True,
+        timeout_graceful_shutdown=10,
+    )
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="pyloto", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"pyloto {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run the service under uvicorn")
+    serve.add_argument("--host", default="127.0.0.1", help="bind address (0.0.0.0 in a container)")
+    serve.add_argument("--port", type=int, default=None, help="port (default: $PORT or 8000)")
+
+    simulate = commands.add_parser("simulate", help="post a signed text webhook and follow it")
+    simulate.add_argument("text", help="the customer's message")
+    simulate.add_argument("--from", dest="sender", default=DEFAULT_SENDER, help="sender wa_id")
+    simulate.add_argument("--name", default=DEFAULT_NAME, help="sender's profile name")
+    simulate.add_argument("--url", default=None, help="server URL (default: local, $PORT)")
+    simulate.add_argument("--in-process", action="store_true", help="no server: run it here")
+    simulate.add_argument("--timeout", type=float, default=30.0, help="seconds to wait")
+
+    inspect = commands.add_parser("inspect", help="print a record as JSON (masked)")
+    inspect.add_argument("message_id")
+    inspect.add_argument("--url", default=None, help="ask a running server instead of the store")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `pyloto` console script."""
+    args = _parser().parse_args(argv)
+    try:
+        settings = load_settings()
+        if args.command == "serve":
+            return _cmd_serve(settings, args)
+        if args.command == "simulate":
+            if args.url is None and not args.in_process:
+                args.url = f"http://127.0.0.1:{settings.app.port}"
+            return _cmd_simulate(settings, args)
+        return _cmd_inspect(settings, args)
+    except (ConfigError, StatechartError) as error:
+        print(f"pyloto: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,356 @@
+"""Settings: one object, nested by subsystem, read once from the environment.
+
+Every field is read from the environment variable named in its alias (the deploy guide's
+names are kept). Errors name the variable; combinations that would lose data or split state
+across instances refuse to start.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+Environment = Literal["development", "staging", "production"]
+
+# Development values used only when ENVIRONMENT=development and the variable is unset.
+# They are public (they are in the README), so they protect nothing: staging and production
+# refuse to start without real values.
+DEV_APP_SECRET = "pyloto-dev-app-secret"  # noqa: S105
+DEV_VERIFY_TOKEN = "pyloto-dev-verify-token"  # noqa: S105
+DEV_INTERNAL_TASK_TOKEN = "pyloto-dev-internal-token"  # noqa: S105
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; the message names the variables to fix."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(populate_by_name=True, extra="ignore", frozen=True)
+
+
+class AppSettings(_Section):
+    """Process-wide behaviour."""
+
+    environment: Environment = Field(
+        "development",
+        alias="ENVIRONMENT",
+        description="development | staging | production; staging/production demand secrets.",
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = Field(
+        "INFO", alias="LOG_LEVEL", description="Minimum level of the JSON log lines."
+    )
+    webhook_max_body_bytes: int = Field(
+        3 * 1024 * 1024,
+        alias="WEBHOOK_MAX_BODY_BYTES",
+        gt=0,
+        description="Larger webhook bodies are answered 413 (Meta sends at most 3 MB).",
+    )
+    port: int = Field(8000, alias="PORT", ge=1, le=65535, description="`pyloto serve` port.")
+
+
+class WhatsAppSettings(_Section):
+    """Meta WhatsApp Cloud API credentials and endpoints."""
+
+    app_secret: str | None = Field(
+        None, alias="WHATSAPP_APP_SECRET", description="Signs webhooks (X-Hub-Signature-256)."
+    )
+    verify_token: str | None = Field(
+        None, alias="WHATSAPP_VERIFY_TOKEN", description="Answers GET /webhook verification."
+    )
+    access_token: str | None = Field(
+        None,
+        alias="WHATSAPP_ACCESS_TOKEN",
+        description="Graph API token; without it replies go to the dry-run outbox.",
+    )
+    phone_number_id: str | None = Field(
+        None, alias="WHATSAPP_PHONE_NUMBER_ID", description="Sender phone number id."
+    )
+    api_base_url: str = Field(
+        "https://graph.facebook.com", alias="WHATSAPP_API_BASE_URL", description="Graph API."
+    )
+    api_version: str = Field(
+        "v21.0", alias="WHATSAPP_API_VERSION", pattern=r"^v\d+\.\d+$", description="Graph version."
+    )
+
+
+class OpenAISettings(_Section):
+    """The three LLM steps."""
+
+    enabled: bool | None = Field(
+        None,
+        alias="OPENAI_ENABLED",
+        description="Run the LLM steps; defaults to true when OPENAI_API_KEY is set.",
+    )
+    api_key: str | None = Field(None, alias="OPENAI_API_KEY", description="OpenAI API key.")
+    model: str = Field("gpt-4o-mini", alias="OPENAI_MODEL", min_length=1, description="Model.")
+    timeout_seconds: float = Field(
+        10.0, alias="OPENAI_TIMEOUT_SECONDS", gt=0, le=120, description="Per-call timeout."
+    )
+    base_url: str | None = Field(
+        None, alias="OPENAI_BASE_URL", description="Any OpenAI-compatible server."
+    )
+    rollout_percent: int = Field(
+        100, alias="OPENAI_ROLLOUT_PERCENT", ge=0, le=100, description="Share of senders on LLM."
+    )
+
+    @property
+    def is_enabled(self) -> bool:
+        """Whether LLM steps run (explicit flag, else presence of a key)."""
+        return self.enabled if self.enabled is not None else self.api_key is not None
+
+
+class StateSettings(_Section):
+    """Where records live (state and dedupe are one store)."""
+
+    backend: Literal["sqlite", "redis"] | None = Field(
+        None, alias="STATE_BACKEND", description="sqlite (default) | redis."
+    )
+    dedupe_backend: Literal["sqlite", "redis"] | None = Field(
+        None, alias="DEDUPE_BACKEND", description="Deploy guide's name for the same store."
+    )
+    sqlite_path: Path = Field(
+        Path("./pyloto.db"), alias="STATE_SQLITE_PATH", description="SQLite database file."
+    )
+    redis_url: str | None = Field(None, alias="REDIS_URL", description="redis:// rediss:// unix://")
+    retention_days: float = Field(
+        8.0,
+        alias="STATE_RETENTION_DAYS",
+        ge=7,
+        description="Records (which hold personal data) are purged after this; >= Meta's 7 days.",
+    )
+
+    @property
+    def effective_backend(self) -> Literal["sqlite", "redis"]:
+        """STATE_BACKEND, else DEDUPE_BACKEND, else sqlite."""
+        return self.backend or self.dedupe_backend or "sqlite"
+
+
+class QueueSettings(_Section):
+    """How transitions are scheduled."""
+
+    backend: Literal["local", "cloud_tasks"] | None = Field(
+        None, alias="QUEUE_BACKEND", description="local (in-process, default) | cloud_tasks."
+    )
+    cloud_tasks_enabled: bool | None = Field(
+        None, alias="CLOUD_TASKS_ENABLED", description="Deploy guide's switch; true = cloud_tasks."
+    )
+    gcp_project: str | None = Field(None, alias="GCP_PROJECT", description="GCP project id.")
+    gcp_location: str = Field("us-central1", alias="GCP_LOCATION", description="Queue region.")
+    internal_task_base_url: str | None = Field(
+        None, alias="INTERNAL_TASK_BASE_URL", description="Public URL tasks call back."
+    )
+    internal_task_token: str | None = Field(
+        None, alias="INTERNAL_TASK_TOKEN", description="X-Internal-Token of /internal routes."
+    )
+    inbound_queue_name: str = Field(
+        "whatsapp-inbound", alias="INBOUND_TASK_QUEUE_NAME", description="LLM/dedupe steps."
+    )
+    outbound_queue_name: str = Field(
+        "whatsapp-outbound", alias="OUTBOUND_TASK_QUEUE_NAME", description="Send step."
+    )
+    cloud_tasks_emulator_host: str | None = Field(
+        None, alias="CLOUD_TASKS_EMULATOR_HOST", description="host:port of a local emulator."
+    )
+    local_min_backoff_seconds: float = Field(
+        5.0, alias="LOCAL_QUEUE_MIN_BACKOFF_SECONDS", gt=0, description="First retry delay."
+    )
+    local_max_backoff_seconds: float = Field(
+        600.0, alias="LOCAL_QUEUE_MAX_BACKOFF_SECONDS", gt=0, description="Retry delay cap."
+    )
+
+    @property
+    def effective_backend(self) -> Literal["local", "cloud_tasks"]:
+        """QUEUE_BACKEND, else CLOUD_TASKS_ENABLED, else local."""
+        if self.backend is not None:
+            return self.backend
+        return "cloud_tasks" if self.cloud_tasks_enabled else "local"
+
+
+class SecretSettings(_Section):
+    """Secret Manager access."""
+
+    emulator_host: str | None = Field(
+        None, alias="SECRET_MANAGER_EMULATOR_HOST", description="host:port of a local emulator."
+    )
+
+
+_environ: ContextVar[Mapping[str, str] | None] = ContextVar("pyloto_environ", default=None)
+
+
+def _env_names(info: FieldInfo) -> str:
+    assert info.alias is not None
+    return info.alias
+
+
+class _FlatEnvironment(PydanticBaseSettingsSource):
+    """Reads each section's fields from their flat variable names (OPENAI_MODEL, ...)."""
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False  # unused: __call__ builds the whole mapping
+
+    def __call__(self) -> dict[str, Any]:
+        environ = _environ.get()
+        source = os.environ if environ is None else environ
+        upper = {key.upper(): value for key, value in source.items()}
+        result: dict[str, Any] = {}
+        for name, field in self.settings_cls.model_fields.items():
+            section = field.annotation
+            if not (isinstance(section, type) and issubclass(section, _Section)):
+                continue
+            values = {
+                _env_names(info): upper[_env_names(info)]
+                for info in section.model_fields.values()
+                if upper.get(_env_names(info), "") != ""
+            }
+            result[name] = values
+        return result
+
+
+class Settings(BaseSettings):
+    """Everything pyloto reads from its environment."""
+
+    model_config = SettingsConfigDict(extra="ignore", frozen=True)
+
+    app: AppSettings = Field(default_factory=AppSettings)  # type: ignore[arg-type]
+    whatsapp: WhatsAppSettings = Field(default_factory=WhatsAppSettings)  # type: ignore[arg-type]
+    openai: OpenAISettings = Field(default_factory=OpenAISettings)  # type: ignore[arg-type]
+    state: StateSettings = Field(default_factory=StateSettings)  # type: ignore[arg-type]
+    queue: QueueSettings = Field(default_factory=QueueSettings)  # type: ignore[arg-type]
+    secrets: SecretSettings = Field(default_factory=SecretSettings)  # type: ignore[arg-type]
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, _FlatEnvironment(settings_cls))
+
+    @model_validator(mode="after")
+    def _refuse_unsafe_combinations(self) -> Settings:
+        problems = unsafe_combinations(self)
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    @property
+    def app_secret(self) -> str:
+        """Webhook signing secret (development value when unset in development)."""
+        return self.whatsapp.app_secret or DEV_APP_SECRET
+
+    @property
+    def verify_token(self) -> str:
+        """Webhook verification token (development value when unset in development)."""
+        return self.whatsapp.verify_token or DEV_VERIFY_TOKEN
+
+    @property
+    def internal_task_token(self) -> str:
+        """Token of /internal routes (development value when unset in development)."""
+        return self.queue.internal_task_token or DEV_INTERNAL_TASK_TOKEN
+
+
+def unsafe_combinations(settings: Settings) -> list[str]:
+    """Reasons this configuration would lose data, split state or run unprotected."""
+    problems: list[str] = []
+    state, queue = settings.state, settings.queue
+    if state.backend and state.dedupe_backend and state.backend != state.dedupe_backend:
+        problems.append(
+            f"STATE_BACKEND={state.backend} and DEDUPE_BACKEND={state.dedupe_backend} differ: "
+            "dedupe is the record's create-if-absent, so both must name the same store"
+        )
+    if queue.backend == "local" and queue.cloud_tasks_enabled:
+        problems.append("CLOUD_TASKS_ENABLED=true contradicts QUEUE_BACKEND=local")
+    if state.effective_backend == "sqlite" and queue.effective_backend == "cloud_tasks":
+        problems.append(
+            "STATE_BACKEND=sqlite with QUEUE_BACKEND=cloud_tasks would split state across "
+            "instances: use STATE_BACKEND=redis with REDIS_URL"
+        )
+    if state.effective_backend == "redis" and not state.redis_url:
+        problems.append("STATE_BACKEND=redis needs REDIS_URL")
+    if queue.effective_backend == "cloud_tasks":
+        missing = [
+            name
+            for name, value in (
+                ("GCP_PROJECT", queue.gcp_project),
+                ("INTERNAL_TASK_BASE_URL", queue.internal_task_base_url),
+            )
+            if not value
+        ]
+        if missing:
+            problems.append(f"QUEUE_BACKEND=cloud_tasks needs {', '.join(missing)}")
+    if settings.app.environment != "development":
+        required = {
+            "WHATSAPP_APP_SECRET": settings.whatsapp.app_secret,
+            "WHATSAPP_VERIFY_TOKEN": settings.whatsapp.verify_token,
+            "INTERNAL_TASK_TOKEN": queue.internal_task_token,
+        }
+        for name, value in required.items():
+            if not value:
+                problems.append(f"ENVIRONMENT={settings.app.environment} requires {name}")
+    if settings.openai.enabled and not settings.openai.api_key:
+        problems.append(
+            "OPENAI_ENABLED=true needs OPENAI_API_KEY (any value for a local compatible server)"
+        )
+    if settings.queue.local_min_backoff_seconds > settings.queue.local_max_backoff_seconds:
+        problems.append(
+            "LOCAL_QUEUE_MIN_BACKOFF_SECONDS is above LOCAL_QUEUE_MAX_BACKOFF_SECONDS"
+        )
+    return problems
+
+
+def development_warnings(settings: Settings) -> list[str]:
+    """Variables that fell back to their public development values."""
+    if settings.app.environment != "development":
+        return []
+    fallbacks = {
+        "WHATSAPP_APP_SECRET": settings.whatsapp.app_secret,
+        "WHATSAPP_VERIFY_TOKEN": settings.whatsapp.verify_token,
+        "INTERNAL_TASK_TOKEN": settings.queue.internal_task_token,
+    }
+    return [
+        f"{name} is unset: using the public development value; never expose this instance"
+        for name, value in fallbacks.items()
+        if not value
+    ]
+
+
+def _describe(error: ValidationError) -> str:
+    lines = []
+    for item in error.errors():
+        variable = str(item["loc"][-1]) if item["loc"] else "configuration"
+        if item["type"] == "value_error":
+            lines.append(str(item["msg"]).removeprefix("Value error, "))
+            continue
+        given = item.get("input")
+        shown = f" (got {given!r})" if isinstance(given, str) and len(given) < 60 else ""
+        lines.append(f"{variable}: {item['msg']}{shown}")
+    return "invalid configuration: " + "; ".join(lines)
+
+
+@contextmanager
+def _reading(environ: Mapping[str, str] | None) -> Iterator[None]:
+    token = _environ.set(environ)
+    try:
+        yield
+    finally:
+        _environ.reset(token)
+
+
+def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    """Read settings from `environ` (default: the process environment) or raise ConfigError."""
+    with _reading(environ):
+        try:
+            return Settings()
+        except ValidationError as error:
+            raise ConfigError(_describe(error)) from None

@@ -1,0 +1,48 @@
+"""Patterns for personal data (phones, e-mails, CPF, CNPJ) and ways to hide it."""
+
+from __future__ import annotations
+
+import re
+
+EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
+# Formatted or bare: 12.345.678/0001-90, 12345678000190.
+CNPJ = re.compile(r"(?<!\d)\d{2}\.?\d{3}\.?\d{3}/?\d{4}-?\d{2}(?!\d)")
+# Formatted or bare: 123.456.789-09, 12345678909.
+CPF = re.compile(r"(?<!\d)\d{3}\.?\d{3}\.?\d{3}-?\d{2}(?!\d)")
+# Phone numbers: +55 (11) 91234-5678, 11 91234 5678, 5511912345678, +1 415 555 0100, ...
+# Eight or more digits, optionally grouped by spaces, dots, dashes or parentheses.
+PHONE = re.compile(r"(?<![\w])\+?\(?\d{1,3}\)?(?:[\s.\-]?\(?\d{2,5}\)?){2,5}(?![\w])")
+
+_PATTERNS = (("email", EMAIL), ("cnpj", CNPJ), ("cpf", CPF), ("phone", PHONE))
+
+
+def _digits(text: str) -> int:
+    return sum(ch.isdigit() for ch in text)
+
+
+def redact_text(text: str, names: tuple[str, ...] = ()) -> str:
+    """`text` with e-mails, CNPJ, CPF, phone numbers and the given names replaced."""
+    for label, pattern in _PATTERNS:
+        text = pattern.sub(
+            lambda match, label=label: (  # type: ignore[misc]
+                f"[{label}]" if label != "phone" or _digits(match.group()) >= 8 else match.group()
+            ),
+            text,
+        )
+    for name in names:
+        if name and len(name.strip()) >= 2:
+            text = re.sub(re.escape(name.strip()), "[name]", text, flags=re.IGNORECASE)
+    return text
+
+
+def mask_phone(number: str) -> str:
+    """Keep only the last four digits of a phone number or WhatsApp id."""
+    digits = [ch for ch in number if ch.isdigit()]
+    if len(digits) <= 4:
+        return "*" * len(digits)
+    return "*" * (len(digits) - 4) + "".join(digits[-4:])
+
+
+def mask_name(name: str) -> str:
+    """Keep only the first letter of each part of a name."""
+    return " ".join(part[:1] + "*" * (len(part) - 1) for part in name.split())

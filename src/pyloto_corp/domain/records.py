@@ -1,0 +1,89 @@
+"""The persisted record of one inbound message and the facts it is built from."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+# Kinds of inbound message that need no reply: they end in `ignored`.
+IGNORED_KINDS = frozenset({"reaction", "edit", "revoke", "deleted", "system", "ephemeral"})
+
+# Delivery statuses only move forward; `failed` outranks everything it can follow.
+DELIVERY_RANK = {"sent": 1, "delivered": 2, "read": 3, "played": 4, "failed": 5}
+
+
+@dataclass(frozen=True)
+class InboundMessage:
+    """A WhatsApp message normalised from the webhook payload."""
+
+    message_id: str
+    sender: str
+    kind: str
+    timestamp: int
+    phone_number_id: str = ""
+    text: str | None = None
+    contact_name: str | None = None
+    context_message_id: str | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class StatusUpdate:
+    """A delivery status webhook about a message we sent."""
+
+    outbound_message_id: str
+    status: str
+    timestamp: int
+    callback_data: str | None = None
+    errors: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def rank(self) -> int:
+        """Order of this status in the delivery lifecycle (0 = unknown)."""
+        return DELIVERY_RANK.get(self.status, 0)
+
+
+@dataclass
+class HistoryEntry:
+    """One completed transition."""
+
+    source: str
+    dest: str
+    trigger: str
+    at: float
+    duration_ms: float
+    attempt: int
+
+
+@dataclass
+class Record:
+    """The state machine of one inbound message, keyed by its wamid."""
+
+    message_id: str
+    inbound: InboundMessage
+    state: str
+    created_at: float
+    updated_at: float
+    version: int = 0
+    results: dict[str, Any] = field(default_factory=dict)
+    reply: dict[str, Any] | None = None
+    fallback_reason: str | None = None
+    failure_reason: str | None = None
+    outbound_message_id: str | None = None
+    send_started_at: float | None = None
+    attempts: dict[str, int] = field(default_factory=dict)
+    history: list[HistoryEntry] = field(default_factory=list)
+    trace_context: dict[str, str] = field(default_factory=dict)
+    delivery_status: str | None = None
+    delivery_errors: list[dict[str, Any]] = field(default_factory=list)
+
+    @classmethod
+    def received(cls, inbound: InboundMessage, now: float) -> Record:
+        """A new record for a message seen for the first time."""
+        return cls(
+            message_id=inbound.message_id,
+            inbound=inbound,
+            state="received",
+            created_at=now,
+            updated_at=now,
+        )

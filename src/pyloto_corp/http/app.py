@@ -1,0 +1,87 @@
+"""create_app: the Litestar application around a container."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from litestar import Litestar, MediaType, Request, Response
+from litestar.datastructures import State
+from litestar.exceptions import HTTPException
+
+from pyloto_corp.adapters.whatsapp_webhook import InvalidWebhook
+from pyloto_corp.application.ingest import BadSignature, MissingSignature
+from pyloto_corp.application.ports import (
+    QueueUnavailable,
+    StoreUnavailable,
+    TransientStepError,
+)
+from pyloto_corp.bootstrap import Container
+from pyloto_corp.http.health import health, ready
+from pyloto_corp.http.internal import InternalController
+from pyloto_corp.http.webhook import WebhookController
+
+log = logging.getLogger(__name__)
+
+
+def _error(status: int, detail: str, headers: dict[str, str] | None = None) -> Response[Any]:
+    return Response(
+        {"status_code": status, "detail": detail},
+        status_code=status,
+        media_type=MediaType.JSON,
+        headers=headers,
+    )
+
+
+def _missing_signature(_: Request[Any, Any, Any], __: Exception) -> Response[Any]:
+    return _error(401, "missing X-Hub-Signature-256")
+
+
+def _bad_signature(_: Request[Any, Any, Any], __: Exception) -> Response[Any]:
+    return _error(403, "invalid X-Hub-Signature-256")
+
+
+def _invalid(_: Request[Any, Any, Any], error: Exception) -> Response[Any]:
+    return _error(400, str(error))
+
+
+def _unavailable(_: Request[Any, Any, Any], error: Exception) -> Response[Any]:
+    log.error("dependency_unavailable", extra={"event": "dependency_unavailable", "error": str(error)})
+    return _error(503, "temporarily unavailable, retry later", {"Retry-After": "5"})
+
+
+def _retry_later(_: Request[Any, Any, Any], error: Exception) -> Response[Any]:
+    return _error(503, f"step will be retried: {error}", {"Retry-After": "5"})
+
+
+def _http(_: Request[Any, Any, Any], error: Exception) -> Response[Any]:
+    assert isinstance(error, HTTPException)
+    return _error(error.status_code, error.detail, error.headers)
+
+
+def _internal(request: Request[Any, Any, Any], error: Exception) -> Response[Any]:
+    log.exception("unhandled_error", extra={"event": "unhandled_error", "path": request.url.path})
+    return _error(500, "internal error")
+
+
+def create_app(container: Container) -> Litestar:
+    """The HTTP app; the container's workers start and stop with it."""
+    return Litestar(
+        route_handlers=[WebhookController, InternalController, health, ready],
+        state=State({"container": container}),
+        on_startup=[container.start],
+        on_shutdown=[container.stop],
+        request_max_body_size=container.settings.app.webhook_max_body_bytes,
+        exception_handlers={
+            MissingSignature: _missing_signature,
+            BadSignature: _bad_signature,
+            InvalidWebhook: _invalid,
+            StoreUnavailable: _unavailable,
+            QueueUnavailable: _unavailable,
+            TransientStepError: _retry_later,
+            HTTPException: _http,
+            Exception: _internal,
+        },
+        openapi_config=None,
+        logging_config=None,
+    )

@@ -1,0 +1,43 @@
+"""Internal routes for the task queue and operators, behind X-Internal-Token."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+from litestar import Controller, Request, get, post
+from litestar.exceptions import NotFoundException
+
+from pyloto_corp.application.inspect import record_view
+from pyloto_corp.http.deps import container_of, internal_token_guard
+
+
+class AdvanceTask(msgspec.Struct, forbid_unknown_fields=True):
+    """Body of a task: advance `message_id` from `state`."""
+
+    message_id: str
+    state: str
+
+
+class InternalController(Controller):
+    """Task callbacks and record inspection."""
+
+    path = "/internal"
+    guards = [internal_token_guard]  # noqa: RUF012
+
+    @post("/tasks/advance", status_code=200)
+    async def advance(self, request: Request[Any, Any, Any], data: AdvanceTask) -> dict[str, str]:
+        """Run one transition; a task whose record moved on is a no-op success."""
+        container = container_of(request)
+        retries = request.headers.get("x-cloudtasks-taskretrycount", "0")
+        attempt = int(retries) + 1 if retries.isdigit() else 1
+        outcome = await container.advancer.advance(data.message_id, data.state, attempt)
+        return {"outcome": outcome}
+
+    @get("/messages/{message_id:str}")
+    async def inspect(self, request: Request[Any, Any, Any], message_id: str) -> dict[str, Any]:
+        """The record with personal data masked."""
+        record = await container_of(request).store.get(message_id)
+        if record is None:
+            raise NotFoundException("no record with this message id")
+        return record_view(record)

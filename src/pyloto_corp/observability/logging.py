@@ -1,0 +1,67 @@
+"""JSON log lines on stdout in Cloud Logging's shape, with personal data redacted."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+import traceback
+from typing import Any
+
+from pyloto_corp.domain.privacy import redact_text
+
+# LogRecord attributes that are not `extra=` fields.
+_STANDARD = frozenset(logging.makeLogRecord({}).__dict__) | {
+    "message",
+    "asctime",
+    "color_message",  # uvicorn's ANSI copy of the message
+}
+
+
+def _clean(value: Any) -> Any:
+    if isinstance(value, str):
+        return redact_text(value)
+    if isinstance(value, dict):
+        return {str(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_clean(v) for v in value]
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    return redact_text(repr(value))
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object a line: severity, message, event, extra fields, redacted."""
+
+    converter = time.gmtime
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "severity": record.levelname,
+            "message": redact_text(record.getMessage()),
+            "logger": record.name,
+            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S") + f".{int(record.msecs):03d}Z",
+        }
+        for key, value in record.__dict__.items():
+            if key not in _STANDARD and not key.startswith("_"):
+                entry[key] = _clean(value)
+        if record.exc_info:
+            text = "".join(traceback.format_exception(*record.exc_info))
+            entry["exception"] = redact_text(text)
+        return json.dumps(entry, ensure_ascii=False, default=str)
+
+
+def configure_logging(level: str = "INFO") -> None:
+    """Send every logger's records to stdout as redacted JSON lines."""
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(JsonFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    logging.getLogger("uvicorn.access").disabled = True
+    # transitions logs every callback at INFO: noise at our volume.
+    logging.getLogger("transitions").setLevel(logging.WARNING)
+    for name in ("uvicorn", "uvicorn.error"):
+        logging.getLogger(name).handlers[:] = []
+        logging.getLogger(name).propagate = True
