@@ -7,7 +7,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from pyloto_corp.adapters.dry_run_outbox import DryRunOutbox
@@ -67,12 +67,10 @@ def _refuse_unbuilt(settings: Settings) -> None:
 
 def queue_specs(settings: Settings) -> dict[str, QueueSpec]:
     """The deploy guide's queues with the configured local backoff."""
-    backoff = {
-        "min_backoff_seconds": settings.queue.local_min_backoff_seconds,
-        "max_backoff_seconds": settings.queue.local_max_backoff_seconds,
-    }
+    low = settings.queue.local_min_backoff_seconds
+    high = settings.queue.local_max_backoff_seconds
     return {
-        spec.name: QueueSpec(**{**spec.__dict__, **backoff})  # type: ignore[arg-type]
+        spec.name: replace(spec, min_backoff_seconds=low, max_backoff_seconds=high)
         for spec in (INBOUND, OUTBOUND)
     }
 

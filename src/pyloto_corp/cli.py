@@ -92,7 +92,9 @@ async def _simulate_http(settings: Settings, args: argparse.Namespace, body: byt
             print(f"pyloto: cannot reach {base}: {error}", file=sys.stderr)
             return 1
         if response.status_code != 200:
-            print(f"pyloto: webhook answered {response.status_code}: {response.text}", file=sys.stderr)
+            print(
+                f"pyloto: webhook answered {response.status_code}: {response.text}", file=sys.stderr
+            )
             return 1
         token = {"X-Internal-Token": settings.internal_task_token}
         deadline = time.monotonic() + args.timeout
@@ -197,9 +199,7 @@ def _cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
 
     configure_logging(settings.app.log_level)
     for warning in development_warnings(settings):
-        logging.getLogger("pyloto_corp").warning(
-            warning, extra={"event": "development_default"}
-        )
+        logging.getLogger("pyloto_corp").warning(warning, extra={"event": "development_default"})
     app = create_app(bootstrap(settings))
     uvicorn.run(
         app,

@@ -262,6 +262,10 @@ class Settings(BaseSettings):
 
 def unsafe_combinations(settings: Settings) -> list[str]:
     """Reasons this configuration would lose data, split state or run unprotected."""
+    return _backend_problems(settings) + _secret_problems(settings)
+
+
+def _backend_problems(settings: Settings) -> list[str]:
     problems: list[str] = []
     state, queue = settings.state, settings.queue
     if state.backend and state.dedupe_backend and state.backend != state.dedupe_backend:
@@ -279,32 +283,33 @@ def unsafe_combinations(settings: Settings) -> list[str]:
     if state.effective_backend == "redis" and not state.redis_url:
         problems.append("STATE_BACKEND=redis needs REDIS_URL")
     if queue.effective_backend == "cloud_tasks":
-        missing = [
-            name
-            for name, value in (
-                ("GCP_PROJECT", queue.gcp_project),
-                ("INTERNAL_TASK_BASE_URL", queue.internal_task_base_url),
-            )
-            if not value
-        ]
-        if missing:
-            problems.append(f"QUEUE_BACKEND=cloud_tasks needs {', '.join(missing)}")
+        for name, value in (
+            ("GCP_PROJECT", queue.gcp_project),
+            ("INTERNAL_TASK_BASE_URL", queue.internal_task_base_url),
+        ):
+            if not value:
+                problems.append(f"QUEUE_BACKEND=cloud_tasks needs {name}")
+    if queue.local_min_backoff_seconds > queue.local_max_backoff_seconds:
+        problems.append("LOCAL_QUEUE_MIN_BACKOFF_SECONDS is above LOCAL_QUEUE_MAX_BACKOFF_SECONDS")
+    return problems
+
+
+def _secret_problems(settings: Settings) -> list[str]:
+    problems: list[str] = []
     if settings.app.environment != "development":
         required = {
             "WHATSAPP_APP_SECRET": settings.whatsapp.app_secret,
             "WHATSAPP_VERIFY_TOKEN": settings.whatsapp.verify_token,
-            "INTERNAL_TASK_TOKEN": queue.internal_task_token,
+            "INTERNAL_TASK_TOKEN": settings.queue.internal_task_token,
         }
-        for name, value in required.items():
-            if not value:
-                problems.append(f"ENVIRONMENT={settings.app.environment} requires {name}")
+        problems.extend(
+            f"ENVIRONMENT={settings.app.environment} requires {name}"
+            for name, value in required.items()
+            if not value
+        )
     if settings.openai.enabled and not settings.openai.api_key:
         problems.append(
             "OPENAI_ENABLED=true needs OPENAI_API_KEY (any value for a local compatible server)"
-        )
-    if settings.queue.local_min_backoff_seconds > settings.queue.local_max_backoff_seconds:
-        problems.append(
-            "LOCAL_QUEUE_MIN_BACKOFF_SECONDS is above LOCAL_QUEUE_MAX_BACKOFF_SECONDS"
         )
     return problems
 

@@ -76,10 +76,6 @@ class SQLiteStore:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pyloto-sqlite")
         self._conn: sqlite3.Connection | None = None
 
-    async def open(self) -> None:
-        """Create the file and schema if needed."""
-        await self._run(self._connect)
-
     def _connect(self) -> sqlite3.Connection:
         if self._conn is None:
             if self.path.parent != Path():

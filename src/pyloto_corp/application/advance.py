@@ -93,7 +93,7 @@ class Advancer:
             attempt=attempt,
         )
         attempts = dict(record.attempts)
-        attempts[record.state] = attempt
+        attempts[record.state] = max(attempt, attempts.get(record.state, 0))
         moved = replace(
             record,
             **updates,

@@ -54,9 +54,7 @@ class IngestResult:
 class Ingestor:
     """Turns a verified webhook body into durable records and their first tasks."""
 
-    def __init__(
-        self, store: StateStore, advancer: Advancer, clock: Callable[[], float]
-    ) -> None:
+    def __init__(self, store: StateStore, advancer: Advancer, clock: Callable[[], float]) -> None:
         self.store = store
         self.advancer = advancer
         self.clock = clock

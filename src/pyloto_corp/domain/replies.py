@@ -25,12 +25,9 @@ _TEMPLATES: dict[str, str] = {
     "location": f"{_GREETING} Recebemos sua localização e vamos considerá-la no atendimento.",
     "contacts": f"{_GREETING} Recebemos o contato que você compartilhou.",
     "choice": "Recebemos sua escolha: {choice}. Um de nossos atendentes vai continuar daqui.",
-    "order": (
-        f"{_GREETING} Recebemos seu pedido e vamos confirmar os detalhes com você em breve."
-    ),
+    "order": (f"{_GREETING} Recebemos seu pedido e vamos confirmar os detalhes com você em breve."),
     "unsupported": (
-        "Desculpe, não conseguimos ler esse tipo de mensagem. Pode nos enviar sua dúvida "
-        "em texto?"
+        "Desculpe, não conseguimos ler esse tipo de mensagem. Pode nos enviar sua dúvida em texto?"
     ),
 }
 

@@ -118,7 +118,9 @@ class _Reader:
         queue = self.scalar(fields["queue"], "queue") if "queue" in fields else "inbound"
         if queue not in ("inbound", "outbound"):
             raise self.fail(fields["queue"], f"state '{name}': queue must be inbound or outbound")
-        description = self.scalar(fields["description"], "description") if "description" in fields else ""
+        description = (
+            self.scalar(fields["description"], "description") if "description" in fields else ""
+        )
         terminal = self.flag(fields.get("terminal"), "terminal")
         return StateSpec(name, description, queue, terminal, key_line)  # type: ignore[arg-type]
 

@@ -46,7 +46,9 @@ def _invalid(_: Request[Any, Any, Any], error: Exception) -> Response[Any]:
 
 
 def _unavailable(_: Request[Any, Any, Any], error: Exception) -> Response[Any]:
-    log.error("dependency_unavailable", extra={"event": "dependency_unavailable", "error": str(error)})
+    log.error(
+        "dependency_unavailable", extra={"event": "dependency_unavailable", "error": str(error)}
+    )
     return _error(503, "temporarily unavailable, retry later", {"Retry-After": "5"})
 
 

@@ -31,4 +31,6 @@ async def ready(request: Request[Any, Any, Any]) -> Response[dict[str, str]]:
     except QueueUnavailable:
         checks["queue"] = "unavailable"
     ok = all(value == "ok" for value in checks.values())
-    return Response({"status": "ok" if ok else "unavailable", **checks}, status_code=200 if ok else 503)
+    return Response(
+        {"status": "ok" if ok else "unavailable", **checks}, status_code=200 if ok else 503
+    )

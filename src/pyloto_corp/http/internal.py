@@ -6,7 +6,7 @@ from typing import Any
 
 import msgspec
 from litestar import Controller, Request, get, post
-from litestar.exceptions import NotFoundException
+from litestar.exceptions import ClientException, NotFoundException
 
 from pyloto_corp.application.inspect import record_view
 from pyloto_corp.http.deps import container_of, internal_token_guard
@@ -19,6 +19,9 @@ class AdvanceTask(msgspec.Struct, forbid_unknown_fields=True):
     state: str
 
 
+_task_decoder = msgspec.json.Decoder(AdvanceTask)
+
+
 class InternalController(Controller):
     """Task callbacks and record inspection."""
 
@@ -26,8 +29,12 @@ class InternalController(Controller):
     guards = [internal_token_guard]  # noqa: RUF012
 
     @post("/tasks/advance", status_code=200)
-    async def advance(self, request: Request[Any, Any, Any], data: AdvanceTask) -> dict[str, str]:
+    async def advance(self, request: Request[Any, Any, Any]) -> dict[str, str]:
         """Run one transition; a task whose record moved on is a no-op success."""
+        try:
+            data = _task_decoder.decode(await request.body())
+        except msgspec.DecodeError as error:
+            raise ClientException(f"invalid task body: {error}") from None
         container = container_of(request)
         retries = request.headers.get("x-cloudtasks-taskretrycount", "0")
         attempt = int(retries) + 1 if retries.isdigit() else 1
@@ -35,8 +42,9 @@ class InternalController(Controller):
         return {"outcome": outcome}
 
     @get("/messages/{message_id:str}")
-    async def inspect(self, request: Request[Any, Any, Any], message_id: str) -> dict[str, Any]:
+    async def inspect(self, request: Request[Any, Any, Any]) -> dict[str, Any]:
         """The record with personal data masked."""
+        message_id: str = request.path_params["message_id"]
         record = await container_of(request).store.get(message_id)
         if record is None:
             raise NotFoundException("no record with this message id")

@@ -34,7 +34,7 @@ def _clean(value: Any) -> Any:
 class JsonFormatter(logging.Formatter):
     """One JSON object a line: severity, message, event, extra fields, redacted."""
 
-    converter = time.gmtime
+    converter = time.gmtime  # type: ignore[assignment]  # UTC, as Cloud Logging expects
 
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {

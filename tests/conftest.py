@@ -1,0 +1,58 @@
+"""Shared fixtures: settings on a temporary SQLite file, a running container, an app client."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+from litestar.testing import AsyncTestClient
+
+from pyloto_corp.bootstrap import Container, bootstrap
+from pyloto_corp.config import Settings, load_settings
+from pyloto_corp.http.app import create_app
+from tests.helpers import APP_SECRET, INTERNAL_TOKEN, VERIFY_TOKEN
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    """Async tests run on asyncio, as the service does."""
+    return "asyncio"
+
+
+@pytest.fixture
+def make_settings(tmp_path: Path) -> Callable[..., Settings]:
+    """Build settings from variables, on a private database and with fast retries."""
+
+    def create(**overrides: str) -> Settings:
+        environ = {
+            "STATE_SQLITE_PATH": str(tmp_path / "pyloto.db"),
+            "WHATSAPP_APP_SECRET": APP_SECRET,
+            "WHATSAPP_VERIFY_TOKEN": VERIFY_TOKEN,
+            "INTERNAL_TASK_TOKEN": INTERNAL_TOKEN,
+            "LOCAL_QUEUE_MIN_BACKOFF_SECONDS": "0.01",
+            "LOCAL_QUEUE_MAX_BACKOFF_SECONDS": "0.05",
+            **overrides,
+        }
+        return load_settings(environ)
+
+    return create
+
+
+@pytest.fixture
+async def container(make_settings: Callable[..., Settings]) -> AsyncIterator[Container]:
+    """A started container on embedded defaults."""
+    built = bootstrap(make_settings())
+    await built.start()
+    yield built
+    await built.stop()
+
+
+@pytest.fixture
+async def client(
+    make_settings: Callable[..., Settings],
+) -> AsyncIterator[AsyncTestClient]:  # type: ignore[type-arg]
+    """An HTTP client on the app (its lifespan starts and stops the container)."""
+    app = create_app(bootstrap(make_settings()))
+    async with AsyncTestClient(app=app) as test_client:
+        yield test_client

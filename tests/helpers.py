@@ -1,0 +1,91 @@
+"""Builders of realistic WhatsApp webhook payloads, shared by the tests."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import uuid
+from pathlib import Path
+from typing import Any
+
+DATA = Path(__file__).parent / "data"
+APP_SECRET = "test-app-secret"
+INTERNAL_TOKEN = "test-internal-token"
+VERIFY_TOKEN = "test-verify-token"
+SENDER = "5511987654321"
+CONTACT_NAME = "Maria Aparecida"
+
+
+def load_payload(name: str) -> dict[str, Any]:
+    """A payload fixture from tests/data/."""
+    value: dict[str, Any] = json.loads((DATA / name).read_text(encoding="utf-8"))
+    return value
+
+
+def new_wamid() -> str:
+    """A unique inbound message id."""
+    return f"wamid.TEST{uuid.uuid4().hex.upper()}"
+
+
+def text_message(body: str, message_id: str | None = None, sender: str = SENDER) -> dict[str, Any]:
+    """One inbound text message item."""
+    return {
+        "from": sender,
+        "id": message_id or new_wamid(),
+        "timestamp": "1732500000",
+        "type": "text",
+        "text": {"body": body},
+    }
+
+
+def envelope(
+    messages: list[dict[str, Any]] | None = None,
+    statuses: list[dict[str, Any]] | None = None,
+    sender: str = SENDER,
+    name: str = CONTACT_NAME,
+) -> dict[str, Any]:
+    """A webhook body with one entry and one change carrying `messages` and `statuses`."""
+    value: dict[str, Any] = {
+        "messaging_product": "whatsapp",
+        "metadata": {"display_phone_number": "15550783881", "phone_number_id": "106540352242922"},
+    }
+    if messages is not None:
+        value["contacts"] = [{"profile": {"name": name}, "wa_id": sender}]
+        value["messages"] = messages
+    if statuses is not None:
+        value["statuses"] = statuses
+    return {
+        "object": "whatsapp_business_account",
+        "entry": [{"id": "102290129340398", "changes": [{"field": "messages", "value": value}]}],
+    }
+
+
+def encode(payload: dict[str, Any]) -> bytes:
+    """Serialise like Meta does: UTF-8 JSON, non-ASCII kept as-is."""
+    return json.dumps(payload, ensure_ascii=False).encode()
+
+
+def signature(body: bytes, secret: str = APP_SECRET) -> str:
+    """X-Hub-Signature-256 for `body`."""
+    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+def signed_headers(body: bytes, secret: str = APP_SECRET) -> dict[str, str]:
+    """Headers of a genuine webhook POST."""
+    return {"X-Hub-Signature-256": signature(body, secret), "Content-Type": "application/json"}
+
+
+def status(
+    outbound_id: str, state: str, timestamp: int, callback: str | None = None
+) -> dict[str, Any]:
+    """One delivery status item about a message we sent."""
+    item: dict[str, Any] = {
+        "id": outbound_id,
+        "status": state,
+        "timestamp": str(timestamp),
+        "recipient_id": SENDER,
+    }
+    if callback is not None:
+        item["biz_opaque_callback_data"] = callback
+    return item
