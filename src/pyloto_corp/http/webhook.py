@@ -31,7 +31,7 @@ class WebhookController(Controller):
             or not hmac.compare_digest(token.encode(), expected)
         ):
             raise PermissionDeniedException("verification failed")
-        return challenge
+        return str(challenge)
 
     @post(status_code=200)
     async def receive(self, request: Request[Any, Any, Any]) -> Response[dict[str, int]]:
