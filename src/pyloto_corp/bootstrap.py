@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -147,10 +148,17 @@ def bootstrap(
     chart = load_chart()
     machine = LifecycleMachine(chart)
     terminal = [name for name, spec in chart.states.items() if spec.terminal]
-    store = store or SQLiteStore(settings.state.sqlite_path, terminal_states=terminal)
+    sole_instance = store is None  # the SQLite store below is locked to this process
+    store = store or SQLiteStore(settings.state.sqlite_path, terminal, exclusive=True)
     outbox = outbox or DryRunOutbox(settings.state.sqlite_path)
     queue = LocalQueue(queue_specs(settings))
-    context = StepContext(store=store, outbox=outbox, clock=clock, llm_enabled=False)
+    context = StepContext(
+        store=store,
+        outbox=outbox,
+        clock=clock,
+        instance_id=uuid.uuid4().hex,
+        sole_instance=sole_instance,
+    )
     advancer = Advancer(machine, store, queue, context)
     return Container(
         settings=settings,

@@ -7,11 +7,12 @@ by the executor and each statement is its own transaction (or one explicit trans
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import sqlite3
 from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import IO, Any, TypeVar
 
 import msgspec
 
@@ -67,11 +68,29 @@ _decoder = msgspec.json.Decoder(Record)
 _errors_decoder = msgspec.json.Decoder(list[dict[str, Any]])
 
 
+def _take_lock(path: Path) -> IO[str]:
+    """An exclusive lock beside the database; the OS drops it if the process dies."""
+    lock = open(f"{path}.lock", "a+")  # noqa: SIM115 - held until close()
+    try:
+        fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.close()
+        raise sqlite3.OperationalError(
+            f"{path} is in use by another pyloto process; one process serves one SQLite file"
+        ) from None
+    return lock
+
+
 class SQLiteStore:
     """StateStore on a local SQLite file."""
 
-    def __init__(self, path: Path, terminal_states: Collection[str]) -> None:
+    def __init__(
+        self, path: Path, terminal_states: Collection[str], exclusive: bool = False
+    ) -> None:
+        """`exclusive`: hold a lock so no other process serves from the same file."""
         self.path = path
+        self.exclusive = exclusive
+        self._lock: IO[str] | None = None
         self._terminal = sorted(terminal_states)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pyloto-sqlite")
         self._conn: sqlite3.Connection | None = None
@@ -80,6 +99,8 @@ class SQLiteStore:
         if self._conn is None:
             if self.path.parent != Path():
                 self.path.parent.mkdir(parents=True, exist_ok=True)
+            if self.exclusive and self._lock is None:
+                self._lock = _take_lock(self.path)
             conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
             conn.execute("PRAGMA journal_mode=WAL")
             # FULL: an acknowledged webhook survives a crash of the process or the machine.
@@ -219,6 +240,9 @@ class SQLiteStore:
             if self._conn is not None:
                 self._conn.close()
                 self._conn = None
+            if self._lock is not None:
+                self._lock.close()  # closing the file releases the lock
+                self._lock = None
 
         await self._run(work)
         self._executor.shutdown(wait=True)

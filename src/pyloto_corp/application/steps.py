@@ -6,7 +6,12 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from pyloto_corp.application.ports import Outbox, StateStore, TransientStepError
+from pyloto_corp.application.ports import (
+    Outbox,
+    PermanentStepError,
+    StateStore,
+    TransientStepError,
+)
 from pyloto_corp.domain.records import IGNORED_KINDS, Record
 from pyloto_corp.domain.replies import template_for, text_reply_body
 from pyloto_corp.domain.statechart import ANY_STATE
@@ -22,12 +27,19 @@ class Outcome:
 
 @dataclass(frozen=True)
 class StepContext:
-    """What steps may use: the store (for claims), the outbox and the clock."""
+    """What steps may use: the store (for claims), the outbox and the clock.
+
+    `instance_id` names this process in send claims; `sole_instance` says no other process
+    can use the store (SQLite holds an exclusive lock), so a claim by another instance was
+    left by a crashed predecessor.
+    """
 
     store: StateStore
     outbox: Outbox
     clock: Callable[[], float]
-    llm_enabled: bool
+    llm_enabled: bool = False
+    instance_id: str = ""
+    sole_instance: bool = False
 
 
 # How long a claimed send belongs to the task that claimed it (above the Graph API timeout):
@@ -76,15 +88,36 @@ async def send(record: Record, ctx: StepContext) -> Outcome:
         earlier = await ctx.outbox.find_sent(record.message_id)
         if earlier is not None:
             return Outcome("send", {"outbound_message_id": earlier})
-        if now - record.send_started_at < SEND_LEASE_SECONDS:
+        if _claim_alive(record, ctx, now):
             raise TransientStepError("another attempt is sending this reply")
-    claimed = replace(record, send_started_at=now, version=record.version + 1)
+    claimed = replace(
+        record, send_started_at=now, send_claimed_by=ctx.instance_id, version=record.version + 1
+    )
     if not await ctx.store.save(claimed, expected_version=record.version):
         raise ClaimLost(record.message_id)
+    try:
+        outbound_id = await ctx.outbox.send(record.reply)
+    except (TransientStepError, PermanentStepError):
+        # The outbox knows nothing was sent: release the claim so a retry may send at once.
+        await ctx.store.save(
+            replace(
+                claimed, send_started_at=None, send_claimed_by=None, version=claimed.version + 1
+            ),
+            expected_version=claimed.version,
+        )
+        raise
     record.version = claimed.version
     record.send_started_at = claimed.send_started_at
-    outbound_id = await ctx.outbox.send(record.reply)
+    record.send_claimed_by = claimed.send_claimed_by
     return Outcome("send", {"outbound_message_id": outbound_id})
+
+
+def _claim_alive(record: Record, ctx: StepContext, now: float) -> bool:
+    """Whether an earlier claim may still be sending (so sending now could duplicate it)."""
+    assert record.send_started_at is not None
+    if ctx.sole_instance and record.send_claimed_by != ctx.instance_id:
+        return False  # its owner was a previous process on this store: it is gone
+    return now - record.send_started_at < SEND_LEASE_SECONDS
 
 
 class ClaimLost(Exception):

@@ -71,6 +71,7 @@ class Record:
     failure_reason: str | None = None
     outbound_message_id: str | None = None
     send_started_at: float | None = None
+    send_claimed_by: str | None = None
     attempts: dict[str, int] = field(default_factory=dict)
     history: list[HistoryEntry] = field(default_factory=list)
     trace_context: dict[str, str] = field(default_factory=dict)
