@@ -111,15 +111,19 @@ class Container:
             await close()
 
     async def sweep(self, stuck_after_seconds: float = STUCK_AFTER_SECONDS) -> SweepResult:
-        """Re-queue stuck records and purge those past retention."""
-        return await sweep(
+        """Re-queue stuck records and purge those (and dry-run requests) past retention."""
+        retention = self.settings.state.retention_days * 86400
+        result = await sweep(
             self.store,
             self.queue,
             self.chart,
             self.clock,
             stuck_after_seconds=stuck_after_seconds,
-            retention_seconds=self.settings.state.retention_days * 86400,
+            retention_seconds=retention,
         )
+        if isinstance(self.outbox, DryRunOutbox):
+            await self.outbox.purge(created_before=self.clock() - retention)
+        return result
 
     async def _sweep_periodically(self) -> None:
         while True:

@@ -95,6 +95,17 @@ class DryRunOutbox:
 
         return await self._run(work)
 
+    async def purge(self, created_before: float) -> int:
+        """Delete recorded requests older than the retention limit (they hold phone numbers)."""
+
+        def work() -> int:
+            cursor = self._connect().execute(
+                "DELETE FROM dry_run_outbox WHERE created_at < ?", (created_before,)
+            )
+            return int(cursor.rowcount)
+
+        return await self._run(work)
+
     async def close(self) -> None:
         """Close the connection."""
 

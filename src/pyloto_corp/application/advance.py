@@ -14,6 +14,7 @@ from pyloto_corp.application.ports import (
 )
 from pyloto_corp.application.steps import STEPS, ClaimLost, StepContext
 from pyloto_corp.domain.machine import LifecycleMachine
+from pyloto_corp.domain.privacy import message_ref
 from pyloto_corp.domain.records import HistoryEntry, Record
 
 log = logging.getLogger(__name__)
@@ -45,7 +46,10 @@ class Advancer:
         """Do the step of `expected_state`; a record elsewhere is a no-op. Returns the outcome."""
         record = await self.store.get(message_id)
         if record is None:
-            log.warning("task_for_unknown_record", extra={"event": "task_for_unknown_record"})
+            log.warning(
+                "task_for_unknown_record",
+                extra={"event": "task_for_unknown_record", "ref": message_ref(message_id)},
+            )
             return "unknown"
         if record.state != expected_state:
             return "stale"
@@ -66,7 +70,12 @@ class Advancer:
             return False
         log.error(
             "record_dead_lettered",
-            extra={"event": "record_dead_lettered", "state": expected_state, "reason": reason},
+            extra={
+                "event": "record_dead_lettered",
+                "ref": message_ref(message_id),
+                "state": expected_state,
+                "reason": reason,
+            },
         )
         started = self.context.clock()
         outcome = await self._commit(
@@ -107,7 +116,15 @@ class Advancer:
             return "stale"
         log.info(
             "transition",
-            extra={"event": "transition", "source": record.state, "dest": dest, "trigger": trigger},
+            extra={
+                "event": "transition",
+                "ref": message_ref(record.message_id),
+                "source": record.state,
+                "dest": dest,
+                "trigger": trigger,
+                "attempt": attempt,
+                "duration_ms": entry.duration_ms,
+            },
         )
         task = self.task_for(moved)
         if task is not None:

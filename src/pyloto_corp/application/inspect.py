@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from pyloto_corp.domain.privacy import mask_name, mask_phone, redact_text
+from pyloto_corp.domain.privacy import mask_name, mask_phone, message_ref, redact_text
 from pyloto_corp.domain.records import Record
 
 
@@ -21,6 +21,7 @@ def record_view(record: Record) -> dict[str, Any]:
             text["body"] = redact_text(text["body"], names)
     return {
         "message_id": record.message_id,
+        "log_ref": message_ref(record.message_id),
         "state": record.state,
         "version": record.version,
         "created_at": record.created_at,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 
 EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
@@ -46,3 +47,8 @@ def mask_phone(number: str) -> str:
 def mask_name(name: str) -> str:
     """Keep only the first letter of each part of a name."""
     return " ".join(part[:1] + "*" * (len(part) - 1) for part in name.split())
+
+
+def message_ref(message_id: str) -> str:
+    """A stable reference to a message for logs: wamids encode the sender's number."""
+    return hashlib.sha256(message_id.encode()).hexdigest()[:16]
