@@ -2,18 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
-import sqlite3
 import uuid
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
+from pyloto_corp.adapters.sqlite_base import SQLiteThread
 from pyloto_corp.application.ports import TransientStepError
-
-T = TypeVar("T")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS dry_run_outbox (
@@ -32,26 +27,10 @@ class DryRunOutbox:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pyloto-outbox")
-        self._conn: sqlite3.Connection | None = None
-
-    def _connect(self) -> sqlite3.Connection:
-        if self._conn is None:
-            if self.path.parent != Path():
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=FULL")
-            conn.execute("PRAGMA busy_timeout=5000")
-            conn.executescript(_SCHEMA)
-            self._conn = conn
-        return self._conn
-
-    async def _run(self, work: Callable[[], T]) -> T:
-        try:
-            return await asyncio.get_running_loop().run_in_executor(self._executor, work)
-        except sqlite3.OperationalError as error:
-            raise TransientStepError(f"dry-run outbox: {error}") from error
+        # A failure to write means nothing was sent: the send step may retry at once.
+        self._db = SQLiteThread(path, _SCHEMA, TransientStepError, "pyloto-outbox")
+        self._run = self._db.run
+        self._connect = self._db.connection
 
     async def send(self, body: dict[str, Any]) -> str:
         outbound_id = f"wamid.dryrun.{uuid.uuid4().hex}"
@@ -108,11 +87,4 @@ class DryRunOutbox:
 
     async def close(self) -> None:
         """Close the connection."""
-
-        def work() -> None:
-            if self._conn is not None:
-                self._conn.close()
-                self._conn = None
-
-        await self._run(work)
-        self._executor.shutdown(wait=True)
+        await self._db.close()

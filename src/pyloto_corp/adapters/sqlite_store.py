@@ -1,25 +1,21 @@
-"""SQLite store: the embedded default. One connection on one thread, WAL, fsync on commit.
+"""SQLite store: the embedded default.
 
-Every call runs on a single worker thread, so concurrent tasks in one process are serialised
-by the executor and each statement is its own transaction (or one explicit transaction).
+Calls are serialised on one thread (see sqlite_base); each statement is its own transaction,
+or one explicit transaction where several statements must agree.
 """
 
 from __future__ import annotations
 
-import asyncio
-import fcntl
 import sqlite3
-from collections.abc import Callable, Collection, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Collection, Sequence
 from pathlib import Path
-from typing import IO, Any, TypeVar
+from typing import Any
 
 import msgspec
 
+from pyloto_corp.adapters.sqlite_base import SQLiteThread
 from pyloto_corp.application.ports import StoreUnavailable
 from pyloto_corp.domain.records import DELIVERY_RANK, Record, StatusUpdate
-
-T = TypeVar("T")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS records (
@@ -68,19 +64,6 @@ _decoder = msgspec.json.Decoder(Record)
 _errors_decoder = msgspec.json.Decoder(list[dict[str, Any]])
 
 
-def _take_lock(path: Path) -> IO[str]:
-    """An exclusive lock beside the database; the OS drops it if the process dies."""
-    lock = open(f"{path}.lock", "a+")  # noqa: SIM115 - held until close()
-    try:
-        fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        lock.close()
-        raise sqlite3.OperationalError(
-            f"{path} is in use by another pyloto process; one process serves one SQLite file"
-        ) from None
-    return lock
-
-
 class SQLiteStore:
     """StateStore on a local SQLite file."""
 
@@ -89,33 +72,8 @@ class SQLiteStore:
     ) -> None:
         """`exclusive`: hold a lock so no other process serves from the same file."""
         self.path = path
-        self.exclusive = exclusive
-        self._lock: IO[str] | None = None
+        self._db = SQLiteThread(path, _SCHEMA, StoreUnavailable, "pyloto-sqlite", exclusive)
         self._terminal = sorted(terminal_states)
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pyloto-sqlite")
-        self._conn: sqlite3.Connection | None = None
-
-    def _connect(self) -> sqlite3.Connection:
-        if self._conn is None:
-            if self.path.parent != Path():
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-            if self.exclusive and self._lock is None:
-                self._lock = _take_lock(self.path)
-            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-            conn.execute("PRAGMA journal_mode=WAL")
-            # FULL: an acknowledged webhook survives a crash of the process or the machine.
-            conn.execute("PRAGMA synchronous=FULL")
-            conn.execute("PRAGMA busy_timeout=5000")
-            conn.executescript(_SCHEMA)
-            self._conn = conn
-        return self._conn
-
-    async def _run(self, work: Callable[[], T]) -> T:
-        loop = asyncio.get_running_loop()
-        try:
-            return await loop.run_in_executor(self._executor, work)
-        except sqlite3.OperationalError as error:
-            raise StoreUnavailable(f"sqlite: {error}") from error
 
     async def create_if_absent(self, records: Sequence[Record]) -> list[bool]:
         rows = [
@@ -123,34 +81,27 @@ class SQLiteStore:
             for r in records
         ]
 
-        def work() -> list[bool]:
-            conn = self._connect()
-            created = []
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                for row in rows:
-                    cursor = conn.execute(
-                        "INSERT OR IGNORE INTO records (message_id, state, version, created_at,"
-                        " updated_at, data) VALUES (?, ?, ?, ?, ?, ?)",
-                        row,
-                    )
-                    created.append(cursor.rowcount == 1)
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            return created
+        def work(conn: sqlite3.Connection) -> list[bool]:
+            return [
+                conn.execute(
+                    "INSERT OR IGNORE INTO records (message_id, state, version, created_at,"
+                    " updated_at, data) VALUES (?, ?, ?, ?, ?, ?)",
+                    row,
+                ).rowcount
+                == 1
+                for row in rows
+            ]
 
-        return await self._run(work)
+        return await self._db.run(lambda: self._db.transaction(work))
 
     async def get(self, message_id: str) -> Record | None:
         def work() -> tuple[bytes, str | None, bytes | None] | None:
             row: tuple[bytes, str | None, bytes | None] | None = (
-                self._connect().execute(_GET, (message_id,)).fetchone()
+                self._db.connection().execute(_GET, (message_id,)).fetchone()
             )
             return row
 
-        row = await self._run(work)
+        row = await self._db.run(work)
         if row is None:
             return None
         record = _decoder.decode(row[0])
@@ -170,14 +121,14 @@ class SQLiteStore:
         )
 
         def work() -> bool:
-            cursor = self._connect().execute(
+            cursor = self._db.connection().execute(
                 "UPDATE records SET state = ?, version = ?, outbound_message_id = ?,"
                 " updated_at = ?, data = ? WHERE message_id = ? AND version = ?",
                 args,
             )
             return cursor.rowcount == 1
 
-        return await self._run(work)
+        return await self._db.run(work)
 
     async def record_status(self, update: StatusUpdate) -> bool:
         rank = DELIVERY_RANK.get(update.status)
@@ -191,58 +142,39 @@ class SQLiteStore:
             update.timestamp,
             _encoder.encode(update.errors),
         )
-
-        def work() -> bool:
-            return self._connect().execute(_STATUS, args).rowcount == 1
-
-        return await self._run(work)
+        return await self._db.run(
+            lambda: self._db.connection().execute(_STATUS, args).rowcount == 1
+        )
 
     async def open_records(self, older_than: float) -> list[tuple[str, str]]:
         marks = ",".join("?" * len(self._terminal))
 
         def work() -> list[tuple[str, str]]:
-            rows = self._connect().execute(
+            rows = self._db.connection().execute(
                 f"SELECT message_id, state FROM records WHERE state NOT IN ({marks})"  # noqa: S608
                 " AND updated_at < ? ORDER BY updated_at",
                 (*self._terminal, older_than),
             )
             return [(str(a), str(b)) for a, b in rows.fetchall()]
 
-        return await self._run(work)
+        return await self._db.run(work)
 
     async def purge(self, created_before: float) -> int:
-        def work() -> int:
-            conn = self._connect()
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                conn.execute(
-                    "DELETE FROM deliveries WHERE message_id IN (SELECT message_id FROM records"
-                    " WHERE created_at < ?) OR outbound_message_id IN (SELECT outbound_message_id"
-                    " FROM records WHERE created_at < ?) OR at < ?",
-                    (created_before, created_before, created_before),
-                )
-                count = conn.execute(
-                    "DELETE FROM records WHERE created_at < ?", (created_before,)
-                ).rowcount
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            return int(count)
+        def work(conn: sqlite3.Connection) -> int:
+            conn.execute(
+                "DELETE FROM deliveries WHERE message_id IN (SELECT message_id FROM records"
+                " WHERE created_at < ?) OR outbound_message_id IN (SELECT outbound_message_id"
+                " FROM records WHERE created_at < ?) OR at < ?",
+                (created_before, created_before, created_before),
+            )
+            return int(
+                conn.execute("DELETE FROM records WHERE created_at < ?", (created_before,)).rowcount
+            )
 
-        return await self._run(work)
+        return await self._db.run(lambda: self._db.transaction(work))
 
     async def ping(self) -> None:
-        await self._run(lambda: self._connect().execute("SELECT 1").fetchone())
+        await self._db.run(lambda: self._db.connection().execute("SELECT 1").fetchone())
 
     async def close(self) -> None:
-        def work() -> None:
-            if self._conn is not None:
-                self._conn.close()
-                self._conn = None
-            if self._lock is not None:
-                self._lock.close()  # closing the file releases the lock
-                self._lock = None
-
-        await self._run(work)
-        self._executor.shutdown(wait=True)
+        await self._db.close()

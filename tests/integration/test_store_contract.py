@@ -1,0 +1,316 @@
+"""The StateStore contract: every store adapter passes these, through the port's methods only."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import replace
+
+import pytest
+
+from pyloto_corp.application.ports import StateStore
+from pyloto_corp.domain.records import StatusUpdate
+from tests.helpers import new_wamid
+from tests.integration.conftest import StoreBackend
+from tests.integration.factories import UNICODE_TEXT, record, rich_record
+
+pytestmark = pytest.mark.anyio
+
+NOW = 1_732_500_000
+
+
+def status(
+    outbound_id: str, state: str, callback: str | None = None, at: int = NOW
+) -> StatusUpdate:
+    """A delivery status about `outbound_id`."""
+    return StatusUpdate(outbound_id, state, at, callback_data=callback)
+
+
+# --- create_if_absent ---------------------------------------------------------------------
+
+
+async def test_create_if_absent_creates_once_and_keeps_the_first(store: StateStore) -> None:
+    """The first create of an id returns True, the second False and leaves the first record."""
+    first = record(text="primeira")
+    second = replace(record(first.message_id, text="segunda"), state="fallback", version=7)
+
+    assert await store.create_if_absent([first]) == [True]
+    assert await store.create_if_absent([second]) == [False]
+
+    stored = await store.get(first.message_id)
+    assert stored == first
+
+
+async def test_create_if_absent_batch_mixes_new_and_existing(store: StateStore) -> None:
+    """A batch reports True only for the new ids, in order, and creates exactly those."""
+    existing = [record(), record()]
+    assert await store.create_if_absent(existing) == [True, True]
+    fresh = [record(), record()]
+    batch = [fresh[0], replace(existing[0], state="failed"), fresh[1], existing[1]]
+
+    assert await store.create_if_absent(batch) == [True, False, True, False]
+
+    for item in [*existing, *fresh]:
+        assert await store.get(item.message_id) == item
+
+
+async def test_concurrent_creates_of_one_id_create_it_once(store: StateStore) -> None:
+    """50 simultaneous create_if_absent calls of the same id: exactly one returns True."""
+    message_id = new_wamid()
+    candidates = [record(message_id, text=f"cópia {n}") for n in range(50)]
+
+    results = await asyncio.gather(*(store.create_if_absent([c]) for c in candidates))
+
+    flat = [created for result in results for created in result]
+    assert flat.count(True) == 1
+    winner = candidates[flat.index(True)]
+    assert await store.get(message_id) == winner
+
+
+# --- get ----------------------------------------------------------------------------------
+
+
+async def test_get_unknown_id_is_none(store: StateStore) -> None:
+    """An id never stored reads as None."""
+    assert await store.get(new_wamid()) is None
+
+
+async def test_get_round_trips_every_field(store: StateStore) -> None:
+    """A record with every field, nested values and non-ASCII text reads back equal."""
+    original = rich_record()
+    assert await store.create_if_absent([original]) == [True]
+
+    stored = await store.get(original.message_id)
+
+    assert stored == original
+    assert stored is not None
+    assert stored.inbound.text == UNICODE_TEXT
+    assert stored.history == original.history
+    assert stored.inbound.details["nested"]["list"] == [1, 2.5, "três"]
+
+
+# --- save ---------------------------------------------------------------------------------
+
+
+async def test_save_with_expected_version_succeeds(store: StateStore) -> None:
+    """save() with the stored version replaces the record, including nested changes."""
+    original = record()
+    await store.create_if_absent([original])
+    moved = replace(original, state="deduped", version=1, updated_at=2_000.0, results={"a": "ã"})
+
+    assert await store.save(moved, expected_version=0) is True
+    assert await store.get(original.message_id) == moved
+
+
+async def test_save_with_stale_version_changes_nothing(store: StateStore) -> None:
+    """save() with an outdated version returns False and the stored record stays as it was."""
+    original = record()
+    await store.create_if_absent([original])
+    current = replace(original, state="deduped", version=1)
+    assert await store.save(current, expected_version=0)
+
+    stale = replace(original, state="failed", version=1, failure_reason="stale writer")
+    assert await store.save(stale, expected_version=0) is False
+    assert await store.get(original.message_id) == current
+
+
+async def test_save_of_unknown_id_is_refused(store: StateStore) -> None:
+    """save() never creates a record: an unknown id returns False and stays unknown."""
+    ghost = record()
+    assert await store.save(ghost, expected_version=0) is False
+    assert await store.get(ghost.message_id) is None
+
+
+async def test_concurrent_saves_from_one_version_one_wins(store: StateStore) -> None:
+    """Two saves from the same version at once: exactly one succeeds and its record is kept."""
+    original = record()
+    await store.create_if_absent([original])
+    left = replace(original, state="deduped", version=1, results={"writer": "left"})
+    right = replace(original, state="ignored", version=1, results={"writer": "right"})
+
+    outcomes = await asyncio.gather(
+        store.save(left, expected_version=0), store.save(right, expected_version=0)
+    )
+
+    assert sorted(outcomes) == [False, True]
+    winner = left if outcomes[0] else right
+    assert await store.get(original.message_id) == winner
+
+
+# --- record_status ------------------------------------------------------------------------
+
+
+async def _sent_record(store: StateStore, outbound_id: str | None = "wamid.OUT") -> str:
+    base = record()
+    await store.create_if_absent([base])
+    if outbound_id is not None:
+        done = replace(base, state="sent", version=1, outbound_message_id=outbound_id)
+        assert await store.save(done, expected_version=0)
+    return base.message_id
+
+
+async def _delivery(store: StateStore, message_id: str) -> str | None:
+    stored = await store.get(message_id)
+    assert stored is not None
+    return stored.delivery_status
+
+
+async def test_status_moves_forward(store: StateStore) -> None:
+    """sent → delivered → read each move the status forward and show on get."""
+    outbound_id = new_wamid()
+    message_id = await _sent_record(store, outbound_id)
+    assert await _delivery(store, message_id) is None
+
+    for state in ("sent", "delivered", "read"):
+        assert await store.record_status(status(outbound_id, state)) is True
+        assert await _delivery(store, message_id) == state
+
+
+async def test_status_never_moves_backwards(store: StateStore) -> None:
+    """read then delivered (out of order) keeps read; repeating a status is not a move."""
+    outbound_id = new_wamid()
+    message_id = await _sent_record(store, outbound_id)
+
+    assert await store.record_status(status(outbound_id, "read")) is True
+    assert await store.record_status(status(outbound_id, "delivered")) is False
+    assert await store.record_status(status(outbound_id, "sent")) is False
+    assert await store.record_status(status(outbound_id, "read")) is False
+    assert await _delivery(store, message_id) == "read"
+
+
+async def test_failed_after_sent_wins_and_keeps_errors(store: StateStore) -> None:
+    """failed after sent moves forward and its errors are readable on the record."""
+    outbound_id = new_wamid()
+    message_id = await _sent_record(store, outbound_id)
+    errors = [{"code": 131047, "title": "Re-engagement message — fora da janela"}]
+
+    assert await store.record_status(status(outbound_id, "sent")) is True
+    failed = StatusUpdate(outbound_id, "failed", NOW + 5, errors=errors)
+    assert await store.record_status(failed) is True
+
+    stored = await store.get(message_id)
+    assert stored is not None
+    assert stored.delivery_status == "failed"
+    assert stored.delivery_errors == errors
+
+
+async def test_unknown_status_is_ignored(store: StateStore) -> None:
+    """A status name outside the lifecycle returns False and changes nothing."""
+    outbound_id = new_wamid()
+    message_id = await _sent_record(store, outbound_id)
+    assert await store.record_status(status(outbound_id, "delivered")) is True
+
+    assert await store.record_status(status(outbound_id, "deleted")) is False
+    assert await store.record_status(status(outbound_id, "warning")) is False
+    assert await _delivery(store, message_id) == "delivered"
+
+
+async def test_status_before_outbound_id_is_saved(store: StateStore) -> None:
+    """A status arriving before the record knows its outbound id shows up once it is saved."""
+    base = record(state="queued_outbound")
+    await store.create_if_absent([base])
+    outbound_id = new_wamid()
+
+    assert await store.record_status(status(outbound_id, "delivered")) is True
+    assert await _delivery(store, base.message_id) is None
+
+    done = replace(base, state="sent", version=1, outbound_message_id=outbound_id)
+    assert await store.save(done, expected_version=0)
+    assert await _delivery(store, base.message_id) == "delivered"
+    assert await store.record_status(status(outbound_id, "sent")) is False
+    assert await _delivery(store, base.message_id) == "delivered"
+
+
+async def test_status_found_by_callback_data(store: StateStore) -> None:
+    """A status whose callback data is the inbound id reaches a record with no outbound id."""
+    message_id = await _sent_record(store, outbound_id=None)
+    outbound_id = new_wamid()
+
+    assert await store.record_status(status(outbound_id, "sent", callback=message_id)) is True
+    assert await _delivery(store, message_id) == "sent"
+    assert await store.record_status(status(outbound_id, "read", callback=message_id)) is True
+    assert await _delivery(store, message_id) == "read"
+
+
+async def test_status_of_another_message_does_not_leak(store: StateStore) -> None:
+    """A status about one outbound message never shows on a different record."""
+    mine = await _sent_record(store, new_wamid())
+    other_outbound = new_wamid()
+    await _sent_record(store, other_outbound)
+
+    assert await store.record_status(status(other_outbound, "read")) is True
+    assert await _delivery(store, mine) is None
+
+
+# --- open_records and purge ---------------------------------------------------------------
+
+
+async def test_open_records_lists_old_non_terminal_records(store: StateStore) -> None:
+    """open_records returns (id, state) of non-terminal records updated before the bound only."""
+    old_open = [record(state=s, updated_at=100.0) for s in ("received", "fallback")]
+    old_open.append(record(state="queued_outbound", updated_at=150.0))
+    old_terminal = [record(state=s, updated_at=100.0) for s in ("sent", "failed", "ignored")]
+    recent_open = [record(state="deduped", created_at=100.0, updated_at=500.0)]
+    await store.create_if_absent([*old_open, *old_terminal, *recent_open])
+
+    found = await store.open_records(older_than=200.0)
+
+    assert sorted(found) == sorted((r.message_id, r.state) for r in old_open)
+
+
+async def test_purge_removes_old_records_and_their_statuses(store: StateStore) -> None:
+    """purge deletes and counts records created before the bound, with their statuses, only."""
+    old_by_id = record(created_at=100.0)
+    old_by_callback = record(created_at=100.0)
+    kept = record(created_at=900.0)
+    await store.create_if_absent([old_by_id, old_by_callback, kept])
+    out_old, out_callback, out_kept = new_wamid(), new_wamid(), new_wamid()
+    for base, outbound_id in ((old_by_id, out_old), (kept, out_kept)):
+        done = replace(base, state="sent", version=1, outbound_message_id=outbound_id)
+        assert await store.save(done, expected_version=0)
+    # Status timestamps are recent: only the records' age may make them go.
+    assert await store.record_status(status(out_old, "read"))
+    assert await store.record_status(status(out_callback, "read", old_by_callback.message_id))
+    assert await store.record_status(status(out_kept, "read"))
+
+    assert await store.purge(created_before=500.0) == 2
+
+    assert await store.get(old_by_id.message_id) is None
+    assert await store.get(old_by_callback.message_id) is None
+    assert await _delivery(store, kept.message_id) == "read"
+    # The purged statuses are gone: an earlier status counts as new again.
+    assert await store.record_status(status(out_old, "sent")) is True
+    assert await store.record_status(status(out_callback, "sent")) is True
+    assert await store.record_status(status(out_kept, "sent")) is False
+    assert await store.purge(created_before=500.0) == 0
+
+
+# --- lifecycle ----------------------------------------------------------------------------
+
+
+async def test_data_survives_reopening(store_backend: StoreBackend) -> None:
+    """Records, versions and statuses written by one client are read back by a new one."""
+    first = store_backend.open()
+    original = rich_record()
+    try:
+        assert await first.create_if_absent([original]) == [True]
+        done = replace(original, state="sent", version=5, outbound_message_id="wamid.KEPT")
+        assert await first.save(done, expected_version=4)
+        assert await first.record_status(status("wamid.KEPT", "delivered"))
+    finally:
+        await first.close()
+
+    second = store_backend.open()
+    try:
+        stored = await second.get(original.message_id)
+        assert stored == replace(done, delivery_status="delivered")
+        assert await second.create_if_absent([original]) == [False]
+        assert await second.save(done, expected_version=4) is False
+    finally:
+        await second.close()
+
+
+async def test_ping_on_healthy_store_passes(store: StateStore) -> None:
+    """ping() returns without raising on a working store, before and after writes."""
+    await store.ping()
+    await store.create_if_absent([record()])
+    await store.ping()
