@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import anyio
 import pytest
 from litestar.testing import AsyncTestClient
@@ -17,7 +19,7 @@ async def test_text_message_reaches_sent(client: AsyncTestClient) -> None:  # ty
     body = encode(envelope([message]))
     response = await client.post("/webhook", content=body, headers=signed_headers(body))
     assert response.status_code == 200
-    view: dict[str, object] = {}
+    view: dict[str, Any] = {}
     with anyio.fail_after(10):
         while view.get("state") != "sent":
             got = await client.get(
@@ -25,5 +27,5 @@ async def test_text_message_reaches_sent(client: AsyncTestClient) -> None:  # ty
             )
             view = got.json()
             await anyio.sleep(0.01)
-    states = [view["history"][0]["from"]] + [h["to"] for h in view["history"]]  # type: ignore[index]
+    states = [view["history"][0]["from"]] + [h["to"] for h in view["history"]]
     assert states == ["received", "deduped", "fallback", "queued_outbound", "sent"]

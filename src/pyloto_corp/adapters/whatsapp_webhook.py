@@ -108,6 +108,8 @@ def parse_webhook(body: bytes) -> ParsedWebhook:
         envelope = _decoder.decode(body)
     except msgspec.DecodeError as error:
         raise InvalidWebhook(_reason(error)) from None
+    except RecursionError:  # msgspec's guard against deeply nested JSON
+        raise InvalidWebhook("body is nested too deeply") from None
     if envelope.object != "whatsapp_business_account":
         raise InvalidWebhook("'object' is not 'whatsapp_business_account'")
     parsed = ParsedWebhook()
@@ -169,9 +171,10 @@ def _contact_names(raw: Any) -> dict[str, str]:
 
 def _timestamp(value: str | int) -> int:
     try:
-        return int(value)
+        seconds = int(value)
     except (TypeError, ValueError):
         return 0
+    return seconds if 0 <= seconds < 2**63 else 0  # stores keep a signed 64-bit integer
 
 
 def _message(raw: Any, metadata: _Metadata, names: dict[str, str]) -> InboundMessage | None:

@@ -51,8 +51,8 @@ class Advancer:
                 extra={"event": "task_for_unknown_record", "ref": message_ref(message_id)},
             )
             return "unknown"
-        if record.state != expected_state:
-            return "stale"
+        if record.state != expected_state or record.state not in STEPS:
+            return "stale"  # moved on, or terminal: a terminal state has no step to run
         started = self.context.clock()
         try:
             outcome = await STEPS[record.state](record, self.context)

@@ -1,0 +1,258 @@
+"""The `pyloto` command: simulate, inspect, configuration errors, and serve as a real process."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from pyloto_corp.cli import DEFAULT_NAME, DEFAULT_SENDER, main
+from tests.e2e.support import SETTINGS_VARIABLES
+from tests.helpers import INTERNAL_TOKEN, encode, envelope, signed_headers, text_message
+
+TEXT = "Olá, quero saber o preço"
+TRAJECTORY = "received → deduped → fallback → queued_outbound → sent"
+MASKED_SENDER = "*" * (len(DEFAULT_SENDER) - 4) + DEFAULT_SENDER[-4:]
+
+
+def _command() -> list[str]:
+    """The installed console script (falls back to `python -m` if it is not installed)."""
+    script = Path(sys.executable).parent / "pyloto"
+    return [str(script)] if script.exists() else [sys.executable, "-m", "pyloto_corp.cli"]
+
+
+def _message_id(stdout: str) -> str:
+    first = stdout.splitlines()[0]
+    assert first.startswith("message wamid."), stdout
+    return first.removeprefix("message ").strip()
+
+
+def _check_simulated(stdout: str) -> str:
+    """The simulate output shows the trajectory and the reply; returns the message id."""
+    lines = stdout.splitlines()
+    assert TRAJECTORY in lines, stdout
+    [reply] = [line for line in lines if line.startswith("reply (text): ")]
+    assert "Olá! Obrigado por falar com a gente." in reply
+    return _message_id(stdout)
+
+
+def test_simulate_in_process_then_inspect(
+    cli_env: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`pyloto simulate --in-process TEXT` prints the trajectory and the reply (exit 0); then
+    `pyloto inspect ID` prints the record as JSON with the phone number masked."""
+    assert main(["simulate", "--in-process", TEXT]) == 0
+    out, err = capsys.readouterr()
+    message_id = _check_simulated(out)
+    assert "fallback reason: llm_disabled" in out
+    assert err == ""
+    assert Path(cli_env["STATE_SQLITE_PATH"]).exists(), "state went where the variable said"
+    assert not list(Path.cwd().iterdir()), "nothing written to the working directory"
+
+    assert main(["inspect", message_id]) == 0
+    out, _ = capsys.readouterr()
+    view = json.loads(out)
+    assert view["message_id"] == message_id
+    assert view["state"] == "sent"
+    assert view["inbound"]["from"] == MASKED_SENDER
+    assert view["reply"]["to"] == MASKED_SENDER
+    assert view["inbound"]["text"] == TEXT
+    assert DEFAULT_SENDER not in out
+    assert DEFAULT_NAME not in out
+
+
+def test_inspect_of_an_unknown_id_exits_1(
+    cli_env: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`pyloto inspect nope` → exit 1 and a message naming the id (with or without a database)."""
+    assert main(["inspect", "nope"]) == 1
+    _, err = capsys.readouterr()
+    assert "nope" in err
+
+    assert main(["simulate", "--in-process", "Oi"]) == 0
+    capsys.readouterr()
+    assert main(["inspect", "nope"]) == 1
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert "no record for nope" in err
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("OPENAI_TIMEOUT_SECONDS", "abc"),
+        ("WEBHOOK_MAX_BODY_BYTES", "0"),
+        ("LOG_LEVEL", "LOUD"),
+        ("PORT", "70000"),
+        ("STATE_RETENTION_DAYS", "1"),
+        ("QUEUE_BACKEND", "carrier-pigeon"),
+    ],
+)
+def test_invalid_variable_exits_2_naming_it(
+    cli_env: dict[str, str],
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    variable: str,
+    value: str,
+) -> None:
+    """An invalid variable → exit 2 and a one-line message that names the variable."""
+    monkeypatch.setenv(variable, value)
+    assert main(["simulate", "--in-process", TEXT]) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert variable in err
+    assert "Traceback" not in err
+    assert not Path(cli_env["STATE_SQLITE_PATH"]).exists(), "nothing started"
+
+
+def _run(
+    args: list[str], env: dict[str, str], timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*_command(), *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def _process_env(variables: dict[str, str], **extra: str) -> dict[str, str]:
+    clean = {k: v for k, v in os.environ.items() if k not in SETTINGS_VARIABLES}
+    return {**clean, **variables, **extra}
+
+
+@pytest.mark.slow
+def test_console_script_reports_an_invalid_variable_with_exit_2(cli_env: dict[str, str]) -> None:
+    """The installed `pyloto` script exits 2 with the variable's name on stderr."""
+    result = _run(["inspect", "x"], _process_env(cli_env, OPENAI_TIMEOUT_SECONDS="abc"))
+    assert result.returncode == 2
+    assert "OPENAI_TIMEOUT_SECONDS" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+class Served:
+    """`pyloto serve` in a child process."""
+
+    def __init__(self, env: dict[str, str], log: Path) -> None:
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.env = env
+        self.log = log
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        with self.log.open("ab") as out:
+            self.process = subprocess.Popen(
+                [*_command(), "serve", "--port", str(self.port)],
+                env=self.env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            assert self.process.poll() is None, self.log.read_text()
+            try:
+                if httpx.get(f"{self.url}/health", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.05)
+        raise AssertionError(f"server did not answer /health:\n{self.log.read_text()}")
+
+    def terminate(self) -> int:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(timeout=30)
+
+    def cleanup(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=10)
+
+
+@pytest.fixture
+def served(cli_env: dict[str, str], tmp_path: Path) -> Iterator[Served]:
+    """A server to start (on the test's database); killed at the end if still running."""
+    server = Served(_process_env(cli_env), tmp_path / "server.log")
+    yield server
+    server.cleanup()
+
+
+@pytest.mark.slow
+def test_serve_then_simulate_over_http_then_sigterm(served: Served) -> None:
+    """`pyloto serve` answers /health; `pyloto simulate --url` prints the same trajectory and the
+    reply; `pyloto inspect --url` masks the phone; SIGTERM shuts the server down cleanly."""
+    served.start()
+    assert httpx.get(f"{served.url}/ready", timeout=5).status_code == 200
+
+    result = _run(["simulate", "--url", served.url, TEXT], served.env)
+    assert result.returncode == 0, result.stderr
+    message_id = _check_simulated(result.stdout)
+
+    inspected = _run(["inspect", "--url", served.url, message_id], served.env)
+    assert inspected.returncode == 0, inspected.stderr
+    view = json.loads(inspected.stdout)
+    assert view["state"] == "sent"
+    assert view["inbound"]["from"] == MASKED_SENDER
+    assert DEFAULT_SENDER not in inspected.stdout
+
+    code = served.terminate()
+    log = served.log.read_text()
+    # uvicorn re-raises the captured SIGTERM after its graceful shutdown.
+    assert code in (0, -signal.SIGTERM), log
+    assert "Application shutdown complete" in log, log
+    assert "Traceback" not in log, log
+    assert '"severity": "ERROR"' not in log, log
+    for line in log.splitlines():
+        assert DEFAULT_SENDER not in line, line
+        assert DEFAULT_NAME not in line, line
+
+    # The lock on the database is released: the record is still readable offline.
+    offline = _run(["inspect", message_id], served.env)
+    assert offline.returncode == 0, offline.stderr
+    assert json.loads(offline.stdout)["state"] == "sent"
+
+
+@pytest.mark.slow
+def test_served_body_limit_holds_for_chunked_uploads(served: Served) -> None:
+    """On a real server with WEBHOOK_MAX_BODY_BYTES=2048, a signed 4096-byte body → 413 whether
+    it has a Content-Length or is streamed chunked; nothing is stored."""
+    served.env["WEBHOOK_MAX_BODY_BYTES"] = "2048"
+    served.start()
+    message = text_message("a")
+    message["text"]["body"] = "a" * (4096 - len(encode(envelope([message]))) + 1)
+    body = encode(envelope([message]))
+    assert len(body) == 4096
+    headers = signed_headers(body)
+
+    def chunks() -> Iterator[bytes]:
+        for start in range(0, len(body), 512):
+            yield body[start : start + 512]
+
+    with httpx.Client(base_url=served.url, timeout=10) as client:
+        assert client.post("/webhook", content=body, headers=headers).status_code == 413
+        assert client.post("/webhook", content=chunks(), headers=headers).status_code == 413
+        token = {"X-Internal-Token": INTERNAL_TOKEN}
+        assert client.get(f"/internal/messages/{message['id']}", headers=token).status_code == 404
+        small = encode(envelope([text_message("Oi")]))
+        assert (
+            client.post("/webhook", content=small, headers=signed_headers(small)).status_code == 200
+        )
