@@ -196,3 +196,18 @@ async def test_notices_that_need_no_reply_are_ignored(pyloto: Pyloto, kind: str)
     assert view["state"] == "ignored"
     await pyloto.wait_idle()
     assert await pyloto.sent_for(message["id"]) == []
+
+
+async def test_malformed_entries_and_changes_do_not_reject_the_rest_of_the_batch(
+    pyloto: Pyloto,
+) -> None:
+    """Odd entries and changes are skipped; the good message in the same POST is stored."""
+    good = envelope([text_message("Bom dia")])
+    good["entry"][:0] = ["not an entry", {"id": 5, "changes": "not a list"}]
+    good["entry"][-1]["changes"].insert(0, {"field": 7, "value": []})
+    response = await pyloto.post(good)
+    assert response.status_code == 200
+    assert response.json()["created"] == 1
+    assert response.json()["skipped"] == 3
+    message_id = good["entry"][-1]["changes"][-1]["value"]["messages"][0]["id"]
+    assert (await pyloto.wait_for(message_id))["state"] == "sent"

@@ -38,13 +38,13 @@ class _Change(msgspec.Struct):
 
 
 class _Entry(msgspec.Struct):
-    id: str = ""
-    changes: list[_Change] = []
+    changes: list[Any] = []
 
 
 class _Envelope(msgspec.Struct):
     object: str
-    entry: list[_Entry]
+    # Entries and changes are read one by one: a malformed one is skipped, not the batch.
+    entry: list[Any]
 
 
 class _Profile(msgspec.Struct):
@@ -113,9 +113,16 @@ def parse_webhook(body: bytes) -> ParsedWebhook:
     if envelope.object != "whatsapp_business_account":
         raise InvalidWebhook("'object' is not 'whatsapp_business_account'")
     parsed = ParsedWebhook()
-    for entry in envelope.entry:
-        for change in entry.changes:
-            if change.field == "messages":
+    for raw_entry in envelope.entry:
+        entry = _convert(raw_entry, _Entry)
+        if entry is None:
+            parsed.skipped += 1
+            continue
+        for raw_change in entry.changes:
+            change = _convert(raw_change, _Change)
+            if change is None:
+                parsed.skipped += 1
+            elif change.field == "messages":
                 _read_value(change.value, parsed)
     return parsed
 
