@@ -46,7 +46,10 @@ def record_view(record: Record) -> dict[str, Any]:
         ],
         "results": record.results,
         "fallback_reason": record.fallback_reason,
-        "failure_reason": record.failure_reason,
+        # Built from exception messages, which may quote what the customer sent.
+        "failure_reason": redact_text(record.failure_reason, names)
+        if record.failure_reason
+        else None,
         "reply": reply,
         "outbound_message_id": record.outbound_message_id,
         "delivery_status": record.delivery_status,

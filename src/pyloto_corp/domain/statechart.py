@@ -51,6 +51,7 @@ class Statechart:
     states: Mapping[str, StateSpec]
     transitions: tuple[TransitionSpec, ...]
     path: str
+    initial_line: int = 1
 
     def exits(self, state: str) -> list[TransitionSpec]:
         """Transitions leaving `state`."""
@@ -149,6 +150,9 @@ def _is_null(node: yaml.Node) -> bool:
     return isinstance(node, yaml.ScalarNode) and node.tag.endswith(":null")
 
 
+_TOP_LEVEL_KEYS = ("name", "initial", "states", "transitions")
+
+
 def parse_statechart(text: str, path: str) -> Statechart:
     """Parse the file's structure (names, keys, types) without checking the graph."""
     reader = _Reader(path)
@@ -161,7 +165,10 @@ def parse_statechart(text: str, path: str) -> Statechart:
     if root is None:
         raise reader.fail(1, "the file is empty")
     top = reader.mapping(root, "the statechart")
-    for required in ("name", "initial", "states", "transitions"):
+    for key, _ in root.value:
+        if key.value not in _TOP_LEVEL_KEYS:
+            raise reader.fail(key, f"unknown top-level key '{key.value}'")
+    for required in _TOP_LEVEL_KEYS:
         if required not in top:
             raise reader.fail(root, f"missing top-level key '{required}'")
     states: dict[str, StateSpec] = {}
@@ -176,6 +183,7 @@ def parse_statechart(text: str, path: str) -> Statechart:
         states=states,
         transitions=tuple(reader.transitions(top["transitions"])),
         path=path,
+        initial_line=_line(top["initial"]),
     )
 
 
@@ -193,7 +201,7 @@ def validate(chart: Statechart, handlers: Mapping[str, Collection[str]]) -> None
     """
     reader = _Reader(chart.path)
     if chart.initial not in chart.states:
-        raise reader.fail(1, f"initial state '{chart.initial}' is not defined")
+        raise reader.fail(chart.initial_line, f"initial state '{chart.initial}' is not defined")
     for state in handlers:
         if state != ANY_STATE and state not in chart.states:
             raise reader.fail(1, f"the code has a step for state '{state}', which is not defined")

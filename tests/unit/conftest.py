@@ -1,0 +1,97 @@
+"""Unit fixtures: the shipped statechart, one machine, fakes of our ports, record builders."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+import pytest
+
+from pyloto_corp.application.advance import Advancer
+from pyloto_corp.application.steps import StepContext
+from pyloto_corp.bootstrap import load_chart
+from pyloto_corp.domain.machine import LifecycleMachine
+from pyloto_corp.domain.records import InboundMessage, Record
+from pyloto_corp.domain.replies import text_reply_body
+from pyloto_corp.domain.statechart import Statechart
+from tests.helpers import CONTACT_NAME, SENDER, new_wamid
+from tests.unit.fakes import FakeClock, FakeOutbox, FakeQueue, FakeStore, MakeRecord
+
+
+@pytest.fixture(scope="session")
+def chart() -> Statechart:
+    """The shipped statechart, validated against the code's steps."""
+    return load_chart()
+
+
+@pytest.fixture
+def machine(chart: Statechart) -> LifecycleMachine:
+    """One lifecycle machine, as bootstrap builds it."""
+    return LifecycleMachine(chart)
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    """A clock that moves only when a test says so."""
+    return FakeClock()
+
+
+@pytest.fixture
+def store() -> FakeStore:
+    """An empty in-memory store."""
+    return FakeStore()
+
+
+@pytest.fixture
+def queue() -> FakeQueue:
+    """A queue that keeps what was enqueued."""
+    return FakeQueue()
+
+
+@pytest.fixture
+def outbox(store: FakeStore) -> FakeOutbox:
+    """An outbox that records sends and sees the store at the moment of each send."""
+    fake = FakeOutbox()
+    fake.store = store
+    return fake
+
+
+@pytest.fixture
+def context(store: FakeStore, outbox: FakeOutbox, clock: FakeClock) -> StepContext:
+    """What steps may use, as one process among several (no sole-instance shortcut)."""
+    return StepContext(store=store, outbox=outbox, clock=clock, instance_id="instance-a")
+
+
+@pytest.fixture
+def advancer(
+    machine: LifecycleMachine, store: FakeStore, queue: FakeQueue, context: StepContext
+) -> Advancer:
+    """The advancer wired to the fakes."""
+    return Advancer(machine, store, queue, context)
+
+
+@pytest.fixture
+def make_record(clock: FakeClock) -> MakeRecord:
+    """Build a record for an inbound message of `kind`, in `state`, with field overrides."""
+
+    def create(
+        kind: str = "text",
+        state: str = "received",
+        text: str | None = "Olá, qual o horário de funcionamento?",
+        **fields: Any,
+    ) -> Record:
+        inbound = InboundMessage(
+            message_id=new_wamid(),
+            sender=SENDER,
+            kind=kind,
+            timestamp=1_732_531_200,
+            phone_number_id="106540352242922",
+            text=text,
+            contact_name=CONTACT_NAME,
+        )
+        if state in ("queued_outbound", "sent") and "reply" not in fields:
+            # Records from queued_outbound on always carry the request body of their reply.
+            fields["reply"] = text_reply_body(inbound, "Olá!", callback_data=inbound.message_id)
+        return replace(Record.received(inbound, clock()), state=state, **fields)
+
+    return create

@@ -1,0 +1,146 @@
+"""In-memory implementations of pyloto's own ports (StateStore, TaskQueue, Outbox) and a clock.
+
+They keep the contracts the use cases rely on (copies in and out, version-checked saves,
+monotonic statuses) and record what was asked of them, so tests can assert on it.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import anyio
+
+from pyloto_corp.application.ports import Task
+from pyloto_corp.domain.records import Record, StatusUpdate
+
+# The type of the `make_record` fixture (tests/unit/conftest.py).
+MakeRecord = Callable[..., Record]
+
+
+class FakeClock:
+    """A clock that only moves when told to."""
+
+    def __init__(self, now: float = 1_732_531_200.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        """Move time forward."""
+        self.now += seconds
+
+
+class FakeStore:
+    """StateStore in a dict. Records are copied on the way in and out, like a real store.
+
+    `get` yields to the event loop once, so two concurrent tasks can both read a record
+    before either saves it (the race the version check exists for).
+    """
+
+    def __init__(self, terminal_states: Sequence[str] = ("sent", "failed", "ignored")) -> None:
+        self.records: dict[str, Record] = {}
+        self.statuses: dict[str, StatusUpdate] = {}
+        self.saves: list[Record] = []
+        self.terminal = frozenset(terminal_states)
+
+    async def create_if_absent(self, records: Sequence[Record]) -> list[bool]:
+        created = []
+        for record in records:
+            is_new = record.message_id not in self.records
+            if is_new:
+                self.records[record.message_id] = copy.deepcopy(record)
+            created.append(is_new)
+        return created
+
+    async def get(self, message_id: str) -> Record | None:
+        await anyio.lowlevel.checkpoint()
+        record = self.records.get(message_id)
+        return copy.deepcopy(record) if record is not None else None
+
+    async def save(self, record: Record, expected_version: int) -> bool:
+        stored = self.records.get(record.message_id)
+        if stored is None or stored.version != expected_version:
+            return False
+        self.records[record.message_id] = copy.deepcopy(record)
+        self.saves.append(copy.deepcopy(record))
+        return True
+
+    async def record_status(self, update: StatusUpdate) -> bool:
+        if update.rank == 0:
+            return False
+        known = self.statuses.get(update.outbound_message_id)
+        if known is not None and known.rank >= update.rank:
+            return False
+        self.statuses[update.outbound_message_id] = update
+        return True
+
+    async def open_records(self, older_than: float) -> list[tuple[str, str]]:
+        return [
+            (r.message_id, r.state)
+            for r in sorted(self.records.values(), key=lambda r: r.updated_at)
+            if r.state not in self.terminal and r.updated_at < older_than
+        ]
+
+    async def purge(self, created_before: float) -> int:
+        old = [key for key, r in self.records.items() if r.created_at < created_before]
+        for key in old:
+            del self.records[key]
+        return len(old)
+
+    async def ping(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+    def put(self, record: Record) -> None:
+        """Store `record` as it is (test set-up, bypassing the version check)."""
+        self.records[record.message_id] = copy.deepcopy(record)
+
+    def stored(self, message_id: str) -> Record:
+        """The stored copy of a record (test inspection)."""
+        return copy.deepcopy(self.records[message_id])
+
+
+class FakeQueue:
+    """TaskQueue that keeps tasks in a list; tests pop and run them."""
+
+    def __init__(self) -> None:
+        self.tasks: list[Task] = []
+
+    async def enqueue(self, task: Task) -> None:
+        self.tasks.append(task)
+
+    async def ping(self) -> None:
+        return None
+
+
+class FakeOutbox:
+    """Outbox that records request bodies; `fail_with` makes the next sends raise."""
+
+    def __init__(self) -> None:
+        self.sent: list[dict[str, Any]] = []
+        self.known: dict[str, str] = {}
+        self.lookups: list[str] = []
+        self.fail_with: Exception | None = None
+        self.on_send: list[Record | None] = []
+        self.store: FakeStore | None = None
+
+    async def send(self, body: dict[str, Any]) -> str:
+        callback = str(body.get("biz_opaque_callback_data", ""))
+        if self.store is not None:
+            # What the store held at the moment the request left: proves the claim came first.
+            self.on_send.append(copy.deepcopy(self.store.records.get(callback)))
+        if self.fail_with is not None:
+            raise self.fail_with
+        outbound_id = f"wamid.OUT{len(self.sent) + 1:04d}"
+        self.sent.append(copy.deepcopy(body))
+        self.known[callback] = outbound_id
+        return outbound_id
+
+    async def find_sent(self, callback_data: str) -> str | None:
+        self.lookups.append(callback_data)
+        return self.known.get(callback_data)

@@ -1,0 +1,288 @@
+"""Settings: defaults, errors that name the variable, refused combinations, no secret in errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pyloto_corp.bootstrap import bootstrap
+from pyloto_corp.config import (
+    DEV_APP_SECRET,
+    DEV_INTERNAL_TASK_TOKEN,
+    DEV_VERIFY_TOKEN,
+    ConfigError,
+    development_warnings,
+    load_settings,
+)
+from tests.unit.fakes import FakeOutbox, FakeStore
+
+SECRETS = {
+    "WHATSAPP_APP_SECRET": "app-secret-7f3a9c",
+    "WHATSAPP_VERIFY_TOKEN": "verify-token-2b8e41",
+    "INTERNAL_TASK_TOKEN": "internal-token-9d0c55",
+}
+REDIS = {"REDIS_URL": "redis://localhost:6379/0"}
+CLOUD_TASKS = {
+    "QUEUE_BACKEND": "cloud_tasks",
+    "GCP_PROJECT": "pyloto-prod",
+    "INTERNAL_TASK_BASE_URL": "https://pyloto.example.com",
+}
+
+
+def config_error(environ: dict[str, str]) -> str:
+    """The ConfigError message for `environ`."""
+    with pytest.raises(ConfigError) as caught:
+        load_settings(environ)
+    return str(caught.value)
+
+
+def test_defaults_on_an_empty_environment() -> None:
+    """An empty environment is a working development setup with the deploy guide's defaults."""
+    settings = load_settings({})
+    assert settings.app.environment == "development"
+    assert settings.app.log_level == "INFO"
+    assert settings.app.port == 8000
+    assert settings.app.webhook_max_body_bytes == 3 * 1024 * 1024
+    assert settings.openai.model == "gpt-4o-mini"
+    assert settings.openai.timeout_seconds == 10.0
+    assert settings.openai.rollout_percent == 100
+    assert settings.openai.is_enabled is False
+    assert settings.state.effective_backend == "sqlite"
+    assert settings.state.sqlite_path == Path("pyloto.db")
+    assert settings.state.retention_days >= 7
+    assert settings.queue.effective_backend == "local"
+    assert settings.queue.inbound_queue_name == "whatsapp-inbound"
+    assert settings.queue.outbound_queue_name == "whatsapp-outbound"
+    assert settings.whatsapp.api_base_url == "https://graph.facebook.com"
+
+
+def test_values_are_read_from_the_given_mapping_not_the_process(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An explicit mapping is the whole environment; without one, the process's is read."""
+    monkeypatch.setenv("PORT", "9123")
+    assert load_settings({}).app.port == 8000
+    assert load_settings({"PORT": "8081"}).app.port == 8081
+    assert load_settings().app.port == 9123
+
+
+def test_variables_are_typed_and_names_are_case_insensitive() -> None:
+    """Numbers and flags are parsed; lower-case variable names are accepted."""
+    settings = load_settings(
+        {"openai_timeout_seconds": "2.5", "OPENAI_ROLLOUT_PERCENT": "25", "log_level": "DEBUG"}
+    )
+    assert settings.openai.timeout_seconds == 2.5
+    assert settings.openai.rollout_percent == 25
+    assert settings.app.log_level == "DEBUG"
+
+
+def test_empty_variables_count_as_unset() -> None:
+    """`PORT=` (as docker-compose writes an unset variable) keeps the default."""
+    assert load_settings({"PORT": "", "LOG_LEVEL": ""}).app.port == 8000
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("OPENAI_TIMEOUT_SECONDS", "abc"),
+        ("OPENAI_TIMEOUT_SECONDS", "0"),
+        ("OPENAI_TIMEOUT_SECONDS", "600"),
+        ("OPENAI_ROLLOUT_PERCENT", "101"),
+        ("OPENAI_ROLLOUT_PERCENT", "-1"),
+        ("OPENAI_ENABLED", "maybe"),
+        ("LOG_LEVEL", "LOUD"),
+        ("PORT", "0"),
+        ("PORT", "65536"),
+        ("PORT", "http"),
+        ("ENVIRONMENT", "prod"),
+        ("WEBHOOK_MAX_BODY_BYTES", "-1"),
+        ("WEBHOOK_MAX_BODY_BYTES", "0"),
+        ("STATE_RETENTION_DAYS", "1"),
+        ("STATE_BACKEND", "postgres"),
+        ("DEDUPE_BACKEND", "memcached"),
+        ("QUEUE_BACKEND", "sqs"),
+        ("CLOUD_TASKS_ENABLED", "perhaps"),
+        ("WHATSAPP_API_VERSION", "21.0"),
+        ("LOCAL_QUEUE_MIN_BACKOFF_SECONDS", "-5"),
+    ],
+)
+def test_invalid_value_names_the_variable(variable: str, value: str) -> None:
+    """Each invalid value fails with a ConfigError naming the variable and the value given."""
+    message = config_error({variable: value})
+    assert f"{variable}: " in message
+    assert repr(value) in message
+
+
+def test_every_invalid_variable_is_reported_at_once() -> None:
+    """Two bad variables are both named, so one restart fixes both."""
+    message = config_error({"PORT": "0", "LOG_LEVEL": "LOUD"})
+    assert "PORT" in message
+    assert "LOG_LEVEL" in message
+
+
+@pytest.mark.parametrize(
+    ("environ", "named"),
+    [
+        ({**CLOUD_TASKS, "STATE_BACKEND": "sqlite"}, ["STATE_BACKEND=sqlite", "cloud_tasks"]),
+        ({**CLOUD_TASKS}, ["STATE_BACKEND=sqlite", "cloud_tasks"]),
+        ({"CLOUD_TASKS_ENABLED": "true"}, ["STATE_BACKEND=sqlite", "cloud_tasks"]),
+        ({"CLOUD_TASKS_ENABLED": "true", "GCP_PROJECT": "p", "INTERNAL_TASK_BASE_URL": "https://x"},
+         ["STATE_BACKEND=sqlite", "cloud_tasks"]),
+        ({"CLOUD_TASKS_ENABLED": "true", "QUEUE_BACKEND": "local"},
+         ["CLOUD_TASKS_ENABLED", "QUEUE_BACKEND=local"]),
+        ({"STATE_BACKEND": "sqlite", "DEDUPE_BACKEND": "redis", **REDIS},
+         ["STATE_BACKEND=sqlite", "DEDUPE_BACKEND=redis"]),
+        ({"STATE_BACKEND": "redis", "DEDUPE_BACKEND": "sqlite", **REDIS},
+         ["STATE_BACKEND=redis", "DEDUPE_BACKEND=sqlite"]),
+        ({"STATE_BACKEND": "redis"}, ["REDIS_URL"]),
+        ({"DEDUPE_BACKEND": "redis"}, ["REDIS_URL"]),
+        ({"STATE_BACKEND": "redis", **REDIS, "QUEUE_BACKEND": "cloud_tasks"},
+         ["GCP_PROJECT", "INTERNAL_TASK_BASE_URL"]),
+        ({"LOCAL_QUEUE_MIN_BACKOFF_SECONDS": "60", "LOCAL_QUEUE_MAX_BACKOFF_SECONDS": "5"},
+         ["LOCAL_QUEUE_MIN_BACKOFF_SECONDS", "LOCAL_QUEUE_MAX_BACKOFF_SECONDS"]),
+        ({"OPENAI_ENABLED": "true"}, ["OPENAI_ENABLED", "OPENAI_API_KEY"]),
+    ],
+)  # fmt: skip
+def test_refused_backend_combinations(environ: dict[str, str], named: list[str]) -> None:
+    """Combinations that would lose data or split state refuse to start, naming the variables."""
+    message = config_error(environ)
+    for name in named:
+        assert name in message
+
+
+@pytest.mark.parametrize("environment", ["staging", "production"])
+@pytest.mark.parametrize("missing", sorted(SECRETS))
+def test_deployed_environments_require_every_secret(environment: str, missing: str) -> None:
+    """Staging and production refuse to start when any one secret is unset or empty."""
+    for value in (None, ""):
+        environ = {"ENVIRONMENT": environment, **SECRETS}
+        if value is None:
+            del environ[missing]
+        else:
+            environ[missing] = value
+        message = config_error(environ)
+        assert f"ENVIRONMENT={environment} requires {missing}" in message
+        others = set(SECRETS) - {missing}
+        assert not any(f"requires {name}" in message for name in others)
+
+
+@pytest.mark.parametrize("environment", ["staging", "production"])
+def test_deployed_environment_with_every_secret_starts(environment: str) -> None:
+    """With all three secrets, staging and production load and use them, with no warning."""
+    settings = load_settings({"ENVIRONMENT": environment, **SECRETS})
+    assert settings.app_secret == SECRETS["WHATSAPP_APP_SECRET"]
+    assert settings.verify_token == SECRETS["WHATSAPP_VERIFY_TOKEN"]
+    assert settings.internal_task_token == SECRETS["INTERNAL_TASK_TOKEN"]
+    assert development_warnings(settings) == []
+
+
+def test_dedupe_backend_alone_selects_the_redis_state_store() -> None:
+    """DEDUPE_BACKEND=redis (the deploy guide's name) moves state to Redis too."""
+    settings = load_settings({"DEDUPE_BACKEND": "redis", **REDIS})
+    assert settings.state.effective_backend == "redis"
+
+
+def test_dedupe_backend_redis_allows_cloud_tasks() -> None:
+    """With DEDUPE_BACKEND=redis the state is shared, so Cloud Tasks is accepted."""
+    settings = load_settings({"DEDUPE_BACKEND": "redis", **REDIS, **CLOUD_TASKS})
+    assert settings.state.effective_backend == "redis"
+    assert settings.queue.effective_backend == "cloud_tasks"
+
+
+def test_cloud_tasks_enabled_selects_the_cloud_tasks_queue() -> None:
+    """CLOUD_TASKS_ENABLED=true without QUEUE_BACKEND means cloud_tasks."""
+    environ = {"CLOUD_TASKS_ENABLED": "true", "STATE_BACKEND": "redis", **REDIS, **CLOUD_TASKS}
+    del environ["QUEUE_BACKEND"]
+    assert load_settings(environ).queue.effective_backend == "cloud_tasks"
+
+
+def test_openai_is_enabled_by_a_key_unless_switched_off() -> None:
+    """A key turns the LLM steps on; OPENAI_ENABLED=false keeps them off with a key."""
+    assert load_settings({"OPENAI_API_KEY": "sk-test"}).openai.is_enabled is True
+    off = load_settings({"OPENAI_API_KEY": "sk-test", "OPENAI_ENABLED": "false"})
+    assert off.openai.is_enabled is False
+
+
+def test_development_warnings_list_the_unset_secrets_and_fallbacks_apply() -> None:
+    """In development each unset secret is named in a warning and its public value is used."""
+    settings = load_settings({})
+    warnings = development_warnings(settings)
+    assert len(warnings) == 3
+    for name, warning in zip(
+        ["WHATSAPP_APP_SECRET", "WHATSAPP_VERIFY_TOKEN", "INTERNAL_TASK_TOKEN"],
+        warnings,
+        strict=True,
+    ):
+        assert warning.startswith(f"{name} is unset")
+    assert settings.app_secret == DEV_APP_SECRET
+    assert settings.verify_token == DEV_VERIFY_TOKEN
+    assert settings.internal_task_token == DEV_INTERNAL_TASK_TOKEN
+
+
+def test_development_warnings_leave_out_secrets_that_are_set() -> None:
+    """A secret given in development is used and not warned about; the others still are."""
+    settings = load_settings({"WHATSAPP_APP_SECRET": SECRETS["WHATSAPP_APP_SECRET"]})
+    warnings = development_warnings(settings)
+    assert [w.split()[0] for w in warnings] == ["WHATSAPP_VERIFY_TOKEN", "INTERNAL_TASK_TOKEN"]
+    assert settings.app_secret == SECRETS["WHATSAPP_APP_SECRET"]
+    assert not any(SECRETS["WHATSAPP_APP_SECRET"] in w for w in warnings)
+
+
+@pytest.mark.parametrize(
+    "broken",
+    [
+        {"PORT": "0"},
+        {"ENVIRONMENT": "production", "INTERNAL_TASK_TOKEN": ""},
+        {"STATE_BACKEND": "sqlite", "DEDUPE_BACKEND": "redis"},
+        {"OPENAI_ENABLED": "true", "OPENAI_API_KEY": ""},
+        {"QUEUE_BACKEND": "cloud_tasks"},
+        {"OPENAI_TIMEOUT_SECONDS": "never", "OPENAI_ENABLED": "sometimes"},
+    ],
+)
+def test_secret_values_never_appear_in_config_errors(broken: dict[str, str]) -> None:
+    """Whatever is wrong, the message shows no secret, key, token or Redis password."""
+    secrets = {
+        **SECRETS,
+        "WHATSAPP_ACCESS_TOKEN": "EAAGm0PX4ZCpsBAccessToken",
+        "OPENAI_API_KEY": "sk-proj-openai-4c1d2e",
+        "REDIS_URL": "redis://:redis-password-5e6f@cache:6379/0",
+    }
+    message = config_error({**secrets, **broken})
+    for value in secrets.values():
+        if value:
+            assert value not in message
+    assert "redis-password-5e6f" not in message
+
+
+@pytest.mark.parametrize(
+    ("environ", "named"),
+    [
+        ({"STATE_BACKEND": "redis", **REDIS}, "STATE_BACKEND/DEDUPE_BACKEND=redis"),
+        ({"DEDUPE_BACKEND": "redis", **REDIS}, "STATE_BACKEND/DEDUPE_BACKEND=redis"),
+        ({"STATE_BACKEND": "redis", **REDIS, **CLOUD_TASKS}, "QUEUE_BACKEND=cloud_tasks"),
+        ({"OPENAI_ENABLED": "true", "OPENAI_API_KEY": "sk-proj-openai-4c1d2e"}, "OPENAI_ENABLED"),
+        ({"OPENAI_API_KEY": "sk-proj-openai-4c1d2e"}, "OPENAI_ENABLED"),
+        ({"WHATSAPP_ACCESS_TOKEN": "EAAGm0PX4ZCpsBAccessToken"}, "WHATSAPP_ACCESS_TOKEN"),
+    ],
+)
+def test_bootstrap_refuses_adapters_this_version_lacks(environ: dict[str, str], named: str) -> None:
+    """Valid settings asking for an adapter that is not built fail at start-up, not later."""
+    settings = load_settings(environ)
+    with pytest.raises(ConfigError) as caught:
+        bootstrap(settings, store=FakeStore(), outbox=FakeOutbox())
+    message = str(caught.value)
+    assert named in message
+    for value in environ.values():
+        if "sk-" in value or "Token" in value:
+            assert value not in message
+
+
+def test_bootstrap_accepts_a_key_with_the_llm_switched_off() -> None:
+    """OPENAI_ENABLED=false with a key set builds a container on the embedded adapters."""
+    settings = load_settings({"OPENAI_API_KEY": "sk-test", "OPENAI_ENABLED": "false"})
+    store, outbox = FakeStore(), FakeOutbox()
+    container = bootstrap(settings, store=store, outbox=outbox)
+    assert container.store is store
+    assert container.outbox is outbox
+    assert container.advancer.machine is container.machine

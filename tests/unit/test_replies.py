@@ -1,0 +1,113 @@
+"""Deterministic replies: a Portuguese template per kind, and the Graph API body that carries it."""
+
+from __future__ import annotations
+
+import pytest
+
+from pyloto_corp.adapters.whatsapp_webhook import parse_webhook
+from pyloto_corp.domain.records import InboundMessage
+from pyloto_corp.domain.replies import TEXT_BODY_LIMIT, template_for, text_reply_body
+from tests.helpers import encode, load_payload
+
+
+def fixture_message(name: str) -> InboundMessage:
+    """The message of tests/data/messages/<name>.json, parsed as the webhook would."""
+    (message,) = parse_webhook(encode(load_payload(f"messages/{name}.json"))).messages
+    return message
+
+
+def inbound(kind: str, text: str | None = None) -> InboundMessage:
+    """A minimal inbound message of `kind`."""
+    return InboundMessage(
+        message_id="wamid.REPLYTEST", sender="5511912345678", kind=kind, timestamp=0, text=text
+    )
+
+
+@pytest.mark.parametrize(
+    ("fixture", "template", "phrase"),
+    [
+        ("text", "text", "Recebemos sua mensagem"),
+        ("text_with_user_id", "text", "Recebemos sua mensagem"),
+        ("image", "media", "Recebemos seu arquivo"),
+        ("video", "media", "Recebemos seu arquivo"),
+        ("document", "media", "Recebemos seu arquivo"),
+        ("sticker", "media", "Recebemos seu arquivo"),
+        ("audio", "audio", "Recebemos seu áudio"),
+        ("location", "location", "Recebemos sua localização"),
+        ("contacts", "contacts", "Recebemos o contato"),
+        ("order", "order", "Recebemos seu pedido"),
+        ("unsupported", "unsupported", "não conseguimos ler esse tipo de mensagem"),
+        ("unknown_type", "unsupported", "não conseguimos ler esse tipo de mensagem"),
+    ],
+)
+def test_each_kind_picks_its_portuguese_template(fixture: str, template: str, phrase: str) -> None:
+    """The parsed fixture of each kind gets its own template, written in Portuguese."""
+    name, text = template_for(fixture_message(fixture))
+    assert name == template
+    assert phrase in text
+
+
+@pytest.mark.parametrize(
+    ("fixture", "title"),
+    [
+        ("interactive_button_reply", "Ver horários"),
+        ("interactive_list_reply", "Plano Família"),
+        ("button", "Confirmar pedido"),
+    ],
+)
+def test_choices_echo_the_chosen_title(fixture: str, title: str) -> None:
+    """Button, list and template quick replies answer with the title the customer picked."""
+    name, text = template_for(fixture_message(fixture))
+    assert name == "choice"
+    assert f"Recebemos sua escolha: “{title}”." in text
+
+
+def test_choice_without_a_title_falls_back_to_the_text_template() -> None:
+    """An interactive reply with no readable title gets the general reply, not empty quotes."""
+    name, text = template_for(inbound("interactive", text="   "))
+    assert name == "text"
+    assert "“" not in text
+    assert "Recebemos sua mensagem" in text
+
+
+def test_long_choice_title_is_cut() -> None:
+    """A hostile 5000-character title is cut to 100 characters inside the quotes."""
+    _, text = template_for(inbound("button", text="A" * 5000))
+    assert "“" + "A" * 100 + "”" in text
+    assert "A" * 101 not in text
+
+
+def test_templates_differ_by_kind() -> None:
+    """Each template name maps to its own text (no copy-paste between kinds)."""
+    kinds = ["text", "image", "audio", "location", "contacts", "order", "unsupported"]
+    texts = {template_for(inbound(kind))[1] for kind in kinds}
+    assert len(texts) == len(kinds)
+
+
+def test_reply_body_is_a_graph_api_text_reply() -> None:
+    """The body replies in context to the sender, as text, with the callback data to reconcile."""
+    message = fixture_message("text")
+    _, text = template_for(message)
+    body = text_reply_body(message, text, callback_data=message.message_id)
+    assert body == {
+        "messaging_product": "whatsapp",
+        "recipient_type": "individual",
+        "to": "5511912345678",
+        "context": {"message_id": message.message_id},
+        "type": "text",
+        "text": {"preview_url": False, "body": text},
+        "biz_opaque_callback_data": message.message_id,
+    }
+
+
+def test_reply_body_respects_the_text_limit() -> None:
+    """A body over 4096 characters is cut to WhatsApp's limit, never sent over it."""
+    body = text_reply_body(inbound("text"), "é" * 5000, callback_data="wamid.REPLYTEST")
+    assert TEXT_BODY_LIMIT == 4096
+    assert len(body["text"]["body"]) == 4096
+
+
+def test_callback_data_respects_its_limit() -> None:
+    """biz_opaque_callback_data is at most 512 characters, as the Graph API requires."""
+    body = text_reply_body(inbound("text"), "Olá", callback_data="c" * 600)
+    assert body["biz_opaque_callback_data"] == "c" * 512

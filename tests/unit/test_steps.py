@@ -1,0 +1,118 @@
+"""The step of each state, run alone: the trigger it fires and what it records."""
+
+from __future__ import annotations
+
+import pytest
+
+from pyloto_corp.application.steps import (
+    HANDLED_TRIGGERS,
+    STEPS,
+    ClaimLost,
+    StepContext,
+    accept,
+    queue_reply,
+    send,
+)
+from pyloto_corp.domain.records import IGNORED_KINDS
+from pyloto_corp.domain.statechart import ANY_STATE
+from tests.unit.fakes import FakeOutbox, FakeStore, MakeRecord
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.mark.parametrize("kind", sorted(IGNORED_KINDS))
+async def test_notices_are_ignored(
+    kind: str, make_record: MakeRecord, context: StepContext
+) -> None:
+    """Reactions, edits, deletions and system notices fire `ignore` and note their kind."""
+    outcome = await accept(make_record(kind=kind), context)
+    assert outcome.trigger == "ignore"
+    assert outcome.updates == {"results": {"ignored_kind": kind}}
+
+
+@pytest.mark.parametrize(
+    "kind", ["text", "image", "audio", "interactive", "button", "order", "unsupported"]
+)
+async def test_messages_needing_a_reply_are_accepted(
+    kind: str, make_record: MakeRecord, context: StepContext
+) -> None:
+    """Everything else (unsupported included: it gets an apology) fires `accept`."""
+    assert (await accept(make_record(kind=kind), context)).trigger == "accept"
+
+
+@pytest.mark.parametrize("state", ["deduped", "llm1", "llm2"])
+async def test_llm_steps_fall_back_while_the_llm_is_off(
+    state: str, make_record: MakeRecord, context: StepContext
+) -> None:
+    """Without an LLM each LLM step falls back and says why."""
+    outcome = await STEPS[state](make_record(state=state), context)
+    assert outcome.trigger == "fall_back"
+    assert outcome.updates == {"fallback_reason": "llm_disabled"}
+
+
+async def test_queue_reply_builds_the_template_reply(
+    make_record: MakeRecord, context: StepContext
+) -> None:
+    """The queued reply is a Graph API body for the kind's template, keyed back to the record."""
+    record = make_record(kind="image", state="fallback", results={"earlier": 1})
+    outcome = await queue_reply(record, context)
+    assert outcome.trigger == "queue_reply"
+    body = outcome.updates["reply"]
+    assert body["to"] == record.inbound.sender
+    assert body["context"] == {"message_id": record.message_id}
+    assert body["biz_opaque_callback_data"] == record.message_id
+    assert "Recebemos seu arquivo" in body["text"]["body"]
+    assert outcome.updates["results"] == {"earlier": 1, "template": "media"}
+    assert record.results == {"earlier": 1}, "the step does not edit the record it was given"
+
+
+async def test_queue_reply_echoes_a_choice(make_record: MakeRecord, context: StepContext) -> None:
+    """A button reply is answered with the title the customer chose."""
+    record = make_record(kind="interactive", state="fallback", text="Ver horários")
+    outcome = await queue_reply(record, context)
+    assert "“Ver horários”" in outcome.updates["reply"]["text"]["body"]
+    assert outcome.updates["results"]["template"] == "choice"
+
+
+@pytest.mark.parametrize("state", sorted(STEPS))
+async def test_every_step_fires_a_trigger_it_declares(
+    state: str, make_record: MakeRecord, store: FakeStore, context: StepContext
+) -> None:
+    """What a step returns is in HANDLED_TRIGGERS, which the statechart is checked against."""
+    record = make_record(state=state)
+    store.put(record)
+    outcome = await STEPS[state](record, context)
+    assert outcome.trigger in HANDLED_TRIGGERS[state] | HANDLED_TRIGGERS[ANY_STATE]
+
+
+async def test_send_with_a_stale_snapshot_loses_the_claim(
+    make_record: MakeRecord, store: FakeStore, outbox: FakeOutbox, context: StepContext
+) -> None:
+    """Two tasks holding the same version: the second one's claim fails and it sends nothing."""
+    record = make_record(state="queued_outbound")
+    store.put(record)
+    first = await store.get(record.message_id)
+    second = await store.get(record.message_id)
+    assert first is not None
+    assert second is not None
+    outcome = await send(first, context)
+    assert outcome.trigger == "send"
+    with pytest.raises(ClaimLost):
+        await send(second, context)
+    assert len(outbox.sent) == 1
+
+
+async def test_send_claim_is_saved_with_a_version_check(
+    make_record: MakeRecord, store: FakeStore, outbox: FakeOutbox, context: StepContext
+) -> None:
+    """The claim is a version-checked save made before the request leaves."""
+    record = make_record(state="queued_outbound", version=4)
+    store.put(record)
+    await send(record, context)
+    (at_send,) = outbox.on_send
+    assert at_send is not None
+    assert at_send.version == 5
+    assert at_send.send_started_at == context.clock()
+    assert at_send.send_claimed_by == "instance-a"
+    assert at_send.state == "queued_outbound"
+    assert record.version == 5, "the caller's copy follows the claim, so its commit expects 5"
