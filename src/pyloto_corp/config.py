@@ -275,9 +275,10 @@ def _backend_problems(settings: Settings) -> list[str]:
         )
     if queue.backend == "local" and queue.cloud_tasks_enabled:
         problems.append("CLOUD_TASKS_ENABLED=true contradicts QUEUE_BACKEND=local")
+    queue_source = "QUEUE_BACKEND=cloud_tasks" if queue.backend else "CLOUD_TASKS_ENABLED=true"
     if state.effective_backend == "sqlite" and queue.effective_backend == "cloud_tasks":
         problems.append(
-            "STATE_BACKEND=sqlite with QUEUE_BACKEND=cloud_tasks would split state across "
+            f"STATE_BACKEND=sqlite (the default) with {queue_source} would split state across "
             "instances: use STATE_BACKEND=redis with REDIS_URL"
         )
     if state.effective_backend == "redis" and not state.redis_url:
@@ -288,7 +289,7 @@ def _backend_problems(settings: Settings) -> list[str]:
             ("INTERNAL_TASK_BASE_URL", queue.internal_task_base_url),
         ):
             if not value:
-                problems.append(f"QUEUE_BACKEND=cloud_tasks needs {name}")
+                problems.append(f"{queue_source} needs {name}")
     if queue.local_min_backoff_seconds > queue.local_max_backoff_seconds:
         problems.append("LOCAL_QUEUE_MIN_BACKOFF_SECONDS is above LOCAL_QUEUE_MAX_BACKOFF_SECONDS")
     return problems

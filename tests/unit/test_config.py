@@ -126,9 +126,9 @@ def test_every_invalid_variable_is_reported_at_once() -> None:
     [
         ({**CLOUD_TASKS, "STATE_BACKEND": "sqlite"}, ["STATE_BACKEND=sqlite", "cloud_tasks"]),
         ({**CLOUD_TASKS}, ["STATE_BACKEND=sqlite", "cloud_tasks"]),
-        ({"CLOUD_TASKS_ENABLED": "true"}, ["STATE_BACKEND=sqlite", "cloud_tasks"]),
+        ({"CLOUD_TASKS_ENABLED": "true"}, ["STATE_BACKEND=sqlite", "CLOUD_TASKS_ENABLED=true"]),
         ({"CLOUD_TASKS_ENABLED": "true", "GCP_PROJECT": "p", "INTERNAL_TASK_BASE_URL": "https://x"},
-         ["STATE_BACKEND=sqlite", "cloud_tasks"]),
+         ["STATE_BACKEND=sqlite", "CLOUD_TASKS_ENABLED=true"]),
         ({"CLOUD_TASKS_ENABLED": "true", "QUEUE_BACKEND": "local"},
          ["CLOUD_TASKS_ENABLED", "QUEUE_BACKEND=local"]),
         ({"STATE_BACKEND": "sqlite", "DEDUPE_BACKEND": "redis", **REDIS},

@@ -170,3 +170,19 @@ def test_message_ref_is_stable_and_hides_the_wamid() -> None:
     assert message_ref(wamid) != message_ref(wamid + "A")
     assert "HBgN" not in message_ref(wamid)
     assert re.fullmatch(r"[0-9a-f]{16}", message_ref(wamid))
+
+
+def test_each_distinctive_part_of_a_name_is_redacted_on_its_own() -> None:
+    """A customer who writes only their first name is still hidden; particles stay."""
+    redacted = redact_text("aqui é a Maria, da família Aparecida", ("Maria Aparecida",))
+    assert redacted == "aqui é a [name], da família [name]"
+
+
+def test_names_match_whole_words_only() -> None:
+    """A short name inside another word leaves that word alone."""
+    assert redact_text("Ana comprou banana", ("Ana",)) == "[name] comprou banana"
+
+
+def test_phone_with_a_single_digit_group_is_redacted_whole() -> None:
+    """`(11) 9 1234-5678` hides the area code too, not just the last groups."""
+    assert redact_text("liga (11) 9 1234-5678") == "liga [phone]"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from pyloto_corp.application.steps import (
@@ -116,3 +118,14 @@ async def test_send_claim_is_saved_with_a_version_check(
     assert at_send.send_claimed_by == "instance-a"
     assert at_send.state == "queued_outbound"
     assert record.version == 5, "the caller's copy follows the claim, so its commit expects 5"
+
+
+async def test_a_message_without_a_sender_is_kept_and_ignored(
+    make_record: MakeRecord, context: StepContext
+) -> None:
+    """With neither `from` nor a user id there is nobody to answer: `ignore`, with the reason."""
+    record = make_record()
+    record = replace(record, inbound=replace(record.inbound, sender=""))
+    outcome = await accept(record, context)
+    assert outcome.trigger == "ignore"
+    assert outcome.updates == {"results": {"ignored_reason": "no_sender"}}

@@ -53,6 +53,9 @@ async def accept(record: Record, ctx: StepContext) -> Outcome:
     """Reactions, edits, deletions and system notices need no reply."""
     if record.inbound.kind in IGNORED_KINDS:
         return Outcome("ignore", {"results": {"ignored_kind": record.inbound.kind}})
+    if not record.inbound.sender:
+        # Kept (nothing accepted is dropped) but there is nobody to answer.
+        return Outcome("ignore", {"results": {"ignored_reason": "no_sender"}})
     return Outcome("accept")
 
 

@@ -12,7 +12,9 @@ CNPJ = re.compile(r"(?<!\d)\d{2}\.?\d{3}\.?\d{3}/?\d{4}-?\d{2}(?!\d)")
 CPF = re.compile(r"(?<!\d)\d{3}\.?\d{3}\.?\d{3}-?\d{2}(?!\d)")
 # Phone numbers: +55 (11) 91234-5678, 11 91234 5678, 5511912345678, +1 415 555 0100, ...
 # Eight or more digits, optionally grouped by spaces, dots, dashes or parentheses.
-PHONE = re.compile(r"(?<![\w])\+?\(?\d{1,3}\)?(?:[\s.\-]?\(?\d{2,5}\)?){2,5}(?![\w])")
+PHONE = re.compile(r"(?<![\w])\+?\(?\d{1,3}\)?(?:[\s.\-]?\(?\d{1,5}\)?){2,6}(?![\w])")
+# Parts of Brazilian names too common to redact on their own.
+_PARTICLES = frozenset({"de", "da", "do", "das", "dos", "e", "di", "du", "van", "von"})
 
 _PATTERNS = (("email", EMAIL), ("cnpj", CNPJ), ("cpf", CPF), ("phone", PHONE))
 
@@ -31,8 +33,18 @@ def redact_text(text: str, names: tuple[str, ...] = ()) -> str:
             text,
         )
     for name in names:
-        if name and len(name.strip()) >= 2:
-            text = re.sub(re.escape(name.strip()), "[name]", text, flags=re.IGNORECASE)
+        text = _redact_name(text, name)
+    return text
+
+
+def _redact_name(text: str, name: str) -> str:
+    """Remove the whole name, then each of its distinctive parts on its own."""
+    whole = name.strip()
+    if len(whole) < 2:
+        return text
+    words = [w for w in re.findall(r"\w+", whole) if len(w) >= 3 and w.lower() not in _PARTICLES]
+    for piece in (whole, *words):
+        text = re.sub(rf"(?<!\w){re.escape(piece)}(?!\w)", "[name]", text, flags=re.IGNORECASE)
     return text
 
 
