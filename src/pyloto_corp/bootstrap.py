@@ -11,12 +11,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from pyloto_corp.adapters.dry_run_outbox import DryRunOutbox
+from pyloto_corp.adapters.dry_run_outbox import DryRunOutbox, RedisDryRunOutbox
 from pyloto_corp.adapters.local_queue import LocalQueue
+from pyloto_corp.adapters.redis_keys import RedisKeys
+from pyloto_corp.adapters.redis_store import RedisStore
+from pyloto_corp.adapters.redis_store import connect as redis_connect
 from pyloto_corp.adapters.sqlite_store import SQLiteStore
 from pyloto_corp.application.advance import Advancer
 from pyloto_corp.application.ingest import Ingestor
-from pyloto_corp.application.ports import Outbox, StateStore, Task
+from pyloto_corp.application.ports import Outbox, StateStore, StoreUnavailable, Task
 from pyloto_corp.application.queues import (
     INBOUND,
     OUTBOUND,
@@ -54,8 +57,6 @@ def load_chart(path: Path | None = None) -> Statechart:
 def _refuse_unbuilt(settings: Settings) -> None:
     """Fail fast on settings that ask for adapters this build does not have."""
     unbuilt = []
-    if settings.state.effective_backend != "sqlite":
-        unbuilt.append("STATE_BACKEND/DEDUPE_BACKEND=redis (use sqlite)")
     if settings.queue.effective_backend != "local":
         unbuilt.append("QUEUE_BACKEND=cloud_tasks (use local)")
     if settings.openai.is_enabled:
@@ -64,6 +65,20 @@ def _refuse_unbuilt(settings: Settings) -> None:
         unbuilt.append("WHATSAPP_ACCESS_TOKEN (unset it to use the dry-run outbox)")
     if unbuilt:
         raise ConfigError("not available in this version: " + "; ".join(unbuilt))
+
+
+def _storage(settings: Settings, terminal: list[str]) -> tuple[StateStore, Outbox, bool]:
+    """The store, the dry-run outbox beside it, and whether this process is its only user."""
+    if settings.state.effective_backend == "redis":
+        assert settings.state.redis_url is not None  # checked by the settings
+        client = redis_connect(settings.state.redis_url, settings.state.redis_timeout_seconds)
+        keys = RedisKeys(settings.state.redis_key_prefix)
+        retention = settings.state.retention_days * 86400
+        redis_store = RedisStore(client, terminal, retention, keys)
+        return redis_store, RedisDryRunOutbox(client, keys, retention), False
+    path = settings.state.sqlite_path
+    # Locked to this process: no other instance can hold its records or leases.
+    return SQLiteStore(path, terminal, exclusive=True), DryRunOutbox(path), True
 
 
 def queue_specs(settings: Settings) -> dict[str, QueueSpec]:
@@ -80,6 +95,7 @@ def queue_specs(settings: Settings) -> dict[str, QueueSpec]:
 class Container:
     """Everything a running pyloto needs, built once."""
 
+    sole_instance: bool
     settings: Settings
     chart: Statechart
     machine: LifecycleMachine
@@ -92,10 +108,24 @@ class Container:
     _sweeper: asyncio.Task[None] | None = field(default=None, repr=False)
 
     async def start(self) -> None:
-        """Open the store, start the workers and re-queue what a previous run left open."""
-        await self.store.ping()
+        """Open the store, start the workers and re-queue what a previous run left open.
+
+        The only user of its store re-queues every open record (a previous run of this
+        process left them); an instance sharing Redis re-queues only the stuck ones, as the
+        others may be working on the rest. A shared store that is down at start-up is not
+        fatal: requests get 503 until it answers.
+        """
+        try:
+            await self.store.ping()
+        except StoreUnavailable:
+            if self.sole_instance:
+                raise
+            log.exception("store_unavailable_at_start", extra={"event": "store_unavailable"})
         self.queue.start(self._run_task, self._dead_letter)
-        await self.sweep(stuck_after_seconds=0.0)
+        try:
+            await self.sweep(0.0 if self.sole_instance else STUCK_AFTER_SECONDS)
+        except StoreUnavailable:
+            log.exception("sweep_failed", extra={"event": "sweep_failed"})
         self._sweeper = asyncio.create_task(self._sweep_periodically(), name="pyloto-sweeper")
 
     async def stop(self) -> None:
@@ -152,9 +182,12 @@ def bootstrap(
     chart = load_chart()
     machine = LifecycleMachine(chart)
     terminal = [name for name, spec in chart.states.items() if spec.terminal]
-    sole_instance = store is None  # the SQLite store below is locked to this process
-    store = store or SQLiteStore(settings.state.sqlite_path, terminal, exclusive=True)
-    outbox = outbox or DryRunOutbox(settings.state.sqlite_path)
+    if store is None:
+        store, default_outbox, sole_instance = _storage(settings, terminal)
+        outbox = outbox or default_outbox
+    else:
+        sole_instance = False
+        outbox = outbox or DryRunOutbox(settings.state.sqlite_path)
     queue = LocalQueue(queue_specs(settings))
     context = StepContext(
         store=store,
@@ -165,6 +198,7 @@ def bootstrap(
     )
     advancer = Advancer(machine, store, queue, context)
     return Container(
+        sole_instance=sole_instance,
         settings=settings,
         chart=chart,
         machine=machine,

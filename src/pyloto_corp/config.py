@@ -119,7 +119,25 @@ class StateSettings(_Section):
     sqlite_path: Path = Field(
         Path("./pyloto.db"), alias="STATE_SQLITE_PATH", description="SQLite database file."
     )
-    redis_url: str | None = Field(None, alias="REDIS_URL", description="redis:// rediss:// unix://")
+    redis_url: str | None = Field(
+        None,
+        alias="REDIS_URL",
+        pattern=r"^(redis|rediss|unix)://",
+        description="redis://, rediss:// (TLS) or unix:// (socket) URL of the Redis store.",
+    )
+    redis_key_prefix: str = Field(
+        "pyloto",
+        alias="REDIS_KEY_PREFIX",
+        pattern=r"^[A-Za-z0-9_.-]+$",
+        description="Prefix of every Redis key, so environments can share one Redis.",
+    )
+    redis_timeout_seconds: float = Field(
+        2.0,
+        alias="REDIS_TIMEOUT_SECONDS",
+        gt=0,
+        le=30,
+        description="Connect and socket timeout of each Redis call.",
+    )
     retention_days: float = Field(
         8.0,
         alias="STATE_RETENTION_DAYS",

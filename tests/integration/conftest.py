@@ -1,7 +1,7 @@
 """Integration fixtures: the StateStore contract runs once per store adapter.
 
-To run the contract against another adapter (Redis, ...), write a factory like
-`_sqlite_backend` and add one `pytest.param` to `store_backend`.
+To run the contract against another adapter, write a factory like `_redis_backend` and
+add one `pytest.param` to `store_backend`.
 """
 
 from __future__ import annotations
@@ -12,9 +12,13 @@ from pathlib import Path
 
 import pytest
 
+from pyloto_corp.adapters.redis_keys import RedisKeys
+from pyloto_corp.adapters.redis_store import RedisStore
+from pyloto_corp.adapters.redis_store import connect as redis_connect
 from pyloto_corp.adapters.sqlite_store import SQLiteStore
 from pyloto_corp.application.ports import StateStore
 from pyloto_corp.bootstrap import load_chart
+from tests.redis_server import RedisServer
 
 
 def terminal_states() -> list[str]:
@@ -36,11 +40,35 @@ def _sqlite_backend(tmp_path: Path) -> StoreBackend:
     return StoreBackend("sqlite", lambda: SQLiteStore(path, terminal))
 
 
-@pytest.fixture(params=[pytest.param(_sqlite_backend, id="sqlite")])
-def store_backend(request: pytest.FixtureRequest, tmp_path: Path) -> StoreBackend:
+def _redis_backend(request: pytest.FixtureRequest) -> StoreBackend:
+    server: RedisServer = request.getfixturevalue("redis_server")
+    keys = RedisKeys(request.getfixturevalue("redis_prefix"))
+    terminal = terminal_states()
+
+    def open_store() -> StateStore:
+        return RedisStore(redis_connect(server.url), terminal, RETENTION_SECONDS, keys)
+
+    return StoreBackend("redis", open_store)
+
+
+def _sqlite_from_request(request: pytest.FixtureRequest) -> StoreBackend:
+    return _sqlite_backend(request.getfixturevalue("tmp_path"))
+
+
+# Records in the contract tests must outlive the test (Redis applies it as a TTL).
+RETENTION_SECONDS = 8 * 86400.0
+
+
+@pytest.fixture(
+    params=[
+        pytest.param(_sqlite_from_request, id="sqlite"),
+        pytest.param(_redis_backend, id="redis"),
+    ]
+)
+def store_backend(request: pytest.FixtureRequest) -> StoreBackend:
     """Each store adapter in turn, on storage private to the test."""
-    factory: Callable[[Path], StoreBackend] = request.param
-    return factory(tmp_path)
+    factory: Callable[[pytest.FixtureRequest], StoreBackend] = request.param
+    return factory(request)
 
 
 @pytest.fixture

@@ -314,3 +314,38 @@ async def test_ping_on_healthy_store_passes(store: StateStore) -> None:
     await store.ping()
     await store.create_if_absent([record()])
     await store.ping()
+
+
+# --- leases -------------------------------------------------------------------------------
+
+
+async def test_a_held_lease_cannot_be_taken_again(store: StateStore) -> None:
+    """While held, a lease refuses every taker, its own owner included (no re-entry)."""
+    assert await store.acquire_lease("wamid.L:deduped", "instance-a", 30) is True
+    assert await store.acquire_lease("wamid.L:deduped", "instance-b", 30) is False
+    assert await store.acquire_lease("wamid.L:deduped", "instance-a", 30) is False
+    assert await store.acquire_lease("wamid.L:llm1", "instance-b", 30) is True
+
+
+async def test_only_the_owner_releases_a_lease(store: StateStore) -> None:
+    """A release by someone else changes nothing; the owner's release frees the lease."""
+    assert await store.acquire_lease("wamid.R:llm1", "instance-a", 30)
+    await store.release_lease("wamid.R:llm1", "instance-b")
+    assert await store.acquire_lease("wamid.R:llm1", "instance-b", 30) is False
+    await store.release_lease("wamid.R:llm1", "instance-a")
+    assert await store.acquire_lease("wamid.R:llm1", "instance-b", 30) is True
+
+
+async def test_an_expired_lease_can_be_taken(store: StateStore) -> None:
+    """A holder that never releases (it crashed) blocks others only until the lease expires."""
+    assert await store.acquire_lease("wamid.E:llm2", "crashed", 0.05)
+    await asyncio.sleep(0.2)
+    assert await store.acquire_lease("wamid.E:llm2", "survivor", 30) is True
+
+
+async def test_concurrent_lease_takers_one_wins(store: StateStore) -> None:
+    """Twenty deliveries racing for one step's lease: exactly one gets it."""
+    results = await asyncio.gather(
+        *(store.acquire_lease("wamid.C:received", f"owner-{n}", 30) for n in range(20))
+    )
+    assert sum(results) == 1

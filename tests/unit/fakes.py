@@ -44,6 +44,7 @@ class FakeStore:
         self.records: dict[str, Record] = {}
         self.statuses: dict[str, StatusUpdate] = {}
         self.saves: list[Record] = []
+        self.leases: dict[str, str] = {}
         self.terminal = frozenset(terminal_states)
 
     async def create_if_absent(self, records: Sequence[Record]) -> list[bool]:
@@ -89,6 +90,17 @@ class FakeStore:
         for key in old:
             del self.records[key]
         return len(old)
+
+    async def acquire_lease(self, name: str, owner: str, seconds: float) -> bool:
+        holder = self.leases.get(name)
+        if holder is not None and holder != owner:
+            return False
+        self.leases[name] = owner
+        return holder is None
+
+    async def release_lease(self, name: str, owner: str) -> None:
+        if self.leases.get(name) == owner:
+            del self.leases[name]
 
     async def ping(self) -> None:
         return None

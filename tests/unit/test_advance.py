@@ -171,20 +171,26 @@ async def test_lost_version_race_in_commit_is_stale(
 async def test_concurrent_duplicate_send_tasks_send_once(
     advancer: Advancer, store: FakeStore, outbox: FakeOutbox, make_record: MakeRecord
 ) -> None:
-    """Two deliveries of the send task at once: one sends, the other loses the claim (no-op)."""
+    """Two deliveries of the send task at once: one sends, the other is told to retry later
+    (the step's lease is taken), and its retry finds the record sent: a no-op."""
     record = make_record(state="queued_outbound")
     store.put(record)
     outcomes: list[str] = []
 
     async def run() -> None:
-        outcomes.append(await advancer.advance(record.message_id, "queued_outbound"))
+        try:
+            outcomes.append(await advancer.advance(record.message_id, "queued_outbound"))
+        except TransientStepError:
+            outcomes.append("retry later")
 
     async with anyio.create_task_group() as group:
         group.start_soon(run)
         group.start_soon(run)
-    assert sorted(outcomes) == ["sent", "stale"]
+    assert sorted(outcomes) == ["retry later", "sent"]
+    assert await advancer.advance(record.message_id, "queued_outbound") == "stale"
     assert len(outbox.sent) == 1
     assert store.stored(record.message_id).state == "sent"
+    assert store.leases == {}, "every lease was given back"
 
 
 async def test_send_claims_before_the_request_leaves(

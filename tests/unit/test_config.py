@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from pyloto_corp.adapters.dry_run_outbox import RedisDryRunOutbox
+from pyloto_corp.adapters.redis_store import RedisStore
 from pyloto_corp.bootstrap import bootstrap
 from pyloto_corp.config import (
     DEV_APP_SECRET,
@@ -258,8 +260,6 @@ def test_secret_values_never_appear_in_config_errors(broken: dict[str, str]) -> 
 @pytest.mark.parametrize(
     ("environ", "named"),
     [
-        ({"STATE_BACKEND": "redis", **REDIS}, "STATE_BACKEND/DEDUPE_BACKEND=redis"),
-        ({"DEDUPE_BACKEND": "redis", **REDIS}, "STATE_BACKEND/DEDUPE_BACKEND=redis"),
         ({"STATE_BACKEND": "redis", **REDIS, **CLOUD_TASKS}, "QUEUE_BACKEND=cloud_tasks"),
         ({"OPENAI_ENABLED": "true", "OPENAI_API_KEY": "sk-proj-openai-4c1d2e"}, "OPENAI_ENABLED"),
         ({"OPENAI_API_KEY": "sk-proj-openai-4c1d2e"}, "OPENAI_ENABLED"),
@@ -286,3 +286,23 @@ def test_bootstrap_accepts_a_key_with_the_llm_switched_off() -> None:
     assert container.store is store
     assert container.outbox is outbox
     assert container.advancer.machine is container.machine
+
+
+@pytest.mark.parametrize("variable", ["STATE_BACKEND", "DEDUPE_BACKEND"])
+@pytest.mark.parametrize(
+    "url", ["redis://10.0.0.3:6379/0", "rediss://user:pw@redis.internal:6380", "unix:///tmp/r.sock"]
+)
+def test_redis_settings_build_a_shared_redis_store(variable: str, url: str) -> None:
+    """Either variable selects Redis for state, dedupe and the dry-run outbox; no connection
+    is opened while building (so a Redis that is down cannot break start-up wiring)."""
+    container = bootstrap(load_settings({variable: "redis", "REDIS_URL": url}))
+    assert isinstance(container.store, RedisStore)
+    assert isinstance(container.outbox, RedisDryRunOutbox)
+    assert container.sole_instance is False
+
+
+@pytest.mark.parametrize("url", ["http://redis:6379", "localhost:6379", "redis:/x"])
+def test_redis_url_must_be_a_redis_url(url: str) -> None:
+    """A REDIS_URL that is not redis://, rediss:// or unix:// is refused, naming the variable."""
+    message = config_error({"STATE_BACKEND": "redis", "REDIS_URL": url})
+    assert "REDIS_URL" in message

@@ -1,4 +1,8 @@
-"""Dry-run outbox: records the exact Graph API request body instead of sending it."""
+"""Dry-run outbox: records the exact Graph API request body instead of sending it.
+
+Kept where the records are (SQLite or Redis), so its answer to "was this reply already
+sent?" is exact for every instance that shares the store.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,10 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import redis.asyncio as redis
+from redis.exceptions import RedisError
+
+from pyloto_corp.adapters.redis_keys import DRY_RUN_LOG_LENGTH, RedisKeys
 from pyloto_corp.adapters.sqlite_base import SQLiteThread
 from pyloto_corp.application.ports import TransientStepError
 
@@ -88,3 +96,43 @@ class DryRunOutbox:
     async def close(self) -> None:
         """Close the connection."""
         await self._db.close()
+
+
+class RedisDryRunOutbox:
+    """Dry-run outbox in Redis, shared by every instance that shares the store."""
+
+    def __init__(self, client: redis.Redis, keys: RedisKeys, retention_seconds: float) -> None:
+        self.client = client
+        self.keys = keys
+        self.ttl = int(retention_seconds)
+
+    async def send(self, body: dict[str, Any]) -> str:
+        outbound_id = f"wamid.dryrun.{uuid.uuid4().hex}"
+        callback = str(body.get("biz_opaque_callback_data") or "")
+        entry = json.dumps({"outbound_message_id": outbound_id, "body": body})
+        try:
+            async with self.client.pipeline(transaction=True) as pipe:
+                pipe.rpush(self.keys.dry_run_log, entry)
+                pipe.ltrim(self.keys.dry_run_log, -DRY_RUN_LOG_LENGTH, -1)
+                pipe.expire(self.keys.dry_run_log, self.ttl)
+                if callback:
+                    pipe.set(self.keys.dry_run_sent(callback), outbound_id, nx=True, ex=self.ttl)
+                await pipe.execute()
+        except RedisError as error:
+            raise TransientStepError(f"dry-run outbox: {error}") from error
+        return outbound_id
+
+    async def find_sent(self, callback_data: str) -> str | None:
+        try:
+            found = await self.client.get(self.keys.dry_run_sent(callback_data))
+        except RedisError as error:
+            raise TransientStepError(f"dry-run outbox: {error}") from error
+        return found.decode() if isinstance(found, bytes) else None
+
+    async def sent(self, callback_data: str | None = None) -> list[dict[str, Any]]:
+        """Recorded request bodies, oldest first (all, or those for one record)."""
+        entries = await self.client.lrange(self.keys.dry_run_log, 0, -1)
+        bodies = [json.loads(entry)["body"] for entry in entries]
+        if callback_data is None:
+            return bodies
+        return [b for b in bodies if b.get("biz_opaque_callback_data") == callback_data]

@@ -7,6 +7,7 @@ or one explicit transaction where several statements must agree.
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,11 @@ CREATE TABLE IF NOT EXISTS deliveries (
     errors BLOB NOT NULL
 );
 CREATE INDEX IF NOT EXISTS deliveries_by_message ON deliveries (message_id);
+CREATE TABLE IF NOT EXISTS leases (
+    name TEXT PRIMARY KEY,
+    owner TEXT NOT NULL,
+    expires_at REAL NOT NULL
+);
 """
 
 _GET = """
@@ -72,7 +78,9 @@ class SQLiteStore:
     ) -> None:
         """`exclusive`: hold a lock so no other process serves from the same file."""
         self.path = path
-        self._db = SQLiteThread(path, _SCHEMA, StoreUnavailable, "pyloto-sqlite", exclusive)
+        # The sole process on this file: leases left by a previous (dead) one mean nothing.
+        schema = _SCHEMA + ("DELETE FROM leases;" if exclusive else "")  # noqa: S608 - constant
+        self._db = SQLiteThread(path, schema, StoreUnavailable, "pyloto-sqlite", exclusive)
         self._terminal = sorted(terminal_states)
 
     async def create_if_absent(self, records: Sequence[Record]) -> list[bool]:
@@ -172,6 +180,25 @@ class SQLiteStore:
             )
 
         return await self._db.run(lambda: self._db.transaction(work))
+
+    async def acquire_lease(self, name: str, owner: str, seconds: float) -> bool:
+        def work(conn: sqlite3.Connection) -> bool:
+            now = time.time()
+            conn.execute("DELETE FROM leases WHERE name = ? AND expires_at <= ?", (name, now))
+            inserted = conn.execute(
+                "INSERT OR IGNORE INTO leases (name, owner, expires_at) VALUES (?, ?, ?)",
+                (name, owner, now + seconds),
+            )
+            return inserted.rowcount == 1
+
+        return await self._db.run(lambda: self._db.transaction(work))
+
+    async def release_lease(self, name: str, owner: str) -> None:
+        await self._db.run(
+            lambda: self._db.connection().execute(
+                "DELETE FROM leases WHERE name = ? AND owner = ?", (name, owner)
+            )
+        )
 
     async def ping(self) -> None:
         await self._db.run(lambda: self._db.connection().execute("SELECT 1").fetchone())

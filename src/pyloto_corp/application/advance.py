@@ -11,7 +11,9 @@ from pyloto_corp.application.ports import (
     StateStore,
     Task,
     TaskQueue,
+    TransientStepError,
 )
+from pyloto_corp.application.queues import STEP_LEASE_SECONDS
 from pyloto_corp.application.steps import STEPS, ClaimLost, StepContext
 from pyloto_corp.domain.machine import LifecycleMachine
 from pyloto_corp.domain.privacy import message_ref
@@ -43,7 +45,21 @@ class Advancer:
         return Task(record.message_id, record.state, spec.queue)
 
     async def advance(self, message_id: str, expected_state: str, attempt: int = 1) -> str:
-        """Do the step of `expected_state`; a record elsewhere is a no-op. Returns the outcome."""
+        """Do the step of `expected_state`; a record elsewhere is a no-op. Returns the outcome.
+
+        The step runs under a lease on (record, state), so a second delivery of the same task
+        arriving meanwhile is told to retry later instead of doing the work again.
+        """
+        lease = f"{message_id}:{expected_state}"
+        owner = self.context.instance_id
+        if not await self.store.acquire_lease(lease, owner, STEP_LEASE_SECONDS):
+            raise TransientStepError("this step is running in another delivery of the task")
+        try:
+            return await self._advance(message_id, expected_state, attempt)
+        finally:
+            await self.store.release_lease(lease, owner)
+
+    async def _advance(self, message_id: str, expected_state: str, attempt: int) -> str:
         record = await self.store.get(message_id)
         if record is None:
             log.warning(

@@ -47,6 +47,12 @@ class StateStore(Protocol):
     async def purge(self, created_before: float) -> int:
         """Delete records (and their statuses) created before the retention limit."""
 
+    async def acquire_lease(self, name: str, owner: str, seconds: float) -> bool:
+        """Take the lease `name` for `seconds` unless someone else holds it."""
+
+    async def release_lease(self, name: str, owner: str) -> None:
+        """Give the lease back if `owner` still holds it."""
+
     async def ping(self) -> None:
         """Raise StoreUnavailable unless the store answers."""
 

@@ -32,3 +32,8 @@ OUTBOUND = QueueSpec("outbound", rate_per_second=10, max_concurrent=10, max_atte
 STUCK_AFTER_SECONDS = 900.0
 # ...checking this often while the service runs (and once at start-up).
 SWEEP_INTERVAL_SECONDS = 300.0
+
+# A step holds a lease on (record, state) this long at most: above the slowest step (an LLM
+# call of OPENAI_TIMEOUT_SECONDS with a retry, or a Graph API send) so two deliveries of one
+# task never overlap, short enough that a crashed holder delays the retry only briefly.
+STEP_LEASE_SECONDS = 60.0

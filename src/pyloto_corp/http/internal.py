@@ -41,6 +41,12 @@ class InternalController(Controller):
         outcome = await container.advancer.advance(data.message_id, data.state, attempt)
         return {"outcome": outcome}
 
+    @post("/sweep", status_code=200)
+    async def sweep(self, request: Request[Any, Any, Any]) -> dict[str, int]:
+        """Re-queue stuck records and purge expired ones (for Cloud Scheduler)."""
+        result = await container_of(request).sweep()
+        return {"requeued": result.requeued, "purged": result.purged}
+
     @get("/messages/{message_id:str}")
     async def inspect(self, request: Request[Any, Any, Any]) -> dict[str, Any]:
         """The record with personal data masked."""

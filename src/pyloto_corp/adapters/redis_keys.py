@@ -1,0 +1,71 @@
+"""Every Redis key pyloto writes, and how long each lives (with the reason why).
+
+All keys start with a configurable prefix (REDIS_KEY_PREFIX) so several environments can
+share one Redis. The scripts in redis_store compute delivery keys from the prefix, so the
+store expects a single-shard Redis (Memorystore basic or standard tier), not Redis Cluster.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pyloto_corp.application.queues import STEP_LEASE_SECONDS
+
+# Meta redelivers a webhook for up to 7 days: a record (which is the dedupe marker) must
+# outlive that, so retention below it is refused by the settings.
+DEDUPE_WINDOW_SECONDS = 7 * 24 * 3600
+
+# A step's lease (defined with the queues, as every store uses it) outlives the slowest step,
+# so a second delivery of the same task never runs the step alongside it; if its holder
+# dies, the task's retry may run the step once the lease has expired.
+LEASE_SECONDS = STEP_LEASE_SECONDS
+
+# The dry-run outbox keeps at most this many request bodies (they hold phone numbers and
+# only serve to inspect what would have been sent).
+DRY_RUN_LOG_LENGTH = 10_000
+
+
+@dataclass(frozen=True)
+class RedisKeys:
+    """Key names under one prefix."""
+
+    prefix: str = "pyloto"
+
+    def record(self, message_id: str) -> str:
+        """Hash of one record (v: version, s: state, o: outbound id, d: JSON); TTL=retention
+        because it holds personal data, and it is the dedupe marker for its wamid."""
+        return f"{self.prefix}:rec:{message_id}"
+
+    def delivery(self, outbound_id: str) -> str:
+        """Hash of the latest delivery status of one sent message; TTL=retention."""
+        return f"{self.prefix}:dlv:{outbound_id}"
+
+    def delivery_ref(self, message_id: str) -> str:
+        """Outbound id named by a status's callback data (our record id), so a status that
+        arrives before the send was saved still finds its record; TTL=retention."""
+        return f"{self.prefix}:dref:{message_id}"
+
+    @property
+    def open_index(self) -> str:
+        """Sorted set of non-terminal record ids by last update: the sweeper reads the stuck
+        ones by score instead of scanning the keyspace. Members leave on a terminal save."""
+        return f"{self.prefix}:open"
+
+    @property
+    def created_index(self) -> str:
+        """Sorted set of record ids by creation time: purge finds expired ones by score."""
+        return f"{self.prefix}:created"
+
+    def lease(self, name: str) -> str:
+        """Owner of a step's lease; expires after LEASE_SECONDS (or the given length)."""
+        return f"{self.prefix}:lease:{name}"
+
+    @property
+    def dry_run_log(self) -> str:
+        """List of dry-run request bodies, newest last, capped at DRY_RUN_LOG_LENGTH and
+        expiring after retention of inactivity."""
+        return f"{self.prefix}:dryrun:log"
+
+    def dry_run_sent(self, callback_data: str) -> str:
+        """Outbound id of the first dry-run send for a record, for at-most-once checks."""
+        return f"{self.prefix}:dryrun:cb:{callback_data}"

@@ -1,0 +1,282 @@
+"""Redis store: shared state and atomic dedupe for many instances (redis.asyncio, hiredis).
+
+Each operation is one round trip: a Lua script where several keys must change together
+(create-if-absent of a whole batch, version-checked saves, monotonic statuses), so no
+check-then-set race exists between instances.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from typing import Any, cast
+
+import msgspec
+import redis.asyncio as redis
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import RedisError
+from redis.retry import Retry
+
+from pyloto_corp.adapters.redis_keys import RedisKeys
+from pyloto_corp.application.ports import StoreUnavailable
+from pyloto_corp.domain.records import DELIVERY_RANK, Record, StatusUpdate
+
+# KEYS: record keys..., open index, created index.
+# ARGV: ttl, then per record: id, version, state, created_at, updated_at, data.
+_CREATE = """
+local ttl = tonumber(ARGV[1])
+local n = #KEYS - 2
+local open, created = KEYS[n + 1], KEYS[n + 2]
+local result = {}
+for i = 1, n do
+  local a = 1 + (i - 1) * 6
+  if redis.call('EXISTS', KEYS[i]) == 1 then
+    result[i] = 0
+  else
+    redis.call('HSET', KEYS[i], 'v', ARGV[a + 2], 's', ARGV[a + 3], 'o', '', 'd', ARGV[a + 6])
+    redis.call('EXPIRE', KEYS[i], ttl)
+    redis.call('ZADD', open, ARGV[a + 5], ARGV[a + 1])
+    redis.call('ZADD', created, ARGV[a + 4], ARGV[a + 1])
+    result[i] = 1
+  end
+end
+return result
+"""
+
+# KEYS: record, open index. ARGV: expected version, version, state, outbound id, data,
+# updated_at, terminal (1/0), message id.
+_SAVE = """
+if redis.call('HGET', KEYS[1], 'v') ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], 'v', ARGV[2], 's', ARGV[3], 'o', ARGV[4], 'd', ARGV[5])
+if ARGV[7] == '1' then
+  redis.call('ZREM', KEYS[2], ARGV[8])
+else
+  redis.call('ZADD', KEYS[2], ARGV[6], ARGV[8])
+end
+return 1
+"""
+
+# KEYS: record, delivery ref. ARGV: delivery key prefix.
+# Returns {data, status, errors} with the highest-ranked status of the record's sends.
+_GET = """
+local r = redis.call('HMGET', KEYS[1], 'd', 'o')
+if not r[1] then return nil end
+local best, status, errors = -1, false, false
+local candidates = {r[2], redis.call('GET', KEYS[2])}
+for _, outbound in ipairs(candidates) do
+  if outbound and outbound ~= '' then
+    local d = redis.call('HMGET', ARGV[1] .. outbound, 'rank', 'status', 'errors')
+    if d[1] and tonumber(d[1]) > best then
+      best, status, errors = tonumber(d[1]), d[2], d[3]
+    end
+  end
+end
+return {r[1], status, errors}
+"""
+
+# KEYS: delivery, delivery ref (or the delivery key again when there is no callback data).
+# ARGV: status, rank, at, errors, message id ('' if none), ttl, outbound id.
+_STATUS = """
+local current = tonumber(redis.call('HGET', KEYS[1], 'rank') or '0')
+if tonumber(ARGV[2]) <= current then return 0 end
+redis.call('HSET', KEYS[1], 'status', ARGV[1], 'rank', ARGV[2], 'at', ARGV[3], 'errors', ARGV[4])
+if ARGV[5] ~= '' then
+  redis.call('HSETNX', KEYS[1], 'msg', ARGV[5])
+  redis.call('SET', KEYS[2], ARGV[7], 'EX', ARGV[6])
+end
+redis.call('EXPIRE', KEYS[1], ARGV[6])
+return 1
+"""
+
+# KEYS: open index, created index. ARGV: bound, record prefix, delivery prefix, ref prefix.
+_PURGE = """
+local ids = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', '(' .. ARGV[1], 'LIMIT', 0, 500)
+local count = 0
+for _, id in ipairs(ids) do
+  local rec = ARGV[2] .. id
+  local outbound = redis.call('HGET', rec, 'o')
+  if outbound and outbound ~= '' then redis.call('DEL', ARGV[3] .. outbound) end
+  local ref = redis.call('GET', ARGV[4] .. id)
+  if ref then redis.call('DEL', ARGV[3] .. ref) end
+  count = count + redis.call('DEL', rec)
+  redis.call('DEL', ARGV[4] .. id)
+  redis.call('ZREM', KEYS[1], id)
+  redis.call('ZREM', KEYS[2], id)
+end
+return {count, #ids}
+"""
+
+# KEYS: lease. ARGV: owner.
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+EncodableT = bytes | str | int | float
+
+_encoder = msgspec.json.Encoder()
+_decoder = msgspec.json.Decoder(Record)
+_errors_decoder = msgspec.json.Decoder(list[dict[str, Any]])
+
+
+def connect(url: str, timeout_seconds: float = 2.0) -> redis.Redis:
+    """A pooled client with bounded timeouts and one quick retry on a dropped connection."""
+    return redis.Redis.from_url(
+        url,
+        socket_timeout=timeout_seconds,
+        socket_connect_timeout=timeout_seconds,
+        retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), retries=1),
+        health_check_interval=30,
+        max_connections=64,
+    )
+
+
+class RedisStore:
+    """StateStore on Redis, safe for many instances at once."""
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        terminal_states: Collection[str],
+        retention_seconds: float,
+        keys: RedisKeys | None = None,
+    ) -> None:
+        self.client = client
+        self.keys = keys or RedisKeys()
+        self.ttl = int(retention_seconds)
+        self._terminal = frozenset(terminal_states)
+        self._create = client.register_script(_CREATE)
+        self._save = client.register_script(_SAVE)
+        self._get = client.register_script(_GET)
+        self._status = client.register_script(_STATUS)
+        self._purge = client.register_script(_PURGE)
+        self._release = client.register_script(_RELEASE)
+
+    async def create_if_absent(self, records: Sequence[Record]) -> list[bool]:
+        if not records:
+            return []
+        keys = [self.keys.record(r.message_id) for r in records]
+        keys += [self.keys.open_index, self.keys.created_index]
+        args: list[Any] = [self.ttl]
+        for r in records:
+            args += [r.message_id, r.version, r.state, r.created_at, r.updated_at]
+            args.append(_encoder.encode(r))
+        try:
+            result = await self._create(keys=keys, args=args)
+        except RedisError as error:
+            raise StoreUnavailable(f"redis: {error}") from error
+        return [bool(flag) for flag in result]
+
+    async def get(self, message_id: str) -> Record | None:
+        keys = [self.keys.record(message_id), self.keys.delivery_ref(message_id)]
+        try:
+            row = await self._get(keys=keys, args=[self.keys.delivery("")])
+        except RedisError as error:
+            raise StoreUnavailable(f"redis: {error}") from error
+        if row is None:
+            return None
+        record = _decoder.decode(row[0])
+        record.delivery_status = row[1].decode() if row[1] else None
+        record.delivery_errors = _errors_decoder.decode(row[2]) if row[2] else []
+        return record
+
+    async def save(self, record: Record, expected_version: int) -> bool:
+        keys = [self.keys.record(record.message_id), self.keys.open_index]
+        args: list[EncodableT] = [
+            expected_version,
+            record.version,
+            record.state,
+            record.outbound_message_id or "",
+            _encoder.encode(record),
+            record.updated_at,
+            1 if record.state in self._terminal else 0,
+            record.message_id,
+        ]
+        try:
+            return bool(await self._save(keys=keys, args=args))
+        except RedisError as error:
+            raise StoreUnavailable(f"redis: {error}") from error
+
+    async def record_status(self, update: StatusUpdate) -> bool:
+        rank = DELIVERY_RANK.get(update.status)
+        if rank is None:
+            return False
+        delivery = self.keys.delivery(update.outbound_message_id)
+        ref = self.keys.delivery_ref(update.callback_data) if update.callback_data else delivery
+        args: list[EncodableT] = [
+            update.status,
+            rank,
+            update.timestamp,
+            _encoder.encode(update.errors),
+            update.callback_data or "",
+            self.ttl,
+            update.outbound_message_id,
+        ]
+        try:
+            return bool(await self._status(keys=[delivery, ref], args=args))
+        except RedisError as error:
+            raise StoreUnavailable(f"redis: {error}") from error
+
+    async def open_records(self, older_than: float) -> list[tuple[str, str]]:
+        try:
+            ids = cast(
+                list[bytes],
+                await self.client.zrangebyscore(self.keys.open_index, "-inf", f"({older_than}"),
+            )
+            if not ids:
+                return []
+            async with self.client.pipeline(transaction=False) as pipe:
+                for raw in ids:
+                    pipe.hget(self.keys.record(raw.decode()), "s")
+                states = await pipe.execute()
+            gone = [raw for raw, state in zip(ids, states, strict=True) if state is None]
+            if gone:  # expired by TTL: drop them from the index
+                await self.client.zrem(self.keys.open_index, *gone)
+        except RedisError as error:
+            raise StoreUnavailable(f"redis: {error}") from error
+        return [
+            (raw.decode(), state.decode())
+            for raw, state in zip(ids, states, strict=True)
+            if state is not None and state.decode() not in self._terminal
+        ]
+
+    async def purge(self, created_before: float) -> int:
+        keys = [self.keys.open_index, self.keys.created_index]
+        args: list[EncodableT] = [
+            created_before,
+            self.keys.record(""),
+            self.keys.delivery(""),
+            self.keys.delivery_ref(""),
+        ]
+        total = 0
+        try:
+            while True:  # in slices of 500, so one call never blocks Redis for long
+                count, seen = await self._purge(keys=keys, args=args)
+                total += int(count)
+                if int(seen) < 500:
+                    return total
+        except RedisError as error:
+            raise StoreUnavailable(f"redis: {error}") from error
+
+    async def acquire_lease(self, name: str, owner: str, seconds: float) -> bool:
+        try:
+            taken = await self.client.set(
+                self.keys.lease(name), owner, nx=True, px=max(1, int(seconds * 1000))
+            )
+        except RedisError as error:
+            raise StoreUnavailable(f"redis: {error}") from error
+        return bool(taken)
+
+    async def release_lease(self, name: str, owner: str) -> None:
+        try:
+            await self._release(keys=[self.keys.lease(name)], args=[owner])
+        except RedisError as error:
+            raise StoreUnavailable(f"redis: {error}") from error
+
+    async def ping(self) -> None:
+        try:
+            await self.client.ping()
+        except RedisError as error:
+            raise StoreUnavailable(f"redis: {error}") from error
+
+    async def close(self) -> None:
+        await self.client.aclose()
