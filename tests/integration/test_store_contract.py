@@ -8,7 +8,7 @@ from dataclasses import replace
 import pytest
 
 from pyloto_corp.application.ports import StateStore
-from pyloto_corp.domain.records import StatusUpdate
+from pyloto_corp.domain.records import StatusUpdate, Turn
 from tests.helpers import new_wamid
 from tests.integration.conftest import StoreBackend
 from tests.integration.factories import UNICODE_TEXT, record, rich_record
@@ -349,3 +349,43 @@ async def test_concurrent_lease_takers_one_wins(store: StateStore) -> None:
         *(store.acquire_lease("wamid.C:received", f"owner-{n}", 30) for n in range(20))
     )
     assert sum(results) == 1
+
+
+# --- conversation turns ----------------------------------------------------------------------
+
+
+async def test_turns_come_back_oldest_first(store: StateStore) -> None:
+    """Appended turns are read back in the order they happened, text intact."""
+    turns = [
+        Turn("customer", "Olá, quanto custa a revisão? 🚗", 100.0),
+        Turn("business", "Olá! A revisão custa a partir de R$ 200.", 101.0),
+    ]
+    await store.append_turns("conv-a", turns, window_seconds=86400, keep=20)
+    await store.append_turns("conv-a", [Turn("customer", "E aos sábados?", 102.0)], 86400, 20)
+    got = await store.recent_turns("conv-a", since=0.0, limit=10)
+    assert got == [*turns, Turn("customer", "E aos sábados?", 102.0)]
+
+
+async def test_turns_respect_since_limit_and_keep(store: StateStore) -> None:
+    """Only turns in the window come back, at most `limit`, and only `keep` are kept."""
+    turns = [Turn("customer", f"mensagem {n}", float(n)) for n in range(10)]
+    await store.append_turns("conv-b", turns, window_seconds=86400, keep=6)
+    assert [t.text for t in await store.recent_turns("conv-b", since=0.0, limit=10)] == [
+        f"mensagem {n}" for n in range(4, 10)
+    ]
+    assert [t.at for t in await store.recent_turns("conv-b", since=7.0, limit=10)] == [7, 8, 9]
+    assert [t.at for t in await store.recent_turns("conv-b", since=0.0, limit=2)] == [8, 9]
+
+
+async def test_turns_outside_the_window_are_not_returned(store: StateStore) -> None:
+    """A conversation that went quiet for longer than the window starts afresh."""
+    await store.append_turns("conv-c", [Turn("customer", "antiga", 1000.0)], 3600, 20)
+    await store.append_turns("conv-c", [Turn("customer", "nova", 1000.0 + 7200)], 3600, 20)
+    recent = await store.recent_turns("conv-c", since=1000.0 + 7200 - 3600, limit=10)
+    assert [t.text for t in recent] == ["nova"]
+
+
+async def test_conversations_are_isolated(store: StateStore) -> None:
+    """One customer's turns never show in another's conversation."""
+    await store.append_turns("conv-d", [Turn("customer", "meu pedido", 5.0)], 86400, 20)
+    assert await store.recent_turns("conv-e", since=0.0, limit=10) == []

@@ -13,7 +13,7 @@ from typing import Any
 import anyio
 
 from pyloto_corp.application.ports import Task
-from pyloto_corp.domain.records import Record, StatusUpdate
+from pyloto_corp.domain.records import Record, StatusUpdate, Turn
 
 # The type of the `make_record` fixture (tests/unit/conftest.py).
 MakeRecord = Callable[..., Record]
@@ -45,6 +45,7 @@ class FakeStore:
         self.statuses: dict[str, StatusUpdate] = {}
         self.saves: list[Record] = []
         self.leases: dict[str, str] = {}
+        self.turns: dict[str, list[Turn]] = {}
         self.terminal = frozenset(terminal_states)
 
     async def create_if_absent(self, records: Sequence[Record]) -> list[bool]:
@@ -90,6 +91,16 @@ class FakeStore:
         for key in old:
             del self.records[key]
         return len(old)
+
+    async def append_turns(
+        self, conversation: str, turns: Sequence[Turn], window_seconds: float, keep: int
+    ) -> None:
+        kept = [*self.turns.get(conversation, []), *turns]
+        newest = max(t.at for t in kept)
+        self.turns[conversation] = [t for t in kept if t.at >= newest - window_seconds][-keep:]
+
+    async def recent_turns(self, conversation: str, since: float, limit: int) -> list[Turn]:
+        return [t for t in self.turns.get(conversation, []) if t.at >= since][-limit:]
 
     async def acquire_lease(self, name: str, owner: str, seconds: float) -> bool:
         holder = self.leases.get(name)

@@ -56,6 +56,11 @@ class RedisKeys:
         """Sorted set of record ids by creation time: purge finds expired ones by score."""
         return f"{self.prefix}:created"
 
+    def conversation(self, ref: str) -> str:
+        """List of a conversation's last turns (masked text) for LLM#2; expires with
+        WhatsApp's 24-hour customer-service window, renewed by every new turn."""
+        return f"{self.prefix}:conv:{ref}"
+
     def lease(self, name: str) -> str:
         """Owner of a step's lease; expires after LEASE_SECONDS (or the given length)."""
         return f"{self.prefix}:lease:{name}"

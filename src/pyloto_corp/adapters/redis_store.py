@@ -18,7 +18,7 @@ from redis.retry import Retry
 
 from pyloto_corp.adapters.redis_keys import RedisKeys
 from pyloto_corp.application.ports import StoreUnavailable
-from pyloto_corp.domain.records import DELIVERY_RANK, Record, StatusUpdate
+from pyloto_corp.domain.records import DELIVERY_RANK, Record, StatusUpdate, Turn
 
 # KEYS: record keys..., open index, created index.
 # ARGV: ttl, then per record: id, version, state, created_at, updated_at, data.
@@ -116,6 +116,8 @@ EncodableT = bytes | str | int | float
 _encoder = msgspec.json.Encoder()
 _decoder = msgspec.json.Decoder(Record)
 _errors_decoder = msgspec.json.Decoder(list[dict[str, Any]])
+_turn_encoder = msgspec.json.Encoder()
+_turn_decoder = msgspec.json.Decoder(Turn)
 
 
 def connect(url: str, timeout_seconds: float = 2.0) -> redis.Redis:
@@ -256,6 +258,28 @@ class RedisStore:
                     return total
         except RedisError as error:
             raise StoreUnavailable(f"redis: {error}") from error
+
+    async def append_turns(
+        self, conversation: str, turns: Sequence[Turn], window_seconds: float, keep: int
+    ) -> None:
+        key = self.keys.conversation(conversation)
+        entries = [_turn_encoder.encode(turn) for turn in turns]
+        try:
+            async with self.client.pipeline(transaction=True) as pipe:
+                pipe.rpush(key, *entries)
+                pipe.ltrim(key, -keep, -1)
+                pipe.expire(key, max(1, int(window_seconds)))
+                await pipe.execute()
+        except RedisError as error:
+            raise StoreUnavailable(f"redis: {error}") from error
+
+    async def recent_turns(self, conversation: str, since: float, limit: int) -> list[Turn]:
+        try:
+            entries = await self.client.lrange(self.keys.conversation(conversation), -limit, -1)
+        except RedisError as error:
+            raise StoreUnavailable(f"redis: {error}") from error
+        turns = [_turn_decoder.decode(entry) for entry in entries]
+        return [turn for turn in turns if turn.at >= since]
 
     async def acquire_lease(self, name: str, owner: str, seconds: float) -> bool:
         try:

@@ -16,7 +16,7 @@ import msgspec
 
 from pyloto_corp.adapters.sqlite_base import SQLiteThread
 from pyloto_corp.application.ports import StoreUnavailable
-from pyloto_corp.domain.records import DELIVERY_RANK, Record, StatusUpdate
+from pyloto_corp.domain.records import DELIVERY_RANK, Record, StatusUpdate, Turn
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS records (
@@ -40,6 +40,14 @@ CREATE TABLE IF NOT EXISTS deliveries (
     errors BLOB NOT NULL
 );
 CREATE INDEX IF NOT EXISTS deliveries_by_message ON deliveries (message_id);
+CREATE TABLE IF NOT EXISTS turns (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    conversation TEXT NOT NULL,
+    role TEXT NOT NULL,
+    text TEXT NOT NULL,
+    at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS turns_by_conversation ON turns (conversation, seq);
 CREATE TABLE IF NOT EXISTS leases (
     name TEXT PRIMARY KEY,
     owner TEXT NOT NULL,
@@ -175,11 +183,41 @@ class SQLiteStore:
                 " FROM records WHERE created_at < ?) OR at < ?",
                 (created_before, created_before, created_before),
             )
+            conn.execute("DELETE FROM turns WHERE at < ?", (created_before,))
             return int(
                 conn.execute("DELETE FROM records WHERE created_at < ?", (created_before,)).rowcount
             )
 
         return await self._db.run(lambda: self._db.transaction(work))
+
+    async def append_turns(
+        self, conversation: str, turns: Sequence[Turn], window_seconds: float, keep: int
+    ) -> None:
+        rows = [(conversation, t.role, t.text, t.at) for t in turns]
+        newest = max((t.at for t in turns), default=time.time())
+
+        def work(conn: sqlite3.Connection) -> None:
+            conn.executemany(
+                "INSERT INTO turns (conversation, role, text, at) VALUES (?, ?, ?, ?)", rows
+            )
+            conn.execute(
+                "DELETE FROM turns WHERE conversation = ? AND (at < ? OR seq NOT IN"
+                " (SELECT seq FROM turns WHERE conversation = ? ORDER BY seq DESC LIMIT ?))",
+                (conversation, newest - window_seconds, conversation, keep),
+            )
+
+        await self._db.run(lambda: self._db.transaction(work))
+
+    async def recent_turns(self, conversation: str, since: float, limit: int) -> list[Turn]:
+        def work() -> list[Turn]:
+            rows = self._db.connection().execute(
+                "SELECT role, text, at FROM turns WHERE conversation = ? AND at >= ?"
+                " ORDER BY seq DESC LIMIT ?",
+                (conversation, since, limit),
+            )
+            return [Turn(str(r), str(t), float(a)) for r, t, a in reversed(rows.fetchall())]
+
+        return await self._db.run(work)
 
     async def acquire_lease(self, name: str, owner: str, seconds: float) -> bool:
         def work(conn: sqlite3.Connection) -> bool:

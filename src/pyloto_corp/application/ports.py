@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Generic, Protocol, TypeVar
 
-from pyloto_corp.domain.records import Record, StatusUpdate
+from pyloto_corp.ai.schemas import EventDetection, MessageChoice, ReplyDraft
+from pyloto_corp.domain.records import Record, StatusUpdate, Turn
 from pyloto_corp.domain.statechart import QueueName
 
 
@@ -46,6 +47,14 @@ class StateStore(Protocol):
 
     async def purge(self, created_before: float) -> int:
         """Delete records (and their statuses) created before the retention limit."""
+
+    async def append_turns(
+        self, conversation: str, turns: Sequence[Turn], window_seconds: float, keep: int
+    ) -> None:
+        """Add turns to a conversation, dropping those older than the window or the `keep` last."""
+
+    async def recent_turns(self, conversation: str, since: float, limit: int) -> list[Turn]:
+        """The conversation's last `limit` turns at or after `since`, oldest first."""
 
     async def acquire_lease(self, name: str, owner: str, seconds: float) -> bool:
         """Take the lease `name` for `seconds` unless someone else holds it."""
@@ -91,3 +100,40 @@ class Outbox(Protocol):
 
     async def find_sent(self, callback_data: str) -> str | None:
         """The outbound id of an earlier send carrying `callback_data`, if one is known."""
+
+
+ResultT = TypeVar("ResultT")
+
+
+@dataclass(frozen=True)
+class LLMResult(Generic[ResultT]):
+    """A structured LLM answer with what it cost."""
+
+    value: ResultT
+    latency_ms: float
+    input_tokens: int
+    output_tokens: int
+    model: str
+
+
+class LLMFailure(Exception):
+    """An LLM call gave no usable answer; `reason` is kept as the fallback reason."""
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+
+
+class Assistant(Protocol):
+    """The three LLM steps."""
+
+    async def detect_event(self, text: str, kind: str) -> LLMResult[EventDetection]:
+        """LLM#1: the customer's intent."""
+
+    async def draft_reply(
+        self, text: str, event: str, summary: str, history: Sequence[Turn]
+    ) -> LLMResult[ReplyDraft]:
+        """LLM#2: the reply in Portuguese."""
+
+    async def choose_message_type(self, draft: str, event: str) -> LLMResult[MessageChoice]:
+        """LLM#3: the WhatsApp message type and its parts."""

@@ -43,6 +43,15 @@ class StatusUpdate:
         return DELIVERY_RANK.get(self.status, 0)
 
 
+@dataclass(frozen=True)
+class Turn:
+    """One message of a conversation as later LLM prompts see it (personal data masked)."""
+
+    role: str  # "customer" | "business"
+    text: str
+    at: float = 0.0
+
+
 @dataclass
 class HistoryEntry:
     """One completed transition."""

@@ -1,0 +1,113 @@
+"""The three LLM steps on the `openai` SDK: structured outputs under one deadline per call.
+
+Every failure becomes LLMFailure with a reason the record keeps (timeout, rate_limited,
+api_error, refusal, unparsable, invalid_output); the step then falls back at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from typing import TypeVar
+
+import openai
+import pydantic
+from openai import AsyncOpenAI
+
+from pyloto_corp.ai import prompts
+from pyloto_corp.ai.prompts import BusinessProfile
+from pyloto_corp.ai.schemas import EventDetection, MessageChoice, ReplyDraft
+from pyloto_corp.application.ports import LLMFailure, LLMResult
+from pyloto_corp.domain.records import Turn
+
+T = TypeVar("T", bound=pydantic.BaseModel)
+
+
+def create_client(
+    api_key: str, base_url: str | None, timeout_seconds: float, max_retries: int
+) -> AsyncOpenAI:
+    """The SDK client (built once, in bootstrap), with a small retry budget."""
+    return AsyncOpenAI(
+        api_key=api_key, base_url=base_url, timeout=timeout_seconds, max_retries=max_retries
+    )
+
+
+class OpenAIAssistant:
+    """Assistant port on an OpenAI-compatible chat completions API."""
+
+    def __init__(
+        self, client: AsyncOpenAI, model: str, timeout_seconds: float, business: BusinessProfile
+    ) -> None:
+        self.client = client
+        self.model = model
+        self.timeout = timeout_seconds
+        self.business = business
+
+    async def detect_event(self, text: str, kind: str) -> LLMResult[EventDetection]:
+        """LLM#1."""
+        return await self._parse(prompts.detect_event(text, kind), EventDetection)
+
+    async def draft_reply(
+        self, text: str, event: str, summary: str, history: Sequence[Turn]
+    ) -> LLMResult[ReplyDraft]:
+        """LLM#2."""
+        messages = prompts.draft_reply(text, event, summary, history, self.business)
+        return await self._parse(messages, ReplyDraft)
+
+    async def choose_message_type(self, draft: str, event: str) -> LLMResult[MessageChoice]:
+        """LLM#3."""
+        messages = prompts.choose_message_type(draft, event, self.business)
+        return await self._parse(messages, MessageChoice)
+
+    async def close(self) -> None:
+        """Close the SDK's HTTP client."""
+        await self.client.close()
+
+    async def _parse(self, messages: list[dict[str, str]], schema: type[T]) -> LLMResult[T]:
+        started = time.perf_counter()
+        try:
+            # One deadline for the call and its retries: a slow LLM falls back at once.
+            async with asyncio.timeout(self.timeout):
+                completion = await self.client.chat.completions.parse(
+                    model=self.model,
+                    messages=messages,  # type: ignore[arg-type]
+                    response_format=schema,
+                    temperature=0.2,
+                )
+        except (TimeoutError, openai.OpenAIError, pydantic.ValidationError, ValueError) as error:
+            raise _failure(error, self.timeout) from None
+        message = completion.choices[0].message
+        if message.refusal:
+            raise LLMFailure("refusal", "the model refused")
+        if message.parsed is None:
+            raise LLMFailure("unparsable", "no structured output")
+        usage = completion.usage
+        return LLMResult(
+            value=message.parsed,
+            latency_ms=round((time.perf_counter() - started) * 1000, 1),
+            input_tokens=usage.prompt_tokens if usage else 0,
+            output_tokens=usage.completion_tokens if usage else 0,
+            model=completion.model or self.model,
+        )
+
+
+def _failure(error: Exception, timeout: float) -> LLMFailure:
+    """The fallback reason for an exception raised by a call."""
+    if isinstance(error, TimeoutError | openai.APITimeoutError):
+        return LLMFailure("timeout", f"no answer within {timeout:g} s")
+    if isinstance(error, openai.RateLimitError):
+        return LLMFailure("rate_limited", "429 from the API")
+    if isinstance(error, openai.ContentFilterFinishReasonError):
+        return LLMFailure("refusal", "content filter")
+    if isinstance(error, openai.LengthFinishReasonError):
+        return LLMFailure("unparsable", "output cut at the token limit")
+    if isinstance(error, openai.APIStatusError):
+        return LLMFailure("api_error", f"HTTP {error.status_code}")
+    if isinstance(error, openai.APIConnectionError):
+        return LLMFailure("api_error", "connection failed")
+    if isinstance(error, pydantic.ValidationError):
+        json_broken = any(item["type"] == "json_invalid" for item in error.errors())
+        reason = "unparsable" if json_broken else "invalid_output"
+        return LLMFailure(reason, f"{error.error_count()} schema error(s)")
+    return LLMFailure("unparsable", type(error).__name__)

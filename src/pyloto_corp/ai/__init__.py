@@ -1,0 +1,1 @@
+"""The three LLM steps: structured outputs, prompts, WhatsApp limits, rollout."""
