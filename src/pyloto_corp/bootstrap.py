@@ -10,13 +10,17 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from pyloto_corp.adapters.dry_run_outbox import DryRunOutbox, RedisDryRunOutbox
 from pyloto_corp.adapters.local_queue import LocalQueue
+from pyloto_corp.adapters.openai_llm import OpenAIAssistant
+from pyloto_corp.adapters.openai_llm import create_client as create_openai_client
 from pyloto_corp.adapters.redis_keys import RedisKeys
 from pyloto_corp.adapters.redis_store import RedisStore
 from pyloto_corp.adapters.redis_store import connect as redis_connect
 from pyloto_corp.adapters.sqlite_store import SQLiteStore
+from pyloto_corp.ai.prompts import BusinessProfile
 from pyloto_corp.application.advance import Advancer
 from pyloto_corp.application.ingest import Ingestor
 from pyloto_corp.application.ports import Outbox, StateStore, StoreUnavailable, Task
@@ -27,7 +31,8 @@ from pyloto_corp.application.queues import (
     SWEEP_INTERVAL_SECONDS,
     QueueSpec,
 )
-from pyloto_corp.application.steps import HANDLED_TRIGGERS, StepContext
+from pyloto_corp.application.step_context import LLMRouting, StepContext
+from pyloto_corp.application.steps import HANDLED_TRIGGERS
 from pyloto_corp.application.sweeper import SweepResult, sweep
 from pyloto_corp.config import ConfigError, Settings
 from pyloto_corp.domain.machine import LifecycleMachine
@@ -59,8 +64,6 @@ def _refuse_unbuilt(settings: Settings) -> None:
     unbuilt = []
     if settings.queue.effective_backend != "local":
         unbuilt.append("QUEUE_BACKEND=cloud_tasks (use local)")
-    if settings.openai.is_enabled:
-        unbuilt.append("OPENAI_ENABLED=true (set OPENAI_ENABLED=false)")
     if settings.whatsapp.access_token:
         unbuilt.append("WHATSAPP_ACCESS_TOKEN (unset it to use the dry-run outbox)")
     if unbuilt:
@@ -79,6 +82,45 @@ def _storage(settings: Settings, terminal: list[str]) -> tuple[StateStore, Outbo
     path = settings.state.sqlite_path
     # Locked to this process: no other instance can hold its records or leases.
     return SQLiteStore(path, terminal, exclusive=True), DryRunOutbox(path), True
+
+
+def business_profile(settings: Settings) -> BusinessProfile:
+    """The business as the prompts describe it (the FAQ file is read once, here)."""
+    business = settings.business
+    faq = business.faq
+    if business.faq_file is not None:
+        try:
+            faq = business.faq_file.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as error:
+            raise ConfigError(
+                f"BUSINESS_FAQ_FILE: cannot read {business.faq_file}: {error}"
+            ) from None
+    return BusinessProfile(business.name, business.hours, faq.strip(), business.website_url)
+
+
+def assistant_routing(settings: Settings) -> LLMRouting | None:
+    """The OpenAI-backed LLM steps, or None when the LLM is disabled (no call is ever made)."""
+    if not settings.openai.is_enabled:
+        return None
+    openai_settings = settings.openai
+    assert openai_settings.api_key is not None  # checked by the settings
+    client = create_openai_client(
+        openai_settings.api_key,
+        openai_settings.base_url,
+        openai_settings.timeout_seconds,
+        openai_settings.max_retries,
+    )
+    assistant = OpenAIAssistant(
+        client, openai_settings.model, openai_settings.timeout_seconds, business_profile(settings)
+    )
+    website = settings.business.website_url
+    hosts = frozenset({urlsplit(website).hostname or ""}) if website else frozenset()
+    return LLMRouting(
+        assistant=assistant,
+        rollout_percent=openai_settings.rollout_percent,
+        mask_pii=openai_settings.mask_pii,
+        allowed_hosts=hosts,
+    )
 
 
 def queue_specs(settings: Settings) -> dict[str, QueueSpec]:
@@ -135,6 +177,10 @@ class Container:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._sweeper
         await self.queue.stop()
+        llm = self.advancer.context.llm
+        close_llm = getattr(llm.assistant, "close", None) if llm is not None else None
+        if close_llm is not None:
+            await close_llm()
         await self.store.close()
         close = getattr(self.outbox, "close", None)
         if close is not None:
@@ -176,6 +222,7 @@ def bootstrap(
     store: StateStore | None = None,
     outbox: Outbox | None = None,
     clock: Callable[[], float] = time.time,
+    assistant: LLMRouting | None = None,
 ) -> Container:
     """Build the container; no connection is opened until `start()`."""
     _refuse_unbuilt(settings)
@@ -195,6 +242,8 @@ def bootstrap(
         clock=clock,
         instance_id=uuid.uuid4().hex,
         sole_instance=sole_instance,
+        llm=assistant_routing(settings) if assistant is None else assistant,
+        hash_key=settings.hash_key,
     )
     advancer = Advancer(machine, store, queue, context)
     return Container(

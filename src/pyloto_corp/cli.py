@@ -76,8 +76,26 @@ def _print_result(view: dict[str, Any]) -> None:
         print(f"failure reason: {view['failure_reason']}")
     reply = view.get("reply")
     if reply:
-        body = reply.get("text", {}).get("body") if reply.get("type") == "text" else None
-        print(f"reply ({reply.get('type')}): {body or json.dumps(reply, ensure_ascii=False)}")
+        print(_describe_reply(reply))
+
+
+def _describe_reply(reply: dict[str, Any]) -> str:
+    """A reply as a person reads it: its type, its text, and the options it offers."""
+    if reply.get("type") == "text":
+        return f"reply (text): {reply.get('text', {}).get('body', '')}"
+    interactive = reply.get("interactive", {})
+    text = interactive.get("body", {}).get("text", "")
+    lines = [f"reply (interactive {interactive.get('type')}): {text}"]
+    action = interactive.get("action", {})
+    for button in action.get("buttons", []):
+        lines.append(f"  [{button.get('reply', {}).get('title')}]")
+    for section in action.get("sections", []):
+        for row in section.get("rows", []):
+            lines.append(f"  • {row.get('title')}")
+    if action.get("name") == "cta_url":
+        parameters = action.get("parameters", {})
+        lines.append(f"  [{parameters.get('display_text')}] → {parameters.get('url')}")
+    return "\n".join(lines)
 
 
 async def _simulate_http(settings: Settings, args: argparse.Namespace, body: bytes) -> int:
@@ -122,7 +140,10 @@ def _finish(view: dict[str, Any], message_id: str) -> int:
 
 async def _simulate_in_process(settings: Settings, args: argparse.Namespace, body: bytes) -> int:
     from pyloto_corp.bootstrap import bootstrap
+    from pyloto_corp.observability.logging import configure_logging
 
+    # The trajectory goes to stdout; the service's own log lines, if any, to stderr.
+    configure_logging("WARNING", stream=sys.stderr)
     container = bootstrap(settings)
     await container.start()
     try:

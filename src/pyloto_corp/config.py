@@ -54,6 +54,11 @@ class AppSettings(_Section):
         description="Larger webhook bodies are answered 413 (Meta sends at most 3 MB).",
     )
     port: int = Field(8000, alias="PORT", ge=1, le=65535, description="`pyloto serve` port.")
+    hash_key: str | None = Field(
+        None,
+        alias="PRIVACY_HASH_KEY",
+        description="Keys the hashes that stand for a customer (defaults to the app secret).",
+    )
 
 
 class WhatsAppSettings(_Section):
@@ -100,11 +105,42 @@ class OpenAISettings(_Section):
     rollout_percent: int = Field(
         100, alias="OPENAI_ROLLOUT_PERCENT", ge=0, le=100, description="Share of senders on LLM."
     )
+    max_retries: int = Field(
+        1,
+        alias="OPENAI_MAX_RETRIES",
+        ge=0,
+        le=3,
+        description="SDK retries of a failed call, all within OPENAI_TIMEOUT_SECONDS.",
+    )
+    mask_pii: bool = Field(
+        True,
+        alias="OPENAI_MASK_PII",
+        description="Mask CPF, CNPJ, e-mails and phones in the text sent to the LLM.",
+    )
 
     @property
     def is_enabled(self) -> bool:
         """Whether LLM steps run (explicit flag, else presence of a key)."""
         return self.enabled if self.enabled is not None else self.api_key is not None
+
+
+class BusinessSettings(_Section):
+    """What LLM#2 may say about the business."""
+
+    name: str = Field("nossa empresa", alias="BUSINESS_NAME", min_length=1, description="Name.")
+    hours: str = Field(
+        "segunda a sexta, das 9h às 18h", alias="BUSINESS_HOURS", description="Opening hours."
+    )
+    faq: str = Field("", alias="BUSINESS_FAQ", description="A short FAQ, inline.")
+    faq_file: Path | None = Field(
+        None, alias="BUSINESS_FAQ_FILE", description="A file with the FAQ (UTF-8 text)."
+    )
+    website_url: str | None = Field(
+        None,
+        alias="BUSINESS_WEBSITE_URL",
+        pattern=r"^https://[^/\s]+",
+        description="https site; the only host CTA buttons may link to.",
+    )
 
 
 class StateSettings(_Section):
@@ -240,6 +276,7 @@ class Settings(BaseSettings):
     app: AppSettings = Field(default_factory=AppSettings)  # type: ignore[arg-type]
     whatsapp: WhatsAppSettings = Field(default_factory=WhatsAppSettings)  # type: ignore[arg-type]
     openai: OpenAISettings = Field(default_factory=OpenAISettings)  # type: ignore[arg-type]
+    business: BusinessSettings = Field(default_factory=BusinessSettings)  # type: ignore[arg-type]
     state: StateSettings = Field(default_factory=StateSettings)  # type: ignore[arg-type]
     queue: QueueSettings = Field(default_factory=QueueSettings)  # type: ignore[arg-type]
     secrets: SecretSettings = Field(default_factory=SecretSettings)  # type: ignore[arg-type]
@@ -271,6 +308,11 @@ class Settings(BaseSettings):
     def verify_token(self) -> str:
         """Webhook verification token (development value when unset in development)."""
         return self.whatsapp.verify_token or DEV_VERIFY_TOKEN
+
+    @property
+    def hash_key(self) -> str:
+        """Key of the customer hashes (rollout bucket, conversation id)."""
+        return self.app.hash_key or self.app_secret
 
     @property
     def internal_task_token(self) -> str:

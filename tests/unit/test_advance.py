@@ -124,7 +124,7 @@ async def test_text_message_runs_to_sent_through_both_queues(
     ]
     final = store.stored(record.message_id)
     assert final.outbound_message_id == "wamid.OUT0001"
-    assert final.results == {"template": "text"}
+    assert final.results == {"template": "text", "fallback_step": "llm1"}
     assert final.version == 5  # four transitions and the send claim
     assert outbox.sent == [final.reply]
 

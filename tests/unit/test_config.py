@@ -261,8 +261,6 @@ def test_secret_values_never_appear_in_config_errors(broken: dict[str, str]) -> 
     ("environ", "named"),
     [
         ({"STATE_BACKEND": "redis", **REDIS, **CLOUD_TASKS}, "QUEUE_BACKEND=cloud_tasks"),
-        ({"OPENAI_ENABLED": "true", "OPENAI_API_KEY": "sk-proj-openai-4c1d2e"}, "OPENAI_ENABLED"),
-        ({"OPENAI_API_KEY": "sk-proj-openai-4c1d2e"}, "OPENAI_ENABLED"),
         ({"WHATSAPP_ACCESS_TOKEN": "EAAGm0PX4ZCpsBAccessToken"}, "WHATSAPP_ACCESS_TOKEN"),
     ],
 )

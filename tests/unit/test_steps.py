@@ -49,7 +49,11 @@ async def test_llm_steps_fall_back_while_the_llm_is_off(
     """Without an LLM each LLM step falls back and says why."""
     outcome = await STEPS[state](make_record(state=state), context)
     assert outcome.trigger == "fall_back"
-    assert outcome.updates == {"fallback_reason": "llm_disabled"}
+    assert outcome.updates["fallback_reason"] == "llm_disabled"
+    assert (
+        outcome.updates["results"]["fallback_step"]
+        == {"deduped": "llm1", "llm1": "llm2", "llm2": "llm3"}[state]
+    )
 
 
 async def test_queue_reply_builds_the_template_reply(

@@ -2,44 +2,34 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field, replace
-from typing import Any
+from dataclasses import replace
 
+from pyloto_corp.ai import limits
+from pyloto_corp.application.llm_steps import (
+    CONVERSATION_TURNS,
+    CONVERSATION_WINDOW_SECONDS,
+    choose_message_type,
+    conversation_id,
+    detect_event,
+    draft_reply,
+    fall_back,
+    llm_text,
+)
 from pyloto_corp.application.ports import (
-    Outbox,
     PermanentStepError,
-    StateStore,
+    StoreUnavailable,
     TransientStepError,
 )
-from pyloto_corp.domain.records import IGNORED_KINDS, Record
-from pyloto_corp.domain.replies import template_for, text_reply_body
+from pyloto_corp.application.step_context import LLMRouting, Outcome, StepContext
+from pyloto_corp.domain.records import IGNORED_KINDS, Record, Turn
+from pyloto_corp.domain.replies import reply_body, template_for, text_reply_body
 from pyloto_corp.domain.statechart import ANY_STATE
 
+__all__ = ["HANDLED_TRIGGERS", "STEPS", "LLMRouting", "Outcome", "StepContext"]
 
-@dataclass
-class Outcome:
-    """The trigger a step fires and what it learned."""
-
-    trigger: str
-    updates: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class StepContext:
-    """What steps may use: the store (for claims), the outbox and the clock.
-
-    `instance_id` names this process in send claims; `sole_instance` says no other process
-    can use the store (SQLite holds an exclusive lock), so a claim by another instance was
-    left by a crashed predecessor.
-    """
-
-    store: StateStore
-    outbox: Outbox
-    clock: Callable[[], float]
-    llm_enabled: bool = False
-    instance_id: str = ""
-    sole_instance: bool = False
+log = logging.getLogger(__name__)
 
 
 # How long a claimed send belongs to the task that claimed it (above the Graph API timeout):
@@ -59,28 +49,26 @@ async def accept(record: Record, ctx: StepContext) -> Outcome:
     return Outcome("accept")
 
 
-async def detect_event(record: Record, ctx: StepContext) -> Outcome:
-    """LLM#1; without an LLM the record falls back with the reason."""
-    return Outcome("fall_back", {"fallback_reason": "llm_disabled"})
-
-
-async def draft_reply(record: Record, ctx: StepContext) -> Outcome:
-    """LLM#2; without an LLM the record falls back with the reason."""
-    return Outcome("fall_back", {"fallback_reason": "llm_disabled"})
-
-
-async def choose_message_type(record: Record, ctx: StepContext) -> Outcome:
-    """LLM#3; without an LLM the record falls back with the reason."""
-    return Outcome("fall_back", {"fallback_reason": "llm_disabled"})
-
-
 async def queue_reply(record: Record, ctx: StepContext) -> Outcome:
-    """Build the Graph API request body: the chosen reply, or the template for the kind."""
-    template, text = template_for(record.inbound)
+    """Build the Graph API request: LLM#3's message, else the template for what we know.
+
+    Whatever built it, a request that breaks a WhatsApp limit is never queued: from `llm3`
+    the record falls back to a template instead.
+    """
+    if record.state == "llm3" and isinstance(record.results.get("message"), dict):
+        body = reply_body(record.inbound, record.results["message"], record.message_id)
+        broken = limits.problems(body)
+        if not broken:
+            return Outcome("queue_reply", {"reply": body})
+        return fall_back(record, "llm3", "invalid_output", ", ".join(broken))
+    event = record.results.get("event")
+    template, text = template_for(record.inbound, event if isinstance(event, str) else None)
     body = text_reply_body(record.inbound, text, callback_data=record.message_id)
-    results = dict(record.results)
-    results["template"] = template
-    return Outcome("queue_reply", {"reply": body, "results": results})
+    if limits.problems(body):
+        raise PermanentStepError("the template reply breaks a WhatsApp limit")
+    return Outcome(
+        "queue_reply", {"reply": body, "results": {**record.results, "template": template}}
+    )
 
 
 async def send(record: Record, ctx: StepContext) -> Outcome:
@@ -112,7 +100,28 @@ async def send(record: Record, ctx: StepContext) -> Outcome:
     record.version = claimed.version
     record.send_started_at = claimed.send_started_at
     record.send_claimed_by = claimed.send_claimed_by
+    await _remember(record, ctx)
     return Outcome("send", {"outbound_message_id": outbound_id})
+
+
+async def _remember(record: Record, ctx: StepContext) -> None:
+    """Keep the exchange for LLM#2's next prompt; memory is best effort, the send is not."""
+    reply = record.reply or {}
+    text = reply.get("text", {}).get("body") or reply.get("interactive", {}).get("body", {}).get(
+        "text"
+    )
+    now = ctx.clock()
+    said = llm_text(record, mask_pii=True)
+    turns = [Turn("customer", said, now)] if said.strip() else []
+    if isinstance(text, str):
+        turns.append(Turn("business", text, now))
+    conversation = conversation_id(record.inbound.sender, ctx.hash_key)
+    try:
+        await ctx.store.append_turns(
+            conversation, turns, CONVERSATION_WINDOW_SECONDS, CONVERSATION_TURNS
+        )
+    except StoreUnavailable:
+        log.warning("conversation_not_saved", extra={"event": "conversation_not_saved"})
 
 
 def _claim_alive(record: Record, ctx: StepContext, now: float) -> bool:

@@ -46,8 +46,39 @@ _KIND_TEMPLATE = {
 }
 
 
-def template_for(message: InboundMessage) -> tuple[str, str]:
-    """The template name and the reply text for what the message is."""
+# Replies for an event LLM#1 detected before a later step failed.
+_EVENT_TEMPLATES: dict[str, str] = {
+    "greeting": f"{_GREETING} Como podemos ajudar você hoje?",
+    "product_question": (
+        f"{_GREETING} Recebemos sua dúvida sobre nossos produtos e um atendente vai "
+        "responder em breve."
+    ),
+    "price": (
+        f"{_GREETING} Recebemos seu pedido de valores; um atendente vai enviar as "
+        "informações em breve."
+    ),
+    "scheduling": (
+        f"{_GREETING} Recebemos seu pedido de agendamento; um atendente vai confirmar o "
+        "horário com você em breve."
+    ),
+    "order_status": (
+        f"{_GREETING} Recebemos sua pergunta sobre o pedido; vamos verificar e responder em breve."
+    ),
+    "support": (
+        "Sentimos muito pelo transtorno. Recebemos sua mensagem e um atendente vai cuidar "
+        "disso com prioridade."
+    ),
+    "human_handoff": "Certo! Vamos transferir você para um de nossos atendentes.",
+    "opt_out": (
+        "Tudo bem, você não vai mais receber mensagens nossas por aqui. Se precisar, é só chamar."
+    ),
+}
+
+
+def template_for(message: InboundMessage, event: str | None = None) -> tuple[str, str]:
+    """The template name and reply text: by the detected event if known, else by kind."""
+    if event in _EVENT_TEMPLATES and message.kind in ("text", "interactive", "button"):
+        return f"event:{event}", _EVENT_TEMPLATES[event]
     name = _KIND_TEMPLATE.get(message.kind, "unsupported")
     text = _TEMPLATES[name]
     if name == "choice":
@@ -60,12 +91,18 @@ def template_for(message: InboundMessage) -> tuple[str, str]:
 
 def text_reply_body(message: InboundMessage, body: str, callback_data: str) -> dict[str, Any]:
     """The Graph API request body of a text reply to `message`."""
+    part = {"type": "text", "text": {"preview_url": False, "body": body[:TEXT_BODY_LIMIT]}}
+    return reply_body(message, part, callback_data)
+
+
+def reply_body(message: InboundMessage, part: dict[str, Any], callback_data: str) -> dict[str, Any]:
+    """The Graph API request body replying to `message` with a message `part` (its type
+    and content), echoing `callback_data` back in status webhooks."""
     return {
         "messaging_product": "whatsapp",
         "recipient_type": "individual",
         "to": message.sender,
         "context": {"message_id": message.message_id},
-        "type": "text",
-        "text": {"preview_url": False, "body": body[:TEXT_BODY_LIMIT]},
+        **part,
         "biz_opaque_callback_data": callback_data[:512],
     }

@@ -7,7 +7,7 @@ import logging
 import sys
 import time
 import traceback
-from typing import Any
+from typing import Any, TextIO
 
 from pyloto_corp.domain.privacy import redact_text
 
@@ -60,9 +60,9 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, ensure_ascii=False, default=str)
 
 
-def configure_logging(level: str = "INFO") -> None:
-    """Send every logger's records to stdout as redacted JSON lines."""
-    handler = logging.StreamHandler(sys.stdout)
+def configure_logging(level: str = "INFO", stream: TextIO | None = None) -> None:
+    """Send every logger's records to `stream` (stdout) as redacted JSON lines."""
+    handler = logging.StreamHandler(stream or sys.stdout)
     handler.setFormatter(JsonFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]

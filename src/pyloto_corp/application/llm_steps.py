@@ -1,0 +1,187 @@
+"""LLM#1-3 as steps: each asks the assistant, validates, and falls back on any failure.
+
+A failure never raises: it becomes the `fall_back` trigger with a reason (timeout,
+rate_limited, api_error, refusal, unparsable, invalid_output, llm_disabled, sampled_out,
+no_text), so a slow or broken LLM costs one step, not the queue's retries.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+from typing import Any
+
+from pyloto_corp.ai import limits
+from pyloto_corp.ai.rollout import in_rollout
+from pyloto_corp.application.ports import LLMFailure, LLMResult
+from pyloto_corp.application.step_context import LLMRouting, Outcome, StepContext
+from pyloto_corp.domain.privacy import message_ref, redact_text
+from pyloto_corp.domain.records import Record
+
+log = logging.getLogger(__name__)
+
+# WhatsApp's customer-service window: later turns cannot be replied to freely anyway.
+CONVERSATION_WINDOW_SECONDS = 24 * 3600.0
+# Fallback reasons that are configuration, not failure.
+CHOSEN_FALLBACKS = frozenset({"llm_disabled", "sampled_out", "no_text"})
+# Turns of the conversation kept and shown to LLM#2.
+CONVERSATION_TURNS = 10
+
+
+def conversation_id(sender: str, key: str) -> str:
+    """A keyed hash standing for the customer, so store keys never hold the number."""
+    return hmac.new(key.encode(), sender.encode(), hashlib.sha256).hexdigest()[:32]
+
+
+def llm_text(record: Record, mask_pii: bool) -> str:
+    """The customer's text as the LLM may see it: never the name, masked when configured."""
+    inbound = record.inbound
+    text = inbound.text or ""
+    names = (inbound.contact_name,) if inbound.contact_name else ()
+    if mask_pii:
+        return redact_text(text, names)
+    for name in names:  # the contact's name is never sent, masking or not
+        text = redact_text(text, (name,)) if name else text
+    return text
+
+
+def _metrics(result: LLMResult[Any]) -> dict[str, Any]:
+    return {
+        "latency_ms": result.latency_ms,
+        "input_tokens": result.input_tokens,
+        "output_tokens": result.output_tokens,
+        "model": result.model,
+    }
+
+
+def fall_back(record: Record, step: str, reason: str, detail: str = "") -> Outcome:
+    """The `fall_back` outcome, logged once with the step and reason (a warning when the
+    LLM failed, information when the configuration chose the template path)."""
+    level = logging.INFO if reason in CHOSEN_FALLBACKS else logging.WARNING
+    log.log(
+        level,
+        "llm_fallback",
+        extra={
+            "event": "llm_fallback",
+            "ref": message_ref(record.message_id),
+            "step": step,
+            "reason": reason,
+            "detail": detail,
+        },
+    )
+    results = {**record.results, "fallback_step": step}
+    return Outcome("fall_back", {"fallback_reason": reason, "results": results})
+
+
+def _route(record: Record, ctx: StepContext) -> tuple[LLMRouting | None, str | None]:
+    if ctx.llm is None:
+        return None, "llm_disabled"
+    if not in_rollout(record.inbound.sender, ctx.llm.rollout_percent, ctx.hash_key):
+        return None, "sampled_out"
+    if not (record.inbound.text or "").strip():
+        return None, "no_text"
+    return ctx.llm, None
+
+
+async def detect_event(record: Record, ctx: StepContext) -> Outcome:
+    """LLM#1: the event, its confidence and a summary without personal data."""
+    llm, reason = _route(record, ctx)
+    if llm is None:
+        return fall_back(record, "llm1", reason or "llm_disabled")
+    try:
+        result = await llm.assistant.detect_event(
+            llm_text(record, llm.mask_pii), record.inbound.kind
+        )
+    except LLMFailure as failure:
+        return fall_back(record, "llm1", failure.reason, str(failure))
+    detection = result.value
+    metrics = _metrics(result)
+    log.info(
+        "llm1_event_detected",
+        extra={
+            "event": "llm1_event_detected",
+            "ref": message_ref(record.message_id),
+            "detected": detection.event,
+            "confidence": detection.confidence,
+            **metrics,
+        },
+    )
+    results = {
+        **record.results,
+        "event": detection.event,
+        "confidence": detection.confidence,
+        "summary": redact_text(detection.summary),
+        "llm1": metrics,
+    }
+    return Outcome("detect_event", {"results": results})
+
+
+async def draft_reply(record: Record, ctx: StepContext) -> Outcome:
+    """LLM#2: the reply in the business's voice, from the conversation's last turns."""
+    llm, reason = _route(record, ctx)
+    if llm is None:
+        return fall_back(record, "llm2", reason or "llm_disabled")
+    conversation = conversation_id(record.inbound.sender, ctx.hash_key)
+    since = ctx.clock() - CONVERSATION_WINDOW_SECONDS
+    history = await ctx.store.recent_turns(conversation, since, CONVERSATION_TURNS)
+    event = str(record.results.get("event", "other"))
+    summary = str(record.results.get("summary", ""))
+    try:
+        result = await llm.assistant.draft_reply(
+            llm_text(record, llm.mask_pii), event, summary, history
+        )
+        draft = limits.text_message(result.value.text)["text"]["body"]
+    except LLMFailure as failure:
+        return fall_back(record, "llm2", failure.reason, str(failure))
+    except limits.InvalidMessage as error:
+        return fall_back(record, "llm2", "invalid_output", str(error))
+    metrics = _metrics(result)
+    log.info(
+        "llm2_response_generated",
+        extra={
+            "event": "llm2_response_generated",
+            "ref": message_ref(record.message_id),
+            "characters": len(draft),
+            "history_turns": len(history),
+            **metrics,
+        },
+    )
+    return Outcome("draft_reply", {"results": {**record.results, "draft": draft, "llm2": metrics}})
+
+
+async def choose_message_type(record: Record, ctx: StepContext) -> Outcome:
+    """LLM#3: the message type, repaired to WhatsApp's limits or downgraded to text."""
+    llm, reason = _route(record, ctx)
+    if llm is None:
+        return fall_back(record, "llm3", reason or "llm_disabled")
+    draft = str(record.results.get("draft", ""))
+    event = str(record.results.get("event", "other"))
+    try:
+        result = await llm.assistant.choose_message_type(draft, event)
+        built = limits.build_message(result.value, llm.allowed_hosts)
+    except LLMFailure as failure:
+        return fall_back(record, "llm3", failure.reason, str(failure))
+    except limits.InvalidMessage as error:
+        return fall_back(record, "llm3", "invalid_output", str(error))
+    metrics = _metrics(result)
+    log.info(
+        "llm3_message_type_selected",
+        extra={
+            "event": "llm3_message_type_selected",
+            "ref": message_ref(record.message_id),
+            "chosen": result.value.type,
+            "repairs": len(built.repairs),
+            "downgraded_from": built.downgraded_from,
+            **metrics,
+        },
+    )
+    results = {
+        **record.results,
+        "message": built.message,
+        "message_type": result.value.type,
+        "repairs": built.repairs,
+        "downgraded_from": built.downgraded_from,
+        "llm3": metrics,
+    }
+    return Outcome("choose_message_type", {"results": results})

@@ -1,0 +1,46 @@
+"""What a step receives (its context) and returns (its outcome)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from pyloto_corp.application.ports import Assistant, Outbox, StateStore
+
+
+@dataclass
+class Outcome:
+    """The trigger a step fires and what it learned."""
+
+    trigger: str
+    updates: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class LLMRouting:
+    """How the LLM steps run: the assistant, the rollout and what leaves the process."""
+
+    assistant: Assistant
+    rollout_percent: int = 100
+    mask_pii: bool = True
+    allowed_hosts: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
+class StepContext:
+    """What steps may use: the store (for claims and turns), the outbox, the clock, the LLM.
+
+    `instance_id` names this process in send claims; `sole_instance` says no other process
+    can use the store (SQLite holds an exclusive lock), so a claim by another instance was
+    left by a crashed predecessor. `llm` is None when the LLM is disabled. `hash_key` keys
+    the hashes that stand for a customer (rollout bucket, conversation id).
+    """
+
+    store: StateStore
+    outbox: Outbox
+    clock: Callable[[], float]
+    instance_id: str = ""
+    sole_instance: bool = False
+    llm: LLMRouting | None = None
+    hash_key: str = "pyloto-development-hash-key"

@@ -1,0 +1,202 @@
+"""A local HTTP server that speaks the OpenAI chat completions API, for tests and demos.
+
+The real `openai` SDK is pointed at it by base URL. Answers are chosen per structured-output
+schema name (EventDetection, ReplyDraft, MessageChoice): a JSON object, raw text, a refusal,
+an HTTP error, or any of those after a delay. Every request body is kept for assertions.
+
+Run it alone for a demo: `python -m tests.fake_openai --port 8999 [--delay 12]`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import threading
+import time
+from collections import defaultdict, deque
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+EVENT = "EventDetection"
+DRAFT = "ReplyDraft"
+CHOICE = "MessageChoice"
+
+DEFAULTS: dict[str, dict[str, Any]] = {
+    EVENT: {"event": "price", "confidence": 0.93, "summary": "Cliente quer saber o preço."},
+    DRAFT: {
+        "text": "Olá! O corte custa R$ 50 e a barba R$ 30. Quer agendar um horário?",
+    },
+    CHOICE: {
+        "type": "buttons",
+        "body": "Olá! O corte custa R$ 50 e a barba R$ 30. Quer agendar um horário?",
+        "header": None,
+        "footer": None,
+        "buttons": [
+            {"id": "agendar", "title": "Agendar horário"},
+            {"id": "duvida", "title": "Tenho outra dúvida"},
+        ],
+        "list_button_text": None,
+        "sections": None,
+        "cta_display_text": None,
+        "cta_url": None,
+    },
+}
+
+
+@dataclass
+class Answer:
+    """How the server answers one request."""
+
+    content: Any = None  # a dict is sent as JSON text; a str as it is
+    refusal: str | None = None
+    status: int = 200
+    delay: float = 0.0
+    finish_reason: str = "stop"
+
+
+def json_answer(value: dict[str, Any], delay: float = 0.0) -> Answer:
+    """Answer with this object as the structured output."""
+    return Answer(content=value, delay=delay)
+
+
+def raw_answer(text: str) -> Answer:
+    """Answer with this text as the message content (e.g. malformed JSON)."""
+    return Answer(content=text)
+
+
+def refusal() -> Answer:
+    """Answer with a refusal instead of content."""
+    return Answer(refusal="Desculpe, não posso ajudar com isso.")
+
+
+def error(status: int) -> Answer:
+    """Answer with an HTTP error in the API's error shape."""
+    return Answer(status=status)
+
+
+@dataclass
+class FakeOpenAI:
+    """The server's script and what it has seen."""
+
+    default_delay: float = 0.0
+    requests: list[dict[str, Any]] = field(default_factory=list)
+    _queued: dict[str, deque[Answer]] = field(default_factory=lambda: defaultdict(deque))
+    _always: dict[str, Answer] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _server: ThreadingHTTPServer | None = None
+
+    def queue(self, schema: str, *answers: Answer) -> None:
+        """Answer the next requests for `schema` with these, in order."""
+        with self._lock:
+            self._queued[schema].extend(answers)
+
+    def always(self, schema: str, answer: Answer) -> None:
+        """Answer every request for `schema` with this (after queued answers run out)."""
+        with self._lock:
+            self._always[schema] = answer
+
+    def seen(self, schema: str) -> list[dict[str, Any]]:
+        """Request bodies received for `schema`, oldest first."""
+        with self._lock:
+            return [r for r in self.requests if schema_name(r) == schema]
+
+    def _next(self, schema: str) -> Answer:
+        with self._lock:
+            if self._queued[schema]:
+                return self._queued[schema].popleft()
+            if schema in self._always:
+                return self._always[schema]
+        return Answer(content=DEFAULTS.get(schema, {}), delay=self.default_delay)
+
+    def start(self, port: int = 0) -> str:
+        """Serve in a background thread; returns the base URL for the SDK."""
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # the SDK's only verb here
+                length = int(self.headers.get("content-length") or 0)
+                body = json.loads(self.rfile.read(length) or b"{}")
+                with fake._lock:
+                    fake.requests.append(body)
+                answer = fake._next(schema_name(body))
+                if answer.delay:
+                    time.sleep(answer.delay)
+                status, payload = render(answer, body)
+                data = json.dumps(payload).encode()
+                try:
+                    self.send_response(status)
+                    self.send_header("content-type", "application/json")
+                    self.send_header("content-length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the client gave up (a timeout test): nothing to answer
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        self._server.daemon_threads = True
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        return f"http://127.0.0.1:{self._server.server_address[1]}/v1"
+
+    def stop(self) -> None:
+        """Stop serving."""
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+
+
+def schema_name(body: dict[str, Any]) -> str:
+    """The structured-output schema a request asks for ('' when none)."""
+    response_format = body.get("response_format") or {}
+    return str((response_format.get("json_schema") or {}).get("name", ""))
+
+
+def render(answer: Answer, request: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    """The HTTP status and JSON body for `answer`."""
+    if answer.status != 200:
+        kind = "rate_limit_exceeded" if answer.status == 429 else "server_error"
+        return answer.status, {"error": {"message": "simulated", "type": kind, "code": kind}}
+    content = answer.content
+    if isinstance(content, dict):
+        content = json.dumps(content, ensure_ascii=False)
+    return 200, {
+        "id": "chatcmpl-fake",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": request.get("model", "gpt-4o-mini"),
+        "choices": [
+            {
+                "index": 0,
+                "message": {
+                    "role": "assistant",
+                    "content": None if answer.refusal else content,
+                    "refusal": answer.refusal,
+                },
+                "finish_reason": answer.finish_reason,
+                "logprobs": None,
+            }
+        ],
+        "usage": {"prompt_tokens": 120, "completion_tokens": 40, "total_tokens": 160},
+    }
+
+
+def main() -> None:
+    """Serve until interrupted."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--port", type=int, default=8999)
+    parser.add_argument("--delay", type=float, default=0.0, help="seconds before every answer")
+    args = parser.parse_args()
+    fake = FakeOpenAI(default_delay=args.delay)
+    print(f"OPENAI_BASE_URL={fake.start(args.port)}", flush=True)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        fake.stop()
+
+
+if __name__ == "__main__":
+    main()
