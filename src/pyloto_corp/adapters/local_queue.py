@@ -59,6 +59,7 @@ class _Lane:
         self.timers: set[asyncio.TimerHandle] = set()
         self.workers: list[asyncio.Task[None]] = []
         self.running = 0
+        self.stopping = False
 
     def start(self) -> None:
         self.workers = [
@@ -67,6 +68,9 @@ class _Lane:
         ]
 
     async def stop(self) -> None:
+        # Also a flag: a cancellation swallowed inside a task (asyncio.wait_for on Python
+        # 3.11, used by redis-py, can lose one) must not leave its worker running forever.
+        self.stopping = True
         for timer in self.timers:
             timer.cancel()
         for worker in self.workers:
@@ -92,7 +96,7 @@ class _Lane:
         self.timers.add(timer)
 
     async def _work(self) -> None:
-        while True:
+        while not self.stopping:
             task, attempt = await self.ready.get()
             await self.bucket.acquire()
             self.running += 1

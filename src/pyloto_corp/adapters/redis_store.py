@@ -12,9 +12,9 @@ from typing import Any, cast
 
 import msgspec
 import redis.asyncio as redis
+from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import RedisError
-from redis.retry import Retry
 
 from pyloto_corp.adapters.redis_keys import RedisKeys
 from pyloto_corp.application.ports import StoreUnavailable
