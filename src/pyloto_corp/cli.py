@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 import time
 import uuid
@@ -14,6 +15,7 @@ from typing import Any
 import httpx
 
 from pyloto_corp import __version__
+from pyloto_corp.adapters.secret_manager import resolve_references
 from pyloto_corp.application.ingest import sign, verify_signature
 from pyloto_corp.application.inspect import record_view
 from pyloto_corp.config import ConfigError, Settings, development_warnings, load_settings
@@ -261,7 +263,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `pyloto` console script."""
     args = _parser().parse_args(argv)
     try:
-        settings = load_settings()
+        settings = load_settings(resolve_references(os.environ))
         if args.command == "serve":
             return _cmd_serve(settings, args)
         if args.command == "simulate":
