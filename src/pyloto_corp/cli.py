@@ -256,7 +256,49 @@ def _parser() -> argparse.ArgumentParser:
     inspect = commands.add_parser("inspect", help="print a record as JSON (masked)")
     inspect.add_argument("message_id")
     inspect.add_argument("--url", default=None, help="ask a running server instead of the store")
+
+    queues = commands.add_parser("queues", help="manage the Cloud Tasks queues")
+    queue_commands = queues.add_subparsers(dest="queue_command", required=True)
+    ensure = queue_commands.add_parser(
+        "ensure", help="create or update both queues with the deploy guide's settings"
+    )
+    ensure.add_argument("--dry-run", action="store_true", help="print what would change only")
     return parser
+
+
+async def _ensure_queues(settings: Settings, dry_run: bool) -> list[str]:
+    from pyloto_corp.adapters.cloud_tasks import create_client, ensure_queues
+    from pyloto_corp.application.queues import INBOUND, OUTBOUND
+
+    queue = settings.queue
+    if not queue.gcp_project:
+        raise ConfigError("pyloto queues ensure needs GCP_PROJECT (and GCP_LOCATION)")
+    client = create_client(queue.cloud_tasks_emulator_host)
+    try:
+        parent = client.common_location_path(queue.gcp_project, queue.gcp_location)
+        wanted = {
+            client.queue_path(queue.gcp_project, queue.gcp_location, name): spec
+            for name, spec in (
+                (queue.inbound_queue_name, INBOUND),
+                (queue.outbound_queue_name, OUTBOUND),
+            )
+        }
+        return await ensure_queues(client, parent, wanted, dry_run)
+    finally:
+        await client.transport.close()  # type: ignore[no-untyped-call]
+
+
+def _cmd_queues(settings: Settings, args: argparse.Namespace) -> int:
+    from google.api_core.exceptions import GoogleAPIError
+
+    try:
+        lines = asyncio.run(_ensure_queues(settings, args.dry_run))
+    except GoogleAPIError as error:
+        print(f"pyloto: Cloud Tasks refused: {type(error).__name__}: {error}", file=sys.stderr)
+        return 1
+    for line in lines:
+        print(line)
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -270,6 +312,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.url is None and not args.in_process:
                 args.url = f"http://127.0.0.1:{settings.app.port}"
             return _cmd_simulate(settings, args)
+        if args.command == "queues":
+            return _cmd_queues(settings, args)
         return _cmd_inspect(settings, args)
     except (ConfigError, StatechartError) as error:
         print(f"pyloto: {error}", file=sys.stderr)

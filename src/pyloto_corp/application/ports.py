@@ -71,11 +71,17 @@ class StateStore(Protocol):
 
 @dataclass(frozen=True)
 class Task:
-    """Advance `message_id` from `state`; `queue` is the state's queue."""
+    """Advance `message_id` from `state`; `queue` is the state's queue.
+
+    `generation` tells a deliberate re-queue (the sweeper's) apart from a duplicate of the
+    same step; `traceparent` carries the message's trace to the task.
+    """
 
     message_id: str
     state: str
     queue: QueueName
+    generation: str = ""
+    traceparent: str | None = None
 
 
 TaskHandler = Callable[[Task, int], Awaitable[None]]
@@ -119,9 +125,14 @@ class LLMResult(Generic[ResultT]):
 class LLMFailure(Exception):
     """An LLM call gave no usable answer; `reason` is kept as the fallback reason."""
 
-    def __init__(self, reason: str, detail: str = "") -> None:
+    def __init__(
+        self, reason: str, detail: str = "", *, input_tokens: int = 0, output_tokens: int = 0
+    ) -> None:
         super().__init__(f"{reason}: {detail}" if detail else reason)
         self.reason = reason
+        # What the failed call cost, when the API answered at all (refusal, unparsable).
+        self.input_tokens = input_tokens
+        self.output_tokens = output_tokens
 
 
 class Assistant(Protocol):

@@ -1,0 +1,210 @@
+"""Google Cloud Tasks: each transition is an HTTP task that calls the service back.
+
+Task names are a hash of (message id, state), so a second enqueue of the same step is
+refused by Cloud Tasks (ALREADY_EXISTS) and taken as success; the sweeper adds a suffix per
+sweep window so it can re-queue a record whose task is gone. Nothing here keeps per-process
+state: any instance can enqueue or run any task.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+import grpc
+from google.api_core import exceptions as google_errors
+from google.auth.credentials import AnonymousCredentials
+from google.cloud import tasks_v2
+from google.cloud.tasks_v2.services.cloud_tasks.transports import CloudTasksGrpcAsyncIOTransport
+from google.protobuf import duration_pb2, field_mask_pb2
+
+from pyloto_corp.application.ports import QueueUnavailable, Task
+from pyloto_corp.application.queues import QueueSpec
+
+ADVANCE_PATH = "/internal/tasks/advance"
+CALL_TIMEOUT_SECONDS = 10.0
+
+
+def create_client(emulator_host: str | None) -> tasks_v2.CloudTasksAsyncClient:
+    """The async client: an insecure channel to the emulator when one is named, else ADC."""
+    if emulator_host:
+        channel = grpc.aio.insecure_channel(emulator_host)
+        transport = CloudTasksGrpcAsyncIOTransport(
+            channel=channel,
+            credentials=AnonymousCredentials(),  # type: ignore[no-untyped-call]
+        )
+        return tasks_v2.CloudTasksAsyncClient(transport=transport)
+    return tasks_v2.CloudTasksAsyncClient()
+
+
+def task_id(task: Task) -> str:
+    """Cloud Tasks' task id for `task`: the same step of the same record always collides."""
+    key = f"{task.message_id}\x00{task.state}\x00{task.generation}"
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class CallbackTarget:
+    """Where and how tasks call the service back."""
+
+    base_url: str
+    internal_token: str
+    service_account: str | None = None  # tasks carry an OIDC token for it when set
+    audience: str | None = None
+    dispatch_deadline_seconds: int = 60
+
+
+class CloudTasksQueue:
+    """TaskQueue on Cloud Tasks (or its emulator)."""
+
+    def __init__(
+        self,
+        client: tasks_v2.CloudTasksAsyncClient,
+        project: str,
+        location: str,
+        queue_names: Mapping[str, str],
+        target: CallbackTarget,
+    ) -> None:
+        self.client = client
+        self.project = project
+        self.location = location
+        self.queue_names = queue_names
+        self.target = target
+
+    def queue_path(self, queue: str) -> str:
+        """Full resource name of the inbound or outbound queue."""
+        return self.client.queue_path(self.project, self.location, self.queue_names[queue])
+
+    def build(self, task: Task) -> tasks_v2.Task:
+        """The Cloud Tasks task that advances `task`'s record from its state."""
+        headers = {"Content-Type": "application/json"}
+        if task.traceparent:
+            headers["traceparent"] = task.traceparent
+        request = tasks_v2.HttpRequest(
+            url=self.target.base_url.rstrip("/") + ADVANCE_PATH,
+            http_method=tasks_v2.HttpMethod.POST,
+            headers=headers,
+            body=json.dumps({"message_id": task.message_id, "state": task.state}).encode(),
+        )
+        if self.target.service_account:
+            request.oidc_token = tasks_v2.OidcToken(
+                service_account_email=self.target.service_account,
+                audience=self.target.audience or self.target.base_url,
+            )
+        else:
+            request.headers["X-Internal-Token"] = self.target.internal_token
+        return tasks_v2.Task(
+            name=f"{self.queue_path(task.queue)}/tasks/{task_id(task)}",
+            http_request=request,
+            dispatch_deadline=duration_pb2.Duration(seconds=self.target.dispatch_deadline_seconds),
+        )
+
+    async def enqueue(self, task: Task) -> None:
+        """Create the task; one that already exists is the same step, so that is success."""
+        try:
+            await self.client.create_task(
+                parent=self.queue_path(task.queue),
+                task=self.build(task),
+                timeout=CALL_TIMEOUT_SECONDS,
+            )
+        except google_errors.AlreadyExists:
+            return
+        except (google_errors.GoogleAPIError, grpc.RpcError) as error:
+            raise QueueUnavailable(f"cloud tasks: {type(error).__name__}") from error
+
+    async def ping(self) -> None:
+        """Raise QueueUnavailable unless the inbound queue can be read."""
+        try:
+            await self.client.get_queue(name=self.queue_path("inbound"), timeout=5.0)
+        except (google_errors.GoogleAPIError, grpc.RpcError) as error:
+            raise QueueUnavailable(f"cloud tasks: {type(error).__name__}") from error
+
+    async def close(self) -> None:
+        """Close the gRPC channel."""
+        await self.client.transport.close()  # type: ignore[no-untyped-call]
+
+
+def queue_config(name: str, spec: QueueSpec) -> tasks_v2.Queue:
+    """The Cloud Tasks queue for a spec: rates, concurrency, attempts and backoff."""
+    return tasks_v2.Queue(
+        name=name,
+        rate_limits=tasks_v2.RateLimits(
+            max_dispatches_per_second=spec.rate_per_second,
+            max_concurrent_dispatches=spec.max_concurrent,
+        ),
+        retry_config=tasks_v2.RetryConfig(
+            max_attempts=spec.max_attempts,
+            min_backoff=duration_pb2.Duration(seconds=int(spec.min_backoff_seconds)),
+            max_backoff=duration_pb2.Duration(seconds=int(spec.max_backoff_seconds)),
+        ),
+    )
+
+
+_COMPARED: dict[str, Callable[[tasks_v2.Queue], object]] = {
+    "rate_limits.max_dispatches_per_second": lambda q: q.rate_limits.max_dispatches_per_second,
+    "rate_limits.max_concurrent_dispatches": lambda q: q.rate_limits.max_concurrent_dispatches,
+    "retry_config.max_attempts": lambda q: q.retry_config.max_attempts,
+    "retry_config.min_backoff": lambda q: _seconds(q.retry_config.min_backoff),
+    "retry_config.max_backoff": lambda q: _seconds(q.retry_config.max_backoff),
+}
+
+
+def _seconds(value: object) -> float:
+    if hasattr(value, "total_seconds"):
+        return float(value.total_seconds())
+    return float(getattr(value, "seconds", 0))
+
+
+def differences(
+    current: tasks_v2.Queue, wanted: tasks_v2.Queue
+) -> dict[str, tuple[object, object]]:
+    """Fields whose value differs: field path → (current, wanted)."""
+    changed: dict[str, tuple[object, object]] = {}
+    for path, read in _COMPARED.items():
+        before, after = read(current), read(wanted)
+        if before != after:
+            changed[path] = (before, after)
+    return changed
+
+
+async def ensure_queues(
+    client: tasks_v2.CloudTasksAsyncClient,
+    parent: str,
+    wanted: Mapping[str, QueueSpec],
+    dry_run: bool,
+) -> list[str]:
+    """Create each queue (name → spec) or update what differs; one line per queue saying
+    what changed (or would). Existing queues are listed, not fetched one by one, so a
+    missing queue is never confused with another error."""
+    pager = await client.list_queues(parent=parent, timeout=CALL_TIMEOUT_SECONDS)
+    existing = {queue.name: queue async for queue in pager}
+    lines = []
+    for name, spec in wanted.items():
+        config = queue_config(name, spec)
+        short = name.rsplit("/", 1)[-1]
+        current = existing.get(name)
+        if current is None:
+            if not dry_run:
+                await client.create_queue(parent=parent, queue=config, timeout=CALL_TIMEOUT_SECONDS)
+            lines.append(f"{'would create' if dry_run else 'created'} {short}: {_describe(spec)}")
+            continue
+        changed = differences(current, config)
+        if not changed:
+            lines.append(f"unchanged {short}")
+            continue
+        if not dry_run:
+            mask = field_mask_pb2.FieldMask(paths=sorted(changed))
+            await client.update_queue(queue=config, update_mask=mask, timeout=CALL_TIMEOUT_SECONDS)
+        details = ", ".join(f"{path} {a} → {b}" for path, (a, b) in sorted(changed.items()))
+        lines.append(f"{'would update' if dry_run else 'updated'} {short}: {details}")
+    return lines
+
+
+def _describe(spec: QueueSpec) -> str:
+    return (
+        f"{spec.rate_per_second:g}/s, {spec.max_concurrent} concurrent, "
+        f"{spec.max_attempts} attempts, backoff {spec.min_backoff_seconds:g}-"
+        f"{spec.max_backoff_seconds:g} s"
+    )
