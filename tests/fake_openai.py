@@ -81,6 +81,7 @@ class FakeOpenAI:
 
     default_delay: float = 0.0
     requests: list[dict[str, Any]] = field(default_factory=list)
+    base_url: str = ""  # set by start()
     _queued: dict[str, deque[Answer]] = field(default_factory=lambda: defaultdict(deque))
     _always: dict[str, Answer] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -138,8 +139,11 @@ class FakeOpenAI:
 
         self._server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self._server.daemon_threads = True
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
-        return f"http://127.0.0.1:{self._server.server_address[1]}/v1"
+        threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        ).start()
+        self.base_url = f"http://127.0.0.1:{self._server.server_address[1]}/v1"
+        return self.base_url
 
     def stop(self) -> None:
         """Stop serving."""

@@ -5,12 +5,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import os
 import sys
 import time
 import uuid
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
@@ -20,6 +21,9 @@ from pyloto_corp.application.ingest import sign, verify_signature
 from pyloto_corp.application.inspect import record_view
 from pyloto_corp.config import ConfigError, Settings, development_warnings, load_settings
 from pyloto_corp.domain.statechart import StatechartError
+
+if TYPE_CHECKING:
+    from pyloto_corp.bootstrap import Container
 
 TERMINAL = ("sent", "failed", "ignored")
 DEFAULT_SENDER = "5511999990000"
@@ -144,9 +148,22 @@ async def _simulate_in_process(settings: Settings, args: argparse.Namespace, bod
     from pyloto_corp.bootstrap import bootstrap
     from pyloto_corp.observability.logging import configure_logging
 
-    # The trajectory goes to stdout; the service's own log lines, if any, to stderr.
+    # The trajectory goes to stdout; the service's own log lines, if any, to stderr, for
+    # this run only (the caller's logging is put back afterwards).
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
     configure_logging("WARNING", stream=sys.stderr)
     container = bootstrap(settings)
+    try:
+        return await _run_in_process(container, settings, args, body)
+    finally:
+        root.handlers[:] = saved[0]
+        root.setLevel(saved[1])
+
+
+async def _run_in_process(
+    container: Container, settings: Settings, args: argparse.Namespace, body: bytes
+) -> int:
     await container.start()
     try:
         verify_signature(body, sign(body, settings.app_secret), settings.app_secret)

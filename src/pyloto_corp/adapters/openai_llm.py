@@ -78,16 +78,19 @@ class OpenAIAssistant:
         except (TimeoutError, openai.OpenAIError, pydantic.ValidationError, ValueError) as error:
             raise _failure(error, self.timeout) from None
         message = completion.choices[0].message
-        if message.refusal:
-            raise LLMFailure("refusal", "the model refused")
-        if message.parsed is None:
-            raise LLMFailure("unparsable", "no structured output")
         usage = completion.usage
+        input_tokens = usage.prompt_tokens if usage else 0
+        output_tokens = usage.completion_tokens if usage else 0
+        tokens = {"input_tokens": input_tokens, "output_tokens": output_tokens}
+        if message.refusal:
+            raise LLMFailure("refusal", "the model refused", **tokens)
+        if message.parsed is None:
+            raise LLMFailure("unparsable", "no structured output", **tokens)
         return LLMResult(
             value=message.parsed,
             latency_ms=round((time.perf_counter() - started) * 1000, 1),
-            input_tokens=usage.prompt_tokens if usage else 0,
-            output_tokens=usage.completion_tokens if usage else 0,
+            input_tokens=input_tokens,
+            output_tokens=output_tokens,
             model=completion.model or self.model,
         )
 

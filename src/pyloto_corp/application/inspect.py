@@ -16,9 +16,10 @@ def record_view(record: Record) -> dict[str, Any]:
     reply = copy.deepcopy(record.reply) if record.reply is not None else None
     if reply is not None:
         reply["to"] = mask_phone(str(reply.get("to", "")))
-        text = reply.get("text")
-        if isinstance(text, dict) and isinstance(text.get("body"), str):
-            text["body"] = redact_text(text["body"], names)
+        for part in (reply.get("text"), reply.get("interactive", {}).get("body")):
+            for key in ("body", "text"):
+                if isinstance(part, dict) and isinstance(part.get(key), str):
+                    part[key] = redact_text(part[key], names)
     return {
         "message_id": record.message_id,
         "log_ref": message_ref(record.message_id),

@@ -10,13 +10,14 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
+import time
 from typing import Any
 
 from pyloto_corp.ai import limits
 from pyloto_corp.ai.rollout import in_rollout
 from pyloto_corp.application.ports import LLMFailure, LLMResult
 from pyloto_corp.application.step_context import LLMRouting, Outcome, StepContext
-from pyloto_corp.domain.privacy import message_ref, redact_text
+from pyloto_corp.domain.privacy import message_ref, redact_names, redact_text
 from pyloto_corp.domain.records import Record
 
 log = logging.getLogger(__name__)
@@ -41,9 +42,7 @@ def llm_text(record: Record, mask_pii: bool) -> str:
     names = (inbound.contact_name,) if inbound.contact_name else ()
     if mask_pii:
         return redact_text(text, names)
-    for name in names:  # the contact's name is never sent, masking or not
-        text = redact_text(text, (name,)) if name else text
-    return text
+    return redact_names(text, names)  # the contact's name is never sent, masking or not
 
 
 def _metrics(result: LLMResult[Any]) -> dict[str, Any]:
@@ -55,9 +54,24 @@ def _metrics(result: LLMResult[Any]) -> dict[str, Any]:
     }
 
 
-def fall_back(record: Record, step: str, reason: str, detail: str = "") -> Outcome:
+def _failure_metrics(failure: LLMFailure, started: float) -> dict[str, Any]:
+    return {
+        "latency_ms": round((time.perf_counter() - started) * 1000, 1),
+        "input_tokens": failure.input_tokens,
+        "output_tokens": failure.output_tokens,
+    }
+
+
+def fall_back(
+    record: Record,
+    step: str,
+    reason: str,
+    detail: str = "",
+    metrics: dict[str, Any] | None = None,
+) -> Outcome:
     """The `fall_back` outcome, logged once with the step and reason (a warning when the
-    LLM failed, information when the configuration chose the template path)."""
+    LLM failed, information when the configuration chose the template path), with the
+    failed call's latency and tokens (zero when no call was made or nothing was counted)."""
     level = logging.INFO if reason in CHOSEN_FALLBACKS else logging.WARNING
     log.log(
         level,
@@ -68,6 +82,7 @@ def fall_back(record: Record, step: str, reason: str, detail: str = "") -> Outco
             "step": step,
             "reason": reason,
             "detail": detail,
+            **(metrics or {"latency_ms": 0.0, "input_tokens": 0, "output_tokens": 0}),
         },
     )
     results = {**record.results, "fallback_step": step}
@@ -89,12 +104,14 @@ async def detect_event(record: Record, ctx: StepContext) -> Outcome:
     llm, reason = _route(record, ctx)
     if llm is None:
         return fall_back(record, "llm1", reason or "llm_disabled")
+    started = time.perf_counter()
     try:
         result = await llm.assistant.detect_event(
             llm_text(record, llm.mask_pii), record.inbound.kind
         )
     except LLMFailure as failure:
-        return fall_back(record, "llm1", failure.reason, str(failure))
+        metrics = _failure_metrics(failure, started)
+        return fall_back(record, "llm1", failure.reason, str(failure), metrics)
     detection = result.value
     metrics = _metrics(result)
     log.info(
@@ -127,15 +144,17 @@ async def draft_reply(record: Record, ctx: StepContext) -> Outcome:
     history = await ctx.store.recent_turns(conversation, since, CONVERSATION_TURNS)
     event = str(record.results.get("event", "other"))
     summary = str(record.results.get("summary", ""))
+    started = time.perf_counter()
     try:
         result = await llm.assistant.draft_reply(
             llm_text(record, llm.mask_pii), event, summary, history
         )
         draft = limits.text_message(result.value.text)["text"]["body"]
     except LLMFailure as failure:
-        return fall_back(record, "llm2", failure.reason, str(failure))
+        metrics = _failure_metrics(failure, started)
+        return fall_back(record, "llm2", failure.reason, str(failure), metrics)
     except limits.InvalidMessage as error:
-        return fall_back(record, "llm2", "invalid_output", str(error))
+        return fall_back(record, "llm2", "invalid_output", str(error), _metrics(result))
     metrics = _metrics(result)
     log.info(
         "llm2_response_generated",
@@ -157,13 +176,15 @@ async def choose_message_type(record: Record, ctx: StepContext) -> Outcome:
         return fall_back(record, "llm3", reason or "llm_disabled")
     draft = str(record.results.get("draft", ""))
     event = str(record.results.get("event", "other"))
+    started = time.perf_counter()
     try:
         result = await llm.assistant.choose_message_type(draft, event)
         built = limits.build_message(result.value, llm.allowed_hosts)
     except LLMFailure as failure:
-        return fall_back(record, "llm3", failure.reason, str(failure))
+        metrics = _failure_metrics(failure, started)
+        return fall_back(record, "llm3", failure.reason, str(failure), metrics)
     except limits.InvalidMessage as error:
-        return fall_back(record, "llm3", "invalid_output", str(error))
+        return fall_back(record, "llm3", "invalid_output", str(error), _metrics(result))
     metrics = _metrics(result)
     log.info(
         "llm3_message_type_selected",

@@ -32,6 +32,11 @@ def redact_text(text: str, names: tuple[str, ...] = ()) -> str:
             ),
             text,
         )
+    return redact_names(text, names)
+
+
+def redact_names(text: str, names: tuple[str, ...]) -> str:
+    """`text` with the given names (whole, then their distinctive parts) replaced."""
     for name in names:
         text = _redact_name(text, name)
     return text

@@ -1,0 +1,673 @@
+"""The LLM pipeline end to end: a signed webhook runs LLM#1-3 on the real `openai` SDK to `sent`.
+
+The SDK is pointed by OPENAI_BASE_URL at tests/fake_openai.py, a local HTTP server speaking the
+chat completions API, so everything between the webhook and the dry-run outbox is the real code:
+the SDK's request building, retries and parsing included. The server is told what to answer per
+step (by structured-output schema) and keeps every request body it received.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Any
+
+import pytest
+from litestar.testing import AsyncTestClient
+
+from pyloto_corp.ai.rollout import in_rollout
+from pyloto_corp.bootstrap import bootstrap
+from pyloto_corp.config import Settings
+from pyloto_corp.domain.records import InboundMessage
+from pyloto_corp.domain.replies import template_for
+from pyloto_corp.http.app import create_app
+from pyloto_corp.observability.logging import JsonFormatter
+from tests.e2e.support import Pyloto, trajectory
+from tests.fake_openai import (
+    CHOICE,
+    DEFAULTS,
+    DRAFT,
+    EVENT,
+    Answer,
+    FakeOpenAI,
+    error,
+    json_answer,
+    raw_answer,
+    refusal,
+)
+from tests.helpers import CONTACT_NAME, SENDER, envelope, text_message
+
+pytestmark = pytest.mark.anyio
+
+SITE = "https://barbearia-navalha.example.com.br"
+HASH_KEY = "llm-e2e-privacy-hash-key"
+# Down from the deploy guide's 10 s so the timeout cases stay quick.
+TIMEOUT_SECONDS = 0.5
+# How long the fake waits before answering in the timeout cases: well past the timeout.
+SLOW_ANSWER_SECONDS = 1.5
+
+LLM_PATH = ["received", "deduped", "llm1", "llm2", "llm3", "queued_outbound", "sent"]
+SCHEMA_OF_STEP = {"llm1": EVENT, "llm2": DRAFT, "llm3": CHOICE}
+STEPS = ["llm1", "llm2", "llm3"]
+
+OpenApp = Callable[..., AbstractAsyncContextManager[Pyloto]]
+
+
+def choice(kind: str, body: str, **parts: Any) -> dict[str, Any]:
+    """LLM#3's structured output: every field present, those not given null."""
+    value: dict[str, Any] = {
+        "type": kind,
+        "body": body,
+        "header": None,
+        "footer": None,
+        "buttons": None,
+        "list_button_text": None,
+        "sections": None,
+        "cta_display_text": None,
+        "cta_url": None,
+    }
+    value.update(parts)
+    return value
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeOpenAI]:
+    """A local OpenAI-compatible server for this test, stopped afterwards."""
+    server = FakeOpenAI()
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def open_app(make_settings: Callable[..., Settings], fake: FakeOpenAI) -> OpenApp:
+    """Start the app with the LLM on the fake server: `async with open_app(VAR="x") as app`."""
+
+    @asynccontextmanager
+    async def open_with(**overrides: str) -> AsyncIterator[Pyloto]:
+        variables = {
+            "OPENAI_API_KEY": "sk-test",
+            "OPENAI_BASE_URL": fake.base_url,
+            "OPENAI_TIMEOUT_SECONDS": "5",
+            "OPENAI_MAX_RETRIES": "0",
+            "BUSINESS_NAME": "Barbearia Navalha",
+            "BUSINESS_HOURS": "terça a sábado, das 9h às 19h",
+            "BUSINESS_FAQ": "Corte: R$ 50. Barba: R$ 30.",
+            "BUSINESS_WEBSITE_URL": SITE,
+            "PRIVACY_HASH_KEY": HASH_KEY,
+            **overrides,
+        }
+        app = create_app(bootstrap(make_settings(**variables)))
+        async with AsyncTestClient(app=app) as client:
+            yield Pyloto(client)
+
+    return open_with
+
+
+async def exchange(
+    app: Pyloto, text: str, sender: str = SENDER, name: str = CONTACT_NAME
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Post one signed text message and wait for it to be sent: (record view, Graph API body)."""
+    message = text_message(text, sender=sender)
+    response = await app.post(envelope([message], sender=sender, name=name))
+    assert response.status_code == 200, response.text
+    view = await app.wait_for(message["id"])
+    assert view["state"] == "sent", view
+    (body,) = await app.sent_for(message["id"])
+    return view, body
+
+
+def request_text(request: dict[str, Any]) -> str:
+    """Everything a request body carries, as one string (for 'is it in there' checks)."""
+    return json.dumps(request, ensure_ascii=False)
+
+
+def user_contents(request: dict[str, Any]) -> list[str]:
+    """The contents of the request's user and assistant messages (the system prompt left out)."""
+    return [m["content"] for m in request["messages"] if m["role"] != "system"]
+
+
+# --- the happy path -----------------------------------------------------------------------
+
+
+async def test_happy_path_sends_the_llm_buttons_through_llm1_llm2_llm3(
+    open_app: OpenApp, fake: FakeOpenAI
+) -> None:
+    """A question goes received → deduped → llm1 → llm2 → llm3 → queued_outbound → sent, one
+    request per step, each step fed by the one before; the Graph API gets LLM#3's buttons."""
+    async with open_app() as app:
+        view, body = await exchange(app, "Quanto custa o corte de cabelo?")
+
+    assert trajectory(view) == LLM_PATH
+    assert [h["trigger"] for h in view["history"]] == [
+        "accept",
+        "detect_event",
+        "draft_reply",
+        "choose_message_type",
+        "queue_reply",
+        "send",
+    ]
+    assert view["fallback_reason"] is None
+    results = view["results"]
+    assert results["event"] == "price"
+    assert results["confidence"] == 0.93
+    assert results["message_type"] == "buttons"
+    assert results["repairs"] == []
+    assert results["downgraded_from"] is None
+    for step in STEPS:
+        assert results[step]["input_tokens"] == 120
+        assert results[step]["output_tokens"] == 40
+        assert results[step]["model"] == "gpt-4o-mini"
+        assert results[step]["latency_ms"] >= 0
+
+    draft = DEFAULTS[DRAFT]["text"]
+    assert body == {
+        "messaging_product": "whatsapp",
+        "recipient_type": "individual",
+        "to": SENDER,
+        "context": {"message_id": view["message_id"]},
+        "type": "interactive",
+        "interactive": {
+            "type": "button",
+            "body": {"text": draft},
+            "action": {
+                "buttons": [
+                    {"type": "reply", "reply": {"id": "agendar", "title": "Agendar horário"}},
+                    {"type": "reply", "reply": {"id": "duvida", "title": "Tenho outra dúvida"}},
+                ]
+            },
+        },
+        "biz_opaque_callback_data": view["message_id"],
+    }
+
+    assert [r["response_format"]["json_schema"]["name"] for r in fake.requests] == [
+        EVENT,
+        DRAFT,
+        CHOICE,
+    ]
+    assert all(r["model"] == "gpt-4o-mini" for r in fake.requests)
+    (detect,) = fake.seen(EVENT)
+    assert "Quanto custa o corte de cabelo?" in user_contents(detect)[-1]
+    (write,) = fake.seen(DRAFT)
+    assert "evento detectado: price" in user_contents(write)[-1]
+    assert "Barbearia Navalha" in write["messages"][0]["content"]
+    assert "Corte: R$ 50. Barba: R$ 30." in write["messages"][0]["content"]
+    (pick,) = fake.seen(CHOICE)
+    assert draft in user_contents(pick)[-1], "LLM#3 chooses the type for LLM#2's draft"
+
+
+async def test_happy_path_sends_a_list(open_app: OpenApp, fake: FakeOpenAI) -> None:
+    """A list chosen by LLM#3 reaches the Graph API as an interactive list with its rows."""
+    fake.queue(EVENT, json_answer({"event": "scheduling", "confidence": 0.9, "summary": "Agenda"}))
+    fake.queue(
+        CHOICE,
+        json_answer(
+            choice(
+                "list",
+                "Escolha um horário para sábado:",
+                header="Horários",
+                list_button_text="Ver horários",
+                sections=[
+                    {
+                        "title": "Manhã",
+                        "rows": [
+                            {"id": "9h", "title": "9h", "description": "Com o Carlos"},
+                            {"id": "10h", "title": "10h", "description": None},
+                        ],
+                    }
+                ],
+            )
+        ),
+    )
+    async with open_app() as app:
+        view, body = await exchange(app, "Tem horário no sábado?")
+
+    assert trajectory(view) == LLM_PATH
+    assert view["results"]["message_type"] == "list"
+    assert body["type"] == "interactive"
+    assert body["interactive"] == {
+        "type": "list",
+        "body": {"text": "Escolha um horário para sábado:"},
+        "header": {"type": "text", "text": "Horários"},
+        "action": {
+            "button": "Ver horários",
+            "sections": [
+                {
+                    "title": "Manhã",
+                    "rows": [
+                        {"id": "9h", "title": "9h", "description": "Com o Carlos"},
+                        {"id": "10h", "title": "10h"},
+                    ],
+                }
+            ],
+        },
+    }
+
+
+async def test_happy_path_sends_a_cta_to_the_business_site(
+    open_app: OpenApp, fake: FakeOpenAI
+) -> None:
+    """A CTA URL to BUSINESS_WEBSITE_URL's host is sent as it is; LLM#3 was told the site."""
+    url = f"{SITE}/agendar?servico=corte"
+    fake.queue(
+        CHOICE,
+        json_answer(
+            choice(
+                "cta_url",
+                "Agende pelo nosso site:",
+                cta_display_text="Agendar online",
+                cta_url=url,
+            )
+        ),
+    )
+    async with open_app() as app:
+        view, body = await exchange(app, "Dá para agendar pela internet?")
+
+    assert trajectory(view) == LLM_PATH
+    assert body["interactive"] == {
+        "type": "cta_url",
+        "body": {"text": "Agende pelo nosso site:"},
+        "action": {
+            "name": "cta_url",
+            "parameters": {"display_text": "Agendar online", "url": url},
+        },
+    }
+    (pick,) = fake.seen(CHOICE)
+    assert SITE in pick["messages"][0]["content"]
+
+
+# --- failures -----------------------------------------------------------------------------
+
+# Valid JSON, wrong by the schema (an unknown event and a confidence of 7 for LLM#1).
+WRONG_OUTPUT: dict[str, dict[str, Any]] = {
+    EVENT: {"event": "weather_report", "confidence": 7, "summary": "x"},
+    DRAFT: {"text": ""},
+    CHOICE: choice("carousel", "Olá!"),
+}
+
+FAILURES: dict[str, Callable[[str], Answer]] = {
+    "timeout": lambda schema: json_answer(DEFAULTS[schema], delay=SLOW_ANSWER_SECONDS),
+    "rate_limited": lambda schema: error(429),
+    "api_error": lambda schema: error(500),
+    "refusal": lambda schema: refusal(),
+    "unparsable": lambda schema: raw_answer('{"event": "price", "confid'),
+    "invalid_output": lambda schema: json_answer(WRONG_OUTPUT[schema]),
+}
+
+
+@pytest.mark.parametrize("step", STEPS)
+@pytest.mark.parametrize("reason", sorted(FAILURES))
+async def test_each_failure_at_each_step_falls_back_with_its_reason(
+    open_app: OpenApp, fake: FakeOpenAI, step: str, reason: str
+) -> None:
+    """Timeout, 429, 500, refusal, malformed JSON and schema-breaking output at any step move
+    the record to `fallback` with that reason at once: attempt 1, one request for the step
+    (no queue retry), none for later steps, and a template for what the earlier steps learned
+    (the detected event's template after LLM#1 succeeded, the message kind's before)."""
+    if step != "llm1":
+        detected = {"event": "scheduling", "confidence": 0.8, "summary": "Quer marcar horário."}
+        fake.queue(EVENT, json_answer(detected))
+    fake.queue(SCHEMA_OF_STEP[step], FAILURES[reason](SCHEMA_OF_STEP[step]))
+    async with open_app(OPENAI_TIMEOUT_SECONDS=str(TIMEOUT_SECONDS)) as app:
+        started = time.perf_counter()
+        view, body = await exchange(app, "Queria marcar um corte para amanhã")
+        elapsed = time.perf_counter() - started
+    if reason == "timeout":
+        print(  # the closing note reports this figure
+            f"\nfallback latency ({step}, OPENAI_TIMEOUT_SECONDS={TIMEOUT_SECONDS}): "
+            f"{elapsed:.3f} s from webhook to sent"
+        )
+
+    assert view["state"] == "sent"
+    assert view["fallback_reason"] == reason
+    assert view["results"]["fallback_step"] == step
+    before = LLM_PATH[: LLM_PATH.index(step)]
+    assert trajectory(view) == [*before, "fallback", "queued_outbound", "sent"]
+    assert all(h["attempt"] == 1 for h in view["history"]), "no queue retry was spent"
+
+    position = STEPS.index(step)
+    for later in STEPS[position + 1 :]:
+        assert fake.seen(SCHEMA_OF_STEP[later]) == []
+    assert len(fake.seen(SCHEMA_OF_STEP[step])) == 1, "OPENAI_MAX_RETRIES=0: one request"
+
+    inbound = InboundMessage("wamid.x", SENDER, "text", 0)
+    expected_event = None if step == "llm1" else "scheduling"
+    template, text = template_for(inbound, expected_event)
+    assert view["results"]["template"] == template
+    assert template == ("text" if step == "llm1" else "event:scheduling")
+    assert body["type"] == "text"
+    assert body["text"]["body"] == text
+    assert body["to"] == SENDER
+
+
+@pytest.mark.parametrize(("retries", "requests"), [(0, 1), (1, 2)])
+async def test_a_server_error_is_retried_by_the_sdk_then_falls_back(
+    open_app: OpenApp, fake: FakeOpenAI, retries: int, requests: int
+) -> None:
+    """A 500 is retried OPENAI_MAX_RETRIES times by the SDK (the server sees each attempt)
+    within the timeout, then the record falls back as `api_error` with the event's template."""
+    fake.always(DRAFT, error(500))
+    async with open_app(OPENAI_MAX_RETRIES=str(retries)) as app:
+        view, body = await exchange(app, "Quanto fica corte e barba?")
+
+    assert view["fallback_reason"] == "api_error"
+    assert view["results"]["fallback_step"] == "llm2"
+    assert len(fake.seen(DRAFT)) == requests
+    assert len(fake.seen(EVENT)) == 1
+    assert view["results"]["template"] == "event:price"
+    assert all(h["attempt"] == 1 for h in view["history"])
+    assert "valores" in body["text"]["body"]
+
+
+# --- WhatsApp's limits ----------------------------------------------------------------------
+
+
+async def test_an_overlong_button_title_is_shortened_and_still_sent_as_buttons(
+    open_app: OpenApp, fake: FakeOpenAI
+) -> None:
+    """A 36-character button title is cut to WhatsApp's 20 with an ellipsis, the repair is
+    recorded, and the reply is still interactive buttons."""
+    long_title = "Quero agendar um horário para amanhã"
+    fake.queue(
+        CHOICE,
+        json_answer(
+            choice(
+                "buttons",
+                "Podemos agendar?",
+                buttons=[{"id": "sim", "title": long_title}, {"id": "nao", "title": "Agora não"}],
+            )
+        ),
+    )
+    async with open_app() as app:
+        view, body = await exchange(app, "Quero cortar o cabelo")
+
+    assert trajectory(view) == LLM_PATH
+    assert view["results"]["repairs"] == ["button title shortened to 20"]
+    assert view["results"]["downgraded_from"] is None
+    assert body["type"] == "interactive"
+    buttons = body["interactive"]["action"]["buttons"]
+    first = buttons[0]["reply"]["title"]
+    assert len(first) <= 20
+    assert first.endswith("…")
+    assert long_title.startswith(first[:-1])
+    assert buttons[1]["reply"] == {"id": "nao", "title": "Agora não"}
+
+
+@pytest.mark.parametrize(
+    ("kind", "parts"),
+    [
+        (
+            "buttons",
+            {
+                "buttons": [
+                    {"id": f"b{n}", "title": title}
+                    for n, title in enumerate(["Corte", "Barba", "Sobrancelha", "Pacote"])
+                ]
+            },
+        ),
+        (
+            "cta_url",
+            {"cta_display_text": "Ver preços", "cta_url": "https://outro-site.example.net/precos"},
+        ),
+    ],
+    ids=["four-buttons", "cta-to-another-host"],
+)
+async def test_what_cannot_be_repaired_is_downgraded_to_text(
+    open_app: OpenApp, fake: FakeOpenAI, kind: str, parts: dict[str, Any]
+) -> None:
+    """Four buttons, or a CTA link to a host other than the business's site, cannot be
+    repaired safely: the same body goes out as plain text, and the record says why."""
+    fake.queue(CHOICE, json_answer(choice(kind, "Temos corte, barba e pacotes.", **parts)))
+    async with open_app() as app:
+        view, body = await exchange(app, "O que vocês fazem?")
+
+    assert trajectory(view) == LLM_PATH, "a downgrade is not a fallback"
+    assert view["results"]["downgraded_from"] == kind
+    assert len(view["results"]["repairs"]) == 1
+    assert body["type"] == "text"
+    assert body["text"] == {"preview_url": False, "body": "Temos corte, barba e pacotes."}
+    assert "interactive" not in body
+
+
+# --- rollout --------------------------------------------------------------------------------
+
+
+def sender_number(n: int) -> str:
+    """A distinct Brazilian mobile number per test customer."""
+    return f"55119{n:08d}"
+
+
+async def post_from(app: Pyloto, senders: list[str], per_sender: int) -> dict[str, list[str]]:
+    """Post `per_sender` messages from each sender; sender → message ids."""
+    sent: dict[str, list[str]] = {}
+    for round_number in range(per_sender):
+        for sender in senders:
+            message = text_message(f"Mensagem {round_number} do cliente", sender=sender)
+            response = await app.post(envelope([message], sender=sender))
+            assert response.status_code == 200
+            sent.setdefault(sender, []).append(message["id"])
+    return sent
+
+
+async def test_rollout_zero_samples_everyone_out_without_a_request(
+    open_app: OpenApp, fake: FakeOpenAI
+) -> None:
+    """At OPENAI_ROLLOUT_PERCENT=0 every message falls back `sampled_out` at LLM#1 and the
+    LLM server never hears of it."""
+    async with open_app(OPENAI_ROLLOUT_PERCENT="0") as app:
+        posted = await post_from(app, [sender_number(n) for n in range(4)], per_sender=2)
+        views = [await app.wait_for(mid) for ids in posted.values() for mid in ids]
+
+    assert len(views) == 8
+    for view in views:
+        assert view["state"] == "sent"
+        assert view["fallback_reason"] == "sampled_out"
+        assert view["results"]["fallback_step"] == "llm1"
+    assert fake.requests == []
+
+
+async def test_rollout_hundred_sends_everyone_through_the_llm(
+    open_app: OpenApp, fake: FakeOpenAI
+) -> None:
+    """At OPENAI_ROLLOUT_PERCENT=100 every message takes the LLM path, three requests each."""
+    async with open_app(OPENAI_ROLLOUT_PERCENT="100") as app:
+        posted = await post_from(app, [sender_number(n) for n in range(5)], per_sender=1)
+        views = [await app.wait_for(mid) for ids in posted.values() for mid in ids]
+
+    assert [trajectory(v) for v in views] == [LLM_PATH] * 5
+    assert len(fake.requests) == 15
+
+
+async def test_rollout_fifty_splits_senders_and_keeps_each_on_one_path(
+    open_app: OpenApp, fake: FakeOpenAI
+) -> None:
+    """At 50 % three messages from each of 20 senders: each sender's messages all take the
+    same path, both paths occur, and the keyed hash of the sender is what decided."""
+    senders = [sender_number(n) for n in range(20)]
+    async with open_app(OPENAI_ROLLOUT_PERCENT="50") as app:
+        posted = await post_from(app, senders, per_sender=3)
+        paths = {
+            sender: {tuple(trajectory(await app.wait_for(mid))) for mid in ids}
+            for sender, ids in posted.items()
+        }
+
+    on_llm = set()
+    for sender, seen in paths.items():
+        assert len(seen) == 1, f"sender {sender} took two paths: {seen}"
+        (path,) = seen
+        if list(path) == LLM_PATH:
+            on_llm.add(sender)
+        else:
+            assert list(path) == ["received", "deduped", "fallback", "queued_outbound", "sent"]
+    assert 0 < len(on_llm) < len(senders), "both paths occur"
+    assert on_llm == {s for s in senders if in_rollout(s, 50, HASH_KEY)}
+    assert len(fake.seen(EVENT)) == 3 * len(on_llm)
+
+
+# --- privacy and memory ---------------------------------------------------------------------
+
+CPF = "123.456.789-09"
+CNPJ = "12.345.678/0001-90"
+EMAIL = "jp.1987@exemplo.com.br"
+PHONE = "(11) 98765-4321"
+NAME = "João Pereira"
+PERSONAL_TEXT = (
+    f"Oi, aqui é o {NAME}. Meu CPF é {CPF}, a empresa tem CNPJ {CNPJ}, "
+    f"e-mail {EMAIL} e telefone {PHONE}. Quanto custa o corte?"
+)
+
+
+async def test_personal_data_is_masked_before_it_reaches_the_llm(
+    open_app: OpenApp, fake: FakeOpenAI
+) -> None:
+    """CPF, CNPJ, e-mail, phone and the contact's name in the customer's text never reach the
+    LLM server; placeholders stand in their place, and the sender's number is not sent."""
+    async with open_app() as app:
+        view, _ = await exchange(app, PERSONAL_TEXT, name=NAME)
+
+    assert trajectory(view) == LLM_PATH
+    assert len(fake.requests) == 3
+    everything = " ".join(request_text(r) for r in fake.requests)
+    for secret in (CPF, "12345678909", CNPJ, EMAIL, PHONE, "98765-4321", SENDER, "João", "Pereira"):
+        assert secret not in everything, f"{secret!r} reached the LLM"
+    for request in (fake.seen(EVENT)[0], fake.seen(DRAFT)[0]):
+        said = user_contents(request)[-1]
+        for placeholder in ("[name]", "[cpf]", "[cnpj]", "[email]", "[phone]"):
+            assert placeholder in said
+        assert "Quanto custa o corte?" in said
+
+
+async def test_without_masking_the_cpf_is_sent_but_never_the_contact_name(
+    open_app: OpenApp, fake: FakeOpenAI
+) -> None:
+    """With OPENAI_MASK_PII=false the customer's text goes as written (CPF, e-mail included),
+    except the contact's name, which is never sent."""
+    async with open_app(OPENAI_MASK_PII="false") as app:
+        await exchange(app, PERSONAL_TEXT, name=NAME)
+
+    said = user_contents(fake.seen(EVENT)[0])[-1]
+    assert CPF in said
+    assert EMAIL in said
+    assert CNPJ in said
+    assert "[name]" in said
+    everything = " ".join(request_text(r) for r in fake.requests)
+    assert "João" not in everything
+    assert "Pereira" not in everything
+
+
+async def test_the_second_message_shows_the_conversation_so_far_to_llm2(
+    open_app: OpenApp, fake: FakeOpenAI
+) -> None:
+    """LLM#2's request for a customer's second message carries their first message (masked)
+    and the reply they got, in order; another customer's conversation is not in it."""
+    first_reply = "O corte custa R$ 50. Quer agendar?"
+    other_reply = "No domingo estamos fechados."
+    fake.queue(DRAFT, json_answer({"text": first_reply}), json_answer({"text": other_reply}))
+    fake.queue(
+        CHOICE,
+        json_answer(choice("text", first_reply)),
+        json_answer(choice("text", other_reply)),
+    )
+    other = sender_number(77)
+    async with open_app() as app:
+        await exchange(app, f"Quanto custa o corte? Meu e-mail é {EMAIL}")
+        await exchange(app, "Vocês abrem no domingo?", sender=other, name="Ana Souza")
+        await exchange(app, "E a barba?")
+
+    first, others, second = fake.seen(DRAFT)
+    assert user_contents(first) == [user_contents(first)[-1]], "no history the first time"
+    assert user_contents(others) == [user_contents(others)[-1]], "a new customer starts afresh"
+    history = second["messages"][1:-1]
+    assert history == [
+        {"role": "user", "content": "Quanto custa o corte? Meu e-mail é [email]"},
+        {"role": "assistant", "content": first_reply},
+    ]
+    assert second["messages"][-1]["role"] == "user"
+    assert second["messages"][-1]["content"].startswith("E a barba?")
+    assert "domingo" not in request_text(second)
+    assert other_reply not in request_text(second)
+
+
+async def test_llm_disabled_with_a_key_makes_no_request(
+    open_app: OpenApp, fake: FakeOpenAI
+) -> None:
+    """OPENAI_ENABLED=false wins over a configured key: template reply, reason
+    `llm_disabled`, and the LLM server sees nothing."""
+    async with open_app(OPENAI_ENABLED="false") as app:
+        view, body = await exchange(app, "Quanto custa o corte?")
+
+    assert trajectory(view) == ["received", "deduped", "fallback", "queued_outbound", "sent"]
+    assert view["fallback_reason"] == "llm_disabled"
+    assert view["results"]["template"] == "text"
+    assert body["type"] == "text"
+    assert fake.requests == []
+
+
+# --- logs -----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def log_lines(caplog: pytest.LogCaptureFixture) -> Iterator[io.StringIO]:
+    """Every record (DEBUG and up) of the service's loggers, formatted as the service does.
+
+    The test's own HTTP client (httpx) is left out; the service's SDK client is kept.
+    """
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonFormatter())
+    handler.addFilter(lambda record: record.name.split(".")[0] not in {"httpx", "httpcore"})
+    caplog.set_level(logging.DEBUG)
+    root = logging.getLogger()
+    root.addHandler(handler)
+    try:
+        yield stream
+    finally:
+        root.removeHandler(handler)
+
+
+async def test_each_step_logs_one_line_with_latency_and_tokens_and_never_the_text(
+    open_app: OpenApp, fake: FakeOpenAI, log_lines: io.StringIO
+) -> None:
+    """A message on the LLM path logs llm1_event_detected, llm2_response_generated and
+    llm3_message_type_selected; one whose LLM#2 is rate limited logs llm_fallback with the
+    reason. Each line has latency_ms and token counts, and no line carries the customer's text
+    or the reply."""
+    customer_text = "Preciso de um corte degradê urgente"
+    reply = "Temos horário hoje às 15h para o degradê"
+    fake.queue(DRAFT, json_answer({"text": reply}), error(429))
+    fake.queue(CHOICE, json_answer(choice("text", reply)))
+    async with open_app() as app:
+        await exchange(app, customer_text)
+        view, _ = await exchange(app, "Outra pergunta sobre a navalha")
+    assert view["fallback_reason"] == "rate_limited"
+
+    entries = [json.loads(line) for line in log_lines.getvalue().splitlines()]
+    by_event: dict[str, list[dict[str, Any]]] = {}
+    for entry in entries:
+        by_event.setdefault(str(entry.get("event")), []).append(entry)
+    for event in ("llm1_event_detected", "llm2_response_generated", "llm3_message_type_selected"):
+        assert event in by_event, f"{event} was not logged"
+    assert len(by_event["llm1_event_detected"]) == 2
+    assert len(by_event["llm2_response_generated"]) == 1
+    assert len(by_event["llm3_message_type_selected"]) == 1
+    (fallback,) = by_event["llm_fallback"]
+    assert fallback["reason"] == "rate_limited"
+    assert fallback["step"] == "llm2"
+    assert fallback["severity"] == "WARNING"
+    assert fallback["latency_ms"] >= 0
+    for event in ("llm1_event_detected", "llm2_response_generated", "llm3_message_type_selected"):
+        for entry in by_event[event]:
+            assert entry["latency_ms"] >= 0
+            assert entry["input_tokens"] == 120
+            assert entry["output_tokens"] == 40
+            assert entry["model"] == "gpt-4o-mini"
+    assert by_event["llm1_event_detected"][0]["detected"] == "price"
+    assert by_event["llm3_message_type_selected"][0]["chosen"] == "text"
+
+    for line in log_lines.getvalue().splitlines():
+        for text in (customer_text, "degradê", reply, "navalha", DEFAULTS[EVENT]["summary"]):
+            assert text.lower() not in line.lower(), f"{text!r} in log line: {line}"
