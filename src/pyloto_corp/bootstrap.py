@@ -13,6 +13,8 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from pyloto_corp.adapters.dry_run_outbox import DryRunOutbox, RedisDryRunOutbox
+from pyloto_corp.adapters.google_oidc import OidcVerifier
+from pyloto_corp.adapters.google_oidc import create_http_client as create_oidc_http_client
 from pyloto_corp.adapters.local_queue import LocalQueue
 from pyloto_corp.adapters.openai_llm import OpenAIAssistant
 from pyloto_corp.adapters.openai_llm import create_client as create_openai_client
@@ -133,6 +135,20 @@ def queue_specs(settings: Settings) -> dict[str, QueueSpec]:
     }
 
 
+def oidc_verifier(settings: Settings) -> OidcVerifier | None:
+    """The task routes' ID-token check, or None when CLOUD_TASKS_SERVICE_ACCOUNT is unset."""
+    queue = settings.queue
+    if not queue.cloud_tasks_service_account:
+        return None
+    assert queue.oidc_audience is not None  # checked by the settings
+    return OidcVerifier(
+        queue.oidc_audience,
+        queue.google_oidc_certs_url,
+        frozenset({queue.cloud_tasks_service_account}),
+        create_oidc_http_client(),
+    )
+
+
 @dataclass
 class Container:
     """Everything a running pyloto needs, built once."""
@@ -147,6 +163,7 @@ class Container:
     advancer: Advancer
     ingestor: Ingestor
     clock: Callable[[], float]
+    oidc_verifier: OidcVerifier | None = None
     _sweeper: asyncio.Task[None] | None = field(default=None, repr=False)
 
     async def start(self) -> None:
@@ -182,6 +199,8 @@ class Container:
         if close_llm is not None:
             await close_llm()
         await self.store.close()
+        if self.oidc_verifier is not None:
+            await self.oidc_verifier.close()
         close = getattr(self.outbox, "close", None)
         if close is not None:
             await close()
@@ -257,4 +276,5 @@ def bootstrap(
         advancer=advancer,
         ingestor=Ingestor(store, advancer, clock),
         clock=clock,
+        oidc_verifier=oidc_verifier(settings),
     )

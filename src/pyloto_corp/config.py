@@ -213,12 +213,35 @@ class QueueSettings(_Section):
     cloud_tasks_emulator_host: str | None = Field(
         None, alias="CLOUD_TASKS_EMULATOR_HOST", description="host:port of a local emulator."
     )
+    cloud_tasks_service_account: str | None = Field(
+        None,
+        alias="CLOUD_TASKS_SERVICE_ACCOUNT",
+        pattern=r"^[^@\s]+@[^@\s]+$",
+        description="E-mail of the account whose OIDC tokens tasks carry; when set, the task "
+        "routes accept only its Google-signed tokens instead of X-Internal-Token.",
+    )
+    cloud_tasks_oidc_audience: str | None = Field(
+        None,
+        alias="CLOUD_TASKS_OIDC_AUDIENCE",
+        description="Audience of the tasks' OIDC tokens (default: INTERNAL_TASK_BASE_URL).",
+    )
+    google_oidc_certs_url: str = Field(
+        "https://www.googleapis.com/oauth2/v1/certs",
+        alias="GOOGLE_OIDC_CERTS_URL",
+        pattern=r"^https?://",
+        description="Google's public keys for ID tokens (PEM map or JWKS).",
+    )
     local_min_backoff_seconds: float = Field(
         5.0, alias="LOCAL_QUEUE_MIN_BACKOFF_SECONDS", gt=0, description="First retry delay."
     )
     local_max_backoff_seconds: float = Field(
         600.0, alias="LOCAL_QUEUE_MAX_BACKOFF_SECONDS", gt=0, description="Retry delay cap."
     )
+
+    @property
+    def oidc_audience(self) -> str | None:
+        """CLOUD_TASKS_OIDC_AUDIENCE, else INTERNAL_TASK_BASE_URL."""
+        return self.cloud_tasks_oidc_audience or self.internal_task_base_url
 
     @property
     def effective_backend(self) -> Literal["local", "cloud_tasks"]:
@@ -322,7 +345,7 @@ class Settings(BaseSettings):
 
 def unsafe_combinations(settings: Settings) -> list[str]:
     """Reasons this configuration would lose data, split state or run unprotected."""
-    return _backend_problems(settings) + _secret_problems(settings)
+    return _backend_problems(settings) + _secret_problems(settings) + _oidc_problems(settings)
 
 
 def _backend_problems(settings: Settings) -> list[str]:
@@ -353,6 +376,16 @@ def _backend_problems(settings: Settings) -> list[str]:
     if queue.local_min_backoff_seconds > queue.local_max_backoff_seconds:
         problems.append("LOCAL_QUEUE_MIN_BACKOFF_SECONDS is above LOCAL_QUEUE_MAX_BACKOFF_SECONDS")
     return problems
+
+
+def _oidc_problems(settings: Settings) -> list[str]:
+    queue = settings.queue
+    if queue.cloud_tasks_service_account and not queue.oidc_audience:
+        return [
+            "CLOUD_TASKS_SERVICE_ACCOUNT needs CLOUD_TASKS_OIDC_AUDIENCE or "
+            "INTERNAL_TASK_BASE_URL: the audience its OIDC tokens are checked against"
+        ]
+    return []
 
 
 def _secret_problems(settings: Settings) -> list[str]:

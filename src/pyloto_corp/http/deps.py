@@ -1,14 +1,22 @@
-"""Shared pieces of the HTTP layer: the container lookup and the internal token guard."""
+"""Shared pieces of the HTTP layer: the container lookup and the /internal guards."""
 
 from __future__ import annotations
 
 import hmac
+import logging
 
 from litestar.connection import ASGIConnection
-from litestar.exceptions import NotAuthorizedException, PermissionDeniedException
+from litestar.exceptions import (
+    NotAuthorizedException,
+    PermissionDeniedException,
+    ServiceUnavailableException,
+)
 from litestar.handlers.base import BaseRouteHandler
 
+from pyloto_corp.adapters.google_oidc import CertsUnavailable, InvalidToken, OidcVerifier
 from pyloto_corp.bootstrap import Container
+
+log = logging.getLogger(__name__)
 
 
 def container_of(connection: ASGIConnection) -> Container:  # type: ignore[type-arg]
@@ -28,3 +36,45 @@ def internal_token_guard(
     expected = container_of(connection).settings.internal_task_token
     if not hmac.compare_digest(given.encode(), expected.encode()):
         raise PermissionDeniedException("invalid X-Internal-Token")
+
+
+# Marks the routes Cloud Tasks and Cloud Scheduler call (`opt=TASK_ROUTE`); every other
+# /internal route stays on X-Internal-Token, so a new route is never left open by default.
+TASK_ROUTE = {"task_route": True}
+
+
+async def internal_guard(
+    connection: ASGIConnection,  # type: ignore[type-arg]
+    handler: BaseRouteHandler,
+) -> None:
+    """Guard of /internal: the OIDC check on task routes when configured, else the token."""
+    verifier = container_of(connection).oidc_verifier
+    if verifier is None or not handler.opt.get("task_route"):
+        internal_token_guard(connection, handler)
+        return
+    await _oidc_bearer(connection, verifier)
+
+
+async def _oidc_bearer(
+    connection: ASGIConnection,  # type: ignore[type-arg]
+    verifier: OidcVerifier,
+) -> None:
+    """401 without `Authorization: Bearer`, 403 with an invalid token, 503 (so the queue
+    retries) when Google's keys cannot be fetched."""
+    scheme, _, token = connection.headers.get("authorization", "").partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
+        raise NotAuthorizedException("missing bearer token", headers={"WWW-Authenticate": "Bearer"})
+    try:
+        await verifier.verify(token)
+    except InvalidToken as error:
+        log.warning("oidc_rejected", extra={"event": "oidc_rejected", "reason": error.reason})
+        raise PermissionDeniedException("invalid OIDC token") from None
+    except CertsUnavailable as error:
+        log.error(
+            "oidc_certs_unavailable",
+            extra={"event": "oidc_certs_unavailable", "error": str(error)},
+        )
+        raise ServiceUnavailableException(
+            "cannot check the token now, retry later", headers={"Retry-After": "5"}
+        ) from None

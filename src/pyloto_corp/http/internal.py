@@ -1,4 +1,8 @@
-"""Internal routes for the task queue and operators, behind X-Internal-Token."""
+"""Internal routes for the task queue and operators.
+
+Operators use X-Internal-Token; the task routes take an OIDC bearer token instead when
+CLOUD_TASKS_SERVICE_ACCOUNT is set (routes marked `TASK_ROUTE`, see `internal_guard`).
+"""
 
 from __future__ import annotations
 
@@ -9,7 +13,7 @@ from litestar import Controller, Request, get, post
 from litestar.exceptions import ClientException, NotFoundException
 
 from pyloto_corp.application.inspect import record_view
-from pyloto_corp.http.deps import container_of, internal_token_guard
+from pyloto_corp.http.deps import TASK_ROUTE, container_of, internal_guard
 
 
 class AdvanceTask(msgspec.Struct, forbid_unknown_fields=True):
@@ -26,9 +30,9 @@ class InternalController(Controller):
     """Task callbacks and record inspection."""
 
     path = "/internal"
-    guards = [internal_token_guard]  # noqa: RUF012
+    guards = [internal_guard]  # noqa: RUF012
 
-    @post("/tasks/advance", status_code=200)
+    @post("/tasks/advance", status_code=200, opt=TASK_ROUTE)
     async def advance(self, request: Request[Any, Any, Any]) -> dict[str, str]:
         """Run one transition; a task whose record moved on is a no-op success."""
         try:
@@ -41,7 +45,7 @@ class InternalController(Controller):
         outcome = await container.advancer.advance(data.message_id, data.state, attempt)
         return {"outcome": outcome}
 
-    @post("/sweep", status_code=200)
+    @post("/sweep", status_code=200, opt=TASK_ROUTE)
     async def sweep(self, request: Request[Any, Any, Any]) -> dict[str, int]:
         """Re-queue stuck records and purge expired ones (for Cloud Scheduler)."""
         result = await container_of(request).sweep()
