@@ -12,6 +12,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from pyloto_corp.adapters.cloud_tasks import CallbackTarget, CloudTasksQueue
+from pyloto_corp.adapters.cloud_tasks import create_client as create_tasks_client
 from pyloto_corp.adapters.dry_run_outbox import DryRunOutbox, RedisDryRunOutbox
 from pyloto_corp.adapters.google_oidc import OidcVerifier
 from pyloto_corp.adapters.google_oidc import create_http_client as create_oidc_http_client
@@ -25,7 +27,7 @@ from pyloto_corp.adapters.sqlite_store import SQLiteStore
 from pyloto_corp.ai.prompts import BusinessProfile
 from pyloto_corp.application.advance import Advancer
 from pyloto_corp.application.ingest import Ingestor
-from pyloto_corp.application.ports import Outbox, StateStore, StoreUnavailable, Task
+from pyloto_corp.application.ports import Outbox, StateStore, StoreUnavailable, Task, TaskQueue
 from pyloto_corp.application.queues import (
     INBOUND,
     OUTBOUND,
@@ -64,8 +66,6 @@ def load_chart(path: Path | None = None) -> Statechart:
 def _refuse_unbuilt(settings: Settings) -> None:
     """Fail fast on settings that ask for adapters this build does not have."""
     unbuilt = []
-    if settings.queue.effective_backend != "local":
-        unbuilt.append("QUEUE_BACKEND=cloud_tasks (use local)")
     if settings.whatsapp.access_token:
         unbuilt.append("WHATSAPP_ACCESS_TOKEN (unset it to use the dry-run outbox)")
     if unbuilt:
@@ -135,6 +135,31 @@ def queue_specs(settings: Settings) -> dict[str, QueueSpec]:
     }
 
 
+def dispatch_deadline(settings: Settings) -> int:
+    """Cloud Tasks' dispatch deadline: above one step's longest run (an LLM call with its
+    deadline, or a Graph send), within Cloud Tasks' 15 s to 30 min."""
+    return int(min(1800, max(30, settings.openai.timeout_seconds * 2 + 20)))
+
+
+def cloud_tasks_queue(settings: Settings) -> CloudTasksQueue:
+    """The Cloud Tasks adapter; its client is built on first use, in the serving loop."""
+    queue = settings.queue
+    assert queue.gcp_project, "checked by the settings"
+    assert queue.internal_task_base_url, "checked by the settings"
+    target = CallbackTarget(
+        base_url=queue.internal_task_base_url,
+        internal_token=settings.internal_task_token,
+        service_account=queue.cloud_tasks_service_account,
+        audience=queue.oidc_audience,
+        dispatch_deadline_seconds=dispatch_deadline(settings),
+    )
+    names = {"inbound": queue.inbound_queue_name, "outbound": queue.outbound_queue_name}
+    emulator = queue.cloud_tasks_emulator_host
+    return CloudTasksQueue(
+        lambda: create_tasks_client(emulator), queue.gcp_project, queue.gcp_location, names, target
+    )
+
+
 def oidc_verifier(settings: Settings) -> OidcVerifier | None:
     """The task routes' ID-token check, or None when CLOUD_TASKS_SERVICE_ACCOUNT is unset."""
     queue = settings.queue
@@ -158,7 +183,7 @@ class Container:
     chart: Statechart
     machine: LifecycleMachine
     store: StateStore
-    queue: LocalQueue
+    queue: TaskQueue
     outbox: Outbox
     advancer: Advancer
     ingestor: Ingestor
@@ -180,6 +205,8 @@ class Container:
             if self.sole_instance:
                 raise
             log.exception("store_unavailable_at_start", extra={"event": "store_unavailable"})
+        if not isinstance(self.queue, LocalQueue):
+            return  # Cloud Tasks holds the work; Cloud Scheduler calls POST /internal/sweep
         self.queue.start(self._run_task, self._dead_letter)
         try:
             await self.sweep(0.0 if self.sole_instance else STUCK_AFTER_SECONDS)
@@ -189,11 +216,15 @@ class Container:
 
     async def stop(self) -> None:
         """Stop the workers and release connections."""
-        if self._sweeper is not None:
-            self._sweeper.cancel()
+        sweeper, self._sweeper = self._sweeper, None
+        if sweeper is not None:
+            sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self._sweeper
-        await self.queue.stop()
+                await sweeper
+        if isinstance(self.queue, LocalQueue):
+            await self.queue.stop()
+        elif isinstance(self.queue, CloudTasksQueue):
+            await self.queue.close()
         llm = self.advancer.context.llm
         close_llm = getattr(llm.assistant, "close", None) if llm is not None else None
         if close_llm is not None:
@@ -221,12 +252,17 @@ class Container:
         return result
 
     async def _sweep_periodically(self) -> None:
-        while True:
+        while self._sweeper is not None:  # stop() clears it, should a cancellation be lost
             await asyncio.sleep(SWEEP_INTERVAL_SECONDS)
             try:
                 await self.sweep()
             except Exception:
                 log.exception("sweep_failed", extra={"event": "sweep_failed"})
+
+    def max_attempts(self, state: str) -> int:
+        """Attempts the queue of `state`'s step gives a task (the deploy guide's numbers)."""
+        spec = self.chart.states.get(state)
+        return (OUTBOUND if spec and spec.queue == "outbound" else INBOUND).max_attempts
 
     async def _run_task(self, task: Task, attempt: int) -> None:
         await self.advancer.advance(task.message_id, task.state, attempt)
@@ -254,7 +290,11 @@ def bootstrap(
     else:
         sole_instance = False
         outbox = outbox or DryRunOutbox(settings.state.sqlite_path)
-    queue = LocalQueue(queue_specs(settings))
+    queue: TaskQueue
+    if settings.queue.effective_backend == "cloud_tasks":
+        queue = cloud_tasks_queue(settings)
+    else:
+        queue = LocalQueue(queue_specs(settings))
     context = StepContext(
         store=store,
         outbox=outbox,

@@ -405,7 +405,8 @@ async def test_sweep_requeues_stuck_open_records_to_their_queue(
     store.put(recent)
     result = await sweep(store, queue, chart, clock, stuck_after_seconds=900, retention_seconds=1e9)
     assert result.requeued == 2
+    generation = f"sweep-{clock():.0f}"  # a re-queue a deduplicating queue still accepts
     assert sorted(queue.tasks, key=lambda t: t.state) == [
-        Task(early.message_id, "llm1", "inbound"),
-        Task(stuck.message_id, "queued_outbound", "outbound"),
+        Task(early.message_id, "llm1", "inbound", generation=generation),
+        Task(stuck.message_id, "queued_outbound", "outbound", generation=generation),
     ]

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from pyloto_corp.adapters.cloud_tasks import CloudTasksQueue
 from pyloto_corp.adapters.dry_run_outbox import RedisDryRunOutbox
 from pyloto_corp.adapters.redis_store import RedisStore
 from pyloto_corp.bootstrap import bootstrap
@@ -260,7 +261,6 @@ def test_secret_values_never_appear_in_config_errors(broken: dict[str, str]) -> 
 @pytest.mark.parametrize(
     ("environ", "named"),
     [
-        ({"STATE_BACKEND": "redis", **REDIS, **CLOUD_TASKS}, "QUEUE_BACKEND=cloud_tasks"),
         ({"WHATSAPP_ACCESS_TOKEN": "EAAGm0PX4ZCpsBAccessToken"}, "WHATSAPP_ACCESS_TOKEN"),
     ],
 )
@@ -304,3 +304,17 @@ def test_redis_url_must_be_a_redis_url(url: str) -> None:
     """A REDIS_URL that is not redis://, rediss:// or unix:// is refused, naming the variable."""
     message = config_error({"STATE_BACKEND": "redis", "REDIS_URL": url})
     assert "REDIS_URL" in message
+
+
+def test_cloud_tasks_settings_build_the_cloud_tasks_queue() -> None:
+    """QUEUE_BACKEND=cloud_tasks on Redis builds the Cloud Tasks adapter without connecting,
+    with a dispatch deadline above the LLM timeout and OIDC off by default."""
+    container = bootstrap(
+        load_settings(
+            {"STATE_BACKEND": "redis", **REDIS, **CLOUD_TASKS, "OPENAI_TIMEOUT_SECONDS": "10"}
+        )
+    )
+    assert isinstance(container.queue, CloudTasksQueue)
+    assert container.queue._client is None, "no channel before the serving loop runs"
+    assert container.queue.target.dispatch_deadline_seconds > 10
+    assert container.queue.target.service_account is None

@@ -61,21 +61,38 @@ class CloudTasksQueue:
 
     def __init__(
         self,
-        client: tasks_v2.CloudTasksAsyncClient,
+        client: tasks_v2.CloudTasksAsyncClient | Callable[[], tasks_v2.CloudTasksAsyncClient],
         project: str,
         location: str,
         queue_names: Mapping[str, str],
         target: CallbackTarget,
     ) -> None:
-        self.client = client
+        """`client` may be a factory: gRPC's asyncio channels belong to the event loop that
+        creates them, so the service builds its client on first use, inside its loop."""
+        self._client: tasks_v2.CloudTasksAsyncClient | None = None
+        self._factory: Callable[[], tasks_v2.CloudTasksAsyncClient] | None = None
+        if isinstance(client, tasks_v2.CloudTasksAsyncClient):
+            self._client = client
+        else:
+            self._factory = client
         self.project = project
         self.location = location
         self.queue_names = queue_names
         self.target = target
 
+    @property
+    def client(self) -> tasks_v2.CloudTasksAsyncClient:
+        """The client, built on first use."""
+        if self._client is None:
+            assert self._factory is not None
+            self._client = self._factory()
+        return self._client
+
     def queue_path(self, queue: str) -> str:
         """Full resource name of the inbound or outbound queue."""
-        return self.client.queue_path(self.project, self.location, self.queue_names[queue])
+        return tasks_v2.CloudTasksAsyncClient.queue_path(
+            self.project, self.location, self.queue_names[queue]
+        )
 
     def build(self, task: Task) -> tasks_v2.Task:
         """The Cloud Tasks task that advances `task`'s record from its state."""
@@ -122,8 +139,10 @@ class CloudTasksQueue:
             raise QueueUnavailable(f"cloud tasks: {type(error).__name__}") from error
 
     async def close(self) -> None:
-        """Close the gRPC channel."""
-        await self.client.transport.close()  # type: ignore[no-untyped-call]
+        """Close the gRPC channel, if one was opened."""
+        if self._client is not None:
+            await self._client.transport.close()  # type: ignore[no-untyped-call]
+            self._client = None
 
 
 def queue_config(name: str, spec: QueueSpec) -> tasks_v2.Queue:

@@ -3,23 +3,36 @@
 from __future__ import annotations
 
 import logging
+import time
+import uuid
 from dataclasses import replace
-from typing import Any
+from typing import Any, TypeVar
 
 from pyloto_corp.application.ports import (
     PermanentStepError,
     StateStore,
+    StoreUnavailable,
     Task,
     TaskQueue,
     TransientStepError,
 )
-from pyloto_corp.application.queues import STEP_LEASE_SECONDS
+from pyloto_corp.application.queues import STEP_LEASE_SECONDS, STUCK_AFTER_SECONDS
 from pyloto_corp.application.steps import STEPS, ClaimLost, StepContext
 from pyloto_corp.domain.machine import LifecycleMachine
 from pyloto_corp.domain.privacy import message_ref
 from pyloto_corp.domain.records import HistoryEntry, Record
 
 log = logging.getLogger(__name__)
+
+_V = TypeVar("_V")
+
+
+def _remember(entries: dict[str, tuple[_V, float]], key: str, value: _V, keep: float) -> None:
+    """Add `key`, dropping entries older than `keep` seconds (the store has moved past them)."""
+    now = time.monotonic()
+    for old in [name for name, (_, at) in entries.items() if now - at >= keep]:
+        del entries[old]
+    entries[key] = (value, now)
 
 
 class Advancer:
@@ -36,6 +49,13 @@ class Advancer:
         self.store = store
         self.queue = queue
         self.context = context
+        # Writes whose answer the store never gave (it failed mid-step), settled by the task's
+        # next delivery in this process. Leases (name → owner) it could not give back: freed
+        # instead of burning attempts on "running in another delivery" until they expire.
+        # Saves (message id → version) that may have been applied: if the record is found
+        # exactly so, the next step is queued, which the failed delivery never did.
+        self._unreleased: dict[str, tuple[str, float]] = {}
+        self._unconfirmed: dict[str, tuple[int, float]] = {}
 
     def task_for(self, record: Record) -> Task | None:
         """The task that advances `record` from its state; None once it is terminal."""
@@ -51,13 +71,37 @@ class Advancer:
         arriving meanwhile is told to retry later instead of doing the work again.
         """
         lease = f"{message_id}:{expected_state}"
-        owner = self.context.instance_id
-        if not await self.store.acquire_lease(lease, owner, STEP_LEASE_SECONDS):
+        await self._free_unreleased(lease)
+        owner = f"{self.context.instance_id}:{uuid.uuid4().hex}"  # this delivery only
+        try:
+            taken = await self.store.acquire_lease(lease, owner, STEP_LEASE_SECONDS)
+        except StoreUnavailable:
+            _remember(self._unreleased, lease, owner, STEP_LEASE_SECONDS)  # may be taken
+            raise
+        if not taken:
             raise TransientStepError("this step is running in another delivery of the task")
         try:
             return await self._advance(message_id, expected_state, attempt)
         finally:
-            await self.store.release_lease(lease, owner)
+            try:
+                await self.store.release_lease(lease, owner)
+            except StoreUnavailable:
+                _remember(self._unreleased, lease, owner, STEP_LEASE_SECONDS)
+                raise
+
+    async def _free_unreleased(self, lease: str) -> None:
+        """Give back a lease an earlier, finished delivery in this process could not."""
+        held = self._unreleased.get(lease)
+        if held is not None:
+            await self.store.release_lease(lease, held[0])  # only if that owner still holds it
+            self._unreleased.pop(lease, None)
+
+    async def _queue_unconfirmed(self, record: Record) -> None:
+        """Queue the next step if this process's unanswered save is what the store holds."""
+        saved = self._unconfirmed.pop(record.message_id, None)
+        task = self.task_for(record)
+        if saved is not None and saved[0] == record.version and task is not None:
+            await self.queue.enqueue(task)
 
     async def _advance(self, message_id: str, expected_state: str, attempt: int) -> str:
         record = await self.store.get(message_id)
@@ -68,6 +112,7 @@ class Advancer:
             )
             return "unknown"
         if record.state != expected_state or record.state not in STEPS:
+            await self._queue_unconfirmed(record)
             return "stale"  # moved on, or terminal: a terminal state has no step to run
         started = self.context.clock()
         try:
@@ -79,7 +124,24 @@ class Advancer:
             return "failed"
         return await self._commit(record, outcome.trigger, outcome.updates, started, attempt)
 
-    async def dead_letter(self, message_id: str, expected_state: str, reason: str) -> bool:
+    async def deliver(
+        self, message_id: str, expected_state: str, attempt: int, max_attempts: int
+    ) -> str:
+        """One delivery of a queued task. A failure on the queue's last attempt dead-letters
+        the record (the queue would drop the task silently); earlier ones go back to it."""
+        try:
+            return await self.advance(message_id, expected_state, attempt)
+        except Exception as error:
+            if attempt < max_attempts:
+                raise
+            reason = f"out of attempts ({attempt}): {type(error).__name__}: {error}"[:300]
+            if await self.dead_letter(message_id, expected_state, reason, attempt):
+                return "failed"
+            raise
+
+    async def dead_letter(
+        self, message_id: str, expected_state: str, reason: str, attempt: int = 0
+    ) -> bool:
         """Move the record to `failed` with `reason` if it is still in `expected_state`."""
         record = await self.store.get(message_id)
         if record is None or record.state != expected_state:
@@ -95,7 +157,7 @@ class Advancer:
         )
         started = self.context.clock()
         outcome = await self._commit(
-            record, "dead_letter", {"failure_reason": reason}, started, attempt=0
+            record, "dead_letter", {"failure_reason": reason}, started, attempt=attempt
         )
         return outcome != "stale"
 
@@ -128,8 +190,14 @@ class Advancer:
             history=[*record.history, entry],
             attempts=attempts,
         )
-        if not await self.store.save(moved, expected_version=record.version):
+        try:
+            saved = await self.store.save(moved, expected_version=record.version)
+        except StoreUnavailable:
+            _remember(self._unconfirmed, record.message_id, moved.version, STUCK_AFTER_SECONDS)
+            raise
+        if not saved:
             return "stale"
+        self._unconfirmed.pop(record.message_id, None)  # settled: this save was applied
         log.info(
             "transition",
             extra={

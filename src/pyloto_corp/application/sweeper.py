@@ -32,7 +32,10 @@ async def sweep(
     now = clock()
     open_records = await store.open_records(older_than=now - stuck_after_seconds)
     for message_id, state in open_records:
-        await queue.enqueue(Task(message_id, state, chart.states[state].queue))
+        # A generation of its own, so a queue that refuses a repeated step (Cloud Tasks task
+        # names) takes this deliberate re-queue.
+        task = Task(message_id, state, chart.states[state].queue, generation=f"sweep-{now:.0f}")
+        await queue.enqueue(task)
     purged = await store.purge(created_before=now - retention_seconds)
     result = SweepResult(requeued=len(open_records), purged=purged)
     log.info(

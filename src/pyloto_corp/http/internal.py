@@ -40,9 +40,13 @@ class InternalController(Controller):
         except msgspec.DecodeError as error:
             raise ClientException(f"invalid task body: {error}") from None
         container = container_of(request)
+        # Cloud Tasks counts earlier deliveries; this one is the next attempt.
         retries = request.headers.get("x-cloudtasks-taskretrycount", "0")
-        attempt = int(retries) + 1 if retries.isdigit() else 1
-        outcome = await container.advancer.advance(data.message_id, data.state, attempt)
+        attempt = int(retries) + 1 if retries.isdigit() and len(retries) < 6 else 1
+        max_attempts = container.max_attempts(data.state)
+        outcome = await container.advancer.deliver(
+            data.message_id, data.state, attempt, max_attempts
+        )
         return {"outcome": outcome}
 
     @post("/sweep", status_code=200, opt=TASK_ROUTE)

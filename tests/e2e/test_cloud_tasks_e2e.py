@@ -1,0 +1,214 @@
+"""The production engine end to end: `pyloto serve` on Redis with Cloud Tasks (the emulator).
+
+Webhooks become tasks in the emulator, which calls the service back over HTTP for each
+transition. The emulator retries failed tasks at once and forever (it has no backoff or
+attempt limit), which is what the fault tests lean on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import httpx
+import pytest
+import redis
+
+from pyloto_corp.adapters.cloud_tasks import create_client, ensure_queues
+from pyloto_corp.application.queues import INBOUND, OUTBOUND
+from tests.e2e.servers import RedisView, ServeProcess, post_webhook, process_env, redis_variables
+from tests.helpers import envelope, text_message
+from tests.redis_server import RedisServer, free_port
+from tests.tasks_emulator import TasksEmulator
+
+pytestmark = pytest.mark.slow
+
+PROJECT, LOCATION = "pyloto-e2e", "southamerica-east1"
+
+
+@pytest.fixture
+def emulator(tmp_path: Path) -> Iterator[TasksEmulator]:
+    """A fresh emulator with both queues created by the project's own `ensure_queues`."""
+    running = TasksEmulator(free_port(), tmp_path / "emulator.log")
+    running.start()
+
+    async def ensure() -> None:
+        client = create_client(running.host)
+        parent = client.common_location_path(PROJECT, LOCATION)
+        wanted = {
+            client.queue_path(PROJECT, LOCATION, "whatsapp-inbound"): INBOUND,
+            client.queue_path(PROJECT, LOCATION, "whatsapp-outbound"): OUTBOUND,
+        }
+        await ensure_queues(client, parent, wanted, dry_run=False)
+        await client.transport.close()  # type: ignore[no-untyped-call]
+
+    asyncio.run(ensure())
+    yield running
+    running.stop()
+
+
+class FlakyProxy:
+    """Sits between the emulator and the service: fails the first `failures` deliveries of
+    each task with 500, then forwards (headers included, so retry counts reach the app)."""
+
+    def __init__(self, target: str, failures: int) -> None:
+        self.target = target
+        self.failures = failures
+        self.seen: dict[bytes, int] = {}
+        self.lock = threading.Lock()
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("content-length") or 0))
+                with proxy.lock:
+                    proxy.seen[body] = proxy.seen.get(body, 0) + 1
+                    fail = proxy.seen[body] <= proxy.failures
+                if fail:
+                    self.send_response(500)
+                    self.end_headers()
+                    return
+                headers = {k: v for k, v in self.headers.items() if k.lower() != "host"}
+                answer = httpx.post(proxy.target + self.path, content=body, headers=headers)
+                self.send_response(answer.status_code)
+                self.end_headers()
+                self.wfile.write(answer.content)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        """Base URL the tasks should call."""
+        return f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def stop(self) -> None:
+        """Stop serving."""
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def _serve(
+    tmp_path: Path, redis_server: RedisServer, prefix: str, emulator: TasksEmulator, port: int,
+    base_url: str | None = None,
+) -> ServeProcess:  # fmt: skip
+    variables = redis_variables(
+        redis_server.url,
+        prefix,
+        tmp_path,
+        QUEUE_BACKEND="cloud_tasks",
+        GCP_PROJECT=PROJECT,
+        GCP_LOCATION=LOCATION,
+        CLOUD_TASKS_EMULATOR_HOST=emulator.host,
+        INTERNAL_TASK_BASE_URL=base_url or f"http://127.0.0.1:{port}",
+    )
+    server = ServeProcess(process_env(variables), tmp_path / "serve.log")
+    server.port, server.url = port, f"http://127.0.0.1:{port}"
+    return server
+
+
+def _post_batch(url: str, count: int) -> list[str]:
+    messages = [text_message(f"Quero saber o preço {n}") for n in range(count)]
+    with httpx.Client(timeout=10) as client:
+        response = post_webhook(client, url, envelope(messages))
+    assert response.status_code == 200, response.text
+    return [message["id"] for message in messages]
+
+
+def test_webhook_to_sent_through_cloud_tasks_callbacks(
+    tmp_path: Path, redis_server: RedisServer, redis_prefix: str, emulator: TasksEmulator
+) -> None:
+    """Each transition is a task the emulator delivers over HTTP; every message ends `sent`
+    with exactly one reply, and no transition ran in the web process's own queue."""
+    port = free_port()
+    server = _serve(tmp_path, redis_server, redis_prefix, emulator, port)
+    try:
+        server.start()
+        ids = _post_batch(server.url, 5)
+        view = RedisView(redis.Redis(port=redis_server.port), redis_prefix)
+        assert view.wait_for(ids, "sent", seconds=60) == dict.fromkeys(ids, "sent")
+        assert view.replies() == dict.fromkeys(ids, 1)
+    finally:
+        server.stop()
+
+
+def test_a_task_failing_twice_is_retried_and_then_succeeds(
+    tmp_path: Path, redis_server: RedisServer, redis_prefix: str, emulator: TasksEmulator
+) -> None:
+    """The first two deliveries of every task fail; the queue retries, the third delivery
+    runs the step (recorded as attempt 3) and every message still gets one reply."""
+    port = free_port()
+    proxy = FlakyProxy(f"http://127.0.0.1:{port}", failures=2)
+    server = _serve(tmp_path, redis_server, redis_prefix, emulator, port, base_url=proxy.url)
+    try:
+        server.start()
+        ids = _post_batch(server.url, 3)
+        view = RedisView(redis.Redis(port=redis_server.port), redis_prefix)
+        assert view.wait_for(ids, "sent", seconds=60) == dict.fromkeys(ids, "sent")
+        assert view.replies() == dict.fromkeys(ids, 1)
+        with httpx.Client(timeout=5) as client:
+            history = client.get(
+                f"{server.url}/internal/messages/{ids[0]}",
+                headers={"X-Internal-Token": server.env["INTERNAL_TASK_TOKEN"]},
+            ).json()["history"]
+        assert {step["attempt"] for step in history} == {3}
+        assert all(count == 3 for count in proxy.seen.values()), proxy.seen
+    finally:
+        server.stop()
+        proxy.stop()
+
+
+def test_killed_while_tasks_are_in_flight_every_message_is_sent_once(
+    tmp_path: Path, redis_server: RedisServer, redis_prefix: str, emulator: TasksEmulator
+) -> None:
+    """SIGKILL with tasks queued and running; the emulator keeps retrying; after a restart
+    on the same port every acknowledged message reaches `sent` exactly once."""
+    port = free_port()
+    server = _serve(tmp_path, redis_server, redis_prefix, emulator, port)
+    view = RedisView(redis.Redis(port=redis_server.port), redis_prefix)
+    try:
+        server.start()
+        ids = _post_batch(server.url, 10) + _post_batch(server.url, 10)
+        server.kill()
+        unfinished = [m for m, state in view.states(ids).items() if state != "sent"]
+        assert unfinished, "the kill came before the pipeline finished"
+        server.start()
+        assert view.wait_for(ids, "sent", seconds=90) == dict.fromkeys(ids, "sent")
+        assert view.replies() == dict.fromkeys(ids, 1)
+    finally:
+        server.stop()
+
+
+def test_last_attempt_dead_letters_instead_of_losing_the_task(
+    tmp_path: Path, redis_server: RedisServer, redis_prefix: str, emulator: TasksEmulator
+) -> None:
+    """A step that keeps failing (its lease is held elsewhere) is answered 503 until the
+    queue's last attempt (10 on whatsapp-inbound), which moves the record to `failed` with
+    the reason and answers 200, so the dead letter is kept rather than silently dropped."""
+    port = free_port()
+    server = _serve(tmp_path, redis_server, redis_prefix, emulator, port)
+    client = redis.Redis(port=redis_server.port)
+    view = RedisView(client, redis_prefix)
+    try:
+        server.start()
+        message = text_message("Olá")
+        lease = view.keys.lease(f"{message['id']}:received")
+        client.set(lease, "another-instance", px=120_000)  # a delivery that never finishes
+        with httpx.Client(timeout=10) as http:
+            assert post_webhook(http, server.url, envelope([message])).status_code == 200
+        assert view.wait_for([message["id"]], "failed", seconds=60) == {message["id"]: "failed"}
+        with httpx.Client(timeout=5) as http:
+            record = http.get(
+                f"{server.url}/internal/messages/{message['id']}",
+                headers={"X-Internal-Token": server.env["INTERNAL_TASK_TOKEN"]},
+            ).json()
+        assert record["failure_reason"].startswith("out of attempts (10)")
+        assert record["history"][-1]["attempt"] == 10
+    finally:
+        server.stop()
