@@ -1,8 +1,9 @@
-"""End-to-end fixtures: a driver over the real app, apps with other settings, a clean CLI env."""
+"""End-to-end fixtures: a driver over the real app, apps with other settings, a clean CLI env,
+and `pyloto serve` processes on Redis."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 
@@ -12,10 +13,13 @@ from litestar.testing import AsyncTestClient
 from pyloto_corp.bootstrap import bootstrap
 from pyloto_corp.config import Settings
 from pyloto_corp.http.app import create_app
+from tests.e2e.servers import ServeProcess, process_env, redis_variables
 from tests.e2e.support import SETTINGS_VARIABLES, Pyloto
 from tests.helpers import APP_SECRET, INTERNAL_TOKEN, VERIFY_TOKEN
+from tests.redis_server import RedisServer
 
 OpenPyloto = Callable[..., AbstractAsyncContextManager[Pyloto]]
+ServeOnRedis = Callable[..., ServeProcess]
 
 
 @pytest.fixture
@@ -59,3 +63,20 @@ def cli_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
     work.mkdir()
     monkeypatch.chdir(work)
     return variables
+
+
+@pytest.fixture
+def serve_on_redis(redis_prefix: str, tmp_path: Path) -> Iterator[ServeOnRedis]:
+    """Build `pyloto serve` processes on a Redis, all under the test's key prefix:
+    `serve_on_redis(redis_server, VAR="x").start()`. Killed at the end, whatever happened."""
+    built: list[ServeProcess] = []
+
+    def create(redis_server: RedisServer, **overrides: str) -> ServeProcess:
+        variables = redis_variables(redis_server.url, redis_prefix, tmp_path, **overrides)
+        server = ServeProcess(process_env(variables), tmp_path / f"server-{len(built)}.log")
+        built.append(server)
+        return server
+
+    yield create
+    for server in built:
+        server.cleanup()

@@ -3,12 +3,8 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
-import socket
 import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,18 +12,12 @@ import httpx
 import pytest
 
 from pyloto_corp.cli import DEFAULT_NAME, DEFAULT_SENDER, main
-from tests.e2e.support import SETTINGS_VARIABLES
+from tests.e2e.servers import ServeProcess, process_env, pyloto_command
 from tests.helpers import INTERNAL_TOKEN, encode, envelope, signed_headers, text_message
 
 TEXT = "Olá, quero saber o preço"
 TRAJECTORY = "received → deduped → fallback → queued_outbound → sent"
 MASKED_SENDER = "*" * (len(DEFAULT_SENDER) - 4) + DEFAULT_SENDER[-4:]
-
-
-def _command() -> list[str]:
-    """The installed console script (falls back to `python -m` if it is not installed)."""
-    script = Path(sys.executable).parent / "pyloto"
-    return [str(script)] if script.exists() else [sys.executable, "-m", "pyloto_corp.cli"]
 
 
 def _message_id(stdout: str) -> str:
@@ -118,7 +108,7 @@ def _run(
     args: list[str], env: dict[str, str], timeout: float = 60
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [*_command(), *args],
+        [*pyloto_command(), *args],
         env=env,
         capture_output=True,
         text=True,
@@ -127,80 +117,28 @@ def _run(
     )
 
 
-def _process_env(variables: dict[str, str], **extra: str) -> dict[str, str]:
-    clean = {k: v for k, v in os.environ.items() if k not in SETTINGS_VARIABLES}
-    return {**clean, **variables, **extra}
-
-
 @pytest.mark.slow
 def test_console_script_reports_an_invalid_variable_with_exit_2(cli_env: dict[str, str]) -> None:
     """The installed `pyloto` script exits 2 with the variable's name on stderr."""
-    result = _run(["inspect", "x"], _process_env(cli_env, OPENAI_TIMEOUT_SECONDS="abc"))
+    result = _run(["inspect", "x"], process_env(cli_env, OPENAI_TIMEOUT_SECONDS="abc"))
     assert result.returncode == 2
     assert "OPENAI_TIMEOUT_SECONDS" in result.stderr
     assert "Traceback" not in result.stderr
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
-class Served:
-    """`pyloto serve` in a child process."""
-
-    def __init__(self, env: dict[str, str], log: Path) -> None:
-        self.port = _free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.env = env
-        self.log = log
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        with self.log.open("ab") as out:
-            self.process = subprocess.Popen(
-                [*_command(), "serve", "--port", str(self.port)],
-                env=self.env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            assert self.process.poll() is None, self.log.read_text()
-            try:
-                if httpx.get(f"{self.url}/health", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.05)
-        raise AssertionError(f"server did not answer /health:\n{self.log.read_text()}")
-
-    def terminate(self) -> int:
-        assert self.process is not None
-        self.process.send_signal(signal.SIGTERM)
-        return self.process.wait(timeout=30)
-
-    def cleanup(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(timeout=10)
-
-
 @pytest.fixture
-def served(cli_env: dict[str, str], tmp_path: Path) -> Iterator[Served]:
+def served(cli_env: dict[str, str], tmp_path: Path) -> Iterator[ServeProcess]:
     """A server to start (on the test's database); killed at the end if still running."""
-    server = Served(_process_env(cli_env), tmp_path / "server.log")
+    server = ServeProcess(process_env(cli_env), tmp_path / "server.log")
     yield server
     server.cleanup()
 
 
 @pytest.mark.slow
-def test_serve_then_simulate_over_http_then_sigterm(served: Served) -> None:
+def test_serve_then_simulate_over_http_then_sigterm(served: ServeProcess) -> None:
     """`pyloto serve` answers /health; `pyloto simulate --url` prints the same trajectory and the
     reply; `pyloto inspect --url` masks the phone; SIGTERM shuts the server down cleanly."""
-    served.start()
+    served.start("/health")
     assert httpx.get(f"{served.url}/ready", timeout=5).status_code == 200
 
     result = _run(["simulate", "--url", served.url, TEXT], served.env)
@@ -232,11 +170,11 @@ def test_serve_then_simulate_over_http_then_sigterm(served: Served) -> None:
 
 
 @pytest.mark.slow
-def test_served_body_limit_holds_for_chunked_uploads(served: Served) -> None:
+def test_served_body_limit_holds_for_chunked_uploads(served: ServeProcess) -> None:
     """On a real server with WEBHOOK_MAX_BODY_BYTES=2048, a signed 4096-byte body → 413 whether
     it has a Content-Length or is streamed chunked; nothing is stored."""
     served.env["WEBHOOK_MAX_BODY_BYTES"] = "2048"
-    served.start()
+    served.start("/health")
     message = text_message("a")
     message["text"]["body"] = "a" * (4096 - len(encode(envelope([message]))) + 1)
     body = encode(envelope([message]))

@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import socket
 import sqlite3
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,6 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.e2e.servers import ServeProcess, process_env
 from tests.helpers import (
     APP_SECRET,
     INTERNAL_TOKEN,
@@ -31,61 +28,23 @@ BATCHES = 8
 PER_BATCH = 10
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
-class Server:
-    """`pyloto serve` in a child process on a private database."""
-
-    def __init__(self, database: Path, log: Path) -> None:
-        self.port = _free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.env = {
-            **os.environ,
-            "STATE_SQLITE_PATH": str(database),
-            "WHATSAPP_APP_SECRET": APP_SECRET,
-            "WHATSAPP_VERIFY_TOKEN": VERIFY_TOKEN,
-            "INTERNAL_TASK_TOKEN": INTERNAL_TOKEN,
-            "LOCAL_QUEUE_MIN_BACKOFF_SECONDS": "0.05",
-            "LOCAL_QUEUE_MAX_BACKOFF_SECONDS": "0.5",
-        }
-        self.log = log
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        command = [sys.executable, "-m", "pyloto_corp.cli", "serve", "--port", str(self.port)]
-        with self.log.open("ab") as log:
-            self.process = subprocess.Popen(command, env=self.env, stdout=log, stderr=log)
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            assert self.process.poll() is None, self.log.read_text()
-            try:
-                if httpx.get(f"{self.url}/ready", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.05)
-        raise AssertionError("server did not become ready")
-
-    def kill(self) -> None:
-        assert self.process is not None
-        self.process.send_signal(signal.SIGKILL)
-        self.process.wait(timeout=10)
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            self.process.wait(timeout=15)
+def _server(database: Path, log: Path) -> ServeProcess:
+    """`pyloto serve` on a private SQLite database."""
+    variables = {
+        "STATE_SQLITE_PATH": str(database),
+        "WHATSAPP_APP_SECRET": APP_SECRET,
+        "WHATSAPP_VERIFY_TOKEN": VERIFY_TOKEN,
+        "INTERNAL_TASK_TOKEN": INTERNAL_TOKEN,
+        "LOCAL_QUEUE_MIN_BACKOFF_SECONDS": "0.05",
+        "LOCAL_QUEUE_MAX_BACKOFF_SECONDS": "0.5",
+    }
+    return ServeProcess(process_env(variables), log)
 
 
 @pytest.fixture
-def server(tmp_path: Path) -> Iterator[Server]:
+def server(tmp_path: Path) -> Iterator[ServeProcess]:
     """A server that is stopped at the end of the test, whatever happened."""
-    running = Server(tmp_path / "pyloto.db", tmp_path / "server.log")
+    running = _server(tmp_path / "pyloto.db", tmp_path / "server.log")
     yield running
     running.stop()
 
@@ -127,7 +86,7 @@ def _wait_all_sent(database: Path, ids: list[str], seconds: float) -> dict[str, 
 
 
 def test_sigkill_after_ack_then_restart_sends_each_reply_exactly_once(
-    server: Server, tmp_path: Path
+    server: ServeProcess, tmp_path: Path
 ) -> None:
     """Acknowledged messages all reach `sent` after two SIGKILLs, each with one outbox row."""
     database = tmp_path / "pyloto.db"
@@ -150,12 +109,13 @@ def test_sigkill_after_ack_then_restart_sends_each_reply_exactly_once(
 
 
 def test_second_server_on_the_same_database_refuses_to_start(
-    server: Server, tmp_path: Path
+    server: ServeProcess, tmp_path: Path
 ) -> None:
     """Two processes never serve one SQLite file: the second exits with a clear error."""
     server.start()
-    second = Server(tmp_path / "pyloto.db", tmp_path / "second.log")
-    command = [sys.executable, "-m", "pyloto_corp.cli", "serve", "--port", str(second.port)]
-    result = subprocess.run(command, env=second.env, capture_output=True, timeout=30, check=False)
+    second = _server(tmp_path / "pyloto.db", tmp_path / "second.log")
+    result = subprocess.run(
+        second.command, env=second.env, capture_output=True, timeout=30, check=False
+    )
     assert result.returncode != 0
     assert b"in use by another pyloto process" in result.stdout + result.stderr
