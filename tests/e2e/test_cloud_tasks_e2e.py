@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -19,7 +20,15 @@ import redis
 
 from pyloto_corp.adapters.cloud_tasks import create_client, ensure_queues
 from pyloto_corp.application.queues import INBOUND, OUTBOUND
-from tests.e2e.servers import RedisView, ServeProcess, post_webhook, process_env, redis_variables
+from tests.e2e.servers import (
+    RedisView,
+    ServeProcess,
+    make_record,
+    post_webhook,
+    process_env,
+    redis_variables,
+    write_records,
+)
 from tests.helpers import envelope, text_message
 from tests.redis_server import RedisServer, free_port
 from tests.tasks_emulator import TasksEmulator
@@ -188,27 +197,27 @@ def test_killed_while_tasks_are_in_flight_every_message_is_sent_once(
 def test_last_attempt_dead_letters_instead_of_losing_the_task(
     tmp_path: Path, redis_server: RedisServer, redis_prefix: str, emulator: TasksEmulator
 ) -> None:
-    """A step that keeps failing (its lease is held elsewhere) is answered 503 until the
-    queue's last attempt (10 on whatsapp-inbound), which moves the record to `failed` with
-    the reason and answers 200, so the dead letter is kept rather than silently dropped."""
+    """A step that fails every time (here a record broken by hand: queued for sending with
+    no reply) is answered 503 until the queue's last attempt (8 on whatsapp-outbound), which
+    moves the record to `failed` with the reason and answers 200, so the dead letter is
+    kept rather than dropped by the queue."""
     port = free_port()
     server = _serve(tmp_path, redis_server, redis_prefix, emulator, port)
-    client = redis.Redis(port=redis_server.port)
-    view = RedisView(client, redis_prefix)
+    view = RedisView(redis.Redis(port=redis_server.port), redis_prefix)
+    broken = make_record("Olá", at=time.time() - 3600, state="queued_outbound", reply=None)
+    write_records(redis_server.url, redis_prefix, [broken])
     try:
         server.start()
-        message = text_message("Olá")
-        lease = view.keys.lease(f"{message['id']}:received")
-        client.set(lease, "another-instance", px=120_000)  # a delivery that never finishes
+        token = {"X-Internal-Token": server.env["INTERNAL_TASK_TOKEN"]}
         with httpx.Client(timeout=10) as http:
-            assert post_webhook(http, server.url, envelope([message])).status_code == 200
-        assert view.wait_for([message["id"]], "failed", seconds=60) == {message["id"]: "failed"}
+            swept = http.post(f"{server.url}/internal/sweep", headers=token).json()
+        assert swept["requeued"] == 1
+        message_id = broken.message_id
+        assert view.wait_for([message_id], "failed", seconds=60) == {message_id: "failed"}
         with httpx.Client(timeout=5) as http:
-            record = http.get(
-                f"{server.url}/internal/messages/{message['id']}",
-                headers={"X-Internal-Token": server.env["INTERNAL_TASK_TOKEN"]},
-            ).json()
-        assert record["failure_reason"].startswith("out of attempts (10)")
-        assert record["history"][-1]["attempt"] == 10
+            record = http.get(f"{server.url}/internal/messages/{message_id}", headers=token).json()
+        assert record["failure_reason"].startswith("out of attempts (8)")
+        assert record["history"][-1]["attempt"] == 8
+        assert view.replies() == {}, "nothing was sent"
     finally:
         server.stop()

@@ -35,6 +35,10 @@ def _remember(entries: dict[str, tuple[_V, float]], key: str, value: _V, keep: f
     entries[key] = (value, now)
 
 
+class StepBusy(TransientStepError):
+    """Another delivery of the same task holds the step's lease: retry later."""
+
+
 class Advancer:
     """Runs one step of one record: load, check, work, save with a version check, enqueue."""
 
@@ -79,7 +83,7 @@ class Advancer:
             _remember(self._unreleased, lease, owner, STEP_LEASE_SECONDS)  # may be taken
             raise
         if not taken:
-            raise TransientStepError("this step is running in another delivery of the task")
+            raise StepBusy("this step is running in another delivery of the task")
         try:
             return await self._advance(message_id, expected_state, attempt)
         finally:
@@ -131,6 +135,8 @@ class Advancer:
         the record (the queue would drop the task silently); earlier ones go back to it."""
         try:
             return await self.advance(message_id, expected_state, attempt)
+        except StepBusy:
+            raise  # not a failure of this step: the delivery holding it decides its fate
         except Exception as error:
             if attempt < max_attempts:
                 raise
