@@ -39,13 +39,14 @@ async def test_task_for_another_state_is_a_stale_noop(
     outbox: FakeOutbox,
     make_record: MakeRecord,
 ) -> None:
-    """A record that already moved on is left as it is: no save, no task, no send."""
+    """A record that already moved on is left as it is (no save, no send); its current step
+    is put back on the queue, in case the delivery that moved it died before queuing it."""
     record = make_record(state="queued_outbound", version=3)
     store.put(record)
     for expected_state in ("received", "fallback", "sent"):
         assert await advancer.advance(record.message_id, expected_state) == "stale"
     assert store.saves == []
-    assert queue.tasks == []
+    assert queue.tasks == [Task(record.message_id, "queued_outbound", "outbound")]
     assert outbox.sent == []
     assert store.stored(record.message_id) == record
 

@@ -98,4 +98,4 @@ async def test_a_save_applied_but_unanswered_queues_the_next_step_on_retry(
     assert await advancer_on.advance(record.message_id, "received") == "stale"
     assert queue.tasks == [Task(record.message_id, "deduped", "inbound")]
     assert await advancer_on.advance(record.message_id, "received") == "stale"
-    assert len(queue.tasks) == 1
+    assert len(queue.tasks) == 1, "put back again, and deduplicated by the queue"

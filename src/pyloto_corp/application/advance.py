@@ -16,7 +16,7 @@ from pyloto_corp.application.ports import (
     TaskQueue,
     TransientStepError,
 )
-from pyloto_corp.application.queues import STEP_LEASE_SECONDS, STUCK_AFTER_SECONDS
+from pyloto_corp.application.queues import STEP_LEASE_SECONDS
 from pyloto_corp.application.steps import STEPS, ClaimLost, StepContext
 from pyloto_corp.domain.machine import LifecycleMachine
 from pyloto_corp.domain.privacy import message_ref
@@ -53,13 +53,10 @@ class Advancer:
         self.store = store
         self.queue = queue
         self.context = context
-        # Writes whose answer the store never gave (it failed mid-step), settled by the task's
-        # next delivery in this process. Leases (name → owner) it could not give back: freed
-        # instead of burning attempts on "running in another delivery" until they expire.
-        # Saves (message id → version) that may have been applied: if the record is found
-        # exactly so, the next step is queued, which the failed delivery never did.
+        # Leases (name → owner) this process could not give back because the store failed
+        # mid-step: the task's next delivery here frees them instead of burning attempts on
+        # "running in another delivery" until they expire.
         self._unreleased: dict[str, tuple[str, float]] = {}
-        self._unconfirmed: dict[str, tuple[int, float]] = {}
 
     def task_for(self, record: Record) -> Task | None:
         """The task that advances `record` from its state; None once it is terminal."""
@@ -100,11 +97,16 @@ class Advancer:
             await self.store.release_lease(lease, held[0])  # only if that owner still holds it
             self._unreleased.pop(lease, None)
 
-    async def _queue_unconfirmed(self, record: Record) -> None:
-        """Queue the next step if this process's unanswered save is what the store holds."""
-        saved = self._unconfirmed.pop(record.message_id, None)
+    async def _requeue_current(self, record: Record) -> None:
+        """Queue the step of the state the record is in.
+
+        A delivery that finds its record moved on may be the retry of one that saved the
+        transition and died (or lost the store's answer) before queuing the next step: any
+        instance, not only the one that saved, must be able to put that step back. Queues
+        deduplicate (task names, pending keys), so for an ordinary duplicate this is a no-op.
+        """
         task = self.task_for(record)
-        if saved is not None and saved[0] == record.version and task is not None:
+        if task is not None:
             await self.queue.enqueue(task)
 
     async def _advance(self, message_id: str, expected_state: str, attempt: int) -> str:
@@ -116,7 +118,7 @@ class Advancer:
             )
             return "unknown"
         if record.state != expected_state or record.state not in STEPS:
-            await self._queue_unconfirmed(record)
+            await self._requeue_current(record)
             return "stale"  # moved on, or terminal: a terminal state has no step to run
         started = self.context.clock()
         try:
@@ -196,14 +198,8 @@ class Advancer:
             history=[*record.history, entry],
             attempts=attempts,
         )
-        try:
-            saved = await self.store.save(moved, expected_version=record.version)
-        except StoreUnavailable:
-            _remember(self._unconfirmed, record.message_id, moved.version, STUCK_AFTER_SECONDS)
-            raise
-        if not saved:
+        if not await self.store.save(moved, expected_version=record.version):
             return "stale"
-        self._unconfirmed.pop(record.message_id, None)  # settled: this save was applied
         log.info(
             "transition",
             extra={
