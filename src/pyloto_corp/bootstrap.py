@@ -24,6 +24,8 @@ from pyloto_corp.adapters.redis_keys import RedisKeys
 from pyloto_corp.adapters.redis_store import RedisStore
 from pyloto_corp.adapters.redis_store import connect as redis_connect
 from pyloto_corp.adapters.sqlite_store import SQLiteStore
+from pyloto_corp.adapters.whatsapp_graph import GraphOutbox, messages_url
+from pyloto_corp.adapters.whatsapp_graph import create_client as create_graph_client
 from pyloto_corp.ai.prompts import BusinessProfile
 from pyloto_corp.application.advance import Advancer
 from pyloto_corp.application.ingest import Ingestor
@@ -35,7 +37,7 @@ from pyloto_corp.application.queues import (
     SWEEP_INTERVAL_SECONDS,
     QueueSpec,
 )
-from pyloto_corp.application.step_context import LLMRouting, StepContext
+from pyloto_corp.application.step_context import LLMRouting, Pacing, StepContext
 from pyloto_corp.application.steps import HANDLED_TRIGGERS
 from pyloto_corp.application.sweeper import SweepResult, sweep
 from pyloto_corp.config import ConfigError, Settings
@@ -63,15 +65,6 @@ def load_chart(path: Path | None = None) -> Statechart:
     return load_statechart(path.read_text(encoding="utf-8"), shown, HANDLED_TRIGGERS)
 
 
-def _refuse_unbuilt(settings: Settings) -> None:
-    """Fail fast on settings that ask for adapters this build does not have."""
-    unbuilt = []
-    if settings.whatsapp.access_token:
-        unbuilt.append("WHATSAPP_ACCESS_TOKEN (unset it to use the dry-run outbox)")
-    if unbuilt:
-        raise ConfigError("not available in this version: " + "; ".join(unbuilt))
-
-
 def _storage(settings: Settings, terminal: list[str]) -> tuple[StateStore, Outbox, bool]:
     """The store, the dry-run outbox beside it, and whether this process is its only user."""
     if settings.state.effective_backend == "redis":
@@ -84,6 +77,30 @@ def _storage(settings: Settings, terminal: list[str]) -> tuple[StateStore, Outbo
     path = settings.state.sqlite_path
     # Locked to this process: no other instance can hold its records or leases.
     return SQLiteStore(path, terminal, exclusive=True), DryRunOutbox(path), True
+
+
+def graph_outbox(settings: Settings, store: StateStore) -> GraphOutbox | None:
+    """The Graph API outbox when WHATSAPP_ACCESS_TOKEN is set, else None (dry run)."""
+    whatsapp = settings.whatsapp
+    if not whatsapp.access_token:
+        return None
+    if not whatsapp.phone_number_id:  # also refused by the settings
+        raise ConfigError("WHATSAPP_ACCESS_TOKEN needs WHATSAPP_PHONE_NUMBER_ID")
+    return GraphOutbox(
+        create_graph_client(whatsapp.access_token, whatsapp.timeout_seconds),
+        messages_url(whatsapp.api_base_url, whatsapp.api_version, whatsapp.phone_number_id),
+        store,
+        typing_indicator=whatsapp.typing_indicator,
+        reconcile_seconds=whatsapp.reconcile_seconds,
+    )
+
+
+def send_pacing(settings: Settings) -> Pacing | None:
+    """Per-recipient spacing of real sends (Meta's pair rate); none for the dry run."""
+    whatsapp = settings.whatsapp
+    if not whatsapp.access_token or whatsapp.pacing_seconds <= 0:
+        return None
+    return Pacing(per_seconds=whatsapp.pacing_seconds, burst=whatsapp.pacing_burst)
 
 
 def business_profile(settings: Settings) -> BusinessProfile:
@@ -279,17 +296,20 @@ def bootstrap(
     clock: Callable[[], float] = time.time,
     assistant: LLMRouting | None = None,
 ) -> Container:
-    """Build the container; no connection is opened until `start()`."""
-    _refuse_unbuilt(settings)
+    """Build the container; no connection is opened until `start()`.
+
+    With WHATSAPP_ACCESS_TOKEN the Graph API outbox sends replies (unless `outbox` is given);
+    without it they go to the dry-run outbox beside the store.
+    """
     chart = load_chart()
     machine = LifecycleMachine(chart)
     terminal = [name for name, spec in chart.states.items() if spec.terminal]
     if store is None:
         store, default_outbox, sole_instance = _storage(settings, terminal)
-        outbox = outbox or default_outbox
+        outbox = outbox or graph_outbox(settings, store) or default_outbox
     else:
         sole_instance = False
-        outbox = outbox or DryRunOutbox(settings.state.sqlite_path)
+        outbox = outbox or graph_outbox(settings, store) or DryRunOutbox(settings.state.sqlite_path)
     queue: TaskQueue
     if settings.queue.effective_backend == "cloud_tasks":
         queue = cloud_tasks_queue(settings)
@@ -303,6 +323,7 @@ def bootstrap(
         sole_instance=sole_instance,
         llm=assistant_routing(settings) if assistant is None else assistant,
         hash_key=settings.hash_key,
+        pacing=send_pacing(settings),
     )
     advancer = Advancer(machine, store, queue, context)
     return Container(

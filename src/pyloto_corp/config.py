@@ -84,6 +84,36 @@ class WhatsAppSettings(_Section):
     api_version: str = Field(
         "v21.0", alias="WHATSAPP_API_VERSION", pattern=r"^v\d+\.\d+$", description="Graph version."
     )
+    timeout_seconds: float = Field(
+        10.0,
+        alias="WHATSAPP_TIMEOUT_SECONDS",
+        gt=0,
+        le=25,
+        description="Timeout of one Graph API call; below the send claim's 30 s lease.",
+    )
+    typing_indicator: bool = Field(
+        True,
+        alias="WHATSAPP_TYPING_INDICATOR",
+        description="Show a typing indicator when marking an inbound message as read.",
+    )
+    reconcile_seconds: float = Field(
+        120.0,
+        alias="WHATSAPP_RECONCILE_SECONDS",
+        ge=0,
+        le=3600,
+        description="After a send whose outcome is unknown, wait this long for a status "
+        "webhook carrying the record's id before sending again.",
+    )
+    pacing_seconds: float = Field(
+        6.0,
+        alias="WHATSAPP_PACING_SECONDS",
+        ge=0,
+        description="One message to a customer per this many seconds (Meta's pair rate); "
+        "0 turns pacing off.",
+    )
+    pacing_burst: int = Field(
+        5, alias="WHATSAPP_PACING_BURST", ge=1, description="Messages a customer may get at once."
+    )
 
 
 class OpenAISettings(_Section):
@@ -401,6 +431,8 @@ def _secret_problems(settings: Settings) -> list[str]:
             for name, value in required.items()
             if not value
         )
+    if settings.whatsapp.access_token and not settings.whatsapp.phone_number_id:
+        problems.append("WHATSAPP_ACCESS_TOKEN needs WHATSAPP_PHONE_NUMBER_ID (the sending number)")
     if settings.openai.enabled and not settings.openai.api_key:
         problems.append(
             "OPENAI_ENABLED=true needs OPENAI_API_KEY (any value for a local compatible server)"

@@ -43,6 +43,8 @@ FULL_PATH = ["received", "deduped", "fallback", "queued_outbound", "sent"]
 class FlakyOutbox:
     """Outbox port that fails the first `failures` sends (forever with None), then accepts."""
 
+    reconcile_seconds = 0.0
+
     def __init__(self, failures: int | None, error: type[Exception] = TransientStepError) -> None:
         self.failures = failures
         self.error = error
@@ -57,6 +59,9 @@ class FlakyOutbox:
         self.accepted.append((outbound_id, body))
         return outbound_id
 
+    async def mark_read(self, message_id: str) -> None:
+        return None
+
     async def find_sent(self, callback_data: str) -> str | None:
         for outbound_id, body in self.accepted:
             if body.get("biz_opaque_callback_data") == callback_data:
@@ -67,6 +72,8 @@ class FlakyOutbox:
 class HangingOutbox:
     """Outbox port whose sends never complete (a process dying mid-send); nothing is sent."""
 
+    reconcile_seconds = 0.0
+
     def __init__(self) -> None:
         self.calls: list[str] = []
 
@@ -76,6 +83,9 @@ class HangingOutbox:
         raise AssertionError("unreachable")
 
     async def find_sent(self, callback_data: str) -> str | None:
+        return None
+
+    async def mark_read(self, message_id: str) -> None:
         return None
 
 

@@ -569,6 +569,7 @@ def every_store_call(store: RedisStore, known: str) -> dict[str, Callable[[], Aw
         "recent_turns": lambda: store.recent_turns("c", 0.0, 5),
         "acquire_lease": lambda: store.acquire_lease("l", "me", 5),
         "release_lease": lambda: store.release_lease("l", "me"),
+        "take_slot": lambda: store.take_slot("p", 1.0, 6.0, 5),
         "ping": store.ping,
     }
     port_methods = {name for name in dir(StateStore) if not name.startswith("_")}
@@ -638,7 +639,10 @@ async def test_writes_acknowledged_before_a_sigkill_survive_the_restart(
 
         # Each stale connection fails once and is retried on a new one: no call fails.
         after = await asyncio.gather(*(store.get(r.message_id) for r in records))
-        assert after == [replace(sent, delivery_status="delivered"), *records[1:]]
+        assert after == [
+            replace(sent, delivery_status="delivered", delivery_outbound_id="wamid.OUT.K"),
+            *records[1:],
+        ]
         assert await store.recent_turns("conv", 0.0, 10) == [Turn("customer", "olá", 10.0)]
         assert await store.create_if_absent(records[:2]) == [False, False]
         assert len(await store.open_records(older_than=2_000.0)) == 19

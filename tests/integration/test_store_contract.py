@@ -231,6 +231,23 @@ async def test_status_found_by_callback_data(store: StateStore) -> None:
     assert await _delivery(store, message_id) == "read"
 
 
+async def test_status_by_callback_names_its_outbound_id(store: StateStore) -> None:
+    """get() names the outbound id of a status found only by callback data (so a send whose
+    answer was lost can be reconciled), and no outbound id while no status is known."""
+    message_id = await _sent_record(store, outbound_id=None)
+    stored = await store.get(message_id)
+    assert stored is not None
+    assert stored.delivery_outbound_id is None
+    outbound_id = new_wamid()
+
+    assert await store.record_status(status(outbound_id, "delivered", callback=message_id))
+
+    stored = await store.get(message_id)
+    assert stored is not None
+    assert (stored.delivery_status, stored.delivery_outbound_id) == ("delivered", outbound_id)
+    assert stored.outbound_message_id is None
+
+
 async def test_status_of_another_message_does_not_leak(store: StateStore) -> None:
     """A status about one outbound message never shows on a different record."""
     mine = await _sent_record(store, new_wamid())
@@ -302,7 +319,9 @@ async def test_data_survives_reopening(store_backend: StoreBackend) -> None:
     second = store_backend.open()
     try:
         stored = await second.get(original.message_id)
-        assert stored == replace(done, delivery_status="delivered")
+        assert stored == replace(
+            done, delivery_status="delivered", delivery_outbound_id="wamid.KEPT"
+        )
         assert await second.create_if_absent([original]) == [False]
         assert await second.save(done, expected_version=4) is False
     finally:
@@ -389,3 +408,43 @@ async def test_conversations_are_isolated(store: StateStore) -> None:
     """One customer's turns never show in another's conversation."""
     await store.append_turns("conv-d", [Turn("customer", "meu pedido", 5.0)], 86400, 20)
     assert await store.recent_turns("conv-e", since=0.0, limit=10) == []
+
+
+# --- take_slot (per-recipient pacing) -----------------------------------------------------
+
+
+async def test_take_slot_allows_the_burst_then_names_the_wait(store: StateStore) -> None:
+    """A fresh bucket gives `burst` slots at once; the next one waits one refill period."""
+    key = new_wamid()
+    assert [await store.take_slot(key, 1000.0, 6.0, 3) for _ in range(3)] == [0.0] * 3
+
+    assert await store.take_slot(key, 1000.0, 6.0, 3) == pytest.approx(6.0)
+    assert await store.take_slot(key, 1003.0, 6.0, 3) == pytest.approx(3.0)
+
+
+async def test_take_slot_refills_over_time_up_to_the_burst(store: StateStore) -> None:
+    """Slots come back one per period, never more than the burst however long the pause."""
+    key = new_wamid()
+    for _ in range(2):
+        assert await store.take_slot(key, 1000.0, 6.0, 2) == 0.0
+    assert await store.take_slot(key, 1006.0, 6.0, 2) == 0.0
+    assert await store.take_slot(key, 1006.0, 6.0, 2) > 0
+
+    later = 1006.0 + 600.0
+    assert [await store.take_slot(key, later, 6.0, 2) for _ in range(2)] == [0.0, 0.0]
+    assert await store.take_slot(key, later, 6.0, 2) > 0
+
+
+async def test_take_slot_keys_are_isolated(store: StateStore) -> None:
+    """An empty bucket for one recipient leaves another's full."""
+    first, second = new_wamid(), new_wamid()
+    assert await store.take_slot(first, 1000.0, 6.0, 1) == 0.0
+    assert await store.take_slot(first, 1000.0, 6.0, 1) > 0
+    assert await store.take_slot(second, 1000.0, 6.0, 1) == 0.0
+
+
+async def test_concurrent_take_slot_gives_exactly_the_burst(store: StateStore) -> None:
+    """20 simultaneous takers of a bucket of 5: exactly 5 get a slot (the take is atomic)."""
+    key = new_wamid()
+    waits = await asyncio.gather(*(store.take_slot(key, 1000.0, 6.0, 5) for _ in range(20)))
+    assert sum(1 for wait in waits if wait == 0.0) == 5

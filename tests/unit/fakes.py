@@ -46,6 +46,7 @@ class FakeStore:
         self.saves: list[Record] = []
         self.leases: dict[str, str] = {}
         self.turns: dict[str, list[Turn]] = {}
+        self.buckets: dict[str, tuple[float, float]] = {}
         self.terminal = frozenset(terminal_states)
 
     async def create_if_absent(self, records: Sequence[Record]) -> list[bool]:
@@ -109,6 +110,16 @@ class FakeStore:
         self.leases[name] = owner
         return holder is None
 
+    async def take_slot(self, key: str, now: float, per_seconds: float, burst: int) -> float:
+        tokens, at = self.buckets.get(key, (float(burst), now))
+        if now > at:
+            tokens, at = min(float(burst), tokens + (now - at) / per_seconds), now
+        if tokens < 1:
+            self.buckets[key] = (tokens, at)
+            return (1 - tokens) * per_seconds
+        self.buckets[key] = (tokens - 1, at)
+        return 0.0
+
     async def release_lease(self, name: str, owner: str) -> None:
         if self.leases.get(name) == owner:
             del self.leases[name]
@@ -135,7 +146,8 @@ class FakeQueue:
         self.tasks: list[Task] = []
 
     async def enqueue(self, task: Task) -> None:
-        self.tasks.append(task)
+        if task not in self.tasks:  # a waiting task is not queued twice, as in real queues
+            self.tasks.append(task)
 
     async def ping(self) -> None:
         return None
@@ -144,7 +156,10 @@ class FakeQueue:
 class FakeOutbox:
     """Outbox that records request bodies; `fail_with` makes the next sends raise."""
 
+    reconcile_seconds = 0.0
+
     def __init__(self) -> None:
+        self.read: list[str] = []
         self.sent: list[dict[str, Any]] = []
         self.known: dict[str, str] = {}
         self.lookups: list[str] = []
@@ -167,3 +182,6 @@ class FakeOutbox:
     async def find_sent(self, callback_data: str) -> str | None:
         self.lookups.append(callback_data)
         return self.known.get(callback_data)
+
+    async def mark_read(self, message_id: str) -> None:
+        self.read.append(message_id)

@@ -9,6 +9,7 @@ import pytest
 from pyloto_corp.adapters.cloud_tasks import CloudTasksQueue
 from pyloto_corp.adapters.dry_run_outbox import RedisDryRunOutbox
 from pyloto_corp.adapters.redis_store import RedisStore
+from pyloto_corp.adapters.whatsapp_graph import GraphOutbox
 from pyloto_corp.bootstrap import bootstrap
 from pyloto_corp.config import (
     DEV_APP_SECRET,
@@ -258,22 +259,44 @@ def test_secret_values_never_appear_in_config_errors(broken: dict[str, str]) -> 
     assert "redis-password-5e6f" not in message
 
 
-@pytest.mark.parametrize(
-    ("environ", "named"),
-    [
-        ({"WHATSAPP_ACCESS_TOKEN": "EAAGm0PX4ZCpsBAccessToken"}, "WHATSAPP_ACCESS_TOKEN"),
-    ],
-)
-def test_bootstrap_refuses_adapters_this_version_lacks(environ: dict[str, str], named: str) -> None:
-    """Valid settings asking for an adapter that is not built fail at start-up, not later."""
-    settings = load_settings(environ)
-    with pytest.raises(ConfigError) as caught:
-        bootstrap(settings, store=FakeStore(), outbox=FakeOutbox())
-    message = str(caught.value)
-    assert named in message
-    for value in environ.values():
-        if "sk-" in value or "Token" in value:
-            assert value not in message
+def test_access_token_without_phone_number_id_is_refused_by_name() -> None:
+    """A Graph token without the sending number stops start-up naming WHATSAPP_PHONE_NUMBER_ID,
+    and the message never shows the token."""
+    token = "EAAGm0PX4ZCpsBAccessToken"
+    message = config_error({"WHATSAPP_ACCESS_TOKEN": token})
+    assert "WHATSAPP_PHONE_NUMBER_ID" in message
+    assert token not in message
+
+
+@pytest.mark.anyio
+async def test_access_token_selects_the_graph_outbox() -> None:
+    """With WHATSAPP_ACCESS_TOKEN and WHATSAPP_PHONE_NUMBER_ID the Graph API outbox replaces
+    the dry run, on the configured URL, version and number, with per-recipient pacing."""
+    settings = load_settings(
+        {
+            "WHATSAPP_ACCESS_TOKEN": "EAAGm0PX4ZCpsBAccessToken",
+            "WHATSAPP_PHONE_NUMBER_ID": "106540352242922",
+            "WHATSAPP_API_BASE_URL": "http://graph.local/",
+            "WHATSAPP_API_VERSION": "v23.0",
+            "WHATSAPP_PACING_BURST": "3",
+        }
+    )
+    container = bootstrap(settings, store=FakeStore())
+    outbox = container.outbox
+    assert isinstance(outbox, GraphOutbox)
+    assert outbox.url == "http://graph.local/v23.0/106540352242922/messages"
+    assert outbox.reconcile_seconds == 120.0
+    pacing = container.advancer.context.pacing
+    assert pacing is not None
+    assert (pacing.per_seconds, pacing.burst) == (6.0, 3)
+    await outbox.close()
+
+
+def test_dry_run_has_no_pacing() -> None:
+    """Without a token replies go to the dry-run outbox and are not spaced."""
+    container = bootstrap(load_settings({}), store=FakeStore())
+    assert not isinstance(container.outbox, GraphOutbox)
+    assert container.advancer.context.pacing is None
 
 
 def test_bootstrap_accepts_a_key_with_the_llm_switched_off() -> None:

@@ -33,6 +33,9 @@ CREATE INDEX IF NOT EXISTS dry_run_outbox_by_callback ON dry_run_outbox (callbac
 class DryRunOutbox:
     """Outbox that appends every request it would have sent to a SQLite table."""
 
+    # find_sent is exact (the log is written with the send): nothing to wait for.
+    reconcile_seconds = 0.0
+
     def __init__(self, path: Path) -> None:
         self.path = path
         # A failure to write means nothing was sent: the send step may retry at once.
@@ -53,6 +56,9 @@ class DryRunOutbox:
 
         await self._run(work)
         return outbound_id
+
+    async def mark_read(self, message_id: str) -> None:
+        """Nothing to mark: no message reached WhatsApp."""
 
     async def find_sent(self, callback_data: str) -> str | None:
         def work() -> str | None:
@@ -101,6 +107,9 @@ class DryRunOutbox:
 class RedisDryRunOutbox:
     """Dry-run outbox in Redis, shared by every instance that shares the store."""
 
+    # find_sent is exact (the log is written with the send): nothing to wait for.
+    reconcile_seconds = 0.0
+
     def __init__(self, client: redis.Redis, keys: RedisKeys, retention_seconds: float) -> None:
         self.client = client
         self.keys = keys
@@ -121,6 +130,9 @@ class RedisDryRunOutbox:
         except RedisError as error:
             raise TransientStepError(f"dry-run outbox: {error}") from error
         return outbound_id
+
+    async def mark_read(self, message_id: str) -> None:
+        """Nothing to mark: no message reached WhatsApp."""
 
     async def find_sent(self, callback_data: str) -> str | None:
         try:

@@ -65,6 +65,11 @@ class RedisKeys:
         """Owner of a step's lease; expires after LEASE_SECONDS (or the given length)."""
         return f"{self.prefix}:lease:{name}"
 
+    def pacing(self, ref: str) -> str:
+        """Token bucket of one recipient's sends (ref: a keyed hash of the number), so one
+        customer's replies stay under Meta's pair rate; expires once the bucket is full."""
+        return f"{self.prefix}:pace:{ref}"
+
     @property
     def dry_run_log(self) -> str:
         """List of dry-run request bodies, newest last, capped at DRY_RUN_LOG_LENGTH and

@@ -14,6 +14,7 @@ import msgspec
 import redis.asyncio as redis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from pyloto_corp.adapters.redis_keys import RedisKeys
@@ -56,21 +57,44 @@ return 1
 """
 
 # KEYS: record, delivery ref. ARGV: delivery key prefix.
-# Returns {data, status, errors} with the highest-ranked status of the record's sends.
+# Returns {data, status, errors, outbound id} with the highest-ranked status of the
+# record's sends.
 _GET = """
 local r = redis.call('HMGET', KEYS[1], 'd', 'o')
 if not r[1] then return nil end
-local best, status, errors = -1, false, false
+local best, status, errors, found = -1, false, false, false
 local candidates = {r[2], redis.call('GET', KEYS[2])}
 for _, outbound in ipairs(candidates) do
   if outbound and outbound ~= '' then
     local d = redis.call('HMGET', ARGV[1] .. outbound, 'rank', 'status', 'errors')
     if d[1] and tonumber(d[1]) > best then
-      best, status, errors = tonumber(d[1]), d[2], d[3]
+      best, status, errors, found = tonumber(d[1]), d[2], d[3], outbound
     end
   end
 end
-return {r[1], status, errors}
+return {r[1], status, errors, found}
+"""
+
+# KEYS: bucket. ARGV: now, seconds per token, burst, ttl (ms).
+# A token bucket: {tokens, at}; returns the wait in seconds as a string (0 when taken).
+_TAKE_SLOT = """
+local now, per, burst = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local b = redis.call('HMGET', KEYS[1], 't', 'a')
+local tokens, at = burst, now
+if b[1] then tokens, at = tonumber(b[1]), tonumber(b[2]) end
+if now > at then
+  tokens = math.min(burst, tokens + (now - at) / per)
+  at = now
+end
+local wait = 0
+if tokens >= 1 then
+  tokens = tokens - 1
+else
+  wait = (1 - tokens) * per
+end
+redis.call('HSET', KEYS[1], 't', tostring(tokens), 'a', tostring(at))
+redis.call('PEXPIRE', KEYS[1], ARGV[4])
+return tostring(wait)
 """
 
 # KEYS: delivery, delivery ref (or the delivery key again when there is no callback data).
@@ -126,7 +150,14 @@ def connect(url: str, timeout_seconds: float = 2.0) -> redis.Redis:
         url,
         socket_timeout=timeout_seconds,
         socket_connect_timeout=timeout_seconds,
-        retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), retries=1),
+        # One retry when the connection is gone (a pooled connection to a restarted Redis),
+        # never after a timeout: a write that timed out may have run, and running it again
+        # would turn a created record into a "duplicate" or a saved step into "stale".
+        retry=Retry(
+            ExponentialBackoff(cap=0.5, base=0.05),
+            retries=1,
+            supported_errors=(RedisConnectionError,),
+        ),
         health_check_interval=30,
         max_connections=64,
     )
@@ -152,6 +183,7 @@ class RedisStore:
         self._status = client.register_script(_STATUS)
         self._purge = client.register_script(_PURGE)
         self._release = client.register_script(_RELEASE)
+        self._take_slot = client.register_script(_TAKE_SLOT)
 
     async def create_if_absent(self, records: Sequence[Record]) -> list[bool]:
         if not records:
@@ -179,6 +211,7 @@ class RedisStore:
         record = _decoder.decode(row[0])
         record.delivery_status = row[1].decode() if row[1] else None
         record.delivery_errors = _errors_decoder.decode(row[2]) if row[2] else []
+        record.delivery_outbound_id = row[3].decode() if row[1] and row[3] else None
         return record
 
     async def save(self, record: Record, expected_version: int) -> bool:
@@ -289,6 +322,16 @@ class RedisStore:
         except RedisError as error:
             raise StoreUnavailable(f"redis: {error}") from error
         return bool(taken)
+
+    async def take_slot(self, key: str, now: float, per_seconds: float, burst: int) -> float:
+        # The bucket is full again after burst * per_seconds: it may expire then.
+        ttl_ms = max(1000, int((burst * per_seconds + 1) * 1000))
+        args: list[EncodableT] = [repr(now), repr(per_seconds), burst, ttl_ms]
+        try:
+            wait = await self._take_slot(keys=[self.keys.pacing(key)], args=args)
+        except RedisError as error:
+            raise StoreUnavailable(f"redis: {error}") from error
+        return float(wait)
 
     async def release_lease(self, name: str, owner: str) -> None:
         try:

@@ -48,6 +48,11 @@ CREATE TABLE IF NOT EXISTS turns (
     at REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS turns_by_conversation ON turns (conversation, seq);
+CREATE TABLE IF NOT EXISTS pacing (
+    key TEXT PRIMARY KEY,
+    tokens REAL NOT NULL,
+    at REAL NOT NULL
+);
 CREATE TABLE IF NOT EXISTS leases (
     name TEXT PRIMARY KEY,
     owner TEXT NOT NULL,
@@ -56,7 +61,7 @@ CREATE TABLE IF NOT EXISTS leases (
 """
 
 _GET = """
-SELECT r.data, d.status, d.errors FROM records r
+SELECT r.data, d.status, d.errors, d.outbound_message_id FROM records r
 LEFT JOIN deliveries d
   ON d.outbound_message_id = r.outbound_message_id OR d.message_id = r.message_id
 WHERE r.message_id = ?
@@ -111,8 +116,8 @@ class SQLiteStore:
         return await self._db.run(lambda: self._db.transaction(work))
 
     async def get(self, message_id: str) -> Record | None:
-        def work() -> tuple[bytes, str | None, bytes | None] | None:
-            row: tuple[bytes, str | None, bytes | None] | None = (
+        def work() -> tuple[bytes, str | None, bytes | None, str | None] | None:
+            row: tuple[bytes, str | None, bytes | None, str | None] | None = (
                 self._db.connection().execute(_GET, (message_id,)).fetchone()
             )
             return row
@@ -123,6 +128,7 @@ class SQLiteStore:
         record = _decoder.decode(row[0])
         record.delivery_status = row[1]
         record.delivery_errors = _errors_decoder.decode(row[2]) if row[2] else []
+        record.delivery_outbound_id = row[3] if row[1] else None
         return record
 
     async def save(self, record: Record, expected_version: int) -> bool:
@@ -184,6 +190,7 @@ class SQLiteStore:
                 (created_before, created_before, created_before),
             )
             conn.execute("DELETE FROM turns WHERE at < ?", (created_before,))
+            conn.execute("DELETE FROM pacing WHERE at < ?", (created_before,))
             return int(
                 conn.execute("DELETE FROM records WHERE created_at < ?", (created_before,)).rowcount
             )
@@ -228,6 +235,26 @@ class SQLiteStore:
                 (name, owner, now + seconds),
             )
             return inserted.rowcount == 1
+
+        return await self._db.run(lambda: self._db.transaction(work))
+
+    async def take_slot(self, key: str, now: float, per_seconds: float, burst: int) -> float:
+        def work(conn: sqlite3.Connection) -> float:
+            row = conn.execute("SELECT tokens, at FROM pacing WHERE key = ?", (key,)).fetchone()
+            tokens, at = (float(row[0]), float(row[1])) if row else (float(burst), now)
+            if now > at:
+                tokens, at = min(float(burst), tokens + (now - at) / per_seconds), now
+            wait = 0.0
+            if tokens >= 1:
+                tokens -= 1
+            else:
+                wait = (1 - tokens) * per_seconds
+            conn.execute(
+                "INSERT INTO pacing (key, tokens, at) VALUES (?, ?, ?) ON CONFLICT (key)"
+                " DO UPDATE SET tokens = excluded.tokens, at = excluded.at",
+                (key, tokens, at),
+            )
+            return wait
 
         return await self._db.run(lambda: self._db.transaction(work))
 

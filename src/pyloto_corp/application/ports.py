@@ -27,6 +27,13 @@ class PermanentStepError(Exception):
     """A step failed in a way no retry can fix; the record is dead-lettered."""
 
 
+class AmbiguousSend(TransientStepError):
+    """A send may have reached WhatsApp (timeout or dropped connection after the request).
+
+    The send step keeps its claim, so a retry reconciles instead of sending at once.
+    """
+
+
 class StateStore(Protocol):
     """Durable records keyed by wamid, saved under optimistic version checks."""
 
@@ -58,6 +65,10 @@ class StateStore(Protocol):
 
     async def acquire_lease(self, name: str, owner: str, seconds: float) -> bool:
         """Take the lease `name` for `seconds` unless someone else holds it."""
+
+    async def take_slot(self, key: str, now: float, per_seconds: float, burst: int) -> float:
+        """Take one token from the bucket `key` (refilled one per `per_seconds`, holding at
+        most `burst`), atomically; 0 when taken, else the seconds until one is free."""
 
     async def release_lease(self, name: str, owner: str) -> None:
         """Give the lease back if `owner` still holds it."""
@@ -99,13 +110,22 @@ class TaskQueue(Protocol):
 
 
 class Outbox(Protocol):
-    """Sends Graph API message requests."""
+    """Sends Graph API message requests.
+
+    `reconcile_seconds`: how long after a claimed send whose outcome is unknown the send step
+    keeps asking `find_sent` before it sends again (0 when `find_sent` is exact).
+    """
+
+    reconcile_seconds: float
 
     async def send(self, body: dict[str, Any]) -> str:
         """Send `body`; the outbound wamid. TransientStepError/PermanentStepError on failure."""
 
     async def find_sent(self, callback_data: str) -> str | None:
         """The outbound id of an earlier send carrying `callback_data`, if one is known."""
+
+    async def mark_read(self, message_id: str) -> None:
+        """Mark an inbound message as read (best effort; may raise step errors)."""
 
 
 ResultT = TypeVar("ResultT")

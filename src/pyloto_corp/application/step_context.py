@@ -28,13 +28,22 @@ class LLMRouting:
 
 
 @dataclass(frozen=True)
+class Pacing:
+    """Per-recipient token bucket: one send per `per_seconds`, up to `burst` at once."""
+
+    per_seconds: float
+    burst: int
+
+
+@dataclass(frozen=True)
 class StepContext:
     """What steps may use: the store (for claims and turns), the outbox, the clock, the LLM.
 
     `instance_id` names this process in send claims; `sole_instance` says no other process
     can use the store (SQLite holds an exclusive lock), so a claim by another instance was
     left by a crashed predecessor. `llm` is None when the LLM is disabled. `hash_key` keys
-    the hashes that stand for a customer (rollout bucket, conversation id).
+    the hashes that stand for a customer (rollout bucket, conversation id, pacing bucket).
+    `pacing` spaces one customer's sends (None: no spacing, as for the dry run).
     """
 
     store: StateStore
@@ -44,3 +53,4 @@ class StepContext:
     sole_instance: bool = False
     llm: LLMRouting | None = None
     hash_key: str = "pyloto-development-hash-key"
+    pacing: Pacing | None = None

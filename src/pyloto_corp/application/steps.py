@@ -18,11 +18,13 @@ from pyloto_corp.application.llm_steps import (
     llm_text,
 )
 from pyloto_corp.application.ports import (
+    AmbiguousSend,
     PermanentStepError,
     StoreUnavailable,
     TransientStepError,
 )
 from pyloto_corp.application.step_context import LLMRouting, Outcome, StepContext
+from pyloto_corp.domain.privacy import message_ref
 from pyloto_corp.domain.records import IGNORED_KINDS, Record, Turn
 from pyloto_corp.domain.replies import reply_body, template_for, text_reply_body
 from pyloto_corp.domain.statechart import ANY_STATE
@@ -46,7 +48,26 @@ async def accept(record: Record, ctx: StepContext) -> Outcome:
     if not record.inbound.sender:
         # Kept (nothing accepted is dropped) but there is nobody to answer.
         return Outcome("ignore", {"results": {"ignored_reason": "no_sender"}})
+    await _mark_read(record, ctx)
     return Outcome("accept")
+
+
+async def _mark_read(record: Record, ctx: StepContext) -> None:
+    """Show the customer the message was read (and, if enabled, that a reply is coming).
+
+    Best effort: a failure is logged and never holds the reply back.
+    """
+    try:
+        await ctx.outbox.mark_read(record.message_id)
+    except Exception as error:  # any failure: the read receipt is only a courtesy
+        log.warning(
+            "mark_read_failed",
+            extra={
+                "event": "mark_read_failed",
+                "ref": message_ref(record.message_id),
+                "error": f"{type(error).__name__}: {error}"[:200],
+            },
+        )
 
 
 async def queue_reply(record: Record, ctx: StepContext) -> Outcome:
@@ -72,7 +93,12 @@ async def queue_reply(record: Record, ctx: StepContext) -> Outcome:
 
 
 async def send(record: Record, ctx: StepContext) -> Outcome:
-    """Send the reply at most once: claim the send, reconcile an earlier one, then send."""
+    """Send the reply at most once: reconcile an earlier claimed send, pace, claim, send.
+
+    A claim whose holder is gone and whose send the outbox cannot confirm is only sent again
+    once it is `outbox.reconcile_seconds` old: until then a status webhook echoing the
+    record's id may still show that the earlier request reached WhatsApp.
+    """
     assert record.reply is not None, "queued_outbound always carries a reply"
     now = ctx.clock()
     if record.send_started_at is not None:
@@ -81,6 +107,9 @@ async def send(record: Record, ctx: StepContext) -> Outcome:
             return Outcome("send", {"outbound_message_id": earlier})
         if _claim_alive(record, ctx, now):
             raise TransientStepError("another attempt is sending this reply")
+        if now - record.send_started_at < ctx.outbox.reconcile_seconds:
+            raise TransientStepError("waiting for a status webhook about an earlier send")
+    await _pace(record, ctx, now)
     claimed = replace(
         record, send_started_at=now, send_claimed_by=ctx.instance_id, version=record.version + 1
     )
@@ -88,6 +117,8 @@ async def send(record: Record, ctx: StepContext) -> Outcome:
         raise ClaimLost(record.message_id)
     try:
         outbound_id = await ctx.outbox.send(record.reply)
+    except AmbiguousSend:
+        raise  # the request may have reached WhatsApp: keep the claim, reconcile on retry
     except (TransientStepError, PermanentStepError):
         # The outbox knows nothing was sent: release the claim so a retry may send at once.
         await ctx.store.save(
@@ -122,6 +153,16 @@ async def _remember(record: Record, ctx: StepContext) -> None:
         )
     except StoreUnavailable:
         log.warning("conversation_not_saved", extra={"event": "conversation_not_saved"})
+
+
+async def _pace(record: Record, ctx: StepContext, now: float) -> None:
+    """Keep one customer's replies under Meta's pair rate: wait (via the queue) for a slot."""
+    if ctx.pacing is None:
+        return
+    bucket = conversation_id(record.inbound.sender, ctx.hash_key)
+    wait = await ctx.store.take_slot(bucket, now, ctx.pacing.per_seconds, ctx.pacing.burst)
+    if wait > 0:
+        raise TransientStepError(f"pacing: next send to this customer in {wait:.1f} s")
 
 
 def _claim_alive(record: Record, ctx: StepContext, now: float) -> bool:

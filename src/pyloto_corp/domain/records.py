@@ -86,6 +86,8 @@ class Record:
     trace_context: dict[str, str] = field(default_factory=dict)
     delivery_status: str | None = None
     delivery_errors: list[dict[str, Any]] = field(default_factory=list)
+    # The outbound id the delivery status is about (found by outbound id or callback data).
+    delivery_outbound_id: str | None = None
 
     @classmethod
     def received(cls, inbound: InboundMessage, now: float) -> Record:

@@ -1,0 +1,141 @@
+"""Graph API outbox: sends replies and read receipts to WhatsApp's Cloud API (httpx).
+
+Errors are told apart by Graph's `error.code`, not the HTTP status (Meta answers several
+retryable codes with 400). Whether a request may have reached Meta decides what a failure
+means for at-most-once: a connection that never opened sent nothing (retry at once); a
+timeout or a dropped connection after the request went out is ambiguous (`AmbiguousSend`),
+and the send step reconciles it through the status webhooks instead of sending again.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import httpx
+
+from pyloto_corp.application.ports import (
+    AmbiguousSend,
+    PermanentStepError,
+    StateStore,
+    TransientStepError,
+)
+
+log = logging.getLogger(__name__)
+
+# Retry later: throughput (130429), pair rate (131056), rate limits (80007, 4), transient (131000).
+TRANSIENT_CODES = frozenset({130429, 131056, 80007, 4, 131000})
+# No retry can help: outside the 24-hour window, undeliverable, unsupported, invalid parameter.
+PERMANENT_CODES = frozenset({131047, 131026, 131051, 100})
+TOKEN_EXPIRED = 190
+
+# Meta's status webhooks usually arrive within seconds; after this long without one carrying
+# our callback data, a send whose outcome was unknown is taken as not sent.
+DEFAULT_RECONCILE_SECONDS = 120.0
+
+
+def create_client(access_token: str, timeout_seconds: float) -> httpx.AsyncClient:
+    """A pooled client with the bearer token and bounded timeouts (built in bootstrap)."""
+    return httpx.AsyncClient(
+        headers={"Authorization": f"Bearer {access_token}"},
+        timeout=httpx.Timeout(timeout_seconds, connect=min(timeout_seconds, 5.0)),
+        limits=httpx.Limits(max_connections=20, max_keepalive_connections=10),
+    )
+
+
+def messages_url(base_url: str, version: str, phone_number_id: str) -> str:
+    """The messages endpoint of one business number."""
+    return f"{base_url.rstrip('/')}/{version}/{phone_number_id}/messages"
+
+
+class GraphOutbox:
+    """Outbox on the Graph API messages endpoint.
+
+    `find_sent` cannot ask Meta (it has no lookup by callback data): it answers from the
+    delivery statuses already recorded, as status webhooks echo `biz_opaque_callback_data`
+    (the record's id). Hence `reconcile_seconds` > 0: the send step waits that long for one.
+    """
+
+    def __init__(
+        self,
+        client: httpx.AsyncClient,
+        url: str,
+        store: StateStore,
+        *,
+        typing_indicator: bool = True,
+        reconcile_seconds: float = DEFAULT_RECONCILE_SECONDS,
+    ) -> None:
+        self.client = client
+        self.url = url
+        self.store = store
+        self.typing_indicator = typing_indicator
+        self.reconcile_seconds = reconcile_seconds
+
+    async def send(self, body: dict[str, Any]) -> str:
+        """POST the message; its outbound wamid."""
+        payload = await self._post(body)
+        try:
+            return str(payload["messages"][0]["id"])
+        except (KeyError, IndexError, TypeError):
+            # Meta answered 2xx without an id: it may well have sent the message.
+            raise AmbiguousSend("graph: accepted without a message id") from None
+
+    async def find_sent(self, callback_data: str) -> str | None:
+        """The outbound id of a delivery status that echoed `callback_data`, if any arrived."""
+        record = await self.store.get(callback_data)
+        if record is None or record.delivery_status is None:
+            return None
+        return record.delivery_outbound_id or record.outbound_message_id
+
+    async def mark_read(self, message_id: str) -> None:
+        """Mark the inbound message read (with a typing indicator when enabled)."""
+        body: dict[str, Any] = {
+            "messaging_product": "whatsapp",
+            "status": "read",
+            "message_id": message_id,
+        }
+        if self.typing_indicator:
+            body["typing_indicator"] = {"type": "text"}
+        await self._post(body)
+
+    async def close(self) -> None:
+        """Close the connection pool."""
+        await self.client.aclose()
+
+    async def _post(self, body: dict[str, Any]) -> dict[str, Any]:
+        try:
+            response = await self.client.post(self.url, json=body)
+        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as error:
+            # No connection was made: the request never left this process.
+            raise TransientStepError(f"graph: not sent: {type(error).__name__}") from error
+        except httpx.TransportError as error:
+            raise AmbiguousSend(f"graph: outcome unknown: {type(error).__name__}") from error
+        try:
+            payload = response.json()
+        except ValueError:
+            payload = None
+        if not isinstance(payload, dict):
+            payload = {}
+        if response.is_success and "error" not in payload:
+            return payload
+        raise _error(response.status_code, payload)
+
+
+def _error(status: int, payload: dict[str, Any]) -> Exception:
+    """The step error for a Graph error answer, by its code first, its HTTP status second."""
+    error = payload.get("error")
+    details = error if isinstance(error, dict) else {}
+    code = details.get("code")
+    title = str(details.get("error_user_title") or details.get("message") or "")[:200]
+    described = f"graph error {code}: {title}" if code is not None else f"graph http {status}"
+    if code == TOKEN_EXPIRED:
+        log.error(
+            "whatsapp_token_expired",
+            extra={"event": "whatsapp_token_expired", "code": code, "http_status": status},
+        )
+        return PermanentStepError(f"{described} (WHATSAPP_ACCESS_TOKEN expired or revoked)")
+    if code in PERMANENT_CODES:
+        return PermanentStepError(described)
+    if code in TRANSIENT_CODES or status >= 500 or status == 429:
+        return TransientStepError(described)
+    return PermanentStepError(described)

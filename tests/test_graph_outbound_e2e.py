@@ -1,0 +1,348 @@
+"""Replies through the Graph API adapter end to end: a signed webhook runs to `sent` (or
+`failed`) against tests/fake_graph.py, a local server speaking the messages endpoint.
+
+The fake validates every request against WhatsApp's schema and limits; the fixture fails the
+test on any violation, on two accepted sends for one record, or on two read receipts for one
+message, and prints the sends it saw per scenario (for the closing note of the issue).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import Counter
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Any
+
+import anyio
+import pytest
+from litestar.testing import AsyncTestClient
+
+from pyloto_corp.application.ports import TransientStepError
+from pyloto_corp.bootstrap import bootstrap
+from pyloto_corp.config import Settings
+from pyloto_corp.http.app import create_app
+from tests.e2e.support import Pyloto, trajectory
+from tests.fake_graph import PHONE_NUMBER_ID, TOKEN, FakeGraph, Fault
+from tests.fake_openai import CHOICE, FakeOpenAI, json_answer
+from tests.helpers import SENDER, envelope, status, text_message
+
+pytestmark = pytest.mark.anyio
+
+SITE = "https://barbearia-navalha.example.com.br"
+FALLBACK_PATH = ["received", "deduped", "fallback", "queued_outbound", "sent"]
+LLM_PATH = ["received", "deduped", "llm1", "llm2", "llm3", "queued_outbound", "sent"]
+
+OpenApp = Callable[..., AbstractAsyncContextManager[Pyloto]]
+
+
+@pytest.fixture
+def graph(request: pytest.FixtureRequest) -> Iterator[FakeGraph]:
+    """The fake Graph API; at teardown: no invalid request, no record sent twice, no message
+    marked read twice. Prints the accepted sends of the scenario."""
+    server = FakeGraph()
+    server.start()
+    yield server
+    server.stop()
+    lines = [send.describe() for send in server.sends] or ["(none)"]
+    print(f"\n[{request.node.name}] sends the fake Graph API accepted:")
+    for line in lines:
+        print(f"  {line}")
+    assert server.violations == []
+    twice = [cb for cb, n in Counter(s.callback for s in server.sends).items() if n > 1]
+    assert twice == [], f"sent more than once: {twice}"
+    reads = Counter(str(r["message_id"]) for r in server.reads)
+    assert [m for m, n in reads.items() if n > 1] == [], "a message was marked read twice"
+
+
+@pytest.fixture
+def fake_llm() -> Iterator[FakeOpenAI]:
+    """A local OpenAI-compatible server (only used when a test turns the LLM on)."""
+    server = FakeOpenAI()
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def open_app(
+    make_settings: Callable[..., Settings], graph: FakeGraph, fake_llm: FakeOpenAI
+) -> OpenApp:
+    """Start the app on the fake Graph API: `async with open_app(VAR="x") as app`;
+    `llm=True` runs the LLM steps on the fake OpenAI server."""
+
+    @asynccontextmanager
+    async def open_with(llm: bool = False, **overrides: str) -> AsyncIterator[Pyloto]:
+        variables = {
+            "WHATSAPP_ACCESS_TOKEN": TOKEN,
+            "WHATSAPP_PHONE_NUMBER_ID": PHONE_NUMBER_ID,
+            "WHATSAPP_API_BASE_URL": graph.base_url,
+            "WHATSAPP_TIMEOUT_SECONDS": "2",
+            **overrides,
+        }
+        if llm:
+            variables |= {
+                "OPENAI_API_KEY": "sk-test",
+                "OPENAI_BASE_URL": fake_llm.base_url,
+                "OPENAI_MAX_RETRIES": "0",
+                "BUSINESS_WEBSITE_URL": SITE,
+            }
+        app = create_app(bootstrap(make_settings(**variables)))
+        async with AsyncTestClient(app=app) as client:
+            yield Pyloto(client)
+
+    return open_with
+
+
+async def post_message(app: Pyloto, text: str = "Qual o horário de vocês?") -> str:
+    """Post one signed text message; its id."""
+    message = text_message(text)
+    response = await app.post(envelope([message]))
+    assert response.status_code == 200, response.text
+    return str(message["id"])
+
+
+async def wait_until(check: Callable[[], bool], seconds: float = 15.0) -> None:
+    """Poll `check` until it holds (fails after `seconds`)."""
+    with anyio.fail_after(seconds):
+        while True:
+            if check():
+                return
+            await anyio.sleep(0.01)
+
+
+def choice(kind: str, body: str, **parts: Any) -> dict[str, Any]:
+    """LLM#3's structured output: every field present, those not given null."""
+    value: dict[str, Any] = dict.fromkeys(
+        ("header", "footer", "buttons", "list_button_text", "sections", "cta_display_text"),
+    )
+    value |= {"type": kind, "body": body, "cta_url": None, **parts}
+    return value
+
+
+# --- each reply type ----------------------------------------------------------------------
+
+
+async def test_a_template_text_reply_is_sent_once_as_a_reply_and_the_message_marked_read(
+    open_app: OpenApp, graph: FakeGraph
+) -> None:
+    """Without the LLM the template text goes to Graph as a reply to the inbound message,
+    with the record's id as callback data; the outbound id is recorded; the inbound message
+    is marked read once, with a typing indicator."""
+    async with open_app() as app:
+        message_id = await post_message(app)
+        view = await app.wait_for(message_id)
+
+    assert trajectory(view) == FALLBACK_PATH
+    (send,) = graph.sends_for(message_id)
+    assert send.body["type"] == "text"
+    assert send.body["to"] == SENDER
+    assert send.body["context"] == {"message_id": message_id}
+    assert view["outbound_message_id"] == send.outbound_id
+    assert graph.reads == [
+        {
+            "messaging_product": "whatsapp",
+            "status": "read",
+            "message_id": message_id,
+            "typing_indicator": {"type": "text"},
+        }
+    ]
+
+
+async def test_the_typing_indicator_can_be_turned_off(open_app: OpenApp, graph: FakeGraph) -> None:
+    """WHATSAPP_TYPING_INDICATOR=false marks the message read without the indicator."""
+    async with open_app(WHATSAPP_TYPING_INDICATOR="false") as app:
+        message_id = await post_message(app)
+        await app.wait_for(message_id)
+    assert graph.reads == [
+        {"messaging_product": "whatsapp", "status": "read", "message_id": message_id}
+    ]
+
+
+LLM_CHOICES = {
+    "button": choice(
+        "buttons",
+        "Quer agendar um horário?",
+        buttons=[{"id": "sim", "title": "Agendar"}, {"id": "nao", "title": "Agora não"}],
+    ),
+    "list": choice(
+        "list",
+        "Escolha um horário para sábado:",
+        list_button_text="Ver horários",
+        sections=[
+            {
+                "title": "Manhã",
+                "rows": [
+                    {"id": "9h", "title": "9h", "description": "Com o Carlos"},
+                    {"id": "10h", "title": "10h", "description": None},
+                ],
+            }
+        ],
+    ),
+    "cta_url": choice(
+        "cta_url",
+        "Agende pelo nosso site:",
+        cta_display_text="Agendar online",
+        cta_url=f"{SITE}/agendar",
+    ),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(LLM_CHOICES))
+async def test_each_interactive_reply_type_is_accepted_by_graph(
+    kind: str, open_app: OpenApp, graph: FakeGraph, fake_llm: FakeOpenAI
+) -> None:
+    """Buttons, list and CTA URL chosen by LLM#3 pass the fake's schema and limit checks and
+    are sent once, as interactive messages of that type."""
+    fake_llm.queue(CHOICE, json_answer(LLM_CHOICES[kind]))
+    async with open_app(llm=True) as app:
+        message_id = await post_message(app, "Quero agendar um corte")
+        view = await app.wait_for(message_id)
+
+    assert trajectory(view) == LLM_PATH
+    (send,) = graph.sends_for(message_id)
+    assert send.body["type"] == "interactive"
+    assert send.body["interactive"]["type"] == kind
+    assert view["outbound_message_id"] == send.outbound_id
+
+
+# --- errors by code -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [
+        Fault(code=130429),
+        Fault(code=131056),
+        Fault(code=80007),
+        Fault(code=4),
+        Fault(code=131000),
+        Fault(status=503),
+    ],
+    ids=["130429", "131056", "80007", "4", "131000", "http-503"],
+)
+async def test_a_transient_error_is_retried_then_sent_once(
+    fault: Fault, open_app: OpenApp, graph: FakeGraph
+) -> None:
+    """A retryable Graph error (400 with a rate-limit code, or a bare 5xx) fails the task;
+    the outbound queue retries and the reply is sent exactly once."""
+    graph.inject(fault)
+    async with open_app() as app:
+        message_id = await post_message(app)
+        view = await app.wait_for(message_id)
+
+    assert view["state"] == "sent"
+    assert len(graph.message_requests()) == 2, "one refused request, one accepted"
+    (send,) = graph.sends_for(message_id)
+    assert view["outbound_message_id"] == send.outbound_id
+    assert view["history"][-1]["attempt"] == 2
+
+
+@pytest.mark.parametrize("code", [131047, 131026, 131051, 100])
+async def test_a_permanent_error_dead_letters_with_the_code(
+    code: int, open_app: OpenApp, graph: FakeGraph
+) -> None:
+    """A permanent Graph error moves the record to `failed` at once with the code in the
+    reason; nothing is retried or sent."""
+    graph.inject(Fault(code=code))
+    async with open_app() as app:
+        message_id = await post_message(app)
+        view = await app.wait_for(message_id)
+        await app.wait_idle()
+
+    assert view["state"] == "failed"
+    assert f"graph error {code}" in view["failure_reason"]
+    assert len(graph.message_requests()) == 1
+    assert graph.sends == []
+
+
+async def test_an_expired_token_dead_letters_and_logs_an_alertable_error(
+    open_app: OpenApp, graph: FakeGraph, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Error 190 moves the record to `failed` and logs an ERROR line with the event
+    `whatsapp_token_expired`, which an alert can match."""
+    graph.inject(Fault(code=190))
+    caplog.set_level(logging.INFO)
+    async with open_app() as app:
+        message_id = await post_message(app)
+        view = await app.wait_for(message_id)
+
+    assert view["state"] == "failed"
+    assert "graph error 190" in view["failure_reason"]
+    alerts = [r for r in caplog.records if getattr(r, "event", None) == "whatsapp_token_expired"]
+    assert [r.levelno for r in alerts] == [logging.ERROR]
+    assert TOKEN not in caplog.text
+
+
+# --- at most once ------------------------------------------------------------------------
+
+
+async def test_concurrent_duplicate_send_tasks_send_once(
+    open_app: OpenApp, graph: FakeGraph
+) -> None:
+    """Copies of the send task running while the first is waiting on Graph are turned away,
+    and copies arriving after it are no-ops: one request reaches Graph."""
+    graph.inject(Fault(delay=0.5))
+    async with open_app() as app:
+        message_id = await post_message(app)
+        await wait_until(lambda: len(graph.message_requests()) == 1)
+        advance = app.container.advancer.advance
+        during = await asyncio.gather(
+            *(advance(message_id, "queued_outbound") for _ in range(5)), return_exceptions=True
+        )
+        view = await app.wait_for(message_id)
+        await app.wait_idle()  # the first delivery has given its lease back
+        after = [await advance(message_id, "queued_outbound") for _ in range(3)]
+
+    assert all(isinstance(outcome, TransientStepError) for outcome in during), during
+    assert after == ["stale"] * 3
+    assert view["state"] == "sent"
+    assert len(graph.message_requests()) == 1
+    assert len(graph.sends_for(message_id)) == 1
+
+
+async def test_a_lost_answer_is_reconciled_from_the_status_webhook_not_resent(
+    open_app: OpenApp, graph: FakeGraph
+) -> None:
+    """Graph accepts the send but answers after the client gave up (the crash window: sent,
+    not saved). The redelivered task keeps waiting instead of sending; the status webhook
+    echoing the record's id lets it record that send as `sent`: no second request."""
+    graph.inject(Fault(delay=1.5))
+    settings = {
+        "WHATSAPP_TIMEOUT_SECONDS": "0.5",
+        # Retries spread over seconds, so the status webhook arrives within the attempts.
+        "LOCAL_QUEUE_MIN_BACKOFF_SECONDS": "0.3",
+        "LOCAL_QUEUE_MAX_BACKOFF_SECONDS": "1.0",
+    }
+    async with open_app(**settings) as app:
+        message_id = await post_message(app)
+        await wait_until(lambda: len(graph.sends_for(message_id)) == 1)
+        (send,) = graph.sends_for(message_id)
+        await anyio.to_thread.run_sync(send.answered.wait, 10.0)  # the client gave up by now
+        held = await app.view(message_id)
+        assert held["state"] == "queued_outbound", "the lost answer did not complete the send"
+
+        statuses = [status(send.outbound_id, "sent", 1_732_500_100, callback=message_id)]
+        response = await app.post(envelope(statuses=statuses))
+        assert response.status_code == 200
+        view = await app.wait_for(message_id)
+
+    assert view["state"] == "sent"
+    assert view["outbound_message_id"] == send.outbound_id
+    assert len(graph.message_requests()) == 1
+
+
+async def test_statuses_out_of_order_keep_the_furthest(open_app: OpenApp, graph: FakeGraph) -> None:
+    """read, then delivered and sent arriving late: the record's delivery status stays read."""
+    async with open_app() as app:
+        message_id = await post_message(app)
+        view = await app.wait_for(message_id)
+        (send,) = graph.sends_for(message_id)
+        for state, at in (("read", 30), ("delivered", 20), ("sent", 10)):
+            item = status(send.outbound_id, state, 1_732_500_000 + at, callback=message_id)
+            assert (await app.post(envelope(statuses=[item]))).status_code == 200
+        final = await app.view(message_id)
+
+    assert view["state"] == "sent"
+    assert final["delivery_status"] == "read"
