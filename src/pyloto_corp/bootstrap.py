@@ -37,6 +37,7 @@ from pyloto_corp.application.queues import (
     SWEEP_INTERVAL_SECONDS,
     QueueSpec,
 )
+from pyloto_corp.application.replay import MANUAL_TRIGGERS
 from pyloto_corp.application.step_context import LLMRouting, Pacing, StepContext
 from pyloto_corp.application.steps import HANDLED_TRIGGERS
 from pyloto_corp.application.sweeper import SweepResult, sweep
@@ -62,7 +63,8 @@ def load_chart(path: Path | None = None) -> Statechart:
     """Read and validate the inbound message statechart against the code's step handlers."""
     path = path or statechart_dir() / STATECHART_FILE
     shown = f"statecharts/{path.name}" if path.parent.name == "statecharts" else str(path)
-    return load_statechart(path.read_text(encoding="utf-8"), shown, HANDLED_TRIGGERS)
+    text = path.read_text(encoding="utf-8")
+    return load_statechart(text, shown, HANDLED_TRIGGERS, MANUAL_TRIGGERS)
 
 
 def _storage(settings: Settings, terminal: list[str]) -> tuple[StateStore, Outbox, bool]:

@@ -1,4 +1,4 @@
-"""The `pyloto` command: serve, simulate, inspect."""
+"""The `pyloto` command: serve, simulate, inspect, replay."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import sys
 import time
 import uuid
 from collections.abc import Sequence
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -228,6 +229,50 @@ def _cmd_inspect(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def since_bound(value: str, now: float | None = None) -> float:
+    """`--since`: an ISO 8601 instant (`2026-11-25T00:00:00Z`) or seconds ago (`3600`), as
+    unix seconds."""
+    try:
+        return (time.time() if now is None else now) - float(value)
+    except ValueError:
+        pass
+    try:
+        instant = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"'{value}' is neither an ISO 8601 time nor a number of seconds"
+        ) from None
+    if instant.tzinfo is None:
+        raise argparse.ArgumentTypeError(f"'{value}' needs a time zone (e.g. Z)")
+    return instant.timestamp()
+
+
+def _cmd_replay(settings: Settings, args: argparse.Namespace) -> int:
+    base = (args.url or f"http://127.0.0.1:{settings.app.port}").rstrip("/")
+    if args.failed:
+        body: dict[str, Any] = {"failed": True, "since": args.since}
+    else:
+        body = {"message_id": args.message_id}
+    headers = {"X-Internal-Token": settings.internal_task_token}
+    try:
+        response = httpx.post(f"{base}/internal/replay", json=body, headers=headers, timeout=60)
+    except httpx.HTTPError as error:
+        print(f"pyloto: cannot reach {base}: {error}", file=sys.stderr)
+        return 1
+    if response.status_code != 200:
+        print(f"pyloto: {response.status_code}: {response.text}", file=sys.stderr)
+        return 1
+    summary = response.json()
+    replayed: list[str] = summary["replayed"]
+    skipped: dict[str, str] = summary["skipped"]
+    print(f"replayed {len(replayed)}, skipped {len(skipped)}")
+    for message_id in replayed:
+        print(f"replayed {message_id}")
+    for message_id, reason in skipped.items():
+        print(f"skipped {message_id}: {reason}")
+    return 0
+
+
 def _cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     import logging
 
@@ -273,6 +318,20 @@ def _parser() -> argparse.ArgumentParser:
     inspect = commands.add_parser("inspect", help="print a record as JSON (masked)")
     inspect.add_argument("message_id")
     inspect.add_argument("--url", default=None, help="ask a running server instead of the store")
+
+    replay = commands.add_parser(
+        "replay", help="re-drive dead-lettered records through the outbound step"
+    )
+    which = replay.add_mutually_exclusive_group(required=True)
+    which.add_argument("message_id", nargs="?", help="the record to replay")
+    which.add_argument("--failed", action="store_true", help="every failed record")
+    replay.add_argument(
+        "--since",
+        type=since_bound,
+        default=None,
+        help="with --failed: failed at or after this ISO 8601 time, or this many seconds ago",
+    )
+    replay.add_argument("--url", default=None, help="server URL (default: local, $PORT)")
 
     queues = commands.add_parser("queues", help="manage the Cloud Tasks queues")
     queue_commands = queues.add_subparsers(dest="queue_command", required=True)
@@ -320,7 +379,10 @@ def _cmd_queues(settings: Settings, args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `pyloto` console script."""
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command == "replay" and args.since is not None and not args.failed:
+        parser.error("--since goes with --failed")
     try:
         settings = load_settings(resolve_references(os.environ))
         if args.command == "serve":
@@ -331,6 +393,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_simulate(settings, args)
         if args.command == "queues":
             return _cmd_queues(settings, args)
+        if args.command == "replay":
+            return _cmd_replay(settings, args)
         return _cmd_inspect(settings, args)
     except (ConfigError, StatechartError) as error:
         print(f"pyloto: {error}", file=sys.stderr)

@@ -564,6 +564,7 @@ def every_store_call(store: RedisStore, known: str) -> dict[str, Callable[[], Aw
         "save": lambda: store.save(record(known, state="deduped"), expected_version=0),
         "record_status": lambda: store.record_status(StatusUpdate("wamid.O", "read", 1, known)),
         "open_records": lambda: store.open_records(older_than=time.time()),
+        "failed_records": lambda: store.failed_records(since=None, limit=10),
         "purge": lambda: store.purge(created_before=2_000.0),
         "append_turns": lambda: store.append_turns("c", [Turn("customer", "oi", 1.0)], 60, 5),
         "recent_turns": lambda: store.recent_turns("c", 0.0, 5),

@@ -274,6 +274,50 @@ async def test_open_records_lists_old_non_terminal_records(store: StateStore) ->
     assert sorted(found) == sorted((r.message_id, r.state) for r in old_open)
 
 
+async def test_failed_records_lists_failed_ones_since_the_bound(store: StateStore) -> None:
+    """failed_records: ids of `failed` records updated at or after `since`, oldest first,
+    at most `limit`; None means any time; records in other states never appear."""
+    old = record(state="failed", updated_at=100.0)
+    middle = record(state="failed", updated_at=300.0)
+    recent = record(state="failed", updated_at=400.0)
+    others = [record(state=s, updated_at=500.0) for s in ("sent", "queued_outbound")]
+    await store.create_if_absent([recent, old, *others, middle])
+
+    assert await store.failed_records(since=None, limit=10) == [
+        old.message_id,
+        middle.message_id,
+        recent.message_id,
+    ]
+    assert await store.failed_records(since=300.0, limit=10) == [
+        middle.message_id,
+        recent.message_id,
+    ]
+    assert await store.failed_records(since=None, limit=1) == [old.message_id]
+    assert await store.failed_records(since=401.0, limit=10) == []
+
+
+async def test_failed_records_follow_saves_in_and_out_of_failed(store: StateStore) -> None:
+    """A save into `failed` lists the record under its new update time; a save out of it
+    (a replay) takes it off the list; purge removes it for good."""
+    first = record(state="queued_outbound", created_at=100.0, updated_at=100.0)
+    await store.create_if_absent([first])
+    assert await store.failed_records(since=None, limit=10) == []
+
+    failed = replace(first, state="failed", version=1, updated_at=250.0)
+    assert await store.save(failed, expected_version=0)
+    assert await store.failed_records(since=200.0, limit=10) == [first.message_id]
+
+    replayed = replace(failed, state="queued_outbound", version=2, updated_at=300.0)
+    assert await store.save(replayed, expected_version=1)
+    assert await store.failed_records(since=None, limit=10) == []
+
+    again = replace(replayed, state="failed", version=3, updated_at=350.0)
+    assert await store.save(again, expected_version=2)
+    assert await store.failed_records(since=300.0, limit=10) == [first.message_id]
+    assert await store.purge(created_before=200.0) == 1
+    assert await store.failed_records(since=None, limit=10) == []
+
+
 async def test_purge_removes_old_records_and_their_statuses(store: StateStore) -> None:
     """purge deletes and counts records created before the bound, with their statuses, only."""
     old_by_id = record(created_at=100.0)

@@ -87,6 +87,13 @@ class FakeStore:
             if r.state not in self.terminal and r.updated_at < older_than
         ]
 
+    async def failed_records(self, since: float | None, limit: int) -> list[str]:
+        bound = float("-inf") if since is None else since
+        found = sorted(self.records.values(), key=lambda r: r.updated_at)
+        return [r.message_id for r in found if r.state == "failed" and r.updated_at >= bound][
+            :limit
+        ]
+
     async def purge(self, created_before: float) -> int:
         old = [key for key, r in self.records.items() if r.created_at < created_before]
         for key in old:

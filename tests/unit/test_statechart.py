@@ -151,6 +151,70 @@ def test_terminal_state_with_exits_names_the_transition() -> None:
     )
 
 
+RETRY = "  - trigger: retry\n    source: done\n    dest: start\n"
+
+
+def test_manual_exit_from_a_terminal_state_is_allowed() -> None:
+    """A `manual: true` transition the operator code knows may leave a terminal state; the
+    state stays terminal and the transition is not one its (absent) step may fire."""
+    text = TINY + RETRY + "    manual: true\n"
+    chart = load_statechart(text, PATH, HANDLERS, manual_triggers={"retry"})
+    [retry] = chart.exits("done")
+    assert (retry.trigger, retry.dest, retry.manual) == ("retry", "start", True)
+    assert chart.is_terminal("done")
+    assert chart.step_exits("done") == []
+    assert "done" not in chart.open_states
+
+
+def test_non_manual_exit_from_a_terminal_state_is_still_an_error() -> None:
+    """Without `manual: true` the same transition fails at its line, even if its trigger is
+    a known manual one."""
+    text = TINY + RETRY
+    with pytest.raises(StatechartError) as caught:
+        load_statechart(text, PATH, HANDLERS, manual_triggers={"retry"})
+    expected = at(text, "trigger: retry") + "terminal state 'done' cannot have exits"
+    assert str(caught.value) == expected
+
+
+def test_manual_trigger_unknown_to_the_code_names_its_line() -> None:
+    """A manual transition whose trigger no operator use case fires fails at its line."""
+    text = TINY + RETRY + "    manual: true\n"
+    message = error_of(text)
+    assert message == (
+        at(text, "trigger: retry") + "manual trigger 'retry' has no operator use case"
+    )
+
+
+def test_manual_flag_must_be_a_boolean() -> None:
+    """`manual: maybe` is refused at its line."""
+    text = TINY + RETRY + "    manual: maybe\n"
+    assert error_of(text) == at(text, "manual: maybe") + "manual must be true or false"
+
+
+def test_only_manual_exits_leave_an_open_state_stuck() -> None:
+    """A non-terminal state whose only exits are manual has no exit its step can take."""
+    text = TINY.replace("dest: middle", "dest: limbo").replace(
+        "  done:\n", "  limbo:\n    description: Stuck.\n  done:\n"
+    )
+    text += "  - trigger: retry\n    source: limbo\n    dest: done\n    manual: true\n"
+    with pytest.raises(StatechartError) as caught:
+        load_statechart(text, PATH, HANDLERS, manual_triggers={"retry"})
+    assert (
+        str(caught.value) == at(text, "limbo:") + "state 'limbo' is not terminal but has no exits"
+    )
+
+
+def test_shipped_statechart_replays_failed_through_manual_triggers() -> None:
+    """`failed` stays terminal; its only exits are the manual replay triggers."""
+    chart = load_chart()
+    assert chart.is_terminal("failed")
+    assert {(t.trigger, t.dest, t.manual) for t in chart.exits("failed")} == {
+        ("replay_send", "queued_outbound", True),
+        ("replay_reply", "fallback", True),
+    }
+    assert all(not t.manual for state in chart.open_states for t in chart.exits(state))
+
+
 def test_open_state_without_exits_names_its_definition() -> None:
     """A non-terminal state with no way out fails at the line where it is defined."""
     text = TINY.replace("dest: middle", "dest: limbo").replace(

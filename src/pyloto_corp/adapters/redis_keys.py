@@ -52,6 +52,12 @@ class RedisKeys:
         return f"{self.prefix}:open"
 
     @property
+    def failed_index(self) -> str:
+        """Sorted set of `failed` record ids by last update: replay finds dead letters by score
+        instead of scanning. Members leave when a save moves the record out, or on purge."""
+        return f"{self.prefix}:failed"
+
+    @property
     def created_index(self) -> str:
         """Sorted set of record ids by creation time: purge finds expired ones by score."""
         return f"{self.prefix}:created"

@@ -19,17 +19,17 @@ from redis.exceptions import RedisError
 
 from pyloto_corp.adapters.redis_keys import RedisKeys
 from pyloto_corp.application.ports import StoreUnavailable
-from pyloto_corp.domain.records import DELIVERY_RANK, Record, StatusUpdate, Turn
+from pyloto_corp.domain.records import DELIVERY_RANK, FAILED_STATE, Record, StatusUpdate, Turn
 
-# KEYS: record keys..., open index, created index.
-# ARGV: ttl, then per record: id, version, state, created_at, updated_at, data.
+# KEYS: record keys..., open index, created index, failed index.
+# ARGV: ttl, failed state, then per record: id, version, state, created_at, updated_at, data.
 _CREATE = """
 local ttl = tonumber(ARGV[1])
-local n = #KEYS - 2
-local open, created = KEYS[n + 1], KEYS[n + 2]
+local n = #KEYS - 3
+local open, created, failed = KEYS[n + 1], KEYS[n + 2], KEYS[n + 3]
 local result = {}
 for i = 1, n do
-  local a = 1 + (i - 1) * 6
+  local a = 2 + (i - 1) * 6
   if redis.call('EXISTS', KEYS[i]) == 1 then
     result[i] = 0
   else
@@ -37,14 +37,15 @@ for i = 1, n do
     redis.call('EXPIRE', KEYS[i], ttl)
     redis.call('ZADD', open, ARGV[a + 5], ARGV[a + 1])
     redis.call('ZADD', created, ARGV[a + 4], ARGV[a + 1])
+    if ARGV[a + 3] == ARGV[2] then redis.call('ZADD', failed, ARGV[a + 5], ARGV[a + 1]) end
     result[i] = 1
   end
 end
 return result
 """
 
-# KEYS: record, open index. ARGV: expected version, version, state, outbound id, data,
-# updated_at, terminal (1/0), message id.
+# KEYS: record, open index, failed index. ARGV: expected version, version, state,
+# outbound id, data, updated_at, terminal (1/0), message id, failed (1/0).
 _SAVE = """
 if redis.call('HGET', KEYS[1], 'v') ~= ARGV[1] then return 0 end
 redis.call('HSET', KEYS[1], 'v', ARGV[2], 's', ARGV[3], 'o', ARGV[4], 'd', ARGV[5])
@@ -52,6 +53,11 @@ if ARGV[7] == '1' then
   redis.call('ZREM', KEYS[2], ARGV[8])
 else
   redis.call('ZADD', KEYS[2], ARGV[6], ARGV[8])
+end
+if ARGV[9] == '1' then
+  redis.call('ZADD', KEYS[3], ARGV[6], ARGV[8])
+else
+  redis.call('ZREM', KEYS[3], ARGV[8])
 end
 return 1
 """
@@ -111,7 +117,8 @@ redis.call('EXPIRE', KEYS[1], ARGV[6])
 return 1
 """
 
-# KEYS: open index, created index. ARGV: bound, record prefix, delivery prefix, ref prefix.
+# KEYS: open index, created index, failed index.
+# ARGV: bound, record prefix, delivery prefix, ref prefix.
 _PURGE = """
 local ids = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', '(' .. ARGV[1], 'LIMIT', 0, 500)
 local count = 0
@@ -125,6 +132,7 @@ for _, id in ipairs(ids) do
   redis.call('DEL', ARGV[4] .. id)
   redis.call('ZREM', KEYS[1], id)
   redis.call('ZREM', KEYS[2], id)
+  redis.call('ZREM', KEYS[3], id)
 end
 return {count, #ids}
 """
@@ -189,8 +197,8 @@ class RedisStore:
         if not records:
             return []
         keys = [self.keys.record(r.message_id) for r in records]
-        keys += [self.keys.open_index, self.keys.created_index]
-        args: list[Any] = [self.ttl]
+        keys += [self.keys.open_index, self.keys.created_index, self.keys.failed_index]
+        args: list[Any] = [self.ttl, FAILED_STATE]
         for r in records:
             args += [r.message_id, r.version, r.state, r.created_at, r.updated_at]
             args.append(_encoder.encode(r))
@@ -215,7 +223,7 @@ class RedisStore:
         return record
 
     async def save(self, record: Record, expected_version: int) -> bool:
-        keys = [self.keys.record(record.message_id), self.keys.open_index]
+        keys = [self.keys.record(record.message_id), self.keys.open_index, self.keys.failed_index]
         args: list[EncodableT] = [
             expected_version,
             record.version,
@@ -225,6 +233,7 @@ class RedisStore:
             record.updated_at,
             1 if record.state in self._terminal else 0,
             record.message_id,
+            1 if record.state == FAILED_STATE else 0,
         ]
         try:
             return bool(await self._save(keys=keys, args=args))
@@ -274,8 +283,33 @@ class RedisStore:
             if state is not None and state.decode() not in self._terminal
         ]
 
+    async def failed_records(self, since: float | None, limit: int) -> list[str]:
+        low = "-inf" if since is None else repr(since)
+        index = self.keys.failed_index
+        try:
+            ids = cast(
+                list[bytes],
+                await self.client.zrangebyscore(index, low, "+inf", start=0, num=limit),
+            )
+            if not ids:
+                return []
+            async with self.client.pipeline(transaction=False) as pipe:
+                for raw in ids:
+                    pipe.hget(self.keys.record(raw.decode()), "s")
+                states = await pipe.execute()
+            gone = [raw for raw, state in zip(ids, states, strict=True) if state is None]
+            if gone:  # expired by TTL: drop them from the index
+                await self.client.zrem(index, *gone)
+        except RedisError as error:
+            raise StoreUnavailable(f"redis: {error}") from error
+        return [
+            raw.decode()
+            for raw, state in zip(ids, states, strict=True)
+            if state is not None and state.decode() == FAILED_STATE
+        ]
+
     async def purge(self, created_before: float) -> int:
-        keys = [self.keys.open_index, self.keys.created_index]
+        keys = [self.keys.open_index, self.keys.created_index, self.keys.failed_index]
         args: list[EncodableT] = [
             created_before,
             self.keys.record(""),

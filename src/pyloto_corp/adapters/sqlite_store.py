@@ -16,7 +16,7 @@ import msgspec
 
 from pyloto_corp.adapters.sqlite_base import SQLiteThread
 from pyloto_corp.application.ports import StoreUnavailable
-from pyloto_corp.domain.records import DELIVERY_RANK, Record, StatusUpdate, Turn
+from pyloto_corp.domain.records import DELIVERY_RANK, FAILED_STATE, Record, StatusUpdate, Turn
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS records (
@@ -178,6 +178,19 @@ class SQLiteStore:
                 (*self._terminal, older_than),
             )
             return [(str(a), str(b)) for a, b in rows.fetchall()]
+
+        return await self._db.run(work)
+
+    async def failed_records(self, since: float | None, limit: int) -> list[str]:
+        args = (FAILED_STATE, float("-inf") if since is None else since, limit)
+
+        def work() -> list[str]:
+            rows = self._db.connection().execute(
+                "SELECT message_id FROM records WHERE state = ? AND updated_at >= ?"
+                " ORDER BY updated_at LIMIT ?",
+                args,
+            )
+            return [str(row[0]) for row in rows.fetchall()]
 
         return await self._db.run(work)
 

@@ -176,6 +176,7 @@ class Advancer:
         updates: dict[str, Any],
         started: float,
         attempt: int,
+        generation: str = "",
     ) -> str:
         dest = self.machine.fire(record.state, trigger)
         now = self.context.clock()
@@ -214,5 +215,15 @@ class Advancer:
         )
         task = self.task_for(moved)
         if task is not None:
-            await self.queue.enqueue(task)
+            await self.queue.enqueue(replace(task, generation=generation))
         return dest
+
+    async def fire_manual(
+        self, record: Record, trigger: str, updates: dict[str, Any], generation: str
+    ) -> str:
+        """Fire an operator's trigger on `record` (as loaded): a versioned save with its
+        history entry, then the new state's task under `generation` (so a queue that refuses
+        a repeated step takes it). The new state, or "stale" if the record changed meanwhile.
+        """
+        started = self.context.clock()
+        return await self._commit(record, trigger, updates, started, 0, generation)

@@ -52,6 +52,10 @@ class StateStore(Protocol):
     async def open_records(self, older_than: float) -> list[tuple[str, str]]:
         """(message id, state) of non-terminal records last updated before `older_than`."""
 
+    async def failed_records(self, since: float | None, limit: int) -> list[str]:
+        """Ids of at most `limit` `failed` records last updated at or after `since` (any
+        time if None), oldest first."""
+
     async def purge(self, created_before: float) -> int:
         """Delete records (and their statuses) created before the retention limit."""
 

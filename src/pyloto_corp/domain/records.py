@@ -8,6 +8,9 @@ from typing import Any
 # Kinds of inbound message that need no reply: they end in `ignored`.
 IGNORED_KINDS = frozenset({"reaction", "edit", "revoke", "deleted", "system", "ephemeral"})
 
+# The dead-letter state: operators replay records found in it (`pyloto replay`).
+FAILED_STATE = "failed"
+
 # Delivery statuses only move forward; `failed` outranks everything it can follow.
 DELIVERY_RANK = {"sent": 1, "delivered": 2, "read": 3, "played": 4, "failed": 5}
 

@@ -40,6 +40,7 @@ class TransitionSpec:
     dest: str
     description: str
     line: int
+    manual: bool = False  # fired only by an operator use case (replay), never by a step
 
 
 @dataclass(frozen=True)
@@ -54,8 +55,12 @@ class Statechart:
     initial_line: int = 1
 
     def exits(self, state: str) -> list[TransitionSpec]:
-        """Transitions leaving `state`."""
+        """Transitions leaving `state` (manual ones included)."""
         return [t for t in self.transitions if t.source == state]
+
+    def step_exits(self, state: str) -> list[TransitionSpec]:
+        """Transitions the step of `state` may fire (manual ones excluded)."""
+        return [t for t in self.exits(state) if not t.manual]
 
     def is_terminal(self, state: str) -> bool:
         """Whether `state` ends the machine."""
@@ -134,15 +139,18 @@ class _Reader:
             for required in ("trigger", "source", "dest"):
                 if required not in fields:
                     raise self.fail(item, f"transition without '{required}'")
-            unknown = set(fields) - {"trigger", "source", "dest", "description"}
+            unknown = set(fields) - {"trigger", "source", "dest", "description", "manual"}
             if unknown:
                 raise self.fail(item, f"transition: unknown key(s) {sorted(unknown)}")
             trigger = self.scalar(fields["trigger"], "trigger")
             dest = self.scalar(fields["dest"], "dest")
             text = fields.get("description")
             description = self.scalar(text, "description") if text is not None else ""
+            manual = self.flag(fields.get("manual"), "manual")
             for source in self.names(fields["source"], "source"):
-                result.append(TransitionSpec(trigger, source, dest, description, _line(item)))
+                result.append(
+                    TransitionSpec(trigger, source, dest, description, _line(item), manual)
+                )
         return result
 
 
@@ -193,11 +201,17 @@ def _pairs(reader: _Reader, node: yaml.Node) -> list[tuple[yaml.Node, yaml.Node]
     return list(node.value)
 
 
-def validate(chart: Statechart, handlers: Mapping[str, Collection[str]]) -> None:
+def validate(
+    chart: Statechart,
+    handlers: Mapping[str, Collection[str]],
+    manual_triggers: Collection[str] = (),
+) -> None:
     """Check the graph against itself and against the triggers the code handles.
 
     `handlers` maps a state to the triggers its step can fire; the `ANY_STATE` key lists
-    triggers every non-terminal state can fire (such as dead-lettering).
+    triggers every non-terminal state can fire (such as dead-lettering). `manual_triggers`
+    are those an operator use case fires: only they may mark a transition `manual: true`,
+    and only manual transitions may leave a terminal state.
     """
     reader = _Reader(chart.path)
     if chart.initial not in chart.states:
@@ -207,9 +221,9 @@ def validate(chart: Statechart, handlers: Mapping[str, Collection[str]]) -> None
             raise reader.fail(1, f"the code has a step for state '{state}', which is not defined")
     seen: set[tuple[str, str]] = set()
     for transition in chart.transitions:
-        _check_transition(reader, chart, transition, handlers, seen)
+        _check_transition(reader, chart, transition, handlers, manual_triggers, seen)
     for name, spec in chart.states.items():
-        if not spec.terminal and not chart.exits(name):
+        if not spec.terminal and not chart.step_exits(name):
             raise reader.fail(spec.line, f"state '{name}' is not terminal but has no exits")
     reachable = _reachable(chart)
     for name, spec in chart.states.items():
@@ -222,12 +236,13 @@ def _check_transition(
     chart: Statechart,
     transition: TransitionSpec,
     handlers: Mapping[str, Collection[str]],
+    manual_triggers: Collection[str],
     seen: set[tuple[str, str]],
 ) -> None:
     for end in (transition.source, transition.dest):
         if end not in chart.states:
             raise reader.fail(transition.line, f"unknown state '{end}'")
-    if chart.states[transition.source].terminal:
+    if chart.states[transition.source].terminal and not transition.manual:
         raise reader.fail(
             transition.line, f"terminal state '{transition.source}' cannot have exits"
         )
@@ -238,6 +253,13 @@ def _check_transition(
             f"trigger '{transition.trigger}' from '{transition.source}' is defined twice",
         )
     seen.add(key)
+    if transition.manual:
+        if transition.trigger not in manual_triggers:
+            raise reader.fail(
+                transition.line,
+                f"manual trigger '{transition.trigger}' has no operator use case",
+            )
+        return
     handled = set(handlers.get(transition.source, ())) | set(handlers.get(ANY_STATE, ()))
     if transition.trigger not in handled:
         raise reader.fail(
@@ -257,8 +279,13 @@ def _reachable(chart: Statechart) -> set[str]:
     return found
 
 
-def load_statechart(text: str, path: str, handlers: Mapping[str, Collection[str]]) -> Statechart:
+def load_statechart(
+    text: str,
+    path: str,
+    handlers: Mapping[str, Collection[str]],
+    manual_triggers: Collection[str] = (),
+) -> Statechart:
     """Parse and validate a statechart, or raise StatechartError naming the line."""
     chart = parse_statechart(text, path)
-    validate(chart, handlers)
+    validate(chart, handlers, manual_triggers)
     return chart

@@ -13,6 +13,7 @@ from litestar import Controller, Request, get, post
 from litestar.exceptions import ClientException, NotFoundException
 
 from pyloto_corp.application.inspect import record_view
+from pyloto_corp.application.replay import Replayer
 from pyloto_corp.http.deps import TASK_ROUTE, container_of, internal_guard
 
 
@@ -26,8 +27,32 @@ class AdvanceTask(msgspec.Struct, forbid_unknown_fields=True):
 _task_decoder = msgspec.json.Decoder(AdvanceTask)
 
 
+class ReplayRequest(msgspec.Struct, forbid_unknown_fields=True):
+    """Body of a replay: one `message_id`, or `failed: true` with an optional `since`."""
+
+    message_id: str | None = None
+    failed: bool = False
+    since: float | None = None
+
+
+_replay_decoder = msgspec.json.Decoder(ReplayRequest)
+
+
+def _replay_request(body: bytes) -> ReplayRequest:
+    """The decoded body, or 400: exactly one of `message_id` and `failed: true`."""
+    try:
+        data = _replay_decoder.decode(body)
+    except msgspec.DecodeError as error:
+        raise ClientException(f"invalid replay body: {error}") from None
+    if data.failed == bool(data.message_id):
+        raise ClientException('give either {"message_id": ...} or {"failed": true}')
+    if data.since is not None and not data.failed:
+        raise ClientException('"since" goes with "failed": true')
+    return data
+
+
 class InternalController(Controller):
-    """Task callbacks and record inspection."""
+    """Task callbacks, record inspection and replay."""
 
     path = "/internal"
     guards = [internal_guard]  # noqa: RUF012
@@ -54,6 +79,17 @@ class InternalController(Controller):
         """Re-queue stuck records and purge expired ones (for Cloud Scheduler)."""
         result = await container_of(request).sweep()
         return {"requeued": result.requeued, "purged": result.purged}
+
+    @post("/replay", status_code=200)
+    async def replay(self, request: Request[Any, Any, Any]) -> dict[str, Any]:
+        """Re-drive dead-lettered records through the outbound step; what was done."""
+        data = _replay_request(await request.body())
+        replayer = Replayer(container_of(request).advancer)
+        if data.message_id:
+            summary = await replayer.replay(data.message_id)
+        else:
+            summary = await replayer.replay_failed(data.since)
+        return summary.as_dict()
 
     @get("/messages/{message_id:str}")
     async def inspect(self, request: Request[Any, Any, Any]) -> dict[str, Any]:

@@ -1,0 +1,107 @@
+"""Replay of dead letters: an operator re-drives `failed` records through the outbound step.
+
+A record that has its reply goes back to `queued_outbound` (`replay_send`); one that failed
+before a reply was built goes to `fallback` (`replay_reply`), where a template is built. A
+reply the outbox already knows was sent is never sent again: that record is skipped.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from pyloto_corp.application.advance import Advancer
+from pyloto_corp.domain.privacy import message_ref
+from pyloto_corp.domain.records import FAILED_STATE, Record
+
+log = logging.getLogger(__name__)
+
+# Triggers only this use case fires (`manual: true` in the statechart).
+REPLAY_SEND = "replay_send"
+REPLAY_REPLY = "replay_reply"
+MANUAL_TRIGGERS = frozenset({REPLAY_SEND, REPLAY_REPLY})
+
+# Records one `replay_failed` call re-drives at most (run it again for the rest).
+REPLAY_BATCH = 500
+
+
+@dataclass
+class ReplaySummary:
+    """What a replay did: the ids re-driven, and the reason each other one was left alone."""
+
+    replayed: list[str] = field(default_factory=list)
+    skipped: dict[str, str] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The summary as the HTTP route answers it."""
+        return {"replayed": list(self.replayed), "skipped": dict(self.skipped)}
+
+
+class Replayer:
+    """Re-drives dead-lettered records through the Advancer's machine and queue."""
+
+    def __init__(self, advancer: Advancer) -> None:
+        self.advancer = advancer
+
+    async def replay(self, message_id: str, summary: ReplaySummary | None = None) -> ReplaySummary:
+        """Replay one record: skipped (with the reason) unless it is `failed` and unsent."""
+        summary = summary if summary is not None else ReplaySummary()
+        reason = await self._replay(message_id)
+        if reason is None:
+            summary.replayed.append(message_id)
+        else:
+            summary.skipped[message_id] = reason
+        return summary
+
+    async def replay_failed(self, since: float | None, limit: int = REPLAY_BATCH) -> ReplaySummary:
+        """Replay every `failed` record last updated at or after `since` (all if None)."""
+        summary = ReplaySummary()
+        for message_id in await self.advancer.store.failed_records(since, limit):
+            await self.replay(message_id, summary)
+        return summary
+
+    async def _replay(self, message_id: str) -> str | None:
+        """None when replayed, else why not."""
+        record = await self.advancer.store.get(message_id)
+        if record is None:
+            return "no such record"
+        if record.state != FAILED_STATE:
+            return f"state is {record.state}"
+        if record.reply is not None:
+            if record.outbound_message_id is not None:
+                return "already sent"
+            if await self.advancer.context.outbox.find_sent(record.message_id) is not None:
+                return "already sent"
+            trigger = REPLAY_SEND
+        else:
+            trigger = REPLAY_REPLY
+        dest = await self.advancer.fire_manual(
+            record, trigger, _updates(record, trigger), generation=f"replay-{record.version}"
+        )
+        if dest == "stale":
+            return "changed while replaying"
+        log.warning(
+            "record_replayed",
+            extra={
+                "event": "record_replayed",
+                "ref": message_ref(message_id),
+                "trigger": trigger,
+                "dest": dest,
+            },
+        )
+        return None
+
+
+def _updates(record: Record, trigger: str) -> dict[str, Any]:
+    """Clear the dead letter's failure and send claim; keep the failure in the results."""
+    results = {**record.results, "previous_failure": record.failure_reason}
+    updates: dict[str, Any] = {
+        "results": results,
+        "failure_reason": None,
+        "send_started_at": None,
+        "send_claimed_by": None,
+    }
+    if trigger == REPLAY_REPLY:
+        updates["fallback_reason"] = record.fallback_reason or "replayed"
+    return updates
