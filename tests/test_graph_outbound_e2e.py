@@ -26,7 +26,7 @@ from pyloto_corp.http.app import create_app
 from tests.e2e.support import Pyloto, trajectory
 from tests.fake_graph import PHONE_NUMBER_ID, TOKEN, FakeGraph, Fault
 from tests.fake_openai import CHOICE, FakeOpenAI, json_answer
-from tests.helpers import SENDER, envelope, status, text_message
+from tests.helpers import INTERNAL_TOKEN, SENDER, envelope, status, text_message
 
 pytestmark = pytest.mark.anyio
 
@@ -346,3 +346,33 @@ async def test_statuses_out_of_order_keep_the_furthest(open_app: OpenApp, graph:
 
     assert view["state"] == "sent"
     assert final["delivery_status"] == "read"
+
+
+async def test_a_dead_lettered_reply_is_replayed_and_sent_once(
+    open_app: OpenApp, graph: FakeGraph
+) -> None:
+    """A reply refused with a permanent code lands in `failed`; once the cause is fixed,
+    replay sends it through the Graph API exactly once, and a second replay sends nothing."""
+    graph.inject(Fault(code=131047))
+    async with open_app() as app:
+        message_id = await post_message(app)
+        assert (await app.wait_for(message_id))["state"] == "failed"
+        await app.wait_idle()
+        token = {"X-Internal-Token": INTERNAL_TOKEN}
+        first = await app.client.post(
+            "/internal/replay", json={"message_id": message_id}, headers=token
+        )
+        assert first.status_code == 200
+        assert first.json()["replayed"] == [message_id]
+        view = await app.wait_for(message_id)
+        await app.wait_idle()
+        again = await app.client.post(
+            "/internal/replay", json={"message_id": message_id}, headers=token
+        )
+
+    assert view["state"] == "sent"
+    assert [h["to"] for h in view["history"]][-3:] == ["failed", "queued_outbound", "sent"]
+    assert len(graph.message_requests()) == 2, "the refused request and the replayed one"
+    (send,) = graph.sends_for(message_id)
+    assert view["outbound_message_id"] == send.outbound_id
+    assert again.json()["skipped"] == {message_id: "state is sent"}
