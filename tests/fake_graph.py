@@ -16,10 +16,11 @@ import time
 import uuid
 from collections import deque
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 from pyloto_corp.ai.limits import problems
+from tests.local_http import LocalServer
 
 TOKEN = "EAAG-test-graph-token"
 PHONE_NUMBER_ID = "106540352242922"
@@ -84,7 +85,7 @@ class FakeGraph:
     base_url: str = ""  # set by start()
     _faults: deque[Fault] = field(default_factory=deque)
     _lock: threading.Lock = field(default_factory=threading.Lock)
-    _server: ThreadingHTTPServer | None = None
+    _server: LocalServer | None = None
 
     def inject(self, *faults: Fault) -> None:
         """Apply these to the next message sends, in order (read receipts are not affected)."""
@@ -175,19 +176,14 @@ class FakeGraph:
             def log_message(self, *args: Any) -> None:
                 pass
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        ).start()
-        self.base_url = f"http://127.0.0.1:{self._server.server_address[1]}"
+        self._server = LocalServer(Handler)
+        self.base_url = self._server.url
         return self.base_url
 
     def stop(self) -> None:
         """Stop serving."""
         if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
+            self._server.stop()
 
 
 def _graph_error(code: int) -> tuple[int, dict[str, Any], float]:

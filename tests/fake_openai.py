@@ -15,8 +15,10 @@ import threading
 import time
 from collections import defaultdict, deque
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
+
+from tests.local_http import LocalServer
 
 EVENT = "EventDetection"
 DRAFT = "ReplyDraft"
@@ -85,7 +87,7 @@ class FakeOpenAI:
     _queued: dict[str, deque[Answer]] = field(default_factory=lambda: defaultdict(deque))
     _always: dict[str, Answer] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
-    _server: ThreadingHTTPServer | None = None
+    _server: LocalServer | None = None
 
     def queue(self, schema: str, *answers: Answer) -> None:
         """Answer the next requests for `schema` with these, in order."""
@@ -137,19 +139,14 @@ class FakeOpenAI:
             def log_message(self, *args: Any) -> None:
                 pass
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
-        self._server.daemon_threads = True
-        threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        ).start()
-        self.base_url = f"http://127.0.0.1:{self._server.server_address[1]}/v1"
+        self._server = LocalServer(Handler, port)
+        self.base_url = f"{self._server.url}/v1"
         return self.base_url
 
     def stop(self) -> None:
         """Stop serving."""
         if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
+            self._server.stop()
 
 
 def schema_name(body: dict[str, Any]) -> str:

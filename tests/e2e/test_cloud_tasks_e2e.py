@@ -11,7 +11,7 @@ import asyncio
 import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import httpx
@@ -30,6 +30,7 @@ from tests.e2e.servers import (
     write_records,
 )
 from tests.helpers import envelope, text_message
+from tests.local_http import LocalServer
 from tests.redis_server import RedisServer, free_port
 from tests.tasks_emulator import TasksEmulator
 
@@ -89,18 +90,16 @@ class FlakyProxy:
             def log_message(self, *args: object) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.server = LocalServer(Handler)
 
     @property
     def url(self) -> str:
         """Base URL the tasks should call."""
-        return f"http://127.0.0.1:{self.server.server_address[1]}"
+        return self.server.url
 
     def stop(self) -> None:
         """Stop serving."""
-        self.server.shutdown()
-        self.server.server_close()
+        self.server.stop()
 
 
 def _serve(

@@ -16,7 +16,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 from cryptography import x509
@@ -24,6 +24,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 from google.auth import crypt, jwt
+
+from tests.local_http import LocalServer
 
 SERVICE_ACCOUNT = "pyloto-tasks@pyloto-test.iam.gserviceaccount.com"
 AUDIENCE = "https://pyloto-test.a.run.app"
@@ -152,16 +154,9 @@ def _handler(state: CertsServer) -> type[BaseHTTPRequestHandler]:
 def serve_certs(document: Any) -> Iterator[CertsServer]:
     """A real HTTP server on 127.0.0.1 serving `document` (changeable through the state)."""
     state = CertsServer(url="", document=document)
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(state))
-    state.url = f"http://127.0.0.1:{server.server_address[1]}/oauth2/v1/certs"
-    # A short poll interval makes shutdown() quick (it waits for the loop to notice).
-    thread = threading.Thread(
-        target=server.serve_forever, kwargs={"poll_interval": 0.02}, name="certs", daemon=True
-    )
-    thread.start()
+    server = LocalServer(_handler(state))
+    state.url = f"{server.url}/oauth2/v1/certs"
     try:
         yield state
     finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
+        server.stop()

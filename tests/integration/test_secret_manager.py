@@ -14,7 +14,7 @@ import socket
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,7 @@ from google.cloud.secretmanager_v1.types import (
 from pyloto_corp.adapters.secret_manager import resolve_references
 from pyloto_corp.cli import main
 from pyloto_corp.config import ConfigError, Settings, load_settings
+from tests.local_http import LocalServer
 
 SERVICE = "google.cloud.secretmanager.v1.SecretManagerService"
 PROJECT = "pyloto-test"
@@ -427,13 +428,9 @@ class _MetaAndPyloto(BaseHTTPRequestHandler):
 @pytest.fixture
 def receiver() -> Iterator[str]:
     """The URL of a local HTTP server that accepts only correctly signed webhooks."""
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _MetaAndPyloto)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
-    thread.join(timeout=10)
+    server = LocalServer(_MetaAndPyloto)
+    yield server.url
+    server.stop()
 
 
 @pytest.fixture
