@@ -411,3 +411,15 @@ async def test_sweep_requeues_stuck_open_records_to_their_queue(
         Task(early.message_id, "llm1", "inbound", generation=generation),
         Task(stuck.message_id, "queued_outbound", "outbound", generation=generation),
     ]
+
+
+def test_the_next_task_carries_the_records_trace(
+    advancer: Advancer, make_record: MakeRecord
+) -> None:
+    """A record's trace context travels with its tasks (as the `traceparent` header)."""
+    parent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    record = make_record(state="llm1", trace_context={"traceparent": parent})
+    task = advancer.task_for(record)
+    assert task is not None
+    assert task.traceparent == parent
+    assert advancer.task_for(make_record(state="llm1")).traceparent is None  # type: ignore[union-attr]

@@ -59,11 +59,13 @@ class Advancer:
         self._unreleased: dict[str, tuple[str, float]] = {}
 
     def task_for(self, record: Record) -> Task | None:
-        """The task that advances `record` from its state; None once it is terminal."""
+        """The task that advances `record` from its state (carrying the message's trace);
+        None once it is terminal."""
         spec = self.machine.chart.states[record.state]
         if spec.terminal:
             return None
-        return Task(record.message_id, record.state, spec.queue)
+        traceparent = record.trace_context.get("traceparent")
+        return Task(record.message_id, record.state, spec.queue, traceparent=traceparent)
 
     async def advance(self, message_id: str, expected_state: str, attempt: int = 1) -> str:
         """Do the step of `expected_state`; a record elsewhere is a no-op. Returns the outcome.
