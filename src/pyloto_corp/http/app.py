@@ -62,7 +62,9 @@ def _http(_: Request[Any, Any, Any], error: Exception) -> Response[Any]:
 
 
 def _internal(request: Request[Any, Any, Any], error: Exception) -> Response[Any]:
-    log.exception("unhandled_error", extra={"event": "unhandled_error", "path": request.url.path})
+    # The route, not the path: a path may hold a wamid, which encodes the sender's number.
+    route = str(request.scope.get("path_template", "?"))
+    log.exception("unhandled_error", extra={"event": "unhandled_error", "route": route})
     return _error(500, "internal error")
 
 
