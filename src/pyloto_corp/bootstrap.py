@@ -44,6 +44,13 @@ from pyloto_corp.application.sweeper import SweepResult, sweep
 from pyloto_corp.config import ConfigError, Settings
 from pyloto_corp.domain.machine import LifecycleMachine
 from pyloto_corp.domain.statechart import Statechart, load_statechart
+from pyloto_corp.observability.instruments import Telemetry
+from pyloto_corp.observability.otel_config import (
+    OtelConfigError,
+    apply_environment,
+    load_otel_config,
+)
+from pyloto_corp.observability.setup import TelemetryRuntime, build_telemetry
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +88,9 @@ def _storage(settings: Settings, terminal: list[str]) -> tuple[StateStore, Outbo
     return SQLiteStore(path, terminal, exclusive=True), DryRunOutbox(path), True
 
 
-def graph_outbox(settings: Settings, store: StateStore) -> GraphOutbox | None:
+def graph_outbox(
+    settings: Settings, store: StateStore, telemetry: Telemetry | None = None
+) -> GraphOutbox | None:
     """The Graph API outbox when WHATSAPP_ACCESS_TOKEN is set, else None (dry run)."""
     whatsapp = settings.whatsapp
     if not whatsapp.access_token:
@@ -94,6 +103,7 @@ def graph_outbox(settings: Settings, store: StateStore) -> GraphOutbox | None:
         store,
         typing_indicator=whatsapp.typing_indicator,
         reconcile_seconds=whatsapp.reconcile_seconds,
+        telemetry=telemetry,
     )
 
 
@@ -119,7 +129,7 @@ def business_profile(settings: Settings) -> BusinessProfile:
     return BusinessProfile(business.name, business.hours, faq.strip(), business.website_url)
 
 
-def assistant_routing(settings: Settings) -> LLMRouting | None:
+def assistant_routing(settings: Settings, telemetry: Telemetry | None = None) -> LLMRouting | None:
     """The OpenAI-backed LLM steps, or None when the LLM is disabled (no call is ever made)."""
     if not settings.openai.is_enabled:
         return None
@@ -132,7 +142,11 @@ def assistant_routing(settings: Settings) -> LLMRouting | None:
         openai_settings.max_retries,
     )
     assistant = OpenAIAssistant(
-        client, openai_settings.model, openai_settings.timeout_seconds, business_profile(settings)
+        client,
+        openai_settings.model,
+        openai_settings.timeout_seconds,
+        business_profile(settings),
+        telemetry,
     )
     website = settings.business.website_url
     hosts = frozenset({urlsplit(website).hostname or ""}) if website else frozenset()
@@ -142,6 +156,21 @@ def assistant_routing(settings: Settings) -> LLMRouting | None:
         mask_pii=openai_settings.mask_pii,
         allowed_hosts=hosts,
     )
+
+
+def telemetry_runtime(settings: Settings) -> TelemetryRuntime:
+    """Tracing and metrics as otel.yaml (or PYLOTO_OTEL_CONFIG) and OTEL_* say."""
+    telemetry = settings.telemetry
+    try:
+        config = apply_environment(load_otel_config(telemetry.config_path), telemetry.overrides())
+        return build_telemetry(
+            config,
+            hash_key=settings.hash_key,
+            environment=settings.app.environment,
+            project=settings.queue.gcp_project,
+        )
+    except OtelConfigError as error:
+        raise ConfigError(str(error)) from None
 
 
 def queue_specs(settings: Settings) -> dict[str, QueueSpec]:
@@ -208,6 +237,7 @@ class Container:
     ingestor: Ingestor
     clock: Callable[[], float]
     oidc_verifier: OidcVerifier | None = None
+    telemetry_runtime: TelemetryRuntime | None = None
     _sweeper: asyncio.Task[None] | None = field(default=None, repr=False)
 
     async def start(self) -> None:
@@ -254,6 +284,14 @@ class Container:
         close = getattr(self.outbox, "close", None)
         if close is not None:
             await close()
+        if self.telemetry_runtime is not None:
+            # Exports what is buffered; in a thread, as exporters block on the network.
+            await asyncio.to_thread(self.telemetry_runtime.shutdown)
+
+    @property
+    def telemetry(self) -> Telemetry:
+        """What the code records spans and metrics with."""
+        return self.advancer.telemetry
 
     async def sweep(self, stuck_after_seconds: float = STUCK_AFTER_SECONDS) -> SweepResult:
         """Re-queue stuck records and purge those (and dry-run requests) past retention."""
@@ -284,7 +322,7 @@ class Container:
         return (OUTBOUND if spec and spec.queue == "outbound" else INBOUND).max_attempts
 
     async def _run_task(self, task: Task, attempt: int) -> None:
-        await self.advancer.advance(task.message_id, task.state, attempt)
+        await self.advancer.advance(task.message_id, task.state, attempt, task.traceparent)
 
     async def _dead_letter(self, task: Task, reason: str) -> None:
         await self.advancer.dead_letter(task.message_id, task.state, reason)
@@ -297,23 +335,31 @@ def bootstrap(
     outbox: Outbox | None = None,
     clock: Callable[[], float] = time.time,
     assistant: LLMRouting | None = None,
+    telemetry: TelemetryRuntime | None = None,
+    queue: TaskQueue | None = None,
 ) -> Container:
     """Build the container; no connection is opened until `start()`.
 
     With WHATSAPP_ACCESS_TOKEN the Graph API outbox sends replies (unless `outbox` is given);
     without it they go to the dry-run outbox beside the store.
     """
+    runtime = telemetry or telemetry_runtime(settings)
     chart = load_chart()
     machine = LifecycleMachine(chart)
     terminal = [name for name, spec in chart.states.items() if spec.terminal]
     if store is None:
         store, default_outbox, sole_instance = _storage(settings, terminal)
-        outbox = outbox or graph_outbox(settings, store) or default_outbox
+        outbox = outbox or graph_outbox(settings, store, runtime.telemetry) or default_outbox
     else:
         sole_instance = False
-        outbox = outbox or graph_outbox(settings, store) or DryRunOutbox(settings.state.sqlite_path)
-    queue: TaskQueue
-    if settings.queue.effective_backend == "cloud_tasks":
+        outbox = (
+            outbox
+            or graph_outbox(settings, store, runtime.telemetry)
+            or DryRunOutbox(settings.state.sqlite_path)
+        )
+    if queue is not None:
+        pass  # the caller's (tests run tasks by hand through the HTTP task route)
+    elif settings.queue.effective_backend == "cloud_tasks":
         queue = cloud_tasks_queue(settings)
     else:
         queue = LocalQueue(queue_specs(settings))
@@ -323,11 +369,11 @@ def bootstrap(
         clock=clock,
         instance_id=uuid.uuid4().hex,
         sole_instance=sole_instance,
-        llm=assistant_routing(settings) if assistant is None else assistant,
+        llm=assistant_routing(settings, runtime.telemetry) if assistant is None else assistant,
         hash_key=settings.hash_key,
         pacing=send_pacing(settings),
     )
-    advancer = Advancer(machine, store, queue, context)
+    advancer = Advancer(machine, store, queue, context, runtime.telemetry)
     return Container(
         sole_instance=sole_instance,
         settings=settings,
@@ -337,7 +383,8 @@ def bootstrap(
         queue=queue,
         outbox=outbox,
         advancer=advancer,
-        ingestor=Ingestor(store, advancer, clock),
+        ingestor=Ingestor(store, advancer, clock, runtime.telemetry),
         clock=clock,
         oidc_verifier=oidc_verifier(settings),
+        telemetry_runtime=runtime,
     )

@@ -289,6 +289,38 @@ class SecretSettings(_Section):
     )
 
 
+class TelemetrySettings(_Section):
+    """Where otel.yaml is, and the standard OTEL_* variables that override it."""
+
+    config_path: Path | None = Field(
+        None, alias="PYLOTO_OTEL_CONFIG", description="otel.yaml to read instead of the default."
+    )
+    service_name: str | None = Field(None, alias="OTEL_SERVICE_NAME", description="service.name.")
+    traces_exporter: str | None = Field(
+        None, alias="OTEL_TRACES_EXPORTER", description="cloud_trace | otlp | console | none."
+    )
+    metrics_exporter: str | None = Field(
+        None, alias="OTEL_METRICS_EXPORTER", description="cloud_monitoring | otlp | console | none."
+    )
+    traces_sampler: str | None = Field(
+        None, alias="OTEL_TRACES_SAMPLER", description="e.g. parentbased_traceidratio."
+    )
+    traces_sampler_arg: str | None = Field(
+        None, alias="OTEL_TRACES_SAMPLER_ARG", description="The sampler's ratio, 0..1."
+    )
+    sdk_disabled: str | None = Field(
+        None, alias="OTEL_SDK_DISABLED", description="true: export no traces or metrics."
+    )
+
+    def overrides(self) -> dict[str, str]:
+        """The OTEL_* variables that were set, by name."""
+        return {
+            info.alias: str(getattr(self, name))
+            for name, info in type(self).model_fields.items()
+            if info.alias and info.alias.startswith("OTEL_") and getattr(self, name) is not None
+        }
+
+
 _environ: ContextVar[Mapping[str, str] | None] = ContextVar("pyloto_environ", default=None)
 
 
@@ -333,6 +365,7 @@ class Settings(BaseSettings):
     state: StateSettings = Field(default_factory=StateSettings)  # type: ignore[arg-type]
     queue: QueueSettings = Field(default_factory=QueueSettings)  # type: ignore[arg-type]
     secrets: SecretSettings = Field(default_factory=SecretSettings)  # type: ignore[arg-type]
+    telemetry: TelemetrySettings = Field(default_factory=TelemetrySettings)  # type: ignore[arg-type]
 
     @classmethod
     def settings_customise_sources(

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from pyloto_corp.observability.logging import JsonFormatter, configure_logging
+from pyloto_corp.observability.logging import JsonFormatter, RedactingFilter, configure_logging
 
 PHONE = "+55 (11) 91234-5678"
 WA_ID = "5511912345678"
@@ -47,6 +47,7 @@ def logged() -> Iterator[Logged]:
     logger = logging.getLogger("pyloto_corp.tests.json")
     stream = io.StringIO()
     handler = logging.StreamHandler(stream)
+    handler.addFilter(RedactingFilter())
     handler.setFormatter(JsonFormatter())
     logger.addHandler(handler)
     logger.setLevel(logging.DEBUG)

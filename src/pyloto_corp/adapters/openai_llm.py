@@ -14,12 +14,14 @@ from typing import TypeVar
 import openai
 import pydantic
 from openai import AsyncOpenAI
+from opentelemetry.trace import SpanKind
 
 from pyloto_corp.ai import prompts
 from pyloto_corp.ai.prompts import BusinessProfile
 from pyloto_corp.ai.schemas import EventDetection, MessageChoice, ReplyDraft
 from pyloto_corp.application.ports import LLMFailure, LLMResult
 from pyloto_corp.domain.records import Turn
+from pyloto_corp.observability.instruments import Telemetry, mark_failed
 
 T = TypeVar("T", bound=pydantic.BaseModel)
 
@@ -37,32 +39,71 @@ class OpenAIAssistant:
     """Assistant port on an OpenAI-compatible chat completions API."""
 
     def __init__(
-        self, client: AsyncOpenAI, model: str, timeout_seconds: float, business: BusinessProfile
+        self,
+        client: AsyncOpenAI,
+        model: str,
+        timeout_seconds: float,
+        business: BusinessProfile,
+        telemetry: Telemetry | None = None,
     ) -> None:
         self.client = client
         self.model = model
         self.timeout = timeout_seconds
         self.business = business
+        self.telemetry = telemetry or Telemetry()
 
     async def detect_event(self, text: str, kind: str) -> LLMResult[EventDetection]:
         """LLM#1."""
-        return await self._parse(prompts.detect_event(text, kind), EventDetection)
+        return await self._call("llm1", prompts.detect_event(text, kind), EventDetection)
 
     async def draft_reply(
         self, text: str, event: str, summary: str, history: Sequence[Turn]
     ) -> LLMResult[ReplyDraft]:
         """LLM#2."""
         messages = prompts.draft_reply(text, event, summary, history, self.business)
-        return await self._parse(messages, ReplyDraft)
+        return await self._call("llm2", messages, ReplyDraft)
 
     async def choose_message_type(self, draft: str, event: str) -> LLMResult[MessageChoice]:
         """LLM#3."""
         messages = prompts.choose_message_type(draft, event, self.business)
-        return await self._parse(messages, MessageChoice)
+        return await self._call("llm3", messages, MessageChoice)
 
     async def close(self) -> None:
         """Close the SDK's HTTP client."""
         await self.client.close()
+
+    async def _call(
+        self, step: str, messages: list[dict[str, str]], schema: type[T]
+    ) -> LLMResult[T]:
+        """One call as a span (gen_ai conventions: model, tokens; never the prompt or the
+        completion) and a count by outcome."""
+        attributes = {
+            "gen_ai.operation.name": "chat",
+            "gen_ai.system": "openai",
+            "gen_ai.request.model": self.model,
+            "pyloto.llm.step": step,
+        }
+        outcome = "ok"
+        with self.telemetry.span(
+            f"chat {self.model}", kind=SpanKind.CLIENT, attributes=attributes
+        ) as span:
+            try:
+                result = await self._parse(messages, schema)
+            except LLMFailure as failure:
+                outcome = failure.reason
+                mark_failed(span, failure.reason)
+                span.set_attribute("gen_ai.usage.input_tokens", failure.input_tokens)
+                span.set_attribute("gen_ai.usage.output_tokens", failure.output_tokens)
+                raise
+            finally:
+                self.telemetry.metrics.llm_calls.add(
+                    1, {"pyloto.llm.step": step, "pyloto.outcome": outcome}
+                )
+            span.set_attribute("gen_ai.response.model", result.model)
+            span.set_attribute("gen_ai.usage.input_tokens", result.input_tokens)
+            span.set_attribute("gen_ai.usage.output_tokens", result.output_tokens)
+            span.set_attribute("pyloto.llm.latency_ms", result.latency_ms)
+        return result
 
     async def _parse(self, messages: list[dict[str, str]], schema: type[T]) -> LLMResult[T]:
         started = time.perf_counter()

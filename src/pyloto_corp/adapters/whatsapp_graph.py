@@ -13,6 +13,7 @@ import logging
 from typing import Any
 
 import httpx
+from opentelemetry.trace import SpanKind
 
 from pyloto_corp.application.ports import (
     AmbiguousSend,
@@ -20,6 +21,7 @@ from pyloto_corp.application.ports import (
     StateStore,
     TransientStepError,
 )
+from pyloto_corp.observability.instruments import Telemetry, mark_failed
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +66,9 @@ class GraphOutbox:
         *,
         typing_indicator: bool = True,
         reconcile_seconds: float = DEFAULT_RECONCILE_SECONDS,
+        telemetry: Telemetry | None = None,
     ) -> None:
+        self.telemetry = telemetry or Telemetry()
         self.client = client
         self.url = url
         self.store = store
@@ -73,7 +77,7 @@ class GraphOutbox:
 
     async def send(self, body: dict[str, Any]) -> str:
         """POST the message; its outbound wamid."""
-        payload = await self._post(body)
+        payload = await self._post(body, "send")
         try:
             return str(payload["messages"][0]["id"])
         except (KeyError, IndexError, TypeError):
@@ -96,29 +100,49 @@ class GraphOutbox:
         }
         if self.typing_indicator:
             body["typing_indicator"] = {"type": "text"}
-        await self._post(body)
+        await self._post(body, "mark_read")
 
     async def close(self) -> None:
         """Close the connection pool."""
         await self.client.aclose()
 
-    async def _post(self, body: dict[str, Any]) -> dict[str, Any]:
-        try:
-            response = await self.client.post(self.url, json=body)
-        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as error:
-            # No connection was made: the request never left this process.
-            raise TransientStepError(f"graph: not sent: {type(error).__name__}") from error
-        except httpx.TransportError as error:
-            raise AmbiguousSend(f"graph: outcome unknown: {type(error).__name__}") from error
-        try:
-            payload = response.json()
-        except ValueError:
-            payload = None
-        if not isinstance(payload, dict):
-            payload = {}
-        if response.is_success and "error" not in payload:
-            return payload
-        raise _error(response.status_code, payload)
+    async def _post(self, body: dict[str, Any], operation: str) -> dict[str, Any]:
+        """One Graph call as a span: the operation, the HTTP status and Graph's error code."""
+        attributes = {
+            "pyloto.whatsapp.operation": operation,
+            "server.address": httpx.URL(self.url).host,
+        }
+        with self.telemetry.span(
+            f"whatsapp {operation}", kind=SpanKind.CLIENT, attributes=attributes
+        ) as span:
+            try:
+                response = await self.client.post(self.url, json=body)
+            except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as error:
+                # No connection was made: the request never left this process.
+                raise TransientStepError(f"graph: not sent: {type(error).__name__}") from error
+            except httpx.TransportError as error:
+                raise AmbiguousSend(f"graph: outcome unknown: {type(error).__name__}") from error
+            span.set_attribute("http.response.status_code", response.status_code)
+            try:
+                payload = response.json()
+            except ValueError:
+                payload = None
+            if not isinstance(payload, dict):
+                payload = {}
+            if response.is_success and "error" not in payload:
+                return payload
+            code = _graph_code(payload)
+            label = str(code) if code is not None else f"http_{response.status_code}"
+            span.set_attribute("pyloto.whatsapp.error_code", label)
+            mark_failed(span, label)
+            if operation == "send":
+                self.telemetry.metrics.send_errors.add(1, {"pyloto.whatsapp.error_code": label})
+            raise _error(response.status_code, payload)
+
+
+def _graph_code(payload: dict[str, Any]) -> Any:
+    error = payload.get("error")
+    return error.get("code") if isinstance(error, dict) else None
 
 
 def _error(status: int, payload: dict[str, Any]) -> Exception:

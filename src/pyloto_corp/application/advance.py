@@ -8,6 +8,8 @@ import uuid
 from dataclasses import replace
 from typing import Any, TypeVar
 
+from opentelemetry import trace
+
 from pyloto_corp.application.ports import (
     PermanentStepError,
     StateStore,
@@ -17,10 +19,13 @@ from pyloto_corp.application.ports import (
     TransientStepError,
 )
 from pyloto_corp.application.queues import STEP_LEASE_SECONDS
+from pyloto_corp.application.step_context import Outcome
 from pyloto_corp.application.steps import STEPS, ClaimLost, StepContext
 from pyloto_corp.domain.machine import LifecycleMachine
 from pyloto_corp.domain.privacy import message_ref
 from pyloto_corp.domain.records import HistoryEntry, Record
+from pyloto_corp.observability.instruments import Telemetry, context_of, traceparent_of
+from pyloto_corp.observability.logging import names_in_scope, scrub_exception
 
 log = logging.getLogger(__name__)
 
@@ -48,11 +53,13 @@ class Advancer:
         store: StateStore,
         queue: TaskQueue,
         context: StepContext,
+        telemetry: Telemetry | None = None,
     ) -> None:
         self.machine = machine
         self.store = store
         self.queue = queue
         self.context = context
+        self.telemetry = telemetry or Telemetry()
         # Leases (name → owner) this process could not give back because the store failed
         # mid-step: the task's next delivery here frees them instead of burning attempts on
         # "running in another delivery" until they expire.
@@ -67,12 +74,43 @@ class Advancer:
         traceparent = record.trace_context.get("traceparent")
         return Task(record.message_id, record.state, spec.queue, traceparent=traceparent)
 
-    async def advance(self, message_id: str, expected_state: str, attempt: int = 1) -> str:
+    async def advance(
+        self,
+        message_id: str,
+        expected_state: str,
+        attempt: int = 1,
+        traceparent: str | None = None,
+    ) -> str:
         """Do the step of `expected_state`; a record elsewhere is a no-op. Returns the outcome.
 
         The step runs under a lease on (record, state), so a second delivery of the same task
-        arriving meanwhile is told to retry later instead of doing the work again.
+        arriving meanwhile is told to retry later instead of doing the work again. It is one
+        span, a child of the task's `traceparent` (the span that queued it).
         """
+        attributes: dict[str, str | int] = {
+            "pyloto.message.ref": message_ref(message_id),
+            "pyloto.state.from": expected_state,
+            "pyloto.attempt": attempt,
+        }
+        started = time.perf_counter()
+        outcome = "error"
+        with self.telemetry.span(
+            f"step {expected_state}", parent=context_of(traceparent), attributes=attributes
+        ) as span:
+            try:
+                outcome = await self._leased(message_id, expected_state, attempt)
+            except StepBusy:
+                outcome = "busy"
+                raise
+            finally:
+                span.set_attribute("pyloto.outcome", outcome)
+                self.telemetry.metrics.step_duration.record(
+                    (time.perf_counter() - started) * 1000,
+                    {"pyloto.state": expected_state, "pyloto.outcome": outcome},
+                )
+        return outcome
+
+    async def _leased(self, message_id: str, expected_state: str, attempt: int) -> str:
         lease = f"{message_id}:{expected_state}"
         await self._free_unreleased(lease)
         owner = f"{self.context.instance_id}:{uuid.uuid4().hex}"  # this delivery only
@@ -124,7 +162,7 @@ class Advancer:
             return "stale"  # moved on, or terminal: a terminal state has no step to run
         started = self.context.clock()
         try:
-            outcome = await STEPS[record.state](record, self.context)
+            outcome = await self._run_step(record)
         except ClaimLost:
             return "stale"
         except PermanentStepError as error:
@@ -132,13 +170,29 @@ class Advancer:
             return "failed"
         return await self._commit(record, outcome.trigger, outcome.updates, started, attempt)
 
+    async def _run_step(self, record: Record) -> Outcome:
+        """The step of the record's state. Its exceptions leave with personal data redacted
+        from their text: queues log them, and the last one becomes the failure reason."""
+        name = record.inbound.contact_name
+        with names_in_scope(name):
+            try:
+                return await STEPS[record.state](record, self.context)
+            except Exception as error:
+                scrub_exception(error, (name,) if name else ())
+                raise
+
     async def deliver(
-        self, message_id: str, expected_state: str, attempt: int, max_attempts: int
+        self,
+        message_id: str,
+        expected_state: str,
+        attempt: int,
+        max_attempts: int,
+        traceparent: str | None = None,
     ) -> str:
         """One delivery of a queued task. A failure on the queue's last attempt dead-letters
         the record (the queue would drop the task silently); earlier ones go back to it."""
         try:
-            return await self.advance(message_id, expected_state, attempt)
+            return await self.advance(message_id, expected_state, attempt, traceparent)
         except StepBusy:
             raise  # not a failure of this step: the delivery holding it decides its fate
         except Exception as error:
@@ -200,9 +254,11 @@ class Advancer:
             updated_at=now,
             history=[*record.history, entry],
             attempts=attempts,
+            trace_context=self._trace_context(record),
         )
         if not await self.store.save(moved, expected_version=record.version):
             return "stale"
+        self._describe(record, moved, trigger, entry.duration_ms)
         log.info(
             "transition",
             extra={
@@ -219,6 +275,25 @@ class Advancer:
         if task is not None:
             await self.queue.enqueue(replace(task, generation=generation))
         return dest
+
+    def _trace_context(self, record: Record) -> dict[str, str]:
+        """The record's trace context, pointing at the current span (the next task's parent)
+        when there is one; kept as it was otherwise (a dead letter outside any span)."""
+        traceparent = traceparent_of(trace.get_current_span())
+        return {"traceparent": traceparent} if traceparent else record.trace_context
+
+    def _describe(self, record: Record, moved: Record, trigger: str, duration_ms: float) -> None:
+        """The transition on the current span, and the fallback counter."""
+        span = trace.get_current_span()
+        span.set_attribute("pyloto.state.to", moved.state)
+        span.set_attribute("pyloto.trigger", trigger)
+        span.set_attribute("pyloto.step.duration_ms", duration_ms)
+        span.set_attribute("enduser.id", record.inbound.sender)  # hashed on export
+        if trigger == "fall_back" and moved.fallback_reason:
+            span.set_attribute("pyloto.fallback.reason", moved.fallback_reason)
+            self.telemetry.metrics.fallbacks.add(
+                1, {"pyloto.fallback.reason": moved.fallback_reason}
+            )
 
     async def fire_manual(
         self, record: Record, trigger: str, updates: dict[str, Any], generation: str

@@ -6,12 +6,17 @@ import hashlib
 import hmac
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+
+from opentelemetry import trace
+from opentelemetry.trace import Link, Span
 
 from pyloto_corp.adapters.whatsapp_webhook import parse_webhook
 from pyloto_corp.application.advance import Advancer
 from pyloto_corp.application.ports import StateStore
+from pyloto_corp.domain.privacy import message_ref
 from pyloto_corp.domain.records import Record
+from pyloto_corp.observability.instruments import NEW_TRACE, Telemetry, traceparent_of
 
 log = logging.getLogger(__name__)
 
@@ -51,13 +56,27 @@ class IngestResult:
     skipped: int
 
 
+def trace_context(span: Span) -> dict[str, str]:
+    """What a record keeps of its trace: the `traceparent` its tasks continue (none when
+    tracing is off)."""
+    traceparent = traceparent_of(span)
+    return {"traceparent": traceparent} if traceparent else {}
+
+
 class Ingestor:
     """Turns a verified webhook body into durable records and their first tasks."""
 
-    def __init__(self, store: StateStore, advancer: Advancer, clock: Callable[[], float]) -> None:
+    def __init__(
+        self,
+        store: StateStore,
+        advancer: Advancer,
+        clock: Callable[[], float],
+        telemetry: Telemetry | None = None,
+    ) -> None:
         self.store = store
         self.advancer = advancer
         self.clock = clock
+        self.telemetry = telemetry or Telemetry()
 
     async def ingest(self, body: bytes) -> IngestResult:
         """Store and queue every new message; record statuses. Raises InvalidWebhook."""
@@ -65,12 +84,22 @@ class Ingestor:
         now = self.clock()
         unique = {m.message_id: m for m in parsed.messages}  # a batch may repeat itself
         records = [Record.received(message, now) for message in unique.values()]
-        created = await self.store.create_if_absent(records) if records else []
-        for record, is_new in zip(records, created, strict=True):
-            if is_new:
-                task = self.advancer.task_for(record)
-                assert task is not None
-                await self.advancer.queue.enqueue(task)
+        spans = self._message_spans(records)
+        records = [
+            replace(record, trace_context=trace_context(span))
+            for record, span in zip(records, spans, strict=True)
+        ]
+        try:
+            created = await self.store.create_if_absent(records) if records else []
+            for record, is_new, span in zip(records, created, spans, strict=True):
+                span.set_attribute("pyloto.outcome", "created" if is_new else "duplicate")
+                if is_new:
+                    task = self.advancer.task_for(record)
+                    assert task is not None
+                    await self.advancer.queue.enqueue(task)
+        finally:
+            for span in spans:
+                span.end()
         for status in parsed.statuses:
             await self.store.record_status(status)
         if parsed.errors:
@@ -82,6 +111,31 @@ class Ingestor:
             statuses=len(parsed.statuses),
             skipped=parsed.skipped,
         )
+        metrics = self.telemetry.metrics
+        metrics.messages.add(result.created)
+        metrics.dedupe_hits.add(result.duplicates)
         counts = {f"{key}_count": value for key, value in result.__dict__.items()}
         log.info("webhook_ingested", extra={"event": "webhook_ingested", **counts})
         return result
+
+    def _message_spans(self, records: list[Record]) -> list[Span]:
+        """One span a message, whose trace the message's tasks continue: a child of the
+        webhook's span when the webhook carried one message, else the root of a trace of its
+        own (linked to the webhook's), so that every message has one trace."""
+        webhook = trace.get_current_span().get_span_context()
+        single = len(records) == 1
+        links = [Link(webhook)] if webhook.is_valid and not single else []
+        return [
+            self.telemetry.start_span(
+                "message received",
+                parent=None if single else NEW_TRACE,
+                links=links,
+                attributes={
+                    "pyloto.message.ref": message_ref(record.message_id),
+                    "pyloto.message.kind": record.inbound.kind,
+                    "pyloto.batch.size": len(records),
+                    "enduser.id": record.inbound.sender,  # hashed on export
+                },
+            )
+            for record in records
+        ]

@@ -70,7 +70,11 @@ class InternalController(Controller):
         attempt = int(retries) + 1 if retries.isdigit() and len(retries) < 6 else 1
         max_attempts = container.max_attempts(data.state)
         outcome = await container.advancer.deliver(
-            data.message_id, data.state, attempt, max_attempts
+            data.message_id,
+            data.state,
+            attempt,
+            max_attempts,
+            traceparent=request.headers.get("traceparent"),
         )
         return {"outcome": outcome}
 

@@ -10,12 +10,14 @@ from litestar.exceptions import PermissionDeniedException
 
 from pyloto_corp.application.ingest import verify_signature
 from pyloto_corp.http.deps import container_of
+from pyloto_corp.http.telemetry import WebhookTelemetry
 
 
 class WebhookController(Controller):
     """GET verifies the subscription; POST stores every message once and acknowledges."""
 
     path = "/webhook"
+    middleware = [WebhookTelemetry]  # noqa: RUF012
 
     @get(media_type="text/plain", sync_to_thread=False)
     def verify(self, request: Request[Any, Any, Any]) -> str:

@@ -1,13 +1,24 @@
-"""JSON log lines on stdout in Cloud Logging's shape, with personal data redacted."""
+"""JSON log lines on stdout in Cloud Logging's shape, with personal data redacted.
+
+`RedactingFilter` sits on the handler, so every record that leaves the process (ours,
+uvicorn's, the SDKs') has its message, arguments, extra fields and exception text redacted
+before `JsonFormatter` writes it with the trace and span of the work it belongs to.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import sys
 import time
 import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any, TextIO
+
+from opentelemetry import trace
 
 from pyloto_corp.domain.privacy import redact_text
 
@@ -20,6 +31,35 @@ _STANDARD = frozenset(logging.makeLogRecord({}).__dict__) | {
 # `extra=` fields that carry a person's name: no pattern finds a name, so the names given
 # there are removed from every part of the same line (themselves included).
 NAME_FIELDS = frozenset({"contact_name", "profile_name"})
+# Names of the customer whose message is being handled: an exception raised mid-step may
+# quote them without saying so.
+_names_in_scope: ContextVar[tuple[str, ...]] = ContextVar("pyloto_names", default=())
+_REDACTED = "_pyloto_redacted"
+
+
+@contextmanager
+def names_in_scope(*names: str | None) -> Iterator[None]:
+    """Redact these names from every log line written inside the block (this task only)."""
+    token = _names_in_scope.set(_names_in_scope.get() + tuple(n for n in names if n))
+    try:
+        yield
+    finally:
+        _names_in_scope.reset(token)
+
+
+def scrub_exception(error: BaseException, names: tuple[str, ...] = ()) -> None:
+    """Redact personal data from `error`'s arguments (hence its text) and from the errors
+    it was raised from, in place: its text ends up in logs, task errors and records."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        # An exception type with read-only args keeps them.
+        with contextlib.suppress(AttributeError, TypeError):
+            current.args = tuple(
+                redact_text(arg, names) if isinstance(arg, str) else arg for arg in current.args
+            )
+        current = current.__cause__ or current.__context__
 
 
 def _clean(value: Any, names: tuple[str, ...]) -> Any:
@@ -34,36 +74,87 @@ def _clean(value: Any, names: tuple[str, ...]) -> Any:
     return redact_text(repr(value), names)
 
 
+def extra_fields(record: logging.LogRecord) -> dict[str, Any]:
+    """The record's `extra=` fields."""
+    return {
+        key: value
+        for key, value in record.__dict__.items()
+        if key not in _STANDARD and not key.startswith("_")
+    }
+
+
+class RedactingFilter(logging.Filter):
+    """Redacts a record in place: message with its arguments, extra fields, exception and
+    stack text. Names come from the record's name fields and from `names_in_scope`."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if getattr(record, _REDACTED, False):
+            return True  # a second handler: already clean
+        extra = extra_fields(record)
+        names = tuple(str(extra[key]) for key in NAME_FIELDS if extra.get(key))
+        names += _names_in_scope.get()
+        record.msg = redact_text(record.getMessage(), names)
+        record.args = None
+        for key, value in extra.items():
+            setattr(record, key, _clean(value, names))
+        if record.exc_info:
+            text = "".join(traceback.format_exception(*record.exc_info))
+            record.exc_text = text
+            record.exc_info = None
+        if record.exc_text:
+            record.exc_text = redact_text(record.exc_text, names)
+        if record.stack_info:
+            record.stack_info = redact_text(record.stack_info, names)
+        setattr(record, _REDACTED, True)
+        return True
+
+
 class JsonFormatter(logging.Formatter):
-    """One JSON object a line: severity, message, event, extra fields, redacted."""
+    """One JSON object a line: severity, message, event, extra fields, and the trace of the
+    current span as Cloud Logging links it (`projects/P/traces/T`)."""
 
     converter = time.gmtime  # type: ignore[assignment]  # UTC, as Cloud Logging expects
 
+    def __init__(self, project: str | None = None) -> None:
+        super().__init__()
+        self.project = project or "-"
+
     def format(self, record: logging.LogRecord) -> str:
-        extra = {
-            key: value
-            for key, value in record.__dict__.items()
-            if key not in _STANDARD and not key.startswith("_")
-        }
-        names = tuple(str(extra[key]) for key in NAME_FIELDS if extra.get(key))
         entry: dict[str, Any] = {
             "severity": record.levelname,
-            "message": redact_text(record.getMessage(), names),
+            "message": record.getMessage(),
             "logger": record.name,
             "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S") + f".{int(record.msecs):03d}Z",
         }
-        for key, value in extra.items():
-            entry[key] = _clean(value, names)
-        if record.exc_info:
-            text = "".join(traceback.format_exception(*record.exc_info))
-            entry["exception"] = redact_text(text, names)
+        entry.update(self._trace())
+        entry.update(extra_fields(record))
+        if record.exc_text:
+            entry["exception"] = record.exc_text
+        if record.stack_info:
+            entry["stack"] = record.stack_info
         return json.dumps(entry, ensure_ascii=False, default=str)
 
+    def _trace(self) -> dict[str, Any]:
+        context = trace.get_current_span().get_span_context()
+        if not context.is_valid:
+            return {}
+        return {
+            "logging.googleapis.com/trace": (
+                f"projects/{self.project}/traces/{trace.format_trace_id(context.trace_id)}"
+            ),
+            "logging.googleapis.com/spanId": trace.format_span_id(context.span_id),
+            "logging.googleapis.com/trace_sampled": context.trace_flags.sampled,
+        }
 
-def configure_logging(level: str = "INFO", stream: TextIO | None = None) -> None:
-    """Send every logger's records to `stream` (stdout) as redacted JSON lines."""
+
+def configure_logging(
+    level: str = "INFO", stream: TextIO | None = None, project: str | None = None
+) -> None:
+    """Send every logger's records to `stream` (stdout) as redacted JSON lines; `project`
+    is the GCP project the trace links name."""
     handler = logging.StreamHandler(stream or sys.stdout)
-    handler.setFormatter(JsonFormatter())
+    handler.addFilter(RedactingFilter())
+    handler.setFormatter(JsonFormatter(project))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
