@@ -20,6 +20,7 @@ from opentelemetry.sdk.metrics.export import (
     ConsoleMetricExporter,
     MetricExporter,
     MetricReader,
+    MetricsData,
     PeriodicExportingMetricReader,
 )
 from opentelemetry.sdk.resources import Resource
@@ -104,6 +105,11 @@ def _span_line(span: ReadableSpan) -> str:
     return json.dumps(json.loads(span.to_json()), ensure_ascii=False, sort_keys=True) + "\n"
 
 
+def _metrics_line(data: MetricsData) -> str:
+    """`console` metrics as one JSON object a line, like the spans (the SDK's is indented)."""
+    return data.to_json(indent=None) + "\n"
+
+
 def span_exporter(config: OtelConfig, project: str | None) -> SpanExporter | None:
     """The real exporter of `config.traces_exporter` (None for `none`)."""
     if config.traces_exporter == "console":
@@ -162,7 +168,7 @@ def _local_trace_client(endpoint: str) -> Any:
 def metric_exporter(config: OtelConfig, project: str | None) -> MetricExporter | None:
     """The real exporter of `config.metrics_exporter` (None for `none`)."""
     if config.metrics_exporter == "console":
-        return ConsoleMetricExporter(out=sys.stdout)
+        return ConsoleMetricExporter(out=sys.stdout, formatter=_metrics_line)
     if config.metrics_exporter == "otlp":
         from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
 
@@ -171,7 +177,10 @@ def metric_exporter(config: OtelConfig, project: str | None) -> MetricExporter |
         from opentelemetry.exporter.cloud_monitoring import CloudMonitoringMetricsExporter
 
         try:
-            return CloudMonitoringMetricsExporter(project_id=project)
+            with warnings.catch_warnings():
+                # Deprecated like the Cloud Trace exporter, and still Cloud Run's documented path.
+                warnings.simplefilter("ignore", DeprecationWarning)
+                return CloudMonitoringMetricsExporter(project_id=project)
         except Exception as error:  # google.auth's DefaultCredentialsError and kin
             raise OtelConfigError(
                 f"{config.source}: metrics.exporter cloud_monitoring: "
