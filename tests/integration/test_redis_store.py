@@ -44,6 +44,7 @@ from tests.helpers import APP_SECRET, encode, envelope, new_wamid, text_message
 from tests.integration.conftest import RETENTION_SECONDS, terminal_states
 from tests.integration.factories import UNICODE_TEXT, eventually, inbound, record
 from tests.redis_server import RedisServer
+from tests.unit.fakes import FakeQueue
 
 pytestmark = pytest.mark.anyio
 
@@ -241,6 +242,34 @@ async def test_ingesting_a_one_message_webhook_is_one_store_round_trip(
 
 
 # --- many clients at once -----------------------------------------------------------------
+
+
+async def test_each_transition_is_two_store_round_trips(
+    private_redis: RedisServer, redis_prefix: str, make_settings: Callable[..., Settings]
+) -> None:
+    """A step on Redis is one EVALSHA to take its lease and load the record and one to save
+    the transition and give the lease back (the template path: received → deduped →
+    fallback → queued_outbound, each step run through the Advancer as the queue runs it)."""
+    settings = make_settings(
+        STATE_BACKEND="redis", REDIS_URL=private_redis.url, REDIS_KEY_PREFIX=redis_prefix
+    )
+    container = bootstrap(settings, queue=FakeQueue())
+    body, (message_id,) = signed_body("Vocês abrem no sábado?")
+    per_step: dict[str, list[str]] = {}
+    try:
+        await container.ingestor.ingest(body)
+        await container.advancer.advance(message_id, "received")  # warm: scripts loaded
+        for state in ("deduped", "fallback"):
+            async with client_commands(private_redis.url) as commands:
+                await container.advancer.advance(message_id, state)
+            per_step[state] = commands
+        record = await container.store.get(message_id)
+    finally:
+        await container.stop()
+
+    assert per_step == {"deduped": ["EVALSHA", "EVALSHA"], "fallback": ["EVALSHA", "EVALSHA"]}
+    assert record is not None
+    assert record.state == "queued_outbound"
 
 
 @pytest.fixture
@@ -570,6 +599,10 @@ def every_store_call(store: RedisStore, known: str) -> dict[str, Callable[[], Aw
         "recent_turns": lambda: store.recent_turns("c", 0.0, 5),
         "acquire_lease": lambda: store.acquire_lease("l", "me", 5),
         "release_lease": lambda: store.release_lease("l", "me"),
+        "lease_and_get": lambda: store.lease_and_get("l2", "me", 5, known),
+        "save_and_release": lambda: store.save_and_release(
+            record(known, state="deduped"), 0, "l2", "me"
+        ),
         "take_slot": lambda: store.take_slot("p", 1.0, 6.0, 5),
         "ping": store.ping,
     }

@@ -131,6 +131,19 @@ class FakeStore:
         if self.leases.get(name) == owner:
             del self.leases[name]
 
+    async def lease_and_get(
+        self, name: str, owner: str, seconds: float, message_id: str
+    ) -> tuple[bool, Record | None]:
+        taken = await self.acquire_lease(name, owner, seconds)
+        return taken, (await self.get(message_id) if taken else None)
+
+    async def save_and_release(
+        self, record: Record, expected_version: int, name: str, owner: str
+    ) -> bool:
+        saved = await self.save(record, expected_version)  # raising: neither happened
+        await self.release_lease(name, owner)
+        return saved
+
     async def ping(self) -> None:
         return None
 

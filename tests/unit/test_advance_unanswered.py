@@ -21,7 +21,7 @@ class UnansweredStore(FakeStore):
     def __init__(self) -> None:
         super().__init__()
         self.lose_save_answer = False
-        self.fail_release = False
+        self.fail_release = 0  # how many releases in a row fail
 
     async def save(self, record: Record, expected_version: int) -> bool:
         saved = await super().save(record, expected_version)
@@ -32,7 +32,7 @@ class UnansweredStore(FakeStore):
 
     async def release_lease(self, name: str, owner: str) -> None:
         if self.fail_release:
-            self.fail_release = False
+            self.fail_release -= 1
             raise StoreUnavailable("redis: connection refused")
         await super().release_lease(name, owner)
 
@@ -55,11 +55,12 @@ def advancer_on(
 async def test_a_lease_left_by_a_failed_release_is_freed_by_the_next_delivery(
     advancer_on: Advancer, unanswered: UnansweredStore, queue: FakeQueue, make_record: MakeRecord
 ) -> None:
-    """The step ran but its lease could not be given back: the retry here does not wait for
-    the lease to expire (it would burn its attempts on "running in another delivery")."""
+    """The step ran but its lease could not be given back, neither with its save nor on its
+    own afterwards: the retry here does not wait for the lease to expire (it would burn its
+    attempts on "running in another delivery")."""
     record = make_record()
     unanswered.put(record)
-    unanswered.fail_release = True
+    unanswered.fail_release = 2
     with pytest.raises(StoreUnavailable):
         await advancer_on.advance(record.message_id, "received")
     assert list(unanswered.leases) == [f"{record.message_id}:received"], "left behind"

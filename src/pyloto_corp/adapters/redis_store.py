@@ -46,40 +46,67 @@ return result
 
 # KEYS: record, open index, failed index. ARGV: expected version, version, state,
 # outbound id, data, updated_at, terminal (1/0), message id, failed (1/0).
-_SAVE = """
-if redis.call('HGET', KEYS[1], 'v') ~= ARGV[1] then return 0 end
-redis.call('HSET', KEYS[1], 'v', ARGV[2], 's', ARGV[3], 'o', ARGV[4], 'd', ARGV[5])
-if ARGV[7] == '1' then
-  redis.call('ZREM', KEYS[2], ARGV[8])
-else
-  redis.call('ZADD', KEYS[2], ARGV[6], ARGV[8])
+_SAVE_BODY = """
+local saved = 0
+if redis.call('HGET', KEYS[1], 'v') == ARGV[1] then
+  redis.call('HSET', KEYS[1], 'v', ARGV[2], 's', ARGV[3], 'o', ARGV[4], 'd', ARGV[5])
+  if ARGV[7] == '1' then
+    redis.call('ZREM', KEYS[2], ARGV[8])
+  else
+    redis.call('ZADD', KEYS[2], ARGV[6], ARGV[8])
+  end
+  if ARGV[9] == '1' then
+    redis.call('ZADD', KEYS[3], ARGV[6], ARGV[8])
+  else
+    redis.call('ZREM', KEYS[3], ARGV[8])
+  end
+  saved = 1
 end
-if ARGV[9] == '1' then
-  redis.call('ZADD', KEYS[3], ARGV[6], ARGV[8])
-else
-  redis.call('ZREM', KEYS[3], ARGV[8])
-end
-return 1
 """
+_SAVE = _SAVE_BODY + "return saved\n"
+# As _SAVE, then KEYS[4] (a lease) is released if ARGV[10] (its owner) still holds it:
+# a step's save and the end of its lease in one round trip.
+_SAVE_RELEASE = (
+    _SAVE_BODY
+    + """
+if redis.call('GET', KEYS[4]) == ARGV[10] then redis.call('DEL', KEYS[4]) end
+return saved
+"""
+)
 
 # KEYS: record, delivery ref. ARGV: delivery key prefix.
-# Returns {data, status, errors, outbound id} with the highest-ranked status of the
-# record's sends.
-_GET = """
-local r = redis.call('HMGET', KEYS[1], 'd', 'o')
-if not r[1] then return nil end
-local best, status, errors, found = -1, false, false, false
-local candidates = {r[2], redis.call('GET', KEYS[2])}
-for _, outbound in ipairs(candidates) do
-  if outbound and outbound ~= '' then
-    local d = redis.call('HMGET', ARGV[1] .. outbound, 'rank', 'status', 'errors')
-    if d[1] and tonumber(d[1]) > best then
-      best, status, errors, found = tonumber(d[1]), d[2], d[3], outbound
+# load() returns {data, status, errors, outbound id} with the highest-ranked status of the
+# record's sends, or nil when there is no record.
+_LOAD = """
+local function load()
+  local r = redis.call('HMGET', KEYS[1], 'd', 'o')
+  if not r[1] then return nil end
+  local best, status, errors, found = -1, false, false, false
+  local candidates = {r[2], redis.call('GET', KEYS[2])}
+  for _, outbound in ipairs(candidates) do
+    if outbound and outbound ~= '' then
+      local d = redis.call('HMGET', ARGV[1] .. outbound, 'rank', 'status', 'errors')
+      if d[1] and tonumber(d[1]) > best then
+        best, status, errors, found = tonumber(d[1]), d[2], d[3], outbound
+      end
     end
   end
+  return {r[1], status, errors, found}
 end
-return {r[1], status, errors, found}
 """
+_GET = _LOAD + "return load()\n"
+# As _GET, after taking KEYS[3] (a lease) for ARGV[2] (owner) for ARGV[3] ms: {0} when it
+# is held by another, {1} when taken but there is no record, else {1, data, status, ...}.
+# A step's lease and its record in one round trip.
+_LEASE_GET = (
+    _LOAD
+    + """
+if not redis.call('SET', KEYS[3], ARGV[2], 'NX', 'PX', ARGV[3]) then return {0} end
+local row = load()
+if not row then return {1} end
+return {1, row[1], row[2], row[3], row[4]}
+"""
+)
 
 # KEYS: bucket. ARGV: now, seconds per token, burst, ttl (ms).
 # A token bucket: {tokens, at}; returns the wait in seconds as a string (0 when taken).
@@ -171,6 +198,15 @@ def connect(url: str, timeout_seconds: float = 2.0) -> redis.Redis:
     )
 
 
+def _record(row: Sequence[Any]) -> Record:
+    """A record from a load() row: {data, status, errors, outbound id}."""
+    record = _decoder.decode(row[0])
+    record.delivery_status = row[1].decode() if row[1] else None
+    record.delivery_errors = _errors_decoder.decode(row[2]) if row[2] else []
+    record.delivery_outbound_id = row[3].decode() if row[1] and row[3] else None
+    return record
+
+
 class RedisStore:
     """StateStore on Redis, safe for many instances at once."""
 
@@ -192,6 +228,8 @@ class RedisStore:
         self._purge = client.register_script(_PURGE)
         self._release = client.register_script(_RELEASE)
         self._take_slot = client.register_script(_TAKE_SLOT)
+        self._lease_get = client.register_script(_LEASE_GET)
+        self._save_release = client.register_script(_SAVE_RELEASE)
 
     async def create_if_absent(self, records: Sequence[Record]) -> list[bool]:
         if not records:
@@ -214,15 +252,46 @@ class RedisStore:
             row = await self._get(keys=keys, args=[self.keys.delivery("")])
         except RedisError as error:
             raise StoreUnavailable(f"redis: {error}") from error
-        if row is None:
-            return None
-        record = _decoder.decode(row[0])
-        record.delivery_status = row[1].decode() if row[1] else None
-        record.delivery_errors = _errors_decoder.decode(row[2]) if row[2] else []
-        record.delivery_outbound_id = row[3].decode() if row[1] and row[3] else None
-        return record
+        return None if row is None else _record(row)
+
+    async def lease_and_get(
+        self, name: str, owner: str, seconds: float, message_id: str
+    ) -> tuple[bool, Record | None]:
+        keys = [
+            self.keys.record(message_id),
+            self.keys.delivery_ref(message_id),
+            self.keys.lease(name),
+        ]
+        args: list[EncodableT] = [self.keys.delivery(""), owner, max(1, int(seconds * 1000))]
+        try:
+            row = await self._lease_get(keys=keys, args=args)
+        except RedisError as error:
+            raise StoreUnavailable(f"redis: {error}") from error
+        taken = bool(row[0])
+        return taken, _record(row[1:]) if taken and len(row) > 1 else None
 
     async def save(self, record: Record, expected_version: int) -> bool:
+        keys, args = self._save_call(record, expected_version)
+        try:
+            return bool(await self._save(keys=keys, args=args))
+        except RedisError as error:
+            raise StoreUnavailable(f"redis: {error}") from error
+
+    async def save_and_release(
+        self, record: Record, expected_version: int, name: str, owner: str
+    ) -> bool:
+        keys, args = self._save_call(record, expected_version)
+        try:
+            saved = await self._save_release(
+                keys=[*keys, self.keys.lease(name)], args=[*args, owner]
+            )
+        except RedisError as error:
+            raise StoreUnavailable(f"redis: {error}") from error
+        return bool(saved)
+
+    def _save_call(
+        self, record: Record, expected_version: int
+    ) -> tuple[list[str], list[EncodableT]]:
         keys = [self.keys.record(record.message_id), self.keys.open_index, self.keys.failed_index]
         args: list[EncodableT] = [
             expected_version,
@@ -235,10 +304,7 @@ class RedisStore:
             record.message_id,
             1 if record.state == FAILED_STATE else 0,
         ]
-        try:
-            return bool(await self._save(keys=keys, args=args))
-        except RedisError as error:
-            raise StoreUnavailable(f"redis: {error}") from error
+        return keys, args
 
     async def record_status(self, update: StatusUpdate) -> bool:
         rank = DELIVERY_RANK.get(update.status)

@@ -116,13 +116,12 @@ class SQLiteStore:
         return await self._db.run(lambda: self._db.transaction(work))
 
     async def get(self, message_id: str) -> Record | None:
-        def work() -> tuple[bytes, str | None, bytes | None, str | None] | None:
-            row: tuple[bytes, str | None, bytes | None, str | None] | None = (
-                self._db.connection().execute(_GET, (message_id,)).fetchone()
-            )
-            return row
+        return await self._db.run(lambda: self._get(message_id))
 
-        row = await self._db.run(work)
+    def _get(self, message_id: str) -> Record | None:
+        row: tuple[bytes, str | None, bytes | None, str | None] | None = (
+            self._db.connection().execute(_GET, (message_id,)).fetchone()
+        )
         if row is None:
             return None
         record = _decoder.decode(row[0])
@@ -132,6 +131,9 @@ class SQLiteStore:
         return record
 
     async def save(self, record: Record, expected_version: int) -> bool:
+        return await self._db.run(lambda: self._save(record, expected_version))
+
+    def _save(self, record: Record, expected_version: int) -> bool:
         args = (
             record.state,
             record.version,
@@ -141,16 +143,31 @@ class SQLiteStore:
             record.message_id,
             expected_version,
         )
+        cursor = self._db.connection().execute(
+            "UPDATE records SET state = ?, version = ?, outbound_message_id = ?,"
+            " updated_at = ?, data = ? WHERE message_id = ? AND version = ?",
+            args,
+        )
+        return cursor.rowcount == 1
 
-        def work() -> bool:
-            cursor = self._db.connection().execute(
-                "UPDATE records SET state = ?, version = ?, outbound_message_id = ?,"
-                " updated_at = ?, data = ? WHERE message_id = ? AND version = ?",
-                args,
-            )
-            return cursor.rowcount == 1
+    async def lease_and_get(
+        self, name: str, owner: str, seconds: float, message_id: str
+    ) -> tuple[bool, Record | None]:
+        def work() -> tuple[bool, Record | None]:  # one hop to the database thread
+            taken = self._db.transaction(lambda conn: self._acquire(conn, name, owner, seconds))
+            return taken, self._get(message_id) if taken else None
 
         return await self._db.run(work)
+
+    async def save_and_release(
+        self, record: Record, expected_version: int, name: str, owner: str
+    ) -> bool:
+        def work(conn: sqlite3.Connection) -> bool:
+            saved = self._save(record, expected_version)
+            conn.execute("DELETE FROM leases WHERE name = ? AND owner = ?", (name, owner))
+            return saved
+
+        return await self._db.run(lambda: self._db.transaction(work))
 
     async def record_status(self, update: StatusUpdate) -> bool:
         rank = DELIVERY_RANK.get(update.status)
@@ -240,16 +257,19 @@ class SQLiteStore:
         return await self._db.run(work)
 
     async def acquire_lease(self, name: str, owner: str, seconds: float) -> bool:
-        def work(conn: sqlite3.Connection) -> bool:
-            now = time.time()
-            conn.execute("DELETE FROM leases WHERE name = ? AND expires_at <= ?", (name, now))
-            inserted = conn.execute(
-                "INSERT OR IGNORE INTO leases (name, owner, expires_at) VALUES (?, ?, ?)",
-                (name, owner, now + seconds),
-            )
-            return inserted.rowcount == 1
+        return await self._db.run(
+            lambda: self._db.transaction(lambda conn: self._acquire(conn, name, owner, seconds))
+        )
 
-        return await self._db.run(lambda: self._db.transaction(work))
+    @staticmethod
+    def _acquire(conn: sqlite3.Connection, name: str, owner: str, seconds: float) -> bool:
+        now = time.time()
+        conn.execute("DELETE FROM leases WHERE name = ? AND expires_at <= ?", (name, now))
+        inserted = conn.execute(
+            "INSERT OR IGNORE INTO leases (name, owner, expires_at) VALUES (?, ?, ?)",
+            (name, owner, now + seconds),
+        )
+        return inserted.rowcount == 1
 
     async def take_slot(self, key: str, now: float, per_seconds: float, burst: int) -> float:
         def work(conn: sqlite3.Connection) -> float:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
 from opentelemetry import trace
@@ -38,6 +38,15 @@ def _remember(entries: dict[str, tuple[_V, float]], key: str, value: _V, keep: f
     for old in [name for name, (_, at) in entries.items() if now - at >= keep]:
         del entries[old]
     entries[key] = (value, now)
+
+
+@dataclass
+class Lease:
+    """A step's lease on (record, state), held by one delivery of its task."""
+
+    name: str
+    owner: str
+    released: bool = False
 
 
 class StepBusy(TransientStepError):
@@ -111,24 +120,30 @@ class Advancer:
         return outcome
 
     async def _leased(self, message_id: str, expected_state: str, attempt: int) -> str:
-        lease = f"{message_id}:{expected_state}"
-        await self._free_unreleased(lease)
-        owner = f"{self.context.instance_id}:{uuid.uuid4().hex}"  # this delivery only
+        """Take the step's lease and load the record (one call to the store), run the step,
+        then save and give the lease back (one call): two round trips a transition."""
+        lease = Lease(
+            f"{message_id}:{expected_state}", f"{self.context.instance_id}:{uuid.uuid4().hex}"
+        )
+        await self._free_unreleased(lease.name)
         try:
-            taken = await self.store.acquire_lease(lease, owner, STEP_LEASE_SECONDS)
+            taken, record = await self.store.lease_and_get(
+                lease.name, lease.owner, STEP_LEASE_SECONDS, message_id
+            )
         except StoreUnavailable:
-            _remember(self._unreleased, lease, owner, STEP_LEASE_SECONDS)  # may be taken
+            _remember(self._unreleased, lease.name, lease.owner, STEP_LEASE_SECONDS)
             raise
         if not taken:
             raise StepBusy("this step is running in another delivery of the task")
         try:
-            return await self._advance(message_id, expected_state, attempt)
+            return await self._advance(record, message_id, expected_state, attempt, lease)
         finally:
-            try:
-                await self.store.release_lease(lease, owner)
-            except StoreUnavailable:
-                _remember(self._unreleased, lease, owner, STEP_LEASE_SECONDS)
-                raise
+            if not lease.released:
+                try:
+                    await self.store.release_lease(lease.name, lease.owner)
+                except StoreUnavailable:
+                    _remember(self._unreleased, lease.name, lease.owner, STEP_LEASE_SECONDS)
+                    raise
 
     async def _free_unreleased(self, lease: str) -> None:
         """Give back a lease an earlier, finished delivery in this process could not."""
@@ -149,8 +164,14 @@ class Advancer:
         if task is not None:
             await self.queue.enqueue(task)
 
-    async def _advance(self, message_id: str, expected_state: str, attempt: int) -> str:
-        record = await self.store.get(message_id)
+    async def _advance(
+        self,
+        record: Record | None,
+        message_id: str,
+        expected_state: str,
+        attempt: int,
+        lease: Lease,
+    ) -> str:
         if record is None:
             log.warning(
                 "task_for_unknown_record",
@@ -168,7 +189,9 @@ class Advancer:
         except PermanentStepError as error:
             await self.dead_letter(message_id, expected_state, f"permanent: {error}")
             return "failed"
-        return await self._commit(record, outcome.trigger, outcome.updates, started, attempt)
+        return await self._commit(
+            record, outcome.trigger, outcome.updates, started, attempt, lease=lease
+        )
 
     async def _run_step(self, record: Record) -> Outcome:
         """The step of the record's state. Its exceptions leave with personal data redacted
@@ -233,7 +256,10 @@ class Advancer:
         started: float,
         attempt: int,
         generation: str = "",
+        lease: Lease | None = None,
     ) -> str:
+        """Save the transition (giving back `lease` in the same call), then queue the next
+        step. "stale" when the record changed since it was loaded."""
         dest = self.machine.fire(record.state, trigger)
         now = self.context.clock()
         entry = HistoryEntry(
@@ -256,7 +282,7 @@ class Advancer:
             attempts=attempts,
             trace_context=self._trace_context(record),
         )
-        if not await self.store.save(moved, expected_version=record.version):
+        if not await self._save(moved, record.version, lease):
             return "stale"
         self._describe(record, moved, trigger, entry.duration_ms)
         log.info(
@@ -275,6 +301,13 @@ class Advancer:
         if task is not None:
             await self.queue.enqueue(replace(task, generation=generation))
         return dest
+
+    async def _save(self, moved: Record, expected_version: int, lease: Lease | None) -> bool:
+        if lease is None:
+            return await self.store.save(moved, expected_version)
+        saved = await self.store.save_and_release(moved, expected_version, lease.name, lease.owner)
+        lease.released = True
+        return saved
 
     def _trace_context(self, record: Record) -> dict[str, str]:
         """The record's trace context, pointing at the current span (the next task's parent)

@@ -77,6 +77,18 @@ class StateStore(Protocol):
     async def release_lease(self, name: str, owner: str) -> None:
         """Give the lease back if `owner` still holds it."""
 
+    async def lease_and_get(
+        self, name: str, owner: str, seconds: float, message_id: str
+    ) -> tuple[bool, Record | None]:
+        """`acquire_lease`, then `get` if it was taken, as one call to the store: whether
+        the lease was taken, and the record (None if not taken or not found)."""
+
+    async def save_and_release(
+        self, record: Record, expected_version: int, name: str, owner: str
+    ) -> bool:
+        """`save`, then `release_lease` whatever the save's outcome, as one call to the
+        store; the save's result."""
+
     async def ping(self) -> None:
         """Raise StoreUnavailable unless the store answers."""
 
