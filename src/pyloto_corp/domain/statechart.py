@@ -211,7 +211,8 @@ def validate(
     `handlers` maps a state to the triggers its step can fire; the `ANY_STATE` key lists
     triggers every non-terminal state can fire (such as dead-lettering). `manual_triggers`
     are those an operator use case fires: only they may mark a transition `manual: true`,
-    and only manual transitions may leave a terminal state.
+    and only manual transitions may leave a terminal state. The `ANY_STATE` triggers are
+    the failure triggers of `lint`, which runs last.
     """
     reader = _Reader(chart.path)
     if chart.initial not in chart.states:
@@ -222,13 +223,7 @@ def validate(
     seen: set[tuple[str, str]] = set()
     for transition in chart.transitions:
         _check_transition(reader, chart, transition, handlers, manual_triggers, seen)
-    for name, spec in chart.states.items():
-        if not spec.terminal and not chart.step_exits(name):
-            raise reader.fail(spec.line, f"state '{name}' is not terminal but has no exits")
-    reachable = _reachable(chart)
-    for name, spec in chart.states.items():
-        if name not in reachable:
-            raise reader.fail(spec.line, f"state '{name}' is unreachable from '{chart.initial}'")
+    lint(chart, handlers.get(ANY_STATE, ()))
 
 
 def _check_transition(
@@ -268,6 +263,58 @@ def _check_transition(
         )
 
 
+def lint(chart: Statechart, failure_triggers: Collection[str]) -> None:
+    """Check that every message can get from the initial state to an end, and that every
+    failure has an exit, naming the first state that breaks a rule:
+
+    1. Every state is reachable from the initial state (manual transitions count: a state
+       only an operator's replay leads to is still used).
+    2. Every non-terminal state has a step exit, and a path of step exits to a terminal
+       state: manual transitions do not count, the machine never fires them on its own.
+    3. Every step can fail: each runs as a queued task that loads and saves its record, and
+       a permanent error or the queue's last attempt makes the code fire a failure trigger
+       (the `ANY_STATE` handlers: `dead_letter` → `failed` in inbound_message.yaml) from
+       whatever state the record is in. So every non-terminal state has a step exit for
+       each failure trigger, and it ends in a terminal state, so that a failed message is
+       never run again without an operator. The LLM steps' `fall_back` → `fallback` is
+       their own recovery, on top of this, not instead of it.
+    """
+    reader = _Reader(chart.path)
+    for name in chart.open_states:
+        if not chart.step_exits(name):
+            line = chart.states[name].line
+            raise reader.fail(line, f"state '{name}' is not terminal but has no exits")
+    reachable = _reachable(chart)
+    for name, spec in chart.states.items():
+        if name not in reachable:
+            raise reader.fail(spec.line, f"state '{name}' is unreachable from '{chart.initial}'")
+    finishing = _finishing(chart)
+    for name in chart.open_states:
+        if name not in finishing:
+            line = chart.states[name].line
+            raise reader.fail(line, f"state '{name}' has no path to a terminal state")
+    for name in chart.open_states:
+        for trigger in sorted(failure_triggers):
+            _check_failure_exit(reader, chart, name, trigger)
+
+
+def _check_failure_exit(reader: _Reader, chart: Statechart, state: str, trigger: str) -> None:
+    exits = [t for t in chart.step_exits(state) if t.trigger == trigger]
+    if not exits:
+        raise reader.fail(
+            chart.states[state].line,
+            f"state '{state}' can fail but has no '{trigger}' exit "
+            "(the code fires it from any state whose step fails)",
+        )
+    for transition in exits:
+        if not chart.is_terminal(transition.dest):
+            raise reader.fail(
+                transition.line,
+                f"failure trigger '{trigger}' from '{state}' must end in a terminal state, "
+                f"not '{transition.dest}'",
+            )
+
+
 def _reachable(chart: Statechart) -> set[str]:
     found = {chart.initial}
     pending = deque([chart.initial])
@@ -276,6 +323,21 @@ def _reachable(chart: Statechart) -> set[str]:
             if transition.dest not in found:
                 found.add(transition.dest)
                 pending.append(transition.dest)
+    return found
+
+
+def _finishing(chart: Statechart) -> set[str]:
+    """States with a path of step exits to a terminal state (terminal states included)."""
+    found = {name for name, spec in chart.states.items() if spec.terminal}
+    grew = True
+    while grew:
+        grew = False
+        for transition in chart.transitions:
+            if transition.manual or transition.source in found:
+                continue
+            if transition.dest in found:
+                found.add(transition.source)
+                grew = True
     return found
 
 
