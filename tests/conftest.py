@@ -6,6 +6,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
+import hypothesis
 import pytest
 from litestar.testing import AsyncTestClient
 
@@ -14,6 +15,13 @@ from pyloto_corp.config import Settings, load_settings
 from pyloto_corp.http.app import create_app
 from tests.helpers import APP_SECRET, INTERNAL_TOKEN, VERIFY_TOKEN
 from tests.redis_server import RedisServer
+
+# Property tests run the same examples on every machine and every run: a failure in CI is a
+# failure here, with no example database to carry from one machine to another.
+hypothesis.settings.register_profile(
+    "pyloto", derandomize=True, database=None, deadline=None, max_examples=100, print_blob=True
+)
+hypothesis.settings.load_profile("pyloto")
 
 
 @pytest.fixture

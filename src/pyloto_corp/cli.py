@@ -1,4 +1,4 @@
-"""The `pyloto` command: serve, simulate, inspect, replay."""
+"""The `pyloto` command: serve, simulate, inspect, replay, queues, statecharts, pii-scan."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import time
 import uuid
 from collections.abc import Sequence
 from datetime import datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -185,6 +186,20 @@ async def _run_in_process(
 
 
 def _cmd_simulate(settings: Settings, args: argparse.Namespace) -> int:
+    if args.secret_from_env:
+        missing = [
+            name
+            for name, value in (
+                ("WHATSAPP_APP_SECRET", settings.whatsapp.app_secret),
+                ("INTERNAL_TASK_TOKEN", settings.queue.internal_task_token),
+            )
+            if not value
+        ]
+        if missing:
+            # A deployed service never has the development values: signing with them would
+            # only produce a confusing 403.
+            print(f"pyloto: --secret-from-env needs {' and '.join(missing)}", file=sys.stderr)
+            return 2
     body = text_webhook(args.text, args.sender, args.name)
     if args.in_process:
         return asyncio.run(_simulate_in_process(settings, args, body))
@@ -282,7 +297,7 @@ def _cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     from pyloto_corp.http.app import create_app
     from pyloto_corp.observability.logging import configure_logging
 
-    configure_logging(settings.app.log_level)
+    configure_logging(settings.app.log_level, project=settings.queue.gcp_project)
     for warning in development_warnings(settings):
         logging.getLogger("pyloto_corp").warning(warning, extra={"event": "development_default"})
     app = create_app(bootstrap(settings))
@@ -314,6 +329,12 @@ def _parser() -> argparse.ArgumentParser:
     simulate.add_argument("--url", default=None, help="server URL (default: local, $PORT)")
     simulate.add_argument("--in-process", action="store_true", help="no server: run it here")
     simulate.add_argument("--timeout", type=float, default=30.0, help="seconds to wait")
+    simulate.add_argument(
+        "--secret-from-env",
+        action="store_true",
+        help="sign with WHATSAPP_APP_SECRET and poll with INTERNAL_TASK_TOKEN from the "
+        "environment (sm:// references allowed); never the development values",
+    )
 
     inspect = commands.add_parser("inspect", help="print a record as JSON (masked)")
     inspect.add_argument("message_id")
@@ -339,6 +360,25 @@ def _parser() -> argparse.ArgumentParser:
         "ensure", help="create or update both queues with the deploy guide's settings"
     )
     ensure.add_argument("--dry-run", action="store_true", help="print what would change only")
+
+    pii_scan = commands.add_parser(
+        "pii-scan", help="report personal data in log lines or exported spans (masked)"
+    )
+    pii_scan.add_argument("file", nargs="?", default="-", help="log file (default: - for stdin)")
+
+    statecharts = commands.add_parser("statecharts", help="the diagrams in docs/statecharts")
+    chart_commands = statecharts.add_subparsers(dest="statecharts_command", required=True)
+    for name, text in (
+        ("render", "write <out>/<name>.md for each chart (and <name>.svg if Graphviz is here)"),
+        ("check", "exit 1 with a diff if a page in <out> is missing or out of date"),
+    ):
+        chart_command = chart_commands.add_parser(name, help=text)
+        chart_command.add_argument(
+            "--dir", type=Path, default=None, help="charts (default: ./statecharts, else shipped)"
+        )
+        chart_command.add_argument(
+            "--out", type=Path, default=Path("docs/statecharts"), help="pages (docs/statecharts)"
+        )
     return parser
 
 
@@ -377,13 +417,107 @@ def _cmd_queues(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _statechart_files(folder: Path | None) -> list[Path]:
+    """The charts of `--dir`, else ./statecharts, else the copy the service itself loads."""
+    from pyloto_corp.bootstrap import statechart_dir
+
+    if folder is None:
+        folder = Path("statecharts") if Path("statecharts").is_dir() else statechart_dir()
+    if not folder.is_dir():
+        raise ConfigError(f"--dir {folder}: no such folder")
+    files = sorted(path for path in folder.iterdir() if path.suffix in (".yaml", ".yml"))
+    if not files:
+        raise ConfigError(f"no statechart (*.yaml) in {folder}")
+    return files
+
+
+def _rendered_docs(args: argparse.Namespace) -> list[tuple[Path, str, str]]:
+    """(page, its Markdown, its DOT) for every chart, each checked by the service's loader."""
+    from pyloto_corp.bootstrap import load_chart
+    from pyloto_corp.domain.statechart_docs import dot, render_markdown
+
+    docs = []
+    for path in _statechart_files(args.dir):
+        chart = load_chart(path)
+        page = args.out / f"{path.stem}.md"
+        docs.append((page, render_markdown(chart, f"statecharts/{path.name}"), dot(chart)))
+    return docs
+
+
+def _cmd_statecharts_render(args: argparse.Namespace) -> int:
+    import shutil
+    import subprocess
+
+    dot_binary = shutil.which("dot")  # Graphviz is optional: without it, Markdown only
+    for page, markdown, graph in _rendered_docs(args):
+        page.parent.mkdir(parents=True, exist_ok=True)
+        page.write_bytes(markdown.encode())
+        print(f"wrote {page}")
+        if dot_binary is None:
+            continue
+        svg = page.with_suffix(".svg")
+        done = subprocess.run(
+            [dot_binary, "-Tsvg", "-o", str(svg)], input=graph.encode(), capture_output=True
+        )
+        if done.returncode != 0:
+            print(f"pyloto: dot failed for {page}: {done.stderr.decode()}", file=sys.stderr)
+            return 1
+        print(f"wrote {svg}")
+    return 0
+
+
+def _cmd_statecharts_check(args: argparse.Namespace) -> int:
+    """Exit 1 with a diff when a committed page differs from its rendering. The SVGs are
+    not checked: they are optional, and their bytes depend on the Graphviz version."""
+    from pyloto_corp.domain.statechart_docs import RENDER_COMMAND, stale_diff
+
+    docs = _rendered_docs(args)
+    stale = 0
+    for page, markdown, _ in docs:
+        committed = page.read_bytes().decode(errors="replace") if page.is_file() else None
+        diff = stale_diff(markdown, committed, str(page))
+        if diff:
+            stale += 1
+            sys.stdout.write(diff)
+    if stale:
+        print(f"pyloto: {stale} diagram(s) out of date: run `{RENDER_COMMAND}`", file=sys.stderr)
+        return 1
+    print(f"state diagrams up to date ({len(docs)} in {args.out})")
+    return 0
+
+
+def _cmd_pii_scan(args: argparse.Namespace) -> int:
+    import io
+
+    from pyloto_corp.observability.pii_scan import UnreadableLog, scan_path
+
+    if isinstance(sys.stdout, io.TextIOWrapper):  # a terminal that cannot print an accent
+        sys.stdout.reconfigure(errors="backslashreplace")
+    try:
+        found, _ = scan_path(args.file, sys.stdout)
+    except UnreadableLog as error:
+        print(f"pyloto pii-scan: {error}", file=sys.stderr)
+        return 2
+    return 1 if found else 0
+
+
+def _cmd_statecharts(args: argparse.Namespace) -> int:
+    if args.statecharts_command == "render":
+        return _cmd_statecharts_render(args)
+    return _cmd_statecharts_check(args)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `pyloto` console script."""
     parser = _parser()
     args = parser.parse_args(argv)
     if args.command == "replay" and args.since is not None and not args.failed:
         parser.error("--since goes with --failed")
+    if args.command == "pii-scan":  # reads logs only: needs no settings, secrets or environment
+        return _cmd_pii_scan(args)
     try:
+        if args.command == "statecharts":  # documentation only: needs no settings or secrets
+            return _cmd_statecharts(args)
         settings = load_settings(resolve_references(os.environ))
         if args.command == "serve":
             return _cmd_serve(settings, args)

@@ -134,6 +134,23 @@ def served(cli_env: dict[str, str], tmp_path: Path) -> Iterator[ServeProcess]:
     server.cleanup()
 
 
+@pytest.mark.parametrize("present", ["", "WHATSAPP_APP_SECRET", "INTERNAL_TASK_TOKEN"])
+def test_simulate_secret_from_env_refuses_the_development_values(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], present: str
+) -> None:
+    """With --secret-from-env a missing secret is an error naming it (exit 2), not a webhook
+    signed with the public development secret that a deployed service would answer 403."""
+    for name in ("WHATSAPP_APP_SECRET", "INTERNAL_TASK_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    if present:
+        monkeypatch.setenv(present, "set-by-the-operator")
+    code = main(["simulate", "--url", "http://127.0.0.1:9", "--secret-from-env", TEXT])
+    assert code == 2
+    error = capsys.readouterr().err
+    for name in ("WHATSAPP_APP_SECRET", "INTERNAL_TASK_TOKEN"):
+        assert (name in error) == (name != present), error
+
+
 @pytest.mark.slow
 def test_serve_then_simulate_over_http_then_sigterm(served: ServeProcess) -> None:
     """`pyloto serve` answers /health; `pyloto simulate --url` prints the same trajectory and the
@@ -141,7 +158,7 @@ def test_serve_then_simulate_over_http_then_sigterm(served: ServeProcess) -> Non
     served.start("/health")
     assert httpx.get(f"{served.url}/ready", timeout=5).status_code == 200
 
-    result = _run(["simulate", "--url", served.url, TEXT], served.env)
+    result = _run(["simulate", "--url", served.url, "--secret-from-env", TEXT], served.env)
     assert result.returncode == 0, result.stderr
     message_id = _check_simulated(result.stdout)
 

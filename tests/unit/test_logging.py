@@ -439,3 +439,11 @@ def test_a_record_through_two_filtered_handlers_is_redacted_once() -> None:
     assert entry["exception"].count("Traceback") == 1
     assert "[[" not in first
     assert_clean(first)
+
+
+def test_a_whatsapp_id_logged_as_a_number_is_redacted(logged: Logged) -> None:
+    """An integer extra that is a phone number leaves as `[phone]`; small counts stay ints."""
+    logged.logger.info("sent", extra={"to": int(WA_ID), "attempt": 3})
+    entry = logged.only()
+    assert entry["to"] == "[phone]"
+    assert entry["attempt"] == 3

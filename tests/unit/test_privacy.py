@@ -5,8 +5,25 @@ from __future__ import annotations
 import re
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from pyloto_corp.domain.privacy import mask_name, mask_phone, message_ref, redact_text
+from pyloto_corp.domain.privacy import (
+    cpf_is_valid,
+    find_personal_data,
+    mask_name,
+    mask_phone,
+    mask_value,
+    message_ref,
+    redact_text,
+)
+from tests.pii_strategies import (
+    brazilian_names,
+    cnpj_check_digits,
+    cpf_check_digits,
+    personal_data,
+    safe_values,
+)
 
 
 def digits(text: str) -> str:
@@ -186,3 +203,192 @@ def test_names_match_whole_words_only() -> None:
 def test_phone_with_a_single_digit_group_is_redacted_whole() -> None:
     """`(11) 9 1234-5678` hides the area code too, not just the last groups."""
     assert redact_text("liga (11) 9 1234-5678") == "liga [phone]"
+
+
+# --- find_personal_data: one set of detectors for redaction and the log scanner --------------
+
+# Words around a datum in a message, a `key=value` pair or a JSON string.
+PREFIXES = ("", "Meu número é ", "tel:", "sender=", "(", '"', "contato: ", "e-mail ")
+SUFFIXES = ("", ".", ",", " obrigado", ")", "!", '"', "\n")
+
+
+def kinds_allowed(kind: str, value: str) -> set[str]:
+    """A bare run of digits may be a phone, a WhatsApp id, a CPF or a CNPJ: any digit kind
+    hides it. Anything written with a mask has one kind."""
+    return {"phone", "cpf", "cnpj"} if value.isdigit() else {kind}
+
+
+@settings(max_examples=1500)
+@given(personal_data(), st.sampled_from(PREFIXES), st.sampled_from(SUFFIXES))
+def test_every_generated_datum_is_found_whole(
+    item: tuple[str, str], prefix: str, suffix: str
+) -> None:
+    """Every phone (Brazilian in any mask, international, WhatsApp id), e-mail, CPF and CNPJ
+    is found whole, with its kind, wherever it sits in a text."""
+    kind, value = item
+    found = find_personal_data(f"{prefix}{value}{suffix}")
+    covering = [found_kind for found_kind, text in found if value in text]
+    assert covering, (value, found)
+    assert covering[0] in kinds_allowed(kind, value)
+
+
+@settings(max_examples=500)
+@given(st.lists(personal_data(), min_size=1, max_size=4), st.sampled_from(PREFIXES))
+def test_redacted_text_holds_nothing_to_find(items: list[tuple[str, str]], prefix: str) -> None:
+    """After redact_text no detector finds anything, and no datum is left in the text."""
+    text = prefix + " e ".join(value for _, value in items) + "."
+    redacted = redact_text(text)
+    assert find_personal_data(redacted) == []
+    for _, value in items:
+        assert value not in redacted
+
+
+@settings(max_examples=1000)
+@given(safe_values())
+def test_our_own_values_are_not_personal_data(value: str) -> None:
+    """Timestamps, durations, counts, status and error codes, hex ids, traceparents, versions
+    and UUIDs are never taken for personal data, alone or in a sentence."""
+    assert find_personal_data(value) == []
+    sentence = f"at {value}: took {value} (ref {value})"
+    assert redact_text(sentence) == sentence
+
+
+@settings(max_examples=300)
+@given(brazilian_names(), st.sampled_from(("as is", "lower", "upper", "first name")))
+def test_given_names_leave_no_distinctive_part(name: str, written: str) -> None:
+    """A name passed to redact_text goes however it is written, down to each distinctive
+    part (accents included); what stays are particles and the words around it."""
+    shown = {
+        "as is": name,
+        "lower": name.lower(),
+        "upper": name.upper(),
+        "first name": name.split()[0],
+    }[written]
+    redacted = redact_text(f"Olá, aqui é {shown}, tudo bem?", (name,))
+    assert redacted.startswith("Olá, aqui é [name]")
+    assert redacted.endswith(", tudo bem?")
+    for part in re.findall(r"\w{3,}", name):
+        if part.lower() not in {"das", "dos"}:
+            assert not re.search(rf"(?<!\w){re.escape(part)}(?!\w)", redacted, re.IGNORECASE)
+
+
+@pytest.mark.parametrize(
+    "phone",
+    [
+        "+55 (11) 91234-5678",
+        "+5511912345678",
+        "5511912345678",
+        "(11) 91234-5678",
+        "11 91234 5678",
+        "11.91234.5678",
+        "011 91234-5678",
+        "0 21 11 91234-5678",
+        "(0xx11) 91234-5678",
+        "0xx11 3456-7890",
+        "0055 11 91234 5678",
+        "(+55) 11 91234-5678",
+        "+55 11912345678",
+        "91234-5678",
+        "91234 5678",
+        "9 1234-5678",
+        "1234-5678",
+        "+1 415 555 0100",
+        "+44 20 7946 0958",
+        "+351912345678",
+        "0044 20 7946 0958",
+    ],
+)
+def test_phone_formats_are_found_as_phones(phone: str) -> None:
+    """Each format of the brief is found whole and as a phone."""
+    assert find_personal_data(f"ligue {phone} hoje") == [("phone", phone)]
+
+
+@pytest.mark.parametrize(
+    ("text", "kind"),
+    [
+        ("5511912345678", "phone"),  # a Brazilian wa_id
+        ("14155550100", "phone"),  # 11 digits, not a valid CPF: a wa_id
+        ("123456789012345", "phone"),  # 15 digits: the longest E.164 number
+        ("12345678909", "cpf"),  # 11 digits with a CPF's check digits
+        ("12345678000195", "cnpj"),
+        ("12345678000190", "cnpj"),  # wrong check digits: still someone's CNPJ
+        ("123.456.789-01", "cpf"),  # masked: a CPF even with wrong check digits
+        ("12.ABC.345/01DE-35", "cnpj"),  # the alphanumeric CNPJ
+        ("JOÃO.CONCEIÇÃO@EXEMPLO.COM.BR", "email"),
+        ("maria+pedidos@loja.sub.exemplo.com.br", "email"),
+    ],
+)
+def test_kind_of_each_datum(text: str, kind: str) -> None:
+    """Bare digit runs are told apart by length and check digits; masks say what they are."""
+    assert find_personal_data(f"dado: {text}.") == [(kind, text)]
+
+
+@pytest.mark.parametrize(
+    "ordinary",
+    [
+        "1234 5678",  # two groups of four with a space: as often a code as a phone
+        "1234.5678",  # a decimal
+        "12345678",  # eight bare digits: an order number, a date
+        "1234567890123456",  # longer than any phone number
+        "123456.7890",
+        "0.12345678901",  # the fraction of a number
+        "12.345678000195",
+        "2026-11-25T08:48:04.123Z",
+        "2026-11-25 08:48:04",
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        "00-12345678901234567890123456789012-1234567890123456-01",
+        "4bf92f3577b34da6a3ce929d0e0e4736",
+        "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
+        "550e8400-1234-5678-9012-123456789012",
+        "131047",
+        "v1.45.2",
+        "R$ 1.234.567,89",
+        "pkg@1.2.3",
+    ],
+)
+def test_look_alikes_are_not_personal_data(ordinary: str) -> None:
+    """What only looks like a phone, CPF or e-mail stays as written (the decisions in the
+    module's docstring)."""
+    assert find_personal_data(f"valor {ordinary} ok") == []
+
+
+def test_digits_inside_ids_are_not_personal_data() -> None:
+    """A long digit stretch inside a hex id or a word is part of that id."""
+    for text in ("ab5511912345678cd", "wamid.HBgN5511912345678x", "0x5511912345678"):
+        assert find_personal_data(text) == []
+
+
+def test_findings_come_in_text_order() -> None:
+    """Several data are reported in the order they are written."""
+    text = "cpf 123.456.789-09, tel +55 11 91234-5678, mail a@b.com.br, cnpj 12.345.678/0001-95"
+    assert [kind for kind, _ in find_personal_data(text)] == ["cpf", "phone", "email", "cnpj"]
+
+
+@given(st.text("0123456789", min_size=9, max_size=9))
+def test_cpf_check_digits_are_recognised(base: str) -> None:
+    """A CPF with its own check digits is valid; with any other pair it is not."""
+    check = cpf_check_digits(base)
+    assert cpf_is_valid(base + check)
+    wrong = f"{(int(check) + 1) % 100:02d}"
+    assert not cpf_is_valid(base + wrong)
+
+
+def test_cnpj_check_digits_match_known_numbers() -> None:
+    """The strategies' CNPJ check digits agree with published examples, digits and letters."""
+    assert cnpj_check_digits("123456780001") == "95"
+    assert cnpj_check_digits("12ABC34501DE") == "35"
+
+
+@pytest.mark.parametrize(
+    ("kind", "value", "masked"),
+    [
+        ("phone", "+55 (11) 91234-5678", "*********5678"),
+        ("cpf", "123.456.789-09", "*********09"),
+        ("cnpj", "12.ABC.345/01DE-35", "************35"),
+        ("email", "maria.silva@exemplo.com.br", "m***@***.br"),
+    ],
+)
+def test_mask_value_keeps_only_what_tells_data_apart(kind: str, value: str, masked: str) -> None:
+    """Masks keep the last digits or an e-mail's initial and top-level domain, nothing else."""
+    assert mask_value(kind, value) == masked
+    assert find_personal_data(masked) == []

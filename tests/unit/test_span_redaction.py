@@ -258,13 +258,12 @@ def test_resource_attributes_are_filtered_and_redacted() -> None:
 
 
 def test_values_that_are_not_text_are_kept(pipeline: Pipeline) -> None:
-    """Numbers, booleans and sequences of them leave unchanged (a long number is not a phone
-    number when it is not text: token counts and durations stay usable)."""
+    """Numbers, booleans and sequences of them leave unchanged: token counts and durations
+    stay usable (only an integer that reads as a phone number is replaced, see below)."""
     values: dict[str, int | float | bool | list[int] | list[float]] = {
         "pyloto.attempt": 3,
         "pyloto.step.duration_ms": 12.5,
         "pyloto.retry": True,
-        "pyloto.big": 11987654321,
         "pyloto.sizes": [1, 2, 3],
         "gen_ai.usage.input_tokens": 120,
         "pyloto.ratios": [0.5, 0.25],
@@ -275,7 +274,6 @@ def test_values_that_are_not_text_are_kept(pipeline: Pipeline) -> None:
     assert attributes["pyloto.attempt"] == 3
     assert attributes["pyloto.step.duration_ms"] == 12.5
     assert attributes["pyloto.retry"] is True
-    assert attributes["pyloto.big"] == 11987654321
     assert tuple(attributes["pyloto.sizes"]) == (1, 2, 3)
     assert tuple(attributes["pyloto.ratios"]) == (0.5, 0.25)
     assert attributes["gen_ai.usage.input_tokens"] == 120
@@ -345,3 +343,10 @@ def test_the_wrapper_passes_results_flush_and_shutdown_through() -> None:
     wrapper.shutdown()
     assert wrapper.export([span]) is SpanExportResult.FAILURE
     provider.shutdown()
+
+
+def test_a_whatsapp_id_given_as_a_number_is_redacted() -> None:
+    """An allowed integer attribute holding a phone number is replaced; counts stay ints."""
+    redactor = SpanRedactor(Redaction(allowed_attributes=("pyloto.*",)), "key")
+    cleaned = redactor.attributes({"pyloto.to": 5511912345678, "pyloto.attempt": 2})
+    assert cleaned == {"pyloto.to": "[phone]", "pyloto.attempt": 2}

@@ -1,38 +1,185 @@
-"""Patterns for personal data (phones, e-mails, CPF, CNPJ) and ways to hide it."""
+"""Detectors for personal data (phones, WhatsApp ids, e-mails, CPF, CNPJ) and ways to hide it.
+
+`find_personal_data` is the one set of detectors: redaction (`redact_text`, used by the
+logging filter and the span exporter) and the log scanner (`observability.pii_scan`) both go
+through it, so whatever one finds the other finds too.
+
+What counts as a phone number, and what deliberately does not:
+
+- Brazilian numbers with an area code, in any mask: with or without `+55` / `55` / `0055`,
+  the trunk `0` and a carrier code (`0 21 11 …`, `0xx11`), the area code in parentheses or
+  not, mobile (9 + 8 digits) or landline (8 digits), grouped by spaces, dots, dashes or
+  nothing (`+55 (11) 91234-5678`, `011 91234-5678`, `11.91234.5678`, `11912345678`).
+- Local numbers without an area code only with a dash (`91234-5678`, `1234-5678`) or, for
+  mobiles, `91234 5678`: a dash between two groups of four is how Brazilians write a phone,
+  while `1234 5678`, `1234.5678` and a bare `12345678` are as likely an order number, a
+  decimal or a date, so they are left alone.
+- International numbers after `+` or `00`, compact or grouped (`+44 20 7946 0958`).
+- Any bare run of 10 to 15 digits: a WhatsApp id is the number in E.164 without the `+`.
+  Longer runs are ids of something else (E.164 stops at 15 digits).
+
+Digits inside a word or a hex id (trace and span ids, sha256 refs), either side of a decimal
+point (`12.345`), ISO timestamps and UUIDs are never personal data. A bare run of 11 digits
+is a CPF when its check digits say so, otherwise a phone number (a mobile with its area code
+has 11 digits too); a bare run of 14 digits is a CNPJ, whatever its check digits. A number
+written with `+` is a phone. Masked CPF and CNPJ are taken as written.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Callable
 
-EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
-# Formatted or bare: 12.345.678/0001-90, 12345678000190.
-CNPJ = re.compile(r"(?<!\d)\d{2}\.?\d{3}\.?\d{3}/?\d{4}-?\d{2}(?!\d)")
-# Formatted or bare: 123.456.789-09, 12345678909.
-CPF = re.compile(r"(?<!\d)\d{3}\.?\d{3}\.?\d{3}-?\d{2}(?!\d)")
-# Phone numbers: +55 (11) 91234-5678, 11 91234 5678, 5511912345678, +1 415 555 0100, ...
-# Eight or more digits, optionally grouped by spaces, dots, dashes or parentheses.
-PHONE = re.compile(r"(?<![\w])\+?\(?\d{1,3}\)?(?:[\s.\-]?\(?\d{1,5}\)?){2,6}(?![\w])")
+# Letters and digits: a token that continues through one of these is a word or an id.
+_ALNUM = r"[0-9A-Za-z]"
+# A datum starts and ends where a token does, and never next to a decimal point.
+_START = rf"(?<!{_ALNUM})(?<![0-9]\.)"
+_END = rf"(?!{_ALNUM})(?!\.[0-9])"
+_SEP = r"[ \t\u00a0.\-]"
+
+# Starts only where a run of its characters starts: tried from inside a long run, the local
+# part would be re-read to the end from every position (quadratic on a 100 kB log line).
+EMAIL = re.compile(r"(?<![\w.+-])[\w.+-]+@[\w-]+(?:\.[\w-]+)*\.[^\W\d_]{2,}")
+# 12.345.678/0001-95 or 12345678000195; since 2026 also alphanumeric, 12.ABC.345/01DE-35
+# (only written with its mask: a bare run of 14 capitals and digits is too often an id).
+CNPJ = re.compile(
+    rf"{_START}(?<!\+)(?:[0-9]{{2}}\.?[0-9]{{3}}\.?[0-9]{{3}}/?[0-9]{{4}}-?[0-9]{{2}}"
+    rf"|[0-9A-Z]{{2}}\.[0-9A-Z]{{3}}\.[0-9A-Z]{{3}}/[0-9A-Z]{{4}}-[0-9]{{2}}){_END}"
+)
+# 123.456.789-09, 123456789-09 or 12345678909.
+CPF = re.compile(rf"{_START}(?<!\+)[0-9]{{3}}\.?[0-9]{{3}}\.?[0-9]{{3}}-?[0-9]{{2}}{_END}")
+
+_COUNTRY = r"\(?(?:\+|00)?55\)?"  # Brazil: +55, 0055, 55, (+55)
+_TRUNK = rf"0(?:{_SEP}?(?:[0-9]{{2}}|[xX]{{2}}))?"  # trunk 0, maybe a carrier code: 0 21, 0xx
+_AREA = r"[1-9][1-9]"  # no Brazilian area code has a 0
+_SUBSCRIBER = rf"(?:9{_SEP}?)?[0-9]{{4}}{_SEP}?[0-9]{{4}}"
+_BRAZILIAN = (
+    rf"(?:{_COUNTRY}{_SEP}?)?"
+    rf"(?:\({_SEP}?(?:{_TRUNK}{_SEP}?)?{_AREA}{_SEP}?\)|(?:{_TRUNK}{_SEP}?)?{_AREA})"
+    rf"{_SEP}?{_SUBSCRIBER}"
+)
+# Without an area code: not next to `-x`/`.x` either, or the middle of a UUID would match.
+_LOCAL = (
+    rf"(?<!{_ALNUM}[.\-])"
+    rf"(?:(?:9{_SEP}?)?[0-9]{{4}}-[0-9]{{4}}|9[0-9]{{4}} [0-9]{{4}})"
+    rf"(?![.\-]{_ALNUM})"
+)
+_INTERNATIONAL = r"(?:\+|00)[1-9](?:[ .\-()]{0,2}[0-9]){7,14}"
+_BARE = r"[0-9]{10,15}"  # a WhatsApp id: E.164 without the +
+PHONE = re.compile(rf"{_START}(?:{_INTERNATIONAL}|{_BRAZILIAN}|{_LOCAL}|{_BARE}){_END}")
+# A number written with + is a phone whatever its grouping: found before CPF and CNPJ, which
+# would otherwise take its tail (`+1-415555010-01`).
+_DIALLED = re.compile(
+    rf"{_START}(?:\(\+[1-9][0-9]{{0,2}}\)|\+[1-9])(?:[ .\-()]{{0,2}}[0-9]){{6,14}}{_END}"
+)
+
+# Our own values that look like digits and dashes: found first and left alone.
+_NOT_PERSONAL = re.compile(
+    rf"(?<!{_ALNUM})[0-9a-fA-F]{{8}}(?:-[0-9a-fA-F]{{4}}){{3}}-[0-9a-fA-F]{{12}}(?!{_ALNUM})"
+    r"|(?<![0-9])(?:19|20)[0-9]{2}-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12][0-9]|3[01])(?![0-9])"
+    r"(?:[T ][0-9]{2}:[0-9]{2}(?::[0-9]{2}(?:[.,][0-9]+)?)?)?"  # ISO 8601 dates and times
+)
+_DECIMAL = re.compile(r"[0-9]+\.[0-9]+")
+# Stands in for text already claimed: not a letter, digit, separator or e-mail character.
+_CLAIMED = "\ue000"
+
 # Parts of Brazilian names too common to redact on their own.
 _PARTICLES = frozenset({"de", "da", "do", "das", "dos", "e", "di", "du", "van", "von"})
 
-_PATTERNS = (("email", EMAIL), ("cnpj", CNPJ), ("cpf", CPF), ("phone", PHONE))
+
+def _digits(text: str) -> str:
+    return "".join(ch for ch in text if ch.isdigit())
 
 
-def _digits(text: str) -> int:
-    return sum(ch.isdigit() for ch in text)
+def cpf_is_valid(number: str) -> bool:
+    """Whether the 11 digits of `number` end in a CPF's two check digits."""
+    digits = [int(ch) for ch in _digits(number)]
+    if len(digits) != 11:
+        return False
+    for size in (9, 10):
+        total = sum(d * w for d, w in zip(digits[:size], range(size + 1, 1, -1), strict=True))
+        if (total * 10) % 11 % 10 != digits[size]:
+            return False
+    return True
+
+
+def _document_kind(kind: str) -> Callable[[str], str | None]:
+    """`kind` for a masked document; bare digits and decimals are not for this detector."""
+    return lambda value: None if value.isdigit() or _DECIMAL.fullmatch(value) else kind
+
+
+def _phone_kind(value: str) -> str | None:
+    """`phone`, or for a bare run of digits the document it is, or None for a look-alike."""
+    digits = _digits(value)
+    if value.startswith("00") and not value.isdigit():
+        digits = digits[2:]  # `00 44 …` dials out like `+44 …`; a bare run is counted whole
+    if _DECIMAL.fullmatch(value) or not 8 <= len(digits) <= 15:
+        return None
+    if value.isdigit() and len(value) == 14:
+        return "cnpj"  # even with wrong check digits: a customer's typo is still their CNPJ
+    if value.isdigit() and len(value) == 11 and cpf_is_valid(value):
+        return "cpf"
+    return "phone"
+
+
+# In this order: an e-mail may hold a WhatsApp id, and a masked CPF or CNPJ may look like a
+# number dialled with 00 (`001.234.567-89`). Bare runs of digits are left to `_phone_kind`:
+# a phone number with its country code may end in 11 digits a CPF would otherwise take
+# (`+55 11912345678`).
+_DETECTORS: tuple[tuple[re.Pattern[str], Callable[[str], str | None]], ...] = (
+    (EMAIL, lambda _: "email"),
+    (_DIALLED, _phone_kind),
+    (CNPJ, _document_kind("cnpj")),
+    (CPF, _document_kind("cpf")),
+    (PHONE, _phone_kind),
+)
+
+
+def _claim(text: str, spans: list[tuple[int, int]]) -> str:
+    """`text` with the spans (in order) overwritten, same length, so later detectors skip
+    them."""
+    pieces: list[str] = []
+    cursor = 0
+    for start, end in spans:
+        pieces += [text[cursor:start], _CLAIMED * (end - start)]
+        cursor = end
+    pieces.append(text[cursor:])
+    return "".join(pieces)
+
+
+def _locate(text: str) -> list[tuple[str, int, int]]:
+    """(kind, start, end) of each personal datum in `text`, in order, never overlapping."""
+    found: list[tuple[str, int, int]] = []
+    work = _claim(text, [match.span() for match in _NOT_PERSONAL.finditer(text)])
+    for pattern, kind_of in _DETECTORS:
+        spans: list[tuple[int, int]] = []
+        for match in pattern.finditer(work):
+            kind = kind_of(match.group())
+            if kind is not None:
+                found.append((kind, *match.span()))
+                spans.append(match.span())
+        work = _claim(work, spans)
+    return sorted(found, key=lambda item: item[1])
+
+
+def find_personal_data(text: str) -> list[tuple[str, str]]:
+    """(kind, text) of each phone number, WhatsApp id, e-mail, CPF and CNPJ in `text`.
+
+    Kinds are `phone`, `email`, `cpf` and `cnpj`; the order is the order in the text.
+    """
+    return [(kind, text[start:end]) for kind, start, end in _locate(text)]
 
 
 def redact_text(text: str, names: tuple[str, ...] = ()) -> str:
     """`text` with e-mails, CNPJ, CPF, phone numbers and the given names replaced."""
-    for label, pattern in _PATTERNS:
-        text = pattern.sub(
-            lambda match, label=label: (  # type: ignore[misc]
-                f"[{label}]" if label != "phone" or _digits(match.group()) >= 8 else match.group()
-            ),
-            text,
-        )
-    return redact_names(text, names)
+    pieces: list[str] = []
+    cursor = 0
+    for kind, start, end in _locate(text):
+        pieces += [text[cursor:start], f"[{kind}]"]
+        cursor = end
+    pieces.append(text[cursor:])
+    return redact_names("".join(pieces), names)
 
 
 def redact_names(text: str, names: tuple[str, ...]) -> str:
@@ -55,10 +202,22 @@ def _redact_name(text: str, name: str) -> str:
 
 def mask_phone(number: str) -> str:
     """Keep only the last four digits of a phone number or WhatsApp id."""
-    digits = [ch for ch in number if ch.isdigit()]
+    digits = _digits(number)
     if len(digits) <= 4:
         return "*" * len(digits)
-    return "*" * (len(digits) - 4) + "".join(digits[-4:])
+    return "*" * (len(digits) - 4) + digits[-4:]
+
+
+def mask_value(kind: str, value: str) -> str:
+    """A datum found by `find_personal_data`, hidden but for what tells two apart: a phone's
+    last four digits, a document's last two, an e-mail's first letter and top-level domain."""
+    if kind == "email":
+        local, _, domain = value.partition("@")
+        return f"{local[:1]}***@***.{domain.rsplit('.', 1)[-1]}"
+    if kind == "phone":
+        return mask_phone(value)
+    chars = [ch for ch in value if ch.isalnum()]
+    return "*" * (len(chars) - 2) + "".join(chars[-2:])
 
 
 def mask_name(name: str) -> str:

@@ -69,8 +69,12 @@ def _clean(value: Any, names: tuple[str, ...]) -> Any:
         return {redact_text(str(k), names): _clean(v, names) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [_clean(v, names) for v in value]
-    if value is None or isinstance(value, bool | int | float):
+    if value is None or isinstance(value, bool | float):
         return value
+    if isinstance(value, int):  # a WhatsApp id logged as a number is still a phone number
+        text = str(value)
+        cleaned = redact_text(text, names)
+        return value if cleaned == text else cleaned
     return redact_text(repr(value), names)
 
 

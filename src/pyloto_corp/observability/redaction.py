@@ -49,6 +49,10 @@ class SpanRedactor:
             return keyed_hash(str(value), self.hash_key)
         if isinstance(value, str):
             return self.text(value)
+        if isinstance(value, int) and not isinstance(value, bool):
+            text = str(value)  # a WhatsApp id given as a number is still a phone number
+            cleaned = self.text(text)
+            return value if cleaned == text else cleaned
         if isinstance(value, list | tuple):
             return tuple(self._value("", item) for item in value)
         return value
