@@ -576,3 +576,28 @@ def test_metrics_cloud_monitoring_without_credentials_fails_at_once(
     assert str(caught.value).startswith(
         f"{config.source}: metrics.exporter cloud_monitoring: DefaultCredentialsError:"
     )
+
+
+def test_exporting_nothing_records_nothing(make_settings: Callable[..., Settings]) -> None:
+    """With both exporters `none` (the embedded default) no SDK provider is built: spans are
+    the API's non-recording ones and records keep no trace context, so a laptop run pays
+    nothing for telemetry it does not send anywhere."""
+    runtime = telemetry_runtime(make_settings())
+    assert runtime.tracer_provider is None
+    assert runtime.meter_provider is None
+    with runtime.telemetry.span("step received") as span:
+        assert not span.is_recording()
+        assert not span.get_span_context().is_valid
+    runtime.shutdown()
+
+
+def test_one_exporter_builds_only_its_provider(make_settings: Callable[..., Settings]) -> None:
+    """`console` traces with metrics `none`: a tracer provider, no meter provider."""
+    runtime = telemetry_runtime(make_settings(OTEL_TRACES_EXPORTER="console"))
+    try:
+        assert runtime.tracer_provider is not None
+        assert runtime.meter_provider is None
+        with runtime.telemetry.span("step received") as span:
+            assert span.is_recording()
+    finally:
+        runtime.shutdown()

@@ -42,11 +42,13 @@ from pyloto_corp.observability.redaction import RedactingSpanExporter, SpanRedac
 
 @dataclass
 class TelemetryRuntime:
-    """The telemetry handed to the code, and the providers to flush at shutdown."""
+    """The telemetry handed to the code, and the providers to flush at shutdown (None when
+    nothing is exported: the code then records through the API's no-op implementations,
+    which cost next to nothing on the hot path)."""
 
     telemetry: Telemetry
-    tracer_provider: TracerProvider
-    meter_provider: MeterProvider
+    tracer_provider: TracerProvider | None = None
+    meter_provider: MeterProvider | None = None
     stopped: bool = False
 
     def shutdown(self) -> None:
@@ -54,8 +56,10 @@ class TelemetryRuntime:
         if self.stopped:
             return
         self.stopped = True
-        self.tracer_provider.shutdown()
-        self.meter_provider.shutdown()
+        if self.tracer_provider is not None:
+            self.tracer_provider.shutdown()
+        if self.meter_provider is not None:
+            self.meter_provider.shutdown()
 
 
 def sampler(config: OtelConfig) -> Sampler:
@@ -202,14 +206,7 @@ def build_telemetry(
     """Providers for `config`; `span_exporter_override` and `metric_reader` replace the
     configured exporters (tests pass in-memory ones; redaction still applies)."""
     environ = os.environ if environ is None else environ
-    res = resource(config, environment, environ)
-    tracer_provider = TracerProvider(resource=res, sampler=sampler(config))
     exporter = span_exporter_override or span_exporter(config, project)
-    if exporter is not None:
-        redactor = SpanRedactor(config.redaction, hash_key)
-        tracer_provider.add_span_processor(
-            BatchSpanProcessor(RedactingSpanExporter(exporter, redactor))
-        )
     readers: list[MetricReader] = []
     if metric_reader is not None:
         readers.append(metric_reader)
@@ -218,9 +215,20 @@ def build_telemetry(
         if real is not None:
             interval = config.metrics_interval_seconds * 1000
             readers.append(PeriodicExportingMetricReader(real, export_interval_millis=interval))
-    meter_provider = MeterProvider(resource=res, metric_readers=readers)
-    telemetry = Telemetry(
-        tracer=tracer_provider.get_tracer(SCOPE, __version__),
-        metrics=Metrics(meter_provider.get_meter(SCOPE, __version__)),
-    )
-    return TelemetryRuntime(telemetry, tracer_provider, meter_provider)
+    if exporter is None and not readers:
+        return TelemetryRuntime(Telemetry())  # exporting nothing: record nothing
+    res = resource(config, environment, environ)
+    runtime = TelemetryRuntime(Telemetry())
+    if exporter is not None:
+        tracer_provider = TracerProvider(resource=res, sampler=sampler(config))
+        redactor = SpanRedactor(config.redaction, hash_key)
+        tracer_provider.add_span_processor(
+            BatchSpanProcessor(RedactingSpanExporter(exporter, redactor))
+        )
+        runtime.tracer_provider = tracer_provider
+        runtime.telemetry.tracer = tracer_provider.get_tracer(SCOPE, __version__)
+    if readers:
+        meter_provider = MeterProvider(resource=res, metric_readers=readers)
+        runtime.meter_provider = meter_provider
+        runtime.telemetry.metrics = Metrics(meter_provider.get_meter(SCOPE, __version__))
+    return runtime
