@@ -72,6 +72,8 @@ def _clean(value: Any, names: tuple[str, ...]) -> Any:
     if value is None or isinstance(value, bool | float):
         return value
     if isinstance(value, int):  # a WhatsApp id logged as a number is still a phone number
+        if -(10**9) < value < 10**9:
+            return value  # too short for a phone number: counts, codes, sizes
         text = str(value)
         cleaned = redact_text(text, names)
         return value if cleaned == text else cleaned

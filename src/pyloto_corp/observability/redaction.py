@@ -49,7 +49,7 @@ class SpanRedactor:
             return keyed_hash(str(value), self.hash_key)
         if isinstance(value, str):
             return self.text(value)
-        if isinstance(value, int) and not isinstance(value, bool):
+        if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 10**9:
             text = str(value)  # a WhatsApp id given as a number is still a phone number
             cleaned = self.text(text)
             return value if cleaned == text else cleaned
