@@ -79,12 +79,6 @@ def validation_error(raw: str) -> pydantic.ValidationError:
             "rate_limited",
             "429 from the API",
         ),
-        (openai.ContentFilterFinishReasonError(), "refusal", "content filter"),
-        (
-            openai.LengthFinishReasonError(completion=completion("length")),
-            "unparsable",
-            "output cut at the token limit",
-        ),
         (
             openai.InternalServerError("boom", response=response(500), body=None),
             "api_error",
@@ -108,8 +102,6 @@ def validation_error(raw: str) -> pydantic.ValidationError:
         "asyncio-timeout",
         "sdk-timeout",
         "429",
-        "content-filter",
-        "length",
         "500",
         "401",
         "connection",
@@ -195,8 +187,8 @@ async def test_a_structured_answer_comes_back_with_its_cost(
         (Answer(content=None), "unparsable", (120, 40)),
         (raw_answer("not json at all"), "unparsable", (0, 0)),
         (json_answer({"event": "price"}), "invalid_output", (0, 0)),
-        (Answer(content=DEFAULTS[EVENT], finish_reason="length"), "unparsable", (0, 0)),
-        (Answer(content=DEFAULTS[EVENT], finish_reason="content_filter"), "refusal", (0, 0)),
+        (Answer(content=DEFAULTS[EVENT], finish_reason="length"), "unparsable", (120, 40)),
+        (Answer(content=DEFAULTS[EVENT], finish_reason="content_filter"), "refusal", (120, 40)),
         (error(429), "rate_limited", (0, 0)),
         (error(400), "api_error", (0, 0)),
         (error(503), "api_error", (0, 0)),
@@ -221,7 +213,8 @@ async def test_bad_answers_from_the_server_become_failures(
     tokens: tuple[int, int],
 ) -> None:
     """What the server answers wrongly raises LLMFailure with its reason; when the API did
-    answer with a completion (a refusal, no content) the tokens it cost are kept."""
+    answer with a completion (a refusal, no content, cut short or filtered) the tokens it
+    cost are kept."""
     fake.queue(EVENT, answer)
     with pytest.raises(LLMFailure) as caught:
         await assistant.detect_event("Oi", "text")

@@ -7,13 +7,17 @@ api_error, refusal, unparsable, invalid_output); the step then falls back at onc
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import Sequence
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import openai
 import pydantic
 from openai import AsyncOpenAI
+from openai.lib._parsing._completions import type_to_response_format_param
+from openai.types.chat import ChatCompletion
+from openai.types.chat.chat_completion import Choice
 from opentelemetry.trace import SpanKind
 
 from pyloto_corp.ai import prompts
@@ -110,30 +114,55 @@ class OpenAIAssistant:
         try:
             # One deadline for the call and its retries: a slow LLM falls back at once.
             async with asyncio.timeout(self.timeout):
-                completion = await self.client.chat.completions.parse(
-                    model=self.model,
-                    messages=messages,  # type: ignore[arg-type]
-                    response_format=schema,
-                    temperature=0.2,
+                # The SDK's own request path (auth, retries, errors), without the per-call
+                # work of `completions.parse`: the schema is built once per type, and the
+                # messages, plain dicts already, need no transformation.
+                completion = await self.client.post(
+                    "/chat/completions",
+                    cast_to=ChatCompletion,
+                    body={
+                        "model": self.model,
+                        "messages": messages,
+                        "response_format": response_format(schema),
+                        "temperature": 0.2,
+                    },
                 )
+            choice = completion.choices[0]
+            usage = completion.usage
+            tokens = {
+                "input_tokens": usage.prompt_tokens if usage else 0,
+                "output_tokens": usage.completion_tokens if usage else 0,
+            }
+            parsed = _parsed(choice, schema, tokens)
         except (TimeoutError, openai.OpenAIError, pydantic.ValidationError, ValueError) as error:
             raise _failure(error, self.timeout) from None
-        message = completion.choices[0].message
-        usage = completion.usage
-        input_tokens = usage.prompt_tokens if usage else 0
-        output_tokens = usage.completion_tokens if usage else 0
-        tokens = {"input_tokens": input_tokens, "output_tokens": output_tokens}
-        if message.refusal:
-            raise LLMFailure("refusal", "the model refused", **tokens)
-        if message.parsed is None:
-            raise LLMFailure("unparsable", "no structured output", **tokens)
         return LLMResult(
-            value=message.parsed,
+            value=parsed,
             latency_ms=round((time.perf_counter() - started) * 1000, 1),
-            input_tokens=input_tokens,
-            output_tokens=output_tokens,
             model=completion.model or self.model,
+            **tokens,
         )
+
+
+@functools.cache
+def response_format(schema: type[pydantic.BaseModel]) -> dict[str, Any]:
+    """The strict `json_schema` response format of `schema`, as the SDK's `parse` builds it
+    (built once per type: generating a JSON schema is the costly part of a call)."""
+    return dict(type_to_response_format_param(schema))  # type: ignore[arg-type]
+
+
+def _parsed(choice: Choice, schema: type[T], tokens: dict[str, int]) -> T:
+    """The structured output of `choice`, or the LLMFailure that explains its absence."""
+    if choice.finish_reason == "length":
+        raise LLMFailure("unparsable", "output cut at the token limit", **tokens)
+    if choice.finish_reason == "content_filter":
+        raise LLMFailure("refusal", "content filter", **tokens)
+    message = choice.message
+    if message.refusal:
+        raise LLMFailure("refusal", "the model refused", **tokens)
+    if not message.content:
+        raise LLMFailure("unparsable", "no structured output", **tokens)
+    return schema.model_validate_json(message.content)
 
 
 def _failure(error: Exception, timeout: float) -> LLMFailure:
@@ -142,10 +171,6 @@ def _failure(error: Exception, timeout: float) -> LLMFailure:
         return LLMFailure("timeout", f"no answer within {timeout:g} s")
     if isinstance(error, openai.RateLimitError):
         return LLMFailure("rate_limited", "429 from the API")
-    if isinstance(error, openai.ContentFilterFinishReasonError):
-        return LLMFailure("refusal", "content filter")
-    if isinstance(error, openai.LengthFinishReasonError):
-        return LLMFailure("unparsable", "output cut at the token limit")
     if isinstance(error, openai.APIStatusError):
         return LLMFailure("api_error", f"HTTP {error.status_code}")
     if isinstance(error, openai.APIConnectionError):
