@@ -100,3 +100,13 @@ def test_records_do_not_share_state(machine: LifecycleMachine) -> None:
     assert machine.fire("llm2", "choose_message_type") == "llm3"
     assert machine.fire("received", "ignore") == "ignored"
     assert machine._machine.models == []
+
+
+def test_remembered_answers_are_the_machines_every_time(chart: Statechart) -> None:
+    """Asking the same pair again gives the same answer: a legal pair its destination, an
+    illegal one IllegalTransition again (a remembered refusal is not a pass)."""
+    machine = LifecycleMachine(chart)
+    for _ in range(3):
+        assert machine.fire("received", "accept") == "deduped"
+        with pytest.raises(IllegalTransition, match="'send' is not allowed from 'received'"):
+            machine.fire("received", "send")

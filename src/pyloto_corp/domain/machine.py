@@ -34,15 +34,30 @@ class LifecycleMachine:
             auto_transitions=False,
             ignore_invalid_triggers=False,
         )
+        self._known: dict[tuple[str, str], str | IllegalTransition] = {}
 
     def fire(self, state: str, trigger: str) -> str:
-        """The state reached by firing `trigger` from `state`, or IllegalTransition."""
+        """The state reached by firing `trigger` from `state`, or IllegalTransition.
+
+        The machine has no conditions or callbacks, so the answer depends on the pair only:
+        it is asked once per pair (adding a model to a `transitions` machine costs about as
+        much as the rest of a step) and remembered.
+        """
+        key = (state, trigger)
+        known = self._known.get(key)
+        if known is None:
+            known = self._known[key] = self._fire(state, trigger)
+        if isinstance(known, IllegalTransition):
+            raise IllegalTransition(str(known))
+        return known
+
+    def _fire(self, state: str, trigger: str) -> str | IllegalTransition:
         cursor = _Cursor(state)
         self._machine.add_model(cursor, initial=state)
         try:
             cursor.trigger(trigger)  # type: ignore[attr-defined]
-        except (MachineError, AttributeError) as error:
-            raise IllegalTransition(f"'{trigger}' is not allowed from '{state}'") from error
+        except (MachineError, AttributeError):
+            return IllegalTransition(f"'{trigger}' is not allowed from '{state}'")
         finally:
             self._machine.remove_model(cursor)
         return cursor.state
