@@ -186,7 +186,16 @@ def test_non_ascii_is_written_as_is(logged: Logged) -> None:
 def restore_logging() -> Iterator[None]:
     """Put back every logger setting configure_logging changes."""
     root = logging.getLogger()
-    names = ("transitions", "uvicorn", "uvicorn.error", "uvicorn.access")
+    names = (
+        "transitions",
+        "httpx",
+        "httpx2",
+        "httpcore",
+        "httpcore2",
+        "uvicorn",
+        "uvicorn.error",
+        "uvicorn.access",
+    )
     saved = {name: logging.getLogger(name) for name in names}
     state = {
         name: (lg.level, lg.handlers[:], lg.propagate, lg.disabled) for name, lg in saved.items()
@@ -216,6 +225,18 @@ def test_configure_logging_sends_every_logger_to_stdout_as_json(
     logging.getLogger("transitions.core").info("callback noise")
     lines = capsys.readouterr().out.splitlines()
     assert [json.loads(line)["message"] for line in lines] == ["ligar para [phone]"]
+
+
+@pytest.mark.usefixtures("restore_logging")
+def test_http_clients_log_only_their_warnings(capsys: pytest.CaptureFixture[str]) -> None:
+    """The per-request INFO lines of httpx (OpenAI and Graph calls) are left out even at
+    INFO; their warnings still come through."""
+    configure_logging("INFO")
+    logging.getLogger("httpx").info('HTTP Request: POST http://graph "HTTP/1.1 200 OK"')
+    logging.getLogger("httpcore.connection").debug("connect_tcp.started")
+    logging.getLogger("httpx").warning("pool exhausted")
+    lines = capsys.readouterr().out.splitlines()
+    assert [json.loads(line)["message"] for line in lines] == ["pool exhausted"]
 
 
 # --- the trace of the current span -----------------------------------------------------------

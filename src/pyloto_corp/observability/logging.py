@@ -165,8 +165,11 @@ def configure_logging(
     root.handlers[:] = [handler]
     root.setLevel(level)
     logging.getLogger("uvicorn.access").disabled = True
-    # transitions logs every callback at INFO: noise at our volume.
-    logging.getLogger("transitions").setLevel(logging.WARNING)
+    # transitions logs every callback at INFO, and the HTTP clients every request ("HTTP
+    # Request: POST …", five a message): noise at our volume, and a tenth of the CPU the
+    # pipeline spends a message. Their warnings and errors still come through.
+    for noisy in ("transitions", "httpx", "httpx2", "httpcore", "httpcore2"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     for name in ("uvicorn", "uvicorn.error"):
         logging.getLogger(name).handlers[:] = []
         logging.getLogger(name).propagate = True
