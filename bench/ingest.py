@@ -1,0 +1,311 @@
+"""Webhook ingest: requests/s and latency of pyloto's webhook path next to a bare Litestar
+endpoint and pywa, under the same load and the same uvicorn settings.
+
+    .venv/bin/python bench/ingest.py [--duration 10] [--warmup 2] [--connections 50]
+                                     [--rounds 3] [--client auto|wrk|python] [--profile]
+                                     [--smoke]
+
+Each target runs alone, in its own process pinned to core 1 (bench/targets.py); the load
+generator runs in its own process pinned to core 0: wrk with bench/webhook.lua when `wrk` is
+installed (apt-get install wrk), else bench/loadgen.py. pyloto's private redis-server shares
+core 0 with the client. Every request is a signed single-message webhook with a new wamid,
+except a share (5 %) that re-posts an earlier body. Each target gets a warm-up first. The
+targets run in turn, --rounds times (3), each time in fresh processes, and the round with
+the median requests/s is reported (this machine is a VM whose speed varies between runs).
+
+Prints a table and writes bench/results/ingest.json. --profile then loads pyloto once more
+under py-spy and lists its hot spots (those figures are not the measured ones).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _profile
+from _common import (
+    APP_SECRET,
+    BENCH,
+    CLIENT_CPU,
+    PYTHON,
+    RESULTS,
+    SERVER_CPU,
+    Processes,
+    ProcessMeter,
+    RedisServer,
+    body_template,
+    free_port,
+    http_json,
+    machine,
+    table,
+    wait_http,
+    workspace,
+    write_results,
+)
+
+TARGETS = ("bare", "pywa", "pyloto")
+# The issue's targets on a 2-core machine.
+GOALS = {"c/a": 0.6, "c/b": 1.0, "pyloto p99 ms": 30.0}
+
+
+def children_cpu() -> float:
+    """CPU seconds of every child this process has waited for."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def load(
+    procs: Processes, client: str, port: int, seconds: float, tag: str, args: argparse.Namespace
+) -> dict[str, Any]:
+    """One load phase against 127.0.0.1:port; the client's summary plus its CPU seconds."""
+    out = procs.workdir / f"load-{tag}.json"
+    if client == "wrk":
+        prefix, suffix = body_template()
+        command = [
+            "wrk", "-t1", f"-c{args.connections}", f"-d{max(1, round(seconds))}s",
+            "--timeout", "10s", "-s", str(BENCH / "webhook.lua"),
+            f"http://127.0.0.1:{port}/webhook",
+            "--", APP_SECRET, prefix.decode(), suffix.decode(), str(args.duplicates), tag,
+        ]  # fmt: skip
+        env = {"BENCH_WRK_OUT": str(out)}
+    else:
+        command = [
+            PYTHON, str(BENCH / "loadgen.py"), "--port", str(port),
+            "--connections", str(args.connections), "--duration", str(seconds),
+            "--warmup", "0", "--duplicates", str(args.duplicates), "--tag", tag,
+            "--cpu", str(CLIENT_CPU),
+        ]  # fmt: skip
+        env = {}
+    before = children_cpu()
+    name = f"client-{tag}"
+    process = procs.start(name, command, env=env, cpu=CLIENT_CPU)
+    try:
+        process.wait(timeout=seconds + 60)
+    finally:
+        procs.stop(process)
+    if process.returncode != 0:
+        raise RuntimeError(f"{client} failed ({process.returncode}):\n{procs.log_of(name)}")
+    if client != "wrk":
+        out.write_text(procs.log_of(name).strip().splitlines()[-1])
+    summary: dict[str, Any] = json.loads(out.read_text())
+    summary["client_cpu_seconds"] = children_cpu() - before
+    summary["requests_per_second"] = summary["requests"] / summary["duration_s"]
+    return summary
+
+
+def median_round(found: list[dict[str, Any]]) -> dict[str, Any]:
+    """The round with the median requests/s, with every round's figures beside it."""
+    ordered = sorted(found, key=lambda r: r["requests_per_second"])
+    median = dict(ordered[(len(ordered) - 1) // 2])
+    profiled = next((r["profile"] for r in found if "profile" in r), None)
+    if profiled is not None:
+        median["profile"] = profiled
+    median["rounds"] = [
+        {
+            "requests_per_second": r["requests_per_second"],
+            "latency_ms": r["latency_ms"],
+            "server_cpu_ms_per_request": r["server"]["cpu_ms_per_request"],
+        }
+        for r in found
+    ]
+    return median
+
+
+def run_target(
+    target: str, client: str, args: argparse.Namespace, profile_it: bool = True
+) -> dict[str, Any]:
+    """Start the target (and its Redis), warm it up, measure, stop everything."""
+    with workspace(f"ingest-{target}") as work, Processes(work) as procs:
+        extra: list[str] = []
+        pids: dict[str, int] = {}
+        redis = None
+        if target == "pyloto":
+            redis = RedisServer(procs, cpu=CLIENT_CPU)
+            extra = ["--redis-url", redis.url]
+            pids["redis"] = redis.process.pid
+        port = free_port()
+        command = [PYTHON, str(BENCH / "targets.py"), target, "--port", str(port)]
+        server = procs.start(target, [*command, "--cpu", str(SERVER_CPU), *extra])
+        stats_url = f"http://127.0.0.1:{port}/bench/stats"
+        wait_http(stats_url, server, procs, target)
+        pids["server"] = server.pid
+        meter = ProcessMeter(pids)
+        if args.warmup > 0:
+            load(procs, client, port, args.warmup, "W", args)
+            time.sleep(0.5)  # requests in flight when the warm-up stopped
+        counted_before = http_json(stats_url)
+        meter.start()
+        result = load(procs, client, port, args.duration, "M", args)
+        usage = meter.stop()
+        time.sleep(0.2)  # pywa handles each update after answering
+        counted_after = http_json(stats_url)
+        result["server"] = usage["server"]
+        result["server"]["cpu_ms_per_request"] = (
+            usage["server"]["cpu_seconds"] * 1000 / max(1, result["requests"])
+        )
+        if redis is not None:
+            result["redis"] = usage["redis"]
+            result["redis"]["commands"] = redis.commandstats()
+        result["client_core_utilisation"] = result["client_cpu_seconds"] / usage["wall_seconds"]
+        result["counted"] = {
+            key: counted_after[key] - counted_before.get(key, 0) for key in counted_after
+        }
+        if args.profile and profile_it and target == "pyloto":
+            result["profile"] = profile(procs, client, port, server.pid, args)
+        if redis is not None:
+            redis.close()
+        return result
+
+
+def profile(
+    procs: Processes, client: str, port: int, pid: int, args: argparse.Namespace
+) -> dict[str, Any]:
+    """Load the server once more under py-spy; its hot spots."""
+    raw = procs.workdir / "pyloto.pyspy.txt"
+    spy = _profile.record(procs, "py-spy", pid, args.duration, raw)
+    load(procs, client, port, args.duration, "P", args)
+    spy.wait(timeout=60)
+    procs.stop(spy)
+    summary = _profile.summarize(raw)
+    keep = RESULTS / "ingest-pyloto.pyspy.txt"
+    keep.parent.mkdir(parents=True, exist_ok=True)
+    if raw.is_file():
+        shutil.copyfile(raw, keep)
+    summary["raw"] = str(keep)
+    return summary
+
+
+def _spread(result: dict[str, Any]) -> str:
+    """min-max requests/s over the rounds."""
+    values = [r["requests_per_second"] for r in result.get("rounds", [])]
+    return f"{min(values):,.0f}-{max(values):,.0f}" if len(values) > 1 else "-"
+
+
+def choose_client(wanted: str) -> str:
+    """wrk when asked for or installed; else the Python client."""
+    if wanted == "wrk" and shutil.which("wrk") is None:
+        raise SystemExit("wrk is not installed: apt-get install -y wrk, or --client python")
+    if wanted == "auto":
+        return "wrk" if shutil.which("wrk") else "python"
+    return wanted
+
+
+def report(results: dict[str, dict[str, Any]]) -> tuple[str, dict[str, Any]]:
+    """The table and the ratios against the issue's targets."""
+    rows = []
+    for name, r in results.items():
+        latency = r["latency_ms"]
+        errors = sum(r["errors"].values())
+        rows.append(
+            [
+                name,
+                r["requests_per_second"],
+                latency["p50"],
+                latency["p95"],
+                latency["p99"],
+                errors,
+                f"{r['server']['core_utilisation'] * 100:.0f} %",
+                r["server"]["cpu_ms_per_request"],
+                f"{r['client_core_utilisation'] * 100:.0f} %",
+                f"{r['redis']['core_utilisation'] * 100:.0f} %" if "redis" in r else "-",
+                _spread(r),
+            ]
+        )
+    text = table(
+        [
+            "target",
+            "req/s",
+            "p50 ms",
+            "p95 ms",
+            "p99 ms",
+            "errors",
+            "server core",
+            "server CPU ms/req",
+            "client core",
+            "redis core",
+            "req/s over rounds",
+        ],
+        rows,
+    )
+    ratios: dict[str, Any] = {}
+    if "pyloto" in results:
+        pyloto = results["pyloto"]["requests_per_second"]
+        for key, other in (("c/a", "bare"), ("c/b", "pywa")):
+            if other in results:
+                ratios[key] = pyloto / results[other]["requests_per_second"]
+        ratios["pyloto p99 ms"] = results["pyloto"]["latency_ms"]["p99"]
+    lines = []
+    for key, value in ratios.items():
+        goal = GOALS[key]
+        met = value <= goal if key.endswith("ms") else value >= goal
+        sign = "≤" if key.endswith("ms") else "≥"
+        lines.append(f"{key} = {value:.2f} (target {sign} {goal}: {'met' if met else 'MISSED'})")
+    return text + "\n\n" + "\n".join(lines), ratios
+
+
+def main() -> None:
+    """Run every target in turn and report."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--duration", type=float, default=10.0, help="measured seconds")
+    parser.add_argument("--warmup", type=float, default=2.0, help="warm-up seconds")
+    parser.add_argument("--connections", type=int, default=50)
+    parser.add_argument("--duplicates", type=float, default=0.05, help="share re-posted")
+    parser.add_argument("--client", choices=["auto", "wrk", "python"], default="auto")
+    parser.add_argument("--targets", default=",".join(TARGETS), help="comma-separated")
+    parser.add_argument("--profile", action="store_true", help="py-spy pyloto afterwards")
+    parser.add_argument("--rounds", type=int, default=3, help="report each target's median")
+    parser.add_argument("--smoke", action="store_true", help="1 s, 10 connections (CI)")
+    args = parser.parse_args()
+    if args.smoke:
+        args.duration, args.warmup, args.connections, args.rounds = 1.0, 0.5, 10, 1
+    client = choose_client(args.client)
+    targets = [t for t in args.targets.split(",") if t]
+    unknown = set(targets) - set(TARGETS)
+    if unknown:
+        parser.error(f"unknown targets: {', '.join(sorted(unknown))}")
+    print(
+        f"ingest: {args.connections} connections, {args.duration:g} s after {args.warmup:g} s "
+        f"warm-up, {args.duplicates:.0%} duplicates, client {client}",
+        flush=True,
+    )
+    facts = machine()
+    rounds: dict[str, list[dict[str, Any]]] = {target: [] for target in targets}
+    for number in range(1, args.rounds + 1):
+        for target in targets:  # interleaved, so a slower spell of the machine hits all
+            print(f"  round {number}: {target} …", flush=True)
+            last = number == args.rounds
+            rounds[target].append(run_target(target, client, args, profile_it=last))
+    results = {target: median_round(found) for target, found in rounds.items()}
+    text, ratios = report(results)
+    print()
+    print(text)
+    for name, result in results.items():
+        if "profile" in result:
+            print(f"\npy-spy of {name} (a separate, profiled run):")
+            print(_profile.describe(result["profile"]))
+    path = write_results(
+        "ingest" if not args.smoke else "ingest-smoke",
+        {
+            "machine": facts,
+            "settings": {
+                key: getattr(args, key)
+                for key in ("duration", "warmup", "connections", "duplicates", "rounds", "smoke")
+            }
+            | {"client": client},
+            "results": results,
+            "ratios": ratios,
+            "targets": GOALS,
+        },
+    )
+    print(f"\nwrote {path}")
+
+
+if __name__ == "__main__":
+    main()
