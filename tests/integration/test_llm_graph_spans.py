@@ -12,30 +12,25 @@ import json
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from pathlib import Path
 from typing import Any
 
 import pytest
 from litestar.testing import AsyncTestClient
-from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import ReadableSpan
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
 from pyloto_corp.bootstrap import bootstrap
 from pyloto_corp.config import Settings
 from pyloto_corp.http.app import create_app
-from pyloto_corp.observability.otel_config import load_otel_config
 from pyloto_corp.observability.redaction import keyed_hash
-from pyloto_corp.observability.setup import TelemetryRuntime, build_telemetry
 from tests.e2e.support import Pyloto, trajectory
 from tests.fake_graph import PHONE_NUMBER_ID, TOKEN, FakeGraph, Fault
 from tests.fake_openai import CHOICE, DEFAULTS, DRAFT, EVENT, FakeOpenAI, json_answer
 from tests.helpers import CONTACT_NAME, SENDER, envelope, text_message
+from tests.telemetry_capture import Captured
 
 pytestmark = pytest.mark.anyio
 
-REPO = Path(__file__).resolve().parents[2]
 HASH_KEY = "llm-graph-spans-hash-key"
 MODEL = "gpt-4o-mini"
 CHAT = f"chat {MODEL}"
@@ -49,49 +44,10 @@ TIMEOUT_SECONDS = 0.5  # OPENAI_TIMEOUT_SECONDS in the timeout case
 SLOW_ANSWER_SECONDS = 1.5  # the fake's delay then: well past the timeout
 
 
-class Captured:
-    """Telemetry built from otel.yaml on in-memory exporters."""
-
-    def __init__(self) -> None:
-        self.spans_out = InMemorySpanExporter()
-        self.metrics_out = InMemoryMetricReader()
-        self.runtime: TelemetryRuntime = build_telemetry(
-            load_otel_config(REPO / "otel.yaml"),
-            hash_key=HASH_KEY,
-            environ={},
-            span_exporter_override=self.spans_out,
-            metric_reader=self.metrics_out,
-        )
-
-    def spans(self) -> list[ReadableSpan]:
-        """Every span exported so far (the batch processor flushed first)."""
-        self.runtime.tracer_provider.force_flush()
-        return list(self.spans_out.get_finished_spans())
-
-    def named(self, name: str) -> list[ReadableSpan]:
-        """The exported spans called `name`, in start order."""
-        found = [span for span in self.spans() if span.name == name]
-        return sorted(found, key=lambda span: span.start_time or 0)
-
-    def points(self, metric: str) -> dict[tuple[tuple[str, Any], ...], Any]:
-        """Data point values of `metric` by their sorted attributes."""
-        data = self.metrics_out.get_metrics_data()
-        if data is None:
-            return {}
-        return {
-            tuple(sorted((point.attributes or {}).items())): getattr(point, "value", None)
-            for resource in data.resource_metrics
-            for scope in resource.scope_metrics
-            for found in scope.metrics
-            if found.name == metric
-            for point in found.data.data_points
-        }
-
-
 @pytest.fixture
 def captured() -> Iterator[Captured]:
     """Captured telemetry, shut down after the test."""
-    capture = Captured()
+    capture = Captured(HASH_KEY)
     yield capture
     capture.runtime.shutdown()
 

@@ -10,71 +10,33 @@ from __future__ import annotations
 import itertools
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from pathlib import Path
 from typing import Any
 
 import pytest
 from litestar.testing import AsyncTestClient
-from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import ReadableSpan
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, format_span_id, format_trace_id
 
 from pyloto_corp.bootstrap import bootstrap
 from pyloto_corp.config import Settings
 from pyloto_corp.http.app import create_app
-from pyloto_corp.observability.otel_config import attribute_allowed, load_otel_config
+from pyloto_corp.observability.otel_config import attribute_allowed
 from pyloto_corp.observability.redaction import keyed_hash
-from pyloto_corp.observability.setup import TelemetryRuntime, build_telemetry
 from tests.e2e.support import Pyloto
 from tests.helpers import INTERNAL_TOKEN, SENDER, envelope, text_message
+from tests.telemetry_capture import Captured
 from tests.unit.fakes import FakeQueue
 
 pytestmark = pytest.mark.anyio
 
-REPO = Path(__file__).resolve().parents[2]
 HASH_KEY = "trace-test-hash-key"
 FALLBACK_PATH = ["received", "deduped", "fallback", "queued_outbound"]  # states with a step
-
-
-class Captured:
-    """Spans and metrics the container exported."""
-
-    def __init__(self) -> None:
-        self.config = load_otel_config(REPO / "otel.yaml")
-        self.spans_out = InMemorySpanExporter()
-        self.metrics_out = InMemoryMetricReader()
-        self.runtime: TelemetryRuntime = build_telemetry(
-            self.config,
-            hash_key=HASH_KEY,
-            environ={},
-            span_exporter_override=self.spans_out,
-            metric_reader=self.metrics_out,
-        )
-
-    def spans(self) -> list[ReadableSpan]:
-        """Every span exported so far (the batch processor flushed first)."""
-        self.runtime.tracer_provider.force_flush()
-        return list(self.spans_out.get_finished_spans())
-
-    def metric_points(self, name: str) -> list[Any]:
-        """The data points of metric `name`."""
-        data = self.metrics_out.get_metrics_data()
-        assert data is not None
-        return [
-            point
-            for resource in data.resource_metrics
-            for scope in resource.scope_metrics
-            for metric in scope.metrics
-            if metric.name == name
-            for point in metric.data.data_points
-        ]
 
 
 @pytest.fixture
 def captured() -> Iterator[Captured]:
     """Telemetry on in-memory exporters, shut down afterwards."""
-    capture = Captured()
+    capture = Captured(HASH_KEY)
     yield capture
     capture.runtime.shutdown()
 
@@ -95,11 +57,6 @@ def open_app(make_settings: Callable[..., Settings], captured: Captured) -> Open
             yield Pyloto(client)
 
     return open_with
-
-
-def by_id(spans: list[ReadableSpan]) -> dict[int, ReadableSpan]:
-    """Spans by span id."""
-    return {span.context.span_id: span for span in spans}
 
 
 def steps_of(spans: list[ReadableSpan], trace_id: int) -> list[ReadableSpan]:
