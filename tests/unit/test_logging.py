@@ -9,6 +9,7 @@ import re
 import sys
 import traceback
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -52,14 +53,14 @@ class Logged:
         return entry
 
 
-@pytest.fixture
-def logged() -> Iterator[Logged]:
-    """A logger of its own, writing through JsonFormatter into memory."""
-    logger = logging.getLogger("pyloto_corp.tests.json")
+@contextmanager
+def capture(name: str, project: str | None = None) -> Iterator[Logged]:
+    """A logger of its own, writing through the filter and JsonFormatter into memory."""
+    logger = logging.getLogger(name)
     stream = io.StringIO()
     handler = logging.StreamHandler(stream)
     handler.addFilter(RedactingFilter())
-    handler.setFormatter(JsonFormatter())
+    handler.setFormatter(JsonFormatter(project))
     logger.addHandler(handler)
     logger.setLevel(logging.DEBUG)
     logger.propagate = False
@@ -67,6 +68,13 @@ def logged() -> Iterator[Logged]:
         yield Logged(logger, stream)
     finally:
         logger.removeHandler(handler)
+
+
+@pytest.fixture
+def logged() -> Iterator[Logged]:
+    """A logger of its own, writing through JsonFormatter into memory."""
+    with capture("pyloto_corp.tests.json") as found:
+        yield found
 
 
 def assert_clean(text: str) -> None:
@@ -247,18 +255,8 @@ PROJECT = "pyloto-test"
 @pytest.fixture
 def traced() -> Iterator[Logged]:
     """Like `logged`, with the GCP project the trace links name."""
-    logger = logging.getLogger("pyloto_corp.tests.traced")
-    stream = io.StringIO()
-    handler = logging.StreamHandler(stream)
-    handler.addFilter(RedactingFilter())
-    handler.setFormatter(JsonFormatter(PROJECT))
-    logger.addHandler(handler)
-    logger.setLevel(logging.DEBUG)
-    logger.propagate = False
-    try:
-        yield Logged(logger, stream)
-    finally:
-        logger.removeHandler(handler)
+    with capture("pyloto_corp.tests.traced", PROJECT) as found:
+        yield found
 
 
 def _tracer(sampler: Sampler = ALWAYS_ON) -> trace.Tracer:
