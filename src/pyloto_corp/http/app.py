@@ -19,6 +19,7 @@ from pyloto_corp.application.ports import (
 from pyloto_corp.bootstrap import Container
 from pyloto_corp.http.health import health, ready
 from pyloto_corp.http.internal import InternalController
+from pyloto_corp.http.rejections import Rejections
 from pyloto_corp.http.webhook import WebhookController
 
 log = logging.getLogger(__name__)
@@ -33,15 +34,23 @@ def _error(status: int, detail: str, headers: dict[str, str] | None = None) -> R
     )
 
 
-def _missing_signature(_: Request[Any, Any, Any], __: Exception) -> Response[Any]:
+def _rejected(request: Request[Any, Any, Any], reason: str, status: int, detail: str = "") -> None:
+    rejections: Rejections = request.app.state.rejections
+    rejections.note(reason, status, detail)
+
+
+def _missing_signature(request: Request[Any, Any, Any], __: Exception) -> Response[Any]:
+    _rejected(request, "missing_signature", 401)
     return _error(401, "missing X-Hub-Signature-256")
 
 
-def _bad_signature(_: Request[Any, Any, Any], __: Exception) -> Response[Any]:
+def _bad_signature(request: Request[Any, Any, Any], __: Exception) -> Response[Any]:
+    _rejected(request, "bad_signature", 403)
     return _error(403, "invalid X-Hub-Signature-256")
 
 
-def _invalid(_: Request[Any, Any, Any], error: Exception) -> Response[Any]:
+def _invalid(request: Request[Any, Any, Any], error: Exception) -> Response[Any]:
+    _rejected(request, "invalid_body", 400, str(error))
     return _error(400, str(error))
 
 
@@ -56,8 +65,15 @@ def _retry_later(_: Request[Any, Any, Any], error: Exception) -> Response[Any]:
     return _error(503, f"step will be retried: {error}", {"Retry-After": "5"})
 
 
-def _http(_: Request[Any, Any, Any], error: Exception) -> Response[Any]:
+# Refusals of Meta's route that Litestar or the verification raise as HTTP errors.
+_WEBHOOK_REFUSALS = {413: "too_large", 403: "verification_failed"}
+
+
+def _http(request: Request[Any, Any, Any], error: Exception) -> Response[Any]:
     assert isinstance(error, HTTPException)
+    reason = _WEBHOOK_REFUSALS.get(error.status_code)
+    if reason is not None and request.scope.get("path_template") == "/webhook":
+        _rejected(request, reason, error.status_code)
     return _error(error.status_code, error.detail, error.headers)
 
 
@@ -72,7 +88,12 @@ def create_app(container: Container) -> Litestar:
     """The HTTP app; the container's workers start and stop with it."""
     return Litestar(
         route_handlers=[WebhookController, InternalController, health, ready],
-        state=State({"container": container}),
+        state=State(
+            {
+                "container": container,
+                "rejections": Rejections(container.telemetry.metrics.webhook_rejections),
+            }
+        ),
         on_startup=[container.start],
         on_shutdown=[container.stop],
         request_max_body_size=container.settings.app.webhook_max_body_bytes,

@@ -63,6 +63,11 @@ class Metrics:
         self.fallbacks = meter.create_counter(
             "pyloto.fallbacks", description="Messages answered by template, by reason."
         )
+        self.webhook_rejections = meter.create_counter(
+            "pyloto.webhook.rejected",
+            description="Webhook requests refused (signature, body, size, verification), "
+            "by reason.",
+        )
         self.dedupe_hits = meter.create_counter(
             "pyloto.dedupe.hits", description="Inbound messages already stored (redeliveries)."
         )

@@ -1,0 +1,61 @@
+"""Refused webhooks, made visible: a rate-limited WARNING line and a counter per reason.
+
+A secret rotated on one side only shows up as every webhook answered 403; without a line on
+the server it would go unnoticed until customers complain. The body is never logged (it is
+the customer's message), only why it was refused.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from opentelemetry.metrics import Counter
+
+log = logging.getLogger(__name__)
+
+# At most this many lines per reason per window: a flood of bad requests is counted in full
+# by the metric but cannot fill the logs.
+LINES_PER_WINDOW = 5
+WINDOW_SECONDS = 60.0
+
+
+@dataclass
+class _Window:
+    started: float
+    lines: int = 0
+    suppressed: int = 0
+
+
+@dataclass
+class Rejections:
+    """Notes each refused webhook request: counted always, logged within the rate limit."""
+
+    counter: Counter
+    clock: Callable[[], float] = time.monotonic
+    lines_per_window: int = LINES_PER_WINDOW
+    window_seconds: float = WINDOW_SECONDS
+    _windows: dict[str, _Window] = field(default_factory=dict)
+
+    def note(self, reason: str, status: int, detail: str = "") -> None:
+        """Count a rejection (`reason` is a fixed word, `detail` a parser message, never
+        the body) and log it unless this reason already logged its share of the window."""
+        self.counter.add(1, {"pyloto.reason": reason})
+        now = self.clock()
+        window = self._windows.get(reason)
+        if window is None or now - window.started >= self.window_seconds:
+            suppressed = window.suppressed if window is not None else 0
+            window = self._windows[reason] = _Window(started=now, suppressed=suppressed)
+        if window.lines >= self.lines_per_window:
+            window.suppressed += 1
+            return
+        window.lines += 1
+        extra: dict[str, object] = {"event": "webhook_rejected", "reason": reason, "status": status}
+        if detail:
+            extra["detail"] = detail
+        if window.suppressed:
+            extra["suppressed"] = window.suppressed  # lines not written since the last one
+            window.suppressed = 0
+        log.warning("webhook_rejected: %s", reason, extra=extra)
