@@ -20,7 +20,7 @@ from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 from pyloto_corp.ai.limits import problems
-from tests.local_http import LocalServer
+from pyloto_corp.devtools.local_http import LocalServer
 
 TOKEN = "EAAG-test-graph-token"
 PHONE_NUMBER_ID = "106540352242922"

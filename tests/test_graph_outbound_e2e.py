@@ -22,10 +22,10 @@ from litestar.testing import AsyncTestClient
 from pyloto_corp.application.ports import TransientStepError
 from pyloto_corp.bootstrap import bootstrap
 from pyloto_corp.config import Settings
+from pyloto_corp.devtools.fake_openai import CHOICE, FakeOpenAI, json_answer
 from pyloto_corp.http.app import create_app
 from tests.e2e.support import Pyloto, trajectory
 from tests.fake_graph import PHONE_NUMBER_ID, TOKEN, FakeGraph, Fault
-from tests.fake_openai import CHOICE, FakeOpenAI, json_answer
 from tests.helpers import INTERNAL_TOKEN, SENDER, envelope, status, text_message
 
 pytestmark = pytest.mark.anyio

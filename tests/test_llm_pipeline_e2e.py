@@ -1,6 +1,6 @@
 """The LLM pipeline end to end: a signed webhook runs LLM#1-3 on the real `openai` SDK to `sent`.
 
-The SDK is pointed by OPENAI_BASE_URL at tests/fake_openai.py, a local HTTP server speaking the
+The SDK is pointed by OPENAI_BASE_URL at `pyloto fake-openai`, a local HTTP server speaking the
 chat completions API, so everything between the webhook and the dry-run outbox is the real code:
 the SDK's request building, retries and parsing included. The server is told what to answer per
 step (by structured-output schema) and keeps every request body it received.
@@ -22,12 +22,7 @@ from litestar.testing import AsyncTestClient
 from pyloto_corp.ai.rollout import in_rollout
 from pyloto_corp.bootstrap import bootstrap
 from pyloto_corp.config import Settings
-from pyloto_corp.domain.records import InboundMessage
-from pyloto_corp.domain.replies import template_for
-from pyloto_corp.http.app import create_app
-from pyloto_corp.observability.logging import JsonFormatter
-from tests.e2e.support import Pyloto, trajectory
-from tests.fake_openai import (
+from pyloto_corp.devtools.fake_openai import (
     CHOICE,
     DEFAULTS,
     DRAFT,
@@ -39,6 +34,11 @@ from tests.fake_openai import (
     raw_answer,
     refusal,
 )
+from pyloto_corp.domain.records import InboundMessage
+from pyloto_corp.domain.replies import template_for
+from pyloto_corp.http.app import create_app
+from pyloto_corp.observability.logging import JsonFormatter
+from tests.e2e.support import Pyloto, trajectory
 from tests.helpers import CONTACT_NAME, SENDER, envelope, text_message
 
 pytestmark = pytest.mark.anyio

@@ -88,6 +88,18 @@ def _storage(settings: Settings, terminal: list[str]) -> tuple[StateStore, Outbo
     return SQLiteStore(path, terminal, exclusive=True), DryRunOutbox(path), True
 
 
+def reading_store(settings: Settings) -> StateStore | None:
+    """The configured store for reading records beside a running server (no lock on a
+    SQLite file), or None when the SQLite file does not exist yet."""
+    chart = load_chart()
+    terminal = [name for name, spec in chart.states.items() if spec.terminal]
+    if settings.state.effective_backend == "redis":
+        return _storage(settings, terminal)[0]
+    if not settings.state.sqlite_path.exists():
+        return None
+    return SQLiteStore(settings.state.sqlite_path, terminal)
+
+
 def graph_outbox(
     settings: Settings, store: StateStore, telemetry: Telemetry | None = None
 ) -> GraphOutbox | None:

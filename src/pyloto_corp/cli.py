@@ -1,16 +1,19 @@
-"""The `pyloto` command: serve, simulate, inspect, replay, queues, statecharts, pii-scan."""
+"""The `pyloto` command: serve, simulate, inspect, replay, queues, statecharts, pii-scan,
+fake-openai."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import json
 import logging
 import os
+import socket
 import sys
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -21,6 +24,7 @@ from pyloto_corp import __version__
 from pyloto_corp.adapters.secret_manager import resolve_references
 from pyloto_corp.application.ingest import sign, verify_signature
 from pyloto_corp.application.inspect import record_view
+from pyloto_corp.application.ports import QueueUnavailable, StoreUnavailable
 from pyloto_corp.config import ConfigError, Settings, development_warnings, load_settings
 from pyloto_corp.domain.statechart import StatechartError
 
@@ -121,6 +125,8 @@ async def _simulate_http(settings: Settings, args: argparse.Namespace, body: byt
             print(
                 f"pyloto: webhook answered {response.status_code}: {response.text}", file=sys.stderr
             )
+            if response.status_code == 403:
+                print(_SIGNATURE_HINT[bool(settings.whatsapp.app_secret)], file=sys.stderr)
             return 1
         token = {"X-Internal-Token": settings.internal_task_token}
         deadline = time.monotonic() + args.timeout
@@ -133,6 +139,14 @@ async def _simulate_http(settings: Settings, args: argparse.Namespace, body: byt
                     break
             await asyncio.sleep(0.1)
     return _finish(view, message_id)
+
+
+_SIGNATURE_HINT = {
+    False: "pyloto: this was signed with the development app secret: set WHATSAPP_APP_SECRET "
+    "to the server's secret (an sm:// reference works) and add --secret-from-env",
+    True: "pyloto: the server's app secret is not this WHATSAPP_APP_SECRET: set the server's "
+    "value (or its sm:// reference)",
+}
 
 
 def _finish(view: dict[str, Any], message_id: str) -> int:
@@ -201,20 +215,37 @@ def _cmd_simulate(settings: Settings, args: argparse.Namespace) -> int:
             print(f"pyloto: --secret-from-env needs {' and '.join(missing)}", file=sys.stderr)
             return 2
     body = text_webhook(args.text, args.sender, args.name)
-    if args.in_process:
+    if not args.in_process:
+        args.url = args.url or f"http://127.0.0.1:{settings.app.port}"
+        return asyncio.run(_simulate_http(settings, args, body))
+    if _sqlite_in_use(settings):
+        print(
+            f"pyloto: {settings.state.sqlite_path} is in use by a running `pyloto serve`: "
+            "drop --in-process to send the message to that server, or set STATE_SQLITE_PATH "
+            "to another file",
+            file=sys.stderr,
+        )
+        return 1
+    try:
         return asyncio.run(_simulate_in_process(settings, args, body))
-    return asyncio.run(_simulate_http(settings, args, body))
+    except (StoreUnavailable, QueueUnavailable) as error:
+        print(f"pyloto: cannot run the message here: {error}", file=sys.stderr)
+        return 1
+
+
+def _sqlite_in_use(settings: Settings) -> bool:
+    """Whether the configured SQLite file is held by another process (a running server)."""
+    from pyloto_corp.adapters.sqlite_base import in_use
+
+    return settings.state.effective_backend == "sqlite" and in_use(settings.state.sqlite_path)
 
 
 async def _inspect_local(settings: Settings, message_id: str) -> dict[str, Any] | None:
-    from pyloto_corp.adapters.sqlite_store import SQLiteStore
-    from pyloto_corp.bootstrap import load_chart
+    from pyloto_corp.bootstrap import reading_store
 
-    if not settings.state.sqlite_path.exists():
+    store = reading_store(settings)
+    if store is None:
         return None
-    chart = load_chart()
-    terminal = [name for name in chart.states if chart.is_terminal(name)]
-    store = SQLiteStore(settings.state.sqlite_path, terminal_states=terminal)
     try:
         record = await store.get(message_id)
     finally:
@@ -236,7 +267,11 @@ def _cmd_inspect(settings: Settings, args: argparse.Namespace) -> int:
             return 1
         view: dict[str, Any] | None = response.json()
     else:
-        view = asyncio.run(_inspect_local(settings, args.message_id))
+        try:
+            view = asyncio.run(_inspect_local(settings, args.message_id))
+        except StoreUnavailable as error:
+            print(f"pyloto: cannot read the state store: {error}", file=sys.stderr)
+            return 1
     if view is None:
         print(f"pyloto: no record for {args.message_id}", file=sys.stderr)
         return 1
@@ -288,28 +323,66 @@ def _cmd_replay(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
-    import logging
+def _listen(host: str, port: int) -> socket.socket:
+    """The server's listening socket, bound before anything starts, so a port in use is one
+    line, not uvicorn's error after a full start."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as error:
+        sock.close()
+        if error.errno == errno.EADDRINUSE:
+            raise StartRefused(
+                f"port {port} on {host} is already in use (another `pyloto serve`?): stop "
+                "that server, or choose another port with --port or PORT"
+            ) from None
+        raise StartRefused(
+            f"cannot listen on {host}:{port}: {error.strerror}; check --host and --port"
+        ) from None
+    sock.set_inheritable(True)
+    return sock
 
+
+class StartRefused(Exception):
+    """`pyloto serve` cannot start; the message says what to change."""
+
+
+def _check_store_free(settings: Settings) -> None:
+    if _sqlite_in_use(settings):
+        raise StartRefused(
+            f"{settings.state.sqlite_path} is in use by another `pyloto serve`: stop it, or "
+            "give this server its own file with STATE_SQLITE_PATH (several servers share state "
+            "on Redis: STATE_BACKEND=redis)"
+        )
+
+
+def _cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     import uvicorn
 
     from pyloto_corp.bootstrap import bootstrap
     from pyloto_corp.http.app import create_app
     from pyloto_corp.observability.logging import configure_logging
 
+    try:
+        _check_store_free(settings)
+        sock = _listen(args.host, args.port or settings.app.port)
+    except StartRefused as error:
+        print(f"pyloto: {error}", file=sys.stderr)
+        return 1
     configure_logging(settings.app.log_level, project=settings.queue.gcp_project)
     for warning in development_warnings(settings):
         logging.getLogger("pyloto_corp").warning(warning, extra={"event": "development_default"})
-    app = create_app(bootstrap(settings))
-    uvicorn.run(
-        app,
-        host=args.host,
-        port=args.port or settings.app.port,
+    config = uvicorn.Config(
+        create_app(bootstrap(settings)),
         access_log=False,
         log_config=None,
         proxy_headers=True,
         timeout_graceful_shutdown=10,
     )
+    with sock:
+        uvicorn.Server(config).run(sockets=[sock])
     return 0
 
 
@@ -360,6 +433,13 @@ def _parser() -> argparse.ArgumentParser:
         "ensure", help="create or update both queues with the deploy guide's settings"
     )
     ensure.add_argument("--dry-run", action="store_true", help="print what would change only")
+
+    fake_openai = commands.add_parser(
+        "fake-openai",
+        help="serve canned LLM answers on an OpenAI-compatible API, for a demo without a key",
+    )
+    fake_openai.add_argument("--port", type=int, default=8999, help="port (default: 8999)")
+    fake_openai.add_argument("--delay", type=float, default=0.0, help="seconds before answers")
 
     pii_scan = commands.add_parser(
         "pii-scan", help="report personal data in log lines or exported spans (masked)"
@@ -501,10 +581,31 @@ def _cmd_pii_scan(args: argparse.Namespace) -> int:
     return 1 if found else 0
 
 
+def _cmd_fake_openai(args: argparse.Namespace) -> int:
+    from pyloto_corp.devtools.fake_openai import serve_forever
+
+    try:
+        serve_forever(args.port, args.delay)
+    except OSError as error:
+        print(f"pyloto: cannot serve on port {args.port}: {error.strerror}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def _cmd_statecharts(args: argparse.Namespace) -> int:
     if args.statecharts_command == "render":
         return _cmd_statecharts_render(args)
     return _cmd_statecharts_check(args)
+
+
+def _settings_commands() -> dict[str, Callable[[Settings, argparse.Namespace], int]]:
+    return {
+        "serve": _cmd_serve,
+        "simulate": _cmd_simulate,
+        "inspect": _cmd_inspect,
+        "replay": _cmd_replay,
+        "queues": _cmd_queues,
+    }
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -513,23 +614,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "replay" and args.since is not None and not args.failed:
         parser.error("--since goes with --failed")
-    if args.command == "pii-scan":  # reads logs only: needs no settings, secrets or environment
-        return _cmd_pii_scan(args)
+    # These read files or stand in for a peer: they need no settings, secrets or environment.
+    plain = {"pii-scan": _cmd_pii_scan, "fake-openai": _cmd_fake_openai}
+    if args.command in plain:
+        return plain[args.command](args)
     try:
-        if args.command == "statecharts":  # documentation only: needs no settings or secrets
+        if args.command == "statecharts":
             return _cmd_statecharts(args)
         settings = load_settings(resolve_references(os.environ))
-        if args.command == "serve":
-            return _cmd_serve(settings, args)
-        if args.command == "simulate":
-            if args.url is None and not args.in_process:
-                args.url = f"http://127.0.0.1:{settings.app.port}"
-            return _cmd_simulate(settings, args)
-        if args.command == "queues":
-            return _cmd_queues(settings, args)
-        if args.command == "replay":
-            return _cmd_replay(settings, args)
-        return _cmd_inspect(settings, args)
+        return _settings_commands()[args.command](settings, args)
     except (ConfigError, StatechartError) as error:
         print(f"pyloto: {error}", file=sys.stderr)
         return 2

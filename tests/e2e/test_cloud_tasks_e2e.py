@@ -20,6 +20,7 @@ import redis
 
 from pyloto_corp.adapters.cloud_tasks import create_client, ensure_queues
 from pyloto_corp.application.queues import INBOUND, OUTBOUND
+from pyloto_corp.devtools.local_http import LocalServer
 from tests.e2e.servers import (
     RedisView,
     ServeProcess,
@@ -30,7 +31,6 @@ from tests.e2e.servers import (
     write_records,
 )
 from tests.helpers import envelope, text_message
-from tests.local_http import LocalServer
 from tests.redis_server import RedisServer, free_port
 from tests.tasks_emulator import TasksEmulator
 

@@ -34,13 +34,13 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from pyloto_corp.application.ports import PermanentStepError, TransientStepError
 from pyloto_corp.bootstrap import bootstrap
 from pyloto_corp.config import load_settings
+from pyloto_corp.devtools.fake_openai import CHOICE, DEFAULTS, DRAFT, FakeOpenAI, json_answer
 from pyloto_corp.http.app import create_app
 from pyloto_corp.observability.logging import configure_logging
 from pyloto_corp.observability.otel_config import load_otel_config
 from pyloto_corp.observability.pii_scan import scan_lines
 from pyloto_corp.observability.setup import build_telemetry
 from tests.e2e.support import Pyloto
-from tests.fake_openai import CHOICE, DEFAULTS, DRAFT, FakeOpenAI, json_answer
 from tests.helpers import APP_SECRET, INTERNAL_TOKEN, VERIFY_TOKEN, load_payload, new_wamid
 from tests.pii_strategies import brazilian_names, personal_data, whatsapp_ids
 

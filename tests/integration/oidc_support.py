@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 from google.auth import crypt, jwt
 
-from tests.local_http import LocalServer
+from pyloto_corp.devtools.local_http import LocalServer
 
 SERVICE_ACCOUNT = "pyloto-tasks@pyloto-test.iam.gserviceaccount.com"
 AUDIENCE = "https://pyloto-test.a.run.app"

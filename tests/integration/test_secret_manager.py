@@ -29,7 +29,7 @@ from google.cloud.secretmanager_v1.types import (
 from pyloto_corp.adapters.secret_manager import resolve_references
 from pyloto_corp.cli import main
 from pyloto_corp.config import ConfigError, Settings, load_settings
-from tests.local_http import LocalServer
+from pyloto_corp.devtools.local_http import LocalServer
 
 SERVICE = "google.cloud.secretmanager.v1.SecretManagerService"
 PROJECT = "pyloto-test"

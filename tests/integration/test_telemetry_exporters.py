@@ -33,6 +33,7 @@ from opentelemetry.sdk.metrics.export import ConsoleMetricExporter
 from pyloto_corp.bootstrap import bootstrap, telemetry_runtime
 from pyloto_corp.cli import DEFAULT_SENDER, main
 from pyloto_corp.config import ConfigError, Settings
+from pyloto_corp.devtools.local_http import LocalServer
 from pyloto_corp.http.app import create_app
 from pyloto_corp.observability.otel_config import OtelConfig, OtelConfigError, load_otel_config
 from pyloto_corp.observability.redaction import keyed_hash
@@ -52,7 +53,6 @@ from tests.helpers import (
     envelope,
     text_message,
 )
-from tests.local_http import LocalServer
 
 REPO = Path(__file__).resolve().parents[2]
 PROJECT = "pyloto-test"

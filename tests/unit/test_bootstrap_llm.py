@@ -11,7 +11,7 @@ from pyloto_corp.adapters.openai_llm import OpenAIAssistant
 from pyloto_corp.application.step_context import LLMRouting
 from pyloto_corp.bootstrap import assistant_routing, bootstrap, business_profile
 from pyloto_corp.config import ConfigError, Settings
-from tests.fake_openai import FakeOpenAI
+from pyloto_corp.devtools.fake_openai import FakeOpenAI
 
 MakeSettings = Callable[..., Settings]
 

@@ -1,7 +1,7 @@
 """The OpenAI adapter: the real SDK against the local fake server, and every failure's reason.
 
-`_failure` is given the SDK's own exception objects; the rest goes over HTTP to
-tests/fake_openai.py, so what is tested is what the SDK really raises or returns.
+`_failure` is given the SDK's own exception objects; the rest goes over HTTP to the server of
+`pyloto fake-openai`, so what is tested is what the SDK really raises or returns.
 """
 
 from __future__ import annotations
@@ -19,8 +19,7 @@ from pyloto_corp.adapters.openai_llm import OpenAIAssistant, _failure, create_cl
 from pyloto_corp.ai.prompts import BusinessProfile
 from pyloto_corp.ai.schemas import EventDetection
 from pyloto_corp.application.ports import LLMFailure
-from pyloto_corp.domain.records import Turn
-from tests.fake_openai import (
+from pyloto_corp.devtools.fake_openai import (
     CHOICE,
     DEFAULTS,
     DRAFT,
@@ -32,6 +31,7 @@ from tests.fake_openai import (
     raw_answer,
     refusal,
 )
+from pyloto_corp.domain.records import Turn
 
 BUSINESS = BusinessProfile("Barbearia Navalha", "9h às 19h", "Corte: R$ 50.", None)
 REQUEST = httpx2.Request("POST", "http://127.0.0.1:1/v1/chat/completions")

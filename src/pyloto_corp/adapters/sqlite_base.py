@@ -30,6 +30,18 @@ def _take_lock(path: Path) -> IO[str]:
     return lock
 
 
+def in_use(path: Path) -> bool:
+    """Whether another process holds `path`'s lock now (a running `pyloto serve`), so a
+    command can refuse in one line before it starts anything."""
+    if not Path(f"{path}.lock").exists():
+        return False
+    try:
+        _take_lock(path).close()
+    except sqlite3.OperationalError:
+        return True
+    return False
+
+
 class SQLiteThread:
     """A lazily opened connection (WAL, fsync on commit) and the thread that uses it."""
 

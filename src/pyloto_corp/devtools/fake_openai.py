@@ -4,12 +4,11 @@ The real `openai` SDK is pointed at it by base URL. Answers are chosen per struc
 schema name (EventDetection, ReplyDraft, MessageChoice): a JSON object, raw text, a refusal,
 an HTTP error, or any of those after a delay. Every request body is kept for assertions.
 
-Run it alone for a demo: `python -m tests.fake_openai --port 8999 [--delay 12]`.
+`pyloto fake-openai [--port 8999] [--delay 12]` serves the canned answers for a demo.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import threading
 import time
@@ -18,7 +17,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler
 from typing import Any
 
-from tests.local_http import LocalServer
+from pyloto_corp.devtools.local_http import LocalServer
 
 EVENT = "EventDetection"
 DRAFT = "ReplyDraft"
@@ -184,20 +183,14 @@ def render(answer: Answer, request: dict[str, Any]) -> tuple[int, dict[str, Any]
     }
 
 
-def main() -> None:
-    """Serve until interrupted."""
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--port", type=int, default=8999)
-    parser.add_argument("--delay", type=float, default=0.0, help="seconds before every answer")
-    args = parser.parse_args()
-    fake = FakeOpenAI(default_delay=args.delay)
-    print(f"OPENAI_BASE_URL={fake.start(args.port)}", flush=True)
+def serve_forever(port: int, delay: float) -> None:
+    """Serve the canned answers until interrupted (`pyloto fake-openai`)."""
+    fake = FakeOpenAI(default_delay=delay)
+    print(f"OPENAI_BASE_URL={fake.start(port)}", flush=True)
     try:
         while True:
             time.sleep(3600)
     except KeyboardInterrupt:
+        pass
+    finally:
         fake.stop()
-
-
-if __name__ == "__main__":
-    main()

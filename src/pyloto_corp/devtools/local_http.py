@@ -1,4 +1,4 @@
-"""Local HTTP servers for the tests' fake peers (OpenAI, Graph, Google certs, proxies)."""
+"""Local HTTP servers for stand-in peers (OpenAI, and in the tests Graph, Google certs, proxies)."""
 
 from __future__ import annotations
 
