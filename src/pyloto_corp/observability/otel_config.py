@@ -72,13 +72,18 @@ def default_config_path() -> Path:
     raise OtelConfigError(f"{CONFIG_FILE} not found (set PYLOTO_OTEL_CONFIG)")
 
 
+_LOADER = yaml.CSafeLoader if yaml.__with_libyaml__ else yaml.SafeLoader
+
+
 def load_otel_config(
     path: Path | None = None, environ: Mapping[str, str] | None = None
 ) -> OtelConfig:
     """Read `path` (default: `default_config_path()`), then apply the OTEL_* variables."""
     path = path or default_config_path()
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        text = path.read_text(encoding="utf-8")
+        # libyaml's safe loader when PyYAML has it: the same result in a tenth of the time.
+        data = yaml.load(text, Loader=_LOADER) or {}  # noqa: S506 - a safe loader
     except (OSError, UnicodeDecodeError) as error:
         raise OtelConfigError(f"{path}: cannot read: {error}") from None
     except yaml.YAMLError as error:
