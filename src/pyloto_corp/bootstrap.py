@@ -37,13 +37,14 @@ from pyloto_corp.application.queues import (
     SWEEP_INTERVAL_SECONDS,
     QueueSpec,
 )
+from pyloto_corp.application.registry import undeclared_in_chart
 from pyloto_corp.application.replay import MANUAL_TRIGGERS
 from pyloto_corp.application.step_context import LLMRouting, Pacing, StepContext
 from pyloto_corp.application.steps import HANDLED_TRIGGERS
 from pyloto_corp.application.sweeper import SweepResult, sweep
 from pyloto_corp.config import ConfigError, Settings
 from pyloto_corp.domain.machine import LifecycleMachine
-from pyloto_corp.domain.statechart import Statechart, load_statechart
+from pyloto_corp.domain.statechart import Statechart, StatechartError, load_statechart
 from pyloto_corp.observability.instruments import Telemetry
 from pyloto_corp.observability.otel_config import (
     OtelConfigError,
@@ -71,7 +72,11 @@ def load_chart(path: Path | None = None) -> Statechart:
     path = path or statechart_dir() / STATECHART_FILE
     shown = f"statecharts/{path.name}" if path.parent.name == "statecharts" else str(path)
     text = path.read_text(encoding="utf-8")
-    return load_statechart(text, shown, HANDLED_TRIGGERS, MANUAL_TRIGGERS)
+    chart = load_statechart(text, shown, HANDLED_TRIGGERS, MANUAL_TRIGGERS)
+    problems = undeclared_in_chart(chart)
+    if problems:
+        raise StatechartError(f"{shown}: " + "; ".join(problems))
+    return chart
 
 
 def _storage(settings: Settings, terminal: list[str]) -> tuple[StateStore, Outbox, bool]:

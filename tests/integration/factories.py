@@ -10,6 +10,7 @@ import anyio
 from pyloto_corp.application.ports import StateStore
 from pyloto_corp.domain.records import HistoryEntry, InboundMessage, Record
 from pyloto_corp.domain.replies import text_reply_body
+from pyloto_corp.domain.results import LLMCall, Results
 from tests.helpers import CONTACT_NAME, SENDER, new_wamid
 
 # Non-ASCII text as customers write it: accents, emoji, CJK, a right-to-left script.
@@ -58,7 +59,14 @@ def rich_record(message_id: str | None = None) -> Record:
         created_at=1_732_500_000.123456,
         updated_at=1_732_500_001.654321,
         version=4,
-        results={"template": "text", "ignored_kind": None, "score": 0.75},
+        results=Results(
+            template="text",
+            event="price",
+            confidence=0.75,
+            llm1=LLMCall(12.5, 100, 20, "gpt-4o-mini"),
+            repairs=["button title shortened to 20"],
+            message={"type": "text", "text": {"body": "ã"}},
+        ),
         reply=text_reply_body(
             message, "Olá! Já já respondemos 🙂", callback_data=message.message_id
         ),

@@ -40,6 +40,7 @@ from pyloto_corp.bootstrap import bootstrap
 from pyloto_corp.config import Settings
 from pyloto_corp.domain.records import StatusUpdate, Turn
 from pyloto_corp.domain.replies import text_reply_body
+from pyloto_corp.domain.results import Results
 from tests.helpers import APP_SECRET, encode, envelope, new_wamid, text_message
 from tests.integration.conftest import RETENTION_SECONDS, terminal_states
 from tests.integration.factories import UNICODE_TEXT, eventually, inbound, record
@@ -337,7 +338,13 @@ async def test_twenty_saves_from_one_version_from_five_clients_one_wins(
     original = record(created_at=1_000.0)
     assert await five_instances[0].create_if_absent([original]) == [True]
     candidates = [
-        replace(original, state="deduped", version=1, updated_at=2_000.0 + n, results={"n": n})
+        replace(
+            original,
+            state="deduped",
+            version=1,
+            updated_at=2_000.0 + n,
+            results=Results(summary=str(n)),
+        )
         for n in range(20)
     ]
 

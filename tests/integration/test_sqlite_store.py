@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import json
+import sqlite3
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from pyloto_corp.adapters.sqlite_store import SQLiteStore
 from pyloto_corp.application.ports import StoreUnavailable
+from pyloto_corp.domain.results import LLMCall, Results
 from tests.integration.conftest import terminal_states
 from tests.integration.factories import record
 
@@ -94,3 +99,51 @@ async def test_store_recovers_when_the_path_becomes_usable(tmp_path: Path) -> No
         assert await store.get(created.message_id) == created
     finally:
         await store.close()
+
+
+async def test_a_record_stored_with_untyped_results_still_loads(tmp_path: Path) -> None:
+    """Records written while the step results were a free JSON object (kept for the 8-day
+    retention) load into the typed fields; names no field has are skipped."""
+    path = tmp_path / "pyloto.db"
+    store = SQLiteStore(path, terminal_states())
+    stored = record()
+    assert await store.create_if_absent([stored]) == [True]
+    old_shape = json.loads(msgspec.json.encode(stored))
+    old_shape["results"] = {
+        "event": "price",
+        "confidence": 0.93,
+        "summary": "Cliente quer saber o preço.",
+        "llm1": {"latency_ms": 812.5, "input_tokens": 120, "output_tokens": 40, "model": "m"},
+        "draft": "O corte custa R$ 50.",
+        "message": {"type": "text", "text": {"body": "O corte custa R$ 50."}},
+        "message_type": "text",
+        "repairs": [],
+        "downgraded_from": None,
+        "template": "text",
+        "fallback_step": "llm3",
+        "previous_failure": "out of attempts (8): TransientStepError",
+        "a_name_since_dropped": {"any": "thing"},
+    }
+    with sqlite3.connect(path) as conn:
+        conn.execute(
+            "UPDATE records SET data = ? WHERE message_id = ?",
+            (json.dumps(old_shape).encode(), stored.message_id),
+        )
+    try:
+        loaded = await store.get(stored.message_id)
+    finally:
+        await store.close()
+    assert loaded is not None
+    assert loaded.results == Results(
+        event="price",
+        confidence=0.93,
+        summary="Cliente quer saber o preço.",
+        llm1=LLMCall(latency_ms=812.5, input_tokens=120, output_tokens=40, model="m"),
+        draft="O corte custa R$ 50.",
+        message={"type": "text", "text": {"body": "O corte custa R$ 50."}},
+        message_type="text",
+        template="text",
+        fallback_step="llm3",
+        previous_failure="out of attempts (8): TransientStepError",
+    )
+    assert replace(loaded, results=stored.results) == stored

@@ -9,6 +9,7 @@ import pytest
 
 from pyloto_corp.application.ports import StateStore
 from pyloto_corp.domain.records import StatusUpdate, Turn
+from pyloto_corp.domain.results import Results
 from tests.helpers import new_wamid
 from tests.integration.conftest import StoreBackend
 from tests.integration.factories import UNICODE_TEXT, record, rich_record
@@ -95,7 +96,9 @@ async def test_save_with_expected_version_succeeds(store: StateStore) -> None:
     """save() with the stored version replaces the record, including nested changes."""
     original = record()
     await store.create_if_absent([original])
-    moved = replace(original, state="deduped", version=1, updated_at=2_000.0, results={"a": "ã"})
+    moved = replace(
+        original, state="deduped", version=1, updated_at=2_000.0, results=Results(summary="ã")
+    )
 
     assert await store.save(moved, expected_version=0) is True
     assert await store.get(original.message_id) == moved
@@ -124,8 +127,8 @@ async def test_concurrent_saves_from_one_version_one_wins(store: StateStore) -> 
     """Two saves from the same version at once: exactly one succeeds and its record is kept."""
     original = record()
     await store.create_if_absent([original])
-    left = replace(original, state="deduped", version=1, results={"writer": "left"})
-    right = replace(original, state="ignored", version=1, results={"writer": "right"})
+    left = replace(original, state="deduped", version=1, results=Results(summary="left"))
+    right = replace(original, state="ignored", version=1, results=Results(summary="right"))
 
     outcomes = await asyncio.gather(
         store.save(left, expected_version=0), store.save(right, expected_version=0)

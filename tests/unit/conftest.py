@@ -13,6 +13,7 @@ from pyloto_corp.bootstrap import load_chart
 from pyloto_corp.domain.machine import LifecycleMachine
 from pyloto_corp.domain.records import InboundMessage, Record
 from pyloto_corp.domain.replies import text_reply_body
+from pyloto_corp.domain.results import Results
 from pyloto_corp.domain.statechart import Statechart
 from tests.helpers import CONTACT_NAME, SENDER, new_wamid
 from tests.unit.fakes import FakeClock, FakeOutbox, FakeQueue, FakeStore, MakeRecord
@@ -89,6 +90,8 @@ def make_record(clock: FakeClock) -> MakeRecord:
             text=text,
             contact_name=CONTACT_NAME,
         )
+        if isinstance(fields.get("results"), dict):  # the findings' fields, by name
+            fields["results"] = Results(**fields["results"])
         if state in ("queued_outbound", "sent") and "reply" not in fields:
             # Records from queued_outbound on always carry the request body of their reply.
             fields["reply"] = text_reply_body(inbound, "Olá!", callback_data=inbound.message_id)

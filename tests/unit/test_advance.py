@@ -14,6 +14,7 @@ from pyloto_corp.application.sweeper import sweep
 from pyloto_corp.domain.machine import LifecycleMachine
 from pyloto_corp.domain.privacy import message_ref
 from pyloto_corp.domain.records import Record
+from pyloto_corp.domain.results import Results
 from pyloto_corp.domain.statechart import Statechart
 from tests.unit.fakes import FakeClock, FakeOutbox, FakeQueue, FakeStore, MakeRecord
 
@@ -125,7 +126,7 @@ async def test_text_message_runs_to_sent_through_both_queues(
     ]
     final = store.stored(record.message_id)
     assert final.outbound_message_id == "wamid.OUT0001"
-    assert final.results == {"template": "text", "fallback_step": "llm1"}
+    assert final.results == Results(template="text", fallback_step="llm1")
     assert final.version == 5  # four transitions and the send claim
     assert outbox.sent == [final.reply]
 
@@ -143,7 +144,7 @@ async def test_reaction_ends_ignored_without_a_reply(
     assert await advancer.advance(record.message_id, "received") == "ignored"
     assert queue.tasks == []
     assert outbox.sent == []
-    assert store.stored(record.message_id).results == {"ignored_kind": "reaction"}
+    assert store.stored(record.message_id).results == Results(ignored_kind="reaction")
 
 
 async def test_lost_version_race_in_commit_is_stale(

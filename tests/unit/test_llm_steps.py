@@ -34,8 +34,10 @@ from pyloto_corp.application.ports import (
 )
 from pyloto_corp.application.step_context import LLMRouting, StepContext
 from pyloto_corp.application.steps import queue_reply, send
+from pyloto_corp.domain.events import FellBack, ReplyQueued
 from pyloto_corp.domain.records import Turn
 from pyloto_corp.domain.replies import reply_body
+from pyloto_corp.domain.results import LLMCall, Results
 from tests.helpers import CONTACT_NAME, SENDER
 from tests.unit.fakes import FakeClock, FakeStore, MakeRecord
 
@@ -161,7 +163,7 @@ async def test_media_without_a_caption_falls_back_as_no_text(
         make_record(kind="image", state=state, text=text), llm_context
     )
     assert outcome.trigger == "fall_back"
-    assert outcome.updates["fallback_reason"] == "no_text"
+    assert outcome.reason == "no_text"
     assert assistant.calls == []
     (line,) = [r for r in caplog.records if r.getMessage() == "llm_fallback"]
     assert line.levelno == logging.INFO
@@ -177,7 +179,7 @@ async def test_a_sender_outside_the_rollout_is_sampled_out(
     assert llm_context.llm is not None
     context = replace(llm_context, llm=replace(llm_context.llm, rollout_percent=0))
     outcome = await STEP_OF_STATE[state](make_record(state=state), context)
-    assert outcome.updates["fallback_reason"] == "sampled_out"
+    assert outcome.reason == "sampled_out"
     assert assistant.calls == []
 
 
@@ -192,17 +194,17 @@ async def test_detect_event_records_the_event_and_a_redacted_summary(
     assistant.detection = EventDetection(
         event="order_status", confidence=0.7, summary="Pedido do CPF 123.456.789-09"
     )
-    record = make_record(state="deduped", text=PERSONAL, results={"earlier": True})
+    record = make_record(state="deduped", text=PERSONAL, results={"template": "earlier"})
     outcome = await detect_event(record, llm_context)
     assert outcome.trigger == "detect_event"
     assert assistant.calls == [("detect_event", (MASKED, "text"))]
-    assert outcome.updates["results"] == {
-        "earlier": True,
-        "event": "order_status",
-        "confidence": 0.7,
-        "summary": "Pedido do CPF [cpf]",
-        "llm1": {"latency_ms": 12.5, "input_tokens": 100, "output_tokens": 20, "model": "m"},
-    }
+    assert outcome.changes(record).results == Results(
+        template="earlier",
+        event="order_status",
+        confidence=0.7,
+        summary="Pedido do CPF [cpf]",
+        llm1=LLMCall(latency_ms=12.5, input_tokens=100, output_tokens=20, model="m"),
+    )
 
 
 async def test_a_failed_call_falls_back_with_its_reason_and_cost(
@@ -219,7 +221,7 @@ async def test_a_failed_call_falls_back_with_its_reason_and_cost(
     )
     outcome = await detect_event(make_record(state="deduped"), llm_context)
     assert outcome.trigger == "fall_back"
-    assert outcome.updates == {"fallback_reason": "refusal", "results": {"fallback_step": "llm1"}}
+    assert outcome == FellBack(step="llm1", reason="refusal")
     (line,) = [r for r in caplog.records if r.getMessage() == "llm_fallback"]
     assert line.levelno == logging.WARNING
     fields = line.__dict__
@@ -259,9 +261,11 @@ async def test_draft_reply_is_given_the_recent_conversation_and_the_event(
     ((step, (text, event, summary, history)),) = assistant.calls
     assert (step, text, event, summary) == ("draft_reply", MASKED, "price", "Quer o preço.")
     assert history == recent[-CONVERSATION_TURNS:]
-    results = outcome.updates["results"]
-    assert results["draft"] == "O corte custa R$ 50."
-    assert results["llm2"]["input_tokens"] == 100
+    results = outcome.changes(record).results
+    assert results.draft == "O corte custa R$ 50."
+    assert results.llm2 is not None
+    assert results.llm2.input_tokens == 100
+    assert results.event == "price", "what LLM#1 found is kept"
 
 
 async def test_draft_reply_without_an_event_says_other(
@@ -279,7 +283,7 @@ async def test_an_overlong_draft_is_cut_to_whatsapps_limit(
     """A draft over 4096 characters is kept cut to fit a text message."""
     assistant.draft = ReplyDraft(text="Frase longa o bastante. " * 300)
     outcome = await draft_reply(make_record(state="llm1"), llm_context)
-    draft = outcome.updates["results"]["draft"]
+    draft = outcome.draft
     assert len(draft) <= TEXT_BODY
     assert draft.endswith("bastante.")
 
@@ -294,9 +298,10 @@ async def test_a_blank_draft_is_invalid_output(
     with the call's real latency and tokens."""
     caplog.set_level(logging.INFO)
     assistant.draft = ReplyDraft(text="   ")
-    outcome = await draft_reply(make_record(state="llm1", results={"event": "price"}), llm_context)
-    assert outcome.updates["fallback_reason"] == "invalid_output"
-    assert outcome.updates["results"] == {"event": "price", "fallback_step": "llm2"}
+    record = make_record(state="llm1", results={"event": "price"})
+    outcome = await draft_reply(record, llm_context)
+    assert outcome.reason == "invalid_output"
+    assert outcome.changes(record).results == Results(event="price", fallback_step="llm2")
     (line,) = [r for r in caplog.records if r.getMessage() == "llm_fallback"]
     assert (line.__dict__["latency_ms"], line.__dict__["input_tokens"]) == (12.5, 100)
 
@@ -309,9 +314,9 @@ async def test_draft_reply_failures_keep_what_llm1_learned(
     assistant.failures["draft_reply"] = LLMFailure(reason)
     record = make_record(state="llm1", results={"event": "support", "summary": "Reclamação."})
     outcome = await draft_reply(record, llm_context)
-    assert outcome.updates["fallback_reason"] == reason
-    assert outcome.updates["results"]["event"] == "support"
-    assert outcome.updates["results"]["fallback_step"] == "llm2"
+    assert outcome.reason == reason
+    assert outcome.changes(record).results.event == "support"
+    assert outcome.step == "llm2"
 
 
 # --- LLM#3 ----------------------------------------------------------------------------------
@@ -328,12 +333,14 @@ async def test_choose_message_type_builds_the_message_within_limits(
     record = make_record(state="llm2", results={"event": "price", "draft": "Quer agendar?"})
     outcome = await choose_message_type(record, llm_context)
     assert assistant.calls == [("choose_message_type", ("Quer agendar?", "price"))]
-    results = outcome.updates["results"]
+    results = outcome.changes(record).results
     assert outcome.trigger == "choose_message_type"
-    assert results["message"]["interactive"]["type"] == "button"
-    assert results["message_type"] == "buttons"
-    assert results["repairs"] == ["button title shortened to 20"]
-    assert results["downgraded_from"] is None
+    assert results.message is not None
+    assert results.message["interactive"]["type"] == "button"
+    assert results.message_type == "buttons"
+    assert results.repairs == ["button title shortened to 20"]
+    assert results.downgraded_from is None
+    assert (results.event, results.draft) == ("price", "Quer agendar?")
 
 
 async def test_a_blank_choice_body_is_invalid_output(
@@ -342,8 +349,8 @@ async def test_a_blank_choice_body_is_invalid_output(
     """A body of only spaces cannot become any message: `invalid_output` at llm3."""
     assistant.choice = choice("text", "  ")
     outcome = await choose_message_type(make_record(state="llm2"), llm_context)
-    assert outcome.updates["fallback_reason"] == "invalid_output"
-    assert outcome.updates["results"]["fallback_step"] == "llm3"
+    assert outcome.reason == "invalid_output"
+    assert outcome.step == "llm3"
 
 
 async def test_a_failed_llm3_falls_back(
@@ -352,7 +359,7 @@ async def test_a_failed_llm3_falls_back(
     """LLM#3's failure falls back with its reason."""
     assistant.failures["choose_message_type"] = LLMFailure("timeout", "no answer within 10 s")
     outcome = await choose_message_type(make_record(state="llm2"), llm_context)
-    assert outcome.updates["fallback_reason"] == "timeout"
+    assert outcome.reason == "timeout"
 
 
 # --- queue_reply and memory -----------------------------------------------------------------
@@ -366,7 +373,7 @@ async def test_queue_reply_sends_llm3s_valid_message(
     record = make_record(state="llm3", results={"message": message})
     outcome = await queue_reply(record, context)
     assert outcome.trigger == "queue_reply"
-    assert outcome.updates == {"reply": reply_body(record.inbound, message, record.message_id)}
+    assert outcome == ReplyQueued(reply=reply_body(record.inbound, message, record.message_id))
 
 
 async def test_queue_reply_refuses_an_invalid_llm3_message(
@@ -382,9 +389,9 @@ async def test_queue_reply_refuses_an_invalid_llm3_message(
     record = make_record(state="llm3", results={"event": "price", "message": message})
     outcome = await queue_reply(record, context)
     assert outcome.trigger == "fall_back"
-    assert outcome.updates["fallback_reason"] == "invalid_output"
-    assert outcome.updates["results"]["fallback_step"] == "llm3"
-    assert "reply" not in outcome.updates
+    assert outcome.reason == "invalid_output"
+    assert outcome.step == "llm3"
+    assert outcome.changes(record).reply is None
 
 
 async def test_the_fallback_template_follows_the_detected_event(
@@ -393,8 +400,8 @@ async def test_the_fallback_template_follows_the_detected_event(
     """From `fallback` the template is the one of the event LLM#1 detected."""
     record = make_record(state="fallback", results={"event": "opt_out"})
     outcome = await queue_reply(record, context)
-    assert outcome.updates["results"]["template"] == "event:opt_out"
-    assert "não vai mais receber" in outcome.updates["reply"]["text"]["body"]
+    assert outcome.template == "event:opt_out"
+    assert "não vai mais receber" in outcome.reply["text"]["body"]
 
 
 async def test_a_template_breaking_a_limit_is_never_queued(

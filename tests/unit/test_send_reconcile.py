@@ -10,6 +10,7 @@ import pytest
 from pyloto_corp.application.ports import AmbiguousSend, TransientStepError
 from pyloto_corp.application.step_context import Pacing
 from pyloto_corp.application.steps import SEND_LEASE_SECONDS, StepContext, accept, send
+from pyloto_corp.domain.events import ReplySent
 from tests.unit.fakes import FakeClock, FakeOutbox, FakeStore, MakeRecord
 
 pytestmark = pytest.mark.anyio
@@ -82,7 +83,7 @@ async def test_a_send_confirmed_by_a_status_is_recorded_not_repeated(
     store.put(record)
     outbox.known[record.message_id] = "wamid.EARLIER"
     outcome = await send(record, reconciling)
-    assert outcome.updates == {"outbound_message_id": "wamid.EARLIER"}
+    assert outcome == ReplySent(outbound_message_id="wamid.EARLIER")
     assert outbox.sent == []
 
 

@@ -173,3 +173,23 @@ def test_shipped_chart_without_a_dead_letter_exit_names_file_line_and_state(
         f"statecharts/{STATECHART_FILE}:{line_of(shipped, '  llm2:')}: state 'llm2' can fail "
         "but has no 'dead_letter' exit (the code fires it from any state whose step fails)"
     )
+
+
+def test_a_step_event_without_its_transition_refuses_to_start_naming_both(
+    tmp_path: Path,
+) -> None:
+    """LLM#3's step may fall back; a chart without `fall_back` from `llm2` is refused by the
+    service's loader with the step, its state, the event and the missing trigger."""
+    shipped = (statechart_dir() / STATECHART_FILE).read_text(encoding="utf-8")
+    sources = "source: [deduped, llm1, llm2, llm3]"
+    assert sources in shipped
+    folder = tmp_path / "statecharts"
+    folder.mkdir()
+    path = folder / STATECHART_FILE
+    path.write_text(shipped.replace(sources, sources.replace(" llm2,", "")), encoding="utf-8")
+    with pytest.raises(StatechartError) as caught:
+        load_chart(path)
+    assert str(caught.value) == (
+        f"statecharts/{STATECHART_FILE}: step choose_message_type in 'llm2' may return "
+        "FellBack, but the statechart has no 'fall_back' transition from 'llm2'"
+    )

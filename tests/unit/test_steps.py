@@ -1,4 +1,4 @@
-"""The step of each state, run alone: the trigger it fires and what it records."""
+"""The step of each state, run alone: the event it returns and what that records."""
 
 from __future__ import annotations
 
@@ -15,7 +15,9 @@ from pyloto_corp.application.steps import (
     queue_reply,
     send,
 )
+from pyloto_corp.domain.events import FellBack, Ignored, ReplyQueued
 from pyloto_corp.domain.records import IGNORED_KINDS
+from pyloto_corp.domain.results import Results
 from pyloto_corp.domain.statechart import ANY_STATE
 from tests.unit.fakes import FakeOutbox, FakeStore, MakeRecord
 
@@ -28,8 +30,8 @@ async def test_notices_are_ignored(
 ) -> None:
     """Reactions, edits, deletions and system notices fire `ignore` and note their kind."""
     outcome = await accept(make_record(kind=kind), context)
+    assert outcome == Ignored(kind=kind)
     assert outcome.trigger == "ignore"
-    assert outcome.updates == {"results": {"ignored_kind": kind}}
 
 
 @pytest.mark.parametrize(
@@ -49,35 +51,34 @@ async def test_llm_steps_fall_back_while_the_llm_is_off(
     """Without an LLM each LLM step falls back and says why."""
     outcome = await STEPS[state](make_record(state=state), context)
     assert outcome.trigger == "fall_back"
-    assert outcome.updates["fallback_reason"] == "llm_disabled"
-    assert (
-        outcome.updates["results"]["fallback_step"]
-        == {"deduped": "llm1", "llm1": "llm2", "llm2": "llm3"}[state]
-    )
+    step = {"deduped": "llm1", "llm1": "llm2", "llm2": "llm3"}[state]
+    assert outcome == FellBack(step=step, reason="llm_disabled")
 
 
 async def test_queue_reply_builds_the_template_reply(
     make_record: MakeRecord, context: StepContext
 ) -> None:
     """The queued reply is a Graph API body for the kind's template, keyed back to the record."""
-    record = make_record(kind="image", state="fallback", results={"earlier": 1})
+    record = make_record(kind="image", state="fallback", results={"event": "price"})
     outcome = await queue_reply(record, context)
+    assert isinstance(outcome, ReplyQueued)
     assert outcome.trigger == "queue_reply"
-    body = outcome.updates["reply"]
+    body = outcome.reply
     assert body["to"] == record.inbound.sender
     assert body["context"] == {"message_id": record.message_id}
     assert body["biz_opaque_callback_data"] == record.message_id
     assert "Recebemos seu arquivo" in body["text"]["body"]
-    assert outcome.updates["results"] == {"earlier": 1, "template": "media"}
-    assert record.results == {"earlier": 1}, "the step does not edit the record it was given"
+    assert outcome.changes(record).results == Results(event="price", template="media")
+    assert record.results == Results(event="price"), "the step does not edit its record"
 
 
 async def test_queue_reply_echoes_a_choice(make_record: MakeRecord, context: StepContext) -> None:
     """A button reply is answered with the title the customer chose."""
     record = make_record(kind="interactive", state="fallback", text="Ver horários")
     outcome = await queue_reply(record, context)
-    assert "“Ver horários”" in outcome.updates["reply"]["text"]["body"]
-    assert outcome.updates["results"]["template"] == "choice"
+    assert isinstance(outcome, ReplyQueued)
+    assert "“Ver horários”" in outcome.reply["text"]["body"]
+    assert outcome.template == "choice"
 
 
 @pytest.mark.parametrize("state", sorted(STEPS))
@@ -131,5 +132,5 @@ async def test_a_message_without_a_sender_is_kept_and_ignored(
     record = make_record()
     record = replace(record, inbound=replace(record.inbound, sender=""))
     outcome = await accept(record, context)
-    assert outcome.trigger == "ignore"
-    assert outcome.updates == {"results": {"ignored_reason": "no_sender"}}
+    assert outcome == Ignored(reason="no_sender")
+    assert outcome.changes(record).results == Results(ignored_reason="no_sender")

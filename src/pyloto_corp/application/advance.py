@@ -6,7 +6,7 @@ import logging
 import time
 import uuid
 from dataclasses import dataclass, replace
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from opentelemetry import trace
 
@@ -19,11 +19,11 @@ from pyloto_corp.application.ports import (
     TransientStepError,
 )
 from pyloto_corp.application.queues import STEP_LEASE_SECONDS
-from pyloto_corp.application.step_context import Outcome
 from pyloto_corp.application.steps import STEPS, ClaimLost, StepContext
+from pyloto_corp.domain.events import DeadLettered, Event
 from pyloto_corp.domain.machine import LifecycleMachine
 from pyloto_corp.domain.privacy import message_ref
-from pyloto_corp.domain.records import HistoryEntry, Record
+from pyloto_corp.domain.records import Record
 from pyloto_corp.observability.instruments import Telemetry, context_of, traceparent_of
 from pyloto_corp.observability.logging import names_in_scope, scrub_exception
 
@@ -183,17 +183,15 @@ class Advancer:
             return "stale"  # moved on, or terminal: a terminal state has no step to run
         started = self.context.clock()
         try:
-            outcome = await self._run_step(record)
+            event = await self._run_step(record)
         except ClaimLost:
             return "stale"
         except PermanentStepError as error:
             await self.dead_letter(message_id, expected_state, f"permanent: {error}")
             return "failed"
-        return await self._commit(
-            record, outcome.trigger, outcome.updates, started, attempt, lease=lease
-        )
+        return await self._commit(record, event, started, attempt, lease=lease)
 
-    async def _run_step(self, record: Record) -> Outcome:
+    async def _run_step(self, record: Record) -> Event:
         """The step of the record's state. Its exceptions leave with personal data redacted
         from their text: queues log them, and the last one becomes the failure reason."""
         name = record.inbound.contact_name
@@ -243,48 +241,30 @@ class Advancer:
             },
         )
         started = self.context.clock()
-        outcome = await self._commit(
-            record, "dead_letter", {"failure_reason": reason}, started, attempt=attempt
-        )
+        outcome = await self._commit(record, DeadLettered(reason), started, attempt=attempt)
         return outcome != "stale"
 
     async def _commit(
         self,
         record: Record,
-        trigger: str,
-        updates: dict[str, Any],
+        event: Event,
         started: float,
         attempt: int,
         generation: str = "",
         lease: Lease | None = None,
     ) -> str:
-        """Save the transition (giving back `lease` in the same call), then queue the next
-        step. "stale" when the record changed since it was loaded."""
-        dest = self.machine.fire(record.state, trigger)
+        """Save the transition `event` fires (giving back `lease` in the same call), then
+        queue the next step. "stale" when the record changed since it was loaded."""
+        dest = self.machine.fire(record.state, event.trigger)
         now = self.context.clock()
-        entry = HistoryEntry(
-            source=record.state,
-            dest=dest,
-            trigger=trigger,
-            at=now,
-            duration_ms=round((now - started) * 1000, 3),
-            attempt=attempt,
-        )
-        attempts = dict(record.attempts)
-        attempts[record.state] = max(attempt, attempts.get(record.state, 0))
+        duration_ms = round((now - started) * 1000, 3)
         moved = replace(
-            record,
-            **updates,
-            state=dest,
-            version=record.version + 1,
-            updated_at=now,
-            history=[*record.history, entry],
-            attempts=attempts,
+            record.apply(event, dest, now, duration_ms, attempt),
             trace_context=self._trace_context(record),
         )
         if not await self._save(moved, record.version, lease):
             return "stale"
-        self._describe(record, moved, trigger, entry.duration_ms)
+        self._describe(record, moved, event.trigger, duration_ms)
         log.info(
             "transition",
             extra={
@@ -292,9 +272,9 @@ class Advancer:
                 "ref": message_ref(record.message_id),
                 "source": record.state,
                 "dest": dest,
-                "trigger": trigger,
+                "trigger": event.trigger,
                 "attempt": attempt,
-                "duration_ms": entry.duration_ms,
+                "duration_ms": duration_ms,
             },
         )
         task = self.task_for(moved)
@@ -328,12 +308,10 @@ class Advancer:
                 1, {"pyloto.fallback.reason": moved.fallback_reason}
             )
 
-    async def fire_manual(
-        self, record: Record, trigger: str, updates: dict[str, Any], generation: str
-    ) -> str:
-        """Fire an operator's trigger on `record` (as loaded): a versioned save with its
+    async def fire_manual(self, record: Record, event: Event, generation: str) -> str:
+        """Apply an operator's event to `record` (as loaded): a versioned save with its
         history entry, then the new state's task under `generation` (so a queue that refuses
         a repeated step takes it). The new state, or "stale" if the record changed meanwhile.
         """
         started = self.context.clock()
-        return await self._commit(record, trigger, updates, started, 0, generation)
+        return await self._commit(record, event, started, 0, generation)

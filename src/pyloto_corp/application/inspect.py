@@ -45,7 +45,7 @@ def record_view(record: Record) -> dict[str, Any]:
             }
             for h in record.history
         ],
-        "results": record.results,
+        "results": record.results.view(),
         "fallback_reason": record.fallback_reason,
         # Built from exception messages, which may quote what the customer sent.
         "failure_reason": redact_text(record.failure_reason, names)

@@ -1,6 +1,6 @@
 """LLM#1-3 as steps: each asks the assistant, validates, and falls back on any failure.
 
-A failure never raises: it becomes the `fall_back` trigger with a reason (timeout,
+A failure never raises: it becomes a `FellBack` event with a reason (timeout,
 rate_limited, api_error, refusal, unparsable, invalid_output, llm_disabled, sampled_out,
 no_text), so a slow or broken LLM costs one step, not the queue's retries.
 """
@@ -11,14 +11,18 @@ import hashlib
 import hmac
 import logging
 import time
+from dataclasses import asdict
 from typing import Any
 
 from pyloto_corp.ai import limits
 from pyloto_corp.ai.rollout import in_rollout
 from pyloto_corp.application.ports import LLMFailure, LLMResult
-from pyloto_corp.application.step_context import LLMRouting, Outcome, StepContext
+from pyloto_corp.application.registry import step
+from pyloto_corp.application.step_context import LLMRouting, StepContext
+from pyloto_corp.domain.events import EventDetected, FellBack, MessageTypeChosen, ReplyDrafted
 from pyloto_corp.domain.privacy import message_ref, redact_names, redact_text
 from pyloto_corp.domain.records import Record
+from pyloto_corp.domain.results import LLMCall
 
 log = logging.getLogger(__name__)
 
@@ -45,13 +49,12 @@ def llm_text(record: Record, mask_pii: bool) -> str:
     return redact_names(text, names)  # the contact's name is never sent, masking or not
 
 
+def _call(result: LLMResult[Any]) -> LLMCall:
+    return LLMCall(result.latency_ms, result.input_tokens, result.output_tokens, result.model)
+
+
 def _metrics(result: LLMResult[Any]) -> dict[str, Any]:
-    return {
-        "latency_ms": result.latency_ms,
-        "input_tokens": result.input_tokens,
-        "output_tokens": result.output_tokens,
-        "model": result.model,
-    }
+    return asdict(_call(result))
 
 
 def _failure_metrics(failure: LLMFailure, started: float) -> dict[str, Any]:
@@ -68,8 +71,8 @@ def fall_back(
     reason: str,
     detail: str = "",
     metrics: dict[str, Any] | None = None,
-) -> Outcome:
-    """The `fall_back` outcome, logged once with the step and reason (a warning when the
+) -> FellBack:
+    """The `fall_back` event, logged once with the step and reason (a warning when the
     LLM failed, information when the configuration chose the template path), with the
     failed call's latency and tokens (zero when no call was made or nothing was counted)."""
     level = logging.INFO if reason in CHOSEN_FALLBACKS else logging.WARNING
@@ -85,8 +88,7 @@ def fall_back(
             **(metrics or {"latency_ms": 0.0, "input_tokens": 0, "output_tokens": 0}),
         },
     )
-    results = {**record.results, "fallback_step": step}
-    return Outcome("fall_back", {"fallback_reason": reason, "results": results})
+    return FellBack(step=step, reason=reason)
 
 
 def _route(record: Record, ctx: StepContext) -> tuple[LLMRouting | None, str | None]:
@@ -99,7 +101,8 @@ def _route(record: Record, ctx: StepContext) -> tuple[LLMRouting | None, str | N
     return ctx.llm, None
 
 
-async def detect_event(record: Record, ctx: StepContext) -> Outcome:
+@step("deduped", EventDetected, FellBack)
+async def detect_event(record: Record, ctx: StepContext) -> EventDetected | FellBack:
     """LLM#1: the event, its confidence and a summary without personal data."""
     llm, reason = _route(record, ctx)
     if llm is None:
@@ -124,17 +127,16 @@ async def detect_event(record: Record, ctx: StepContext) -> Outcome:
             **metrics,
         },
     )
-    results = {
-        **record.results,
-        "event": detection.event,
-        "confidence": detection.confidence,
-        "summary": redact_text(detection.summary),
-        "llm1": metrics,
-    }
-    return Outcome("detect_event", {"results": results})
+    return EventDetected(
+        event=detection.event,
+        confidence=detection.confidence,
+        summary=redact_text(detection.summary),
+        call=_call(result),
+    )
 
 
-async def draft_reply(record: Record, ctx: StepContext) -> Outcome:
+@step("llm1", ReplyDrafted, FellBack)
+async def draft_reply(record: Record, ctx: StepContext) -> ReplyDrafted | FellBack:
     """LLM#2: the reply in the business's voice, from the conversation's last turns."""
     llm, reason = _route(record, ctx)
     if llm is None:
@@ -142,8 +144,8 @@ async def draft_reply(record: Record, ctx: StepContext) -> Outcome:
     conversation = conversation_id(record.inbound.sender, ctx.hash_key)
     since = ctx.clock() - CONVERSATION_WINDOW_SECONDS
     history = await ctx.store.recent_turns(conversation, since, CONVERSATION_TURNS)
-    event = str(record.results.get("event", "other"))
-    summary = str(record.results.get("summary", ""))
+    event = record.results.event or "other"
+    summary = record.results.summary or ""
     started = time.perf_counter()
     try:
         result = await llm.assistant.draft_reply(
@@ -166,16 +168,17 @@ async def draft_reply(record: Record, ctx: StepContext) -> Outcome:
             **metrics,
         },
     )
-    return Outcome("draft_reply", {"results": {**record.results, "draft": draft, "llm2": metrics}})
+    return ReplyDrafted(draft=draft, call=_call(result))
 
 
-async def choose_message_type(record: Record, ctx: StepContext) -> Outcome:
+@step("llm2", MessageTypeChosen, FellBack)
+async def choose_message_type(record: Record, ctx: StepContext) -> MessageTypeChosen | FellBack:
     """LLM#3: the message type, repaired to WhatsApp's limits or downgraded to text."""
     llm, reason = _route(record, ctx)
     if llm is None:
         return fall_back(record, "llm3", reason or "llm_disabled")
-    draft = str(record.results.get("draft", ""))
-    event = str(record.results.get("event", "other"))
+    draft = record.results.draft or ""
+    event = record.results.event or "other"
     started = time.perf_counter()
     try:
         result = await llm.assistant.choose_message_type(draft, event)
@@ -197,12 +200,10 @@ async def choose_message_type(record: Record, ctx: StepContext) -> Outcome:
             **metrics,
         },
     )
-    results = {
-        **record.results,
-        "message": built.message,
-        "message_type": result.value.type,
-        "repairs": built.repairs,
-        "downgraded_from": built.downgraded_from,
-        "llm3": metrics,
-    }
-    return Outcome("choose_message_type", {"results": results})
+    return MessageTypeChosen(
+        message=built.message,
+        message_type=result.value.type,
+        repairs=tuple(built.repairs),
+        downgraded_from=built.downgraded_from,
+        call=_call(result),
+    )

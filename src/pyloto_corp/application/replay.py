@@ -12,15 +12,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pyloto_corp.application.advance import Advancer
+from pyloto_corp.domain.events import ReplayedToReply, ReplayedToSend
 from pyloto_corp.domain.privacy import message_ref
-from pyloto_corp.domain.records import FAILED_STATE, Record
+from pyloto_corp.domain.records import FAILED_STATE
 
 log = logging.getLogger(__name__)
 
 # Triggers only this use case fires (`manual: true` in the statechart).
-REPLAY_SEND = "replay_send"
-REPLAY_REPLY = "replay_reply"
-MANUAL_TRIGGERS = frozenset({REPLAY_SEND, REPLAY_REPLY})
+MANUAL_TRIGGERS = frozenset({ReplayedToSend.trigger, ReplayedToReply.trigger})
 
 # Records one `replay_failed` call re-drives at most (run it again for the rest).
 REPLAY_BATCH = 500
@@ -73,12 +72,10 @@ class Replayer:
                 return "already sent"
             if await self.advancer.context.outbox.find_sent(record.message_id) is not None:
                 return "already sent"
-            trigger = REPLAY_SEND
+            event: ReplayedToSend = ReplayedToSend()
         else:
-            trigger = REPLAY_REPLY
-        dest = await self.advancer.fire_manual(
-            record, trigger, _updates(record, trigger), generation=f"replay-{record.version}"
-        )
+            event = ReplayedToReply()
+        dest = await self.advancer.fire_manual(record, event, generation=f"replay-{record.version}")
         if dest == "stale":
             return "changed while replaying"
         log.warning(
@@ -86,22 +83,8 @@ class Replayer:
             extra={
                 "event": "record_replayed",
                 "ref": message_ref(message_id),
-                "trigger": trigger,
+                "trigger": event.trigger,
                 "dest": dest,
             },
         )
         return None
-
-
-def _updates(record: Record, trigger: str) -> dict[str, Any]:
-    """Clear the dead letter's failure and send claim; keep the failure in the results."""
-    results = {**record.results, "previous_failure": record.failure_reason}
-    updates: dict[str, Any] = {
-        "results": results,
-        "failure_reason": None,
-        "send_started_at": None,
-        "send_claimed_by": None,
-    }
-    if trigger == REPLAY_REPLY:
-        updates["fallback_reason"] = record.fallback_reason or "replayed"
-    return updates

@@ -1,20 +1,11 @@
-"""What a step receives (its context) and returns (its outcome)."""
+"""What a step receives: its context."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 from pyloto_corp.application.ports import Assistant, Outbox, StateStore
-
-
-@dataclass
-class Outcome:
-    """The trigger a step fires and what it learned."""
-
-    trigger: str
-    updates: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

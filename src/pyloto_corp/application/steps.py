@@ -1,19 +1,16 @@
-"""The work done in each state: each step returns the trigger to fire and its effects."""
+"""The work done in each state: each step returns one event, which names its trigger."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import replace
 
 from pyloto_corp.ai import limits
 from pyloto_corp.application.llm_steps import (
     CONVERSATION_TURNS,
     CONVERSATION_WINDOW_SECONDS,
-    choose_message_type,
     conversation_id,
-    detect_event,
-    draft_reply,
     fall_back,
     llm_text,
 )
@@ -23,13 +20,14 @@ from pyloto_corp.application.ports import (
     StoreUnavailable,
     TransientStepError,
 )
-from pyloto_corp.application.step_context import LLMRouting, Outcome, StepContext
+from pyloto_corp.application.registry import REGISTRY, Step, handled_triggers, step
+from pyloto_corp.application.step_context import LLMRouting, StepContext
+from pyloto_corp.domain.events import Accepted, FellBack, Ignored, ReplyQueued, ReplySent
 from pyloto_corp.domain.privacy import message_ref
 from pyloto_corp.domain.records import IGNORED_KINDS, Record, Turn
 from pyloto_corp.domain.replies import reply_body, template_for, text_reply_body
-from pyloto_corp.domain.statechart import ANY_STATE
 
-__all__ = ["HANDLED_TRIGGERS", "STEPS", "LLMRouting", "Outcome", "StepContext"]
+__all__ = ["HANDLED_TRIGGERS", "STEPS", "LLMRouting", "StepContext"]
 
 log = logging.getLogger(__name__)
 
@@ -38,18 +36,17 @@ log = logging.getLogger(__name__)
 # another delivery of the task waits this long before it may reconcile and send itself.
 SEND_LEASE_SECONDS = 30.0
 
-Step = Callable[[Record, StepContext], Awaitable[Outcome]]
 
-
-async def accept(record: Record, ctx: StepContext) -> Outcome:
+@step("received", Accepted, Ignored)
+async def accept(record: Record, ctx: StepContext) -> Accepted | Ignored:
     """Reactions, edits, deletions and system notices need no reply."""
     if record.inbound.kind in IGNORED_KINDS:
-        return Outcome("ignore", {"results": {"ignored_kind": record.inbound.kind}})
+        return Ignored(kind=record.inbound.kind)
     if not record.inbound.sender:
         # Kept (nothing accepted is dropped) but there is nobody to answer.
-        return Outcome("ignore", {"results": {"ignored_reason": "no_sender"}})
+        return Ignored(reason="no_sender")
     await _mark_read(record, ctx)
-    return Outcome("accept")
+    return Accepted()
 
 
 async def _mark_read(record: Record, ctx: StepContext) -> None:
@@ -70,29 +67,30 @@ async def _mark_read(record: Record, ctx: StepContext) -> None:
         )
 
 
-async def queue_reply(record: Record, ctx: StepContext) -> Outcome:
+@step("llm3", ReplyQueued, FellBack)
+@step("fallback", ReplyQueued)
+async def queue_reply(record: Record, ctx: StepContext) -> ReplyQueued | FellBack:
     """Build the Graph API request: LLM#3's message, else the template for what we know.
 
     Whatever built it, a request that breaks a WhatsApp limit is never queued: from `llm3`
     the record falls back to a template instead.
     """
-    if record.state == "llm3" and isinstance(record.results.get("message"), dict):
-        body = reply_body(record.inbound, record.results["message"], record.message_id)
+    message = record.results.message
+    if record.state == "llm3" and message is not None:
+        body = reply_body(record.inbound, message, record.message_id)
         broken = limits.problems(body)
         if not broken:
-            return Outcome("queue_reply", {"reply": body})
+            return ReplyQueued(reply=body)
         return fall_back(record, "llm3", "invalid_output", ", ".join(broken))
-    event = record.results.get("event")
-    template, text = template_for(record.inbound, event if isinstance(event, str) else None)
+    template, text = template_for(record.inbound, record.results.event)
     body = text_reply_body(record.inbound, text, callback_data=record.message_id)
     if limits.problems(body):
         raise PermanentStepError("the template reply breaks a WhatsApp limit")
-    return Outcome(
-        "queue_reply", {"reply": body, "results": {**record.results, "template": template}}
-    )
+    return ReplyQueued(reply=body, template=template)
 
 
-async def send(record: Record, ctx: StepContext) -> Outcome:
+@step("queued_outbound", ReplySent)
+async def send(record: Record, ctx: StepContext) -> ReplySent:
     """Send the reply at most once: reconcile an earlier claimed send, pace, claim, send.
 
     A claim whose holder is gone and whose send the outbox cannot confirm is only sent again
@@ -104,7 +102,7 @@ async def send(record: Record, ctx: StepContext) -> Outcome:
     if record.send_started_at is not None:
         earlier = await ctx.outbox.find_sent(record.message_id)
         if earlier is not None:
-            return Outcome("send", {"outbound_message_id": earlier})
+            return ReplySent(outbound_message_id=earlier)
         if _claim_alive(record, ctx, now):
             raise TransientStepError("another attempt is sending this reply")
         if now - record.send_started_at < ctx.outbox.reconcile_seconds:
@@ -132,7 +130,7 @@ async def send(record: Record, ctx: StepContext) -> Outcome:
     record.send_started_at = claimed.send_started_at
     record.send_claimed_by = claimed.send_claimed_by
     await _remember(record, ctx)
-    return Outcome("send", {"outbound_message_id": outbound_id})
+    return ReplySent(outbound_message_id=outbound_id)
 
 
 async def _remember(record: Record, ctx: StepContext) -> None:
@@ -177,24 +175,6 @@ class ClaimLost(Exception):
     """Another task claimed this step first; this one has nothing left to do."""
 
 
-STEPS: Mapping[str, Step] = {
-    "received": accept,
-    "deduped": detect_event,
-    "llm1": draft_reply,
-    "llm2": choose_message_type,
-    "llm3": queue_reply,
-    "fallback": queue_reply,
-    "queued_outbound": send,
-}
-
-# The triggers each state's step can fire; the statechart is checked against this at start-up.
-HANDLED_TRIGGERS: Mapping[str, frozenset[str]] = {
-    "received": frozenset({"accept", "ignore"}),
-    "deduped": frozenset({"detect_event", "fall_back"}),
-    "llm1": frozenset({"draft_reply", "fall_back"}),
-    "llm2": frozenset({"choose_message_type", "fall_back"}),
-    "llm3": frozenset({"queue_reply", "fall_back"}),
-    "fallback": frozenset({"queue_reply"}),
-    "queued_outbound": frozenset({"send"}),
-    ANY_STATE: frozenset({"dead_letter"}),
-}
+# Every step of the statechart, by state (the decorators above and in llm_steps fill it).
+STEPS: Mapping[str, Step] = {state: spec.run for state, spec in REGISTRY.items()}
+HANDLED_TRIGGERS: Mapping[str, frozenset[str]] = handled_triggers()

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
+
+from pyloto_corp.domain.results import Results
+
+if TYPE_CHECKING:
+    from pyloto_corp.domain.events import Event
 
 # Kinds of inbound message that need no reply: they end in `ignored`.
 IGNORED_KINDS = frozenset({"reaction", "edit", "revoke", "deleted", "system", "ephemeral"})
@@ -77,7 +82,7 @@ class Record:
     created_at: float
     updated_at: float
     version: int = 0
-    results: dict[str, Any] = field(default_factory=dict)
+    results: Results = field(default_factory=Results)
     reply: dict[str, Any] | None = None
     fallback_reason: str | None = None
     failure_reason: str | None = None
@@ -101,4 +106,27 @@ class Record:
             state="received",
             created_at=now,
             updated_at=now,
+        )
+
+    def apply(self, event: Event, dest: str, at: float, duration_ms: float, attempt: int) -> Record:
+        """The record after `event` moved it to `dest` (the statechart's answer for the
+        event's trigger): its facts written in, one history entry, the next version, and the
+        highest attempt seen in the state it left."""
+        entry = HistoryEntry(
+            source=self.state,
+            dest=dest,
+            trigger=event.trigger,
+            at=at,
+            duration_ms=duration_ms,
+            attempt=attempt,
+        )
+        attempts = dict(self.attempts)
+        attempts[self.state] = max(attempt, attempts.get(self.state, 0))
+        return replace(
+            event.changes(self),
+            state=dest,
+            version=self.version + 1,
+            updated_at=at,
+            history=[*self.history, entry],
+            attempts=attempts,
         )

@@ -1,0 +1,67 @@
+"""The step registry: each step declares, where it is defined, the state it runs in and the
+events it may return; the statechart is checked against these declarations at start-up."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import TypeVar
+
+from pyloto_corp.application.step_context import StepContext
+from pyloto_corp.domain.events import DeadLettered, Event
+from pyloto_corp.domain.records import Record
+from pyloto_corp.domain.statechart import ANY_STATE, Statechart
+
+Step = Callable[[Record, StepContext], Awaitable[Event]]
+S = TypeVar("S", bound=Callable[..., Awaitable[Event]])
+
+
+@dataclass(frozen=True)
+class StepSpec:
+    """One state's step and the events it may return."""
+
+    state: str
+    run: Step
+    emits: tuple[type[Event], ...]
+
+
+REGISTRY: dict[str, StepSpec] = {}
+
+
+def step(state: str, *emits: type[Event]) -> Callable[[S], S]:
+    """Register the decorated function as the step of `state`, returning `emits`."""
+
+    def register(run: S) -> S:
+        if state in REGISTRY:
+            raise RuntimeError(f"state '{state}' already has a step: {REGISTRY[state].run}")
+        REGISTRY[state] = StepSpec(state, run, emits)
+        return run
+
+    return register
+
+
+def handled_triggers() -> Mapping[str, frozenset[str]]:
+    """The triggers each state's step can fire (and, from any state, the Advancer's dead
+    letter): every step transition of the statechart must be one of them."""
+    handled = {
+        state: frozenset(event.trigger for event in spec.emits) for state, spec in REGISTRY.items()
+    }
+    return {**handled, ANY_STATE: frozenset({DeadLettered.trigger})}
+
+
+def undeclared_in_chart(chart: Statechart) -> list[str]:
+    """What the steps may return that the statechart has no transition for, each naming the
+    step, its state, the event and the trigger (empty when the two agree)."""
+    exits = {(t.source, t.trigger) for t in chart.transitions}
+    problems = []
+    for state, spec in sorted(REGISTRY.items()):
+        if state not in chart.states:
+            problems.append(f"step {spec.run.__name__} runs in '{state}', which is no state")
+            continue
+        problems.extend(
+            f"step {spec.run.__name__} in '{state}' may return {event.__name__}, but the "
+            f"statechart has no '{event.trigger}' transition from '{state}'"
+            for event in spec.emits
+            if (state, event.trigger) not in exits
+        )
+    return problems

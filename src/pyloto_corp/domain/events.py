@@ -1,0 +1,176 @@
+"""What a step found out, as typed past-tense events: each names the trigger it fires and
+what it changes on the record (`Record.apply` does the rest: state, version, history)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from pyloto_corp.domain.results import LLMCall
+
+if TYPE_CHECKING:
+    from pyloto_corp.domain.records import Record
+
+
+@dataclass(frozen=True)
+class Event:
+    """A step's outcome. `trigger` is the statechart transition it fires."""
+
+    trigger: ClassVar[str]
+
+    def changes(self, record: Record) -> Record:
+        """`record` with this event's facts written in (before state, version, history)."""
+        return record
+
+
+@dataclass(frozen=True)
+class Accepted(Event):
+    """The message needs a reply."""
+
+    trigger: ClassVar[str] = "accept"
+
+
+@dataclass(frozen=True)
+class Ignored(Event):
+    """The message needs no reply: its kind (reaction, edit, ...) or why (no sender)."""
+
+    trigger: ClassVar[str] = "ignore"
+    kind: str | None = None
+    reason: str | None = None
+
+    def changes(self, record: Record) -> Record:
+        results = replace(record.results, ignored_kind=self.kind, ignored_reason=self.reason)
+        return replace(record, results=results)
+
+
+@dataclass(frozen=True)
+class EventDetected(Event):
+    """LLM#1 classified the customer's intent."""
+
+    trigger: ClassVar[str] = "detect_event"
+    event: str
+    confidence: float
+    summary: str  # already free of personal data
+    call: LLMCall
+
+    def changes(self, record: Record) -> Record:
+        results = replace(
+            record.results,
+            event=self.event,
+            confidence=self.confidence,
+            summary=self.summary,
+            llm1=self.call,
+        )
+        return replace(record, results=results)
+
+
+@dataclass(frozen=True)
+class ReplyDrafted(Event):
+    """LLM#2 wrote the reply's text."""
+
+    trigger: ClassVar[str] = "draft_reply"
+    draft: str
+    call: LLMCall
+
+    def changes(self, record: Record) -> Record:
+        return replace(record, results=replace(record.results, draft=self.draft, llm2=self.call))
+
+
+@dataclass(frozen=True)
+class MessageTypeChosen(Event):
+    """LLM#3 chose the WhatsApp message, repaired to WhatsApp's limits."""
+
+    trigger: ClassVar[str] = "choose_message_type"
+    # The Graph API message object (text or interactive): its shape is WhatsApp's.
+    message: dict[str, Any]
+    message_type: str
+    repairs: tuple[str, ...]
+    downgraded_from: str | None
+    call: LLMCall
+
+    def changes(self, record: Record) -> Record:
+        results = replace(
+            record.results,
+            message=self.message,
+            message_type=self.message_type,
+            repairs=list(self.repairs),
+            downgraded_from=self.downgraded_from,
+            llm3=self.call,
+        )
+        return replace(record, results=results)
+
+
+@dataclass(frozen=True)
+class FellBack(Event):
+    """An LLM step gave up (or was never to run): a template answers, for `reason`."""
+
+    trigger: ClassVar[str] = "fall_back"
+    step: str
+    reason: str
+
+    def changes(self, record: Record) -> Record:
+        results = replace(record.results, fallback_step=self.step)
+        return replace(record, fallback_reason=self.reason, results=results)
+
+
+@dataclass(frozen=True)
+class ReplyQueued(Event):
+    """The Graph API request is built and checked; `template` names it if it is one."""
+
+    trigger: ClassVar[str] = "queue_reply"
+    # The Graph API request body, as it will be sent: its shape is WhatsApp's.
+    reply: dict[str, Any]
+    template: str | None = None
+
+    def changes(self, record: Record) -> Record:
+        results = record.results
+        if self.template is not None:
+            results = replace(results, template=self.template)
+        return replace(record, reply=self.reply, results=results)
+
+
+@dataclass(frozen=True)
+class ReplySent(Event):
+    """WhatsApp (or the dry-run outbox) accepted the reply under `outbound_message_id`."""
+
+    trigger: ClassVar[str] = "send"
+    outbound_message_id: str
+
+    def changes(self, record: Record) -> Record:
+        return replace(record, outbound_message_id=self.outbound_message_id)
+
+
+@dataclass(frozen=True)
+class DeadLettered(Event):
+    """Out of attempts or a permanent error: the record waits for an operator."""
+
+    trigger: ClassVar[str] = "dead_letter"
+    reason: str
+
+    def changes(self, record: Record) -> Record:
+        return replace(record, failure_reason=self.reason)
+
+
+@dataclass(frozen=True)
+class ReplayedToSend(Event):
+    """An operator re-drove a dead letter that has its reply: back to the send. The failure
+    is kept as `previous_failure`; the send claim is cleared."""
+
+    trigger: ClassVar[str] = "replay_send"
+
+    def changes(self, record: Record) -> Record:
+        results = replace(record.results, previous_failure=record.failure_reason)
+        return replace(
+            record, results=results, failure_reason=None, send_started_at=None, send_claimed_by=None
+        )
+
+
+@dataclass(frozen=True)
+class ReplayedToReply(ReplayedToSend):
+    """An operator re-drove a dead letter without a reply: a template is built for it."""
+
+    trigger: ClassVar[str] = "replay_reply"
+
+    def changes(self, record: Record) -> Record:
+        replayed = super().changes(record)
+        return replace(replayed, fallback_reason=record.fallback_reason or "replayed")

@@ -1,0 +1,47 @@
+"""What the steps of one record learned, as typed fields (stored inside the record)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class LLMCall:
+    """One LLM call's cost, as the record keeps it (never the prompt or the answer)."""
+
+    latency_ms: float = 0.0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    model: str = ""
+
+
+@dataclass(frozen=True)
+class Results:
+    """Each step's findings; a field stays None until its step has run.
+
+    Records stored before these fields were typed held the same names in a JSON object:
+    they decode into this class unchanged (unknown names are skipped).
+    """
+
+    ignored_kind: str | None = None
+    ignored_reason: str | None = None
+    event: str | None = None
+    confidence: float | None = None
+    summary: str | None = None
+    llm1: LLMCall | None = None
+    draft: str | None = None
+    llm2: LLMCall | None = None
+    # The Graph API message object LLM#3 built: its shape is WhatsApp's, not ours.
+    message: dict[str, Any] | None = None
+    message_type: str | None = None
+    repairs: list[str] = field(default_factory=list)
+    downgraded_from: str | None = None
+    llm3: LLMCall | None = None
+    template: str | None = None
+    fallback_step: str | None = None
+    previous_failure: str | None = None
+
+    def view(self) -> dict[str, Any]:
+        """The findings as JSON-ready data, for operators (a serialization boundary)."""
+        return asdict(self)
