@@ -118,4 +118,6 @@ def test_second_server_on_the_same_database_refuses_to_start(
         second.command, env=second.env, capture_output=True, timeout=30, check=False
     )
     assert result.returncode != 0
-    assert b"in use by another pyloto process" in result.stdout + result.stderr
+    assert result.stdout == b"", "refused before anything started"
+    assert b"is in use by another `pyloto serve`" in result.stderr
+    assert result.stderr.count(b"\n") == 1, "one line, no traceback"
