@@ -56,7 +56,7 @@ from _services import (
 )
 
 VARIANTS = ("pyloto", "pyloto-unthrottled", "arq")
-PYLOTO_TRANSITIONS = 6  # received → deduped → llm1 → llm2 → llm3 → queued_outbound → sent
+PYLOTO_TRANSITIONS = 7  # received → deduped → llm1 → llm2 → llm3 → queued_outbound → sending → sent
 ARQ_JOBS = 3
 GOALS = {
     "pyloto CPU ms/message": 3.0,

@@ -31,8 +31,8 @@ from tests.helpers import INTERNAL_TOKEN, SENDER, envelope, status, text_message
 pytestmark = pytest.mark.anyio
 
 SITE = "https://barbearia-navalha.example.com.br"
-FALLBACK_PATH = ["received", "deduped", "fallback", "queued_outbound", "sent"]
-LLM_PATH = ["received", "deduped", "llm1", "llm2", "llm3", "queued_outbound", "sent"]
+FALLBACK_PATH = ["received", "deduped", "fallback", "queued_outbound", "sending", "sent"]
+LLM_PATH = ["received", "deduped", "llm1", "llm2", "llm3", "queued_outbound", "sending", "sent"]
 
 OpenApp = Callable[..., AbstractAsyncContextManager[Pyloto]]
 
@@ -289,11 +289,11 @@ async def test_concurrent_duplicate_send_tasks_send_once(
         await wait_until(lambda: len(graph.message_requests()) == 1)
         advance = app.container.advancer.advance
         during = await asyncio.gather(
-            *(advance(message_id, "queued_outbound") for _ in range(5)), return_exceptions=True
+            *(advance(message_id, "sending") for _ in range(5)), return_exceptions=True
         )
         view = await app.wait_for(message_id)
         await app.wait_idle()  # the first delivery has given its lease back
-        after = [await advance(message_id, "queued_outbound") for _ in range(3)]
+        after = [await advance(message_id, "sending") for _ in range(3)]
 
     assert all(isinstance(outcome, TransientStepError) for outcome in during), during
     assert after == ["stale"] * 3
@@ -321,7 +321,7 @@ async def test_a_lost_answer_is_reconciled_from_the_status_webhook_not_resent(
         (send,) = graph.sends_for(message_id)
         await anyio.to_thread.run_sync(send.answered.wait, 10.0)  # the client gave up by now
         held = await app.view(message_id)
-        assert held["state"] == "queued_outbound", "the lost answer did not complete the send"
+        assert held["state"] == "sending", "the lost answer did not complete the send"
 
         statuses = [status(send.outbound_id, "sent", 1_732_500_100, callback=message_id)]
         response = await app.post(envelope(statuses=statuses))
@@ -371,7 +371,12 @@ async def test_a_dead_lettered_reply_is_replayed_and_sent_once(
         )
 
     assert view["state"] == "sent"
-    assert [h["to"] for h in view["history"]][-3:] == ["failed", "queued_outbound", "sent"]
+    assert [h["to"] for h in view["history"]][-4:] == [
+        "failed",
+        "queued_outbound",
+        "sending",
+        "sent",
+    ]
     assert len(graph.message_requests()) == 2, "the refused request and the replayed one"
     (send,) = graph.sends_for(message_id)
     assert view["outbound_message_id"] == send.outbound_id

@@ -50,7 +50,7 @@ TIMEOUT_SECONDS = 0.5
 # How long the fake waits before answering in the timeout cases: well past the timeout.
 SLOW_ANSWER_SECONDS = 1.5
 
-LLM_PATH = ["received", "deduped", "llm1", "llm2", "llm3", "queued_outbound", "sent"]
+LLM_PATH = ["received", "deduped", "llm1", "llm2", "llm3", "queued_outbound", "sending", "sent"]
 SCHEMA_OF_STEP = {"llm1": EVENT, "llm2": DRAFT, "llm3": CHOICE}
 STEPS = ["llm1", "llm2", "llm3"]
 
@@ -137,8 +137,9 @@ def user_contents(request: dict[str, Any]) -> list[str]:
 async def test_happy_path_sends_the_llm_buttons_through_llm1_llm2_llm3(
     open_app: OpenApp, fake: FakeOpenAI
 ) -> None:
-    """A question goes received → deduped → llm1 → llm2 → llm3 → queued_outbound → sent, one
-    request per step, each step fed by the one before; the Graph API gets LLM#3's buttons."""
+    """A question goes received → deduped → llm1 → llm2 → llm3 → queued_outbound → sending →
+    sent, one request per step, each step fed by the one before; the Graph API gets LLM#3's
+    buttons."""
     async with open_app() as app:
         view, body = await exchange(app, "Quanto custa o corte de cabelo?")
 
@@ -149,6 +150,7 @@ async def test_happy_path_sends_the_llm_buttons_through_llm1_llm2_llm3(
         "draft_reply",
         "choose_message_type",
         "queue_reply",
+        "claim_send",
         "send",
     ]
     assert view["fallback_reason"] is None
@@ -326,7 +328,7 @@ async def test_each_failure_at_each_step_falls_back_with_its_reason(
     assert view["fallback_reason"] == reason
     assert view["results"]["fallback_step"] == step
     before = LLM_PATH[: LLM_PATH.index(step)]
-    assert trajectory(view) == [*before, "fallback", "queued_outbound", "sent"]
+    assert trajectory(view) == [*before, "fallback", "queued_outbound", "sending", "sent"]
     assert all(h["attempt"] == 1 for h in view["history"]), "no queue retry was spent"
 
     position = STEPS.index(step)
@@ -502,7 +504,14 @@ async def test_rollout_fifty_splits_senders_and_keeps_each_on_one_path(
         if list(path) == LLM_PATH:
             on_llm.add(sender)
         else:
-            assert list(path) == ["received", "deduped", "fallback", "queued_outbound", "sent"]
+            assert list(path) == [
+                "received",
+                "deduped",
+                "fallback",
+                "queued_outbound",
+                "sending",
+                "sent",
+            ]
     assert 0 < len(on_llm) < len(senders), "both paths occur"
     assert on_llm == {s for s in senders if in_rollout(s, 50, HASH_KEY)}
     assert len(fake.seen(EVENT)) == 3 * len(on_llm)
@@ -600,7 +609,14 @@ async def test_llm_disabled_with_a_key_makes_no_request(
     async with open_app(OPENAI_ENABLED="false") as app:
         view, body = await exchange(app, "Quanto custa o corte?")
 
-    assert trajectory(view) == ["received", "deduped", "fallback", "queued_outbound", "sent"]
+    assert trajectory(view) == [
+        "received",
+        "deduped",
+        "fallback",
+        "queued_outbound",
+        "sending",
+        "sent",
+    ]
     assert view["fallback_reason"] == "llm_disabled"
     assert view["results"]["template"] == "text"
     assert body["type"] == "text"

@@ -16,7 +16,7 @@ from tests.e2e.servers import ServeProcess, process_env, pyloto_command
 from tests.helpers import INTERNAL_TOKEN, encode, envelope, signed_headers, text_message
 
 TEXT = "Olá, quero saber o preço"
-TRAJECTORY = "received → deduped → fallback → queued_outbound → sent"
+TRAJECTORY = "received → deduped → fallback → queued_outbound → sending → sent"
 MASKED_SENDER = "*" * (len(DEFAULT_SENDER) - 4) + DEFAULT_SENDER[-4:]
 
 

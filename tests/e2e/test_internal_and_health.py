@@ -148,7 +148,14 @@ async def test_inspect_shows_the_record_without_personal_data(pyloto: Pyloto) ->
 
     assert view["message_id"] == message["id"]
     assert view["state"] == "sent"
-    assert trajectory(view) == ["received", "deduped", "fallback", "queued_outbound", "sent"]
+    assert trajectory(view) == [
+        "received",
+        "deduped",
+        "fallback",
+        "queued_outbound",
+        "sending",
+        "sent",
+    ]
     for step in view["history"]:
         assert {"from", "to", "at"} <= step.keys()
         assert isinstance(step["at"], float | int)

@@ -106,11 +106,11 @@ async def dead_letter_one(app: Pyloto) -> str:
     return str(message["id"])
 
 
-async def test_replay_of_a_record_failed_in_queued_outbound_sends_once(
+async def test_replay_of_a_record_failed_while_sending_sends_once(
     app: Pyloto, outbox: RefusingOutbox
 ) -> None:
     """A reply refused permanently is dead-lettered; replaying it sends it exactly once, and
-    the history shows failed → queued_outbound → sent with the old failure kept."""
+    the history shows failed → queued_outbound → sending → sent with the old failure kept."""
     message_id = await dead_letter_one(app)
     assert outbox.sends_for(message_id) == 0
 
@@ -122,10 +122,11 @@ async def test_replay_of_a_record_failed_in_queued_outbound_sends_once(
     view = await app.wait_for(message_id, {"sent"})
     await app.wait_idle()
     assert outbox.sends_for(message_id) == 1
-    assert states_of(view)[-4:] == ["queued_outbound", "failed", "queued_outbound", "sent"]
-    assert [step["trigger"] for step in view["history"][-3:]] == [
+    assert states_of(view)[-5:] == ["sending", "failed", "queued_outbound", "sending", "sent"]
+    assert [step["trigger"] for step in view["history"][-4:]] == [
         "dead_letter",
         "replay_send",
+        "claim_send",
         "send",
     ]
     assert "131026" in view["results"]["previous_failure"]
@@ -148,7 +149,7 @@ async def test_replay_of_a_record_failed_before_its_reply_builds_a_template(
 
     assert summary == {"replayed": [record.message_id], "skipped": {}}
     view = await app.wait_for(record.message_id, {"sent"})
-    assert states_of(view) == ["failed", "fallback", "queued_outbound", "sent"]
+    assert states_of(view) == ["failed", "fallback", "queued_outbound", "sending", "sent"]
     assert view["history"][0]["trigger"] == "replay_reply"
     assert view["results"]["template"]
     assert outbox.sends_for(record.message_id) == 1

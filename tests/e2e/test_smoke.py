@@ -14,7 +14,7 @@ pytestmark = pytest.mark.anyio
 
 
 async def test_text_message_reaches_sent(client: AsyncTestClient) -> None:  # type: ignore[type-arg]
-    """A text message goes received → deduped → fallback → queued_outbound → sent."""
+    """A text message goes received → deduped → fallback → queued_outbound → sending → sent."""
     message = text_message("Olá, quero saber o preço")
     body = encode(envelope([message]))
     response = await client.post("/webhook", content=body, headers=signed_headers(body))
@@ -28,4 +28,4 @@ async def test_text_message_reaches_sent(client: AsyncTestClient) -> None:  # ty
             view = got.json()
             await anyio.sleep(0.01)
     states = [view["history"][0]["from"]] + [h["to"] for h in view["history"]]
-    assert states == ["received", "deduped", "fallback", "queued_outbound", "sent"]
+    assert states == ["received", "deduped", "fallback", "queued_outbound", "sending", "sent"]

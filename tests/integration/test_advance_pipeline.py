@@ -37,7 +37,7 @@ from tests.integration.factories import eventually, queued_record, record, wait_
 
 pytestmark = pytest.mark.anyio
 
-FULL_PATH = ["received", "deduped", "fallback", "queued_outbound", "sent"]
+FULL_PATH = ["received", "deduped", "fallback", "queued_outbound", "sending", "sent"]
 
 
 class FlakyOutbox:
@@ -254,7 +254,7 @@ async def test_restart_finishes_records_interrupted_mid_send(
 
     async with started(settings, hanging) as first:
         await first.ingestor.ingest(body)
-        await wait_for_states(first.store, message_ids, {"queued_outbound"})
+        await wait_for_states(first.store, message_ids, {"sending"})
         await eventually(lambda: len(hanging.calls) == len(message_ids))
         interrupted = [await first.store.get(m) for m in message_ids]
     assert all(r is not None and r.send_started_at is not None for r in interrupted)

@@ -38,7 +38,7 @@ CHAT = f"chat {MODEL}"
 INPUT_TOKENS, OUTPUT_TOKENS = 120, 40
 # LLM#n runs in the step of the state before it and moves the record to `llmN`.
 STEP_OF_CALL = {"llm1": "deduped", "llm2": "llm1", "llm3": "llm2"}
-LLM_PATH = ["received", "deduped", "llm1", "llm2", "llm3", "queued_outbound", "sent"]
+LLM_PATH = ["received", "deduped", "llm1", "llm2", "llm3", "queued_outbound", "sending", "sent"]
 QUESTION = "Quanto custa o corte? Meu e-mail é maria.aparecida@exemplo.com.br"
 TIMEOUT_SECONDS = 0.5  # OPENAI_TIMEOUT_SECONDS in the timeout case
 SLOW_ANSWER_SECONDS = 1.5  # the fake's delay then: well past the timeout
@@ -272,7 +272,7 @@ async def test_a_graph_send_is_a_client_span_with_the_http_status(
     assert "error.type" not in attributes
     assert send.status.status_code is StatusCode.UNSET
     assert send.parent is not None
-    assert send.parent.span_id == step_span(spans, "queued_outbound").context.span_id
+    assert send.parent.span_id == step_span(spans, "sending").context.span_id
 
     (read,) = captured.named("whatsapp mark_read")
     assert attributes_of(read)["http.response.status_code"] == 200
@@ -304,7 +304,7 @@ async def test_a_permanent_graph_error_is_a_failed_span_and_a_send_error_count(
     assert send.status.status_code is StatusCode.ERROR
     assert send.status.description == "131047"
     assert "Re-engagement" not in json.dumps(every_text(send)), "Graph's message stays out"
-    step = step_span(captured.spans(), "queued_outbound")
+    step = step_span(captured.spans(), "sending")
     assert attributes_of(step)["pyloto.outcome"] == "failed"
     assert captured.points("pyloto.send.errors") == {(("pyloto.whatsapp.error_code", "131047"),): 1}
 

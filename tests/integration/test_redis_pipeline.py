@@ -31,7 +31,7 @@ from tests.redis_server import RedisServer
 
 pytestmark = pytest.mark.anyio
 
-FULL_PATH = ["received", "deduped", "fallback", "queued_outbound", "sent"]
+FULL_PATH = ["received", "deduped", "fallback", "queued_outbound", "sending", "sent"]
 
 
 @pytest.fixture

@@ -92,7 +92,7 @@ def make_record(clock: FakeClock) -> MakeRecord:
         )
         if isinstance(fields.get("results"), dict):  # the findings' fields, by name
             fields["results"] = Results(**fields["results"])
-        if state in ("queued_outbound", "sent") and "reply" not in fields:
+        if state in ("queued_outbound", "sending", "sent") and "reply" not in fields:
             # Records from queued_outbound on always carry the request body of their reply.
             fields["reply"] = text_reply_body(inbound, "Olá!", callback_data=inbound.message_id)
         return replace(Record.received(inbound, clock()), state=state, **fields)

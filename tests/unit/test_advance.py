@@ -107,7 +107,8 @@ async def test_text_message_runs_to_sent_through_both_queues(
     outbox: FakeOutbox,
     make_record: MakeRecord,
 ) -> None:
-    """A text walks received → deduped → fallback → queued_outbound → sent; the send is outbound."""
+    """A text walks received → deduped → fallback → queued_outbound → sending → sent; the
+    send is outbound and runs in the delivery that claimed it."""
     record = make_record()
     store.put(record)
     queue.tasks.append(Task(record.message_id, "received", "inbound"))
@@ -202,13 +203,14 @@ async def test_send_claims_before_the_request_leaves(
     clock: FakeClock,
     make_record: MakeRecord,
 ) -> None:
-    """When the outbox is called the store already holds this instance's claim, one version up."""
+    """When the outbox is called the store already holds this instance's claim (`sending`),
+    one version up."""
     record = make_record(state="queued_outbound", version=7)
     store.put(record)
     assert await advancer.advance(record.message_id, "queued_outbound") == "sent"
     (at_send,) = outbox.on_send
     assert at_send is not None
-    assert (at_send.state, at_send.version) == ("queued_outbound", 8)
+    assert (at_send.state, at_send.version) == ("sending", 8)
     assert (at_send.send_started_at, at_send.send_claimed_by) == (clock(), "instance-a")
     final = store.stored(record.message_id)
     assert (final.state, final.version) == ("sent", 9)
@@ -226,14 +228,14 @@ async def test_live_claim_makes_the_task_retry_later(
 ) -> None:
     """A send claimed within the lease (by any task) is not repeated: TransientStepError."""
     record = make_record(
-        state="queued_outbound",
+        state="sending",
         send_started_at=clock() - (SEND_LEASE_SECONDS - 1),
         send_claimed_by=owner,
         version=2,
     )
     store.put(record)
     with pytest.raises(TransientStepError):
-        await advancer.advance(record.message_id, "queued_outbound")
+        await advancer.advance(record.message_id, "sending")
     assert outbox.sent == []
     assert store.stored(record.message_id) == record
 
@@ -247,13 +249,13 @@ async def test_expired_claim_that_was_sent_is_reconciled_not_resent(
 ) -> None:
     """After the lease the step asks the outbox; a send it knows of completes the record."""
     record = make_record(
-        state="queued_outbound",
+        state="sending",
         send_started_at=clock() - (SEND_LEASE_SECONDS + 1),
         send_claimed_by="instance-b",
     )
     store.put(record)
     outbox.known[record.message_id] = "wamid.EARLIER"
-    assert await advancer.advance(record.message_id, "queued_outbound") == "sent"
+    assert await advancer.advance(record.message_id, "sending") == "sent"
     assert outbox.lookups == [record.message_id]
     assert outbox.sent == []
     assert store.stored(record.message_id).outbound_message_id == "wamid.EARLIER"
@@ -266,14 +268,15 @@ async def test_expired_claim_that_never_sent_sends_once(
     clock: FakeClock,
     make_record: MakeRecord,
 ) -> None:
-    """After the lease, with no earlier send known, this task claims anew and sends."""
+    """After the lease, with no earlier send known, this task claims anew (a saved
+    transition) and sends."""
     record = make_record(
-        state="queued_outbound",
+        state="sending",
         send_started_at=clock() - (SEND_LEASE_SECONDS + 1),
         send_claimed_by="instance-b",
     )
     store.put(record)
-    assert await advancer.advance(record.message_id, "queued_outbound") == "sent"
+    assert await advancer.advance(record.message_id, "sending") == "sent"
     assert outbox.lookups == [record.message_id]
     assert len(outbox.sent) == 1
     assert store.stored(record.message_id).send_claimed_by == "instance-a"
@@ -287,12 +290,10 @@ async def test_live_claim_already_sent_is_reconciled(
     make_record: MakeRecord,
 ) -> None:
     """Within the lease, a send the outbox already knows completes the record at once."""
-    record = make_record(
-        state="queued_outbound", send_started_at=clock() - 1, send_claimed_by="instance-b"
-    )
+    record = make_record(state="sending", send_started_at=clock() - 1, send_claimed_by="instance-b")
     store.put(record)
     outbox.known[record.message_id] = "wamid.EARLIER"
-    assert await advancer.advance(record.message_id, "queued_outbound") == "sent"
+    assert await advancer.advance(record.message_id, "sending") == "sent"
     assert outbox.sent == []
 
 
@@ -310,17 +311,15 @@ async def test_sole_instance_takes_over_its_crashed_predecessors_claim(
     )
     advancer = Advancer(machine, store, queue, context)
     record = make_record(
-        state="queued_outbound", send_started_at=clock() - 1, send_claimed_by="old-process"
+        state="sending", send_started_at=clock() - 1, send_claimed_by="old-process"
     )
     store.put(record)
-    assert await advancer.advance(record.message_id, "queued_outbound") == "sent"
+    assert await advancer.advance(record.message_id, "sending") == "sent"
     assert len(outbox.sent) == 1
-    mine = make_record(
-        state="queued_outbound", send_started_at=clock() - 1, send_claimed_by="new-process"
-    )
+    mine = make_record(state="sending", send_started_at=clock() - 1, send_claimed_by="new-process")
     store.put(mine)
     with pytest.raises(TransientStepError):
-        await advancer.advance(mine.message_id, "queued_outbound")
+        await advancer.advance(mine.message_id, "sending")
 
 
 async def test_transient_send_failure_releases_the_claim(

@@ -85,10 +85,13 @@ async def test_history_entries_have_from_to_and_at(
         ("received", "deduped"),
         ("deduped", "fallback"),
         ("fallback", "queued_outbound"),
-        ("queued_outbound", "sent"),
+        ("queued_outbound", "sending"),
+        ("sending", "sent"),
     ]
     assert all(isinstance(h["at"], float) for h in history)
-    assert [h["trigger"] for h in history] == ["accept", "fall_back", "queue_reply", "send"]
+    assert [h["trigger"] for h in history] == [
+        "accept", "fall_back", "queue_reply", "claim_send", "send",
+    ]  # fmt: skip
 
 
 def test_reasons_quoting_personal_data_are_redacted(make_record: MakeRecord) -> None:

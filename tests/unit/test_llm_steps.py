@@ -419,10 +419,10 @@ async def test_sending_remembers_the_masked_exchange(
     """After a send the customer's text (masked) and the reply's body join the sender's
     conversation, for LLM#2's next prompt."""
     message = {"type": "interactive", "interactive": {"type": "button", "body": {"text": "Quer?"}}}
-    record = make_record(state="queued_outbound", text=PERSONAL)
+    record = make_record(state="sending", text=PERSONAL)
     record = replace(record, reply=reply_body(record.inbound, message, record.message_id))
     store.put(record)
-    await send(record, context)
+    await send(record, replace(context, claim_made_here=True))
     conversation = conversation_id(SENDER, context.hash_key)
     assert store.turns[conversation] == [
         Turn("customer", MASKED, clock()),
@@ -434,9 +434,9 @@ async def test_a_caption_less_image_remembers_only_the_reply(
     make_record: MakeRecord, store: FakeStore, context: StepContext
 ) -> None:
     """Nothing the customer wrote: only the business's reply is remembered."""
-    record = make_record(kind="image", state="queued_outbound", text=None)
+    record = make_record(kind="image", state="sending", text=None)
     store.put(record)
-    await send(record, context)
+    await send(record, replace(context, claim_made_here=True))
     (turn,) = store.turns[conversation_id(SENDER, context.hash_key)]
     assert turn.role == "business"
 
@@ -454,9 +454,9 @@ async def test_memory_is_best_effort_when_the_store_fails(
         raise StoreUnavailable("down")
 
     monkeypatch.setattr(store, "append_turns", unavailable)
-    record = make_record(state="queued_outbound")
+    record = make_record(state="sending")
     store.put(record)
-    outcome = await send(record, context)
+    outcome = await send(record, replace(context, claim_made_here=True))
     assert outcome.trigger == "send"
     assert [r.getMessage() for r in caplog.records] == ["conversation_not_saved"]
 

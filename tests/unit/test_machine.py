@@ -22,10 +22,13 @@ def test_every_statechart_transition_reaches_its_destination(
 @pytest.mark.parametrize(
     ("path", "expected"),
     [
-        (["accept", "detect_event", "draft_reply", "choose_message_type", "queue_reply", "send"],
-         ["deduped", "llm1", "llm2", "llm3", "queued_outbound", "sent"]),
-        (["accept", "fall_back", "queue_reply", "send"],
-         ["deduped", "fallback", "queued_outbound", "sent"]),
+        (["accept", "detect_event", "draft_reply", "choose_message_type", "queue_reply",
+          "claim_send", "send"],
+         ["deduped", "llm1", "llm2", "llm3", "queued_outbound", "sending", "sent"]),
+        (["accept", "fall_back", "queue_reply", "claim_send", "send"],
+         ["deduped", "fallback", "queued_outbound", "sending", "sent"]),
+        (["accept", "fall_back", "queue_reply", "claim_send", "release_send"],
+         ["deduped", "fallback", "queued_outbound", "sending", "queued_outbound"]),
         (["accept", "detect_event", "draft_reply", "fall_back", "queue_reply"],
          ["deduped", "llm1", "llm2", "fallback", "queued_outbound"]),
         (["ignore"], ["ignored"]),
@@ -80,7 +83,10 @@ def test_every_trigger_not_in_the_chart_for_a_state_is_illegal(
 def test_one_machine_serves_thousands_of_records(machine: LifecycleMachine) -> None:
     """Thousands of transitions, legal and illegal, reuse one Machine and leave no model on it."""
     shared = machine._machine
-    walk = ["accept", "detect_event", "draft_reply", "choose_message_type", "queue_reply", "send"]
+    walk = [
+        "accept", "detect_event", "draft_reply", "choose_message_type", "queue_reply",
+        "claim_send", "send",
+    ]  # fmt: skip
     finished = 0
     for _ in range(1000):
         state = "received"

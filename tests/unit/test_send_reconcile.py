@@ -1,4 +1,4 @@
-"""The send step's at-most-once rules around a claim whose outcome is unknown, per-recipient
+"""The send's at-most-once rules around a claim whose outcome is unknown, per-recipient
 pacing, and the read receipt sent from `accept`."""
 
 from __future__ import annotations
@@ -7,11 +7,18 @@ from dataclasses import replace
 
 import pytest
 
+from pyloto_corp.application.advance import Advancer
 from pyloto_corp.application.ports import AmbiguousSend, TransientStepError
 from pyloto_corp.application.step_context import Pacing
-from pyloto_corp.application.steps import SEND_LEASE_SECONDS, StepContext, accept, send
-from pyloto_corp.domain.events import ReplySent
-from tests.unit.fakes import FakeClock, FakeOutbox, FakeStore, MakeRecord
+from pyloto_corp.application.steps import (
+    SEND_LEASE_SECONDS,
+    StepContext,
+    accept,
+    claim_send,
+    send,
+)
+from pyloto_corp.domain.events import ReplySent, SendClaimed
+from tests.unit.fakes import FakeClock, FakeOutbox, FakeQueue, FakeStore, MakeRecord
 
 pytestmark = pytest.mark.anyio
 
@@ -26,27 +33,37 @@ def reconciling(outbox: FakeOutbox, context: StepContext) -> StepContext:
 
 
 async def test_an_ambiguous_send_keeps_the_claim(
-    make_record: MakeRecord, store: FakeStore, outbox: FakeOutbox, context: StepContext
+    make_record: MakeRecord, store: FakeStore, outbox: FakeOutbox, advancer: Advancer
 ) -> None:
-    """A send that may have reached WhatsApp leaves the claim saved, so a retry reconciles."""
+    """A send that may have reached WhatsApp leaves the record `sending` with its claim, so
+    a retry reconciles."""
     record = make_record(state="queued_outbound")
     store.put(record)
     outbox.fail_with = AmbiguousSend("read timeout")
     with pytest.raises(AmbiguousSend):
-        await send(record, context)
-    assert store.stored(record.message_id).send_claimed_by == "instance-a"
+        await advancer.advance(record.message_id, "queued_outbound")
+    stored = store.stored(record.message_id)
+    assert (stored.state, stored.send_claimed_by) == ("sending", "instance-a")
 
 
 async def test_a_transient_failure_releases_the_claim(
-    make_record: MakeRecord, store: FakeStore, outbox: FakeOutbox, context: StepContext
+    make_record: MakeRecord,
+    store: FakeStore,
+    outbox: FakeOutbox,
+    queue: FakeQueue,
+    advancer: Advancer,
 ) -> None:
-    """A send known not to have left releases the claim, so the retry may send at once."""
+    """A send known not to have left releases the claim (back to `queued_outbound`) and
+    fails the delivery, so the queue retries it with backoff and may send at once."""
     record = make_record(state="queued_outbound")
     store.put(record)
     outbox.fail_with = TransientStepError("130429")
-    with pytest.raises(TransientStepError):
-        await send(record, context)
-    assert store.stored(record.message_id).send_started_at is None
+    with pytest.raises(TransientStepError, match="release_send: 130429"):
+        await advancer.advance(record.message_id, "queued_outbound")
+    stored = store.stored(record.message_id)
+    assert (stored.state, stored.send_started_at) == ("queued_outbound", None)
+    assert [h.trigger for h in stored.history] == ["claim_send", "release_send"]
+    assert queue.tasks == [], "the failed delivery is retried by its queue, not re-queued"
 
 
 async def test_a_lost_send_waits_for_a_status_webhook_before_sending_again(
@@ -60,7 +77,7 @@ async def test_a_lost_send_waits_for_a_status_webhook_before_sending_again(
     reconcile_seconds old is sent again, once."""
     claimed_at = clock() - SEND_LEASE_SECONDS - 1
     record = make_record(
-        state="queued_outbound", send_started_at=claimed_at, send_claimed_by="instance-gone"
+        state="sending", send_started_at=claimed_at, send_claimed_by="instance-gone"
     )
     store.put(record)
     with pytest.raises(TransientStepError, match="waiting for a status webhook"):
@@ -68,7 +85,10 @@ async def test_a_lost_send_waits_for_a_status_webhook_before_sending_again(
     assert outbox.sent == []
 
     clock.now = claimed_at + RECONCILE_SECONDS
-    outcome = await send(record, reconciling)
+    claimed = await send(record, reconciling)
+    assert claimed == SendClaimed(clock.now, "instance-a"), "claimed anew before resending"
+    assert outbox.sent == []
+    outcome = await send(claimed.changes(record), replace(reconciling, claim_made_here=True))
     assert outcome.trigger == "send"
     assert len(outbox.sent) == 1
 
@@ -77,9 +97,7 @@ async def test_a_send_confirmed_by_a_status_is_recorded_not_repeated(
     make_record: MakeRecord, store: FakeStore, outbox: FakeOutbox, reconciling: StepContext
 ) -> None:
     """When find_sent knows the earlier send, the step records its id and sends nothing."""
-    record = make_record(
-        state="queued_outbound", send_started_at=0.0, send_claimed_by="instance-gone"
-    )
+    record = make_record(state="sending", send_started_at=0.0, send_claimed_by="instance-gone")
     store.put(record)
     outbox.known[record.message_id] = "wamid.EARLIER"
     outcome = await send(record, reconciling)
@@ -88,30 +106,23 @@ async def test_a_send_confirmed_by_a_status_is_recorded_not_repeated(
 
 
 async def test_pacing_defers_a_customers_send_beyond_the_burst(
-    make_record: MakeRecord, outbox: FakeOutbox, store: FakeStore, context: StepContext
+    make_record: MakeRecord, context: StepContext
 ) -> None:
-    """With a burst of 2 the third reply to one customer is retried later (nothing sent, no
-    claim taken); another customer is not held back, and the slot refills with time."""
+    """With a burst of 2 the third reply to one customer is retried later (no claim taken);
+    another customer is not held back, and the slot refills with time."""
     paced = replace(context, pacing=Pacing(per_seconds=6.0, burst=2))
     records = [make_record(state="queued_outbound") for _ in range(3)]
-    for record in records:
-        store.put(record)
     for record in records[:2]:
-        await send(record, paced)
+        assert isinstance(await claim_send(record, paced), SendClaimed)
     with pytest.raises(TransientStepError, match="pacing"):
-        await send(records[2], paced)
-    assert len(outbox.sent) == 2
-    assert store.stored(records[2].message_id).send_started_at is None
+        await claim_send(records[2], paced)
 
     other = make_record(state="queued_outbound")
     other = replace(other, inbound=replace(other.inbound, sender="5521912345678"))
-    store.put(other)
-    await send(other, paced)
-    assert len(outbox.sent) == 3
+    assert isinstance(await claim_send(other, paced), SendClaimed)
 
     later = replace(paced, clock=lambda: context.clock() + 6.0)
-    await send(records[2], later)
-    assert len(outbox.sent) == 4
+    assert isinstance(await claim_send(records[2], later), SendClaimed)
 
 
 async def test_accept_marks_the_message_read_once(
@@ -138,3 +149,21 @@ async def test_a_failed_read_receipt_never_fails_accept(
     broken = replace(context, outbox=BrokenReadOutbox())
     assert (await accept(make_record(), broken)).trigger == "accept"
     assert "mark_read_failed" in caplog.text
+
+
+async def test_a_released_send_retries_with_the_customers_name_removed(
+    make_record: MakeRecord, store: FakeStore, outbox: FakeOutbox, advancer: Advancer
+) -> None:
+    """The outbox's error may quote the customer: the retry it causes (logged by the queue,
+    kept as the last failure reason) carries the text without their name."""
+    record = make_record(state="queued_outbound")
+    store.put(record)
+    name = record.inbound.contact_name
+    assert name
+    outbox.fail_with = TransientStepError(f"recusado para {name}")
+    with pytest.raises(TransientStepError) as raised:
+        await advancer.advance(record.message_id, "queued_outbound")
+    assert "release_send: recusado para" in str(raised.value)
+    assert name not in str(raised.value)
+    for part in name.split():
+        assert part not in str(raised.value)

@@ -78,7 +78,7 @@ def test_shipped_statechart_loads() -> None:
     assert chart.initial == "received"
     assert set(chart.states) == {
         "received", "deduped", "llm1", "llm2", "llm3", "fallback",
-        "queued_outbound", "sent", "failed", "ignored",
+        "queued_outbound", "sending", "sent", "failed", "ignored",
     }  # fmt: skip
     assert {name for name, spec in chart.states.items() if spec.terminal} == {
         "sent",
@@ -86,6 +86,7 @@ def test_shipped_statechart_loads() -> None:
         "ignored",
     }
     assert chart.states["queued_outbound"].queue == "outbound"
+    assert chart.states["sending"].queue == "outbound"
     assert chart.states["llm1"].queue == "inbound"
 
 

@@ -161,7 +161,7 @@ def test_shipped_chart_without_a_dead_letter_exit_names_file_line_and_state(
     """Taking `llm2` out of the shipped chart's dead-letter sources is refused by the
     service's own loader, which names statecharts/inbound_message.yaml, the line and state."""
     shipped = (statechart_dir() / STATECHART_FILE).read_text(encoding="utf-8")
-    sources = "source: [received, deduped, llm1, llm2, llm3, fallback, queued_outbound]"
+    sources = "source: [received, deduped, llm1, llm2, llm3, fallback, queued_outbound, sending]"
     assert sources in shipped
     folder = tmp_path / "statecharts"
     folder.mkdir()

@@ -6,16 +6,16 @@ from dataclasses import replace
 
 import pytest
 
+from pyloto_corp.application.advance import Advancer
 from pyloto_corp.application.steps import (
     HANDLED_TRIGGERS,
     STEPS,
-    ClaimLost,
     StepContext,
     accept,
+    claim_send,
     queue_reply,
-    send,
 )
-from pyloto_corp.domain.events import FellBack, Ignored, ReplyQueued
+from pyloto_corp.domain.events import FellBack, Ignored, ReplyQueued, SendClaimed
 from pyloto_corp.domain.records import IGNORED_KINDS
 from pyloto_corp.domain.results import Results
 from pyloto_corp.domain.statechart import ANY_STATE
@@ -92,37 +92,55 @@ async def test_every_step_fires_a_trigger_it_declares(
     assert outcome.trigger in HANDLED_TRIGGERS[state] | HANDLED_TRIGGERS[ANY_STATE]
 
 
-async def test_send_with_a_stale_snapshot_loses_the_claim(
-    make_record: MakeRecord, store: FakeStore, outbox: FakeOutbox, context: StepContext
+async def test_the_claim_is_saved_before_the_request_leaves(
+    make_record: MakeRecord, store: FakeStore, outbox: FakeOutbox, advancer: Advancer
 ) -> None:
-    """Two tasks holding the same version: the second one's claim fails and it sends nothing."""
-    record = make_record(state="queued_outbound")
-    store.put(record)
-    first = await store.get(record.message_id)
-    second = await store.get(record.message_id)
-    assert first is not None
-    assert second is not None
-    outcome = await send(first, context)
-    assert outcome.trigger == "send"
-    with pytest.raises(ClaimLost):
-        await send(second, context)
-    assert len(outbox.sent) == 1
-
-
-async def test_send_claim_is_saved_with_a_version_check(
-    make_record: MakeRecord, store: FakeStore, outbox: FakeOutbox, context: StepContext
-) -> None:
-    """The claim is a version-checked save made before the request leaves."""
+    """queued_outbound → sending is a version-checked save made before the request leaves;
+    the delivery that made it sends at once, with nothing to reconcile."""
     record = make_record(state="queued_outbound", version=4)
     store.put(record)
-    await send(record, context)
+    outbox.store = store
+    assert await advancer.advance(record.message_id, "queued_outbound") == "sent"
     (at_send,) = outbox.on_send
     assert at_send is not None
-    assert at_send.version == 5
-    assert at_send.send_started_at == context.clock()
+    assert (at_send.state, at_send.version) == ("sending", 5)
     assert at_send.send_claimed_by == "instance-a"
-    assert at_send.state == "queued_outbound"
-    assert record.version == 5, "the caller's copy follows the claim, so its commit expects 5"
+    assert outbox.lookups == [], "a claim made in this delivery has no earlier send"
+    final = store.stored(record.message_id)
+    assert [(h.source, h.dest, h.trigger) for h in final.history] == [
+        ("queued_outbound", "sending", "claim_send"),
+        ("sending", "sent", "send"),
+    ]
+    assert final.version == 6
+
+
+async def test_a_claim_carried_over_from_queued_outbound_is_reconciled_not_trusted(
+    make_record: MakeRecord, store: FakeStore, outbox: FakeOutbox, advancer: Advancer
+) -> None:
+    """A record stored mid-send while the claim was kept in `queued_outbound` keeps that
+    claim into `sending`, and the outbox's record of the earlier send is used: nothing is
+    sent again."""
+    record = make_record(
+        state="queued_outbound", send_started_at=0.0, send_claimed_by="instance-gone"
+    )
+    store.put(record)
+    outbox.known[record.message_id] = "wamid.EARLIER"
+    assert await advancer.advance(record.message_id, "queued_outbound") == "sent"
+    assert outbox.sent == []
+    final = store.stored(record.message_id)
+    assert final.outbound_message_id == "wamid.EARLIER"
+    assert final.send_claimed_by == "instance-gone"
+
+
+async def test_claim_send_claims_now_for_this_instance(
+    make_record: MakeRecord, context: StepContext
+) -> None:
+    """The claim names the time and this instance; applied, it sets the record's claim."""
+    record = make_record(state="queued_outbound")
+    event = await claim_send(record, context)
+    assert event == SendClaimed(context.clock(), "instance-a")
+    claimed = event.changes(record)
+    assert (claimed.send_started_at, claimed.send_claimed_by) == (context.clock(), "instance-a")
 
 
 async def test_a_message_without_a_sender_is_kept_and_ignored(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 import uuid
@@ -19,8 +20,10 @@ from pyloto_corp.application.ports import (
     TransientStepError,
 )
 from pyloto_corp.application.queues import STEP_LEASE_SECONDS
-from pyloto_corp.application.steps import STEPS, ClaimLost, StepContext
-from pyloto_corp.domain.events import DeadLettered, Event
+from pyloto_corp.application.registry import REGISTRY
+from pyloto_corp.application.step_context import StepContext
+from pyloto_corp.application.steps import STEPS
+from pyloto_corp.domain.events import DeadLettered, Event, SendClaimed
 from pyloto_corp.domain.machine import LifecycleMachine
 from pyloto_corp.domain.privacy import message_ref
 from pyloto_corp.domain.records import Record
@@ -47,6 +50,13 @@ class Lease:
     name: str
     owner: str
     released: bool = False
+
+
+@dataclass(frozen=True)
+class Then:
+    """The next step runs at once in the same delivery; `fresh`: it made the send claim."""
+
+    fresh: bool
 
 
 class StepBusy(TransientStepError):
@@ -89,6 +99,7 @@ class Advancer:
         expected_state: str,
         attempt: int = 1,
         traceparent: str | None = None,
+        claim_made_here: bool = False,
     ) -> str:
         """Do the step of `expected_state`; a record elsewhere is a no-op. Returns the outcome.
 
@@ -107,7 +118,9 @@ class Advancer:
             f"step {expected_state}", parent=context_of(traceparent), attributes=attributes
         ) as span:
             try:
-                outcome = await self._leased(message_id, expected_state, attempt)
+                outcome, then = await self._leased(
+                    message_id, expected_state, attempt, claim_made_here
+                )
             except StepBusy:
                 outcome = "busy"
                 raise
@@ -117,9 +130,19 @@ class Advancer:
                     (time.perf_counter() - started) * 1000,
                     {"pyloto.state": expected_state, "pyloto.outcome": outcome},
                 )
+        if then is None:
+            return outcome
+        # The event asked for the next step at once, in this delivery: its own span (a child
+        # of this one) under its own lease. A send claimed here is sent without reconciling.
+        with contextlib.suppress(StepBusy):  # another delivery holds that step: it does it
+            return await self.advance(
+                message_id, outcome, attempt, traceparent_of(span), claim_made_here=then.fresh
+            )
         return outcome
 
-    async def _leased(self, message_id: str, expected_state: str, attempt: int) -> str:
+    async def _leased(
+        self, message_id: str, expected_state: str, attempt: int, claim_made_here: bool
+    ) -> tuple[str, Then | None]:
         """Take the step's lease and load the record (one call to the store), run the step,
         then save and give the lease back (one call): two round trips a transition."""
         lease = Lease(
@@ -136,7 +159,9 @@ class Advancer:
         if not taken:
             raise StepBusy("this step is running in another delivery of the task")
         try:
-            return await self._advance(record, message_id, expected_state, attempt, lease)
+            return await self._advance(
+                record, message_id, expected_state, attempt, lease, claim_made_here
+            )
         finally:
             if not lease.released:
                 try:
@@ -171,33 +196,51 @@ class Advancer:
         expected_state: str,
         attempt: int,
         lease: Lease,
-    ) -> str:
+        claim_made_here: bool,
+    ) -> tuple[str, Then | None]:
+        """The outcome, and whether the next step runs at once in this delivery."""
         if record is None:
             log.warning(
                 "task_for_unknown_record",
                 extra={"event": "task_for_unknown_record", "ref": message_ref(message_id)},
             )
-            return "unknown"
+            return "unknown", None
         if record.state != expected_state or record.state not in STEPS:
             await self._requeue_current(record)
-            return "stale"  # moved on, or terminal: a terminal state has no step to run
+            return "stale", None  # moved on, or terminal: a terminal state has no step
         started = self.context.clock()
         try:
-            event = await self._run_step(record)
-        except ClaimLost:
-            return "stale"
+            event = await self._run_step(record, claim_made_here)
         except PermanentStepError as error:
             await self.dead_letter(message_id, expected_state, f"permanent: {error}")
-            return "failed"
-        return await self._commit(record, event, started, attempt, lease=lease)
+            return "failed", None
+        dest = await self._commit(record, event, started, attempt, lease=lease)
+        if dest == "stale":
+            return dest, None
+        if event.retries:
+            # Its reason is an outside system's error text, which may quote the customer.
+            retry = TransientStepError(f"{event.trigger}: {event.retry_reason()}")
+            name = record.inbound.contact_name
+            scrub_exception(retry, (name,) if name else ())
+            raise retry
+        if event.continues:
+            return dest, Then(fresh=isinstance(event, SendClaimed) and event.fresh)
+        return dest, None
 
-    async def _run_step(self, record: Record) -> Event:
+    def continued_states(self, state: str) -> list[str]:
+        """States whose step the step of `state` may run in the same delivery."""
+        spec = REGISTRY.get(state)
+        emits = spec.emits if spec is not None else ()
+        return [self.machine.fire(state, event.trigger) for event in emits if event.continues]
+
+    async def _run_step(self, record: Record, claim_made_here: bool) -> Event:
         """The step of the record's state. Its exceptions leave with personal data redacted
         from their text: queues log them, and the last one becomes the failure reason."""
         name = record.inbound.contact_name
+        context = replace(self.context, claim_made_here=True) if claim_made_here else self.context
         with names_in_scope(name):
             try:
-                return await STEPS[record.state](record, self.context)
+                return await STEPS[record.state](record, context)
             except Exception as error:
                 scrub_exception(error, (name,) if name else ())
                 raise
@@ -220,8 +263,10 @@ class Advancer:
             if attempt < max_attempts:
                 raise
             reason = f"out of attempts ({attempt}): {type(error).__name__}: {error}"[:300]
-            if await self.dead_letter(message_id, expected_state, reason, attempt):
-                return "failed"
+            # The step may have moved the record on and failed in the next step it ran.
+            for state in (expected_state, *self.continued_states(expected_state)):
+                if await self.dead_letter(message_id, state, reason, attempt):
+                    return "failed"
             raise
 
     async def dead_letter(
@@ -277,7 +322,8 @@ class Advancer:
                 "duration_ms": duration_ms,
             },
         )
-        task = self.task_for(moved)
+        # Nothing to queue when this delivery goes on with the next step, or fails to be retried.
+        task = None if event.continues or event.retries else self.task_for(moved)
         if task is not None:
             await self.queue.enqueue(replace(task, generation=generation))
         return dest

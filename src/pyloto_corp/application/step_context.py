@@ -45,3 +45,6 @@ class StepContext:
     llm: LLMRouting | None = None
     hash_key: str = "pyloto-development-hash-key"
     pacing: Pacing | None = None
+    # True only while the step runs in the delivery that has just saved the record's send
+    # claim: no request for it can have left yet, so there is nothing to reconcile.
+    claim_made_here: bool = False

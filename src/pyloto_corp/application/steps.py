@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from dataclasses import replace
 
 from pyloto_corp.ai import limits
 from pyloto_corp.application.llm_steps import (
@@ -22,7 +21,15 @@ from pyloto_corp.application.ports import (
 )
 from pyloto_corp.application.registry import REGISTRY, Step, handled_triggers, step
 from pyloto_corp.application.step_context import LLMRouting, StepContext
-from pyloto_corp.domain.events import Accepted, FellBack, Ignored, ReplyQueued, ReplySent
+from pyloto_corp.domain.events import (
+    Accepted,
+    FellBack,
+    Ignored,
+    ReplyQueued,
+    ReplySent,
+    SendClaimed,
+    SendReleased,
+)
 from pyloto_corp.domain.privacy import message_ref
 from pyloto_corp.domain.records import IGNORED_KINDS, Record, Turn
 from pyloto_corp.domain.replies import reply_body, template_for, text_reply_body
@@ -89,48 +96,57 @@ async def queue_reply(record: Record, ctx: StepContext) -> ReplyQueued | FellBac
     return ReplyQueued(reply=body, template=template)
 
 
-@step("queued_outbound", ReplySent)
-async def send(record: Record, ctx: StepContext) -> ReplySent:
-    """Send the reply at most once: reconcile an earlier claimed send, pace, claim, send.
-
-    A claim whose holder is gone and whose send the outbox cannot confirm is only sent again
-    once it is `outbox.reconcile_seconds` old: until then a status webhook echoing the
-    record's id may still show that the earlier request reached WhatsApp.
-    """
-    assert record.reply is not None, "queued_outbound always carries a reply"
-    now = ctx.clock()
+@step("queued_outbound", SendClaimed)
+async def claim_send(record: Record, ctx: StepContext) -> SendClaimed:
+    """Pace the customer's replies, then claim the send: the claim is saved (the move to
+    `sending`) before any request leaves, and its maker sends at once."""
     if record.send_started_at is not None:
-        earlier = await ctx.outbox.find_sent(record.message_id)
+        # Claimed while the claim was not yet a state of its own: it may have been sent.
+        return SendClaimed(record.send_started_at, record.send_claimed_by or "", fresh=False)
+    return await _claim(record, ctx)
+
+
+@step("sending", ReplySent, SendReleased, SendClaimed)
+async def send(record: Record, ctx: StepContext) -> ReplySent | SendReleased | SendClaimed:
+    """Send the reply at most once. The delivery that made the claim sends. Any other
+    reconciles first: a send the outbox confirms is recorded, not repeated; a claim whose
+    holder may still be sending, or whose send a status webhook may still confirm (for
+    `outbox.reconcile_seconds`), is waited for; after that the send is claimed anew (saved
+    before the request leaves again) and sent."""
+    assert record.reply is not None, "sending always carries a reply"
+    if not ctx.claim_made_here:
+        earlier = await _reconcile(record, ctx)
         if earlier is not None:
             return ReplySent(outbound_message_id=earlier)
-        if _claim_alive(record, ctx, now):
-            raise TransientStepError("another attempt is sending this reply")
-        if now - record.send_started_at < ctx.outbox.reconcile_seconds:
-            raise TransientStepError("waiting for a status webhook about an earlier send")
-    await _pace(record, ctx, now)
-    claimed = replace(
-        record, send_started_at=now, send_claimed_by=ctx.instance_id, version=record.version + 1
-    )
-    if not await ctx.store.save(claimed, expected_version=record.version):
-        raise ClaimLost(record.message_id)
+        return await _claim(record, ctx)
     try:
         outbound_id = await ctx.outbox.send(record.reply)
     except AmbiguousSend:
         raise  # the request may have reached WhatsApp: keep the claim, reconcile on retry
-    except (TransientStepError, PermanentStepError):
-        # The outbox knows nothing was sent: release the claim so a retry may send at once.
-        await ctx.store.save(
-            replace(
-                claimed, send_started_at=None, send_claimed_by=None, version=claimed.version + 1
-            ),
-            expected_version=claimed.version,
-        )
-        raise
-    record.version = claimed.version
-    record.send_started_at = claimed.send_started_at
-    record.send_claimed_by = claimed.send_claimed_by
+    except TransientStepError as error:
+        return SendReleased(reason=str(error))  # nothing left: a retry may send at once
     await _remember(record, ctx)
     return ReplySent(outbound_message_id=outbound_id)
+
+
+async def _claim(record: Record, ctx: StepContext) -> SendClaimed:
+    now = ctx.clock()
+    await _pace(record, ctx, now)
+    return SendClaimed(now, ctx.instance_id)
+
+
+async def _reconcile(record: Record, ctx: StepContext) -> str | None:
+    """The outbound id of an earlier send of this claim, if the outbox knows it; raises
+    TransientStepError while sending again could duplicate a send still in doubt."""
+    earlier = await ctx.outbox.find_sent(record.message_id)
+    if earlier is not None or record.send_started_at is None:
+        return earlier
+    now = ctx.clock()
+    if _claim_alive(record, ctx, now):
+        raise TransientStepError("another attempt is sending this reply")
+    if now - record.send_started_at < ctx.outbox.reconcile_seconds:
+        raise TransientStepError("waiting for a status webhook about an earlier send")
+    return None
 
 
 async def _remember(record: Record, ctx: StepContext) -> None:
@@ -169,10 +185,6 @@ def _claim_alive(record: Record, ctx: StepContext, now: float) -> bool:
     if ctx.sole_instance and record.send_claimed_by != ctx.instance_id:
         return False  # its owner was a previous process on this store: it is gone
     return now - record.send_started_at < SEND_LEASE_SECONDS
-
-
-class ClaimLost(Exception):
-    """Another task claimed this step first; this one has nothing left to do."""
 
 
 # Every step of the statechart, by state (the decorators above and in llm_steps fill it).

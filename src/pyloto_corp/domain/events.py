@@ -14,13 +14,24 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class Event:
-    """A step's outcome. `trigger` is the statechart transition it fires."""
+    """A step's outcome. `trigger` is the statechart transition it fires.
+
+    `continues`: the next state's step runs at once in the same delivery (no task is
+    queued for it). `retries`: after the transition is saved the delivery fails, so its
+    queue retries the task with backoff (no task is queued either).
+    """
 
     trigger: ClassVar[str]
+    continues: ClassVar[bool] = False
+    retries: ClassVar[bool] = False
 
     def changes(self, record: Record) -> Record:
         """`record` with this event's facts written in (before state, version, history)."""
         return record
+
+    def retry_reason(self) -> str:
+        """Why the delivery is retried, for an event that `retries`."""
+        return ""
 
 
 @dataclass(frozen=True)
@@ -127,6 +138,38 @@ class ReplyQueued(Event):
         if self.template is not None:
             results = replace(results, template=self.template)
         return replace(record, reply=self.reply, results=results)
+
+
+@dataclass(frozen=True)
+class SendClaimed(Event):
+    """The send is claimed: saved before any request leaves, so whoever finds the record in
+    `sending` later knows a request may be out. `fresh` is False for a claim carried over
+    from before (it must be reconciled, not trusted to be unsent)."""
+
+    trigger: ClassVar[str] = "claim_send"
+    continues: ClassVar[bool] = True
+    at: float
+    by: str
+    fresh: bool = True
+
+    def changes(self, record: Record) -> Record:
+        return replace(record, send_started_at=self.at, send_claimed_by=self.by)
+
+
+@dataclass(frozen=True)
+class SendReleased(Event):
+    """The outbox refused the request before it left (nothing was sent): the claim goes,
+    and the send is retried by the queue, with backoff, from `queued_outbound`."""
+
+    trigger: ClassVar[str] = "release_send"
+    retries: ClassVar[bool] = True
+    reason: str
+
+    def changes(self, record: Record) -> Record:
+        return replace(record, send_started_at=None, send_claimed_by=None)
+
+    def retry_reason(self) -> str:
+        return self.reason
 
 
 @dataclass(frozen=True)
