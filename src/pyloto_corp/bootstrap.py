@@ -273,7 +273,7 @@ class Container:
             log.exception("store_unavailable_at_start", extra={"event": "store_unavailable"})
         if not isinstance(self.queue, LocalQueue):
             return  # Cloud Tasks holds the work; Cloud Scheduler calls POST /internal/sweep
-        self.queue.start(self._run_task, self._dead_letter)
+        self.queue.start(self._run_task)
         try:
             await self.sweep(0.0 if self.sole_instance else STUCK_AFTER_SECONDS)
         except StoreUnavailable:
@@ -339,10 +339,15 @@ class Container:
         return (OUTBOUND if spec and spec.queue == "outbound" else INBOUND).max_attempts
 
     async def _run_task(self, task: Task, attempt: int) -> None:
-        await self.advancer.advance(task.message_id, task.state, attempt, task.traceparent)
-
-    async def _dead_letter(self, task: Task, reason: str) -> None:
-        await self.advancer.dead_letter(task.message_id, task.state, reason)
+        # The same delivery path as the Cloud Tasks route: retries, the last attempt's dead
+        # letter and lease handling are one piece of code for both queues.
+        await self.advancer.deliver(
+            task.message_id,
+            task.state,
+            attempt,
+            self.max_attempts(task.state),
+            task.traceparent,
+        )
 
 
 def bootstrap(

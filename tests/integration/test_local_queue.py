@@ -7,6 +7,7 @@ backoff, and dispatches never exceed the rate limit's allowance in any one-secon
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -16,7 +17,6 @@ import pytest
 
 from pyloto_corp.adapters.local_queue import LocalQueue
 from pyloto_corp.application.ports import (
-    DeadLetterHandler,
     QueueUnavailable,
     Task,
     TaskHandler,
@@ -54,17 +54,11 @@ def task(n: int | str = 1, state: str = "received") -> Task:
     return Task(f"wamid.Q{n}", state, "inbound")
 
 
-async def _no_dead_letters(task: Task, reason: str) -> None:
-    raise AssertionError(f"unexpected dead letter for {task}: {reason}")
-
-
 @asynccontextmanager
-async def running(
-    queue_spec: QueueSpec, handler: TaskHandler, dead: DeadLetterHandler = _no_dead_letters
-) -> AsyncIterator[LocalQueue]:
+async def running(queue_spec: QueueSpec, handler: TaskHandler) -> AsyncIterator[LocalQueue]:
     """A started queue on `queue_spec`, always stopped afterwards."""
     queue = LocalQueue({queue_spec.name: queue_spec})
-    queue.start(handler, dead)
+    queue.start(handler)
     try:
         yield queue
     finally:
@@ -122,57 +116,35 @@ async def test_backoff_is_capped_at_the_maximum() -> None:
     assert [capped.backoff(a) for a in range(1, 6)] == [0.02, 0.04, 0.05, 0.05, 0.05]
 
 
-async def test_always_failing_task_is_dead_lettered_after_max_attempts() -> None:
-    """Failing every time: exactly max_attempts runs, then one dead letter naming them."""
+async def test_a_task_failing_every_attempt_is_dropped_and_the_queue_goes_on(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Failing every time: exactly max_attempts runs, then the task is dropped with one
+    ERROR line naming the attempts and the error (the handler, `deliver`, dead-letters the
+    record on its last attempt); later tasks still run."""
     attempts: list[int] = []
-    dead: list[tuple[Task, str]] = []
-    dead_seen = asyncio.Event()
-
-    async def handler(t: Task, attempt: int) -> None:
-        attempts.append(attempt)
-        raise TransientStepError("Graph API indisponível")
-
-    async def dead_letter(t: Task, reason: str) -> None:
-        dead.append((t, reason))
-        dead_seen.set()
-
-    queue_spec = spec(attempts=4, min_backoff=0.01, max_backoff=0.02)
-    async with running(queue_spec, handler, dead_letter) as queue:
-        await queue.enqueue(task("dead"))
-        with anyio.fail_after(20):
-            await dead_seen.wait()
-        await anyio.sleep(0.2)  # ten max backoffs: a fifth attempt would have happened
-        assert queue.idle()
-
-    assert attempts == [1, 2, 3, 4]
-    assert len(dead) == 1
-    assert dead[0][0] == task("dead")
-    assert "4" in dead[0][1]
-    assert "attempts" in dead[0][1]
-    assert "Graph API indisponível" in dead[0][1]
-
-
-async def test_failing_dead_letter_handler_does_not_stop_the_queue() -> None:
-    """A dead-letter handler that raises is contained: later tasks still run."""
     ran: list[str] = []
 
     async def handler(t: Task, attempt: int) -> None:
         ran.append(t.message_id)
         if t.message_id == task("bad").message_id:
-            raise TransientStepError("always")
+            attempts.append(attempt)
+            raise TransientStepError("Graph API indisponível")
 
-    async def dead_letter(t: Task, reason: str) -> None:
-        raise RuntimeError("dead-letter store down")
-
-    async with running(spec(attempts=2, concurrent=1), handler, dead_letter) as queue:
+    queue_spec = spec(attempts=4, min_backoff=0.01, max_backoff=0.02, concurrent=1)
+    async with running(queue_spec, handler) as queue:
         await queue.enqueue(task("bad"))
         await wait_until_idle(queue)
+        await anyio.sleep(0.2)  # ten max backoffs: a fifth attempt would have happened
         await queue.enqueue(task("good"))
         await wait_until_idle(queue)
-        await queue.ping()
 
-    assert ran.count(task("bad").message_id) == 2
+    assert attempts == [1, 2, 3, 4]
     assert ran.count(task("good").message_id) == 1
+    (dropped,) = [r for r in caplog.records if getattr(r, "event", None) == "task_dropped"]
+    assert dropped.levelno == logging.ERROR
+    assert dropped.__dict__["attempt"] == 4
+    assert "Graph API indisponível" in dropped.__dict__["error"]
 
 
 async def test_concurrency_reaches_but_never_exceeds_max_concurrent() -> None:
@@ -302,7 +274,7 @@ async def test_stop_cancels_running_tasks_and_delayed_retries() -> None:
 
     queue_spec = spec(min_backoff=0.3, max_backoff=0.3)
     queue = LocalQueue({queue_spec.name: queue_spec})
-    queue.start(handler, _no_dead_letters)
+    queue.start(handler)
     try:
         await queue.enqueue(task("slow"))
         await queue.enqueue(task("retry"))
@@ -328,7 +300,7 @@ async def test_enqueue_on_stopped_or_unstarted_queue_raises() -> None:
     queue = LocalQueue({queue_spec.name: queue_spec})
     with pytest.raises(QueueUnavailable):
         await queue.enqueue(task())
-    queue.start(handler, _no_dead_letters)
+    queue.start(handler)
     await queue.enqueue(task())
     await queue.stop()
     with pytest.raises(QueueUnavailable):
@@ -345,7 +317,7 @@ async def test_ping_reflects_running_and_stopped() -> None:
     queue = LocalQueue({queue_spec.name: queue_spec})
     with pytest.raises(QueueUnavailable):
         await queue.ping()
-    queue.start(handler, _no_dead_letters)
+    queue.start(handler)
     try:
         await queue.ping()
     finally:

@@ -277,10 +277,7 @@ async def test_queue_stops_even_when_a_task_swallows_its_cancellation(
         except asyncio.CancelledError:
             return  # lost, as asyncio.wait_for can lose it
 
-    async def dead_letter(task: Task, reason: str) -> None:
-        raise AssertionError(reason)
-
-    queue.start(swallowing, dead_letter)
+    queue.start(swallowing)
     await queue.enqueue(Task(new_wamid(), "received", "inbound"))
     with anyio.fail_after(10):
         await running.wait()

@@ -12,7 +12,6 @@ import time
 from collections.abc import Mapping
 
 from pyloto_corp.application.ports import (
-    DeadLetterHandler,
     QueueUnavailable,
     Task,
     TaskHandler,
@@ -49,10 +48,9 @@ class _TokenBucket:
 class _Lane:
     """One queue: a ready list, delayed retries, a rate limit and a pool of workers."""
 
-    def __init__(self, spec: QueueSpec, handler: TaskHandler, dead: DeadLetterHandler) -> None:
+    def __init__(self, spec: QueueSpec, handler: TaskHandler) -> None:
         self.spec = spec
         self.handler = handler
-        self.dead = dead
         self.ready: asyncio.Queue[_Item] = asyncio.Queue()
         self.bucket = _TokenBucket(spec.rate_per_second)
         self.pending: set[tuple[str, str]] = set()
@@ -123,16 +121,16 @@ class _Lane:
                 self._later((task, attempt + 1), delay)
                 return
             self.pending.discard(key)
-            await self._dead_letter(task, f"out of attempts ({attempt}): {reason}")
+            # The handler dead-letters on the last attempt when it can; when it could not
+            # (the store was down, another delivery held the step) the record stays open
+            # and the periodic sweep brings it back.
+            log.error(
+                "task_dropped",
+                extra={"event": "task_dropped", "queue": self.spec.name, "state": task.state,
+                       "attempt": attempt, "error": reason},
+            )  # fmt: skip
             return
         self.pending.discard(key)
-
-    async def _dead_letter(self, task: Task, reason: str) -> None:
-        try:
-            await self.dead(task, reason)
-        except Exception:
-            # The record stays open; the periodic sweep brings it back.
-            log.exception("dead_letter_failed", extra={"event": "dead_letter_failed"})
 
 
 class LocalQueue:
@@ -142,9 +140,9 @@ class LocalQueue:
         self.specs = specs
         self._lanes: dict[str, _Lane] = {}
 
-    def start(self, handler: TaskHandler, dead_letter: DeadLetterHandler) -> None:
+    def start(self, handler: TaskHandler) -> None:
         """Start the workers; tasks run `handler(task, attempt)`."""
-        self._lanes = {name: _Lane(spec, handler, dead_letter) for name, spec in self.specs.items()}
+        self._lanes = {name: _Lane(spec, handler) for name, spec in self.specs.items()}
         for lane in self._lanes.values():
             lane.start()
 

@@ -112,7 +112,6 @@ class Task:
 
 
 TaskHandler = Callable[[Task, int], Awaitable[None]]
-DeadLetterHandler = Callable[[Task, str], Awaitable[None]]
 
 
 class TaskQueue(Protocol):
