@@ -24,6 +24,7 @@ from pyloto_corp.adapters.redis_keys import RedisKeys
 from pyloto_corp.adapters.redis_store import RedisStore
 from pyloto_corp.adapters.redis_store import connect as redis_connect
 from pyloto_corp.adapters.sqlite_store import SQLiteStore
+from pyloto_corp.adapters.statechart_yaml import load_statechart
 from pyloto_corp.adapters.whatsapp_graph import GraphOutbox, messages_url
 from pyloto_corp.adapters.whatsapp_graph import create_client as create_graph_client
 from pyloto_corp.ai.prompts import BusinessProfile
@@ -44,7 +45,7 @@ from pyloto_corp.application.steps import HANDLED_TRIGGERS
 from pyloto_corp.application.sweeper import SweepResult, sweep
 from pyloto_corp.config import ConfigError, Settings
 from pyloto_corp.domain.machine import LifecycleMachine
-from pyloto_corp.domain.statechart import Statechart, StatechartError, load_statechart
+from pyloto_corp.domain.statechart import Statechart, StatechartError
 from pyloto_corp.observability.instruments import Telemetry
 from pyloto_corp.observability.otel_config import (
     OtelConfigError,

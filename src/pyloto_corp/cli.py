@@ -180,10 +180,12 @@ async def _simulate_in_process(settings: Settings, args: argparse.Namespace, bod
 async def _run_in_process(
     container: Container, settings: Settings, args: argparse.Namespace, body: bytes
 ) -> int:
+    from pyloto_corp.adapters.whatsapp_webhook import parse_webhook
+
     await container.start()
     try:
         verify_signature(body, sign(body, settings.app_secret), settings.app_secret)
-        await container.ingestor.ingest(body)
+        await container.ingestor.ingest(parse_webhook(body))
         message_id = _message_id(body)
         deadline = time.monotonic() + args.timeout
         view: dict[str, Any] = {}

@@ -18,6 +18,7 @@ import pytest
 
 from pyloto_corp.adapters.dry_run_outbox import DryRunOutbox
 from pyloto_corp.adapters.sqlite_store import SQLiteStore
+from pyloto_corp.adapters.whatsapp_webhook import parse_webhook
 from pyloto_corp.application.ingest import verify_signature
 from pyloto_corp.application.ports import Outbox, PermanentStepError, TransientStepError
 from pyloto_corp.bootstrap import Container, bootstrap, queue_specs
@@ -128,10 +129,12 @@ async def test_ingested_message_reaches_sent(make_settings: Callable[..., Settin
     body, (message_id,) = signed_body("Olá, vocês abrem sábado?")
 
     async with started(settings) as container:
-        result = await container.ingestor.ingest(body)
+        result = await container.ingestor.ingest(parse_webhook(body))
         assert (result.created, result.duplicates) == (1, 0)
         done = (await wait_for_states(container.store, [message_id], {"sent"}))[message_id]
-        assert await container.ingestor.ingest(body) == replace(result, created=0, duplicates=1)
+        assert await container.ingestor.ingest(parse_webhook(body)) == replace(
+            result, created=0, duplicates=1
+        )
 
         assert done.outbound_message_id is not None
         assert path_of(done) == FULL_PATH
@@ -139,7 +142,7 @@ async def test_ingested_message_reaches_sent(make_settings: Callable[..., Settin
         assert await container.outbox.find_sent(message_id) == done.outbound_message_id
 
         receipt = encode(envelope(statuses=[status(done.outbound_message_id, "delivered", 1)]))
-        await container.ingestor.ingest(receipt)
+        await container.ingestor.ingest(parse_webhook(receipt))
         delivered = await container.store.get(message_id)
         assert delivered is not None
         assert delivered.delivery_status == "delivered"
@@ -159,7 +162,7 @@ async def test_transient_send_failures_are_retried_and_sent_once(
     body, (message_id,) = signed_body("Qual o horário de atendimento?")
 
     async with started(make_settings(), outbox) as container:
-        await container.ingestor.ingest(body)
+        await container.ingestor.ingest(parse_webhook(body))
         done = (await wait_for_states(container.store, [message_id], {"sent", "failed"}))[
             message_id
         ]
@@ -183,7 +186,7 @@ async def test_outbox_failing_forever_ends_failed_with_nothing_sent(
     body, (message_id,) = signed_body("Alguém aí?")
 
     async with started(settings, outbox) as container:
-        await container.ingestor.ingest(body)
+        await container.ingestor.ingest(parse_webhook(body))
         done = (await wait_for_states(container.store, [message_id], {"sent", "failed"}))[
             message_id
         ]
@@ -208,7 +211,7 @@ async def test_permanent_send_failure_fails_without_retry(
     body, (message_id,) = signed_body("Número inválido")
 
     async with started(make_settings(), outbox) as container:
-        await container.ingestor.ingest(body)
+        await container.ingestor.ingest(parse_webhook(body))
         done = (await wait_for_states(container.store, [message_id], {"sent", "failed"}))[
             message_id
         ]
@@ -253,7 +256,7 @@ async def test_restart_finishes_records_interrupted_mid_send(
     body, message_ids = signed_body(*(f"Mensagem {n}" for n in range(5)))
 
     async with started(settings, hanging) as first:
-        await first.ingestor.ingest(body)
+        await first.ingestor.ingest(parse_webhook(body))
         await wait_for_states(first.store, message_ids, {"sending"})
         await eventually(lambda: len(hanging.calls) == len(message_ids))
         interrupted = [await first.store.get(m) for m in message_ids]

@@ -18,6 +18,7 @@ from pyloto_corp.adapters.dry_run_outbox import RedisDryRunOutbox
 from pyloto_corp.adapters.local_queue import LocalQueue
 from pyloto_corp.adapters.redis_keys import RedisKeys
 from pyloto_corp.adapters.redis_store import RedisStore, connect
+from pyloto_corp.adapters.whatsapp_webhook import parse_webhook
 from pyloto_corp.application.ingest import sign, verify_signature
 from pyloto_corp.application.ports import Task, TransientStepError
 from pyloto_corp.application.queues import STEP_LEASE_SECONDS, STUCK_AFTER_SECONDS
@@ -93,7 +94,7 @@ async def test_five_messages_reach_sent_with_one_send_each(redis_settings: Setti
     body, message_ids = signed_body(*(f"Mensagem número {n}" for n in range(5)))
 
     async with instances(redis_settings) as (container,):
-        result = await container.ingestor.ingest(body)
+        result = await container.ingestor.ingest(parse_webhook(body))
         done = await wait_for_states(container.store, message_ids, {"sent", "failed"})
         outbox = outbox_of(container)
         sends = {m: await outbox.sent(callback_data=m) for m in message_ids}
@@ -121,7 +122,9 @@ async def test_two_instances_ingesting_one_body_at_once_store_and_send_once(
     body, message_ids = signed_body(*(f"Oi, pedido {n}" for n in range(5)))
 
     async with instances(redis_settings, count=2) as (left, right):
-        results = await asyncio.gather(left.ingestor.ingest(body), right.ingestor.ingest(body))
+        results = await asyncio.gather(
+            left.ingestor.ingest(parse_webhook(body)), right.ingestor.ingest(parse_webhook(body))
+        )
         done = await wait_for_states(left.store, message_ids, {"sent", "failed"})
         await asyncio.sleep(0.2)  # several retry backoffs: a duplicate send would show up
         sends = {m: await outbox_of(right).sent(callback_data=m) for m in message_ids}
@@ -212,7 +215,7 @@ async def test_held_lease_on_the_first_step_delays_it_without_losing_it(
     async with instances(settings, count=2) as (holder, other):
         lease = f"{message_id}:received"
         assert await holder.store.acquire_lease(lease, "holder", STEP_LEASE_SECONDS)
-        assert (await other.ingestor.ingest(body)).created == 1
+        assert (await other.ingestor.ingest(parse_webhook(body))).created == 1
         await asyncio.sleep(0.1)  # at least a couple of the queue's retries
         waiting = await holder.store.get(message_id)
         await holder.store.release_lease(lease, "holder")

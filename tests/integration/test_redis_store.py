@@ -34,6 +34,7 @@ from pyloto_corp.adapters import dry_run_outbox
 from pyloto_corp.adapters.dry_run_outbox import RedisDryRunOutbox
 from pyloto_corp.adapters.redis_keys import DEDUPE_WINDOW_SECONDS, RedisKeys
 from pyloto_corp.adapters.redis_store import RedisStore, connect
+from pyloto_corp.adapters.whatsapp_webhook import parse_webhook
 from pyloto_corp.application.ingest import sign, verify_signature
 from pyloto_corp.application.ports import StateStore, StoreUnavailable, Task, TransientStepError
 from pyloto_corp.bootstrap import bootstrap
@@ -223,10 +224,10 @@ async def test_ingesting_a_one_message_webhook_is_one_store_round_trip(
     container.queue.start(note)  # workers only note the tasks: no step runs
     try:
         warm_up, _ = signed_body("Bom dia")
-        await container.ingestor.ingest(warm_up)
+        await container.ingestor.ingest(parse_webhook(warm_up))
         body, (message_id,) = signed_body("Vocês entregam em Campinas?")
         async with client_commands(private_redis.url) as commands:
-            result = await container.ingestor.ingest(body)
+            result = await container.ingestor.ingest(parse_webhook(body))
         await eventually(lambda: len(queued) == 2)
         stored = await container.store.get(message_id)
     finally:
@@ -255,7 +256,7 @@ async def test_each_transition_is_two_store_round_trips(
     body, (message_id,) = signed_body("Vocês abrem no sábado?")
     per_step: dict[str, list[str]] = {}
     try:
-        await container.ingestor.ingest(body)
+        await container.ingestor.ingest(parse_webhook(body))
         await container.advancer.advance(message_id, "received")  # warm: scripts loaded
         for state in ("deduped", "fallback"):
             async with client_commands(private_redis.url) as commands:

@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from pyloto_corp.adapters.statechart_yaml import load_statechart
 from pyloto_corp.application.steps import HANDLED_TRIGGERS, STEPS
 from pyloto_corp.bootstrap import STATECHART_FILE, load_chart, statechart_dir
-from pyloto_corp.domain.statechart import ANY_STATE, StatechartError, load_statechart
+from pyloto_corp.domain.statechart import ANY_STATE, StatechartError
 
 PATH = "charts/tiny.yaml"
 HANDLERS = {"start": {"go", "skip"}, "middle": {"finish"}, ANY_STATE: {"abort"}}

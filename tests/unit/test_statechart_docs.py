@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from pyloto_corp.adapters.statechart_yaml import load_statechart
 from pyloto_corp.bootstrap import STATECHART_FILE, load_chart, statechart_dir
 from pyloto_corp.cli import main
-from pyloto_corp.domain.statechart import ANY_STATE, load_statechart
+from pyloto_corp.domain.statechart import ANY_STATE
 from pyloto_corp.domain.statechart_docs import dot, mermaid, render_markdown, stale_diff
 
 REPO = Path(__file__).resolve().parents[2]

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from pyloto_corp.adapters.statechart_yaml import load_statechart
 from pyloto_corp.bootstrap import STATECHART_FILE, load_chart, statechart_dir
-from pyloto_corp.domain.statechart import ANY_STATE, StatechartError, lint, load_statechart
+from pyloto_corp.domain.statechart import ANY_STATE, StatechartError, lint
 
 PATH = "charts/mini.yaml"
 HANDLERS = {

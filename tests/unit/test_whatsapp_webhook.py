@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from pyloto_corp.adapters.whatsapp_webhook import InvalidWebhook, ParsedWebhook, parse_webhook
-from pyloto_corp.domain.records import InboundMessage
+from pyloto_corp.adapters.whatsapp_webhook import InvalidWebhook, parse_webhook
+from pyloto_corp.domain.records import InboundMessage, ParsedWebhook
 from tests.helpers import encode, envelope, load_payload, status, text_message
 
 BR_SENDER = "5511912345678"

@@ -8,12 +8,11 @@ retry the whole POST for 7 days). Unknown message types become `unsupported`.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import msgspec
 
-from pyloto_corp.domain.records import InboundMessage, StatusUpdate
+from pyloto_corp.domain.records import InboundMessage, ParsedWebhook, StatusUpdate
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -87,16 +86,6 @@ class _Status(msgspec.Struct):
     timestamp: str | int = 0
     biz_opaque_callback_data: str | None = None
     errors: list[_Error] = []
-
-
-@dataclass
-class ParsedWebhook:
-    """What one POST carried."""
-
-    messages: list[InboundMessage] = field(default_factory=list)
-    statuses: list[StatusUpdate] = field(default_factory=list)
-    errors: list[dict[str, Any]] = field(default_factory=list)
-    skipped: int = 0
 
 
 _decoder = msgspec.json.Decoder(_Envelope)

@@ -1,4 +1,4 @@
-"""ingest_webhook: verify, parse, store each message once, queue its first step."""
+"""ingest_webhook: verify the signature; store each parsed message once, queue its first step."""
 
 from __future__ import annotations
 
@@ -11,11 +11,10 @@ from dataclasses import dataclass, replace
 from opentelemetry import trace
 from opentelemetry.trace import Link, Span
 
-from pyloto_corp.adapters.whatsapp_webhook import parse_webhook
 from pyloto_corp.application.advance import Advancer
 from pyloto_corp.application.ports import StateStore
 from pyloto_corp.domain.privacy import message_ref
-from pyloto_corp.domain.records import Record
+from pyloto_corp.domain.records import ParsedWebhook, Record
 from pyloto_corp.observability.instruments import NEW_TRACE, Telemetry, traceparent_of
 
 log = logging.getLogger(__name__)
@@ -64,7 +63,7 @@ def trace_context(span: Span) -> dict[str, str]:
 
 
 class Ingestor:
-    """Turns a verified webhook body into durable records and their first tasks."""
+    """Turns a verified, parsed webhook into durable records and their first tasks."""
 
     def __init__(
         self,
@@ -78,9 +77,8 @@ class Ingestor:
         self.clock = clock
         self.telemetry = telemetry or Telemetry()
 
-    async def ingest(self, body: bytes) -> IngestResult:
-        """Store and queue every new message; record statuses. Raises InvalidWebhook."""
-        parsed = parse_webhook(body)
+    async def ingest(self, parsed: ParsedWebhook) -> IngestResult:
+        """Store and queue every new message of a parsed webhook; record its statuses."""
         now = self.clock()
         unique = {m.message_id: m for m in parsed.messages}  # a batch may repeat itself
         records = [Record.received(message, now) for message in unique.values()]

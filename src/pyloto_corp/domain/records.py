@@ -51,6 +51,17 @@ class StatusUpdate:
         return DELIVERY_RANK.get(self.status, 0)
 
 
+@dataclass
+class ParsedWebhook:
+    """What one webhook POST carried, read at the edge (adapters/whatsapp_webhook.py)."""
+
+    messages: list[InboundMessage] = field(default_factory=list)
+    statuses: list[StatusUpdate] = field(default_factory=list)
+    # Meta's error objects (`value.errors[]`), as Meta shapes them: only logged, by code.
+    errors: list[dict[str, Any]] = field(default_factory=list)
+    skipped: int = 0
+
+
 @dataclass(frozen=True)
 class Turn:
     """One message of a conversation as later LLM prompts see it (personal data masked)."""

@@ -8,6 +8,7 @@ from typing import Any
 from litestar import Controller, Request, Response, get, post
 from litestar.exceptions import PermissionDeniedException
 
+from pyloto_corp.adapters.whatsapp_webhook import parse_webhook
 from pyloto_corp.application.ingest import verify_signature
 from pyloto_corp.http.deps import container_of
 from pyloto_corp.http.telemetry import WebhookTelemetry
@@ -37,10 +38,10 @@ class WebhookController(Controller):
 
     @post(status_code=200)
     async def receive(self, request: Request[Any, Any, Any]) -> Response[dict[str, int]]:
-        """Verify the signature over the raw body (size-capped by the app), then ingest."""
+        """Verify the signature over the raw body (size-capped by the app), parse, ingest."""
         container = container_of(request)
         body = await request.body()
         signature = request.headers.get("x-hub-signature-256")
         verify_signature(body, signature, container.settings.app_secret)
-        result = await container.ingestor.ingest(body)
+        result = await container.ingestor.ingest(parse_webhook(body))
         return Response(result.__dict__, status_code=200)
