@@ -10,7 +10,8 @@ from pyloto_corp.domain.records import Record
 
 
 def record_view(record: Record) -> dict[str, Any]:
-    """The record as JSON-ready data with personal data masked."""
+    """The record as JSON-ready data with personal data masked (a serialization boundary:
+    the answer of GET /internal/messages/{id} and `pyloto inspect`)."""
     inbound = record.inbound
     names = (inbound.contact_name,) if inbound.contact_name else ()
     reply = copy.deepcopy(record.reply) if record.reply is not None else None

@@ -53,11 +53,12 @@ def _call(result: LLMResult[Any]) -> LLMCall:
     return LLMCall(result.latency_ms, result.input_tokens, result.output_tokens, result.model)
 
 
+# The log line's fields (extra=): a serialization boundary.
 def _metrics(result: LLMResult[Any]) -> dict[str, Any]:
     return asdict(_call(result))
 
 
-def _failure_metrics(failure: LLMFailure, started: float) -> dict[str, Any]:
+def _failure_metrics(failure: LLMFailure, started: float) -> dict[str, Any]:  # log fields
     return {
         "latency_ms": round((time.perf_counter() - started) * 1000, 1),
         "input_tokens": failure.input_tokens,
@@ -70,7 +71,7 @@ def fall_back(
     step: str,
     reason: str,
     detail: str = "",
-    metrics: dict[str, Any] | None = None,
+    metrics: dict[str, Any] | None = None,  # the log line's cost fields
 ) -> FellBack:
     """The `fall_back` event, logged once with the step and reason (a warning when the
     LLM failed, information when the configuration chose the template path), with the

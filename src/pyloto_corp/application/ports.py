@@ -133,7 +133,7 @@ class Outbox(Protocol):
 
     reconcile_seconds: float
 
-    async def send(self, body: dict[str, Any]) -> str:
+    async def send(self, body: dict[str, Any]) -> str:  # a Graph API request body
         """Send `body`; the outbound wamid. TransientStepError/PermanentStepError on failure."""
 
     async def find_sent(self, callback_data: str) -> str | None:

@@ -32,7 +32,7 @@ class ReplaySummary:
     replayed: list[str] = field(default_factory=list)
     skipped: dict[str, str] = field(default_factory=dict)
 
-    def as_dict(self) -> dict[str, Any]:
+    def as_dict(self) -> dict[str, Any]:  # the JSON answer of POST /internal/replay
         """The summary as the HTTP route answers it."""
         return {"replayed": list(self.replayed), "skipped": dict(self.skipped)}
 

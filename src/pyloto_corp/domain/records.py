@@ -32,6 +32,8 @@ class InboundMessage:
     text: str | None = None
     contact_name: str | None = None
     context_message_id: str | None = None
+    # The type's own WhatsApp object (media ids, location, order items...): Meta's shape, kept
+    # as received for the reply templates and the LLM.
     details: dict[str, Any] = field(default_factory=dict)
 
 
@@ -43,7 +45,7 @@ class StatusUpdate:
     status: str
     timestamp: int
     callback_data: str | None = None
-    errors: list[dict[str, Any]] = field(default_factory=list)
+    errors: list[dict[str, Any]] = field(default_factory=list)  # Meta's error objects, as sent
 
     @property
     def rank(self) -> int:
@@ -94,6 +96,7 @@ class Record:
     updated_at: float
     version: int = 0
     results: Results = field(default_factory=Results)
+    # The Graph API request body as it is sent: WhatsApp's shape, not ours.
     reply: dict[str, Any] | None = None
     fallback_reason: str | None = None
     failure_reason: str | None = None
@@ -104,7 +107,7 @@ class Record:
     history: list[HistoryEntry] = field(default_factory=list)
     trace_context: dict[str, str] = field(default_factory=dict)
     delivery_status: str | None = None
-    delivery_errors: list[dict[str, Any]] = field(default_factory=list)
+    delivery_errors: list[dict[str, Any]] = field(default_factory=list)  # Meta's, as sent
     # The outbound id the delivery status is about (found by outbound id or callback data).
     delivery_outbound_id: str | None = None
 

@@ -89,6 +89,7 @@ def template_for(message: InboundMessage, event: str | None = None) -> tuple[str
     return name, text
 
 
+# Graph API request bodies are WhatsApp's JSON shape: they are built and checked as such.
 def text_reply_body(message: InboundMessage, body: str, callback_data: str) -> dict[str, Any]:
     """The Graph API request body of a text reply to `message`."""
     part = {"type": "text", "text": {"preview_url": False, "body": body[:TEXT_BODY_LIMIT]}}
