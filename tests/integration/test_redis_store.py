@@ -602,7 +602,6 @@ def every_store_call(store: RedisStore, known: str) -> dict[str, Callable[[], Aw
         "purge": lambda: store.purge(created_before=2_000.0),
         "append_turns": lambda: store.append_turns("c", [Turn("customer", "oi", 1.0)], 60, 5),
         "recent_turns": lambda: store.recent_turns("c", 0.0, 5),
-        "acquire_lease": lambda: store.acquire_lease("l", "me", 5),
         "release_lease": lambda: store.release_lease("l", "me"),
         "lease_and_get": lambda: store.lease_and_get("l2", "me", 5, known),
         "save_and_release": lambda: store.save_and_release(

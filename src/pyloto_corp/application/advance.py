@@ -12,8 +12,8 @@ from typing import TypeVar
 from opentelemetry import trace
 
 from pyloto_corp.application.ports import (
+    AdvancerStore,
     PermanentStepError,
-    StateStore,
     StoreUnavailable,
     Task,
     TaskQueue,
@@ -69,7 +69,7 @@ class Advancer:
     def __init__(
         self,
         machine: LifecycleMachine,
-        store: StateStore,
+        store: AdvancerStore,
         queue: TaskQueue,
         context: StepContext,
         telemetry: Telemetry | None = None,

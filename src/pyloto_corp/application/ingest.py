@@ -12,7 +12,7 @@ from opentelemetry import trace
 from opentelemetry.trace import Link, Span
 
 from pyloto_corp.application.advance import Advancer
-from pyloto_corp.application.ports import StateStore
+from pyloto_corp.application.ports import RecordStore
 from pyloto_corp.domain.privacy import message_ref
 from pyloto_corp.domain.records import ParsedWebhook, Record
 from pyloto_corp.observability.instruments import NEW_TRACE, Telemetry, traceparent_of
@@ -67,7 +67,7 @@ class Ingestor:
 
     def __init__(
         self,
-        store: StateStore,
+        store: RecordStore,
         advancer: Advancer,
         clock: Callable[[], float],
         telemetry: Telemetry | None = None,

@@ -34,7 +34,7 @@ class AmbiguousSend(TransientStepError):
     """
 
 
-class StateStore(Protocol):
+class RecordStore(Protocol):
     """Durable records keyed by wamid, saved under optimistic version checks."""
 
     async def create_if_absent(self, records: Sequence[Record]) -> list[bool]:
@@ -59,6 +59,39 @@ class StateStore(Protocol):
     async def purge(self, created_before: float) -> int:
         """Delete records (and their statuses) created before the retention limit."""
 
+
+class StepLeases(Protocol):
+    """A step's lease on (record, state), taken with the load and given back with the save,
+    so a second delivery of the same task does not do the step's work alongside the first."""
+
+    async def lease_and_get(
+        self, name: str, owner: str, seconds: float, message_id: str
+    ) -> tuple[bool, Record | None]:
+        """Take the lease `name` for `seconds` unless someone else holds it, then load the
+        record if it was taken, as one call to the store: whether the lease was taken, and
+        the record (None if not taken or not found)."""
+
+    async def save_and_release(
+        self, record: Record, expected_version: int, name: str, owner: str
+    ) -> bool:
+        """`save`, then `release_lease` whatever the save's outcome, as one call to the
+        store; the save's result."""
+
+    async def release_lease(self, name: str, owner: str) -> None:
+        """Give the lease back if `owner` still holds it."""
+
+
+class SendPacing(Protocol):
+    """Per-recipient token buckets, shared by every instance."""
+
+    async def take_slot(self, key: str, now: float, per_seconds: float, burst: int) -> float:
+        """Take one token from the bucket `key` (refilled one per `per_seconds`, holding at
+        most `burst`), atomically; 0 when taken, else the seconds until one is free."""
+
+
+class ConversationMemory(Protocol):
+    """The last turns of each customer's conversation, for LLM#2's prompt."""
+
     async def append_turns(
         self, conversation: str, turns: Sequence[Turn], window_seconds: float, keep: int
     ) -> None:
@@ -67,27 +100,18 @@ class StateStore(Protocol):
     async def recent_turns(self, conversation: str, since: float, limit: int) -> list[Turn]:
         """The conversation's last `limit` turns at or after `since`, oldest first."""
 
-    async def acquire_lease(self, name: str, owner: str, seconds: float) -> bool:
-        """Take the lease `name` for `seconds` unless someone else holds it."""
 
-    async def take_slot(self, key: str, now: float, per_seconds: float, burst: int) -> float:
-        """Take one token from the bucket `key` (refilled one per `per_seconds`, holding at
-        most `burst`), atomically; 0 when taken, else the seconds until one is free."""
+class StepStore(SendPacing, ConversationMemory, Protocol):
+    """What the steps may use of the store: pacing and conversation memory, never records
+    (the Advancer alone saves those)."""
 
-    async def release_lease(self, name: str, owner: str) -> None:
-        """Give the lease back if `owner` still holds it."""
 
-    async def lease_and_get(
-        self, name: str, owner: str, seconds: float, message_id: str
-    ) -> tuple[bool, Record | None]:
-        """`acquire_lease`, then `get` if it was taken, as one call to the store: whether
-        the lease was taken, and the record (None if not taken or not found)."""
+class AdvancerStore(RecordStore, StepLeases, Protocol):
+    """What the Advancer uses: records and step leases."""
 
-    async def save_and_release(
-        self, record: Record, expected_version: int, name: str, owner: str
-    ) -> bool:
-        """`save`, then `release_lease` whatever the save's outcome, as one call to the
-        store; the save's result."""
+
+class StateStore(AdvancerStore, StepStore, Protocol):
+    """Everything one backend (SQLite or Redis) provides; bootstrap builds one."""
 
     async def ping(self) -> None:
         """Raise StoreUnavailable unless the store answers."""

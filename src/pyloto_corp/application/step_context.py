@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from pyloto_corp.application.ports import Assistant, Outbox, StateStore
+from pyloto_corp.application.ports import Assistant, Outbox, StepStore
 
 
 @dataclass(frozen=True)
@@ -28,7 +28,7 @@ class Pacing:
 
 @dataclass(frozen=True)
 class StepContext:
-    """What steps may use: the store (for claims and turns), the outbox, the clock, the LLM.
+    """What steps may use: the store (pacing and turns only), the outbox, the clock, the LLM.
 
     `instance_id` names this process in send claims; `sole_instance` says no other process
     can use the store (SQLite holds an exclusive lock), so a claim by another instance was
@@ -37,7 +37,7 @@ class StepContext:
     `pacing` spaces one customer's sends (None: no spacing, as for the dry run).
     """
 
-    store: StateStore
+    store: StepStore
     outbox: Outbox
     clock: Callable[[], float]
     instance_id: str = ""

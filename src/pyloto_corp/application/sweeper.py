@@ -6,7 +6,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from pyloto_corp.application.ports import StateStore, Task, TaskQueue
+from pyloto_corp.application.ports import RecordStore, Task, TaskQueue
 from pyloto_corp.domain.statechart import Statechart
 
 log = logging.getLogger(__name__)
@@ -21,7 +21,7 @@ class SweepResult:
 
 
 async def sweep(
-    store: StateStore,
+    store: RecordStore,
     queue: TaskQueue,
     chart: Statechart,
     clock: Callable[[], float],
