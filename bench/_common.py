@@ -358,7 +358,7 @@ TEXTS = (
 
 
 def webhook_body(wamid: str, index: int = 0, timestamp: int = 1732500000) -> bytes:
-    """A single-text-message webhook as Meta sends it (the shape of tests/helpers.py's
+    """A single-text-message webhook as Meta sends it (the shape of tests/support/helpers.py's
     envelope(text_message(...)), plus the contact's `user_id`); the message id is the last
     field, so a load generator can splice ids into a fixed prefix and suffix."""
     sender = sender_of(index)

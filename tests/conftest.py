@@ -13,8 +13,8 @@ from litestar.testing import AsyncTestClient
 from pyloto_corp.bootstrap import Container, bootstrap
 from pyloto_corp.config import Settings, load_settings
 from pyloto_corp.http.app import create_app
-from tests.helpers import APP_SECRET, INTERNAL_TOKEN, VERIFY_TOKEN
-from tests.redis_server import RedisServer
+from tests.support.helpers import APP_SECRET, INTERNAL_TOKEN, VERIFY_TOKEN
+from tests.support.redis_server import RedisServer
 
 # Property tests run the same examples on every machine and every run: a failure in CI is a
 # failure here, with no example database to carry from one machine to another.

@@ -15,8 +15,8 @@ from pyloto_corp.config import Settings
 from pyloto_corp.http.app import create_app
 from tests.e2e.servers import ServeProcess, process_env, redis_variables
 from tests.e2e.support import SETTINGS_VARIABLES, Pyloto
-from tests.helpers import APP_SECRET, INTERNAL_TOKEN, VERIFY_TOKEN
-from tests.redis_server import RedisServer
+from tests.support.helpers import APP_SECRET, INTERNAL_TOKEN, VERIFY_TOKEN
+from tests.support.redis_server import RedisServer
 
 OpenPyloto = Callable[..., AbstractAsyncContextManager[Pyloto]]
 ServeOnRedis = Callable[..., ServeProcess]

@@ -28,7 +28,7 @@ from pyloto_corp.adapters.redis_store import RedisStore, connect
 from pyloto_corp.adapters.whatsapp_webhook import parse_webhook
 from pyloto_corp.domain.records import Record
 from tests.e2e.support import SETTINGS_VARIABLES
-from tests.helpers import (
+from tests.support.helpers import (
     APP_SECRET,
     INTERNAL_TOKEN,
     VERIFY_TOKEN,
@@ -37,7 +37,7 @@ from tests.helpers import (
     signed_headers,
     text_message,
 )
-from tests.redis_server import free_port
+from tests.support.redis_server import free_port
 
 START_SECONDS = 30.0
 TERMINAL_STATES = ("sent", "failed", "ignored")

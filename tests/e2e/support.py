@@ -21,7 +21,7 @@ from pydantic import BaseModel
 from pyloto_corp.adapters.dry_run_outbox import DryRunOutbox
 from pyloto_corp.bootstrap import Container
 from pyloto_corp.config import Settings
-from tests.helpers import INTERNAL_TOKEN, encode, signed_headers
+from tests.support.helpers import INTERNAL_TOKEN, encode, signed_headers
 
 TERMINAL = frozenset({"sent", "failed", "ignored"})
 WAIT_SECONDS = 15.0

@@ -13,7 +13,7 @@ import pytest
 
 from pyloto_corp.cli import DEFAULT_NAME, DEFAULT_SENDER, main
 from tests.e2e.servers import ServeProcess, process_env, pyloto_command
-from tests.helpers import INTERNAL_TOKEN, encode, envelope, signed_headers, text_message
+from tests.support.helpers import INTERNAL_TOKEN, encode, envelope, signed_headers, text_message
 
 TEXT = "Olá, quero saber o preço"
 TRAJECTORY = "received → deduped → fallback → queued_outbound → sending → sent"

@@ -16,7 +16,7 @@ import pytest
 from pyloto_corp.adapters.sqlite_store import SQLiteStore
 from pyloto_corp.cli import main
 from tests.e2e.servers import ServeProcess, process_env, pyloto_command
-from tests.redis_server import RedisServer, free_port
+from tests.support.redis_server import RedisServer, free_port
 
 TRAJECTORY = "received → deduped → fallback → queued_outbound → sending → sent"
 LLM_TRAJECTORY = "received → deduped → llm1 → llm2 → llm3 → queued_outbound → sending → sent"

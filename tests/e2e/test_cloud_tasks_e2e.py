@@ -30,9 +30,9 @@ from tests.e2e.servers import (
     redis_variables,
     write_records,
 )
-from tests.helpers import envelope, text_message
-from tests.redis_server import RedisServer, free_port
-from tests.tasks_emulator import TasksEmulator
+from tests.support.helpers import envelope, text_message
+from tests.support.redis_server import RedisServer, free_port
+from tests.support.tasks_emulator import TasksEmulator
 
 pytestmark = pytest.mark.slow
 

@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from tests.e2e.servers import ServeProcess, process_env
-from tests.helpers import (
+from tests.support.helpers import (
     APP_SECRET,
     INTERNAL_TOKEN,
     VERIFY_TOKEN,

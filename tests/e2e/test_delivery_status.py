@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from tests.e2e.support import Pyloto
-from tests.helpers import envelope, status, text_message
+from tests.support.helpers import envelope, status, text_message
 
 pytestmark = pytest.mark.anyio
 

@@ -10,7 +10,7 @@ from litestar.testing import AsyncTestClient
 
 from pyloto_corp import __version__
 from tests.e2e.support import Pyloto, trajectory
-from tests.helpers import CONTACT_NAME, INTERNAL_TOKEN, SENDER, envelope, text_message
+from tests.support.helpers import CONTACT_NAME, INTERNAL_TOKEN, SENDER, envelope, text_message
 
 pytestmark = pytest.mark.anyio
 

@@ -41,8 +41,8 @@ from pyloto_corp.observability.otel_config import load_otel_config
 from pyloto_corp.observability.pii_scan import scan_lines
 from pyloto_corp.observability.setup import build_telemetry
 from tests.e2e.support import Pyloto
-from tests.helpers import APP_SECRET, INTERNAL_TOKEN, VERIFY_TOKEN, load_payload, new_wamid
-from tests.pii_strategies import brazilian_names, personal_data, whatsapp_ids
+from tests.support.helpers import APP_SECRET, INTERNAL_TOKEN, VERIFY_TOKEN, load_payload, new_wamid
+from tests.support.pii_strategies import brazilian_names, personal_data, whatsapp_ids
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = 100

@@ -11,7 +11,7 @@ import pytest
 
 from pyloto_corp.observability.logging import JsonFormatter
 from tests.e2e.support import Pyloto
-from tests.helpers import envelope, status, text_message
+from tests.support.helpers import envelope, status, text_message
 
 SENDER = "5511987654321"
 NAME = "Maria Aparecida Nogueira"

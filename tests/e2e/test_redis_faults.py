@@ -21,8 +21,8 @@ from tests.e2e.servers import (
     wait_status,
     write_records,
 )
-from tests.helpers import INTERNAL_TOKEN, envelope, new_wamid, text_message
-from tests.redis_server import RedisServer
+from tests.support.helpers import INTERNAL_TOKEN, envelope, new_wamid, text_message
+from tests.support.redis_server import RedisServer
 
 pytestmark = pytest.mark.slow
 

@@ -12,8 +12,8 @@ import pytest
 
 from tests.e2e.conftest import ServeOnRedis
 from tests.e2e.servers import RedisView, make_record, post_webhook, write_records
-from tests.helpers import INTERNAL_TOKEN, envelope, text_message
-from tests.redis_server import RedisServer
+from tests.support.helpers import INTERNAL_TOKEN, envelope, text_message
+from tests.support.redis_server import RedisServer
 
 pytestmark = pytest.mark.slow
 

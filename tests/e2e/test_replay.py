@@ -26,7 +26,7 @@ from pyloto_corp.domain.records import Record
 from pyloto_corp.http.app import create_app
 from tests.e2e.servers import ServeProcess, make_record, process_env
 from tests.e2e.support import Pyloto
-from tests.helpers import INTERNAL_TOKEN, envelope, text_message
+from tests.support.helpers import INTERNAL_TOKEN, envelope, text_message
 
 pytestmark = pytest.mark.anyio
 

@@ -8,7 +8,7 @@ import anyio
 import pytest
 from litestar.testing import AsyncTestClient
 
-from tests.helpers import INTERNAL_TOKEN, encode, envelope, signed_headers, text_message
+from tests.support.helpers import INTERNAL_TOKEN, encode, envelope, signed_headers, text_message
 
 pytestmark = pytest.mark.anyio
 

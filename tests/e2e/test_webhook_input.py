@@ -10,7 +10,7 @@ import pytest
 
 from tests.e2e.conftest import OpenPyloto
 from tests.e2e.support import Pyloto, as_bytes
-from tests.helpers import (
+from tests.support.helpers import (
     APP_SECRET,
     encode,
     envelope,

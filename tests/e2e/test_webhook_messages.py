@@ -10,7 +10,7 @@ import pytest
 from pyloto_corp.domain.records import InboundMessage
 from pyloto_corp.domain.replies import template_for
 from tests.e2e.support import Pyloto, message_ids, trajectory
-from tests.helpers import encode, envelope, load_payload, text_message
+from tests.support.helpers import encode, envelope, load_payload, text_message
 
 pytestmark = pytest.mark.anyio
 

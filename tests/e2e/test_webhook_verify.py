@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from litestar.testing import AsyncTestClient
 
-from tests.helpers import VERIFY_TOKEN
+from tests.support.helpers import VERIFY_TOKEN
 
 pytestmark = pytest.mark.anyio
 

@@ -18,7 +18,7 @@ from pyloto_corp.adapters.redis_store import connect as redis_connect
 from pyloto_corp.adapters.sqlite_store import SQLiteStore
 from pyloto_corp.application.ports import StateStore
 from pyloto_corp.bootstrap import load_chart
-from tests.redis_server import RedisServer
+from tests.support.redis_server import RedisServer
 
 
 def terminal_states() -> list[str]:

@@ -11,7 +11,7 @@ from pyloto_corp.application.ports import StateStore
 from pyloto_corp.domain.records import HistoryEntry, InboundMessage, Record
 from pyloto_corp.domain.replies import text_reply_body
 from pyloto_corp.domain.results import LLMCall, Results
-from tests.helpers import CONTACT_NAME, SENDER, new_wamid
+from tests.support.helpers import CONTACT_NAME, SENDER, new_wamid
 
 # Non-ASCII text as customers write it: accents, emoji, CJK, a right-to-left script.
 UNICODE_TEXT = "Olá! Preciso de orçamento — ação nº 5 😀 日本語 مرحبا"

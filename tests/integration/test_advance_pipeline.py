@@ -24,7 +24,9 @@ from pyloto_corp.application.ports import Outbox, PermanentStepError, TransientS
 from pyloto_corp.bootstrap import Container, bootstrap, queue_specs
 from pyloto_corp.config import Settings
 from pyloto_corp.domain.records import Record
-from tests.helpers import (
+from tests.integration.conftest import terminal_states
+from tests.integration.factories import eventually, queued_record, record, wait_for_states
+from tests.support.helpers import (
     APP_SECRET,
     SENDER,
     encode,
@@ -33,8 +35,6 @@ from tests.helpers import (
     status,
     text_message,
 )
-from tests.integration.conftest import terminal_states
-from tests.integration.factories import eventually, queued_record, record, wait_for_states
 
 pytestmark = pytest.mark.anyio
 

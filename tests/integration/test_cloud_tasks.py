@@ -18,8 +18,8 @@ from pyloto_corp.adapters.cloud_tasks import (
 from pyloto_corp.application.ports import QueueUnavailable, Task
 from pyloto_corp.application.queues import INBOUND, OUTBOUND
 from pyloto_corp.cli import main
-from tests.redis_server import free_port
-from tests.tasks_emulator import TasksEmulator
+from tests.support.redis_server import free_port
+from tests.support.tasks_emulator import TasksEmulator
 
 pytestmark = pytest.mark.anyio
 

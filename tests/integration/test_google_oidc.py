@@ -27,7 +27,7 @@ from tests.integration.oidc_support import (
     pem_map,
     serve_certs,
 )
-from tests.redis_server import free_port
+from tests.support.redis_server import free_port
 
 pytestmark = pytest.mark.anyio
 

@@ -1,7 +1,7 @@
 """Spans and metrics of the outside calls: the three LLM steps and the Graph API sends.
 
 The app runs on the real `openai` SDK against `pyloto fake-openai` and on the Graph adapter
-against tests/fake_graph.py; its telemetry is the real SDK built from the repository's
+against tests/support/fake_graph.py; its telemetry is the real SDK built from the repository's
 otel.yaml, with in-memory exporters behind the production redacting wrapper, so what is
 read here is what would leave the process.
 """
@@ -25,9 +25,9 @@ from pyloto_corp.devtools.fake_openai import CHOICE, DEFAULTS, DRAFT, EVENT, Fak
 from pyloto_corp.http.app import create_app
 from pyloto_corp.observability.redaction import keyed_hash
 from tests.e2e.support import Pyloto, trajectory
-from tests.fake_graph import PHONE_NUMBER_ID, TOKEN, FakeGraph, Fault
-from tests.helpers import CONTACT_NAME, SENDER, envelope, text_message
-from tests.telemetry_capture import Captured
+from tests.support.fake_graph import PHONE_NUMBER_ID, TOKEN, FakeGraph, Fault
+from tests.support.helpers import CONTACT_NAME, SENDER, envelope, text_message
+from tests.support.telemetry_capture import Captured
 
 pytestmark = pytest.mark.anyio
 

@@ -15,7 +15,6 @@ from litestar.testing import AsyncTestClient
 from pyloto_corp.bootstrap import Container, bootstrap
 from pyloto_corp.config import ConfigError, Settings
 from pyloto_corp.http.app import create_app
-from tests.helpers import INTERNAL_TOKEN
 from tests.integration.oidc_support import (
     AUDIENCE,
     SERVICE_ACCOUNT,
@@ -25,7 +24,8 @@ from tests.integration.oidc_support import (
     pem_map,
     serve_certs,
 )
-from tests.redis_server import free_port
+from tests.support.helpers import INTERNAL_TOKEN
+from tests.support.redis_server import free_port
 
 pytestmark = pytest.mark.anyio
 

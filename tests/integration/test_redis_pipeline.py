@@ -25,10 +25,10 @@ from pyloto_corp.application.queues import STEP_LEASE_SECONDS, STUCK_AFTER_SECON
 from pyloto_corp.bootstrap import Container, bootstrap, queue_specs
 from pyloto_corp.config import Settings
 from pyloto_corp.domain.records import Record
-from tests.helpers import APP_SECRET, encode, envelope, new_wamid, text_message
 from tests.integration.conftest import RETENTION_SECONDS, terminal_states
 from tests.integration.factories import queued_record, record, wait_for_states
-from tests.redis_server import RedisServer
+from tests.support.helpers import APP_SECRET, encode, envelope, new_wamid, text_message
+from tests.support.redis_server import RedisServer
 
 pytestmark = pytest.mark.anyio
 

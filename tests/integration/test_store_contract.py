@@ -10,9 +10,9 @@ import pytest
 from pyloto_corp.application.ports import StateStore
 from pyloto_corp.domain.records import StatusUpdate, Turn
 from pyloto_corp.domain.results import Results
-from tests.helpers import new_wamid
 from tests.integration.conftest import StoreBackend
 from tests.integration.factories import UNICODE_TEXT, record, rich_record
+from tests.support.helpers import new_wamid
 
 pytestmark = pytest.mark.anyio
 

@@ -44,7 +44,7 @@ from pyloto_corp.observability.setup import (
     span_exporter,
 )
 from tests.e2e.support import SETTINGS_VARIABLES, Pyloto
-from tests.helpers import (
+from tests.support.helpers import (
     APP_SECRET,
     CONTACT_NAME,
     INTERNAL_TOKEN,

@@ -23,8 +23,8 @@ from pyloto_corp.http.app import create_app
 from pyloto_corp.observability.otel_config import attribute_allowed
 from pyloto_corp.observability.redaction import keyed_hash
 from tests.e2e.support import Pyloto
-from tests.helpers import INTERNAL_TOKEN, SENDER, envelope, text_message
-from tests.telemetry_capture import Captured
+from tests.support.helpers import INTERNAL_TOKEN, SENDER, envelope, text_message
+from tests.support.telemetry_capture import Captured
 from tests.unit.fakes import FakeQueue
 
 pytestmark = pytest.mark.anyio

@@ -14,8 +14,15 @@ from pyloto_corp.bootstrap import bootstrap
 from pyloto_corp.config import Settings
 from pyloto_corp.http.app import create_app
 from pyloto_corp.http.rejections import LINES_PER_WINDOW, Rejections
-from tests.helpers import VERIFY_TOKEN, encode, envelope, signature, signed_headers, text_message
-from tests.telemetry_capture import Captured
+from tests.support.helpers import (
+    VERIFY_TOKEN,
+    encode,
+    envelope,
+    signature,
+    signed_headers,
+    text_message,
+)
+from tests.support.telemetry_capture import Captured
 
 pytestmark = pytest.mark.anyio
 

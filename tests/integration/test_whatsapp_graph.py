@@ -14,9 +14,9 @@ from pyloto_corp.adapters.whatsapp_graph import GraphOutbox, create_client, mess
 from pyloto_corp.application.ports import AmbiguousSend, TransientStepError
 from pyloto_corp.domain.records import StatusUpdate
 from pyloto_corp.domain.replies import text_reply_body
-from tests.fake_graph import PHONE_NUMBER_ID, TOKEN, VERSION, FakeGraph, Fault
 from tests.integration.conftest import terminal_states
 from tests.integration.factories import record
+from tests.support.fake_graph import PHONE_NUMBER_ID, TOKEN, VERSION, FakeGraph, Fault
 
 pytestmark = pytest.mark.anyio
 

@@ -15,7 +15,7 @@ from pyloto_corp.domain.records import InboundMessage, Record
 from pyloto_corp.domain.replies import text_reply_body
 from pyloto_corp.domain.results import Results
 from pyloto_corp.domain.statechart import Statechart
-from tests.helpers import CONTACT_NAME, SENDER, new_wamid
+from tests.support.helpers import CONTACT_NAME, SENDER, new_wamid
 from tests.unit.fakes import FakeClock, FakeOutbox, FakeQueue, FakeStore, MakeRecord
 
 

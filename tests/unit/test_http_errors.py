@@ -13,7 +13,7 @@ from pyloto_corp.config import Settings
 from pyloto_corp.domain.records import Record
 from pyloto_corp.http.app import create_app
 from pyloto_corp.observability.logging import JsonFormatter
-from tests.helpers import INTERNAL_TOKEN
+from tests.support.helpers import INTERNAL_TOKEN
 from tests.unit.fakes import FakeOutbox, FakeStore
 
 pytestmark = pytest.mark.anyio

@@ -10,7 +10,7 @@ import pytest
 from pyloto_corp.application.advance import Advancer
 from pyloto_corp.application.inspect import record_view
 from pyloto_corp.domain.records import HistoryEntry, Record
-from tests.helpers import CONTACT_NAME, SENDER
+from tests.support.helpers import CONTACT_NAME, SENDER
 from tests.unit.fakes import FakeQueue, FakeStore, MakeRecord
 
 PERSONAL_TEXT = (

@@ -1,7 +1,7 @@
 """LLM#1-3 as steps, on a scripted assistant (our own port): routing, privacy, memory, failures.
 
 The assistant here stands in for the Assistant port, not for the SDK: the SDK is exercised
-over HTTP in tests/unit/test_openai_llm.py and tests/test_llm_pipeline_e2e.py.
+over HTTP in tests/unit/test_openai_llm.py and tests/e2e/test_llm_pipeline.py.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ from pyloto_corp.domain.events import FellBack, ReplyQueued
 from pyloto_corp.domain.records import Turn
 from pyloto_corp.domain.replies import reply_body
 from pyloto_corp.domain.results import LLMCall, Results
-from tests.helpers import CONTACT_NAME, SENDER
+from tests.support.helpers import CONTACT_NAME, SENDER
 from tests.unit.fakes import FakeClock, FakeStore, MakeRecord
 
 pytestmark = pytest.mark.anyio

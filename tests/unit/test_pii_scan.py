@@ -30,7 +30,7 @@ from pyloto_corp.cli import main
 from pyloto_corp.domain.privacy import find_personal_data, redact_text
 from pyloto_corp.observability.logging import configure_logging
 from pyloto_corp.observability.pii_scan import GREP_PATTERNS, scan_line, scan_lines
-from tests.pii_strategies import personal_data, safe_values
+from tests.support.pii_strategies import personal_data, safe_values
 
 README = Path(__file__).parents[2] / "README.md"
 LOG = logging.getLogger("pyloto_corp.application.advance")

@@ -17,7 +17,7 @@ from pyloto_corp.domain.privacy import (
     message_ref,
     redact_text,
 )
-from tests.pii_strategies import (
+from tests.support.pii_strategies import (
     brazilian_names,
     cnpj_check_digits,
     cpf_check_digits,

@@ -7,7 +7,7 @@ import pytest
 from pyloto_corp.adapters.whatsapp_webhook import parse_webhook
 from pyloto_corp.domain.records import InboundMessage
 from pyloto_corp.domain.replies import TEXT_BODY_LIMIT, template_for, text_reply_body
-from tests.helpers import encode, load_payload
+from tests.support.helpers import encode, load_payload
 
 
 def fixture_message(name: str) -> InboundMessage:

@@ -10,7 +10,7 @@ import pytest
 
 from pyloto_corp.adapters.whatsapp_webhook import InvalidWebhook, parse_webhook
 from pyloto_corp.domain.records import InboundMessage, ParsedWebhook
-from tests.helpers import encode, envelope, load_payload, status, text_message
+from tests.support.helpers import encode, envelope, load_payload, status, text_message
 
 BR_SENDER = "5511912345678"
 BR_NAME = "João Conceição"

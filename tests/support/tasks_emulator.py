@@ -16,9 +16,9 @@ from pathlib import Path
 
 import grpc
 
-from tests.redis_server import free_port
+from tests.support.redis_server import free_port
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 EMULATOR_VENV = ROOT / ".venv-tasks-emulator"
 EMULATOR_VERSION = "0.6.2"
 

@@ -14,7 +14,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from pyloto_corp.observability.otel_config import load_otel_config
 from pyloto_corp.observability.setup import TelemetryRuntime, build_telemetry
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 class Captured:

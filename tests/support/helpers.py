@@ -9,7 +9,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-DATA = Path(__file__).parent / "data"
+DATA = Path(__file__).resolve().parents[1] / "data"
 APP_SECRET = "test-app-secret"
 INTERNAL_TOKEN = "test-internal-token"
 VERIFY_TOKEN = "test-verify-token"

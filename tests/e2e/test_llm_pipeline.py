@@ -39,7 +39,7 @@ from pyloto_corp.domain.replies import template_for
 from pyloto_corp.http.app import create_app
 from pyloto_corp.observability.logging import JsonFormatter
 from tests.e2e.support import Pyloto, trajectory
-from tests.helpers import CONTACT_NAME, SENDER, envelope, text_message
+from tests.support.helpers import CONTACT_NAME, SENDER, envelope, text_message
 
 pytestmark = pytest.mark.anyio
 

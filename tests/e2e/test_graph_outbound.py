@@ -1,5 +1,5 @@
 """Replies through the Graph API adapter end to end: a signed webhook runs to `sent` (or
-`failed`) against tests/fake_graph.py, a local server speaking the messages endpoint.
+`failed`) against tests/support/fake_graph.py, a local server speaking the messages endpoint.
 
 The fake validates every request against WhatsApp's schema and limits; the fixture fails the
 test on any violation, on two accepted sends for one record, or on two read receipts for one
@@ -25,8 +25,8 @@ from pyloto_corp.config import Settings
 from pyloto_corp.devtools.fake_openai import CHOICE, FakeOpenAI, json_answer
 from pyloto_corp.http.app import create_app
 from tests.e2e.support import Pyloto, trajectory
-from tests.fake_graph import PHONE_NUMBER_ID, TOKEN, FakeGraph, Fault
-from tests.helpers import INTERNAL_TOKEN, SENDER, envelope, status, text_message
+from tests.support.fake_graph import PHONE_NUMBER_ID, TOKEN, FakeGraph, Fault
+from tests.support.helpers import INTERNAL_TOKEN, SENDER, envelope, status, text_message
 
 pytestmark = pytest.mark.anyio
 
