@@ -42,7 +42,7 @@ from pyloto_corp.application.registry import undeclared_in_chart
 from pyloto_corp.application.replay import MANUAL_TRIGGERS
 from pyloto_corp.application.step_context import LLMRouting, Pacing, StepContext
 from pyloto_corp.application.steps import HANDLED_TRIGGERS
-from pyloto_corp.application.sweeper import SweepResult, sweep
+from pyloto_corp.application.sweeper import Sweeper
 from pyloto_corp.config import ConfigError, Settings
 from pyloto_corp.domain.machine import LifecycleMachine
 from pyloto_corp.domain.statechart import Statechart, StatechartError
@@ -242,7 +242,11 @@ def oidc_verifier(settings: Settings) -> OidcVerifier | None:
 
 @dataclass
 class Container:
-    """Everything a running pyloto needs, built once."""
+    """Everything a running pyloto needs, built once; `start()` and `stop()` run it.
+
+    What it opened is closed by one exit stack, in the reverse order of opening: the
+    background sweeps and the local workers first, the connections, then telemetry.
+    """
 
     sole_instance: bool
     settings: Settings
@@ -253,10 +257,28 @@ class Container:
     outbox: Outbox
     advancer: Advancer
     ingestor: Ingestor
+    sweeper: Sweeper
     clock: Callable[[], float]
     oidc_verifier: OidcVerifier | None = None
     telemetry_runtime: TelemetryRuntime | None = None
-    _sweeper: asyncio.Task[None] | None = field(default=None, repr=False)
+    _stack: contextlib.AsyncExitStack = field(default_factory=contextlib.AsyncExitStack, repr=False)
+
+    def __post_init__(self) -> None:
+        """Own every client built for it, opened or not: stop() closes them all."""
+        stack = self._stack
+        if self.telemetry_runtime is not None:
+            # Exports what is buffered; in a thread, as exporters block on the network.
+            stack.push_async_callback(asyncio.to_thread, self.telemetry_runtime.shutdown)
+        for resource in (self.outbox, self.oidc_verifier, self.store):
+            close = getattr(resource, "close", None)
+            if close is not None:
+                stack.push_async_callback(close)
+        llm = self.advancer.context.llm
+        close_llm = getattr(llm.assistant, "close", None) if llm is not None else None
+        if close_llm is not None:
+            stack.push_async_callback(close_llm)
+        if isinstance(self.queue, CloudTasksQueue):
+            stack.push_async_callback(self.queue.close)
 
     async def start(self) -> None:
         """Open the store, start the workers and re-queue what a previous run left open.
@@ -275,64 +297,22 @@ class Container:
         if not isinstance(self.queue, LocalQueue):
             return  # Cloud Tasks holds the work; Cloud Scheduler calls POST /internal/sweep
         self.queue.start(self._run_task)
+        self._stack.push_async_callback(self.queue.stop)
         try:
-            await self.sweep(0.0 if self.sole_instance else STUCK_AFTER_SECONDS)
+            await self.sweeper.sweep(0.0 if self.sole_instance else STUCK_AFTER_SECONDS)
         except StoreUnavailable:
             log.exception("sweep_failed", extra={"event": "sweep_failed"})
-        self._sweeper = asyncio.create_task(self._sweep_periodically(), name="pyloto-sweeper")
+        self.sweeper.start(SWEEP_INTERVAL_SECONDS, STUCK_AFTER_SECONDS)
+        self._stack.push_async_callback(self.sweeper.stop)
 
     async def stop(self) -> None:
         """Stop the workers and release connections."""
-        sweeper, self._sweeper = self._sweeper, None
-        if sweeper is not None:
-            sweeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await sweeper
-        if isinstance(self.queue, LocalQueue):
-            await self.queue.stop()
-        elif isinstance(self.queue, CloudTasksQueue):
-            await self.queue.close()
-        llm = self.advancer.context.llm
-        close_llm = getattr(llm.assistant, "close", None) if llm is not None else None
-        if close_llm is not None:
-            await close_llm()
-        await self.store.close()
-        if self.oidc_verifier is not None:
-            await self.oidc_verifier.close()
-        close = getattr(self.outbox, "close", None)
-        if close is not None:
-            await close()
-        if self.telemetry_runtime is not None:
-            # Exports what is buffered; in a thread, as exporters block on the network.
-            await asyncio.to_thread(self.telemetry_runtime.shutdown)
+        await self._stack.aclose()
 
     @property
     def telemetry(self) -> Telemetry:
         """What the code records spans and metrics with."""
         return self.advancer.telemetry
-
-    async def sweep(self, stuck_after_seconds: float = STUCK_AFTER_SECONDS) -> SweepResult:
-        """Re-queue stuck records and purge those (and dry-run requests) past retention."""
-        retention = self.settings.state.retention_days * 86400
-        result = await sweep(
-            self.store,
-            self.queue,
-            self.chart,
-            self.clock,
-            stuck_after_seconds=stuck_after_seconds,
-            retention_seconds=retention,
-        )
-        if isinstance(self.outbox, DryRunOutbox):
-            await self.outbox.purge(created_before=self.clock() - retention)
-        return result
-
-    async def _sweep_periodically(self) -> None:
-        while self._sweeper is not None:  # stop() clears it, should a cancellation be lost
-            await asyncio.sleep(SWEEP_INTERVAL_SECONDS)
-            try:
-                await self.sweep()
-            except Exception:
-                log.exception("sweep_failed", extra={"event": "sweep_failed"})
 
     def max_attempts(self, state: str) -> int:
         """Attempts the queue of `state`'s step gives a task (the deploy guide's numbers)."""
@@ -397,6 +377,8 @@ def bootstrap(
         pacing=send_pacing(settings),
     )
     advancer = Advancer(machine, store, queue, context, runtime.telemetry)
+    purge = outbox.purge if isinstance(outbox, DryRunOutbox) else None
+    retention = settings.state.retention_days * 86400
     return Container(
         sole_instance=sole_instance,
         settings=settings,
@@ -407,6 +389,7 @@ def bootstrap(
         outbox=outbox,
         advancer=advancer,
         ingestor=Ingestor(store, advancer, clock, runtime.telemetry),
+        sweeper=Sweeper(store, queue, chart, clock, retention, purge),
         clock=clock,
         oidc_verifier=oidc_verifier(settings),
         telemetry_runtime=runtime,

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from pyloto_corp.application.ports import RecordStore, Task, TaskQueue
@@ -43,3 +45,62 @@ async def sweep(
         extra={"event": "sweep_done", "requeued_count": result.requeued, "purged_count": purged},
     )
     return result
+
+
+class Sweeper:
+    """The sweep of one instance: on demand (POST /internal/sweep, start-up) and, with the
+    local queue, every `interval_seconds` in the background."""
+
+    def __init__(
+        self,
+        store: RecordStore,
+        queue: TaskQueue,
+        chart: Statechart,
+        clock: Callable[[], float],
+        retention_seconds: float,
+        purge_outbox: Callable[[float], Awaitable[int]] | None = None,
+    ) -> None:
+        """`purge_outbox(created_before)` drops what the dry-run outbox keeps past retention."""
+        self.store = store
+        self.queue = queue
+        self.chart = chart
+        self.clock = clock
+        self.retention_seconds = retention_seconds
+        self.purge_outbox = purge_outbox
+        self._task: asyncio.Task[None] | None = None
+
+    async def sweep(self, stuck_after_seconds: float) -> SweepResult:
+        """Re-queue stuck records and purge those (and dry-run requests) past retention."""
+        result = await sweep(
+            self.store,
+            self.queue,
+            self.chart,
+            self.clock,
+            stuck_after_seconds=stuck_after_seconds,
+            retention_seconds=self.retention_seconds,
+        )
+        if self.purge_outbox is not None:
+            await self.purge_outbox(self.clock() - self.retention_seconds)
+        return result
+
+    def start(self, interval_seconds: float, stuck_after_seconds: float) -> None:
+        """Sweep every `interval_seconds` until `stop()`; a failed sweep is logged."""
+        self._task = asyncio.create_task(
+            self._periodically(interval_seconds, stuck_after_seconds), name="pyloto-sweeper"
+        )
+
+    async def stop(self) -> None:
+        """Stop the background sweeps."""
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _periodically(self, interval_seconds: float, stuck_after_seconds: float) -> None:
+        while self._task is not None:  # stop() clears it, should a cancellation be lost
+            await asyncio.sleep(interval_seconds)
+            try:
+                await self.sweep(stuck_after_seconds)
+            except Exception:
+                log.exception("sweep_failed", extra={"event": "sweep_failed"})

@@ -13,6 +13,7 @@ from litestar import Controller, Request, get, post
 from litestar.exceptions import ClientException, NotFoundException
 
 from pyloto_corp.application.inspect import record_view
+from pyloto_corp.application.queues import STUCK_AFTER_SECONDS
 from pyloto_corp.application.replay import Replayer
 from pyloto_corp.http.deps import TASK_ROUTE, container_of, internal_guard
 
@@ -81,7 +82,7 @@ class InternalController(Controller):
     @post("/sweep", status_code=200, opt=TASK_ROUTE)
     async def sweep(self, request: Request[Any, Any, Any]) -> dict[str, int]:
         """Re-queue stuck records and purge expired ones (for Cloud Scheduler)."""
-        result = await container_of(request).sweep()
+        result = await container_of(request).sweeper.sweep(STUCK_AFTER_SECONDS)
         return {"requeued": result.requeued, "purged": result.purged}
 
     @post("/replay", status_code=200)
