@@ -156,22 +156,30 @@ def test_failure_exit_into_an_open_state_is_refused_at_its_transition() -> None:
     )
 
 
+SHIPPED = (statechart_dir() / STATECHART_FILE).read_text(encoding="utf-8")
+
+
+def shipped_without_llm2_in(sources: str, tmp_path: Path) -> Path:
+    """A copy of the shipped chart, in a statecharts/ folder, with `llm2` taken out of the
+    transition whose `source:` line is `sources`."""
+    assert sources in SHIPPED
+    folder = tmp_path / "statecharts"
+    folder.mkdir()
+    path = folder / STATECHART_FILE
+    path.write_text(SHIPPED.replace(sources, sources.replace(" llm2,", "")), encoding="utf-8")
+    return path
+
+
 def test_shipped_chart_without_a_dead_letter_exit_names_file_line_and_state(
     tmp_path: Path,
 ) -> None:
     """Taking `llm2` out of the shipped chart's dead-letter sources is refused by the
     service's own loader, which names statecharts/inbound_message.yaml, the line and state."""
-    shipped = (statechart_dir() / STATECHART_FILE).read_text(encoding="utf-8")
     sources = "source: [received, deduped, llm1, llm2, llm3, fallback, queued_outbound, sending]"
-    assert sources in shipped
-    folder = tmp_path / "statecharts"
-    folder.mkdir()
-    path = folder / STATECHART_FILE
-    path.write_text(shipped.replace(sources, sources.replace(" llm2,", "")), encoding="utf-8")
     with pytest.raises(StatechartError) as caught:
-        load_chart(path)
+        load_chart(shipped_without_llm2_in(sources, tmp_path))
     assert str(caught.value) == (
-        f"statecharts/{STATECHART_FILE}:{line_of(shipped, '  llm2:')}: state 'llm2' can fail "
+        f"statecharts/{STATECHART_FILE}:{line_of(SHIPPED, '  llm2:')}: state 'llm2' can fail "
         "but has no 'dead_letter' exit (the code fires it from any state whose step fails)"
     )
 
@@ -181,15 +189,8 @@ def test_a_step_event_without_its_transition_refuses_to_start_naming_both(
 ) -> None:
     """LLM#3's step may fall back; a chart without `fall_back` from `llm2` is refused by the
     service's loader with the step, its state, the event and the missing trigger."""
-    shipped = (statechart_dir() / STATECHART_FILE).read_text(encoding="utf-8")
-    sources = "source: [deduped, llm1, llm2, llm3]"
-    assert sources in shipped
-    folder = tmp_path / "statecharts"
-    folder.mkdir()
-    path = folder / STATECHART_FILE
-    path.write_text(shipped.replace(sources, sources.replace(" llm2,", "")), encoding="utf-8")
     with pytest.raises(StatechartError) as caught:
-        load_chart(path)
+        load_chart(shipped_without_llm2_in("source: [deduped, llm1, llm2, llm3]", tmp_path))
     assert str(caught.value) == (
         f"statecharts/{STATECHART_FILE}: step choose_message_type in 'llm2' may return "
         "FellBack, but the statechart has no 'fall_back' transition from 'llm2'"
