@@ -612,6 +612,16 @@ def _settings_commands() -> dict[str, Callable[[Settings, argparse.Namespace], i
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `pyloto` console script."""
+    try:
+        return _main(argv)
+    except BrokenPipeError:
+        # The reader went away (`pyloto ... | head`): stop quietly, as other commands do.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 1
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     if args.command == "replay" and args.since is not None and not args.failed:

@@ -237,3 +237,23 @@ def test_beside_a_running_server_every_mistake_is_one_line(
     assert [(line["severity"], line["reason"]) for line in rejected] == [
         ("WARNING", "bad_signature")
     ]
+
+
+def test_output_cut_short_by_its_reader_ends_quietly(tmp_path: Path) -> None:
+    """`pyloto ... | head -1`: when the reader goes away the command stops without a
+    traceback (here pii-scan with thousands of findings to print)."""
+    log = tmp_path / "app.log"
+    log.write_text("cliente 123.456.789-09 escreveu\n" * 20_000, encoding="utf-8")
+    process = subprocess.Popen(
+        [*pyloto_command(), "pii-scan", str(log)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stdout is not None
+    assert process.stdout.readline().startswith("line 1: cpf: ")
+    process.stdout.close()  # as `head -1` does once it has its line
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 1
+    assert "Traceback" not in err
+    assert "BrokenPipe" not in err
