@@ -25,7 +25,7 @@ from litestar import get
 
 from pyloto_corp.adapters.local_queue import LocalQueue
 from pyloto_corp.adapters.secret_manager import resolve_references
-from pyloto_corp.application.ports import DeadLetterHandler, Task, TaskHandler
+from pyloto_corp.application.ports import Task, TaskHandler
 from pyloto_corp.application.queues import QueueSpec
 from pyloto_corp.bootstrap import bootstrap, queue_specs
 from pyloto_corp.config import development_warnings, load_settings
@@ -47,12 +47,12 @@ class CountingLocalQueue(LocalQueue):
         self.enqueued[task.state] = self.enqueued.get(task.state, 0) + 1
         await super().enqueue(task)
 
-    def start(self, handler: TaskHandler, dead_letter: DeadLetterHandler) -> None:
+    def start(self, handler: TaskHandler) -> None:
         async def counted(task: Task, attempt: int) -> None:
             self.delivered[task.state] = self.delivered.get(task.state, 0) + 1
             await handler(task, attempt)
 
-        super().start(counted, dead_letter)
+        super().start(counted)
 
 
 def main() -> None:
