@@ -3,11 +3,17 @@
 The envelope must be a WhatsApp business account webhook; inside it, every entry, change,
 message and status is read on its own, so one odd item never rejects the batch (Meta would
 retry the whole POST for 7 days). Unknown message types become `unsupported`.
+
+Text that JSON allows but Python strings cannot carry on to UTF-8 (a lone surrogate escape
+such as `"\\ud83d"`, from a client that cut an emoji in half) or bytes that are not UTF-8 are
+read with the bad sequence replaced by U+FFFD: only a body that is not JSON at all is refused.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import re
 from typing import Any, TypeVar
 
 import msgspec
@@ -89,14 +95,18 @@ class _Status(msgspec.Struct):
 
 
 _decoder = msgspec.json.Decoder(_Envelope)
+# json.loads joins escaped surrogate pairs into one character: any surrogate left is alone.
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def parse_webhook(body: bytes) -> ParsedWebhook:
     """Everything in a webhook body, or InvalidWebhook for a non-WhatsApp envelope."""
     try:
         envelope = _decoder.decode(body)
-    except msgspec.DecodeError as error:
+    except msgspec.ValidationError as error:
         raise InvalidWebhook(_reason(error)) from None
+    except msgspec.DecodeError as error:
+        envelope = _decode_repaired(body, error)
     except RecursionError:  # msgspec's guard against deeply nested JSON
         raise InvalidWebhook("body is nested too deeply") from None
     if envelope.object != "whatsapp_business_account":
@@ -114,6 +124,34 @@ def parse_webhook(body: bytes) -> ParsedWebhook:
             elif change.field == "messages":
                 _read_value(change.value, parsed)
     return parsed
+
+
+def _decode_repaired(body: bytes, error: msgspec.DecodeError) -> _Envelope:
+    """The envelope of a body msgspec refused, if it is JSON once bad text is replaced.
+
+    msgspec refuses lone surrogate escapes and invalid UTF-8; the standard library reads
+    both, and every string is then made valid (U+FFFD for each bad sequence). This path runs
+    only for bodies msgspec refused, so the common case keeps msgspec's speed.
+    """
+    try:
+        document = json.loads(body.decode("utf-8", errors="replace"))
+    except (ValueError, RecursionError):
+        raise InvalidWebhook(_reason(error)) from None
+    try:
+        return msgspec.convert(_valid_text(document), _Envelope)
+    except msgspec.ValidationError as invalid:
+        raise InvalidWebhook(_reason(invalid)) from None
+
+
+def _valid_text(value: Any) -> Any:
+    """`value` with every string (keys too) free of lone surrogates."""
+    if isinstance(value, str):
+        return _SURROGATE.sub("\ufffd", value)
+    if isinstance(value, list):
+        return [_valid_text(item) for item in value]
+    if isinstance(value, dict):
+        return {_valid_text(key): _valid_text(item) for key, item in value.items()}
+    return value
 
 
 def _reason(error: msgspec.DecodeError) -> str:
