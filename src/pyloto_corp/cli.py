@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 import httpx
 
@@ -132,7 +133,7 @@ async def _simulate_http(settings: Settings, args: argparse.Namespace, body: byt
         deadline = time.monotonic() + args.timeout
         view: dict[str, Any] = {}
         while time.monotonic() < deadline:
-            got = await client.get(f"{base}/internal/messages/{message_id}", headers=token)
+            got = await client.get(message_url(base, message_id), headers=token)
             if got.status_code == 200:
                 view = got.json()
                 if view["state"] in TERMINAL:
@@ -260,7 +261,7 @@ def _cmd_inspect(settings: Settings, args: argparse.Namespace) -> int:
         base = args.url.rstrip("/")
         headers = {"X-Internal-Token": settings.internal_task_token}
         try:
-            response = httpx.get(f"{base}/internal/messages/{args.message_id}", headers=headers)
+            response = httpx.get(message_url(base, args.message_id), headers=headers)
         except httpx.HTTPError as error:
             print(f"pyloto: cannot reach {base}: {error}", file=sys.stderr)
             return 1
@@ -279,6 +280,11 @@ def _cmd_inspect(settings: Settings, args: argparse.Namespace) -> int:
         return 1
     print(json.dumps(view, ensure_ascii=False, indent=2))
     return 0
+
+
+def message_url(base: str, message_id: str) -> str:
+    """GET /internal/messages/{id} on `base`, the id percent-encoded (`/` and `+` included)."""
+    return f"{base}/internal/messages/{quote(message_id, safe='')}"
 
 
 def since_bound(value: str, now: float | None = None) -> float:

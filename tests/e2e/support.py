@@ -20,6 +20,7 @@ from pydantic import BaseModel
 
 from pyloto_corp.adapters.dry_run_outbox import DryRunOutbox
 from pyloto_corp.bootstrap import Container
+from pyloto_corp.cli import message_url
 from pyloto_corp.config import Settings
 from tests.support.helpers import INTERNAL_TOKEN, encode, signed_headers
 
@@ -102,7 +103,7 @@ class Pyloto:
     async def get_view(self, message_id: str) -> httpx.Response:
         """GET /internal/messages/{id} with the right token."""
         return await self.client.get(
-            f"/internal/messages/{message_id}", headers={"X-Internal-Token": INTERNAL_TOKEN}
+            message_url("", message_id), headers={"X-Internal-Token": INTERNAL_TOKEN}
         )
 
     async def view(self, message_id: str) -> dict[str, Any]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+from urllib.parse import unquote_to_bytes
 
 from litestar.connection import ASGIConnection
 from litestar.exceptions import (
@@ -23,6 +24,23 @@ def container_of(connection: ASGIConnection) -> Container:  # type: ignore[type-
     """The container this app was built with."""
     container: Container = connection.app.state.container
     return container
+
+
+def path_message_id(connection: ASGIConnection, prefix: str) -> str:  # type: ignore[type-arg]
+    """The message id after `prefix` in the request's path, percent-decoded once.
+
+    WhatsApp ids are standard base64, so `/`, `+` and `=` occur. They are read from the raw
+    path (ASGI `raw_path`): the decoded path has `%2F` already turned into `/`, and the
+    router folds `//` into `/`, which would name another message. `+` stays `+`.
+    """
+    raw: bytes | None = connection.scope.get("raw_path")
+    if raw:
+        text = raw.decode("latin-1")
+        _, found, encoded = text.partition(prefix)
+        if found:
+            return unquote_to_bytes(encoded).decode("utf-8", errors="replace")
+    # A server that gives no raw path: the route's path parameter, as decoded.
+    return str(connection.path_params.get("message_id", "")).removeprefix("/")
 
 
 def internal_token_guard(

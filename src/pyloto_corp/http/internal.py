@@ -15,7 +15,7 @@ from litestar.exceptions import ClientException, NotFoundException
 from pyloto_corp.application.inspect import record_view
 from pyloto_corp.application.queues import STUCK_AFTER_SECONDS
 from pyloto_corp.application.replay import Replayer
-from pyloto_corp.http.deps import TASK_ROUTE, container_of, internal_guard
+from pyloto_corp.http.deps import TASK_ROUTE, container_of, internal_guard, path_message_id
 
 
 class AdvanceTask(msgspec.Struct, forbid_unknown_fields=True):
@@ -96,10 +96,10 @@ class InternalController(Controller):
             summary = await replayer.replay_failed(data.since)
         return summary.as_dict()
 
-    @get("/messages/{message_id:str}")
+    @get("/messages/{message_id:path}")
     async def inspect(self, request: Request[Any, Any, Any]) -> dict[str, Any]:
-        """The record with personal data masked."""
-        message_id: str = request.path_params["message_id"]
+        """The record with personal data masked; the id percent-encoded (`/` as `%2F`)."""
+        message_id = path_message_id(request, "/internal/messages/")
         record = await container_of(request).store.get(message_id)
         if record is None:
             raise NotFoundException("no record with this message id")

@@ -1,0 +1,70 @@
+"""Any WhatsApp id can be looked up: real wamids are standard base64 (`/`, `+`, `=`)."""
+
+from __future__ import annotations
+
+from urllib.parse import quote
+
+import pytest
+from litestar.testing import AsyncTestClient
+
+from pyloto_corp.cli import message_url
+from tests.e2e.support import Pyloto
+from tests.support.helpers import INTERNAL_TOKEN, envelope, text_message
+
+pytestmark = pytest.mark.anyio
+
+IDS = [
+    "wamid.HBgMNTUxMTk4NzY1NDMyFQIAEhgg/Q+x9k2Lr=",
+    "wamid.a//b",
+    "wamid.ends/",
+    "wamid.+plus+and%percent",
+    "wamid.ação?#",
+]
+TOKEN = {"X-Internal-Token": INTERNAL_TOKEN}
+
+
+@pytest.fixture
+async def stored(pyloto: Pyloto) -> list[str]:
+    """The ids above, each a record that has been answered (each from its own sender: replies
+    to one sender are paced)."""
+    messages = [text_message("Oi", id_, sender=f"55119888800{n:02}") for n, id_ in enumerate(IDS)]
+    response = await pyloto.post(envelope(messages))
+    assert response.json()["created"] == len(IDS)
+    for message_id in IDS:
+        await pyloto.wait_for(message_id)
+    return IDS
+
+
+@pytest.mark.parametrize("message_id", IDS)
+async def test_a_percent_encoded_id_finds_its_record(
+    client: AsyncTestClient,  # type: ignore[type-arg]
+    stored: list[str],
+    message_id: str,
+) -> None:
+    response = await client.get(message_url("", message_id), headers=TOKEN)
+    assert response.status_code == 200, response.text
+    assert response.json()["message_id"] == message_id
+
+
+async def test_slashes_left_unencoded_still_find_the_record(
+    client: AsyncTestClient,  # type: ignore[type-arg]
+    stored: list[str],
+) -> None:
+    encoded = quote(IDS[0], safe="/+=")
+    assert "/" in encoded
+    response = await client.get(f"/internal/messages/{encoded}", headers=TOKEN)
+    assert response.json()["message_id"] == IDS[0]
+
+
+async def test_an_id_that_differs_only_in_slashes_is_another_message(
+    client: AsyncTestClient,  # type: ignore[type-arg]
+    stored: list[str],
+) -> None:
+    response = await client.get(message_url("", "wamid.a/b"), headers=TOKEN)
+    assert response.status_code == 404
+
+
+def test_the_cli_encodes_every_reserved_character() -> None:
+    assert message_url("http://h:1", "wamid.a/b+c=?#") == (
+        "http://h:1/internal/messages/wamid.a%2Fb%2Bc%3D%3F%23"
+    )
