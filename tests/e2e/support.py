@@ -136,7 +136,7 @@ class Pyloto:
 
     async def sent_for(self, message_id: str) -> list[dict[str, Any]]:
         """Graph API bodies the outbox recorded for one inbound message."""
-        return await self.outbox.sent(callback_data=message_id)
+        return await self.outbox.sent(message_id=message_id)
 
     async def records(self) -> dict[str, str]:
         """message_id → state of every stored record, read from the database file."""

@@ -9,6 +9,7 @@ import pytest
 from litestar.testing import AsyncTestClient
 
 from pyloto_corp import __version__
+from pyloto_corp.domain.replies import reply_key
 from tests.e2e.support import Pyloto, trajectory
 from tests.support.helpers import CONTACT_NAME, INTERNAL_TOKEN, SENDER, envelope, text_message
 
@@ -163,7 +164,7 @@ async def test_inspect_shows_the_record_without_personal_data(pyloto: Pyloto) ->
     assert reply["messaging_product"] == "whatsapp"
     assert reply["type"] == "text"
     assert reply["context"] == {"message_id": message["id"]}
-    assert reply["biz_opaque_callback_data"] == message["id"]
+    assert reply["biz_opaque_callback_data"] == reply_key(message["id"])
     assert reply["text"]["body"]
     assert "delivery_status" in view
 

@@ -35,7 +35,7 @@ from pyloto_corp.devtools.fake_openai import (
     refusal,
 )
 from pyloto_corp.domain.records import InboundMessage
-from pyloto_corp.domain.replies import template_for
+from pyloto_corp.domain.replies import reply_key, template_for
 from pyloto_corp.http.app import create_app
 from pyloto_corp.observability.logging import JsonFormatter
 from tests.e2e.support import Pyloto, trajectory
@@ -183,7 +183,7 @@ async def test_happy_path_sends_the_llm_buttons_through_llm1_llm2_llm3(
                 ]
             },
         },
-        "biz_opaque_callback_data": view["message_id"],
+        "biz_opaque_callback_data": reply_key(view["message_id"]),
     }
 
     assert [r["response_format"]["json_schema"]["name"] for r in fake.requests] == [

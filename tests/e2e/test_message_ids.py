@@ -9,7 +9,7 @@ from litestar.testing import AsyncTestClient
 
 from pyloto_corp.cli import message_url
 from tests.e2e.support import Pyloto
-from tests.support.helpers import INTERNAL_TOKEN, envelope, text_message
+from tests.support.helpers import INTERNAL_TOKEN, envelope, status, text_message
 
 pytestmark = pytest.mark.anyio
 
@@ -68,3 +68,24 @@ def test_the_cli_encodes_every_reserved_character() -> None:
     assert message_url("http://h:1", "wamid.a/b+c=?#") == (
         "http://h:1/internal/messages/wamid.a%2Fb%2Bc%3D%3F%23"
     )
+
+
+async def test_long_ids_sharing_their_first_512_characters_keep_their_own_statuses(
+    pyloto: Pyloto,
+) -> None:
+    """The status of one reply reaches its record only, even when two ids differ only
+    after the 512 characters Meta keeps of biz_opaque_callback_data."""
+    short, long = "wamid." + "Q" * 600, "wamid." + "Q" * 5000
+    messages = [text_message("Oi", short, sender="5511988881001")]
+    messages.append(text_message("Oi", long, sender="5511988881002"))
+    await pyloto.post(envelope(messages))
+    for message_id in (short, long):
+        assert (await pyloto.wait_for(message_id))["state"] == "sent"
+    (reply,) = await pyloto.sent_for(short)
+    assert len(reply["biz_opaque_callback_data"]) <= 512
+
+    echo = status("wamid.OUT.SHORT", "read", 1_732_600_000, reply["biz_opaque_callback_data"])
+    assert (await pyloto.post(envelope(statuses=[echo]))).status_code == 200
+
+    assert (await pyloto.view(short))["delivery_status"] == "read"
+    assert (await pyloto.view(long))["delivery_status"] is None

@@ -23,6 +23,7 @@ from pyloto_corp.bootstrap import bootstrap, load_chart
 from pyloto_corp.cli import main
 from pyloto_corp.config import Settings
 from pyloto_corp.domain.records import Record
+from pyloto_corp.domain.replies import reply_key
 from pyloto_corp.http.app import create_app
 from tests.e2e.servers import ServeProcess, make_record, process_env
 from tests.e2e.support import Pyloto
@@ -49,9 +50,9 @@ class RefusingOutbox:
         self.accepted.append(body)
         return f"wamid.out.{len(self.accepted)}"
 
-    async def find_sent(self, callback_data: str) -> str | None:
+    async def find_sent(self, message_id: str) -> str | None:
         for number, body in enumerate(self.accepted, start=1):
-            if body.get("biz_opaque_callback_data") == callback_data:
+            if body.get("biz_opaque_callback_data") == reply_key(message_id):
                 return f"wamid.out.{number}"
         return None
 
@@ -60,7 +61,8 @@ class RefusingOutbox:
 
     def sends_for(self, message_id: str) -> int:
         """Accepted sends answering `message_id`."""
-        return sum(1 for b in self.accepted if b.get("biz_opaque_callback_data") == message_id)
+        key = reply_key(message_id)
+        return sum(1 for b in self.accepted if b.get("biz_opaque_callback_data") == key)
 
 
 @pytest.fixture
@@ -214,7 +216,7 @@ async def test_replay_of_a_reply_the_outbox_already_sent_is_skipped(
         "to": record.inbound.sender,
         "type": "text",
         "text": {"body": "Olá!"},
-        "biz_opaque_callback_data": record.message_id,
+        "biz_opaque_callback_data": reply_key(record.message_id),
     }
     record.reply = reply
     await outbox.send(reply)

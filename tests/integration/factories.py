@@ -67,9 +67,7 @@ def rich_record(message_id: str | None = None) -> Record:
             repairs=["button title shortened to 20"],
             message={"type": "text", "text": {"body": "ã"}},
         ),
-        reply=text_reply_body(
-            message, "Olá! Já já respondemos 🙂", callback_data=message.message_id
-        ),
+        reply=text_reply_body(message, "Olá! Já já respondemos 🙂"),
         fallback_reason="llm_disabled",
         failure_reason=None,
         outbound_message_id="wamid.OUT.1",
@@ -87,7 +85,7 @@ def rich_record(message_id: str | None = None) -> Record:
 def queued_record(message_id: str | None = None, created_at: float = 1_000.0) -> Record:
     """A record in `queued_outbound` carrying its Graph API reply body, as `queue_reply` left it."""
     built = record(message_id, state="queued_outbound", created_at=created_at)
-    body = text_reply_body(built.inbound, "Olá! Recebemos sua mensagem.", built.message_id)
+    body = text_reply_body(built.inbound, "Olá! Recebemos sua mensagem.")
     return replace(built, reply=body, version=3)
 
 

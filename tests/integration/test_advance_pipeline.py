@@ -24,6 +24,7 @@ from pyloto_corp.application.ports import Outbox, PermanentStepError, TransientS
 from pyloto_corp.bootstrap import Container, bootstrap, queue_specs
 from pyloto_corp.config import Settings
 from pyloto_corp.domain.records import Record
+from pyloto_corp.domain.replies import reply_key
 from tests.integration.conftest import terminal_states
 from tests.integration.factories import eventually, queued_record, record, wait_for_states
 from tests.support.helpers import (
@@ -63,9 +64,9 @@ class FlakyOutbox:
     async def mark_read(self, message_id: str) -> None:
         return None
 
-    async def find_sent(self, callback_data: str) -> str | None:
+    async def find_sent(self, message_id: str) -> str | None:
         for outbound_id, body in self.accepted:
-            if body.get("biz_opaque_callback_data") == callback_data:
+            if body.get("biz_opaque_callback_data") == reply_key(message_id):
                 return outbound_id
         return None
 
@@ -83,7 +84,7 @@ class HangingOutbox:
         await asyncio.Event().wait()
         raise AssertionError("unreachable")
 
-    async def find_sent(self, callback_data: str) -> str | None:
+    async def find_sent(self, message_id: str) -> str | None:
         return None
 
     async def mark_read(self, message_id: str) -> None:
@@ -114,11 +115,11 @@ def path_of(item: Record) -> list[str]:
     return [item.history[0].source, *(entry.dest for entry in item.history)]
 
 
-async def dry_run_rows(path: Path, callback_data: str | None = None) -> list[dict[str, Any]]:
+async def dry_run_rows(path: Path, message_id: str | None = None) -> list[dict[str, Any]]:
     """Requests recorded by the dry-run outbox on `path` (read after containers stopped)."""
     outbox = DryRunOutbox(path)
     try:
-        return await outbox.sent(callback_data)
+        return await outbox.sent(message_id)
     finally:
         await outbox.close()
 
@@ -151,7 +152,7 @@ async def test_ingested_message_reaches_sent(make_settings: Callable[..., Settin
     assert rows == [done.reply]
     assert rows[0]["to"] == SENDER
     assert rows[0]["context"] == {"message_id": message_id}
-    assert rows[0]["biz_opaque_callback_data"] == message_id
+    assert rows[0]["biz_opaque_callback_data"] == reply_key(message_id)
 
 
 async def test_transient_send_failures_are_retried_and_sent_once(

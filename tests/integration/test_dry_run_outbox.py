@@ -19,8 +19,8 @@ WAMID = re.compile(r"^wamid\.[A-Za-z0-9._-]+$")
 
 
 def body(callback: str, text: str = UNICODE_TEXT) -> dict[str, Any]:
-    """A Graph API text reply carrying `callback` as biz_opaque_callback_data."""
-    return text_reply_body(inbound(text="oi"), text, callback_data=callback)
+    """A Graph API text reply to the inbound message `callback` (its reply key as callback)."""
+    return text_reply_body(inbound(callback, text="oi"), text)
 
 
 @pytest.fixture
@@ -47,8 +47,8 @@ async def test_send_records_the_exact_body(outbox: DryRunOutbox) -> None:
     await outbox.send(second)
 
     assert await outbox.sent() == [first, second]
-    assert await outbox.sent(callback_data="cb-2") == [second]
-    assert await outbox.sent(callback_data="cb-unknown") == []
+    assert await outbox.sent(message_id="cb-2") == [second]
+    assert await outbox.sent(message_id="cb-unknown") == []
 
 
 async def test_find_sent_by_callback_data(outbox: DryRunOutbox) -> None:

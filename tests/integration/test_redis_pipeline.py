@@ -97,7 +97,7 @@ async def test_five_messages_reach_sent_with_one_send_each(redis_settings: Setti
         result = await container.ingestor.ingest(parse_webhook(body))
         done = await wait_for_states(container.store, message_ids, {"sent", "failed"})
         outbox = outbox_of(container)
-        sends = {m: await outbox.sent(callback_data=m) for m in message_ids}
+        sends = {m: await outbox.sent(message_id=m) for m in message_ids}
         first_ids = {m: await outbox.find_sent(m) for m in message_ids}
         keys = store_of(container).keys
         client = store_of(container).client
@@ -127,7 +127,7 @@ async def test_two_instances_ingesting_one_body_at_once_store_and_send_once(
         )
         done = await wait_for_states(left.store, message_ids, {"sent", "failed"})
         await asyncio.sleep(0.2)  # several retry backoffs: a duplicate send would show up
-        sends = {m: await outbox_of(right).sent(callback_data=m) for m in message_ids}
+        sends = {m: await outbox_of(right).sent(message_id=m) for m in message_ids}
         every_send = await outbox_of(left).sent()
 
     assert sum(r.created for r in results) == 5
@@ -154,7 +154,7 @@ async def test_concurrent_send_tasks_on_two_instances_send_once(redis_settings: 
         )
         late = await right.advancer.advance(queued.message_id, "queued_outbound")
         done = await left.store.get(queued.message_id)
-        sends = await outbox_of(left).sent(callback_data=queued.message_id)
+        sends = await outbox_of(left).sent(message_id=queued.message_id)
 
     assert outcomes.count("sent") == 1, outcomes
     assert all(o in ("sent", "stale") or isinstance(o, TransientStepError) for o in outcomes)
@@ -179,13 +179,13 @@ async def test_a_held_lease_stops_the_other_instance_until_released(
         with pytest.raises(TransientStepError):
             await other.advancer.advance(queued.message_id, "queued_outbound")
         untouched = await other.store.get(queued.message_id)
-        sends_while_held = await outbox_of(other).sent(callback_data=queued.message_id)
+        sends_while_held = await outbox_of(other).sent(message_id=queued.message_id)
         still_held = await store_of(holder).client.get(store_of(holder).keys.lease(lease))
 
         await holder.store.release_lease(lease, "holder")
         outcome = await other.advancer.advance(queued.message_id, "queued_outbound")
         done = await holder.store.get(queued.message_id)
-        sends = await outbox_of(holder).sent(callback_data=queued.message_id)
+        sends = await outbox_of(holder).sent(message_id=queued.message_id)
 
     assert untouched == queued
     assert sends_while_held == []
@@ -256,7 +256,7 @@ async def test_start_up_sweep_requeues_only_stuck_records_on_a_shared_store(
         await asyncio.sleep(0.1)  # time for a wrongly queued fresh record to move
         left_alone = await container.store.get(fresh.message_id)
         outbox = outbox_of(container)
-        sends = {r.message_id: await outbox.sent(callback_data=r.message_id) for r in stuck}
+        sends = {r.message_id: await outbox.sent(message_id=r.message_id) for r in stuck}
 
     assert {item.state for item in done.values()} == {"sent"}
     assert all(len(bodies) == 1 for bodies in sends.values()), sends

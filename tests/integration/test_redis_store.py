@@ -40,7 +40,7 @@ from pyloto_corp.application.ports import StateStore, StoreUnavailable, Task, Tr
 from pyloto_corp.bootstrap import bootstrap
 from pyloto_corp.config import Settings
 from pyloto_corp.domain.records import StatusUpdate, Turn
-from pyloto_corp.domain.replies import text_reply_body
+from pyloto_corp.domain.replies import reply_key, text_reply_body
 from pyloto_corp.domain.results import Results
 from tests.integration.conftest import RETENTION_SECONDS, terminal_states
 from tests.integration.factories import UNICODE_TEXT, eventually, inbound, record
@@ -124,8 +124,8 @@ def signed_body(*texts: str) -> tuple[bytes, list[str]]:
 
 
 def reply(callback: str, text: str = UNICODE_TEXT) -> dict[str, Any]:
-    """A Graph API text reply carrying `callback` as biz_opaque_callback_data."""
-    return text_reply_body(inbound(text="oi"), text, callback_data=callback)
+    """A Graph API text reply to the inbound message `callback` (its reply key as callback)."""
+    return text_reply_body(inbound(callback, text="oi"), text)
 
 
 async def keys_under(client: aioredis.Redis, prefix: str) -> set[str]:
@@ -186,7 +186,9 @@ async def test_step_store_calls_are_one_command_each(
             "get": lambda: store.get(original.message_id),
             "save": lambda: store.save(replace(original, version=2), expected_version=1),
             "record_status": lambda: store.record_status(
-                StatusUpdate("wamid.OUT.1", "delivered", 2, callback_data=original.message_id)
+                StatusUpdate(
+                    "wamid.OUT.1", "delivered", 2, callback_data=reply_key(original.message_id)
+                )
             ),
             "acquire_lease": lambda: store.acquire_lease("step", "me", 5),
             "release_lease": lambda: store.release_lease("step", "me"),
@@ -752,7 +754,7 @@ async def test_outbox_find_sent_names_the_first_send_and_sent_filters(
     outbox: RedisDryRunOutbox,
 ) -> None:
     """find_sent gives the FIRST send's id for a callback (None for unknown ones), and
-    sent(callback_data=...) lists only that callback's bodies."""
+    sent(message_id=...) lists only that record's bodies."""
     first = await outbox.send(reply("cb-twice", text="primeira"))
     other = await outbox.send(reply("cb-other"))
     await outbox.send(reply("cb-twice", text="segunda"))
@@ -760,9 +762,9 @@ async def test_outbox_find_sent_names_the_first_send_and_sent_filters(
     assert await outbox.find_sent("cb-twice") == first
     assert await outbox.find_sent("cb-other") == other
     assert await outbox.find_sent("cb-unknown") is None
-    twice = await outbox.sent(callback_data="cb-twice")
+    twice = await outbox.sent(message_id="cb-twice")
     assert [b["text"]["body"] for b in twice] == ["primeira", "segunda"]
-    assert await outbox.sent(callback_data="cb-unknown") == []
+    assert await outbox.sent(message_id="cb-unknown") == []
 
 
 async def test_outbox_is_shared_by_instances_on_one_prefix(
@@ -792,7 +794,7 @@ async def test_outbox_log_is_capped_and_expires(
     assert await outbox.sent() == bodies[3:]
     assert await raw.llen(outbox.keys.dry_run_log) == 5
     assert await outbox.find_sent("cb-0") == ids[0]
-    for key in (outbox.keys.dry_run_log, outbox.keys.dry_run_sent("cb-0")):
+    for key in (outbox.keys.dry_run_log, outbox.keys.dry_run_sent(reply_key("cb-0"))):
         assert RETENTION_SECONDS - TTL_SLACK <= await raw.ttl(key) <= RETENTION_SECONDS
 
 

@@ -9,6 +9,7 @@ import pytest
 
 from pyloto_corp.application.ports import StateStore
 from pyloto_corp.domain.records import StatusUpdate, Turn
+from pyloto_corp.domain.replies import reply_key
 from pyloto_corp.domain.results import Results
 from tests.integration.conftest import StoreBackend
 from tests.integration.factories import UNICODE_TEXT, record, rich_record
@@ -22,8 +23,10 @@ NOW = 1_732_500_000
 def status(
     outbound_id: str, state: str, callback: str | None = None, at: int = NOW
 ) -> StatusUpdate:
-    """A delivery status about `outbound_id`."""
-    return StatusUpdate(outbound_id, state, at, callback_data=callback)
+    """A delivery status about `outbound_id`, echoing the reply key of record `callback`."""
+    return StatusUpdate(
+        outbound_id, state, at, callback_data=reply_key(callback) if callback else None
+    )
 
 
 # --- create_if_absent ---------------------------------------------------------------------

@@ -13,7 +13,7 @@ from pyloto_corp.adapters.sqlite_store import SQLiteStore
 from pyloto_corp.adapters.whatsapp_graph import GraphOutbox, create_client, messages_url
 from pyloto_corp.application.ports import AmbiguousSend, TransientStepError
 from pyloto_corp.domain.records import StatusUpdate
-from pyloto_corp.domain.replies import text_reply_body
+from pyloto_corp.domain.replies import reply_key, text_reply_body
 from tests.integration.conftest import terminal_states
 from tests.integration.factories import record
 from tests.support.fake_graph import PHONE_NUMBER_ID, TOKEN, VERSION, FakeGraph, Fault
@@ -52,7 +52,7 @@ async def test_a_timeout_after_the_request_is_ambiguous(
     graph.inject(Fault(delay=1.0))
     saved = record(state="queued_outbound")
     outbox = outbox_for(graph.base_url, store, timeout=0.3)
-    body = text_reply_body(saved.inbound, "Olá!", callback_data=saved.message_id)
+    body = text_reply_body(saved.inbound, "Olá!")
     try:
         with pytest.raises(AmbiguousSend):
             await outbox.send(body)
@@ -68,7 +68,7 @@ async def test_no_connection_is_a_plain_transient_error(store: SQLiteStore) -> N
         port = probe.getsockname()[1]
     saved = record(state="queued_outbound")
     outbox = outbox_for(f"http://127.0.0.1:{port}", store)
-    body = text_reply_body(saved.inbound, "Olá!", callback_data=saved.message_id)
+    body = text_reply_body(saved.inbound, "Olá!")
     try:
         with pytest.raises(TransientStepError) as caught:
             await outbox.send(body)
@@ -87,7 +87,7 @@ async def test_find_sent_answers_from_a_status_echoing_the_record_id(
     try:
         assert await outbox.find_sent(saved.message_id) is None
         await store.record_status(
-            StatusUpdate("wamid.OUT.LOST", "sent", 1, callback_data=saved.message_id)
+            StatusUpdate("wamid.OUT.LOST", "sent", 1, callback_data=reply_key(saved.message_id))
         )
         assert await outbox.find_sent(saved.message_id) == "wamid.OUT.LOST"
         assert await outbox.find_sent("wamid.UNKNOWN") is None

@@ -21,6 +21,7 @@ from typing import Any
 
 from pyloto_corp.ai.limits import problems
 from pyloto_corp.devtools.local_http import LocalServer
+from pyloto_corp.domain.replies import reply_key
 
 TOKEN = "EAAG-test-graph-token"
 PHONE_NUMBER_ID = "106540352242922"
@@ -92,10 +93,11 @@ class FakeGraph:
         with self._lock:
             self._faults.extend(faults)
 
-    def sends_for(self, callback: str) -> list[Send]:
-        """Accepted sends carrying one record's id."""
+    def sends_for(self, message_id: str) -> list[Send]:
+        """Accepted sends replying to one record (carrying its reply key)."""
+        key = reply_key(message_id)
         with self._lock:
-            return [s for s in self.sends if s.callback == callback]
+            return [s for s in self.sends if s.callback == key]
 
     def message_requests(self) -> list[dict[str, Any]]:
         """Every message request received (accepted or not), oldest first."""

@@ -94,7 +94,7 @@ def make_record(clock: FakeClock) -> MakeRecord:
             fields["results"] = Results(**fields["results"])
         if state in ("queued_outbound", "sending", "sent") and "reply" not in fields:
             # Records from queued_outbound on always carry the request body of their reply.
-            fields["reply"] = text_reply_body(inbound, "Olá!", callback_data=inbound.message_id)
+            fields["reply"] = text_reply_body(inbound, "Olá!")
         return replace(Record.received(inbound, clock()), state=state, **fields)
 
     return create

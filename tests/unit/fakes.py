@@ -188,7 +188,8 @@ class FakeOutbox:
         self.store: FakeStore | None = None
 
     async def send(self, body: dict[str, Any]) -> str:
-        callback = str(body.get("biz_opaque_callback_data", ""))
+        # The record replied to (the body names it only by its reply key).
+        callback = str(body["context"]["message_id"])
         if self.store is not None:
             # What the store held at the moment the request left: proves the claim came first.
             self.on_send.append(copy.deepcopy(self.store.records.get(callback)))
@@ -199,9 +200,9 @@ class FakeOutbox:
         self.known[callback] = outbound_id
         return outbound_id
 
-    async def find_sent(self, callback_data: str) -> str | None:
-        self.lookups.append(callback_data)
-        return self.known.get(callback_data)
+    async def find_sent(self, message_id: str) -> str | None:
+        self.lookups.append(message_id)
+        return self.known.get(message_id)
 
     async def mark_read(self, message_id: str) -> None:
         self.read.append(message_id)

@@ -373,7 +373,7 @@ async def test_queue_reply_sends_llm3s_valid_message(
     record = make_record(state="llm3", results={"message": message})
     outcome = await queue_reply(record, context)
     assert outcome.trigger == "queue_reply"
-    assert outcome == ReplyQueued(reply=reply_body(record.inbound, message, record.message_id))
+    assert outcome == ReplyQueued(reply=reply_body(record.inbound, message))
 
 
 async def test_queue_reply_refuses_an_invalid_llm3_message(
@@ -420,7 +420,7 @@ async def test_sending_remembers_the_masked_exchange(
     conversation, for LLM#2's next prompt."""
     message = {"type": "interactive", "interactive": {"type": "button", "body": {"text": "Quer?"}}}
     record = make_record(state="sending", text=PERSONAL)
-    record = replace(record, reply=reply_body(record.inbound, message, record.message_id))
+    record = replace(record, reply=reply_body(record.inbound, message))
     store.put(record)
     await send(record, replace(context, claim_made_here=True))
     conversation = conversation_id(SENDER, context.hash_key)

@@ -6,7 +6,14 @@ import pytest
 
 from pyloto_corp.adapters.whatsapp_webhook import parse_webhook
 from pyloto_corp.domain.records import InboundMessage
-from pyloto_corp.domain.replies import TEXT_BODY_LIMIT, template_for, text_reply_body
+from pyloto_corp.domain.replies import (
+    REPLY_KEY_LENGTH,
+    TEXT_BODY_LIMIT,
+    reply_key,
+    status_key,
+    template_for,
+    text_reply_body,
+)
 from tests.support.helpers import encode, load_payload
 
 
@@ -88,7 +95,7 @@ def test_reply_body_is_a_graph_api_text_reply() -> None:
     """The body replies in context to the sender, as text, with the callback data to reconcile."""
     message = fixture_message("text")
     _, text = template_for(message)
-    body = text_reply_body(message, text, callback_data=message.message_id)
+    body = text_reply_body(message, text)
     assert body == {
         "messaging_product": "whatsapp",
         "recipient_type": "individual",
@@ -96,18 +103,35 @@ def test_reply_body_is_a_graph_api_text_reply() -> None:
         "context": {"message_id": message.message_id},
         "type": "text",
         "text": {"preview_url": False, "body": text},
-        "biz_opaque_callback_data": message.message_id,
+        "biz_opaque_callback_data": reply_key(message.message_id),
     }
 
 
 def test_reply_body_respects_the_text_limit() -> None:
     """A body over 4096 characters is cut to WhatsApp's limit, never sent over it."""
-    body = text_reply_body(inbound("text"), "é" * 5000, callback_data="wamid.REPLYTEST")
+    body = text_reply_body(inbound("text"), "é" * 5000)
     assert TEXT_BODY_LIMIT == 4096
     assert len(body["text"]["body"]) == 4096
 
 
-def test_callback_data_respects_its_limit() -> None:
-    """biz_opaque_callback_data is at most 512 characters, as the Graph API requires."""
-    body = text_reply_body(inbound("text"), "Olá", callback_data="c" * 600)
-    assert body["biz_opaque_callback_data"] == "c" * 512
+@pytest.mark.parametrize("length", [1, 511, 512, 600, 5000])
+def test_callback_data_is_a_fixed_length_key_of_the_whole_id(length: int) -> None:
+    """biz_opaque_callback_data stays far under the Graph API's 512 characters for any id,
+    and ids that share their first 512 characters still get different keys."""
+    prefix = "wamid." + "x" * (length - 1)
+    one, other = reply_key(prefix + "A"), reply_key(prefix + "B")
+    assert len(one) == len(other) == REPLY_KEY_LENGTH < 512
+    assert one != other
+    assert status_key(one) == one
+    assert status_key(prefix + "A") == one  # a reply from before the keys: the bare id
+
+
+def test_long_ids_sharing_a_prefix_get_their_own_reply_key() -> None:
+    """A 600- and a 5,000-character id with the same first 512 characters once shared one
+    callback, so a status of one reply reached the other record."""
+    messages = [
+        InboundMessage(message_id="a" * n, sender="5511912345678", kind="text", timestamp=0)
+        for n in (600, 5000)
+    ]
+    callbacks = {text_reply_body(m, "Olá")["biz_opaque_callback_data"] for m in messages}
+    assert len(callbacks) == 2

@@ -17,6 +17,7 @@ from pyloto_corp.application.steps import (
 )
 from pyloto_corp.domain.events import FellBack, Ignored, ReplyQueued, SendClaimed
 from pyloto_corp.domain.records import IGNORED_KINDS
+from pyloto_corp.domain.replies import reply_key
 from pyloto_corp.domain.results import Results
 from pyloto_corp.domain.statechart import ANY_STATE
 from tests.unit.fakes import FakeOutbox, FakeStore, MakeRecord
@@ -66,7 +67,7 @@ async def test_queue_reply_builds_the_template_reply(
     body = outcome.reply
     assert body["to"] == record.inbound.sender
     assert body["context"] == {"message_id": record.message_id}
-    assert body["biz_opaque_callback_data"] == record.message_id
+    assert body["biz_opaque_callback_data"] == reply_key(record.message_id)
     assert "Recebemos seu arquivo" in body["text"]["body"]
     assert outcome.changes(record).results == Results(event="price", template="media")
     assert record.results == Results(event="price"), "the step does not edit its record"

@@ -17,6 +17,7 @@ from redis.exceptions import RedisError
 from pyloto_corp.adapters.redis_keys import DRY_RUN_LOG_LENGTH, RedisKeys
 from pyloto_corp.adapters.sqlite_base import SQLiteThread
 from pyloto_corp.application.ports import TransientStepError
+from pyloto_corp.domain.replies import reply_key
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS dry_run_outbox (
@@ -60,7 +61,9 @@ class DryRunOutbox:
     async def mark_read(self, message_id: str) -> None:
         """Nothing to mark: no message reached WhatsApp."""
 
-    async def find_sent(self, callback_data: str) -> str | None:
+    async def find_sent(self, message_id: str) -> str | None:
+        callback_data = reply_key(message_id)
+
         def work() -> str | None:
             row = (
                 self._connect()
@@ -75,14 +78,14 @@ class DryRunOutbox:
 
         return await self._run(work)
 
-    async def sent(self, callback_data: str | None = None) -> list[dict[str, Any]]:
-        """Recorded request bodies, oldest first (all, or those for one record)."""
+    async def sent(self, message_id: str | None = None) -> list[dict[str, Any]]:
+        """Recorded request bodies, oldest first (all, or the replies to one record)."""
 
         def work() -> list[dict[str, Any]]:
             query = "SELECT body FROM dry_run_outbox"
             args: tuple[str, ...] = ()
-            if callback_data is not None:
-                query, args = query + " WHERE callback_data = ?", (callback_data,)
+            if message_id is not None:
+                query, args = query + " WHERE callback_data = ?", (reply_key(message_id),)
             rows = self._connect().execute(query + " ORDER BY seq", args).fetchall()
             return [json.loads(row[0]) for row in rows]
 
@@ -134,17 +137,18 @@ class RedisDryRunOutbox:
     async def mark_read(self, message_id: str) -> None:
         """Nothing to mark: no message reached WhatsApp."""
 
-    async def find_sent(self, callback_data: str) -> str | None:
+    async def find_sent(self, message_id: str) -> str | None:
         try:
-            found = await self.client.get(self.keys.dry_run_sent(callback_data))
+            found = await self.client.get(self.keys.dry_run_sent(reply_key(message_id)))
         except RedisError as error:
             raise TransientStepError(f"dry-run outbox: {error}") from error
         return found.decode() if isinstance(found, bytes) else None
 
-    async def sent(self, callback_data: str | None = None) -> list[dict[str, Any]]:
-        """Recorded request bodies, oldest first (all, or those for one record)."""
+    async def sent(self, message_id: str | None = None) -> list[dict[str, Any]]:
+        """Recorded request bodies, oldest first (all, or the replies to one record)."""
         entries = await self.client.lrange(self.keys.dry_run_log, 0, -1)
         bodies = [json.loads(entry)["body"] for entry in entries]
-        if callback_data is None:
+        if message_id is None:
             return bodies
-        return [b for b in bodies if b.get("biz_opaque_callback_data") == callback_data]
+        key = reply_key(message_id)
+        return [b for b in bodies if b.get("biz_opaque_callback_data") == key]

@@ -40,10 +40,11 @@ class RedisKeys:
         """Hash of the latest delivery status of one sent message; TTL=retention."""
         return f"{self.prefix}:dlv:{outbound_id}"
 
-    def delivery_ref(self, message_id: str) -> str:
-        """Outbound id named by a status's callback data (our record id), so a status that
-        arrives before the send was saved still finds its record; TTL=retention."""
-        return f"{self.prefix}:dref:{message_id}"
+    def delivery_ref(self, key: str) -> str:
+        """Outbound id named by a status's callback data (the record's reply key), so a
+        status that arrives before the send was saved still finds its record;
+        TTL=retention (the purge cannot name it from the record id, so it expires)."""
+        return f"{self.prefix}:dref:{key}"
 
     @property
     def open_index(self) -> str:

@@ -20,6 +20,7 @@ from redis.exceptions import RedisError
 from pyloto_corp.adapters.redis_keys import RedisKeys
 from pyloto_corp.application.ports import StoreUnavailable
 from pyloto_corp.domain.records import DELIVERY_RANK, FAILED_STATE, Record, StatusUpdate, Turn
+from pyloto_corp.domain.replies import reply_key
 
 # KEYS: record keys..., open index, created index, failed index.
 # ARGV: ttl, failed state, then per record: id, version, state, created_at, updated_at, data.
@@ -145,23 +146,25 @@ return 1
 """
 
 # KEYS: open index, created index, failed index.
-# ARGV: bound, record prefix, delivery prefix, ref prefix.
+# ARGV: record prefix, delivery prefix, ref prefix, then (record id, its reply key) pairs.
 _PURGE = """
-local ids = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', '(' .. ARGV[1], 'LIMIT', 0, 500)
 local count = 0
-for _, id in ipairs(ids) do
-  local rec = ARGV[2] .. id
+for i = 4, #ARGV, 2 do
+  local id = ARGV[i]
+  local rec = ARGV[1] .. id
   local outbound = redis.call('HGET', rec, 'o')
-  if outbound and outbound ~= '' then redis.call('DEL', ARGV[3] .. outbound) end
-  local ref = redis.call('GET', ARGV[4] .. id)
-  if ref then redis.call('DEL', ARGV[3] .. ref) end
+  if outbound and outbound ~= '' then redis.call('DEL', ARGV[2] .. outbound) end
+  for _, name in ipairs({ARGV[i + 1], id}) do
+    local ref = redis.call('GET', ARGV[3] .. name)
+    if ref then redis.call('DEL', ARGV[2] .. ref) end
+    redis.call('DEL', ARGV[3] .. name)
+  end
   count = count + redis.call('DEL', rec)
-  redis.call('DEL', ARGV[4] .. id)
   redis.call('ZREM', KEYS[1], id)
   redis.call('ZREM', KEYS[2], id)
   redis.call('ZREM', KEYS[3], id)
 end
-return {count, #ids}
+return count
 """
 
 # KEYS: lease. ARGV: owner.
@@ -247,7 +250,7 @@ class RedisStore:
         return [bool(flag) for flag in result]
 
     async def get(self, message_id: str) -> Record | None:
-        keys = [self.keys.record(message_id), self.keys.delivery_ref(message_id)]
+        keys = [self.keys.record(message_id), self.keys.delivery_ref(reply_key(message_id))]
         try:
             row = await self._get(keys=keys, args=[self.keys.delivery("")])
         except RedisError as error:
@@ -259,7 +262,7 @@ class RedisStore:
     ) -> tuple[bool, Record | None]:
         keys = [
             self.keys.record(message_id),
-            self.keys.delivery_ref(message_id),
+            self.keys.delivery_ref(reply_key(message_id)),
             self.keys.lease(name),
         ]
         args: list[EncodableT] = [self.keys.delivery(""), owner, max(1, int(seconds * 1000))]
@@ -376,8 +379,7 @@ class RedisStore:
 
     async def purge(self, created_before: float) -> int:
         keys = [self.keys.open_index, self.keys.created_index, self.keys.failed_index]
-        args: list[EncodableT] = [
-            created_before,
+        prefixes: list[EncodableT] = [
             self.keys.record(""),
             self.keys.delivery(""),
             self.keys.delivery_ref(""),
@@ -385,9 +387,19 @@ class RedisStore:
         total = 0
         try:
             while True:  # in slices of 500, so one call never blocks Redis for long
-                count, seen = await self._purge(keys=keys, args=args)
-                total += int(count)
-                if int(seen) < 500:
+                found = await self.client.zrangebyscore(
+                    self.keys.created_index, "-inf", f"({created_before!r}", start=0, num=500
+                )
+                ids = [item.decode() if isinstance(item, bytes) else str(item) for item in found]
+                if not ids:
+                    return total
+                # Statuses name their record by its reply key (older replies by its id):
+                # the key is computed here, as Lua has no HMAC.
+                pairs = [
+                    value for message_id in ids for value in (message_id, reply_key(message_id))
+                ]
+                total += int(await self._purge(keys=keys, args=[*prefixes, *pairs]))
+                if len(ids) < 500:
                     return total
         except RedisError as error:
             raise StoreUnavailable(f"redis: {error}") from error

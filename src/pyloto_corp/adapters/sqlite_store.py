@@ -17,6 +17,7 @@ import msgspec
 from pyloto_corp.adapters.sqlite_base import SQLiteThread
 from pyloto_corp.application.ports import StoreUnavailable
 from pyloto_corp.domain.records import DELIVERY_RANK, FAILED_STATE, Record, StatusUpdate, Turn
+from pyloto_corp.domain.replies import reply_key
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS records (
@@ -63,7 +64,7 @@ CREATE TABLE IF NOT EXISTS leases (
 _GET = """
 SELECT r.data, d.status, d.errors, d.outbound_message_id FROM records r
 LEFT JOIN deliveries d
-  ON d.outbound_message_id = r.outbound_message_id OR d.message_id = r.message_id
+  ON d.outbound_message_id = r.outbound_message_id OR d.message_id IN (?, r.message_id)
 WHERE r.message_id = ?
 ORDER BY d.rank DESC LIMIT 1
 """
@@ -120,7 +121,7 @@ class SQLiteStore:
 
     def _get(self, message_id: str) -> Record | None:
         row: tuple[bytes, str | None, bytes | None, str | None] | None = (
-            self._db.connection().execute(_GET, (message_id,)).fetchone()
+            self._db.connection().execute(_GET, (reply_key(message_id), message_id)).fetchone()
         )
         if row is None:
             return None
@@ -213,11 +214,18 @@ class SQLiteStore:
 
     async def purge(self, created_before: float) -> int:
         def work(conn: sqlite3.Connection) -> int:
+            ids = conn.execute(
+                "SELECT message_id FROM records WHERE created_at < ?", (created_before,)
+            )
+            # Statuses name their record by its reply key (older ones by its id).
+            conn.executemany(
+                "DELETE FROM deliveries WHERE message_id IN (?, ?)",
+                [(reply_key(message_id), message_id) for (message_id,) in ids.fetchall()],
+            )
             conn.execute(
-                "DELETE FROM deliveries WHERE message_id IN (SELECT message_id FROM records"
-                " WHERE created_at < ?) OR outbound_message_id IN (SELECT outbound_message_id"
+                "DELETE FROM deliveries WHERE outbound_message_id IN (SELECT outbound_message_id"
                 " FROM records WHERE created_at < ?) OR at < ?",
-                (created_before, created_before, created_before),
+                (created_before, created_before),
             )
             conn.execute("DELETE FROM turns WHERE at < ?", (created_before,))
             conn.execute("DELETE FROM pacing WHERE at < ?", (created_before,))

@@ -84,9 +84,10 @@ class GraphOutbox:
             # Meta answered 2xx without an id: it may well have sent the message.
             raise AmbiguousSend("graph: accepted without a message id") from None
 
-    async def find_sent(self, callback_data: str) -> str | None:
-        """The outbound id of a delivery status that echoed `callback_data`, if any arrived."""
-        record = await self.store.get(callback_data)
+    async def find_sent(self, message_id: str) -> str | None:
+        """The outbound id of a delivery status that echoed this record's reply key, if any
+        arrived (the store joins statuses to records by that key)."""
+        record = await self.store.get(message_id)
         if record is None or record.delivery_status is None:
             return None
         return record.delivery_outbound_id or record.outbound_message_id

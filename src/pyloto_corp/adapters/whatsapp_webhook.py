@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 import msgspec
 
 from pyloto_corp.domain.records import InboundMessage, ParsedWebhook, StatusUpdate
+from pyloto_corp.domain.replies import status_key
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -267,6 +268,9 @@ def _status(raw: Any) -> StatusUpdate | None:
         outbound_message_id=item.id,
         status=item.status,
         timestamp=_timestamp(item.timestamp),
-        callback_data=item.biz_opaque_callback_data,
+        # Statuses find their record by its reply key (older replies echo the bare id).
+        callback_data=status_key(item.biz_opaque_callback_data)
+        if item.biz_opaque_callback_data
+        else None,
         errors=[{"code": e.code, "title": e.title} for e in item.errors],
     )

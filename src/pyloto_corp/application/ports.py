@@ -160,8 +160,8 @@ class Outbox(Protocol):
     async def send(self, body: dict[str, Any]) -> str:  # a Graph API request body
         """Send `body`; the outbound wamid. TransientStepError/PermanentStepError on failure."""
 
-    async def find_sent(self, callback_data: str) -> str | None:
-        """The outbound id of an earlier send carrying `callback_data`, if one is known."""
+    async def find_sent(self, message_id: str) -> str | None:
+        """The outbound id of an earlier reply to record `message_id`, if one is known."""
 
     async def mark_read(self, message_id: str) -> None:
         """Mark an inbound message as read (best effort; may raise step errors)."""

@@ -84,13 +84,13 @@ async def queue_reply(record: Record, ctx: StepContext) -> ReplyQueued | FellBac
     """
     message = record.results.message
     if record.state == "llm3" and message is not None:
-        body = reply_body(record.inbound, message, record.message_id)
+        body = reply_body(record.inbound, message)
         broken = limits.problems(body)
         if not broken:
             return ReplyQueued(reply=body)
         return fall_back(record, "llm3", "invalid_output", ", ".join(broken))
     template, text = template_for(record.inbound, record.results.event)
-    body = text_reply_body(record.inbound, text, callback_data=record.message_id)
+    body = text_reply_body(record.inbound, text)
     if limits.problems(body):
         raise PermanentStepError("the template reply breaks a WhatsApp limit")
     return ReplyQueued(reply=body, template=template)

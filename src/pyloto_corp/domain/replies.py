@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 from typing import Any
 
 from pyloto_corp.domain.records import InboundMessage
 
 TEXT_BODY_LIMIT = 4096
+
+# `biz_opaque_callback_data` is a keyed hash of the record id, of fixed length: Meta keeps at
+# most 512 characters, and cutting a longer id would give two messages one key. The key only
+# separates this use of the hash from others; ids are not secret.
+REPLY_KEY_PREFIX = "pyloto1."
+_REPLY_KEY = b"pyloto biz_opaque_callback_data"
+REPLY_KEY_LENGTH = len(REPLY_KEY_PREFIX) + 43  # an unpadded base64url SHA-256
 
 _GREETING = "Olá! Obrigado por falar com a gente."
 _TEMPLATES: dict[str, str] = {
@@ -89,21 +99,38 @@ def template_for(message: InboundMessage, event: str | None = None) -> tuple[str
     return name, text
 
 
+def reply_key(message_id: str) -> str:
+    """The `biz_opaque_callback_data` of the reply to record `message_id`."""
+    digest = hmac.new(_REPLY_KEY, message_id.encode("utf-8", "surrogatepass"), hashlib.sha256)
+    return REPLY_KEY_PREFIX + base64.urlsafe_b64encode(digest.digest()).decode().rstrip("=")
+
+
+def status_key(callback_data: str) -> str:
+    """The reply key a status webhook's callback data names.
+
+    Replies sent before callback data was hashed echo the record id itself: it is hashed
+    here, so both kinds of status find their record by the same key.
+    """
+    if len(callback_data) == REPLY_KEY_LENGTH and callback_data.startswith(REPLY_KEY_PREFIX):
+        return callback_data
+    return reply_key(callback_data)
+
+
 # Graph API request bodies are WhatsApp's JSON shape: they are built and checked as such.
-def text_reply_body(message: InboundMessage, body: str, callback_data: str) -> dict[str, Any]:
+def text_reply_body(message: InboundMessage, body: str) -> dict[str, Any]:
     """The Graph API request body of a text reply to `message`."""
     part = {"type": "text", "text": {"preview_url": False, "body": body[:TEXT_BODY_LIMIT]}}
-    return reply_body(message, part, callback_data)
+    return reply_body(message, part)
 
 
-def reply_body(message: InboundMessage, part: dict[str, Any], callback_data: str) -> dict[str, Any]:
+def reply_body(message: InboundMessage, part: dict[str, Any]) -> dict[str, Any]:
     """The Graph API request body replying to `message` with a message `part` (its type
-    and content), echoing `callback_data` back in status webhooks."""
+    and content); status webhooks echo its `reply_key` back."""
     return {
         "messaging_product": "whatsapp",
         "recipient_type": "individual",
         "to": message.sender,
         "context": {"message_id": message.message_id},
         **part,
-        "biz_opaque_callback_data": callback_data[:512],
+        "biz_opaque_callback_data": reply_key(message.message_id),
     }
