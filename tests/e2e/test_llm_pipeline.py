@@ -687,3 +687,29 @@ async def test_each_step_logs_one_line_with_latency_and_tokens_and_never_the_tex
     for line in log_lines.getvalue().splitlines():
         for text in (customer_text, "degradê", reply, "navalha", DEFAULTS[EVENT]["summary"]):
             assert text.lower() not in line.lower(), f"{text!r} in log line: {line}"
+
+
+async def test_what_an_llm_writes_is_masked_before_the_next_llm_and_in_the_view(
+    open_app: OpenApp, fake: FakeOpenAI
+) -> None:
+    """An LLM that repeats the customer's name and number (in LLM#1's summary, LLM#2's draft,
+    LLM#3's message) does not pass them on: not to the next LLM's prompt, not to the next
+    conversation turn's prompt, not to the operator's view of the record."""
+    leaky = f"Cliente {NAME}, telefone {PHONE}, quer saber o preço"
+    fake.queue(EVENT, json_answer({"event": "price", "confidence": 0.9, "summary": leaky}))
+    fake.queue(DRAFT, json_answer({"text": f"Olá {NAME}! Ligamos no {PHONE}."}))
+    fake.queue(CHOICE, json_answer(choice("text", f"Olá {NAME}! Ligamos no {PHONE}.")))
+    async with open_app() as app:
+        view, _ = await exchange(app, "Quanto custa o corte?", name=NAME)
+        await exchange(app, "E a barba?", name=NAME)
+
+    later = [*fake.seen(DRAFT), *fake.seen(CHOICE)]
+    assert len(later) == 4
+    for request in later:
+        for secret in ("João", "Pereira", PHONE, "98765-4321"):
+            assert secret not in request_text(request), f"{secret!r} reached a later LLM"
+    assert "[name]" in request_text(fake.seen(CHOICE)[0])
+    shown = json.dumps(view, ensure_ascii=False)
+    for secret in ("João", "Pereira", PHONE, "98765-4321"):
+        assert secret not in shown, f"{secret!r} is in the record view"
+    assert "[phone]" in view["results"]["summary"]

@@ -2,11 +2,38 @@
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 from pyloto_corp.domain.privacy import mask_name, mask_phone, message_ref, redact_text
 from pyloto_corp.domain.records import Record
+
+# Fields of a Graph API request that are ours or Meta's, never the customer's words.
+_REPLY_ENVELOPE = frozenset(
+    {"messaging_product", "recipient_type", "to", "context", "biz_opaque_callback_data", "type"}
+)
+
+
+def _masked(value: Any, names: tuple[str, ...]) -> Any:
+    """`value` (JSON data) with every string masked: whoever wrote a text, the customer or
+    an LLM, it may carry their personal data."""
+    if isinstance(value, str):
+        return redact_text(value, names)
+    if isinstance(value, list):
+        return [_masked(item, names) for item in value]
+    if isinstance(value, dict):
+        return {key: _masked(item, names) for key, item in value.items()}
+    return value
+
+
+def _reply_view(reply: dict[str, Any] | None, names: tuple[str, ...]) -> dict[str, Any] | None:
+    if reply is None:
+        return None
+    view = {
+        key: value if key in _REPLY_ENVELOPE else _masked(value, names)
+        for key, value in reply.items()
+    }
+    view["to"] = mask_phone(str(reply.get("to", "")))
+    return view
 
 
 def record_view(record: Record) -> dict[str, Any]:
@@ -14,13 +41,9 @@ def record_view(record: Record) -> dict[str, Any]:
     the answer of GET /internal/messages/{id} and `pyloto inspect`)."""
     inbound = record.inbound
     names = (inbound.contact_name,) if inbound.contact_name else ()
-    reply = copy.deepcopy(record.reply) if record.reply is not None else None
-    if reply is not None:
-        reply["to"] = mask_phone(str(reply.get("to", "")))
-        for part in (reply.get("text"), reply.get("interactive", {}).get("body")):
-            for key in ("body", "text"):
-                if isinstance(part, dict) and isinstance(part.get(key), str):
-                    part[key] = redact_text(part[key], names)
+    results = record.results.view()
+    for key in ("summary", "draft", "message", "previous_failure"):
+        results[key] = _masked(results[key], names)
     return {
         "message_id": record.message_id,
         "log_ref": message_ref(record.message_id),
@@ -46,13 +69,13 @@ def record_view(record: Record) -> dict[str, Any]:
             }
             for h in record.history
         ],
-        "results": record.results.view(),
+        "results": results,
         "fallback_reason": record.fallback_reason,
         # Built from exception messages, which may quote what the customer sent.
         "failure_reason": redact_text(record.failure_reason, names)
         if record.failure_reason
         else None,
-        "reply": reply,
+        "reply": _reply_view(record.reply, names),
         "outbound_message_id": record.outbound_message_id,
         "delivery_status": record.delivery_status,
         "delivery_errors": record.delivery_errors,

@@ -39,14 +39,22 @@ def conversation_id(sender: str, key: str) -> str:
     return hmac.new(key.encode(), sender.encode(), hashlib.sha256).hexdigest()[:32]
 
 
-def llm_text(record: Record, mask_pii: bool) -> str:
-    """The customer's text as the LLM may see it: never the name, masked when configured."""
-    inbound = record.inbound
-    text = inbound.text or ""
-    names = (inbound.contact_name,) if inbound.contact_name else ()
+def _names(record: Record) -> tuple[str, ...]:
+    name = record.inbound.contact_name
+    return (name,) if name else ()
+
+
+def for_llm(text: str, record: Record, mask_pii: bool) -> str:
+    """`text` as an LLM prompt may carry it, whoever wrote it (the customer, or an LLM that
+    may have repeated them): never the contact's name, and masked when configured."""
     if mask_pii:
-        return redact_text(text, names)
-    return redact_names(text, names)  # the contact's name is never sent, masking or not
+        return redact_text(text, _names(record))
+    return redact_names(text, _names(record))  # the contact's name is never sent
+
+
+def llm_text(record: Record, mask_pii: bool) -> str:
+    """The customer's text as the LLM may see it."""
+    return for_llm(record.inbound.text or "", record, mask_pii)
 
 
 def _call(result: LLMResult[Any]) -> LLMCall:
@@ -131,7 +139,8 @@ async def detect_event(record: Record, ctx: StepContext) -> EventDetected | Fell
     return EventDetected(
         event=detection.event,
         confidence=detection.confidence,
-        summary=redact_text(detection.summary),
+        # Meant to hold no personal data; an LLM may still repeat some (the name included).
+        summary=redact_text(detection.summary, _names(record)),
         call=_call(result),
     )
 
@@ -146,7 +155,7 @@ async def draft_reply(record: Record, ctx: StepContext) -> ReplyDrafted | FellBa
     since = ctx.clock() - CONVERSATION_WINDOW_SECONDS
     history = await ctx.store.recent_turns(conversation, since, CONVERSATION_TURNS)
     event = record.results.event or "other"
-    summary = record.results.summary or ""
+    summary = for_llm(record.results.summary or "", record, llm.mask_pii)
     started = time.perf_counter()
     try:
         result = await llm.assistant.draft_reply(
@@ -178,7 +187,8 @@ async def choose_message_type(record: Record, ctx: StepContext) -> MessageTypeCh
     llm, reason = _route(record, ctx)
     if llm is None:
         return fall_back(record, "llm3", reason or "llm_disabled")
-    draft = record.results.draft or ""
+    # LLM#2 wrote the draft, but it may repeat what the customer said.
+    draft = for_llm(record.results.draft or "", record, llm.mask_pii)
     event = record.results.event or "other"
     started = time.perf_counter()
     try:

@@ -11,6 +11,7 @@ from pyloto_corp.application.llm_steps import (
     CONVERSATION_WINDOW_SECONDS,
     conversation_id,
     fall_back,
+    for_llm,
     llm_text,
 )
 from pyloto_corp.application.ports import (
@@ -159,7 +160,8 @@ async def _remember(record: Record, ctx: StepContext) -> None:
     said = llm_text(record, mask_pii=True)
     turns = [Turn("customer", said, now)] if said.strip() else []
     if isinstance(text, str):
-        turns.append(Turn("business", text, now))
+        # The reply an LLM wrote may repeat the customer: kept as masked as their own words.
+        turns.append(Turn("business", for_llm(text, record, mask_pii=True), now))
     conversation = conversation_id(record.inbound.sender, ctx.hash_key)
     try:
         await ctx.store.append_turns(
