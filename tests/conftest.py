@@ -12,7 +12,9 @@ from litestar.testing import AsyncTestClient
 
 from pyloto_corp.bootstrap import Container, bootstrap
 from pyloto_corp.config import Settings, load_settings
+from pyloto_corp.devtools.fake_openai import FakeOpenAI
 from pyloto_corp.http.app import create_app
+from tests.support.fake_graph import FakeGraph
 from tests.support.helpers import APP_SECRET, INTERNAL_TOKEN, VERIFY_TOKEN
 from tests.support.redis_server import RedisServer
 
@@ -46,6 +48,26 @@ def private_redis(tmp_path: Path) -> Iterator[RedisServer]:
     server.start()
     yield server
     server.stop()
+
+
+@pytest.fixture
+def fake_openai() -> Iterator[FakeOpenAI]:
+    """A local OpenAI-compatible server (`pyloto fake-openai`) of this test's own."""
+    server = FakeOpenAI()
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def graph() -> Iterator[FakeGraph]:
+    """A local Graph API server of this test's own; no request it received may have broken
+    WhatsApp's schema."""
+    server = FakeGraph()
+    server.start()
+    yield server
+    server.stop()
+    assert server.violations == []
 
 
 @pytest.fixture

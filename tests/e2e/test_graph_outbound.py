@@ -38,13 +38,11 @@ OpenApp = Callable[..., AbstractAsyncContextManager[Pyloto]]
 
 
 @pytest.fixture
-def graph(request: pytest.FixtureRequest) -> Iterator[FakeGraph]:
-    """The fake Graph API; at teardown: no invalid request, no record sent twice, no message
-    marked read twice. Prints the accepted sends of the scenario."""
-    server = FakeGraph()
-    server.start()
+def graph(graph: FakeGraph, request: pytest.FixtureRequest) -> Iterator[FakeGraph]:
+    """The shared fake Graph API with more checks at teardown: no invalid request, no record
+    sent twice, no message marked read twice. Prints the accepted sends of the scenario."""
+    server = graph  # the app is closed by now: nothing more reaches the server
     yield server
-    server.stop()
     lines = [send.describe() for send in server.sends] or ["(none)"]
     print(f"\n[{request.node.name}] sends the fake Graph API accepted:")
     for line in lines:
@@ -57,17 +55,8 @@ def graph(request: pytest.FixtureRequest) -> Iterator[FakeGraph]:
 
 
 @pytest.fixture
-def fake_llm() -> Iterator[FakeOpenAI]:
-    """A local OpenAI-compatible server (only used when a test turns the LLM on)."""
-    server = FakeOpenAI()
-    server.start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
 def open_app(
-    make_settings: Callable[..., Settings], graph: FakeGraph, fake_llm: FakeOpenAI
+    make_settings: Callable[..., Settings], graph: FakeGraph, fake_openai: FakeOpenAI
 ) -> OpenApp:
     """Start the app on the fake Graph API: `async with open_app(VAR="x") as app`;
     `llm=True` runs the LLM steps on the fake OpenAI server."""
@@ -84,7 +73,7 @@ def open_app(
         if llm:
             variables |= {
                 "OPENAI_API_KEY": "sk-test",
-                "OPENAI_BASE_URL": fake_llm.base_url,
+                "OPENAI_BASE_URL": fake_openai.base_url,
                 "OPENAI_MAX_RETRIES": "0",
                 "BUSINESS_WEBSITE_URL": SITE,
             }
@@ -191,11 +180,11 @@ LLM_CHOICES = {
 
 @pytest.mark.parametrize("kind", sorted(LLM_CHOICES))
 async def test_each_interactive_reply_type_is_accepted_by_graph(
-    kind: str, open_app: OpenApp, graph: FakeGraph, fake_llm: FakeOpenAI
+    kind: str, open_app: OpenApp, graph: FakeGraph, fake_openai: FakeOpenAI
 ) -> None:
     """Buttons, list and CTA URL chosen by LLM#3 pass the fake's schema and limit checks and
     are sent once, as interactive messages of that type."""
-    fake_llm.queue(CHOICE, json_answer(LLM_CHOICES[kind]))
+    fake_openai.queue(CHOICE, json_answer(LLM_CHOICES[kind]))
     async with open_app(llm=True) as app:
         message_id = await post_message(app, "Quero agendar um corte")
         view = await app.wait_for(message_id)

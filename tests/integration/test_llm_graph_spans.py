@@ -52,25 +52,6 @@ def captured() -> Iterator[Captured]:
     capture.runtime.shutdown()
 
 
-@pytest.fixture
-def llm() -> Iterator[FakeOpenAI]:
-    """A local OpenAI-compatible server."""
-    server = FakeOpenAI()
-    server.start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def graph() -> Iterator[FakeGraph]:
-    """A local Graph API server; no request it received may have been invalid."""
-    server = FakeGraph()
-    server.start()
-    yield server
-    server.stop()
-    assert server.violations == []
-
-
 OpenApp = Callable[..., AbstractAsyncContextManager[Pyloto]]
 
 
@@ -149,13 +130,13 @@ def every_text(span: ReadableSpan) -> list[str]:
 
 
 async def test_each_llm_step_is_a_client_span_under_its_step_with_gen_ai_attributes(
-    open_app: OpenApp, captured: Captured, llm: FakeOpenAI
+    open_app: OpenApp, captured: Captured, fake_openai: FakeOpenAI
 ) -> None:
     """The LLM path gives three `chat gpt-4o-mini` CLIENT spans with gen_ai.operation.name,
     system, request and response model and the fake's token usage, one per step (llm1, llm2,
     llm3), each the child of the step span that moves the record to that state (LLM#1 runs
     in `step deduped`, LLM#2 in `step llm1`, LLM#3 in `step llm2`); each call is counted ok."""
-    async with open_app(**llm_variables(llm)) as app:
+    async with open_app(**llm_variables(fake_openai)) as app:
         view = await run_message(app, QUESTION)
     assert trajectory(view) == LLM_PATH
 
@@ -187,18 +168,20 @@ async def test_each_llm_step_is_a_client_span_under_its_step_with_gen_ai_attribu
 
 
 async def test_no_span_carries_the_prompt_or_the_completion(
-    open_app: OpenApp, captured: Captured, llm: FakeOpenAI
+    open_app: OpenApp, captured: Captured, fake_openai: FakeOpenAI
 ) -> None:
     """Neither the customer's text, the prompts sent nor the answers received appear in any
     exported span: not in names, attributes, events, links or statuses."""
-    async with open_app(**llm_variables(llm)) as app:
+    async with open_app(**llm_variables(fake_openai)) as app:
         view = await run_message(app, QUESTION)
     assert view["state"] == "sent"
 
     prompts = [
-        str(message["content"]) for request in llm.requests for message in request["messages"]
+        str(message["content"])
+        for request in fake_openai.requests
+        for message in request["messages"]
     ]
-    assert len(llm.requests) == 3
+    assert len(fake_openai.requests) == 3
     completions = [
         DEFAULTS[EVENT]["summary"],
         DEFAULTS[DRAFT]["text"],
@@ -219,13 +202,13 @@ async def test_no_span_carries_the_prompt_or_the_completion(
 
 
 async def test_a_timed_out_llm_call_is_a_failed_span_and_a_timeout_count(
-    open_app: OpenApp, captured: Captured, llm: FakeOpenAI
+    open_app: OpenApp, captured: Captured, fake_openai: FakeOpenAI
 ) -> None:
     """LLM#1 answering after OPENAI_TIMEOUT_SECONDS gives one `chat` span with error.type
     `timeout` and an error status; pyloto.llm.calls counts llm1/timeout; the record falls
     back and no LLM#2 or LLM#3 call is made."""
-    llm.queue(EVENT, json_answer(DEFAULTS[EVENT], delay=SLOW_ANSWER_SECONDS))
-    async with open_app(**llm_variables(llm, timeout=TIMEOUT_SECONDS)) as app:
+    fake_openai.queue(EVENT, json_answer(DEFAULTS[EVENT], delay=SLOW_ANSWER_SECONDS))
+    async with open_app(**llm_variables(fake_openai, timeout=TIMEOUT_SECONDS)) as app:
         view = await run_message(app, "Qual o preço do corte?")
     assert view["state"] == "sent"
     assert view["fallback_reason"] == "timeout"
@@ -337,11 +320,11 @@ async def test_a_5xx_without_a_graph_code_is_counted_by_status_and_the_retry_sen
 
 
 async def test_llm_and_graph_spans_of_one_message_share_its_trace_and_hashed_user(
-    open_app: OpenApp, captured: Captured, llm: FakeOpenAI, graph: FakeGraph
+    open_app: OpenApp, captured: Captured, fake_openai: FakeOpenAI, graph: FakeGraph
 ) -> None:
     """With both the LLM and Graph on, the three chat spans and the Graph spans sit in the
     message's one trace, whose step spans carry the sender only as its keyed hash."""
-    async with open_app(**llm_variables(llm), **graph_variables(graph)) as app:
+    async with open_app(**llm_variables(fake_openai), **graph_variables(graph)) as app:
         view = await run_message(app, QUESTION)
     assert trajectory(view) == LLM_PATH
     spans = captured.spans()
