@@ -7,6 +7,7 @@ the rows of the SQLite file (to prove that something was *not* stored).
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 from collections.abc import Collection
 from pathlib import Path
@@ -25,6 +26,9 @@ from tests.support.helpers import INTERNAL_TOKEN, encode, signed_headers
 
 TERMINAL = frozenset({"sent", "failed", "ignored"})
 WAIT_SECONDS = 15.0
+# The states a text message passes through on the template reply and on the LLM steps.
+FALLBACK_PATH = ["received", "deduped", "fallback", "queued_outbound", "sending", "sent"]
+LLM_PATH = ["received", "deduped", "llm1", "llm2", "llm3", "queued_outbound", "sending", "sent"]
 
 Payload = dict[str, Any] | list[Any] | bytes
 
@@ -150,6 +154,12 @@ class Pyloto:
             read_rows, self.database, "SELECT COUNT(*) FROM dry_run_outbox"
         )
         return int(rows[0][0]) if rows else 0
+
+
+def not_the_test_client(record: logging.LogRecord) -> bool:
+    """False for the log records of the HTTP client libraries (httpx, httpcore): the test's own
+    client logs the URLs it calls, and those lines are the test's, not the service's."""
+    return record.name.split(".")[0] not in {"httpx", "httpcore"}
 
 
 def trajectory(view: dict[str, Any]) -> list[str]:

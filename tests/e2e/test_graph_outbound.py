@@ -13,7 +13,6 @@ import logging
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from typing import Any
 
 import anyio
 import pytest
@@ -24,15 +23,14 @@ from pyloto_corp.bootstrap import bootstrap
 from pyloto_corp.config import Settings
 from pyloto_corp.devtools.fake_openai import CHOICE, FakeOpenAI, json_answer
 from pyloto_corp.http.app import create_app
-from tests.e2e.support import Pyloto, trajectory
+from tests.e2e.support import FALLBACK_PATH, LLM_PATH, Pyloto, trajectory
 from tests.support.fake_graph import PHONE_NUMBER_ID, TOKEN, FakeGraph, Fault
 from tests.support.helpers import INTERNAL_TOKEN, SENDER, envelope, status, text_message
+from tests.support.llm_outputs import choice
 
 pytestmark = pytest.mark.anyio
 
 SITE = "https://barbearia-navalha.example.com.br"
-FALLBACK_PATH = ["received", "deduped", "fallback", "queued_outbound", "sending", "sent"]
-LLM_PATH = ["received", "deduped", "llm1", "llm2", "llm3", "queued_outbound", "sending", "sent"]
 
 OpenApp = Callable[..., AbstractAsyncContextManager[Pyloto]]
 
@@ -99,15 +97,6 @@ async def wait_until(check: Callable[[], bool], seconds: float = 15.0) -> None:
             if check():
                 return
             await anyio.sleep(0.01)
-
-
-def choice(kind: str, body: str, **parts: Any) -> dict[str, Any]:
-    """LLM#3's structured output: every field present, those not given null."""
-    value: dict[str, Any] = dict.fromkeys(
-        ("header", "footer", "buttons", "list_button_text", "sections", "cta_display_text"),
-    )
-    value |= {"type": kind, "body": body, "cta_url": None, **parts}
-    return value
 
 
 # --- each reply type ----------------------------------------------------------------------

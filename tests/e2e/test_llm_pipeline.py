@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import io
 import json
-import logging
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
@@ -37,9 +36,9 @@ from pyloto_corp.devtools.fake_openai import (
 from pyloto_corp.domain.records import InboundMessage
 from pyloto_corp.domain.replies import template_for
 from pyloto_corp.http.app import create_app
-from pyloto_corp.observability.logging import JsonFormatter
-from tests.e2e.support import Pyloto, trajectory
+from tests.e2e.support import FALLBACK_PATH, LLM_PATH, Pyloto, trajectory
 from tests.support.helpers import CONTACT_NAME, SENDER, envelope, text_message
+from tests.support.llm_outputs import choice
 
 pytestmark = pytest.mark.anyio
 
@@ -50,28 +49,10 @@ TIMEOUT_SECONDS = 0.5
 # How long the fake waits before answering in the timeout cases: well past the timeout.
 SLOW_ANSWER_SECONDS = 1.5
 
-LLM_PATH = ["received", "deduped", "llm1", "llm2", "llm3", "queued_outbound", "sending", "sent"]
 SCHEMA_OF_STEP = {"llm1": EVENT, "llm2": DRAFT, "llm3": CHOICE}
 STEPS = ["llm1", "llm2", "llm3"]
 
 OpenApp = Callable[..., AbstractAsyncContextManager[Pyloto]]
-
-
-def choice(kind: str, body: str, **parts: Any) -> dict[str, Any]:
-    """LLM#3's structured output: every field present, those not given null."""
-    value: dict[str, Any] = {
-        "type": kind,
-        "body": body,
-        "header": None,
-        "footer": None,
-        "buttons": None,
-        "list_button_text": None,
-        "sections": None,
-        "cta_display_text": None,
-        "cta_url": None,
-    }
-    value.update(parts)
-    return value
 
 
 @pytest.fixture
@@ -497,14 +478,7 @@ async def test_rollout_fifty_splits_senders_and_keeps_each_on_one_path(
         if list(path) == LLM_PATH:
             on_llm.add(sender)
         else:
-            assert list(path) == [
-                "received",
-                "deduped",
-                "fallback",
-                "queued_outbound",
-                "sending",
-                "sent",
-            ]
+            assert list(path) == FALLBACK_PATH
     assert 0 < len(on_llm) < len(senders), "both paths occur"
     assert on_llm == {s for s in senders if in_rollout(s, 50, HASH_KEY)}
     assert len(fake_openai.seen(EVENT)) == 3 * len(on_llm)
@@ -602,14 +576,7 @@ async def test_llm_disabled_with_a_key_makes_no_request(
     async with open_app(OPENAI_ENABLED="false") as app:
         view, body = await exchange(app, "Quanto custa o corte?")
 
-    assert trajectory(view) == [
-        "received",
-        "deduped",
-        "fallback",
-        "queued_outbound",
-        "sending",
-        "sent",
-    ]
+    assert trajectory(view) == FALLBACK_PATH
     assert view["fallback_reason"] == "llm_disabled"
     assert view["results"]["template"] == "text"
     assert body["type"] == "text"
@@ -617,25 +584,6 @@ async def test_llm_disabled_with_a_key_makes_no_request(
 
 
 # --- logs -----------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def log_lines(caplog: pytest.LogCaptureFixture) -> Iterator[io.StringIO]:
-    """Every record (DEBUG and up) of the service's loggers, formatted as the service does.
-
-    The test's own HTTP client (httpx) is left out; the service's SDK client is kept.
-    """
-    stream = io.StringIO()
-    handler = logging.StreamHandler(stream)
-    handler.setFormatter(JsonFormatter())
-    handler.addFilter(lambda record: record.name.split(".")[0] not in {"httpx", "httpcore"})
-    caplog.set_level(logging.DEBUG)
-    root = logging.getLogger()
-    root.addHandler(handler)
-    try:
-        yield stream
-    finally:
-        root.removeHandler(handler)
 
 
 async def test_each_step_logs_one_line_with_latency_and_tokens_and_never_the_text(

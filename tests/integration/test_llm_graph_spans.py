@@ -24,7 +24,7 @@ from pyloto_corp.config import Settings
 from pyloto_corp.devtools.fake_openai import CHOICE, DEFAULTS, DRAFT, EVENT, FakeOpenAI, json_answer
 from pyloto_corp.http.app import create_app
 from pyloto_corp.observability.redaction import keyed_hash
-from tests.e2e.support import Pyloto, trajectory
+from tests.e2e.support import LLM_PATH, Pyloto, trajectory
 from tests.support.fake_graph import PHONE_NUMBER_ID, TOKEN, FakeGraph, Fault
 from tests.support.helpers import CONTACT_NAME, SENDER, envelope, text_message
 from tests.support.telemetry_capture import Captured
@@ -38,7 +38,6 @@ CHAT = f"chat {MODEL}"
 INPUT_TOKENS, OUTPUT_TOKENS = 120, 40
 # LLM#n runs in the step of the state before it and moves the record to `llmN`.
 STEP_OF_CALL = {"llm1": "deduped", "llm2": "llm1", "llm3": "llm2"}
-LLM_PATH = ["received", "deduped", "llm1", "llm2", "llm3", "queued_outbound", "sending", "sent"]
 QUESTION = "Quanto custa o corte? Meu e-mail é maria.aparecida@exemplo.com.br"
 TIMEOUT_SECONDS = 0.5  # OPENAI_TIMEOUT_SECONDS in the timeout case
 SLOW_ANSWER_SECONDS = 1.5  # the fake's delay then: well past the timeout
