@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
@@ -27,11 +27,10 @@ from pyloto_corp.observability.redaction import keyed_hash
 from tests.e2e.support import LLM_PATH, Pyloto, trajectory
 from tests.support.fake_graph import PHONE_NUMBER_ID, TOKEN, FakeGraph, Fault
 from tests.support.helpers import CONTACT_NAME, SENDER, envelope, text_message
-from tests.support.telemetry_capture import Captured
+from tests.support.telemetry_capture import HASH_KEY, Captured
 
 pytestmark = pytest.mark.anyio
 
-HASH_KEY = "llm-graph-spans-hash-key"
 MODEL = "gpt-4o-mini"
 CHAT = f"chat {MODEL}"
 # The fake's usage block: {"prompt_tokens": 120, "completion_tokens": 40}.
@@ -41,14 +40,6 @@ STEP_OF_CALL = {"llm1": "deduped", "llm2": "llm1", "llm3": "llm2"}
 QUESTION = "Quanto custa o corte? Meu e-mail é maria.aparecida@exemplo.com.br"
 TIMEOUT_SECONDS = 0.5  # OPENAI_TIMEOUT_SECONDS in the timeout case
 SLOW_ANSWER_SECONDS = 1.5  # the fake's delay then: well past the timeout
-
-
-@pytest.fixture
-def captured() -> Iterator[Captured]:
-    """Captured telemetry, shut down after the test."""
-    capture = Captured(HASH_KEY)
-    yield capture
-    capture.runtime.shutdown()
 
 
 OpenApp = Callable[..., AbstractAsyncContextManager[Pyloto]]

@@ -15,6 +15,8 @@ from pyloto_corp.observability.otel_config import load_otel_config
 from pyloto_corp.observability.setup import TelemetryRuntime, build_telemetry
 
 REPO = Path(__file__).resolve().parents[2]
+# The privacy hash key of the captured telemetry; the app under test is given the same one.
+HASH_KEY = "captured-telemetry-hash-key"
 
 
 class Captured:
