@@ -17,8 +17,7 @@ from pyloto_corp.config import Settings
 from pyloto_corp.http.app import create_app
 from pyloto_corp.observability.logging import JsonFormatter
 from tests.e2e.servers import ServeProcess, process_env, redis_variables
-from tests.e2e.support import SETTINGS_VARIABLES, Pyloto, not_the_test_client
-from tests.support.helpers import APP_SECRET, INTERNAL_TOKEN, VERIFY_TOKEN
+from tests.e2e.support import Pyloto, isolate_cli_environment, not_the_test_client
 from tests.support.redis_server import RedisServer
 
 OpenPyloto = Callable[..., AbstractAsyncContextManager[Pyloto]]
@@ -50,22 +49,7 @@ def cli_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
 
     Returns the variables so subprocesses can be given the same environment.
     """
-    for name in SETTINGS_VARIABLES:
-        monkeypatch.delenv(name, raising=False)
-    variables = {
-        "STATE_SQLITE_PATH": str(tmp_path / "state" / "pyloto.db"),
-        "WHATSAPP_APP_SECRET": APP_SECRET,
-        "WHATSAPP_VERIFY_TOKEN": VERIFY_TOKEN,
-        "INTERNAL_TASK_TOKEN": INTERNAL_TOKEN,
-        "LOCAL_QUEUE_MIN_BACKOFF_SECONDS": "0.05",
-        "LOCAL_QUEUE_MAX_BACKOFF_SECONDS": "0.5",
-    }
-    for name, value in variables.items():
-        monkeypatch.setenv(name, value)
-    work = tmp_path / "cwd"
-    work.mkdir()
-    monkeypatch.chdir(work)
-    return variables
+    return isolate_cli_environment(monkeypatch, tmp_path, "cwd")
 
 
 @pytest.fixture

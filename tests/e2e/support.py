@@ -16,13 +16,20 @@ from typing import Any, cast
 import anyio
 import anyio.to_thread
 import httpx
+import pytest
 from litestar.testing import AsyncTestClient
 from pydantic import BaseModel
 
 from pyloto_corp.adapters.dry_run_outbox import DryRunOutbox
 from pyloto_corp.bootstrap import Container
 from pyloto_corp.config import Settings
-from tests.support.helpers import INTERNAL_TOKEN, encode, signed_headers
+from tests.support.helpers import (
+    APP_SECRET,
+    INTERNAL_TOKEN,
+    VERIFY_TOKEN,
+    encode,
+    signed_headers,
+)
 
 TERMINAL = frozenset({"sent", "failed", "ignored"})
 WAIT_SECONDS = 15.0
@@ -44,6 +51,31 @@ def _settings_variables() -> frozenset[str]:
 
 # Every environment variable pyloto reads (so a test can start from a clean environment).
 SETTINGS_VARIABLES = _settings_variables()
+
+
+def isolate_cli_environment(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, work: str, **extra: str
+) -> dict[str, str]:
+    """Leave only the test's pyloto variables in the process environment (a SQLite file under
+    `tmp_path`, the test secrets, quick retries, then `extra`) and make `tmp_path / work` the
+    working directory, so the CLI reads nothing of the machine's. Returns the variables."""
+    for name in SETTINGS_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    variables = {
+        "STATE_SQLITE_PATH": str(tmp_path / "state" / "pyloto.db"),
+        "WHATSAPP_APP_SECRET": APP_SECRET,
+        "WHATSAPP_VERIFY_TOKEN": VERIFY_TOKEN,
+        "INTERNAL_TASK_TOKEN": INTERNAL_TOKEN,
+        "LOCAL_QUEUE_MIN_BACKOFF_SECONDS": "0.05",
+        "LOCAL_QUEUE_MAX_BACKOFF_SECONDS": "0.5",
+        **extra,
+    }
+    for name, value in variables.items():
+        monkeypatch.setenv(name, value)
+    directory = tmp_path / work
+    directory.mkdir()
+    monkeypatch.chdir(directory)
+    return variables
 
 
 def as_bytes(payload: Payload) -> bytes:

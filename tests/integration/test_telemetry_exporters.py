@@ -43,13 +43,10 @@ from pyloto_corp.observability.setup import (
     metric_exporter,
     span_exporter,
 )
-from tests.e2e.support import SETTINGS_VARIABLES, Pyloto
+from tests.e2e.support import Pyloto, isolate_cli_environment
 from tests.support.helpers import (
-    APP_SECRET,
     CONTACT_NAME,
-    INTERNAL_TOKEN,
     SENDER,
-    VERIFY_TOKEN,
     envelope,
     text_message,
 )
@@ -382,25 +379,15 @@ def test_cloud_trace_on_google_is_built_without_a_request(
 @pytest.fixture
 def cli_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A process environment with only this test's pyloto variables, in a tmp directory."""
-    for name in SETTINGS_VARIABLES:
-        monkeypatch.delenv(name, raising=False)
     monkeypatch.delenv("K_SERVICE", raising=False)
-    variables = {
-        "STATE_SQLITE_PATH": str(tmp_path / "state" / "pyloto.db"),
-        "WHATSAPP_APP_SECRET": APP_SECRET,
-        "WHATSAPP_VERIFY_TOKEN": VERIFY_TOKEN,
-        "INTERNAL_TASK_TOKEN": INTERNAL_TOKEN,
-        "LOCAL_QUEUE_MIN_BACKOFF_SECONDS": "0.05",
-        "LOCAL_QUEUE_MAX_BACKOFF_SECONDS": "0.5",
-        "PRIVACY_HASH_KEY": HASH_KEY,
-        "PYLOTO_OTEL_CONFIG": str(REPO / "otel.yaml"),
-        "OTEL_TRACES_EXPORTER": "console",
-    }
-    for name, value in variables.items():
-        monkeypatch.setenv(name, value)
-    work = tmp_path / "work"
-    work.mkdir()
-    monkeypatch.chdir(work)
+    isolate_cli_environment(
+        monkeypatch,
+        tmp_path,
+        "work",
+        PRIVACY_HASH_KEY=HASH_KEY,
+        PYLOTO_OTEL_CONFIG=str(REPO / "otel.yaml"),
+        OTEL_TRACES_EXPORTER="console",
+    )
 
 
 @pytest.mark.usefixtures("cli_environment")
