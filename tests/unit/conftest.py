@@ -16,7 +16,7 @@ from pyloto_corp.domain.replies import text_reply_body
 from pyloto_corp.domain.results import Results
 from pyloto_corp.domain.statechart import Statechart
 from tests.support.helpers import CONTACT_NAME, SENDER, new_wamid
-from tests.unit.fakes import FakeClock, FakeOutbox, FakeQueue, FakeStore, MakeRecord
+from tests.unit.fakes import FakeClock, FakeOutbox, FakeQueue, FakeStore, MakeRecord, PutRecord
 
 
 @pytest.fixture(scope="session")
@@ -96,5 +96,17 @@ def make_record(clock: FakeClock) -> MakeRecord:
             # Records from queued_outbound on always carry the request body of their reply.
             fields["reply"] = text_reply_body(inbound, "Olá!", callback_data=inbound.message_id)
         return replace(Record.received(inbound, clock()), state=state, **fields)
+
+    return create
+
+
+@pytest.fixture
+def put_record(make_record: MakeRecord, store: FakeStore) -> PutRecord:
+    """Build a record as `make_record` does and put it in the store, as a task will find it."""
+
+    def create(**fields: Any) -> Record:
+        record = make_record(**fields)
+        store.put(record)
+        return record
 
     return create
