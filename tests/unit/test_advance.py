@@ -228,19 +228,21 @@ async def test_live_claim_makes_the_task_retry_later(
     assert store.stored(record.message_id) == record
 
 
-async def test_expired_claim_that_was_sent_is_reconciled_not_resent(
-    advancer: Advancer,
-    store: FakeStore,
-    outbox: FakeOutbox,
-    clock: FakeClock,
-    put_record: PutRecord,
-) -> None:
-    """After the lease the step asks the outbox; a send it knows of completes the record."""
-    record = put_record(
+@pytest.fixture
+def expired_claim(put_record: PutRecord, clock: FakeClock) -> Record:
+    """A stored record in `sending` whose claim, by another instance, is past its lease."""
+    return put_record(
         state="sending",
         send_started_at=clock() - (SEND_LEASE_SECONDS + 1),
         send_claimed_by="instance-b",
     )
+
+
+async def test_expired_claim_that_was_sent_is_reconciled_not_resent(
+    advancer: Advancer, store: FakeStore, outbox: FakeOutbox, expired_claim: Record
+) -> None:
+    """After the lease the step asks the outbox; a send it knows of completes the record."""
+    record = expired_claim
     outbox.known[record.message_id] = "wamid.EARLIER"
     assert await advancer.advance(record.message_id, "sending") == "sent"
     assert outbox.lookups == [record.message_id]
@@ -249,19 +251,11 @@ async def test_expired_claim_that_was_sent_is_reconciled_not_resent(
 
 
 async def test_expired_claim_that_never_sent_sends_once(
-    advancer: Advancer,
-    store: FakeStore,
-    outbox: FakeOutbox,
-    clock: FakeClock,
-    put_record: PutRecord,
+    advancer: Advancer, store: FakeStore, outbox: FakeOutbox, expired_claim: Record
 ) -> None:
     """After the lease, with no earlier send known, this task claims anew (a saved
     transition) and sends."""
-    record = put_record(
-        state="sending",
-        send_started_at=clock() - (SEND_LEASE_SECONDS + 1),
-        send_claimed_by="instance-b",
-    )
+    record = expired_claim
     assert await advancer.advance(record.message_id, "sending") == "sent"
     assert outbox.lookups == [record.message_id]
     assert len(outbox.sent) == 1
