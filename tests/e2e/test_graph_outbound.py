@@ -26,7 +26,7 @@ from pyloto_corp.http.app import create_app
 from tests.e2e.support import FALLBACK_PATH, LLM_PATH, Pyloto, trajectory
 from tests.support.fake_graph import PHONE_NUMBER_ID, TOKEN, FakeGraph, Fault
 from tests.support.helpers import INTERNAL_TOKEN, SENDER, envelope, status, text_message
-from tests.support.llm_outputs import choice
+from tests.support.llm_outputs import SATURDAY_SECTIONS, choice
 
 pytestmark = pytest.mark.anyio
 
@@ -148,15 +148,7 @@ LLM_CHOICES = {
         "list",
         "Escolha um horário para sábado:",
         list_button_text="Ver horários",
-        sections=[
-            {
-                "title": "Manhã",
-                "rows": [
-                    {"id": "9h", "title": "9h", "description": "Com o Carlos"},
-                    {"id": "10h", "title": "10h", "description": None},
-                ],
-            }
-        ],
+        sections=SATURDAY_SECTIONS,
     ),
     "cta_url": choice(
         "cta_url",

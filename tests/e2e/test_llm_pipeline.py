@@ -38,7 +38,7 @@ from pyloto_corp.domain.replies import template_for
 from pyloto_corp.http.app import create_app
 from tests.e2e.support import FALLBACK_PATH, LLM_PATH, Pyloto, trajectory
 from tests.support.helpers import CONTACT_NAME, SENDER, envelope, text_message
-from tests.support.llm_outputs import choice
+from tests.support.llm_outputs import SATURDAY_SECTIONS, choice
 
 pytestmark = pytest.mark.anyio
 
@@ -187,15 +187,7 @@ async def test_happy_path_sends_a_list(open_app: OpenApp, fake_openai: FakeOpenA
                 "Escolha um horário para sábado:",
                 header="Horários",
                 list_button_text="Ver horários",
-                sections=[
-                    {
-                        "title": "Manhã",
-                        "rows": [
-                            {"id": "9h", "title": "9h", "description": "Com o Carlos"},
-                            {"id": "10h", "title": "10h", "description": None},
-                        ],
-                    }
-                ],
+                sections=SATURDAY_SECTIONS,
             )
         ),
     )
