@@ -46,19 +46,19 @@ from pyloto_corp.observability.setup import (
 from tests.e2e.support import Pyloto, isolate_cli_environment
 from tests.support.helpers import (
     CONTACT_NAME,
+    CPF,
+    EMAIL,
+    PHONE,
+    REPO,
     SENDER,
     envelope,
     text_message,
 )
 
-REPO = Path(__file__).resolve().parents[2]
 PROJECT = "pyloto-test"
 HASH_KEY = "exporters-test-hash-key"
 SERVICE = "google.devtools.cloudtrace.v2.TraceService"
 
-PHONE = "+55 (11) 91234-5678"
-EMAIL = "maria.aparecida@exemplo.com.br"
-CPF = "123.456.789-09"
 TEXT = f"Oi! Meu CPF é {CPF}, e-mail {EMAIL}, telefone {PHONE}."
 NAME = f"{CONTACT_NAME} ({EMAIL}, {CPF}, +55 11 98888-7777)"
 LEAKS = [

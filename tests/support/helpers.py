@@ -9,12 +9,18 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-DATA = Path(__file__).resolve().parents[1] / "data"
+REPO = Path(__file__).resolve().parents[2]
+DATA = REPO / "tests" / "data"
 APP_SECRET = "test-app-secret"
 INTERNAL_TOKEN = "test-internal-token"
 VERIFY_TOKEN = "test-verify-token"
 SENDER = "5511987654321"
 CONTACT_NAME = "Maria Aparecida"
+# Personal data as customers write it, which no log line or span may carry.
+PHONE = "+55 (11) 91234-5678"
+EMAIL = "maria.aparecida@exemplo.com.br"
+CPF = "123.456.789-09"
+CNPJ = "12.345.678/0001-90"
 
 
 def load_payload(name: str) -> dict[str, Any]:
