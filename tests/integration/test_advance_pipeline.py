@@ -123,6 +123,14 @@ async def dry_run_rows(path: Path, callback_data: str | None = None) -> list[dic
         await outbox.close()
 
 
+async def finished(container: Container, message_id: str, settle: float) -> Record:
+    """The record once it is `sent` or `failed`, read after `settle` more seconds in which a
+    retry or second send that should not happen would have shown up."""
+    done = await wait_for_states(container.store, [message_id], {"sent", "failed"})
+    await asyncio.sleep(settle)
+    return done[message_id]
+
+
 async def store_before_start(settings: Settings, records: list[Record]) -> None:
     """Put `records` in the SQLite file of `settings`, as a process that died left them."""
     store = SQLiteStore(settings.state.sqlite_path, terminal_states())
@@ -185,10 +193,8 @@ async def test_transient_send_failures_are_retried_and_sent_once(
 
     async with started(make_settings(), outbox) as container:
         await container.ingestor.ingest(parse_webhook(body))
-        done = (await wait_for_states(container.store, [message_id], {"sent", "failed"}))[
-            message_id
-        ]
-        await asyncio.sleep(0.2)  # several max backoffs: an extra retry would show up
+        # 0.2 s is several max backoffs: an extra retry would show up
+        done = await finished(container, message_id, 0.2)
 
     assert done.state == "sent"
     assert outbox.calls == 4
@@ -209,10 +215,7 @@ async def test_outbox_failing_forever_ends_failed_with_nothing_sent(
 
     async with started(settings, outbox) as container:
         await container.ingestor.ingest(parse_webhook(body))
-        done = (await wait_for_states(container.store, [message_id], {"sent", "failed"}))[
-            message_id
-        ]
-        await asyncio.sleep(0.2)
+        done = await finished(container, message_id, 0.2)
 
     assert done.state == "failed"
     assert done.failure_reason is not None
@@ -234,10 +237,7 @@ async def test_permanent_send_failure_fails_without_retry(
 
     async with started(make_settings(), outbox) as container:
         await container.ingestor.ingest(parse_webhook(body))
-        done = (await wait_for_states(container.store, [message_id], {"sent", "failed"}))[
-            message_id
-        ]
-        await asyncio.sleep(0.2)
+        done = await finished(container, message_id, 0.2)
 
     assert done.state == "failed"
     assert done.failure_reason is not None
@@ -334,10 +334,7 @@ async def test_crash_after_send_is_reconciled_without_a_second_send(
         await outbox.close()
 
     async with started(settings) as container:
-        done = (await wait_for_states(container.store, [claimed.message_id], {"sent", "failed"}))[
-            claimed.message_id
-        ]
-        await asyncio.sleep(0.1)
+        done = await finished(container, claimed.message_id, 0.1)
 
     assert done.state == "sent"
     assert done.outbound_message_id == earlier_id
