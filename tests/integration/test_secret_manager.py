@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import socket
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -30,6 +29,8 @@ from pyloto_corp.adapters.secret_manager import DEFAULT_TIMEOUT_SECONDS, resolve
 from pyloto_corp.cli import main
 from pyloto_corp.config import ConfigError, Settings, load_settings
 from pyloto_corp.devtools.local_http import LocalServer
+from tests.support.redis_server import free_port
+from tests.support.running import running
 
 SERVICE = "google.cloud.secretmanager.v1.SecretManagerService"
 PROJECT = "pyloto-test"
@@ -110,18 +111,13 @@ class FakeSecretManager:
 @pytest.fixture
 def secret_manager() -> Iterator[FakeSecretManager]:
     """A running fake Secret Manager, stopped after the test."""
-    server = FakeSecretManager()
-    server.start()
-    yield server
-    server.stop()
+    with running(FakeSecretManager()) as server:
+        yield server
 
 
 def closed_port_host() -> str:
     """host:port where nothing listens (the port was just freed)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    return f"127.0.0.1:{port}"
+    return f"127.0.0.1:{free_port()}"
 
 
 def environ(server: FakeSecretManager, **variables: str) -> dict[str, str]:

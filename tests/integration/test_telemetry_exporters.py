@@ -11,7 +11,6 @@ something to export.
 from __future__ import annotations
 
 import json
-import socket
 import sys
 import threading
 from collections.abc import Callable, Iterator
@@ -54,6 +53,8 @@ from tests.support.helpers import (
     envelope,
     text_message,
 )
+from tests.support.redis_server import free_port
+from tests.support.running import running
 
 PROJECT = "pyloto-test"
 HASH_KEY = "exporters-test-hash-key"
@@ -96,14 +97,6 @@ def write_config(tmp_path: Path, **sections: dict[str, Any]) -> Path:
     path = tmp_path / "otel.yaml"
     path.write_text(yaml.safe_dump(data), encoding="utf-8")
     return path
-
-
-def closed_port() -> int:
-    """A local port where nothing listens (it was just freed)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
 
 
 @pytest.fixture
@@ -168,10 +161,8 @@ class FakeCloudTrace:
 @pytest.fixture
 def cloud_trace() -> Iterator[FakeCloudTrace]:
     """A running local Cloud Trace API."""
-    server = FakeCloudTrace()
-    server.start()
-    yield server
-    server.stop()
+    with running(FakeCloudTrace()) as server:
+        yield server
 
 
 def attribute(span: Any, key: str) -> str | None:
@@ -260,7 +251,7 @@ def test_a_local_cloud_trace_endpoint_without_a_project_is_refused(
         tmp_path,
         traces={
             "exporter": "cloud_trace",
-            "cloud_trace": {"endpoint": f"127.0.0.1:{closed_port()}"},
+            "cloud_trace": {"endpoint": f"127.0.0.1:{free_port()}"},
         },
     )
     with pytest.raises(ConfigError) as caught:

@@ -3,7 +3,6 @@ failure means for at-most-once, and find_sent answered from recorded status webh
 
 from __future__ import annotations
 
-import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -17,6 +16,7 @@ from pyloto_corp.domain.replies import text_reply_body
 from tests.integration.conftest import terminal_states
 from tests.integration.factories import record
 from tests.support.fake_graph import PHONE_NUMBER_ID, TOKEN, VERSION, FakeGraph, Fault
+from tests.support.redis_server import free_port
 
 pytestmark = pytest.mark.anyio
 
@@ -53,9 +53,7 @@ async def test_a_timeout_after_the_request_is_ambiguous(
 
 async def test_no_connection_is_a_plain_transient_error(store: SQLiteStore) -> None:
     """Nothing listens: the request never left, so the claim may be released (not ambiguous)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()  # nothing listens there
     saved = record(state="queued_outbound")
     outbox = outbox_for(f"http://127.0.0.1:{port}", store)
     body = text_reply_body(saved.inbound, "Olá!", callback_data=saved.message_id)

@@ -6,7 +6,6 @@
 
 from __future__ import annotations
 
-import socket
 from collections.abc import AsyncIterator
 
 import httpx2
@@ -32,6 +31,7 @@ from pyloto_corp.devtools.fake_openai import (
     refusal,
 )
 from pyloto_corp.domain.records import Turn
+from tests.support.redis_server import free_port
 
 BUSINESS = BusinessProfile("Barbearia Navalha", "9h às 19h", "Corte: R$ 50.", None)
 REQUEST = httpx2.Request("POST", "http://127.0.0.1:1/v1/chat/completions")
@@ -232,9 +232,7 @@ async def test_a_slow_server_times_out_within_the_deadline(fake_openai: FakeOpen
 @pytest.mark.anyio
 async def test_an_unreachable_server_is_an_api_error() -> None:
     """Nothing listening at the base URL: `api_error` (connection failed)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()  # nothing listens there
     nowhere = OpenAIAssistant(
         create_client("sk-test", f"http://127.0.0.1:{port}/v1", 2.0, 0), "m", 2.0, BUSINESS
     )
