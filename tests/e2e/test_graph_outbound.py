@@ -25,7 +25,7 @@ from pyloto_corp.devtools.fake_openai import CHOICE, FakeOpenAI, json_answer
 from pyloto_corp.http.app import create_app
 from tests.e2e.support import FALLBACK_PATH, LLM_PATH, Pyloto, trajectory
 from tests.support.fake_graph import PHONE_NUMBER_ID, TOKEN, FakeGraph, Fault
-from tests.support.helpers import INTERNAL_TOKEN, SENDER, envelope, status, text_message
+from tests.support.helpers import INTERNAL_TOKEN, SENDER, envelope, eventually, status, text_message
 from tests.support.llm_outputs import SATURDAY_SECTIONS, choice
 
 pytestmark = pytest.mark.anyio
@@ -88,15 +88,6 @@ async def post_message(app: Pyloto, text: str = "Qual o horário de vocês?") ->
     response = await app.post(envelope([message]))
     assert response.status_code == 200, response.text
     return str(message["id"])
-
-
-async def wait_until(check: Callable[[], bool], seconds: float = 15.0) -> None:
-    """Poll `check` until it holds (fails after `seconds`)."""
-    with anyio.fail_after(seconds):
-        while True:
-            if check():
-                return
-            await anyio.sleep(0.01)
 
 
 # --- each reply type ----------------------------------------------------------------------
@@ -256,7 +247,7 @@ async def test_concurrent_duplicate_send_tasks_send_once(
     graph.inject(Fault(delay=0.5))
     async with open_app() as app:
         message_id = await post_message(app)
-        await wait_until(lambda: len(graph.message_requests()) == 1)
+        await eventually(lambda: len(graph.message_requests()) == 1)
         advance = app.container.advancer.advance
         during = await asyncio.gather(
             *(advance(message_id, "sending") for _ in range(5)), return_exceptions=True
@@ -287,7 +278,7 @@ async def test_a_lost_answer_is_reconciled_from_the_status_webhook_not_resent(
     }
     async with open_app(**settings) as app:
         message_id = await post_message(app)
-        await wait_until(lambda: len(graph.sends_for(message_id)) == 1)
+        await eventually(lambda: len(graph.sends_for(message_id)) == 1)
         (send,) = graph.sends_for(message_id)
         await anyio.to_thread.run_sync(send.answered.wait, 10.0)  # the client gave up by now
         held = await app.view(message_id)

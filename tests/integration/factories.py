@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import replace
 
 import anyio
@@ -106,12 +106,3 @@ async def wait_for_states(
             if len(found) == len(wanted) and all(r.state in states for r in found.values()):
                 return found
             await anyio.sleep(0.01)
-
-
-async def eventually(condition: Callable[[], bool], within: float = 15.0) -> None:
-    """Poll `condition` until it holds; fail after `within` seconds (a deadlock guard only)."""
-    with anyio.fail_after(within):
-        while True:
-            if condition():
-                return
-            await anyio.sleep(0.005)

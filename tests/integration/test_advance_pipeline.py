@@ -25,12 +25,13 @@ from pyloto_corp.bootstrap import Container, bootstrap, queue_specs
 from pyloto_corp.config import Settings
 from pyloto_corp.domain.records import Record
 from tests.integration.conftest import terminal_states
-from tests.integration.factories import eventually, queued_record, record, wait_for_states
+from tests.integration.factories import queued_record, record, wait_for_states
 from tests.support.helpers import (
     APP_SECRET,
     SENDER,
     encode,
     envelope,
+    eventually,
     signature,
     status,
     text_message,

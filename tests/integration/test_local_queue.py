@@ -23,7 +23,7 @@ from pyloto_corp.application.ports import (
     TransientStepError,
 )
 from pyloto_corp.application.queues import QueueSpec
-from tests.integration.factories import eventually
+from tests.support.helpers import eventually
 
 pytestmark = pytest.mark.anyio
 

@@ -1,4 +1,4 @@
-"""Builders of realistic WhatsApp webhook payloads, shared by the tests."""
+"""Realistic WhatsApp webhook payloads, sample data and a poller, shared by the tests."""
 
 from __future__ import annotations
 
@@ -6,8 +6,11 @@ import hashlib
 import hmac
 import json
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+import anyio
 
 REPO = Path(__file__).resolve().parents[2]
 DATA = REPO / "tests" / "data"
@@ -95,3 +98,12 @@ def status(
     if callback is not None:
         item["biz_opaque_callback_data"] = callback
     return item
+
+
+async def eventually(condition: Callable[[], bool], within: float = 15.0) -> None:
+    """Poll `condition` until it holds; fail after `within` seconds (a deadlock guard only)."""
+    with anyio.fail_after(within):
+        while True:
+            if condition():
+                return
+            await anyio.sleep(0.005)
