@@ -11,6 +11,7 @@ from pyloto_corp.adapters.statechart_yaml import load_statechart
 from pyloto_corp.application.steps import HANDLED_TRIGGERS, STEPS
 from pyloto_corp.bootstrap import STATECHART_FILE, load_chart, statechart_dir
 from pyloto_corp.domain.statechart import ANY_STATE, StatechartError
+from tests.support.statecharts import line_of, load_error
 
 PATH = "charts/tiny.yaml"
 HANDLERS = {"start": {"go", "skip"}, "middle": {"finish"}, ANY_STATE: {"abort"}}
@@ -42,12 +43,6 @@ TINY = textwrap.dedent(
 )
 
 
-def line_of(text: str, fragment: str, occurrence: int = 1) -> int:
-    """1-based number of the line holding the `occurrence`-th copy of `fragment`."""
-    lines = [n for n, line in enumerate(text.splitlines(), start=1) if fragment in line]
-    return lines[occurrence - 1]
-
-
 def at(text: str, fragment: str, occurrence: int = 1) -> str:
     """The `path:line: ` prefix an error about that line of `text` starts with."""
     return f"{PATH}:{line_of(text, fragment, occurrence)}: "
@@ -55,9 +50,7 @@ def at(text: str, fragment: str, occurrence: int = 1) -> str:
 
 def error_of(text: str, handlers: dict[str, set[str]] | None = None) -> str:
     """The StatechartError message for `text`."""
-    with pytest.raises(StatechartError) as caught:
-        load_statechart(text, PATH, HANDLERS if handlers is None else handlers)
-    return str(caught.value)
+    return load_error(text, PATH, HANDLERS if handlers is None else handlers)
 
 
 def test_tiny_chart_is_valid() -> None:
