@@ -12,9 +12,12 @@ from litestar.testing import AsyncTestClient
 
 from pyloto_corp.bootstrap import Container, bootstrap
 from pyloto_corp.config import Settings, load_settings
+from pyloto_corp.devtools.fake_openai import FakeOpenAI
 from pyloto_corp.http.app import create_app
+from tests.support.fake_graph import FakeGraph
 from tests.support.helpers import APP_SECRET, INTERNAL_TOKEN, VERIFY_TOKEN
 from tests.support.redis_server import RedisServer
+from tests.support.running import running
 
 # Property tests run the same examples on every machine and every run: a failure in CI is a
 # failure here, with no example database to carry from one machine to another.
@@ -33,19 +36,31 @@ def anyio_backend() -> str:
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
     """One private redis-server for the session; tests isolate themselves by key prefix."""
-    server = RedisServer(tmp_path_factory.mktemp("redis"))
-    server.start()
-    yield server
-    server.stop()
+    with running(RedisServer(tmp_path_factory.mktemp("redis"))) as server:
+        yield server
 
 
 @pytest.fixture
 def private_redis(tmp_path: Path) -> Iterator[RedisServer]:
     """A redis-server of this test's own, which the test may stop and restart."""
-    server = RedisServer(tmp_path / "redis")
-    server.start()
-    yield server
-    server.stop()
+    with running(RedisServer(tmp_path / "redis")) as server:
+        yield server
+
+
+@pytest.fixture
+def fake_openai() -> Iterator[FakeOpenAI]:
+    """A local OpenAI-compatible server (`pyloto fake-openai`) of this test's own."""
+    with running(FakeOpenAI()) as server:
+        yield server
+
+
+@pytest.fixture
+def graph() -> Iterator[FakeGraph]:
+    """A local Graph API server of this test's own; no request it received may have broken
+    WhatsApp's schema."""
+    with running(FakeGraph()) as server:
+        yield server
+    assert server.violations == []
 
 
 @pytest.fixture

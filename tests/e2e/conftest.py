@@ -1,8 +1,10 @@
 """End-to-end fixtures: a driver over the real app, apps with other settings, a clean CLI env,
-and `pyloto serve` processes on Redis."""
+`pyloto serve` processes on Redis, and the service's log lines as it formats them."""
 
 from __future__ import annotations
 
+import io
+import logging
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
@@ -13,9 +15,9 @@ from litestar.testing import AsyncTestClient
 from pyloto_corp.bootstrap import bootstrap
 from pyloto_corp.config import Settings
 from pyloto_corp.http.app import create_app
+from pyloto_corp.observability.logging import JsonFormatter
 from tests.e2e.servers import ServeProcess, process_env, redis_variables
-from tests.e2e.support import SETTINGS_VARIABLES, Pyloto
-from tests.support.helpers import APP_SECRET, INTERNAL_TOKEN, VERIFY_TOKEN
+from tests.e2e.support import Pyloto, isolate_cli_environment, not_the_test_client
 from tests.support.redis_server import RedisServer
 
 OpenPyloto = Callable[..., AbstractAsyncContextManager[Pyloto]]
@@ -47,22 +49,7 @@ def cli_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
 
     Returns the variables so subprocesses can be given the same environment.
     """
-    for name in SETTINGS_VARIABLES:
-        monkeypatch.delenv(name, raising=False)
-    variables = {
-        "STATE_SQLITE_PATH": str(tmp_path / "state" / "pyloto.db"),
-        "WHATSAPP_APP_SECRET": APP_SECRET,
-        "WHATSAPP_VERIFY_TOKEN": VERIFY_TOKEN,
-        "INTERNAL_TASK_TOKEN": INTERNAL_TOKEN,
-        "LOCAL_QUEUE_MIN_BACKOFF_SECONDS": "0.05",
-        "LOCAL_QUEUE_MAX_BACKOFF_SECONDS": "0.5",
-    }
-    for name, value in variables.items():
-        monkeypatch.setenv(name, value)
-    work = tmp_path / "cwd"
-    work.mkdir()
-    monkeypatch.chdir(work)
-    return variables
+    return isolate_cli_environment(monkeypatch, tmp_path, "cwd")
 
 
 @pytest.fixture
@@ -80,3 +67,21 @@ def serve_on_redis(redis_prefix: str, tmp_path: Path) -> Iterator[ServeOnRedis]:
     yield create
     for server in built:
         server.cleanup()
+
+
+@pytest.fixture
+def log_lines(caplog: pytest.LogCaptureFixture) -> Iterator[io.StringIO]:
+    """Every record (DEBUG and up) of every logger but the test's HTTP client's, formatted by
+    the service's JsonFormatter."""
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonFormatter())
+    handler.setLevel(logging.DEBUG)
+    handler.addFilter(not_the_test_client)
+    caplog.set_level(logging.DEBUG)  # the root level, restored after the test
+    root = logging.getLogger()
+    root.addHandler(handler)
+    try:
+        yield stream
+    finally:
+        root.removeHandler(handler)

@@ -7,6 +7,7 @@ the rows of the SQLite file (to prove that something was *not* stored).
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 from collections.abc import Collection
 from pathlib import Path
@@ -15,6 +16,7 @@ from typing import Any, cast
 import anyio
 import anyio.to_thread
 import httpx
+import pytest
 from litestar.testing import AsyncTestClient
 from pydantic import BaseModel
 
@@ -22,10 +24,19 @@ from pyloto_corp.adapters.dry_run_outbox import DryRunOutbox
 from pyloto_corp.bootstrap import Container
 from pyloto_corp.cli import message_url
 from pyloto_corp.config import Settings
-from tests.support.helpers import INTERNAL_TOKEN, encode, signed_headers
+from tests.support.helpers import (
+    APP_SECRET,
+    INTERNAL_TOKEN,
+    VERIFY_TOKEN,
+    encode,
+    signed_headers,
+)
 
 TERMINAL = frozenset({"sent", "failed", "ignored"})
 WAIT_SECONDS = 15.0
+# The states a text message passes through on the template reply and on the LLM steps.
+FALLBACK_PATH = ["received", "deduped", "fallback", "queued_outbound", "sending", "sent"]
+LLM_PATH = ["received", "deduped", "llm1", "llm2", "llm3", "queued_outbound", "sending", "sent"]
 
 Payload = dict[str, Any] | list[Any] | bytes
 
@@ -41,6 +52,31 @@ def _settings_variables() -> frozenset[str]:
 
 # Every environment variable pyloto reads (so a test can start from a clean environment).
 SETTINGS_VARIABLES = _settings_variables()
+
+
+def isolate_cli_environment(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, work: str, **extra: str
+) -> dict[str, str]:
+    """Leave only the test's pyloto variables in the process environment (a SQLite file under
+    `tmp_path`, the test secrets, quick retries, then `extra`) and make `tmp_path / work` the
+    working directory, so the CLI reads nothing of the machine's. Returns the variables."""
+    for name in SETTINGS_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    variables = {
+        "STATE_SQLITE_PATH": str(tmp_path / "state" / "pyloto.db"),
+        "WHATSAPP_APP_SECRET": APP_SECRET,
+        "WHATSAPP_VERIFY_TOKEN": VERIFY_TOKEN,
+        "INTERNAL_TASK_TOKEN": INTERNAL_TOKEN,
+        "LOCAL_QUEUE_MIN_BACKOFF_SECONDS": "0.05",
+        "LOCAL_QUEUE_MAX_BACKOFF_SECONDS": "0.5",
+        **extra,
+    }
+    for name, value in variables.items():
+        monkeypatch.setenv(name, value)
+    directory = tmp_path / work
+    directory.mkdir()
+    monkeypatch.chdir(directory)
+    return variables
 
 
 def as_bytes(payload: Payload) -> bytes:
@@ -151,6 +187,12 @@ class Pyloto:
             read_rows, self.database, "SELECT COUNT(*) FROM dry_run_outbox"
         )
         return int(rows[0][0]) if rows else 0
+
+
+def not_the_test_client(record: logging.LogRecord) -> bool:
+    """False for the log records of the HTTP client libraries (httpx, httpcore): the test's own
+    client logs the URLs it calls, and those lines are the test's, not the service's."""
+    return record.name.split(".")[0] not in {"httpx", "httpcore"}
 
 
 def trajectory(view: dict[str, Any]) -> list[str]:

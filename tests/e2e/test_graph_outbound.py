@@ -13,7 +13,6 @@ import logging
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from typing import Any
 
 import anyio
 import pytest
@@ -24,27 +23,24 @@ from pyloto_corp.bootstrap import bootstrap
 from pyloto_corp.config import Settings
 from pyloto_corp.devtools.fake_openai import CHOICE, FakeOpenAI, json_answer
 from pyloto_corp.http.app import create_app
-from tests.e2e.support import Pyloto, trajectory
+from tests.e2e.support import FALLBACK_PATH, LLM_PATH, Pyloto, trajectory
 from tests.support.fake_graph import PHONE_NUMBER_ID, TOKEN, FakeGraph, Fault
-from tests.support.helpers import INTERNAL_TOKEN, SENDER, envelope, status, text_message
+from tests.support.helpers import INTERNAL_TOKEN, SENDER, envelope, eventually, status, text_message
+from tests.support.llm_outputs import SATURDAY_SECTIONS, choice
 
 pytestmark = pytest.mark.anyio
 
 SITE = "https://barbearia-navalha.example.com.br"
-FALLBACK_PATH = ["received", "deduped", "fallback", "queued_outbound", "sending", "sent"]
-LLM_PATH = ["received", "deduped", "llm1", "llm2", "llm3", "queued_outbound", "sending", "sent"]
 
 OpenApp = Callable[..., AbstractAsyncContextManager[Pyloto]]
 
 
 @pytest.fixture
-def graph(request: pytest.FixtureRequest) -> Iterator[FakeGraph]:
-    """The fake Graph API; at teardown: no invalid request, no record sent twice, no message
-    marked read twice. Prints the accepted sends of the scenario."""
-    server = FakeGraph()
-    server.start()
+def graph(graph: FakeGraph, request: pytest.FixtureRequest) -> Iterator[FakeGraph]:
+    """The shared fake Graph API with more checks at teardown: no invalid request, no record
+    sent twice, no message marked read twice. Prints the accepted sends of the scenario."""
+    server = graph  # the app is closed by now: nothing more reaches the server
     yield server
-    server.stop()
     lines = [send.describe() for send in server.sends] or ["(none)"]
     print(f"\n[{request.node.name}] sends the fake Graph API accepted:")
     for line in lines:
@@ -57,17 +53,8 @@ def graph(request: pytest.FixtureRequest) -> Iterator[FakeGraph]:
 
 
 @pytest.fixture
-def fake_llm() -> Iterator[FakeOpenAI]:
-    """A local OpenAI-compatible server (only used when a test turns the LLM on)."""
-    server = FakeOpenAI()
-    server.start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
 def open_app(
-    make_settings: Callable[..., Settings], graph: FakeGraph, fake_llm: FakeOpenAI
+    make_settings: Callable[..., Settings], graph: FakeGraph, fake_openai: FakeOpenAI
 ) -> OpenApp:
     """Start the app on the fake Graph API: `async with open_app(VAR="x") as app`;
     `llm=True` runs the LLM steps on the fake OpenAI server."""
@@ -84,7 +71,7 @@ def open_app(
         if llm:
             variables |= {
                 "OPENAI_API_KEY": "sk-test",
-                "OPENAI_BASE_URL": fake_llm.base_url,
+                "OPENAI_BASE_URL": fake_openai.base_url,
                 "OPENAI_MAX_RETRIES": "0",
                 "BUSINESS_WEBSITE_URL": SITE,
             }
@@ -101,24 +88,6 @@ async def post_message(app: Pyloto, text: str = "Qual o horário de vocês?") ->
     response = await app.post(envelope([message]))
     assert response.status_code == 200, response.text
     return str(message["id"])
-
-
-async def wait_until(check: Callable[[], bool], seconds: float = 15.0) -> None:
-    """Poll `check` until it holds (fails after `seconds`)."""
-    with anyio.fail_after(seconds):
-        while True:
-            if check():
-                return
-            await anyio.sleep(0.01)
-
-
-def choice(kind: str, body: str, **parts: Any) -> dict[str, Any]:
-    """LLM#3's structured output: every field present, those not given null."""
-    value: dict[str, Any] = dict.fromkeys(
-        ("header", "footer", "buttons", "list_button_text", "sections", "cta_display_text"),
-    )
-    value |= {"type": kind, "body": body, "cta_url": None, **parts}
-    return value
 
 
 # --- each reply type ----------------------------------------------------------------------
@@ -170,15 +139,7 @@ LLM_CHOICES = {
         "list",
         "Escolha um horário para sábado:",
         list_button_text="Ver horários",
-        sections=[
-            {
-                "title": "Manhã",
-                "rows": [
-                    {"id": "9h", "title": "9h", "description": "Com o Carlos"},
-                    {"id": "10h", "title": "10h", "description": None},
-                ],
-            }
-        ],
+        sections=SATURDAY_SECTIONS,
     ),
     "cta_url": choice(
         "cta_url",
@@ -191,11 +152,11 @@ LLM_CHOICES = {
 
 @pytest.mark.parametrize("kind", sorted(LLM_CHOICES))
 async def test_each_interactive_reply_type_is_accepted_by_graph(
-    kind: str, open_app: OpenApp, graph: FakeGraph, fake_llm: FakeOpenAI
+    kind: str, open_app: OpenApp, graph: FakeGraph, fake_openai: FakeOpenAI
 ) -> None:
     """Buttons, list and CTA URL chosen by LLM#3 pass the fake's schema and limit checks and
     are sent once, as interactive messages of that type."""
-    fake_llm.queue(CHOICE, json_answer(LLM_CHOICES[kind]))
+    fake_openai.queue(CHOICE, json_answer(LLM_CHOICES[kind]))
     async with open_app(llm=True) as app:
         message_id = await post_message(app, "Quero agendar um corte")
         view = await app.wait_for(message_id)
@@ -286,7 +247,7 @@ async def test_concurrent_duplicate_send_tasks_send_once(
     graph.inject(Fault(delay=0.5))
     async with open_app() as app:
         message_id = await post_message(app)
-        await wait_until(lambda: len(graph.message_requests()) == 1)
+        await eventually(lambda: len(graph.message_requests()) == 1)
         advance = app.container.advancer.advance
         during = await asyncio.gather(
             *(advance(message_id, "sending") for _ in range(5)), return_exceptions=True
@@ -317,7 +278,7 @@ async def test_a_lost_answer_is_reconciled_from_the_status_webhook_not_resent(
     }
     async with open_app(**settings) as app:
         message_id = await post_message(app)
-        await wait_until(lambda: len(graph.sends_for(message_id)) == 1)
+        await eventually(lambda: len(graph.sends_for(message_id)) == 1)
         (send,) = graph.sends_for(message_id)
         await anyio.to_thread.run_sync(send.answered.wait, 10.0)  # the client gave up by now
         held = await app.view(message_id)

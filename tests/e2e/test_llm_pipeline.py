@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import io
 import json
-import logging
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
@@ -37,9 +36,9 @@ from pyloto_corp.devtools.fake_openai import (
 from pyloto_corp.domain.records import InboundMessage
 from pyloto_corp.domain.replies import reply_key, template_for
 from pyloto_corp.http.app import create_app
-from pyloto_corp.observability.logging import JsonFormatter
-from tests.e2e.support import Pyloto, trajectory
+from tests.e2e.support import FALLBACK_PATH, LLM_PATH, Pyloto, trajectory
 from tests.support.helpers import CONTACT_NAME, SENDER, envelope, text_message
+from tests.support.llm_outputs import SATURDAY_SECTIONS, choice
 
 pytestmark = pytest.mark.anyio
 
@@ -50,48 +49,21 @@ TIMEOUT_SECONDS = 0.5
 # How long the fake waits before answering in the timeout cases: well past the timeout.
 SLOW_ANSWER_SECONDS = 1.5
 
-LLM_PATH = ["received", "deduped", "llm1", "llm2", "llm3", "queued_outbound", "sending", "sent"]
 SCHEMA_OF_STEP = {"llm1": EVENT, "llm2": DRAFT, "llm3": CHOICE}
 STEPS = ["llm1", "llm2", "llm3"]
 
 OpenApp = Callable[..., AbstractAsyncContextManager[Pyloto]]
 
 
-def choice(kind: str, body: str, **parts: Any) -> dict[str, Any]:
-    """LLM#3's structured output: every field present, those not given null."""
-    value: dict[str, Any] = {
-        "type": kind,
-        "body": body,
-        "header": None,
-        "footer": None,
-        "buttons": None,
-        "list_button_text": None,
-        "sections": None,
-        "cta_display_text": None,
-        "cta_url": None,
-    }
-    value.update(parts)
-    return value
-
-
 @pytest.fixture
-def fake() -> Iterator[FakeOpenAI]:
-    """A local OpenAI-compatible server for this test, stopped afterwards."""
-    server = FakeOpenAI()
-    server.start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def open_app(make_settings: Callable[..., Settings], fake: FakeOpenAI) -> OpenApp:
+def open_app(make_settings: Callable[..., Settings], fake_openai: FakeOpenAI) -> OpenApp:
     """Start the app with the LLM on the fake server: `async with open_app(VAR="x") as app`."""
 
     @asynccontextmanager
     async def open_with(**overrides: str) -> AsyncIterator[Pyloto]:
         variables = {
             "OPENAI_API_KEY": "sk-test",
-            "OPENAI_BASE_URL": fake.base_url,
+            "OPENAI_BASE_URL": fake_openai.base_url,
             "OPENAI_TIMEOUT_SECONDS": "5",
             "OPENAI_MAX_RETRIES": "0",
             "BUSINESS_NAME": "Barbearia Navalha",
@@ -135,7 +107,7 @@ def user_contents(request: dict[str, Any]) -> list[str]:
 
 
 async def test_happy_path_sends_the_llm_buttons_through_llm1_llm2_llm3(
-    open_app: OpenApp, fake: FakeOpenAI
+    open_app: OpenApp, fake_openai: FakeOpenAI
 ) -> None:
     """A question goes received → deduped → llm1 → llm2 → llm3 → queued_outbound → sending →
     sent, one request per step, each step fed by the one before; the Graph API gets LLM#3's
@@ -186,26 +158,28 @@ async def test_happy_path_sends_the_llm_buttons_through_llm1_llm2_llm3(
         "biz_opaque_callback_data": reply_key(view["message_id"]),
     }
 
-    assert [r["response_format"]["json_schema"]["name"] for r in fake.requests] == [
+    assert [r["response_format"]["json_schema"]["name"] for r in fake_openai.requests] == [
         EVENT,
         DRAFT,
         CHOICE,
     ]
-    assert all(r["model"] == "gpt-4o-mini" for r in fake.requests)
-    (detect,) = fake.seen(EVENT)
+    assert all(r["model"] == "gpt-4o-mini" for r in fake_openai.requests)
+    (detect,) = fake_openai.seen(EVENT)
     assert "Quanto custa o corte de cabelo?" in user_contents(detect)[-1]
-    (write,) = fake.seen(DRAFT)
+    (write,) = fake_openai.seen(DRAFT)
     assert "evento detectado: price" in user_contents(write)[-1]
     assert "Barbearia Navalha" in write["messages"][0]["content"]
     assert "Corte: R$ 50. Barba: R$ 30." in write["messages"][0]["content"]
-    (pick,) = fake.seen(CHOICE)
+    (pick,) = fake_openai.seen(CHOICE)
     assert draft in user_contents(pick)[-1], "LLM#3 chooses the type for LLM#2's draft"
 
 
-async def test_happy_path_sends_a_list(open_app: OpenApp, fake: FakeOpenAI) -> None:
+async def test_happy_path_sends_a_list(open_app: OpenApp, fake_openai: FakeOpenAI) -> None:
     """A list chosen by LLM#3 reaches the Graph API as an interactive list with its rows."""
-    fake.queue(EVENT, json_answer({"event": "scheduling", "confidence": 0.9, "summary": "Agenda"}))
-    fake.queue(
+    fake_openai.queue(
+        EVENT, json_answer({"event": "scheduling", "confidence": 0.9, "summary": "Agenda"})
+    )
+    fake_openai.queue(
         CHOICE,
         json_answer(
             choice(
@@ -213,15 +187,7 @@ async def test_happy_path_sends_a_list(open_app: OpenApp, fake: FakeOpenAI) -> N
                 "Escolha um horário para sábado:",
                 header="Horários",
                 list_button_text="Ver horários",
-                sections=[
-                    {
-                        "title": "Manhã",
-                        "rows": [
-                            {"id": "9h", "title": "9h", "description": "Com o Carlos"},
-                            {"id": "10h", "title": "10h", "description": None},
-                        ],
-                    }
-                ],
+                sections=SATURDAY_SECTIONS,
             )
         ),
     )
@@ -251,11 +217,11 @@ async def test_happy_path_sends_a_list(open_app: OpenApp, fake: FakeOpenAI) -> N
 
 
 async def test_happy_path_sends_a_cta_to_the_business_site(
-    open_app: OpenApp, fake: FakeOpenAI
+    open_app: OpenApp, fake_openai: FakeOpenAI
 ) -> None:
     """A CTA URL to BUSINESS_WEBSITE_URL's host is sent as it is; LLM#3 was told the site."""
     url = f"{SITE}/agendar?servico=corte"
-    fake.queue(
+    fake_openai.queue(
         CHOICE,
         json_answer(
             choice(
@@ -278,7 +244,7 @@ async def test_happy_path_sends_a_cta_to_the_business_site(
             "parameters": {"display_text": "Agendar online", "url": url},
         },
     }
-    (pick,) = fake.seen(CHOICE)
+    (pick,) = fake_openai.seen(CHOICE)
     assert SITE in pick["messages"][0]["content"]
 
 
@@ -304,7 +270,7 @@ FAILURES: dict[str, Callable[[str], Answer]] = {
 @pytest.mark.parametrize("step", STEPS)
 @pytest.mark.parametrize("reason", sorted(FAILURES))
 async def test_each_failure_at_each_step_falls_back_with_its_reason(
-    open_app: OpenApp, fake: FakeOpenAI, step: str, reason: str
+    open_app: OpenApp, fake_openai: FakeOpenAI, step: str, reason: str
 ) -> None:
     """Timeout, 429, 500, refusal, malformed JSON and schema-breaking output at any step move
     the record to `fallback` with that reason at once: attempt 1, one request for the step
@@ -312,8 +278,8 @@ async def test_each_failure_at_each_step_falls_back_with_its_reason(
     (the detected event's template after LLM#1 succeeded, the message kind's before)."""
     if step != "llm1":
         detected = {"event": "scheduling", "confidence": 0.8, "summary": "Quer marcar horário."}
-        fake.queue(EVENT, json_answer(detected))
-    fake.queue(SCHEMA_OF_STEP[step], FAILURES[reason](SCHEMA_OF_STEP[step]))
+        fake_openai.queue(EVENT, json_answer(detected))
+    fake_openai.queue(SCHEMA_OF_STEP[step], FAILURES[reason](SCHEMA_OF_STEP[step]))
     async with open_app(OPENAI_TIMEOUT_SECONDS=str(TIMEOUT_SECONDS)) as app:
         started = time.perf_counter()
         view, body = await exchange(app, "Queria marcar um corte para amanhã")
@@ -333,8 +299,8 @@ async def test_each_failure_at_each_step_falls_back_with_its_reason(
 
     position = STEPS.index(step)
     for later in STEPS[position + 1 :]:
-        assert fake.seen(SCHEMA_OF_STEP[later]) == []
-    assert len(fake.seen(SCHEMA_OF_STEP[step])) == 1, "OPENAI_MAX_RETRIES=0: one request"
+        assert fake_openai.seen(SCHEMA_OF_STEP[later]) == []
+    assert len(fake_openai.seen(SCHEMA_OF_STEP[step])) == 1, "OPENAI_MAX_RETRIES=0: one request"
 
     inbound = InboundMessage("wamid.x", SENDER, "text", 0)
     expected_event = None if step == "llm1" else "scheduling"
@@ -348,18 +314,18 @@ async def test_each_failure_at_each_step_falls_back_with_its_reason(
 
 @pytest.mark.parametrize(("retries", "requests"), [(0, 1), (1, 2)])
 async def test_a_server_error_is_retried_by_the_sdk_then_falls_back(
-    open_app: OpenApp, fake: FakeOpenAI, retries: int, requests: int
+    open_app: OpenApp, fake_openai: FakeOpenAI, retries: int, requests: int
 ) -> None:
     """A 500 is retried OPENAI_MAX_RETRIES times by the SDK (the server sees each attempt)
     within the timeout, then the record falls back as `api_error` with the event's template."""
-    fake.always(DRAFT, error(500))
+    fake_openai.always(DRAFT, error(500))
     async with open_app(OPENAI_MAX_RETRIES=str(retries)) as app:
         view, body = await exchange(app, "Quanto fica corte e barba?")
 
     assert view["fallback_reason"] == "api_error"
     assert view["results"]["fallback_step"] == "llm2"
-    assert len(fake.seen(DRAFT)) == requests
-    assert len(fake.seen(EVENT)) == 1
+    assert len(fake_openai.seen(DRAFT)) == requests
+    assert len(fake_openai.seen(EVENT)) == 1
     assert view["results"]["template"] == "event:price"
     assert all(h["attempt"] == 1 for h in view["history"])
     assert "valores" in body["text"]["body"]
@@ -369,12 +335,12 @@ async def test_a_server_error_is_retried_by_the_sdk_then_falls_back(
 
 
 async def test_an_overlong_button_title_is_shortened_and_still_sent_as_buttons(
-    open_app: OpenApp, fake: FakeOpenAI
+    open_app: OpenApp, fake_openai: FakeOpenAI
 ) -> None:
     """A 36-character button title is cut to WhatsApp's 20 with an ellipsis, the repair is
     recorded, and the reply is still interactive buttons."""
     long_title = "Quero agendar um horário para amanhã"
-    fake.queue(
+    fake_openai.queue(
         CHOICE,
         json_answer(
             choice(
@@ -419,11 +385,11 @@ async def test_an_overlong_button_title_is_shortened_and_still_sent_as_buttons(
     ids=["four-buttons", "cta-to-another-host"],
 )
 async def test_what_cannot_be_repaired_is_downgraded_to_text(
-    open_app: OpenApp, fake: FakeOpenAI, kind: str, parts: dict[str, Any]
+    open_app: OpenApp, fake_openai: FakeOpenAI, kind: str, parts: dict[str, Any]
 ) -> None:
     """Four buttons, or a CTA link to a host other than the business's site, cannot be
     repaired safely: the same body goes out as plain text, and the record says why."""
-    fake.queue(CHOICE, json_answer(choice(kind, "Temos corte, barba e pacotes.", **parts)))
+    fake_openai.queue(CHOICE, json_answer(choice(kind, "Temos corte, barba e pacotes.", **parts)))
     async with open_app() as app:
         view, body = await exchange(app, "O que vocês fazem?")
 
@@ -456,7 +422,7 @@ async def post_from(app: Pyloto, senders: list[str], per_sender: int) -> dict[st
 
 
 async def test_rollout_zero_samples_everyone_out_without_a_request(
-    open_app: OpenApp, fake: FakeOpenAI
+    open_app: OpenApp, fake_openai: FakeOpenAI
 ) -> None:
     """At OPENAI_ROLLOUT_PERCENT=0 every message falls back `sampled_out` at LLM#1 and the
     LLM server never hears of it."""
@@ -469,11 +435,11 @@ async def test_rollout_zero_samples_everyone_out_without_a_request(
         assert view["state"] == "sent"
         assert view["fallback_reason"] == "sampled_out"
         assert view["results"]["fallback_step"] == "llm1"
-    assert fake.requests == []
+    assert fake_openai.requests == []
 
 
 async def test_rollout_hundred_sends_everyone_through_the_llm(
-    open_app: OpenApp, fake: FakeOpenAI
+    open_app: OpenApp, fake_openai: FakeOpenAI
 ) -> None:
     """At OPENAI_ROLLOUT_PERCENT=100 every message takes the LLM path, three requests each."""
     async with open_app(OPENAI_ROLLOUT_PERCENT="100") as app:
@@ -481,11 +447,11 @@ async def test_rollout_hundred_sends_everyone_through_the_llm(
         views = [await app.wait_for(mid) for ids in posted.values() for mid in ids]
 
     assert [trajectory(v) for v in views] == [LLM_PATH] * 5
-    assert len(fake.requests) == 15
+    assert len(fake_openai.requests) == 15
 
 
 async def test_rollout_fifty_splits_senders_and_keeps_each_on_one_path(
-    open_app: OpenApp, fake: FakeOpenAI
+    open_app: OpenApp, fake_openai: FakeOpenAI
 ) -> None:
     """At 50 % three messages from each of 20 senders: each sender's messages all take the
     same path, both paths occur, and the keyed hash of the sender is what decided."""
@@ -504,17 +470,10 @@ async def test_rollout_fifty_splits_senders_and_keeps_each_on_one_path(
         if list(path) == LLM_PATH:
             on_llm.add(sender)
         else:
-            assert list(path) == [
-                "received",
-                "deduped",
-                "fallback",
-                "queued_outbound",
-                "sending",
-                "sent",
-            ]
+            assert list(path) == FALLBACK_PATH
     assert 0 < len(on_llm) < len(senders), "both paths occur"
     assert on_llm == {s for s in senders if in_rollout(s, 50, HASH_KEY)}
-    assert len(fake.seen(EVENT)) == 3 * len(on_llm)
+    assert len(fake_openai.seen(EVENT)) == 3 * len(on_llm)
 
 
 # --- privacy and memory ---------------------------------------------------------------------
@@ -531,7 +490,7 @@ PERSONAL_TEXT = (
 
 
 async def test_personal_data_is_masked_before_it_reaches_the_llm(
-    open_app: OpenApp, fake: FakeOpenAI
+    open_app: OpenApp, fake_openai: FakeOpenAI
 ) -> None:
     """CPF, CNPJ, e-mail, phone and the contact's name in the customer's text never reach the
     LLM server; placeholders stand in their place, and the sender's number is not sent."""
@@ -539,11 +498,11 @@ async def test_personal_data_is_masked_before_it_reaches_the_llm(
         view, _ = await exchange(app, PERSONAL_TEXT, name=NAME)
 
     assert trajectory(view) == LLM_PATH
-    assert len(fake.requests) == 3
-    everything = " ".join(request_text(r) for r in fake.requests)
+    assert len(fake_openai.requests) == 3
+    everything = " ".join(request_text(r) for r in fake_openai.requests)
     for secret in (CPF, "12345678909", CNPJ, EMAIL, PHONE, "98765-4321", SENDER, "João", "Pereira"):
         assert secret not in everything, f"{secret!r} reached the LLM"
-    for request in (fake.seen(EVENT)[0], fake.seen(DRAFT)[0]):
+    for request in (fake_openai.seen(EVENT)[0], fake_openai.seen(DRAFT)[0]):
         said = user_contents(request)[-1]
         for placeholder in ("[name]", "[cpf]", "[cnpj]", "[email]", "[phone]"):
             assert placeholder in said
@@ -551,32 +510,32 @@ async def test_personal_data_is_masked_before_it_reaches_the_llm(
 
 
 async def test_without_masking_the_cpf_is_sent_but_never_the_contact_name(
-    open_app: OpenApp, fake: FakeOpenAI
+    open_app: OpenApp, fake_openai: FakeOpenAI
 ) -> None:
     """With OPENAI_MASK_PII=false the customer's text goes as written (CPF, e-mail included),
     except the contact's name, which is never sent."""
     async with open_app(OPENAI_MASK_PII="false") as app:
         await exchange(app, PERSONAL_TEXT, name=NAME)
 
-    said = user_contents(fake.seen(EVENT)[0])[-1]
+    said = user_contents(fake_openai.seen(EVENT)[0])[-1]
     assert CPF in said
     assert EMAIL in said
     assert CNPJ in said
     assert "[name]" in said
-    everything = " ".join(request_text(r) for r in fake.requests)
+    everything = " ".join(request_text(r) for r in fake_openai.requests)
     assert "João" not in everything
     assert "Pereira" not in everything
 
 
 async def test_the_second_message_shows_the_conversation_so_far_to_llm2(
-    open_app: OpenApp, fake: FakeOpenAI
+    open_app: OpenApp, fake_openai: FakeOpenAI
 ) -> None:
     """LLM#2's request for a customer's second message carries their first message (masked)
     and the reply they got, in order; another customer's conversation is not in it."""
     first_reply = "O corte custa R$ 50. Quer agendar?"
     other_reply = "No domingo estamos fechados."
-    fake.queue(DRAFT, json_answer({"text": first_reply}), json_answer({"text": other_reply}))
-    fake.queue(
+    fake_openai.queue(DRAFT, json_answer({"text": first_reply}), json_answer({"text": other_reply}))
+    fake_openai.queue(
         CHOICE,
         json_answer(choice("text", first_reply)),
         json_answer(choice("text", other_reply)),
@@ -587,7 +546,7 @@ async def test_the_second_message_shows_the_conversation_so_far_to_llm2(
         await exchange(app, "Vocês abrem no domingo?", sender=other, name="Ana Souza")
         await exchange(app, "E a barba?")
 
-    first, others, second = fake.seen(DRAFT)
+    first, others, second = fake_openai.seen(DRAFT)
     assert user_contents(first) == [user_contents(first)[-1]], "no history the first time"
     assert user_contents(others) == [user_contents(others)[-1]], "a new customer starts afresh"
     history = second["messages"][1:-1]
@@ -602,51 +561,25 @@ async def test_the_second_message_shows_the_conversation_so_far_to_llm2(
 
 
 async def test_llm_disabled_with_a_key_makes_no_request(
-    open_app: OpenApp, fake: FakeOpenAI
+    open_app: OpenApp, fake_openai: FakeOpenAI
 ) -> None:
     """OPENAI_ENABLED=false wins over a configured key: template reply, reason
     `llm_disabled`, and the LLM server sees nothing."""
     async with open_app(OPENAI_ENABLED="false") as app:
         view, body = await exchange(app, "Quanto custa o corte?")
 
-    assert trajectory(view) == [
-        "received",
-        "deduped",
-        "fallback",
-        "queued_outbound",
-        "sending",
-        "sent",
-    ]
+    assert trajectory(view) == FALLBACK_PATH
     assert view["fallback_reason"] == "llm_disabled"
     assert view["results"]["template"] == "text"
     assert body["type"] == "text"
-    assert fake.requests == []
+    assert fake_openai.requests == []
 
 
 # --- logs -----------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def log_lines(caplog: pytest.LogCaptureFixture) -> Iterator[io.StringIO]:
-    """Every record (DEBUG and up) of the service's loggers, formatted as the service does.
-
-    The test's own HTTP client (httpx) is left out; the service's SDK client is kept.
-    """
-    stream = io.StringIO()
-    handler = logging.StreamHandler(stream)
-    handler.setFormatter(JsonFormatter())
-    handler.addFilter(lambda record: record.name.split(".")[0] not in {"httpx", "httpcore"})
-    caplog.set_level(logging.DEBUG)
-    root = logging.getLogger()
-    root.addHandler(handler)
-    try:
-        yield stream
-    finally:
-        root.removeHandler(handler)
-
-
 async def test_each_step_logs_one_line_with_latency_and_tokens_and_never_the_text(
-    open_app: OpenApp, fake: FakeOpenAI, log_lines: io.StringIO
+    open_app: OpenApp, fake_openai: FakeOpenAI, log_lines: io.StringIO
 ) -> None:
     """A message on the LLM path logs llm1_event_detected, llm2_response_generated and
     llm3_message_type_selected; one whose LLM#2 is rate limited logs llm_fallback with the
@@ -654,8 +587,8 @@ async def test_each_step_logs_one_line_with_latency_and_tokens_and_never_the_tex
     or the reply."""
     customer_text = "Preciso de um corte degradê urgente"
     reply = "Temos horário hoje às 15h para o degradê"
-    fake.queue(DRAFT, json_answer({"text": reply}), error(429))
-    fake.queue(CHOICE, json_answer(choice("text", reply)))
+    fake_openai.queue(DRAFT, json_answer({"text": reply}), error(429))
+    fake_openai.queue(CHOICE, json_answer(choice("text", reply)))
     async with open_app() as app:
         await exchange(app, customer_text)
         view, _ = await exchange(app, "Outra pergunta sobre a navalha")
@@ -690,25 +623,25 @@ async def test_each_step_logs_one_line_with_latency_and_tokens_and_never_the_tex
 
 
 async def test_what_an_llm_writes_is_masked_before_the_next_llm_and_in_the_view(
-    open_app: OpenApp, fake: FakeOpenAI
+    open_app: OpenApp, fake_openai: FakeOpenAI
 ) -> None:
     """An LLM that repeats the customer's name and number (in LLM#1's summary, LLM#2's draft,
     LLM#3's message) does not pass them on: not to the next LLM's prompt, not to the next
     conversation turn's prompt, not to the operator's view of the record."""
     leaky = f"Cliente {NAME}, telefone {PHONE}, quer saber o preço"
-    fake.queue(EVENT, json_answer({"event": "price", "confidence": 0.9, "summary": leaky}))
-    fake.queue(DRAFT, json_answer({"text": f"Olá {NAME}! Ligamos no {PHONE}."}))
-    fake.queue(CHOICE, json_answer(choice("text", f"Olá {NAME}! Ligamos no {PHONE}.")))
+    fake_openai.queue(EVENT, json_answer({"event": "price", "confidence": 0.9, "summary": leaky}))
+    fake_openai.queue(DRAFT, json_answer({"text": f"Olá {NAME}! Ligamos no {PHONE}."}))
+    fake_openai.queue(CHOICE, json_answer(choice("text", f"Olá {NAME}! Ligamos no {PHONE}.")))
     async with open_app() as app:
         view, _ = await exchange(app, "Quanto custa o corte?", name=NAME)
         await exchange(app, "E a barba?", name=NAME)
 
-    later = [*fake.seen(DRAFT), *fake.seen(CHOICE)]
+    later = [*fake_openai.seen(DRAFT), *fake_openai.seen(CHOICE)]
     assert len(later) == 4
     for request in later:
         for secret in ("João", "Pereira", PHONE, "98765-4321"):
             assert secret not in request_text(request), f"{secret!r} reached a later LLM"
-    assert "[name]" in request_text(fake.seen(CHOICE)[0])
+    assert "[name]" in request_text(fake_openai.seen(CHOICE)[0])
     shown = json.dumps(view, ensure_ascii=False)
     for secret in ("João", "Pereira", PHONE, "98765-4321"):
         assert secret not in shown, f"{secret!r} is in the record view"

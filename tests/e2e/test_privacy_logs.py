@@ -4,13 +4,10 @@ from __future__ import annotations
 
 import base64
 import io
-import logging
-from collections.abc import Iterator
 
 import pytest
 
-from pyloto_corp.observability.logging import JsonFormatter
-from tests.e2e.support import Pyloto
+from tests.e2e.support import Pyloto, not_the_test_client
 from tests.support.helpers import envelope, status, text_message
 
 SENDER = "5511987654321"
@@ -41,29 +38,6 @@ def realistic_wamid(sender: str) -> str:
     return "wamid." + base64.b64encode(blob).decode()
 
 
-def _not_the_test_client(record: logging.LogRecord) -> bool:
-    """The test's own HTTP client logs the URLs it calls (httpx); the service uses no httpx
-    client in dry-run mode, so those lines are the test's, not the service's."""
-    return record.name.split(".")[0] not in {"httpx", "httpcore"}
-
-
-@pytest.fixture
-def log_lines(caplog: pytest.LogCaptureFixture) -> Iterator[io.StringIO]:
-    """Every record of every logger at DEBUG, formatted by the service's JsonFormatter."""
-    stream = io.StringIO()
-    handler = logging.StreamHandler(stream)
-    handler.setFormatter(JsonFormatter())
-    handler.setLevel(logging.DEBUG)
-    handler.addFilter(_not_the_test_client)
-    caplog.set_level(logging.DEBUG)  # the root level, restored after the test
-    root = logging.getLogger()
-    root.addHandler(handler)
-    try:
-        yield stream
-    finally:
-        root.removeHandler(handler)
-
-
 @pytest.mark.anyio
 async def test_message_with_personal_data_leaves_none_in_the_logs(
     pyloto: Pyloto, log_lines: io.StringIO, caplog: pytest.LogCaptureFixture
@@ -92,7 +66,7 @@ async def test_message_with_personal_data_leaves_none_in_the_logs(
     events = " ".join(lines)
     for event in ("webhook_ingested", "transition", "webhook_message_unreadable"):
         assert f'"{event}"' in events, f"{event} was not logged"
-    service_records = [r for r in caplog.records if _not_the_test_client(r)]
+    service_records = [r for r in caplog.records if not_the_test_client(r)]
     assert len(lines) == len(service_records)
     for line in lines:
         for secret in PERSONAL:

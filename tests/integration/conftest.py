@@ -6,7 +6,7 @@ add one `pytest.param` to `store_backend`.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,11 +19,20 @@ from pyloto_corp.adapters.sqlite_store import SQLiteStore
 from pyloto_corp.application.ports import StateStore
 from pyloto_corp.bootstrap import load_chart
 from tests.support.redis_server import RedisServer
+from tests.support.telemetry_capture import HASH_KEY, Captured
 
 
 def terminal_states() -> list[str]:
     """Terminal states of the real statechart (the stores need them for open_records)."""
     return [name for name, spec in load_chart().states.items() if spec.terminal]
+
+
+@pytest.fixture
+def captured() -> Iterator[Captured]:
+    """Telemetry on in-memory exporters under HASH_KEY, shut down after the test."""
+    capture = Captured(HASH_KEY)
+    yield capture
+    capture.runtime.shutdown()
 
 
 @dataclass

@@ -2,34 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import replace
 
 import anyio
 
 from pyloto_corp.application.ports import StateStore
-from pyloto_corp.domain.records import HistoryEntry, InboundMessage, Record
+from pyloto_corp.domain.records import HistoryEntry, Record
 from pyloto_corp.domain.replies import text_reply_body
 from pyloto_corp.domain.results import LLMCall, Results
-from tests.support.helpers import CONTACT_NAME, SENDER, new_wamid
+from tests.support.records import inbound
 
 # Non-ASCII text as customers write it: accents, emoji, CJK, a right-to-left script.
 UNICODE_TEXT = "Olá! Preciso de orçamento — ação nº 5 😀 日本語 مرحبا"
-
-
-def inbound(
-    message_id: str | None = None, text: str = "Olá, quero saber o preço", kind: str = "text"
-) -> InboundMessage:
-    """A normalised inbound text message."""
-    return InboundMessage(
-        message_id=message_id or new_wamid(),
-        sender=SENDER,
-        kind=kind,
-        timestamp=1_732_500_000,
-        phone_number_id="106540352242922",
-        text=text,
-        contact_name=CONTACT_NAME,
-    )
 
 
 def record(
@@ -104,12 +89,3 @@ async def wait_for_states(
             if len(found) == len(wanted) and all(r.state in states for r in found.values()):
                 return found
             await anyio.sleep(0.01)
-
-
-async def eventually(condition: Callable[[], bool], within: float = 15.0) -> None:
-    """Poll `condition` until it holds; fail after `within` seconds (a deadlock guard only)."""
-    with anyio.fail_after(within):
-        while True:
-            if condition():
-                return
-            await anyio.sleep(0.005)

@@ -26,12 +26,13 @@ from pyloto_corp.config import Settings
 from pyloto_corp.domain.records import Record
 from pyloto_corp.domain.replies import reply_key
 from tests.integration.conftest import terminal_states
-from tests.integration.factories import eventually, queued_record, record, wait_for_states
+from tests.integration.factories import queued_record, record, wait_for_states
 from tests.support.helpers import (
     APP_SECRET,
     SENDER,
     encode,
     envelope,
+    eventually,
     signature,
     status,
     text_message,
@@ -124,6 +125,36 @@ async def dry_run_rows(path: Path, message_id: str | None = None) -> list[dict[s
         await outbox.close()
 
 
+async def finished(container: Container, message_id: str, settle: float) -> Record:
+    """The record once it is `sent` or `failed`, read after `settle` more seconds in which a
+    retry or second send that should not happen would have shown up."""
+    done = await wait_for_states(container.store, [message_id], {"sent", "failed"})
+    await asyncio.sleep(settle)
+    return done[message_id]
+
+
+async def store_before_start(settings: Settings, records: list[Record]) -> None:
+    """Put `records` in the SQLite file of `settings`, as a process that died left them."""
+    store = SQLiteStore(settings.state.sqlite_path, terminal_states())
+    try:
+        assert await store.create_if_absent(records) == [True] * len(records)
+    finally:
+        await store.close()
+
+
+async def sent_once_each(settings: Settings, done: dict[str, Record]) -> dict[str, dict[str, Any]]:
+    """Check that every record in `done` ended `sent` with exactly one request in the dry-run
+    outbox, and that the outbox holds no other; each record's request, by message id."""
+    assert {r.state for r in done.values()} == {"sent"}
+    sent: dict[str, dict[str, Any]] = {}
+    for message_id in done:
+        rows = await dry_run_rows(settings.state.sqlite_path, message_id)
+        assert len(rows) == 1, message_id
+        sent[message_id] = rows[0]
+    assert len(await dry_run_rows(settings.state.sqlite_path)) == len(done)
+    return sent
+
+
 async def test_ingested_message_reaches_sent(make_settings: Callable[..., Settings]) -> None:
     """A signed webhook ingested directly ends in `sent` with one recorded reply and its status."""
     settings = make_settings()
@@ -164,10 +195,8 @@ async def test_transient_send_failures_are_retried_and_sent_once(
 
     async with started(make_settings(), outbox) as container:
         await container.ingestor.ingest(parse_webhook(body))
-        done = (await wait_for_states(container.store, [message_id], {"sent", "failed"}))[
-            message_id
-        ]
-        await asyncio.sleep(0.2)  # several max backoffs: an extra retry would show up
+        # 0.2 s is several max backoffs: an extra retry would show up
+        done = await finished(container, message_id, 0.2)
 
     assert done.state == "sent"
     assert outbox.calls == 4
@@ -188,10 +217,7 @@ async def test_outbox_failing_forever_ends_failed_with_nothing_sent(
 
     async with started(settings, outbox) as container:
         await container.ingestor.ingest(parse_webhook(body))
-        done = (await wait_for_states(container.store, [message_id], {"sent", "failed"}))[
-            message_id
-        ]
-        await asyncio.sleep(0.2)
+        done = await finished(container, message_id, 0.2)
 
     assert done.state == "failed"
     assert done.failure_reason is not None
@@ -213,10 +239,7 @@ async def test_permanent_send_failure_fails_without_retry(
 
     async with started(make_settings(), outbox) as container:
         await container.ingestor.ingest(parse_webhook(body))
-        done = (await wait_for_states(container.store, [message_id], {"sent", "failed"}))[
-            message_id
-        ]
-        await asyncio.sleep(0.2)
+        done = await finished(container, message_id, 0.2)
 
     assert done.state == "failed"
     assert done.failure_reason is not None
@@ -266,12 +289,9 @@ async def test_restart_finishes_records_interrupted_mid_send(
     async with started(settings) as second:
         done = await wait_for_states(second.store, message_ids, {"sent", "failed"})
 
-    assert {r.state for r in done.values()} == {"sent"}
-    for message_id in message_ids:
-        rows = await dry_run_rows(settings.state.sqlite_path, message_id)
-        assert len(rows) == 1, message_id
-        assert rows[0] == done[message_id].reply
-    assert len(await dry_run_rows(settings.state.sqlite_path)) == len(message_ids)
+    assert set(done) == set(message_ids)
+    for message_id, request in (await sent_once_each(settings, done)).items():
+        assert request == done[message_id].reply
 
 
 async def test_restart_finishes_records_left_in_every_open_state(
@@ -287,22 +307,15 @@ async def test_restart_finishes_records_left_in_every_open_state(
         queued_record(created_at=now),
         replace(queued_record(created_at=now), send_started_at=now, send_claimed_by="crashed"),
     ]
-    store = SQLiteStore(settings.state.sqlite_path, terminal_states())
-    try:
-        assert await store.create_if_absent(left) == [True] * len(left)
-    finally:
-        await store.close()
+    await store_before_start(settings, left)
 
     ids = [r.message_id for r in left]
     async with started(settings) as container:
         done = await wait_for_states(container.store, ids, {"sent", "failed"})
         await asyncio.sleep(0.1)  # a duplicate send would land now
 
-    assert {r.state for r in done.values()} == {"sent"}
-    for message_id in ids:
-        rows = await dry_run_rows(settings.state.sqlite_path, message_id)
-        assert len(rows) == 1, message_id
-    assert len(await dry_run_rows(settings.state.sqlite_path)) == len(ids)
+    assert set(done) == set(ids)
+    await sent_once_each(settings, done)
 
 
 async def test_crash_after_send_is_reconciled_without_a_second_send(
@@ -314,21 +327,16 @@ async def test_crash_after_send_is_reconciled_without_a_second_send(
     claimed = replace(
         queued_record(created_at=now), send_started_at=now, send_claimed_by="crashed-instance"
     )
-    store = SQLiteStore(settings.state.sqlite_path, terminal_states())
+    await store_before_start(settings, [claimed])
+    assert claimed.reply is not None
     outbox = DryRunOutbox(settings.state.sqlite_path)
     try:
-        assert await store.create_if_absent([claimed]) == [True]
-        assert claimed.reply is not None
         earlier_id = await outbox.send(claimed.reply)
     finally:
         await outbox.close()
-        await store.close()
 
     async with started(settings) as container:
-        done = (await wait_for_states(container.store, [claimed.message_id], {"sent", "failed"}))[
-            claimed.message_id
-        ]
-        await asyncio.sleep(0.1)
+        done = await finished(container, claimed.message_id, 0.1)
 
     assert done.state == "sent"
     assert done.outbound_message_id == earlier_id

@@ -14,7 +14,7 @@ import pytest
 
 from pyloto_corp.application.ports import Task
 from pyloto_corp.application.queues import QueueSpec
-from tests.integration.factories import eventually
+from tests.support.helpers import eventually
 
 pytestmark = pytest.mark.anyio
 

@@ -11,7 +11,8 @@ import pytest
 
 from pyloto_corp.adapters.dry_run_outbox import DryRunOutbox
 from pyloto_corp.domain.replies import text_reply_body
-from tests.integration.factories import UNICODE_TEXT, inbound
+from tests.integration.factories import UNICODE_TEXT
+from tests.support.records import inbound
 
 pytestmark = pytest.mark.anyio
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
@@ -24,51 +24,22 @@ from pyloto_corp.config import Settings
 from pyloto_corp.devtools.fake_openai import CHOICE, DEFAULTS, DRAFT, EVENT, FakeOpenAI, json_answer
 from pyloto_corp.http.app import create_app
 from pyloto_corp.observability.redaction import keyed_hash
-from tests.e2e.support import Pyloto, trajectory
+from tests.e2e.support import LLM_PATH, Pyloto, trajectory
 from tests.support.fake_graph import PHONE_NUMBER_ID, TOKEN, FakeGraph, Fault
 from tests.support.helpers import CONTACT_NAME, SENDER, envelope, text_message
-from tests.support.telemetry_capture import Captured
+from tests.support.telemetry_capture import HASH_KEY, Captured
 
 pytestmark = pytest.mark.anyio
 
-HASH_KEY = "llm-graph-spans-hash-key"
 MODEL = "gpt-4o-mini"
 CHAT = f"chat {MODEL}"
 # The fake's usage block: {"prompt_tokens": 120, "completion_tokens": 40}.
 INPUT_TOKENS, OUTPUT_TOKENS = 120, 40
 # LLM#n runs in the step of the state before it and moves the record to `llmN`.
 STEP_OF_CALL = {"llm1": "deduped", "llm2": "llm1", "llm3": "llm2"}
-LLM_PATH = ["received", "deduped", "llm1", "llm2", "llm3", "queued_outbound", "sending", "sent"]
 QUESTION = "Quanto custa o corte? Meu e-mail é maria.aparecida@exemplo.com.br"
 TIMEOUT_SECONDS = 0.5  # OPENAI_TIMEOUT_SECONDS in the timeout case
 SLOW_ANSWER_SECONDS = 1.5  # the fake's delay then: well past the timeout
-
-
-@pytest.fixture
-def captured() -> Iterator[Captured]:
-    """Captured telemetry, shut down after the test."""
-    capture = Captured(HASH_KEY)
-    yield capture
-    capture.runtime.shutdown()
-
-
-@pytest.fixture
-def llm() -> Iterator[FakeOpenAI]:
-    """A local OpenAI-compatible server."""
-    server = FakeOpenAI()
-    server.start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def graph() -> Iterator[FakeGraph]:
-    """A local Graph API server; no request it received may have been invalid."""
-    server = FakeGraph()
-    server.start()
-    yield server
-    server.stop()
-    assert server.violations == []
 
 
 OpenApp = Callable[..., AbstractAsyncContextManager[Pyloto]]
@@ -149,13 +120,13 @@ def every_text(span: ReadableSpan) -> list[str]:
 
 
 async def test_each_llm_step_is_a_client_span_under_its_step_with_gen_ai_attributes(
-    open_app: OpenApp, captured: Captured, llm: FakeOpenAI
+    open_app: OpenApp, captured: Captured, fake_openai: FakeOpenAI
 ) -> None:
     """The LLM path gives three `chat gpt-4o-mini` CLIENT spans with gen_ai.operation.name,
     system, request and response model and the fake's token usage, one per step (llm1, llm2,
     llm3), each the child of the step span that moves the record to that state (LLM#1 runs
     in `step deduped`, LLM#2 in `step llm1`, LLM#3 in `step llm2`); each call is counted ok."""
-    async with open_app(**llm_variables(llm)) as app:
+    async with open_app(**llm_variables(fake_openai)) as app:
         view = await run_message(app, QUESTION)
     assert trajectory(view) == LLM_PATH
 
@@ -187,18 +158,20 @@ async def test_each_llm_step_is_a_client_span_under_its_step_with_gen_ai_attribu
 
 
 async def test_no_span_carries_the_prompt_or_the_completion(
-    open_app: OpenApp, captured: Captured, llm: FakeOpenAI
+    open_app: OpenApp, captured: Captured, fake_openai: FakeOpenAI
 ) -> None:
     """Neither the customer's text, the prompts sent nor the answers received appear in any
     exported span: not in names, attributes, events, links or statuses."""
-    async with open_app(**llm_variables(llm)) as app:
+    async with open_app(**llm_variables(fake_openai)) as app:
         view = await run_message(app, QUESTION)
     assert view["state"] == "sent"
 
     prompts = [
-        str(message["content"]) for request in llm.requests for message in request["messages"]
+        str(message["content"])
+        for request in fake_openai.requests
+        for message in request["messages"]
     ]
-    assert len(llm.requests) == 3
+    assert len(fake_openai.requests) == 3
     completions = [
         DEFAULTS[EVENT]["summary"],
         DEFAULTS[DRAFT]["text"],
@@ -219,13 +192,13 @@ async def test_no_span_carries_the_prompt_or_the_completion(
 
 
 async def test_a_timed_out_llm_call_is_a_failed_span_and_a_timeout_count(
-    open_app: OpenApp, captured: Captured, llm: FakeOpenAI
+    open_app: OpenApp, captured: Captured, fake_openai: FakeOpenAI
 ) -> None:
     """LLM#1 answering after OPENAI_TIMEOUT_SECONDS gives one `chat` span with error.type
     `timeout` and an error status; pyloto.llm.calls counts llm1/timeout; the record falls
     back and no LLM#2 or LLM#3 call is made."""
-    llm.queue(EVENT, json_answer(DEFAULTS[EVENT], delay=SLOW_ANSWER_SECONDS))
-    async with open_app(**llm_variables(llm, timeout=TIMEOUT_SECONDS)) as app:
+    fake_openai.queue(EVENT, json_answer(DEFAULTS[EVENT], delay=SLOW_ANSWER_SECONDS))
+    async with open_app(**llm_variables(fake_openai, timeout=TIMEOUT_SECONDS)) as app:
         view = await run_message(app, "Qual o preço do corte?")
     assert view["state"] == "sent"
     assert view["fallback_reason"] == "timeout"
@@ -337,11 +310,11 @@ async def test_a_5xx_without_a_graph_code_is_counted_by_status_and_the_retry_sen
 
 
 async def test_llm_and_graph_spans_of_one_message_share_its_trace_and_hashed_user(
-    open_app: OpenApp, captured: Captured, llm: FakeOpenAI, graph: FakeGraph
+    open_app: OpenApp, captured: Captured, fake_openai: FakeOpenAI, graph: FakeGraph
 ) -> None:
     """With both the LLM and Graph on, the three chat spans and the Graph spans sit in the
     message's one trace, whose step spans carry the sender only as its keyed hash."""
-    async with open_app(**llm_variables(llm), **graph_variables(graph)) as app:
+    async with open_app(**llm_variables(fake_openai), **graph_variables(graph)) as app:
         view = await run_message(app, QUESTION)
     assert trajectory(view) == LLM_PATH
     spans = captured.spans()

@@ -23,7 +23,7 @@ from pyloto_corp.application.ports import (
     TransientStepError,
 )
 from pyloto_corp.application.queues import QueueSpec
-from tests.integration.factories import eventually
+from tests.support.helpers import eventually
 
 pytestmark = pytest.mark.anyio
 
@@ -54,10 +54,19 @@ def task(n: int | str = 1, state: str = "received") -> Task:
     return Task(f"wamid.Q{n}", state, "inbound")
 
 
+def unstarted(queue_spec: QueueSpec) -> LocalQueue:
+    """A queue with the one lane `queue_spec`, not started yet."""
+    return LocalQueue({queue_spec.name: queue_spec})
+
+
+async def do_nothing(t: Task, attempt: int) -> None:
+    """A handler with nothing to do, for the tests of the queue's own state."""
+
+
 @asynccontextmanager
 async def running(queue_spec: QueueSpec, handler: TaskHandler) -> AsyncIterator[LocalQueue]:
     """A started queue on `queue_spec`, always stopped afterwards."""
-    queue = LocalQueue({queue_spec.name: queue_spec})
+    queue = unstarted(queue_spec)
     queue.start(handler)
     try:
         yield queue
@@ -272,8 +281,7 @@ async def test_stop_cancels_running_tasks_and_delayed_retries() -> None:
         first_failure.set()
         raise TransientStepError("later")
 
-    queue_spec = spec(min_backoff=0.3, max_backoff=0.3)
-    queue = LocalQueue({queue_spec.name: queue_spec})
+    queue = unstarted(spec(min_backoff=0.3, max_backoff=0.3))
     queue.start(handler)
     try:
         await queue.enqueue(task("slow"))
@@ -292,15 +300,10 @@ async def test_stop_cancels_running_tasks_and_delayed_retries() -> None:
 
 async def test_enqueue_on_stopped_or_unstarted_queue_raises() -> None:
     """enqueue() raises QueueUnavailable before start() and after stop()."""
-
-    async def handler(t: Task, attempt: int) -> None:
-        return None
-
-    queue_spec = spec()
-    queue = LocalQueue({queue_spec.name: queue_spec})
+    queue = unstarted(spec())
     with pytest.raises(QueueUnavailable):
         await queue.enqueue(task())
-    queue.start(handler)
+    queue.start(do_nothing)
     await queue.enqueue(task())
     await queue.stop()
     with pytest.raises(QueueUnavailable):
@@ -309,15 +312,10 @@ async def test_enqueue_on_stopped_or_unstarted_queue_raises() -> None:
 
 async def test_ping_reflects_running_and_stopped() -> None:
     """ping() raises before start, passes while running, raises again after stop."""
-
-    async def handler(t: Task, attempt: int) -> None:
-        return None
-
-    queue_spec = spec()
-    queue = LocalQueue({queue_spec.name: queue_spec})
+    queue = unstarted(spec())
     with pytest.raises(QueueUnavailable):
         await queue.ping()
-    queue.start(handler)
+    queue.start(do_nothing)
     try:
         await queue.ping()
     finally:

@@ -43,8 +43,9 @@ from pyloto_corp.domain.records import StatusUpdate, Turn
 from pyloto_corp.domain.replies import reply_key, text_reply_body
 from pyloto_corp.domain.results import Results
 from tests.integration.conftest import RETENTION_SECONDS, terminal_states
-from tests.integration.factories import UNICODE_TEXT, eventually, inbound, record
-from tests.support.helpers import APP_SECRET, encode, envelope, new_wamid, text_message
+from tests.integration.factories import UNICODE_TEXT, record
+from tests.support.helpers import APP_SECRET, encode, envelope, eventually, new_wamid, text_message
+from tests.support.records import inbound
 from tests.support.redis_server import RedisServer
 from tests.unit.fakes import FakeQueue
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import socket
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -26,10 +25,12 @@ from google.cloud.secretmanager_v1.types import (
     SecretPayload,
 )
 
-from pyloto_corp.adapters.secret_manager import resolve_references
+from pyloto_corp.adapters.secret_manager import DEFAULT_TIMEOUT_SECONDS, resolve_references
 from pyloto_corp.cli import main
 from pyloto_corp.config import ConfigError, Settings, load_settings
 from pyloto_corp.devtools.local_http import LocalServer
+from tests.support.redis_server import free_port
+from tests.support.running import running
 
 SERVICE = "google.cloud.secretmanager.v1.SecretManagerService"
 PROJECT = "pyloto-test"
@@ -110,18 +111,13 @@ class FakeSecretManager:
 @pytest.fixture
 def secret_manager() -> Iterator[FakeSecretManager]:
     """A running fake Secret Manager, stopped after the test."""
-    server = FakeSecretManager()
-    server.start()
-    yield server
-    server.stop()
+    with running(FakeSecretManager()) as server:
+        yield server
 
 
 def closed_port_host() -> str:
     """host:port where nothing listens (the port was just freed)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    return f"127.0.0.1:{port}"
+    return f"127.0.0.1:{free_port()}"
 
 
 def environ(server: FakeSecretManager, **variables: str) -> dict[str, str]:
@@ -130,6 +126,13 @@ def environ(server: FakeSecretManager, **variables: str) -> dict[str, str]:
 
 
 # --- resolved values -------------------------------------------------------------------------
+
+
+def config_error_of(env: dict[str, str], timeout: float = DEFAULT_TIMEOUT_SECONDS) -> str:
+    """The message of the ConfigError that resolving `env` raises."""
+    with pytest.raises(ConfigError) as caught:
+        resolve_references(env, timeout=timeout)
+    return str(caught.value)
 
 
 def test_full_reference_resolves_to_the_payload_as_utf8_text(
@@ -284,9 +287,7 @@ def test_missing_secret_names_the_variable_and_the_reference(
         OPENAI_API_KEY="sk-plain-value",
         INTERNAL_TASK_TOKEN=f"sm://projects/{PROJECT}/secrets/missing/versions/3",
     )
-    with pytest.raises(ConfigError) as caught:
-        resolve_references(env)
-    message = str(caught.value)
+    message = config_error_of(env)
     assert "INTERNAL_TASK_TOKEN" in message
     assert f"sm://projects/{PROJECT}/secrets/missing/versions/3" in message
     assert "not found" in message
@@ -297,9 +298,7 @@ def test_missing_secret_names_the_variable_and_the_reference(
 def test_short_form_failure_shows_the_full_name_too(secret_manager: FakeSecretManager) -> None:
     """A failing short reference is shown as written and as the resource name it became."""
     env = environ(secret_manager, GCP_PROJECT=PROJECT, WHATSAPP_APP_SECRET="sm://nope")
-    with pytest.raises(ConfigError) as caught:
-        resolve_references(env)
-    message = str(caught.value)
+    message = config_error_of(env)
     assert "WHATSAPP_APP_SECRET" in message
     assert "sm://nope" in message
     assert f"projects/{PROJECT}/secrets/nope/versions/latest" in message
@@ -311,9 +310,7 @@ def test_permission_denied_is_a_config_error(secret_manager: FakeSecretManager) 
     name = secret_manager.add("app-secret", b"never-shown")
     secret_manager.denied.add(f"{name}/versions/latest")
     env = environ(secret_manager, WHATSAPP_APP_SECRET=f"sm://{name}")
-    with pytest.raises(ConfigError) as caught:
-        resolve_references(env)
-    message = str(caught.value)
+    message = config_error_of(env)
     assert "WHATSAPP_APP_SECRET" in message
     assert f"sm://{name}" in message
     assert "permission denied" in message
@@ -328,9 +325,7 @@ def test_server_down_is_a_config_error() -> None:
         "SECRET_MANAGER_EMULATOR_HOST": closed_port_host(),
         "WHATSAPP_APP_SECRET": f"sm://projects/{PROJECT}/secrets/app-secret",
     }
-    with pytest.raises(ConfigError) as caught:
-        resolve_references(env, timeout=FAST)
-    message = str(caught.value)
+    message = config_error_of(env, timeout=FAST)
     assert "WHATSAPP_APP_SECRET" in message
     assert "UNAVAILABLE" in message
 
@@ -385,10 +380,9 @@ def test_short_form_without_gcp_project_is_refused(secret_manager: FakeSecretMan
     env = environ(
         secret_manager, WHATSAPP_APP_SECRET=f"sm://{full}", INTERNAL_TASK_TOKEN="sm://token"
     )
-    with pytest.raises(ConfigError) as caught:
-        resolve_references(env)
-    assert "INTERNAL_TASK_TOKEN" in str(caught.value)
-    assert "GCP_PROJECT" in str(caught.value)
+    message = config_error_of(env)
+    assert "INTERNAL_TASK_TOKEN" in message
+    assert "GCP_PROJECT" in message
     assert secret_manager.calls == []
 
 

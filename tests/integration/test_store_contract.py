@@ -160,6 +160,14 @@ async def _delivery(store: StateStore, message_id: str) -> str | None:
     return stored.delivery_status
 
 
+async def _answers(store: StateStore, outbound_id: str, *states: str) -> list[bool]:
+    """What record_status answers to each status of `outbound_id`, sent in this order."""
+    answers = [await store.record_status(status(outbound_id, state)) for state in states]
+    # Real booleans, so comparing the list is as strict as `is True` / `is False` on each.
+    assert all(type(answer) is bool for answer in answers), answers
+    return answers
+
+
 async def test_status_moves_forward(store: StateStore) -> None:
     """sent → delivered → read each move the status forward and show on get."""
     outbound_id = new_wamid()
@@ -176,10 +184,8 @@ async def test_status_never_moves_backwards(store: StateStore) -> None:
     outbound_id = new_wamid()
     message_id = await _sent_record(store, outbound_id)
 
-    assert await store.record_status(status(outbound_id, "read")) is True
-    assert await store.record_status(status(outbound_id, "delivered")) is False
-    assert await store.record_status(status(outbound_id, "sent")) is False
-    assert await store.record_status(status(outbound_id, "read")) is False
+    moved = await _answers(store, outbound_id, "read", "delivered", "sent", "read")
+    assert moved == [True, False, False, False]
     assert await _delivery(store, message_id) == "read"
 
 
@@ -203,10 +209,9 @@ async def test_unknown_status_is_ignored(store: StateStore) -> None:
     """A status name outside the lifecycle returns False and changes nothing."""
     outbound_id = new_wamid()
     message_id = await _sent_record(store, outbound_id)
-    assert await store.record_status(status(outbound_id, "delivered")) is True
+    assert await _answers(store, outbound_id, "delivered") == [True]
 
-    assert await store.record_status(status(outbound_id, "deleted")) is False
-    assert await store.record_status(status(outbound_id, "warning")) is False
+    assert await _answers(store, outbound_id, "deleted", "warning") == [False, False]
     assert await _delivery(store, message_id) == "delivered"
 
 

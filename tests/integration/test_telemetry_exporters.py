@@ -11,7 +11,6 @@ something to export.
 from __future__ import annotations
 
 import json
-import socket
 import sys
 import threading
 from collections.abc import Callable, Iterator
@@ -43,25 +42,24 @@ from pyloto_corp.observability.setup import (
     metric_exporter,
     span_exporter,
 )
-from tests.e2e.support import SETTINGS_VARIABLES, Pyloto
+from tests.e2e.support import Pyloto, isolate_cli_environment
 from tests.support.helpers import (
-    APP_SECRET,
     CONTACT_NAME,
-    INTERNAL_TOKEN,
+    CPF,
+    EMAIL,
+    PHONE,
+    REPO,
     SENDER,
-    VERIFY_TOKEN,
     envelope,
     text_message,
 )
+from tests.support.redis_server import free_port
+from tests.support.running import running
 
-REPO = Path(__file__).resolve().parents[2]
 PROJECT = "pyloto-test"
 HASH_KEY = "exporters-test-hash-key"
 SERVICE = "google.devtools.cloudtrace.v2.TraceService"
 
-PHONE = "+55 (11) 91234-5678"
-EMAIL = "maria.aparecida@exemplo.com.br"
-CPF = "123.456.789-09"
 TEXT = f"Oi! Meu CPF é {CPF}, e-mail {EMAIL}, telefone {PHONE}."
 NAME = f"{CONTACT_NAME} ({EMAIL}, {CPF}, +55 11 98888-7777)"
 LEAKS = [
@@ -99,14 +97,6 @@ def write_config(tmp_path: Path, **sections: dict[str, Any]) -> Path:
     path = tmp_path / "otel.yaml"
     path.write_text(yaml.safe_dump(data), encoding="utf-8")
     return path
-
-
-def closed_port() -> int:
-    """A local port where nothing listens (it was just freed)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
 
 
 @pytest.fixture
@@ -171,10 +161,8 @@ class FakeCloudTrace:
 @pytest.fixture
 def cloud_trace() -> Iterator[FakeCloudTrace]:
     """A running local Cloud Trace API."""
-    server = FakeCloudTrace()
-    server.start()
-    yield server
-    server.stop()
+    with running(FakeCloudTrace()) as server:
+        yield server
 
 
 def attribute(span: Any, key: str) -> str | None:
@@ -263,7 +251,7 @@ def test_a_local_cloud_trace_endpoint_without_a_project_is_refused(
         tmp_path,
         traces={
             "exporter": "cloud_trace",
-            "cloud_trace": {"endpoint": f"127.0.0.1:{closed_port()}"},
+            "cloud_trace": {"endpoint": f"127.0.0.1:{free_port()}"},
         },
     )
     with pytest.raises(ConfigError) as caught:
@@ -382,25 +370,15 @@ def test_cloud_trace_on_google_is_built_without_a_request(
 @pytest.fixture
 def cli_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A process environment with only this test's pyloto variables, in a tmp directory."""
-    for name in SETTINGS_VARIABLES:
-        monkeypatch.delenv(name, raising=False)
     monkeypatch.delenv("K_SERVICE", raising=False)
-    variables = {
-        "STATE_SQLITE_PATH": str(tmp_path / "state" / "pyloto.db"),
-        "WHATSAPP_APP_SECRET": APP_SECRET,
-        "WHATSAPP_VERIFY_TOKEN": VERIFY_TOKEN,
-        "INTERNAL_TASK_TOKEN": INTERNAL_TOKEN,
-        "LOCAL_QUEUE_MIN_BACKOFF_SECONDS": "0.05",
-        "LOCAL_QUEUE_MAX_BACKOFF_SECONDS": "0.5",
-        "PRIVACY_HASH_KEY": HASH_KEY,
-        "PYLOTO_OTEL_CONFIG": str(REPO / "otel.yaml"),
-        "OTEL_TRACES_EXPORTER": "console",
-    }
-    for name, value in variables.items():
-        monkeypatch.setenv(name, value)
-    work = tmp_path / "work"
-    work.mkdir()
-    monkeypatch.chdir(work)
+    isolate_cli_environment(
+        monkeypatch,
+        tmp_path,
+        "work",
+        PRIVACY_HASH_KEY=HASH_KEY,
+        PYLOTO_OTEL_CONFIG=str(REPO / "otel.yaml"),
+        OTEL_TRACES_EXPORTER="console",
+    )
 
 
 @pytest.mark.usefixtures("cli_environment")

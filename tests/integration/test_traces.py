@@ -8,7 +8,7 @@ what Cloud Trace would receive.
 from __future__ import annotations
 
 import itertools
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
@@ -24,21 +24,12 @@ from pyloto_corp.observability.otel_config import attribute_allowed
 from pyloto_corp.observability.redaction import keyed_hash
 from tests.e2e.support import Pyloto
 from tests.support.helpers import INTERNAL_TOKEN, SENDER, envelope, text_message
-from tests.support.telemetry_capture import Captured
+from tests.support.telemetry_capture import HASH_KEY, Captured
 from tests.unit.fakes import FakeQueue
 
 pytestmark = pytest.mark.anyio
 
-HASH_KEY = "trace-test-hash-key"
 FALLBACK_PATH = ["received", "deduped", "fallback", "queued_outbound", "sending"]  # with a step
-
-
-@pytest.fixture
-def captured() -> Iterator[Captured]:
-    """Telemetry on in-memory exporters, shut down afterwards."""
-    capture = Captured(HASH_KEY)
-    yield capture
-    capture.runtime.shutdown()
 
 
 OpenApp = Callable[..., AbstractAsyncContextManager[Pyloto]]

@@ -4,7 +4,7 @@ body) and the `pyloto.webhook.rejected` counter, so a secret rotated on one side
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
 import pytest
@@ -28,14 +28,6 @@ pytestmark = pytest.mark.anyio
 
 METRIC = "pyloto.webhook.rejected"
 SECRET_TEXT = "Meu CPF é 123.456.789-09, senha do cofre 7788"
-
-
-@pytest.fixture
-def captured() -> Iterator[Captured]:
-    """Telemetry on in-memory exporters, shut down afterwards."""
-    capture = Captured("rejections-hash-key")
-    yield capture
-    capture.runtime.shutdown()
 
 
 OpenClient = Callable[..., AbstractAsyncContextManager[AsyncTestClient]]  # type: ignore[type-arg]

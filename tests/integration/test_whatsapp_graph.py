@@ -3,8 +3,7 @@ failure means for at-most-once, and find_sent answered from recorded status webh
 
 from __future__ import annotations
 
-import socket
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -17,18 +16,9 @@ from pyloto_corp.domain.replies import reply_key, text_reply_body
 from tests.integration.conftest import terminal_states
 from tests.integration.factories import record
 from tests.support.fake_graph import PHONE_NUMBER_ID, TOKEN, VERSION, FakeGraph, Fault
+from tests.support.redis_server import free_port
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture
-def graph() -> Iterator[FakeGraph]:
-    """The fake Graph API; no request may break WhatsApp's schema."""
-    server = FakeGraph()
-    server.start()
-    yield server
-    server.stop()
-    assert server.violations == []
 
 
 @pytest.fixture
@@ -63,9 +53,7 @@ async def test_a_timeout_after_the_request_is_ambiguous(
 
 async def test_no_connection_is_a_plain_transient_error(store: SQLiteStore) -> None:
     """Nothing listens: the request never left, so the claim may be released (not ambiguous)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()  # nothing listens there
     saved = record(state="queued_outbound")
     outbox = outbox_for(f"http://127.0.0.1:{port}", store)
     body = text_reply_body(saved.inbound, "Olá!")

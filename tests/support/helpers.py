@@ -1,4 +1,4 @@
-"""Builders of realistic WhatsApp webhook payloads, shared by the tests."""
+"""Realistic WhatsApp webhook payloads, sample data and a poller, shared by the tests."""
 
 from __future__ import annotations
 
@@ -6,15 +6,24 @@ import hashlib
 import hmac
 import json
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-DATA = Path(__file__).resolve().parents[1] / "data"
+import anyio
+
+REPO = Path(__file__).resolve().parents[2]
+DATA = REPO / "tests" / "data"
 APP_SECRET = "test-app-secret"
 INTERNAL_TOKEN = "test-internal-token"
 VERIFY_TOKEN = "test-verify-token"
 SENDER = "5511987654321"
 CONTACT_NAME = "Maria Aparecida"
+# Personal data as customers write it, which no log line or span may carry.
+PHONE = "+55 (11) 91234-5678"
+EMAIL = "maria.aparecida@exemplo.com.br"
+CPF = "123.456.789-09"
+CNPJ = "12.345.678/0001-90"
 
 
 def load_payload(name: str) -> dict[str, Any]:
@@ -89,3 +98,12 @@ def status(
     if callback is not None:
         item["biz_opaque_callback_data"] = callback
     return item
+
+
+async def eventually(condition: Callable[[], bool], within: float = 15.0) -> None:
+    """Poll `condition` until it holds; fail after `within` seconds (a deadlock guard only)."""
+    with anyio.fail_after(within):
+        while True:
+            if condition():
+                return
+            await anyio.sleep(0.005)

@@ -4,7 +4,6 @@ Trace and Cloud Monitoring would receive."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
@@ -13,8 +12,10 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from pyloto_corp.observability.otel_config import load_otel_config
 from pyloto_corp.observability.setup import TelemetryRuntime, build_telemetry
+from tests.support.helpers import REPO
 
-REPO = Path(__file__).resolve().parents[2]
+# The privacy hash key of the captured telemetry; the app under test is given the same one.
+HASH_KEY = "captured-telemetry-hash-key"
 
 
 class Captured:

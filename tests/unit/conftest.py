@@ -11,12 +11,12 @@ from pyloto_corp.application.advance import Advancer
 from pyloto_corp.application.steps import StepContext
 from pyloto_corp.bootstrap import load_chart
 from pyloto_corp.domain.machine import LifecycleMachine
-from pyloto_corp.domain.records import InboundMessage, Record
+from pyloto_corp.domain.records import Record
 from pyloto_corp.domain.replies import text_reply_body
 from pyloto_corp.domain.results import Results
 from pyloto_corp.domain.statechart import Statechart
-from tests.support.helpers import CONTACT_NAME, SENDER, new_wamid
-from tests.unit.fakes import FakeClock, FakeOutbox, FakeQueue, FakeStore, MakeRecord
+from tests.support.records import inbound
+from tests.unit.fakes import FakeClock, FakeOutbox, FakeQueue, FakeStore, MakeRecord, PutRecord
 
 
 @pytest.fixture(scope="session")
@@ -81,20 +81,24 @@ def make_record(clock: FakeClock) -> MakeRecord:
         text: str | None = "Olá, qual o horário de funcionamento?",
         **fields: Any,
     ) -> Record:
-        inbound = InboundMessage(
-            message_id=new_wamid(),
-            sender=SENDER,
-            kind=kind,
-            timestamp=1_732_531_200,
-            phone_number_id="106540352242922",
-            text=text,
-            contact_name=CONTACT_NAME,
-        )
+        message = inbound(text=text, kind=kind, timestamp=1_732_531_200)
         if isinstance(fields.get("results"), dict):  # the findings' fields, by name
             fields["results"] = Results(**fields["results"])
         if state in ("queued_outbound", "sending", "sent") and "reply" not in fields:
             # Records from queued_outbound on always carry the request body of their reply.
-            fields["reply"] = text_reply_body(inbound, "Olá!")
-        return replace(Record.received(inbound, clock()), state=state, **fields)
+            fields["reply"] = text_reply_body(message, "Olá!")
+        return replace(Record.received(message, clock()), state=state, **fields)
+
+    return create
+
+
+@pytest.fixture
+def put_record(make_record: MakeRecord, store: FakeStore) -> PutRecord:
+    """Build a record as `make_record` does and put it in the store, as a task will find it."""
+
+    def create(**fields: Any) -> Record:
+        record = make_record(**fields)
+        store.put(record)
+        return record
 
     return create

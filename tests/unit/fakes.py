@@ -17,6 +17,8 @@ from pyloto_corp.domain.records import Record, StatusUpdate, Turn
 
 # The type of the `make_record` fixture (tests/unit/conftest.py).
 MakeRecord = Callable[..., Record]
+# Builds a record as MakeRecord does and puts it in the store.
+PutRecord = Callable[..., Record]
 
 
 class FakeClock:

@@ -16,7 +16,7 @@ from pyloto_corp.domain.privacy import message_ref
 from pyloto_corp.domain.records import Record
 from pyloto_corp.domain.results import Results
 from pyloto_corp.domain.statechart import Statechart
-from tests.unit.fakes import FakeClock, FakeOutbox, FakeQueue, FakeStore, MakeRecord
+from tests.unit.fakes import FakeClock, FakeOutbox, FakeQueue, FakeStore, MakeRecord, PutRecord
 
 pytestmark = pytest.mark.anyio
 
@@ -38,12 +38,11 @@ async def test_task_for_another_state_is_a_stale_noop(
     store: FakeStore,
     queue: FakeQueue,
     outbox: FakeOutbox,
-    make_record: MakeRecord,
+    put_record: PutRecord,
 ) -> None:
     """A record that already moved on is left as it is (no save, no send); its current step
     is put back on the queue, in case the delivery that moved it died before queuing it."""
-    record = make_record(state="queued_outbound", version=3)
-    store.put(record)
+    record = put_record(state="queued_outbound", version=3)
     for expected_state in ("received", "fallback", "sent"):
         assert await advancer.advance(record.message_id, expected_state) == "stale"
     assert store.saves == []
@@ -53,11 +52,10 @@ async def test_task_for_another_state_is_a_stale_noop(
 
 
 async def test_redelivered_task_runs_its_step_once(
-    advancer: Advancer, store: FakeStore, queue: FakeQueue, make_record: MakeRecord
+    advancer: Advancer, store: FakeStore, queue: FakeQueue, put_record: PutRecord
 ) -> None:
     """The same task delivered twice moves the record once and queues one next task."""
-    record = make_record()
-    store.put(record)
+    record = put_record()
     assert await advancer.advance(record.message_id, "received") == "deduped"
     assert await advancer.advance(record.message_id, "received") == "stale"
     assert len(store.stored(record.message_id).history) == 1
@@ -65,15 +63,10 @@ async def test_redelivered_task_runs_its_step_once(
 
 
 async def test_each_transition_appends_history_and_bumps_version(
-    advancer: Advancer,
-    store: FakeStore,
-    queue: FakeQueue,
-    clock: FakeClock,
-    make_record: MakeRecord,
+    advancer: Advancer, store: FakeStore, queue: FakeQueue, clock: FakeClock, put_record: PutRecord
 ) -> None:
     """Every transition adds one history entry (from, to, trigger, time, attempt) and version+1."""
-    record = make_record()
-    store.put(record)
+    record = put_record()
     clock.advance(2.0)
     await advancer.advance(record.message_id, "received", attempt=3)
     moved = store.stored(record.message_id)
@@ -105,12 +98,11 @@ async def test_text_message_runs_to_sent_through_both_queues(
     store: FakeStore,
     queue: FakeQueue,
     outbox: FakeOutbox,
-    make_record: MakeRecord,
+    put_record: PutRecord,
 ) -> None:
     """A text walks received → deduped → fallback → queued_outbound → sending → sent; the
     send is outbound and runs in the delivery that claimed it."""
-    record = make_record()
-    store.put(record)
+    record = put_record()
     queue.tasks.append(Task(record.message_id, "received", "inbound"))
     seen: list[Task] = []
     outcomes = []
@@ -137,11 +129,10 @@ async def test_reaction_ends_ignored_without_a_reply(
     store: FakeStore,
     queue: FakeQueue,
     outbox: FakeOutbox,
-    make_record: MakeRecord,
+    put_record: PutRecord,
 ) -> None:
     """A reaction is ignored: terminal, no next task, nothing sent."""
-    record = make_record(kind="reaction", text="👍")
-    store.put(record)
+    record = put_record(kind="reaction", text="👍")
     assert await advancer.advance(record.message_id, "received") == "ignored"
     assert queue.tasks == []
     assert outbox.sent == []
@@ -172,12 +163,11 @@ async def test_lost_version_race_in_commit_is_stale(
 
 
 async def test_concurrent_duplicate_send_tasks_send_once(
-    advancer: Advancer, store: FakeStore, outbox: FakeOutbox, make_record: MakeRecord
+    advancer: Advancer, store: FakeStore, outbox: FakeOutbox, put_record: PutRecord
 ) -> None:
     """Two deliveries of the send task at once: one sends, the other is told to retry later
     (the step's lease is taken), and its retry finds the record sent: a no-op."""
-    record = make_record(state="queued_outbound")
-    store.put(record)
+    record = put_record(state="queued_outbound")
     outcomes: list[str] = []
 
     async def run() -> None:
@@ -201,12 +191,11 @@ async def test_send_claims_before_the_request_leaves(
     store: FakeStore,
     outbox: FakeOutbox,
     clock: FakeClock,
-    make_record: MakeRecord,
+    put_record: PutRecord,
 ) -> None:
     """When the outbox is called the store already holds this instance's claim (`sending`),
     one version up."""
-    record = make_record(state="queued_outbound", version=7)
-    store.put(record)
+    record = put_record(state="queued_outbound", version=7)
     assert await advancer.advance(record.message_id, "queued_outbound") == "sent"
     (at_send,) = outbox.on_send
     assert at_send is not None
@@ -223,37 +212,37 @@ async def test_live_claim_makes_the_task_retry_later(
     store: FakeStore,
     outbox: FakeOutbox,
     clock: FakeClock,
-    make_record: MakeRecord,
+    put_record: PutRecord,
     owner: str,
 ) -> None:
     """A send claimed within the lease (by any task) is not repeated: TransientStepError."""
-    record = make_record(
+    record = put_record(
         state="sending",
         send_started_at=clock() - (SEND_LEASE_SECONDS - 1),
         send_claimed_by=owner,
         version=2,
     )
-    store.put(record)
     with pytest.raises(TransientStepError):
         await advancer.advance(record.message_id, "sending")
     assert outbox.sent == []
     assert store.stored(record.message_id) == record
 
 
-async def test_expired_claim_that_was_sent_is_reconciled_not_resent(
-    advancer: Advancer,
-    store: FakeStore,
-    outbox: FakeOutbox,
-    clock: FakeClock,
-    make_record: MakeRecord,
-) -> None:
-    """After the lease the step asks the outbox; a send it knows of completes the record."""
-    record = make_record(
+@pytest.fixture
+def expired_claim(put_record: PutRecord, clock: FakeClock) -> Record:
+    """A stored record in `sending` whose claim, by another instance, is past its lease."""
+    return put_record(
         state="sending",
         send_started_at=clock() - (SEND_LEASE_SECONDS + 1),
         send_claimed_by="instance-b",
     )
-    store.put(record)
+
+
+async def test_expired_claim_that_was_sent_is_reconciled_not_resent(
+    advancer: Advancer, store: FakeStore, outbox: FakeOutbox, expired_claim: Record
+) -> None:
+    """After the lease the step asks the outbox; a send it knows of completes the record."""
+    record = expired_claim
     outbox.known[record.message_id] = "wamid.EARLIER"
     assert await advancer.advance(record.message_id, "sending") == "sent"
     assert outbox.lookups == [record.message_id]
@@ -262,20 +251,11 @@ async def test_expired_claim_that_was_sent_is_reconciled_not_resent(
 
 
 async def test_expired_claim_that_never_sent_sends_once(
-    advancer: Advancer,
-    store: FakeStore,
-    outbox: FakeOutbox,
-    clock: FakeClock,
-    make_record: MakeRecord,
+    advancer: Advancer, store: FakeStore, outbox: FakeOutbox, expired_claim: Record
 ) -> None:
     """After the lease, with no earlier send known, this task claims anew (a saved
     transition) and sends."""
-    record = make_record(
-        state="sending",
-        send_started_at=clock() - (SEND_LEASE_SECONDS + 1),
-        send_claimed_by="instance-b",
-    )
-    store.put(record)
+    record = expired_claim
     assert await advancer.advance(record.message_id, "sending") == "sent"
     assert outbox.lookups == [record.message_id]
     assert len(outbox.sent) == 1
@@ -283,15 +263,10 @@ async def test_expired_claim_that_never_sent_sends_once(
 
 
 async def test_live_claim_already_sent_is_reconciled(
-    advancer: Advancer,
-    store: FakeStore,
-    outbox: FakeOutbox,
-    clock: FakeClock,
-    make_record: MakeRecord,
+    advancer: Advancer, outbox: FakeOutbox, clock: FakeClock, put_record: PutRecord
 ) -> None:
     """Within the lease, a send the outbox already knows completes the record at once."""
-    record = make_record(state="sending", send_started_at=clock() - 1, send_claimed_by="instance-b")
-    store.put(record)
+    record = put_record(state="sending", send_started_at=clock() - 1, send_claimed_by="instance-b")
     outbox.known[record.message_id] = "wamid.EARLIER"
     assert await advancer.advance(record.message_id, "sending") == "sent"
     assert outbox.sent == []
@@ -303,31 +278,26 @@ async def test_sole_instance_takes_over_its_crashed_predecessors_claim(
     queue: FakeQueue,
     outbox: FakeOutbox,
     clock: FakeClock,
-    make_record: MakeRecord,
+    put_record: PutRecord,
 ) -> None:
     """With an exclusive store, a claim by another (dead) process is taken over at once."""
     context = StepContext(
         store=store, outbox=outbox, clock=clock, instance_id="new-process", sole_instance=True
     )
     advancer = Advancer(machine, store, queue, context)
-    record = make_record(
-        state="sending", send_started_at=clock() - 1, send_claimed_by="old-process"
-    )
-    store.put(record)
+    record = put_record(state="sending", send_started_at=clock() - 1, send_claimed_by="old-process")
     assert await advancer.advance(record.message_id, "sending") == "sent"
     assert len(outbox.sent) == 1
-    mine = make_record(state="sending", send_started_at=clock() - 1, send_claimed_by="new-process")
-    store.put(mine)
+    mine = put_record(state="sending", send_started_at=clock() - 1, send_claimed_by="new-process")
     with pytest.raises(TransientStepError):
         await advancer.advance(mine.message_id, "sending")
 
 
 async def test_transient_send_failure_releases_the_claim(
-    advancer: Advancer, store: FakeStore, outbox: FakeOutbox, make_record: MakeRecord
+    advancer: Advancer, store: FakeStore, outbox: FakeOutbox, put_record: PutRecord
 ) -> None:
     """An outbox error that sent nothing releases the claim, so the retry sends at once."""
-    record = make_record(state="queued_outbound")
-    store.put(record)
+    record = put_record(state="queued_outbound")
     outbox.fail_with = TransientStepError("131000 try again")
     with pytest.raises(TransientStepError):
         await advancer.advance(record.message_id, "queued_outbound")
@@ -345,11 +315,10 @@ async def test_permanent_send_failure_dead_letters(
     store: FakeStore,
     queue: FakeQueue,
     outbox: FakeOutbox,
-    make_record: MakeRecord,
+    put_record: PutRecord,
 ) -> None:
     """A permanent outbox error moves the record to failed with the reason; nothing is sent."""
-    record = make_record(state="queued_outbound")
-    store.put(record)
+    record = put_record(state="queued_outbound")
     outbox.fail_with = PermanentStepError("131026 message undeliverable")
     assert await advancer.advance(record.message_id, "queued_outbound") == "failed"
     failed = store.stored(record.message_id)
@@ -361,11 +330,10 @@ async def test_permanent_send_failure_dead_letters(
 
 
 async def test_dead_letter_moves_to_failed_with_the_reason(
-    advancer: Advancer, store: FakeStore, queue: FakeQueue, make_record: MakeRecord
+    advancer: Advancer, store: FakeStore, queue: FakeQueue, put_record: PutRecord
 ) -> None:
     """Dead-lettering records the reason, a history entry and a new version; no task follows."""
-    record = make_record(state="llm1", version=4)
-    store.put(record)
+    record = put_record(state="llm1", version=4)
     assert await advancer.dead_letter(record.message_id, "llm1", "out of attempts (10): Timeout")
     failed = store.stored(record.message_id)
     assert failed.state == "failed"
@@ -378,11 +346,10 @@ async def test_dead_letter_moves_to_failed_with_the_reason(
 
 
 async def test_dead_letter_of_a_record_that_moved_on_is_refused(
-    advancer: Advancer, store: FakeStore, make_record: MakeRecord
+    advancer: Advancer, store: FakeStore, put_record: PutRecord
 ) -> None:
     """A late dead letter for a step the record has passed changes nothing."""
-    record = make_record(state="llm2")
-    store.put(record)
+    record = put_record(state="llm2")
     assert not await advancer.dead_letter(record.message_id, "llm1", "out of attempts")
     assert not await advancer.dead_letter("wamid.NOSUCHRECORD", "llm1", "out of attempts")
     assert store.stored(record.message_id) == record

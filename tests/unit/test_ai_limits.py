@@ -10,6 +10,7 @@ import pytest
 from pyloto_corp.ai import limits
 from pyloto_corp.ai.limits import InvalidMessage, build_message, problems, shorten, text_message
 from pyloto_corp.ai.schemas import MessageChoice
+from tests.support.llm_outputs import choice
 
 SITE_HOST = "barbearia.example.com"
 HOSTS = frozenset({SITE_HOST})
@@ -19,19 +20,7 @@ def make_choice(
     kind: str = "text", body: str = "Olá! Como podemos ajudar?", **parts: Any
 ) -> MessageChoice:
     """A MessageChoice with the parts not given left null, as LLM#3 returns them."""
-    fields: dict[str, Any] = {
-        "type": kind,
-        "body": body,
-        "header": None,
-        "footer": None,
-        "buttons": None,
-        "list_button_text": None,
-        "sections": None,
-        "cta_display_text": None,
-        "cta_url": None,
-    }
-    fields.update(parts)
-    return MessageChoice.model_validate(fields)
+    return MessageChoice.model_validate(choice(kind, body, **parts))
 
 
 def buttons(*titles: str) -> list[dict[str, str]]:

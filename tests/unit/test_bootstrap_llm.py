@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -16,24 +16,15 @@ from pyloto_corp.devtools.fake_openai import FakeOpenAI
 MakeSettings = Callable[..., Settings]
 
 
-@pytest.fixture
-def fake() -> Iterator[FakeOpenAI]:
-    """A local OpenAI-compatible server, to prove nobody calls it."""
-    server = FakeOpenAI()
-    server.start()
-    yield server
-    server.stop()
-
-
 @pytest.mark.anyio
 async def test_an_enabled_llm_is_built_from_settings_without_a_request(
-    make_settings: MakeSettings, fake: FakeOpenAI
+    make_settings: MakeSettings, fake_openai: FakeOpenAI
 ) -> None:
     """With a key the routing holds an OpenAI assistant configured from OPENAI_* and
     BUSINESS_*, with the site's host as the only CTA host; building it sends nothing."""
     settings = make_settings(
         OPENAI_API_KEY="sk-test",
-        OPENAI_BASE_URL=fake.base_url,
+        OPENAI_BASE_URL=fake_openai.base_url,
         OPENAI_MODEL="gpt-4o-mini-2024-07-18",
         OPENAI_TIMEOUT_SECONDS="7.5",
         OPENAI_MAX_RETRIES="2",
@@ -50,7 +41,7 @@ async def test_an_enabled_llm_is_built_from_settings_without_a_request(
     assert assistant.timeout == 7.5
     assert assistant.business.name == "Barbearia Navalha"
     assert assistant.client.max_retries == 2
-    assert str(assistant.client.base_url).startswith(fake.base_url)
+    assert str(assistant.client.base_url).startswith(fake_openai.base_url)
     assert routing.rollout_percent == 10
     assert routing.mask_pii is False
     assert routing.allowed_hosts == frozenset({"www.barbearia.example.com"})
@@ -63,7 +54,7 @@ async def test_an_enabled_llm_is_built_from_settings_without_a_request(
     assert container.advancer.context.hash_key == settings.hash_key
     await llm.assistant.close()
     await container.store.close()
-    assert fake.requests == [], "nothing is sent until a message needs it"
+    assert fake_openai.requests == [], "nothing is sent until a message needs it"
 
 
 @pytest.mark.anyio

@@ -11,7 +11,7 @@ from pyloto_corp.application.advance import Advancer
 from pyloto_corp.application.inspect import record_view
 from pyloto_corp.domain.records import HistoryEntry, Record
 from tests.support.helpers import CONTACT_NAME, SENDER
-from tests.unit.fakes import FakeQueue, FakeStore, MakeRecord
+from tests.unit.fakes import FakeQueue, FakeStore, MakeRecord, PutRecord
 
 PERSONAL_TEXT = (
     f"Oi, aqui é {CONTACT_NAME.upper()}. Meu outro número é +55 (21) 99876-5432, "
@@ -50,11 +50,10 @@ async def run_to_end(advancer: Advancer, queue: FakeQueue) -> None:
 
 @pytest.mark.anyio
 async def test_sent_record_view_has_no_phone_or_name(
-    advancer: Advancer, store: FakeStore, queue: FakeQueue, make_record: MakeRecord
+    advancer: Advancer, store: FakeStore, queue: FakeQueue, put_record: PutRecord
 ) -> None:
     """A record run to `sent` (inbound text and reply body included) shows no personal data."""
-    record = make_record(text=PERSONAL_TEXT)
-    store.put(record)
+    record = put_record(text=PERSONAL_TEXT)
     await advancer.advance(record.message_id, "received")
     await run_to_end(advancer, queue)
     sent = store.stored(record.message_id)
@@ -73,11 +72,10 @@ async def test_sent_record_view_has_no_phone_or_name(
 
 @pytest.mark.anyio
 async def test_history_entries_have_from_to_and_at(
-    advancer: Advancer, store: FakeStore, queue: FakeQueue, make_record: MakeRecord
+    advancer: Advancer, store: FakeStore, queue: FakeQueue, put_record: PutRecord
 ) -> None:
     """Each history entry in the view says where the record came from, went, and when."""
-    record = make_record()
-    store.put(record)
+    record = put_record()
     await advancer.advance(record.message_id, "received")
     await run_to_end(advancer, queue)
     history = record_view(store.stored(record.message_id))["history"]

@@ -39,7 +39,7 @@ from pyloto_corp.domain.records import Turn
 from pyloto_corp.domain.replies import reply_body
 from pyloto_corp.domain.results import LLMCall, Results
 from tests.support.helpers import CONTACT_NAME, SENDER
-from tests.unit.fakes import FakeClock, FakeStore, MakeRecord
+from tests.unit.fakes import FakeClock, FakeStore, MakeRecord, PutRecord
 
 pytestmark = pytest.mark.anyio
 
@@ -431,18 +431,17 @@ async def test_sending_remembers_the_masked_exchange(
 
 
 async def test_a_caption_less_image_remembers_only_the_reply(
-    make_record: MakeRecord, store: FakeStore, context: StepContext
+    put_record: PutRecord, store: FakeStore, context: StepContext
 ) -> None:
     """Nothing the customer wrote: only the business's reply is remembered."""
-    record = make_record(kind="image", state="sending", text=None)
-    store.put(record)
+    record = put_record(kind="image", state="sending", text=None)
     await send(record, replace(context, claim_made_here=True))
     (turn,) = store.turns[conversation_id(SENDER, context.hash_key)]
     assert turn.role == "business"
 
 
 async def test_memory_is_best_effort_when_the_store_fails(
-    make_record: MakeRecord,
+    put_record: PutRecord,
     store: FakeStore,
     context: StepContext,
     monkeypatch: pytest.MonkeyPatch,
@@ -454,8 +453,7 @@ async def test_memory_is_best_effort_when_the_store_fails(
         raise StoreUnavailable("down")
 
     monkeypatch.setattr(store, "append_turns", unavailable)
-    record = make_record(state="sending")
-    store.put(record)
+    record = put_record(state="sending")
     outcome = await send(record, replace(context, claim_made_here=True))
     assert outcome.trigger == "send"
     assert [r.getMessage() for r in caplog.records] == ["conversation_not_saved"]

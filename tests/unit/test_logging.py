@@ -25,12 +25,9 @@ from pyloto_corp.observability.logging import (
     names_in_scope,
     scrub_exception,
 )
+from tests.support.helpers import CNPJ, CPF, EMAIL, PHONE
 
-PHONE = "+55 (11) 91234-5678"
 WA_ID = "5511912345678"
-EMAIL = "maria.aparecida@exemplo.com.br"
-CPF = "123.456.789-09"
-CNPJ = "12.345.678/0001-90"
 NAME = "Maria Aparecida"
 LEAKS = [PHONE, WA_ID, "91234-5678", EMAIL, CPF, "12345678909", CNPJ, NAME, "Maria", "Aparecida"]
 

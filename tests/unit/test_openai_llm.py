@@ -6,8 +6,7 @@
 
 from __future__ import annotations
 
-import socket
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import httpx2
 import openai
@@ -32,6 +31,7 @@ from pyloto_corp.devtools.fake_openai import (
     refusal,
 )
 from pyloto_corp.domain.records import Turn
+from tests.support.redis_server import free_port
 
 BUSINESS = BusinessProfile("Barbearia Navalha", "9h às 19h", "Corte: R$ 50.", None)
 REQUEST = httpx2.Request("POST", "http://127.0.0.1:1/v1/chat/completions")
@@ -133,19 +133,10 @@ async def test_the_client_is_configured_from_its_arguments() -> None:
 
 
 @pytest.fixture
-def fake() -> Iterator[FakeOpenAI]:
-    """A local OpenAI-compatible server for this test."""
-    server = FakeOpenAI()
-    server.start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-async def assistant(fake: FakeOpenAI) -> AsyncIterator[OpenAIAssistant]:
+async def assistant(fake_openai: FakeOpenAI) -> AsyncIterator[OpenAIAssistant]:
     """The adapter on the fake server: 2 s deadline, no SDK retries."""
     built = OpenAIAssistant(
-        create_client("sk-test", fake.base_url, 2.0, 0), "gpt-4o-mini", 2.0, BUSINESS
+        create_client("sk-test", fake_openai.base_url, 2.0, 0), "gpt-4o-mini", 2.0, BUSINESS
     )
     yield built
     await built.close()
@@ -153,7 +144,7 @@ async def assistant(fake: FakeOpenAI) -> AsyncIterator[OpenAIAssistant]:
 
 @pytest.mark.anyio
 async def test_a_structured_answer_comes_back_with_its_cost(
-    assistant: OpenAIAssistant, fake: FakeOpenAI
+    assistant: OpenAIAssistant, fake_openai: FakeOpenAI
 ) -> None:
     """Each step asks for its own schema with the configured model and gets the parsed value,
     the tokens the API reported, its model and a latency."""
@@ -168,11 +159,11 @@ async def test_a_structured_answer_comes_back_with_its_cost(
     assert drafted.value.text == DEFAULTS[DRAFT]["text"]
     chosen = await assistant.choose_message_type(drafted.value.text, "price")
     assert chosen.value.type == "buttons"
-    (first, second, third) = fake.requests
+    (first, second, third) = fake_openai.requests
     assert [first["model"], second["model"], third["model"]] == ["gpt-4o-mini"] * 3
     assert first["response_format"]["json_schema"]["strict"] is True
     assert second["messages"][1] == {"role": "user", "content": "Oi"}
-    assert [r["response_format"]["json_schema"]["name"] for r in fake.requests] == [
+    assert [r["response_format"]["json_schema"]["name"] for r in fake_openai.requests] == [
         EVENT,
         DRAFT,
         CHOICE,
@@ -207,7 +198,7 @@ async def test_a_structured_answer_comes_back_with_its_cost(
 )
 async def test_bad_answers_from_the_server_become_failures(
     assistant: OpenAIAssistant,
-    fake: FakeOpenAI,
+    fake_openai: FakeOpenAI,
     answer: Answer,
     reason: str,
     tokens: tuple[int, int],
@@ -215,7 +206,7 @@ async def test_bad_answers_from_the_server_become_failures(
     """What the server answers wrongly raises LLMFailure with its reason; when the API did
     answer with a completion (a refusal, no content, cut short or filtered) the tokens it
     cost are kept."""
-    fake.queue(EVENT, answer)
+    fake_openai.queue(EVENT, answer)
     with pytest.raises(LLMFailure) as caught:
         await assistant.detect_event("Oi", "text")
     assert caught.value.reason == reason
@@ -223,12 +214,12 @@ async def test_bad_answers_from_the_server_become_failures(
 
 
 @pytest.mark.anyio
-async def test_a_slow_server_times_out_within_the_deadline(fake: FakeOpenAI) -> None:
+async def test_a_slow_server_times_out_within_the_deadline(fake_openai: FakeOpenAI) -> None:
     """An answer later than the deadline is a `timeout`, whatever the SDK's own retries."""
     slow = OpenAIAssistant(
-        create_client("sk-test", fake.base_url, 0.3, 3), "gpt-4o-mini", 0.3, BUSINESS
+        create_client("sk-test", fake_openai.base_url, 0.3, 3), "gpt-4o-mini", 0.3, BUSINESS
     )
-    fake.always(EVENT, json_answer(DEFAULTS[EVENT], delay=1.0))
+    fake_openai.always(EVENT, json_answer(DEFAULTS[EVENT], delay=1.0))
     try:
         with pytest.raises(LLMFailure) as caught:
             await slow.detect_event("Oi", "text")
@@ -241,9 +232,7 @@ async def test_a_slow_server_times_out_within_the_deadline(fake: FakeOpenAI) -> 
 @pytest.mark.anyio
 async def test_an_unreachable_server_is_an_api_error() -> None:
     """Nothing listening at the base URL: `api_error` (connection failed)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()  # nothing listens there
     nowhere = OpenAIAssistant(
         create_client("sk-test", f"http://127.0.0.1:{port}/v1", 2.0, 0), "m", 2.0, BUSINESS
     )

@@ -16,8 +16,8 @@ from pyloto_corp.observability.otel_config import (
     attribute_allowed,
     load_otel_config,
 )
+from tests.support.helpers import REPO
 
-REPO = Path(__file__).resolve().parents[2]
 SHIPPED = REPO / "otel.yaml"
 
 MakeSettings = Callable[..., Settings]

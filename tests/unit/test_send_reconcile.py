@@ -18,7 +18,7 @@ from pyloto_corp.application.steps import (
     send,
 )
 from pyloto_corp.domain.events import ReplySent, SendClaimed
-from tests.unit.fakes import FakeClock, FakeOutbox, FakeQueue, FakeStore, MakeRecord
+from tests.unit.fakes import FakeClock, FakeOutbox, FakeQueue, FakeStore, MakeRecord, PutRecord
 
 pytestmark = pytest.mark.anyio
 
@@ -33,12 +33,11 @@ def reconciling(outbox: FakeOutbox, context: StepContext) -> StepContext:
 
 
 async def test_an_ambiguous_send_keeps_the_claim(
-    make_record: MakeRecord, store: FakeStore, outbox: FakeOutbox, advancer: Advancer
+    put_record: PutRecord, store: FakeStore, outbox: FakeOutbox, advancer: Advancer
 ) -> None:
     """A send that may have reached WhatsApp leaves the record `sending` with its claim, so
     a retry reconciles."""
-    record = make_record(state="queued_outbound")
-    store.put(record)
+    record = put_record(state="queued_outbound")
     outbox.fail_with = AmbiguousSend("read timeout")
     with pytest.raises(AmbiguousSend):
         await advancer.advance(record.message_id, "queued_outbound")
@@ -47,7 +46,7 @@ async def test_an_ambiguous_send_keeps_the_claim(
 
 
 async def test_a_transient_failure_releases_the_claim(
-    make_record: MakeRecord,
+    put_record: PutRecord,
     store: FakeStore,
     outbox: FakeOutbox,
     queue: FakeQueue,
@@ -55,8 +54,7 @@ async def test_a_transient_failure_releases_the_claim(
 ) -> None:
     """A send known not to have left releases the claim (back to `queued_outbound`) and
     fails the delivery, so the queue retries it with backoff and may send at once."""
-    record = make_record(state="queued_outbound")
-    store.put(record)
+    record = put_record(state="queued_outbound")
     outbox.fail_with = TransientStepError("130429")
     with pytest.raises(TransientStepError, match="release_send: 130429"):
         await advancer.advance(record.message_id, "queued_outbound")
@@ -67,19 +65,14 @@ async def test_a_transient_failure_releases_the_claim(
 
 
 async def test_a_lost_send_waits_for_a_status_webhook_before_sending_again(
-    make_record: MakeRecord,
-    store: FakeStore,
-    outbox: FakeOutbox,
-    clock: FakeClock,
-    reconciling: StepContext,
+    put_record: PutRecord, outbox: FakeOutbox, clock: FakeClock, reconciling: StepContext
 ) -> None:
     """Past the claim's lease but within reconcile_seconds the step waits; only a claim
     reconcile_seconds old is sent again, once."""
     claimed_at = clock() - SEND_LEASE_SECONDS - 1
-    record = make_record(
+    record = put_record(
         state="sending", send_started_at=claimed_at, send_claimed_by="instance-gone"
     )
-    store.put(record)
     with pytest.raises(TransientStepError, match="waiting for a status webhook"):
         await send(record, reconciling)
     assert outbox.sent == []
@@ -94,11 +87,10 @@ async def test_a_lost_send_waits_for_a_status_webhook_before_sending_again(
 
 
 async def test_a_send_confirmed_by_a_status_is_recorded_not_repeated(
-    make_record: MakeRecord, store: FakeStore, outbox: FakeOutbox, reconciling: StepContext
+    put_record: PutRecord, outbox: FakeOutbox, reconciling: StepContext
 ) -> None:
     """When find_sent knows the earlier send, the step records its id and sends nothing."""
-    record = make_record(state="sending", send_started_at=0.0, send_claimed_by="instance-gone")
-    store.put(record)
+    record = put_record(state="sending", send_started_at=0.0, send_claimed_by="instance-gone")
     outbox.known[record.message_id] = "wamid.EARLIER"
     outcome = await send(record, reconciling)
     assert outcome == ReplySent(outbound_message_id="wamid.EARLIER")
@@ -152,12 +144,11 @@ async def test_a_failed_read_receipt_never_fails_accept(
 
 
 async def test_a_released_send_retries_with_the_customers_name_removed(
-    make_record: MakeRecord, store: FakeStore, outbox: FakeOutbox, advancer: Advancer
+    put_record: PutRecord, outbox: FakeOutbox, advancer: Advancer
 ) -> None:
     """The outbox's error may quote the customer: the retry it causes (logged by the queue,
     kept as the last failure reason) carries the text without their name."""
-    record = make_record(state="queued_outbound")
-    store.put(record)
+    record = put_record(state="queued_outbound")
     name = record.inbound.contact_name
     assert name
     outbox.fail_with = TransientStepError(f"recusado para {name}")

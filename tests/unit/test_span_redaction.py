@@ -11,7 +11,6 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -24,15 +23,11 @@ from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 
 from pyloto_corp.observability.otel_config import Redaction, attribute_allowed, load_otel_config
 from pyloto_corp.observability.redaction import RedactingSpanExporter, SpanRedactor, keyed_hash
+from tests.support.helpers import CNPJ, CPF, EMAIL, PHONE, REPO
 
-REPO = Path(__file__).resolve().parents[2]
 KEY = "span-redaction-test-key"
 
-PHONE = "+55 (11) 91234-5678"
 WA_ID = "5511987654321"
-EMAIL = "maria.aparecida@exemplo.com.br"
-CPF = "123.456.789-09"
-CNPJ = "12.345.678/0001-90"
 CUSTOMER_CODE = "CLI-204981"  # matched only by the configured extra pattern
 LEAKS = [PHONE, WA_ID, "91234-5678", EMAIL, CPF, "12345678909", CNPJ, CUSTOMER_CODE]
 PII_TEXT = f"tel {PHONE}, wa {WA_ID}, email {EMAIL}, cpf {CPF}, cnpj {CNPJ}, cód {CUSTOMER_CODE}"

@@ -11,6 +11,7 @@ from pyloto_corp.adapters.statechart_yaml import load_statechart
 from pyloto_corp.application.steps import HANDLED_TRIGGERS, STEPS
 from pyloto_corp.bootstrap import STATECHART_FILE, load_chart, statechart_dir
 from pyloto_corp.domain.statechart import ANY_STATE, StatechartError
+from tests.support.statecharts import line_of, load_error
 
 PATH = "charts/tiny.yaml"
 HANDLERS = {"start": {"go", "skip"}, "middle": {"finish"}, ANY_STATE: {"abort"}}
@@ -42,12 +43,6 @@ TINY = textwrap.dedent(
 )
 
 
-def line_of(text: str, fragment: str, occurrence: int = 1) -> int:
-    """1-based number of the line holding the `occurrence`-th copy of `fragment`."""
-    lines = [n for n, line in enumerate(text.splitlines(), start=1) if fragment in line]
-    return lines[occurrence - 1]
-
-
 def at(text: str, fragment: str, occurrence: int = 1) -> str:
     """The `path:line: ` prefix an error about that line of `text` starts with."""
     return f"{PATH}:{line_of(text, fragment, occurrence)}: "
@@ -55,9 +50,7 @@ def at(text: str, fragment: str, occurrence: int = 1) -> str:
 
 def error_of(text: str, handlers: dict[str, set[str]] | None = None) -> str:
     """The StatechartError message for `text`."""
-    with pytest.raises(StatechartError) as caught:
-        load_statechart(text, PATH, HANDLERS if handlers is None else handlers)
-    return str(caught.value)
+    return load_error(text, PATH, HANDLERS if handlers is None else handlers)
 
 
 def test_tiny_chart_is_valid() -> None:
@@ -123,27 +116,6 @@ def test_empty_file_is_refused() -> None:
     assert error_of("") == f"{PATH}:1: the file is empty"
 
 
-def test_unknown_destination_state_names_its_transition() -> None:
-    """A transition into an undefined state fails at the line where that transition starts."""
-    text = TINY.replace("dest: middle", "dest: midle")
-    message = error_of(text)
-    assert message == at(text, "trigger: go") + "unknown state 'midle'"
-
-
-def test_unknown_source_state_in_a_list_names_its_transition() -> None:
-    """A misspelt state inside a `source` list fails at its transition's line."""
-    text = TINY.replace("source: [start, middle]", "source: [start, midle]")
-    message = error_of(text)
-    assert message == at(text, "trigger: abort") + "unknown state 'midle'"
-
-
-def test_unreachable_state_names_its_definition() -> None:
-    """A state no transition leads to fails at the line where the state is defined."""
-    text = TINY.replace("  done:\n", "  orphan:\n    terminal: true\n  done:\n")
-    message = error_of(text)
-    assert message == at(text, "orphan:") + "state 'orphan' is unreachable from 'start'"
-
-
 def test_terminal_state_with_exits_names_the_transition() -> None:
     """A transition leaving a terminal state fails at that transition's line."""
     text = TINY + "  - trigger: go\n    source: done\n    dest: start\n"
@@ -178,21 +150,6 @@ def test_non_manual_exit_from_a_terminal_state_is_still_an_error() -> None:
     assert str(caught.value) == expected
 
 
-def test_manual_trigger_unknown_to_the_code_names_its_line() -> None:
-    """A manual transition whose trigger no operator use case fires fails at its line."""
-    text = TINY + RETRY + "    manual: true\n"
-    message = error_of(text)
-    assert message == (
-        at(text, "trigger: retry") + "manual trigger 'retry' has no operator use case"
-    )
-
-
-def test_manual_flag_must_be_a_boolean() -> None:
-    """`manual: maybe` is refused at its line."""
-    text = TINY + RETRY + "    manual: maybe\n"
-    assert error_of(text) == at(text, "manual: maybe") + "manual must be true or false"
-
-
 def test_only_manual_exits_leave_an_open_state_stuck() -> None:
     """A non-terminal state whose only exits are manual has no exit its step can take."""
     text = TINY.replace("dest: middle", "dest: limbo").replace(
@@ -217,101 +174,158 @@ def test_shipped_statechart_replays_failed_through_manual_triggers() -> None:
     assert all(not t.manual for state in chart.open_states for t in chart.exits(state))
 
 
-def test_open_state_without_exits_names_its_definition() -> None:
-    """A non-terminal state with no way out fails at the line where it is defined."""
-    text = TINY.replace("dest: middle", "dest: limbo").replace(
-        "  done:\n", "  limbo:\n    description: Stuck.\n  done:\n"
-    )
-    message = error_of(text)
-    assert message == at(text, "limbo:") + "state 'limbo' is not terminal but has no exits"
-
-
-def test_trigger_without_handler_names_the_transition() -> None:
-    """A trigger the code cannot fire from its source state fails at its transition's line."""
-    text = TINY + "  - trigger: teleport\n    source: start\n    dest: done\n"
-    message = error_of(text)
-    expected = at(text, "trigger: teleport") + "trigger 'teleport' from 'start'"
-    assert message == f"{expected} has no handler"
-
-
-def test_trigger_handled_only_by_another_state_is_refused() -> None:
-    """A handler for `finish` in `middle` does not cover `finish` fired from `start`."""
-    text = TINY + "  - trigger: finish\n    source: start\n    dest: done\n"
-    message = error_of(text)
-    assert (
-        message
-        == at(text, "trigger: finish", occurrence=2)
-        + "trigger 'finish' from 'start' has no handler"
-    )
-
-
-def test_duplicate_trigger_from_one_source_names_the_second_definition() -> None:
-    """The same trigger defined twice from one state fails at the second definition."""
-    text = TINY + "  - trigger: go\n    source: start\n    dest: done\n"
-    message = error_of(text)
-    assert (
-        message
-        == at(text, "trigger: go", occurrence=2) + "trigger 'go' from 'start' is defined twice"
-    )
-
-
-def test_duplicate_trigger_hidden_in_a_source_list_is_found() -> None:
-    """A source list repeating an existing (trigger, source) pair is a duplicate too."""
-    text = TINY.replace("source: [start, middle]", "source: [start, middle, start]")
-    message = error_of(text)
-    assert message == at(text, "trigger: abort") + "trigger 'abort' from 'start' is defined twice"
-
-
-def test_unknown_key_in_a_state_names_the_state() -> None:
-    """A misspelt key inside a state fails at the line where the state is defined."""
-    text = TINY.replace("    terminal: true", "    terminal: true\n    colour: red")
-    message = error_of(text)
-    assert message == at(text, "done:") + "state 'done': unknown key(s) ['colour']"
-
-
-def test_unknown_key_in_a_transition_names_the_transition() -> None:
-    """A misspelt key inside a transition fails at the line where the transition starts."""
-    text = TINY.replace(
-        "dest: done\n  - trigger: abort", "dest: done\n    guard: x\n  - trigger: abort"
-    )
-    message = error_of(text)
-    assert message == at(text, "trigger: finish") + "transition: unknown key(s) ['guard']"
-
-
-def test_unknown_top_level_key_names_its_line() -> None:
-    """A misspelt top-level key (here `transition` for `transitions`) fails at its own line."""
-    text = TINY.replace("transitions:", "transition:")
-    message = error_of(text)
-    assert message == at(text, "transition:") + "unknown top-level key 'transition'"
-
-
-def test_undefined_initial_state_names_the_initial_line() -> None:
-    """An `initial` naming no state fails at the `initial:` line."""
-    text = "# A chart with a comment first.\n" + TINY.replace("initial: start", "initial: begin")
-    message = error_of(text)
-    assert message == at(text, "initial: begin") + "initial state 'begin' is not defined"
-
-
-def test_state_defined_twice_names_the_second_definition() -> None:
-    """Two states with one name fail at the second, rather than one silently winning."""
-    text = TINY.replace("  done:\n", "  middle: {}\n  done:\n")
-    message = error_of(text)
-    assert message == at(text, "middle:", occurrence=2) + "state 'middle' is defined twice"
-
-
-def test_terminal_flag_must_be_a_boolean() -> None:
-    """`terminal: yes` is refused at its line rather than read as false."""
-    text = TINY.replace("terminal: true", "terminal: yes")
-    assert error_of(text) == at(text, "terminal: yes") + "terminal must be true or false"
-
-
-def test_unknown_queue_names_its_line() -> None:
-    """Only the two queues of the deploy guide can carry a state's step."""
-    text = TINY.replace("queue: outbound", "queue: express")
-    message = error_of(text)
-    assert (
-        message == at(text, "queue: express") + "state 'middle': queue must be inbound or outbound"
-    )
+# Each case: a copy of TINY broken by one edit, the line the error must name (a fragment of
+# that line and which copy of the fragment), and what the error says after `path:line: `.
+@pytest.mark.parametrize(
+    ("text", "fragment", "occurrence", "problem"),
+    [
+        # A transition into an undefined state fails at the line where that transition starts.
+        pytest.param(
+            TINY.replace("dest: middle", "dest: midle"),
+            "trigger: go",
+            1,
+            "unknown state 'midle'",
+            id="unknown_destination_state_names_its_transition",
+        ),
+        # A misspelt state inside a `source` list fails at its transition's line.
+        pytest.param(
+            TINY.replace("source: [start, middle]", "source: [start, midle]"),
+            "trigger: abort",
+            1,
+            "unknown state 'midle'",
+            id="unknown_source_state_in_a_list_names_its_transition",
+        ),
+        # A state no transition leads to fails at the line where the state is defined.
+        pytest.param(
+            TINY.replace("  done:\n", "  orphan:\n    terminal: true\n  done:\n"),
+            "orphan:",
+            1,
+            "state 'orphan' is unreachable from 'start'",
+            id="unreachable_state_names_its_definition",
+        ),
+        # A non-terminal state with no way out fails at the line where it is defined.
+        pytest.param(
+            TINY.replace("dest: middle", "dest: limbo").replace(
+                "  done:\n", "  limbo:\n    description: Stuck.\n  done:\n"
+            ),
+            "limbo:",
+            1,
+            "state 'limbo' is not terminal but has no exits",
+            id="open_state_without_exits_names_its_definition",
+        ),
+        # A manual transition whose trigger no operator use case fires fails at its line.
+        pytest.param(
+            TINY + RETRY + "    manual: true\n",
+            "trigger: retry",
+            1,
+            "manual trigger 'retry' has no operator use case",
+            id="manual_trigger_unknown_to_the_code_names_its_line",
+        ),
+        # `manual: maybe` is refused at its line.
+        pytest.param(
+            TINY + RETRY + "    manual: maybe\n",
+            "manual: maybe",
+            1,
+            "manual must be true or false",
+            id="manual_flag_must_be_a_boolean",
+        ),
+        # A trigger the code cannot fire from its source state fails at its transition's line.
+        pytest.param(
+            TINY + "  - trigger: teleport\n    source: start\n    dest: done\n",
+            "trigger: teleport",
+            1,
+            "trigger 'teleport' from 'start' has no handler",
+            id="trigger_without_handler_names_the_transition",
+        ),
+        # A handler for `finish` in `middle` does not cover `finish` fired from `start`.
+        pytest.param(
+            TINY + "  - trigger: finish\n    source: start\n    dest: done\n",
+            "trigger: finish",
+            2,
+            "trigger 'finish' from 'start' has no handler",
+            id="trigger_handled_only_by_another_state_is_refused",
+        ),
+        # The same trigger defined twice from one state fails at the second definition.
+        pytest.param(
+            TINY + "  - trigger: go\n    source: start\n    dest: done\n",
+            "trigger: go",
+            2,
+            "trigger 'go' from 'start' is defined twice",
+            id="duplicate_trigger_from_one_source_names_the_second_definition",
+        ),
+        # A source list repeating an existing (trigger, source) pair is a duplicate too.
+        pytest.param(
+            TINY.replace("source: [start, middle]", "source: [start, middle, start]"),
+            "trigger: abort",
+            1,
+            "trigger 'abort' from 'start' is defined twice",
+            id="duplicate_trigger_hidden_in_a_source_list_is_found",
+        ),
+        # A misspelt key inside a state fails at the line where the state is defined.
+        pytest.param(
+            TINY.replace("    terminal: true", "    terminal: true\n    colour: red"),
+            "done:",
+            1,
+            "state 'done': unknown key(s) ['colour']",
+            id="unknown_key_in_a_state_names_the_state",
+        ),
+        # A misspelt key inside a transition fails at the line where the transition starts.
+        pytest.param(
+            TINY.replace(
+                "dest: done\n  - trigger: abort", "dest: done\n    guard: x\n  - trigger: abort"
+            ),
+            "trigger: finish",
+            1,
+            "transition: unknown key(s) ['guard']",
+            id="unknown_key_in_a_transition_names_the_transition",
+        ),
+        # A misspelt top-level key (here `transition` for `transitions`) fails at its own line.
+        pytest.param(
+            TINY.replace("transitions:", "transition:"),
+            "transition:",
+            1,
+            "unknown top-level key 'transition'",
+            id="unknown_top_level_key_names_its_line",
+        ),
+        # An `initial` naming no state fails at the `initial:` line.
+        pytest.param(
+            "# A chart with a comment first.\n" + TINY.replace("initial: start", "initial: begin"),
+            "initial: begin",
+            1,
+            "initial state 'begin' is not defined",
+            id="undefined_initial_state_names_the_initial_line",
+        ),
+        # Two states with one name fail at the second, rather than one silently winning.
+        pytest.param(
+            TINY.replace("  done:\n", "  middle: {}\n  done:\n"),
+            "middle:",
+            2,
+            "state 'middle' is defined twice",
+            id="state_defined_twice_names_the_second_definition",
+        ),
+        # `terminal: yes` is refused at its line rather than read as false.
+        pytest.param(
+            TINY.replace("terminal: true", "terminal: yes"),
+            "terminal: yes",
+            1,
+            "terminal must be true or false",
+            id="terminal_flag_must_be_a_boolean",
+        ),
+        # Only the two queues of the deploy guide can carry a state's step.
+        pytest.param(
+            TINY.replace("queue: outbound", "queue: express"),
+            "queue: express",
+            1,
+            "state 'middle': queue must be inbound or outbound",
+            id="unknown_queue_names_its_line",
+        ),
+    ],
+)
+def test_a_broken_edit_is_named_at_its_line(
+    text: str, fragment: str, occurrence: int, problem: str
+) -> None:
+    """The error is exactly `path:line: problem`, on the line that holds the mistake."""
+    assert error_of(text) == at(text, fragment, occurrence) + problem
 
 
 def test_step_for_an_undefined_state_is_refused() -> None:

@@ -14,8 +14,8 @@ from pyloto_corp.bootstrap import STATECHART_FILE, load_chart, statechart_dir
 from pyloto_corp.cli import main
 from pyloto_corp.domain.statechart import ANY_STATE
 from pyloto_corp.domain.statechart_docs import dot, mermaid, render_markdown, stale_diff
+from tests.support.helpers import REPO
 
-REPO = Path(__file__).resolve().parents[2]
 SOURCE = f"statecharts/{STATECHART_FILE}"
 PAGE = "inbound_message.md"
 

@@ -11,6 +11,7 @@ import pytest
 from pyloto_corp.adapters.statechart_yaml import load_statechart
 from pyloto_corp.bootstrap import STATECHART_FILE, load_chart, statechart_dir
 from pyloto_corp.domain.statechart import ANY_STATE, StatechartError, lint
+from tests.support.statecharts import line_of, load_error
 
 PATH = "charts/mini.yaml"
 HANDLERS = {
@@ -53,17 +54,9 @@ MINI = textwrap.dedent(
 )
 
 
-def line_of(text: str, fragment: str, occurrence: int = 1) -> int:
-    """1-based number of the line holding the `occurrence`-th copy of `fragment`."""
-    lines = [n for n, line in enumerate(text.splitlines(), start=1) if fragment in line]
-    return lines[occurrence - 1]
-
-
 def error_of(text: str, handlers: dict[str, set[str]] | None = None) -> str:
     """The StatechartError message of loading `text`."""
-    with pytest.raises(StatechartError) as caught:
-        load_statechart(text, PATH, HANDLERS if handlers is None else handlers)
-    return str(caught.value)
+    return load_error(text, PATH, HANDLERS if handlers is None else handlers)
 
 
 def test_mini_chart_passes_the_lint() -> None:

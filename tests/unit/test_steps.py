@@ -20,7 +20,7 @@ from pyloto_corp.domain.records import IGNORED_KINDS
 from pyloto_corp.domain.replies import reply_key
 from pyloto_corp.domain.results import Results
 from pyloto_corp.domain.statechart import ANY_STATE
-from tests.unit.fakes import FakeOutbox, FakeStore, MakeRecord
+from tests.unit.fakes import FakeOutbox, FakeStore, MakeRecord, PutRecord
 
 pytestmark = pytest.mark.anyio
 
@@ -84,22 +84,20 @@ async def test_queue_reply_echoes_a_choice(make_record: MakeRecord, context: Ste
 
 @pytest.mark.parametrize("state", sorted(STEPS))
 async def test_every_step_fires_a_trigger_it_declares(
-    state: str, make_record: MakeRecord, store: FakeStore, context: StepContext
+    state: str, put_record: PutRecord, context: StepContext
 ) -> None:
     """What a step returns is in HANDLED_TRIGGERS, which the statechart is checked against."""
-    record = make_record(state=state)
-    store.put(record)
+    record = put_record(state=state)
     outcome = await STEPS[state](record, context)
     assert outcome.trigger in HANDLED_TRIGGERS[state] | HANDLED_TRIGGERS[ANY_STATE]
 
 
 async def test_the_claim_is_saved_before_the_request_leaves(
-    make_record: MakeRecord, store: FakeStore, outbox: FakeOutbox, advancer: Advancer
+    put_record: PutRecord, store: FakeStore, outbox: FakeOutbox, advancer: Advancer
 ) -> None:
     """queued_outbound → sending is a version-checked save made before the request leaves;
     the delivery that made it sends at once, with nothing to reconcile."""
-    record = make_record(state="queued_outbound", version=4)
-    store.put(record)
+    record = put_record(state="queued_outbound", version=4)
     outbox.store = store
     assert await advancer.advance(record.message_id, "queued_outbound") == "sent"
     (at_send,) = outbox.on_send
@@ -116,15 +114,14 @@ async def test_the_claim_is_saved_before_the_request_leaves(
 
 
 async def test_a_claim_carried_over_from_queued_outbound_is_reconciled_not_trusted(
-    make_record: MakeRecord, store: FakeStore, outbox: FakeOutbox, advancer: Advancer
+    put_record: PutRecord, store: FakeStore, outbox: FakeOutbox, advancer: Advancer
 ) -> None:
     """A record stored mid-send while the claim was kept in `queued_outbound` keeps that
     claim into `sending`, and the outbox's record of the earlier send is used: nothing is
     sent again."""
-    record = make_record(
+    record = put_record(
         state="queued_outbound", send_started_at=0.0, send_claimed_by="instance-gone"
     )
-    store.put(record)
     outbox.known[record.message_id] = "wamid.EARLIER"
     assert await advancer.advance(record.message_id, "queued_outbound") == "sent"
     assert outbox.sent == []
