@@ -371,6 +371,7 @@ def _cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
 
     from pyloto_corp.bootstrap import bootstrap
     from pyloto_corp.http.app import create_app
+    from pyloto_corp.http.read_deadline import read_deadline_protocol
     from pyloto_corp.observability.logging import configure_logging
 
     try:
@@ -384,6 +385,7 @@ def _cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
         logging.getLogger("pyloto_corp").warning(warning, extra={"event": "development_default"})
     config = uvicorn.Config(
         create_app(bootstrap(settings)),
+        http=read_deadline_protocol(settings.app.request_read_timeout_seconds),
         access_log=False,
         log_config=None,
         proxy_headers=True,

@@ -54,6 +54,16 @@ class AppSettings(_Section):
         description="Larger webhook bodies are answered 413 (Meta sends at most 3 MB).",
     )
     port: int = Field(8000, alias="PORT", ge=1, le=65535, description="`pyloto serve` port.")
+    request_read_timeout_seconds: float = Field(
+        10.0,
+        alias="REQUEST_READ_TIMEOUT_SECONDS",
+        gt=0,
+        le=300,
+        description=(
+            "`pyloto serve` closes a connection that takes longer to send a request's headers "
+            "and body (a slow or stalled client); handling the request is not bounded by it."
+        ),
+    )
     hash_key: str | None = Field(
         None,
         alias="PRIVACY_HASH_KEY",

@@ -1,0 +1,117 @@
+"""Slow or stalled clients are closed; the server keeps answering everyone else meanwhile.
+
+A real `pyloto serve` with REQUEST_READ_TIMEOUT_SECONDS=1, and raw sockets that connect and
+send nothing, stop in the middle of their headers, or send headers and then part of a body.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.e2e.servers import ServeProcess, process_env
+from tests.support.helpers import encode, envelope, signed_headers, text_message
+
+READ_TIMEOUT = 1.0
+# Only a guard against a hang: a closed connection is noticed well within it.
+GIVE_UP_SECONDS = 15.0
+STALLED = 50
+
+
+@pytest.fixture
+def server(cli_env: dict[str, str], tmp_path: Path) -> Iterator[ServeProcess]:
+    """`pyloto serve` with a 1 s read deadline; killed at the end."""
+    env = process_env(cli_env, REQUEST_READ_TIMEOUT_SECONDS=str(READ_TIMEOUT))
+    served = ServeProcess(env, tmp_path / "server.log")
+    served.start("/health")
+    yield served
+    served.cleanup()
+
+
+def connect(server: ServeProcess, first_bytes: bytes) -> socket.socket:
+    """A client that sends `first_bytes` and then nothing more."""
+    client = socket.create_connection(("127.0.0.1", server.port), timeout=GIVE_UP_SECONDS)
+    if first_bytes:
+        client.sendall(first_bytes)
+    return client
+
+
+def closed_by_server(client: socket.socket) -> bool:
+    """Whether the server closed the connection (reads until EOF; False on the guard's timeout)."""
+    try:
+        while client.recv(4096):
+            pass
+    except TimeoutError:
+        return False
+    except ConnectionResetError:
+        return True
+    return True
+
+
+def webhook_request(body: bytes) -> bytes:
+    """A signed POST /webhook of `body`, as bytes on the wire."""
+    headers = signed_headers(body)
+    head = (
+        "POST /webhook HTTP/1.1\r\nHost: pyloto\r\n"
+        f"Content-Type: {headers['Content-Type']}\r\n"
+        f"X-Hub-Signature-256: {headers['X-Hub-Signature-256']}\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    )
+    return head.encode() + body
+
+
+def partial_body_request() -> bytes:
+    """A webhook request cut in the middle of its body."""
+    body = encode(envelope([text_message("Oi")]))
+    return webhook_request(body)[: -len(body) // 2]
+
+
+@pytest.mark.parametrize(
+    "first_bytes",
+    [
+        pytest.param(b"", id="silent"),
+        pytest.param(b"POST /webhook HTTP/1.1\r\nHost: pyl", id="half-headers"),
+        pytest.param(partial_body_request(), id="half-body"),
+    ],
+)
+def test_a_stalled_client_is_closed(server: ServeProcess, first_bytes: bytes) -> None:
+    with connect(server, first_bytes) as client:
+        assert closed_by_server(client)
+    log = server.log.read_text()
+    assert "slow_client_closed" in log
+    assert "Traceback" not in log
+
+
+def test_many_stalled_clients_do_not_stop_the_server_answering(server: ServeProcess) -> None:
+    stalled = [connect(server, partial_body_request()) for _ in range(STALLED)]
+    try:
+        with httpx.Client(base_url=server.url, timeout=GIVE_UP_SECONDS) as http:
+            assert http.get("/health").status_code == 200
+            body = encode(envelope([text_message("Oi")]))
+            assert (
+                http.post("/webhook", content=body, headers=signed_headers(body)).json()["created"]
+                == 1
+            )
+        assert all(closed_by_server(client) for client in stalled)
+    finally:
+        for client in stalled:
+            client.close()
+
+
+def test_a_slow_client_within_the_deadline_and_kept_alive_connections_are_served(
+    server: ServeProcess,
+) -> None:
+    request = webhook_request(encode(envelope([text_message("Oi")])))
+    with connect(server, request[: len(request) // 3]) as client:
+        time.sleep(READ_TIMEOUT / 4)
+        client.sendall(request[len(request) // 3 :])
+        assert client.recv(4096).startswith(b"HTTP/1.1 200 ")
+    with httpx.Client(base_url=server.url, timeout=GIVE_UP_SECONDS) as http:
+        for _ in range(3):  # one connection, idle between requests for longer than nothing
+            assert http.get("/health").status_code == 200
+            time.sleep(READ_TIMEOUT / 2)
