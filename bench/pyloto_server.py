@@ -30,6 +30,7 @@ from pyloto_corp.application.queues import QueueSpec
 from pyloto_corp.bootstrap import bootstrap, queue_specs
 from pyloto_corp.config import development_warnings, load_settings
 from pyloto_corp.http.app import create_app
+from pyloto_corp.http.read_deadline import read_deadline_protocol
 from pyloto_corp.observability.logging import configure_logging
 
 UNTHROTTLED_RATE = 1_000_000.0  # dispatches a second: no limit in practice
@@ -86,6 +87,7 @@ def main() -> None:
     app.register(stats)
     uvicorn.run(
         app,
+        http=read_deadline_protocol(settings.app.request_read_timeout_seconds),
         host="127.0.0.1",
         port=args.port,
         access_log=False,
