@@ -271,6 +271,14 @@ class QueueSettings(_Section):
         pattern=r"^https?://",
         description="Google's public keys for ID tokens (PEM map or JWKS).",
     )
+    cloud_run_service: str | None = Field(
+        None, alias="K_SERVICE", description="Set by Cloud Run: the service's name."
+    )
+    allow_local_queue_on_cloud_run: bool = Field(
+        False,
+        alias="ALLOW_LOCAL_QUEUE_ON_CLOUD_RUN",
+        description="Accept the in-process queue on Cloud Run (work is lost on scale-in).",
+    )
     local_min_backoff_seconds: float = Field(
         5.0, alias="LOCAL_QUEUE_MIN_BACKOFF_SECONDS", gt=0, description="First retry delay."
     )
@@ -446,6 +454,16 @@ def _backend_problems(settings: Settings) -> list[str]:
         ):
             if not value:
                 problems.append(f"{queue_source} needs {name}")
+    if (
+        queue.cloud_run_service
+        and queue.effective_backend == "local"
+        and not queue.allow_local_queue_on_cloud_run
+    ):
+        problems.append(
+            "on Cloud Run (K_SERVICE is set) the in-process queue loses its waiting work when "
+            "an instance is scaled in, and gets no CPU between requests: use "
+            "QUEUE_BACKEND=cloud_tasks, or set ALLOW_LOCAL_QUEUE_ON_CLOUD_RUN=true to accept that"
+        )
     if queue.local_min_backoff_seconds > queue.local_max_backoff_seconds:
         problems.append("LOCAL_QUEUE_MIN_BACKOFF_SECONDS is above LOCAL_QUEUE_MAX_BACKOFF_SECONDS")
     return problems
