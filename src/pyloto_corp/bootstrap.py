@@ -30,8 +30,17 @@ from pyloto_corp.adapters.whatsapp_graph import create_client as create_graph_cl
 from pyloto_corp.ai.prompts import BusinessProfile
 from pyloto_corp.application.advance import Advancer
 from pyloto_corp.application.ingest import Ingestor
-from pyloto_corp.application.ports import Outbox, StateStore, StoreUnavailable, Task, TaskQueue
+from pyloto_corp.application.ports import (
+    InstanceRegistry,
+    Outbox,
+    StateStore,
+    StoreUnavailable,
+    Task,
+    TaskQueue,
+)
 from pyloto_corp.application.queues import (
+    BEAT_INTERVAL_SECONDS,
+    DEAD_AFTER_SECONDS,
     INBOUND,
     OUTBOUND,
     STUCK_AFTER_SECONDS,
@@ -80,14 +89,16 @@ def load_chart(path: Path | None = None) -> Statechart:
     return chart
 
 
-def _storage(settings: Settings, terminal: list[str]) -> tuple[StateStore, Outbox, bool]:
+def _storage(
+    settings: Settings, terminal: list[str], instance_id: str | None = None
+) -> tuple[StateStore, Outbox, bool]:
     """The store, the dry-run outbox beside it, and whether this process is its only user."""
     if settings.state.effective_backend == "redis":
         assert settings.state.redis_url is not None  # checked by the settings
         client = redis_connect(settings.state.redis_url, settings.state.redis_timeout_seconds)
         keys = RedisKeys(settings.state.redis_key_prefix)
         retention = settings.state.retention_days * 86400
-        redis_store = RedisStore(client, terminal, retention, keys)
+        redis_store = RedisStore(client, terminal, retention, keys, instance_id)
         return redis_store, RedisDryRunOutbox(client, keys, retention), False
     path = settings.state.sqlite_path
     # Locked to this process: no other instance can hold its records or leases.
@@ -261,6 +272,7 @@ class Container:
     clock: Callable[[], float]
     oidc_verifier: OidcVerifier | None = None
     telemetry_runtime: TelemetryRuntime | None = None
+    instances: InstanceRegistry | None = None
     _stack: contextlib.AsyncExitStack = field(default_factory=contextlib.AsyncExitStack, repr=False)
 
     def __post_init__(self) -> None:
@@ -296,6 +308,10 @@ class Container:
             log.exception("store_unavailable_at_start", extra={"event": "store_unavailable"})
         if not isinstance(self.queue, LocalQueue):
             return  # Cloud Tasks holds the work; Cloud Scheduler calls POST /internal/sweep
+        if self.instances is not None:
+            # Last on the way out: once this instance's workers have stopped, what it still
+            # owns is adopted by the others at their next beat.
+            self._stack.push_async_callback(self._retire, self.instances)
         self.queue.start(self._run_task)
         self._stack.push_async_callback(self.queue.stop)
         try:
@@ -303,11 +319,20 @@ class Container:
         except StoreUnavailable:
             log.exception("sweep_failed", extra={"event": "sweep_failed"})
         self.sweeper.start(SWEEP_INTERVAL_SECONDS, STUCK_AFTER_SECONDS)
+        if self.instances is not None:
+            self.sweeper.watch(self.instances, BEAT_INTERVAL_SECONDS, DEAD_AFTER_SECONDS)
         self._stack.push_async_callback(self.sweeper.stop)
 
     async def stop(self) -> None:
         """Stop the workers and release connections."""
         await self._stack.aclose()
+
+    @staticmethod
+    async def _retire(instances: InstanceRegistry) -> None:
+        try:
+            await instances.retire()
+        except StoreUnavailable:
+            log.warning("retire_failed", extra={"event": "retire_failed"})
 
     @property
     def telemetry(self) -> Telemetry:
@@ -350,8 +375,9 @@ def bootstrap(
     chart = load_chart()
     machine = LifecycleMachine(chart)
     terminal = [name for name, spec in chart.states.items() if spec.terminal]
+    instance_id = uuid.uuid4().hex
     if store is None:
-        store, default_outbox, sole_instance = _storage(settings, terminal)
+        store, default_outbox, sole_instance = _storage(settings, terminal, instance_id)
         outbox = outbox or graph_outbox(settings, store, runtime.telemetry) or default_outbox
     else:
         sole_instance = False
@@ -370,7 +396,7 @@ def bootstrap(
         store=store,
         outbox=outbox,
         clock=clock,
-        instance_id=uuid.uuid4().hex,
+        instance_id=instance_id,
         sole_instance=sole_instance,
         llm=assistant_routing(settings, runtime.telemetry) if assistant is None else assistant,
         hash_key=settings.hash_key,
@@ -393,4 +419,8 @@ def bootstrap(
         clock=clock,
         oidc_verifier=oidc_verifier(settings),
         telemetry_runtime=runtime,
+        # Instances on Redis with in-process queues adopt what a dead one leaves behind.
+        instances=store
+        if isinstance(store, RedisStore) and isinstance(queue, LocalQueue)
+        else None,
     )

@@ -170,11 +170,9 @@ class RedisView:
         return {key.decode()[len(head) :] for key in self.client.scan_iter(f"{head}*", count=1000)}
 
     def replies(self) -> Counter[str]:
-        """Dry-run sends by the record they answer (biz_opaque_callback_data)."""
+        """Dry-run sends by the record they answer (the message they reply to in context)."""
         entries = self.client.lrange(self.keys.dry_run_log, 0, -1)
-        return Counter(
-            str(json.loads(entry)["body"].get("biz_opaque_callback_data")) for entry in entries
-        )
+        return Counter(str(json.loads(entry)["body"]["context"]["message_id"]) for entry in entries)
 
     def wait_for(
         self, message_ids: Sequence[str], state: str = "sent", seconds: float = 30.0

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import subprocess
 import time
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -54,12 +56,11 @@ def _states(database: Path) -> dict[str, str]:
         return dict(conn.execute("SELECT message_id, state FROM records").fetchall())
 
 
-def _sends(database: Path) -> dict[str, int]:
+def _sends(database: Path) -> Counter[str]:
+    """Dry-run sends by the record they answer (the message they reply to in context)."""
     with sqlite3.connect(database) as conn:
-        rows = conn.execute(
-            "SELECT callback_data, COUNT(*) FROM dry_run_outbox GROUP BY callback_data"
-        ).fetchall()
-    return {str(message_id): int(count) for message_id, count in rows}
+        rows = conn.execute("SELECT body FROM dry_run_outbox").fetchall()
+    return Counter(json.loads(body)["context"]["message_id"] for (body,) in rows)
 
 
 def _post_batches(url: str) -> list[str]:

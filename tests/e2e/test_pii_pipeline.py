@@ -124,7 +124,7 @@ class QuotingOutbox:
         self.sent.append(body)
         return f"wamid.OUT{len(self.sent)}"
 
-    async def find_sent(self, callback_data: str) -> str | None:
+    async def find_sent(self, message_id: str) -> str | None:
         return None
 
     async def mark_read(self, message_id: str) -> None:

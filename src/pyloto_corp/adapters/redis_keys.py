@@ -68,6 +68,12 @@ class RedisKeys:
         WhatsApp's 24-hour customer-service window, renewed by every new turn."""
         return f"{self.prefix}:conv:{ref}"
 
+    @property
+    def instances(self) -> str:
+        """Sorted set of instance ids by their last heartbeat: an instance that stopped
+        beating is dead, and the open records it owned are adopted by a live one."""
+        return f"{self.prefix}:instances"
+
     def lease(self, name: str) -> str:
         """Owner of a step's lease; expires after LEASE_SECONDS (or the given length)."""
         return f"{self.prefix}:lease:{name}"

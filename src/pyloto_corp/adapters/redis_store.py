@@ -7,6 +7,7 @@ check-then-set race exists between instances.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Collection, Sequence
 from typing import Any, cast
 
@@ -22,19 +23,24 @@ from pyloto_corp.application.ports import StoreUnavailable
 from pyloto_corp.domain.records import DELIVERY_RANK, FAILED_STATE, Record, StatusUpdate, Turn
 from pyloto_corp.domain.replies import reply_key
 
+# Every record hash names, in field 'q', the instance that wrote it last: with the local
+# queue that instance holds the record's next task, so if it dies the record is an orphan
+# (see _ADOPT).
 # KEYS: record keys..., open index, created index, failed index.
-# ARGV: ttl, failed state, then per record: id, version, state, created_at, updated_at, data.
+# ARGV: ttl, failed state, owner, then per record: id, version, state, created_at,
+# updated_at, data.
 _CREATE = """
 local ttl = tonumber(ARGV[1])
 local n = #KEYS - 3
 local open, created, failed = KEYS[n + 1], KEYS[n + 2], KEYS[n + 3]
 local result = {}
 for i = 1, n do
-  local a = 2 + (i - 1) * 6
+  local a = 3 + (i - 1) * 6
   if redis.call('EXISTS', KEYS[i]) == 1 then
     result[i] = 0
   else
-    redis.call('HSET', KEYS[i], 'v', ARGV[a + 2], 's', ARGV[a + 3], 'o', '', 'd', ARGV[a + 6])
+    redis.call('HSET', KEYS[i], 'v', ARGV[a + 2], 's', ARGV[a + 3], 'o', '', 'd', ARGV[a + 6],
+      'q', ARGV[3])
     redis.call('EXPIRE', KEYS[i], ttl)
     redis.call('ZADD', open, ARGV[a + 5], ARGV[a + 1])
     redis.call('ZADD', created, ARGV[a + 4], ARGV[a + 1])
@@ -46,11 +52,12 @@ return result
 """
 
 # KEYS: record, open index, failed index. ARGV: expected version, version, state,
-# outbound id, data, updated_at, terminal (1/0), message id, failed (1/0).
+# outbound id, data, updated_at, terminal (1/0), message id, failed (1/0), owner.
 _SAVE_BODY = """
 local saved = 0
 if redis.call('HGET', KEYS[1], 'v') == ARGV[1] then
-  redis.call('HSET', KEYS[1], 'v', ARGV[2], 's', ARGV[3], 'o', ARGV[4], 'd', ARGV[5])
+  redis.call('HSET', KEYS[1], 'v', ARGV[2], 's', ARGV[3], 'o', ARGV[4], 'd', ARGV[5],
+    'q', ARGV[10])
   if ARGV[7] == '1' then
     redis.call('ZREM', KEYS[2], ARGV[8])
   else
@@ -65,12 +72,12 @@ if redis.call('HGET', KEYS[1], 'v') == ARGV[1] then
 end
 """
 _SAVE = _SAVE_BODY + "return saved\n"
-# As _SAVE, then KEYS[4] (a lease) is released if ARGV[10] (its owner) still holds it:
+# As _SAVE, then KEYS[4] (a lease) is released if ARGV[11] (its owner) still holds it:
 # a step's save and the end of its lease in one round trip.
 _SAVE_RELEASE = (
     _SAVE_BODY
     + """
-if redis.call('GET', KEYS[4]) == ARGV[10] then redis.call('DEL', KEYS[4]) end
+if redis.call('GET', KEYS[4]) == ARGV[11] then redis.call('DEL', KEYS[4]) end
 return saved
 """
 )
@@ -167,6 +174,31 @@ end
 return count
 """
 
+# KEYS: instances, open index. ARGV: this instance, now, dead before, record prefix, offset,
+# count. This instance's heartbeat; then, if some instance's last beat is older than the
+# bound, the open records at [offset, offset + count) of the open index that one owned are
+# made this instance's. Returns {records looked at, id, state, id, state, ...}; {-1} when no
+# instance is dead. A record is adopted by one instance only: the script is atomic.
+_ADOPT = """
+redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
+local dead = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[3])
+if #dead == 0 then return {-1} end
+local is_dead = {}
+for _, id in ipairs(dead) do is_dead[id] = true end
+local first = tonumber(ARGV[5])
+local ids = redis.call('ZRANGE', KEYS[2], first, first + tonumber(ARGV[6]) - 1)
+local out = {#ids}
+for _, id in ipairs(ids) do
+  local row = redis.call('HMGET', ARGV[4] .. id, 'q', 's')
+  if row[1] and is_dead[row[1]] then
+    redis.call('HSET', ARGV[4] .. id, 'q', ARGV[1])
+    out[#out + 1] = id
+    out[#out + 1] = row[2]
+  end
+end
+return out
+"""
+
 # KEYS: lease. ARGV: owner.
 _RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
@@ -174,6 +206,8 @@ return 0
 """
 
 EncodableT = bytes | str | int | float
+# Records of the open index looked at per adoption call, so one call never blocks Redis long.
+ADOPT_SLICE = 1000
 
 _encoder = msgspec.json.Encoder()
 _decoder = msgspec.json.Decoder(Record)
@@ -219,9 +253,12 @@ class RedisStore:
         terminal_states: Collection[str],
         retention_seconds: float,
         keys: RedisKeys | None = None,
+        instance_id: str | None = None,
     ) -> None:
+        """`instance_id` names this process in the records it writes (see `adopt_orphans`)."""
         self.client = client
         self.keys = keys or RedisKeys()
+        self.instance_id = instance_id or uuid.uuid4().hex
         self.ttl = int(retention_seconds)
         self._terminal = frozenset(terminal_states)
         self._create = client.register_script(_CREATE)
@@ -233,13 +270,14 @@ class RedisStore:
         self._take_slot = client.register_script(_TAKE_SLOT)
         self._lease_get = client.register_script(_LEASE_GET)
         self._save_release = client.register_script(_SAVE_RELEASE)
+        self._adopt = client.register_script(_ADOPT)
 
     async def create_if_absent(self, records: Sequence[Record]) -> list[bool]:
         if not records:
             return []
         keys = [self.keys.record(r.message_id) for r in records]
         keys += [self.keys.open_index, self.keys.created_index, self.keys.failed_index]
-        args: list[Any] = [self.ttl, FAILED_STATE]
+        args: list[Any] = [self.ttl, FAILED_STATE, self.instance_id]
         for r in records:
             args += [r.message_id, r.version, r.state, r.created_at, r.updated_at]
             args.append(_encoder.encode(r))
@@ -306,6 +344,7 @@ class RedisStore:
             1 if record.state in self._terminal else 0,
             record.message_id,
             1 if record.state == FAILED_STATE else 0,
+            self.instance_id,
         ]
         return keys, args
 
@@ -448,6 +487,51 @@ class RedisStore:
     async def release_lease(self, name: str, owner: str) -> None:
         try:
             await self._release(keys=[self.keys.lease(name)], args=[owner])
+        except RedisError as error:
+            raise StoreUnavailable(f"redis: {error}") from error
+
+    async def adopt_orphans(self, now: float, dead_after_seconds: float) -> list[tuple[str, str]]:
+        """Beat for this instance, and take over the open records of instances that have not
+        beaten for `dead_after_seconds`: (message id, state) of each record adopted.
+
+        The open index is read in slices; records it skips while it shifts (others finish
+        meanwhile) are found by the next call, as a dead instance is forgotten only after a
+        pass that found nothing of it.
+        """
+        keys = [self.keys.instances, self.keys.open_index]
+        bound = now - dead_after_seconds
+        adopted: list[tuple[str, str]] = []
+        offset = 0
+        try:
+            while True:
+                args: list[EncodableT] = [
+                    self.instance_id,
+                    now,
+                    bound,
+                    self.keys.record(""),
+                    offset,
+                    ADOPT_SLICE,
+                ]
+                row = await self._adopt(keys=keys, args=args)
+                seen = int(row[0])
+                if seen < 0:
+                    return adopted  # no instance is dead
+                values = [v.decode() if isinstance(v, bytes) else str(v) for v in row[1:]]
+                adopted += list(zip(values[::2], values[1::2], strict=True))
+                offset += seen
+                if seen < ADOPT_SLICE:
+                    break
+            if not adopted:
+                await self.client.zremrangebyscore(self.keys.instances, "-inf", f"({bound!r}")
+        except RedisError as error:
+            raise StoreUnavailable(f"redis: {error}") from error
+        return adopted
+
+    async def retire(self) -> None:
+        """Mark this instance dead at once (a graceful stop): the records it still owns are
+        adopted at the next beat of a live instance instead of after the heartbeat timeout."""
+        try:
+            await self.client.zadd(self.keys.instances, {self.instance_id: 0})
         except RedisError as error:
             raise StoreUnavailable(f"redis: {error}") from error
 

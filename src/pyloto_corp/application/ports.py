@@ -110,6 +110,21 @@ class AdvancerStore(RecordStore, StepLeases, Protocol):
     """What the Advancer uses: records and step leases."""
 
 
+class InstanceRegistry(Protocol):
+    """Instances sharing a store, by heartbeat: what a dead one owned is adopted by a live one.
+
+    Only a store shared by instances that each run an in-process queue needs it (Redis with
+    the local queue): there, a killed instance takes the tasks of the records it owns along.
+    """
+
+    async def adopt_orphans(self, now: float, dead_after_seconds: float) -> list[tuple[str, str]]:
+        """Beat for this instance; (message id, state) of the open records of instances
+        silent for `dead_after_seconds`, now this instance's, each adopted by one only."""
+
+    async def retire(self) -> None:
+        """Stop beating at once (a graceful stop), so others adopt without waiting."""
+
+
 class StateStore(AdvancerStore, StepStore, Protocol):
     """Everything one backend (SQLite or Redis) provides; bootstrap builds one."""
 

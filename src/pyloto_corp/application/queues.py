@@ -33,6 +33,12 @@ STUCK_AFTER_SECONDS = 900.0
 # ...checking this often while the service runs (and once at start-up).
 SWEEP_INTERVAL_SECONDS = 300.0
 
+# On a store shared by instances with in-process queues (Redis, local queue) each instance
+# beats this often; one silent for DEAD_AFTER_SECONDS is dead, and the open records it owned
+# (their tasks died with it) are adopted by a live one: within about 20 s of a crash.
+BEAT_INTERVAL_SECONDS = 5.0
+DEAD_AFTER_SECONDS = 15.0
+
 # A step holds a lease on (record, state) this long at most: above the slowest step (an LLM
 # call of OPENAI_TIMEOUT_SECONDS with a retry, or a Graph API send) so two deliveries of one
 # task never overlap, short enough that a crashed holder delays the retry only briefly.

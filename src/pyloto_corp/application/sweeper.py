@@ -8,7 +8,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from pyloto_corp.application.ports import RecordStore, Task, TaskQueue
+from pyloto_corp.application.ports import InstanceRegistry, RecordStore, Task, TaskQueue
 from pyloto_corp.domain.statechart import Statechart
 
 log = logging.getLogger(__name__)
@@ -68,6 +68,8 @@ class Sweeper:
         self.retention_seconds = retention_seconds
         self.purge_outbox = purge_outbox
         self._task: asyncio.Task[None] | None = None
+        self._watch: asyncio.Task[None] | None = None
+        self._last_beat: float | None = None
 
     async def sweep(self, stuck_after_seconds: float) -> SweepResult:
         """Re-queue stuck records and purge those (and dry-run requests) past retention."""
@@ -89,13 +91,58 @@ class Sweeper:
             self._periodically(interval_seconds, stuck_after_seconds), name="pyloto-sweeper"
         )
 
+    async def adopt(self, registry: InstanceRegistry, dead_after_seconds: float) -> int:
+        """Beat, and queue the step of each record adopted from a dead instance.
+
+        Adoption waits for one beat of this instance that follows another by less than
+        `dead_after_seconds`: after an outage of the store every instance has missed its
+        beats, and the first to come back must not take the others' records for orphans.
+        """
+        now = self.clock()
+        steady = self._last_beat is not None and now - self._last_beat < dead_after_seconds
+        dead_after = dead_after_seconds if steady else float("inf")
+        adopted = await registry.adopt_orphans(now, dead_after)
+        self._last_beat = now
+        for message_id, state in adopted:
+            spec = self.chart.states.get(state)
+            if spec is None or spec.terminal:
+                continue
+            task = Task(message_id, state, spec.queue, generation=f"adopt-{now:.0f}")
+            await self.queue.enqueue(task)
+        if adopted:
+            log.warning(
+                "orphans_adopted",
+                extra={"event": "orphans_adopted", "adopted_count": len(adopted)},
+            )
+        return len(adopted)
+
+    def watch(
+        self, registry: InstanceRegistry, interval_seconds: float, dead_after_seconds: float
+    ) -> None:
+        """Beat and adopt every `interval_seconds` until `stop()`; a failure is logged."""
+        self._watch = asyncio.create_task(
+            self._watching(registry, interval_seconds, dead_after_seconds),
+            name="pyloto-instance-watch",
+        )
+
     async def stop(self) -> None:
-        """Stop the background sweeps."""
-        task, self._task = self._task, None
-        if task is not None:
+        """Stop the background sweeps and the instance watch."""
+        tasks = [task for task in (self._task, self._watch) if task is not None]
+        self._task = self._watch = None
+        for task in tasks:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+
+    async def _watching(
+        self, registry: InstanceRegistry, interval_seconds: float, dead_after_seconds: float
+    ) -> None:
+        while self._watch is not None:  # stop() clears it, should a cancellation be lost
+            try:
+                await self.adopt(registry, dead_after_seconds)
+            except Exception:
+                log.exception("instance_watch_failed", extra={"event": "instance_watch_failed"})
+            await asyncio.sleep(interval_seconds)
 
     async def _periodically(self, interval_seconds: float, stuck_after_seconds: float) -> None:
         while self._task is not None:  # stop() clears it, should a cancellation be lost

@@ -1,0 +1,129 @@
+"""Instances sharing Redis adopt the open records of a dead one, each record exactly once.
+
+Every store below is one instance (its own connection pool and instance id) on the test's
+private Redis; time is passed explicitly, so "silent for 15 s" needs no waiting.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from contextlib import AsyncExitStack
+from dataclasses import replace
+
+import pytest
+
+from pyloto_corp.adapters.redis_keys import RedisKeys
+from pyloto_corp.adapters.redis_store import ADOPT_SLICE, RedisStore, connect
+from pyloto_corp.application.queues import DEAD_AFTER_SECONDS
+from pyloto_corp.application.sweeper import Sweeper
+from pyloto_corp.bootstrap import load_chart
+from tests.integration.conftest import RETENTION_SECONDS, terminal_states
+from tests.integration.factories import record
+from tests.support.redis_server import RedisServer
+from tests.unit.fakes import FakeQueue
+
+pytestmark = pytest.mark.anyio
+
+T0 = 10_000.0
+DEAD = DEAD_AFTER_SECONDS
+Instance = Callable[[str], RedisStore]
+
+
+@pytest.fixture
+async def instance(redis_server: RedisServer, redis_prefix: str) -> AsyncIterator[Instance]:
+    """Build instance stores by name (closed at the end)."""
+    async with AsyncExitStack() as stack:
+
+        def create(name: str) -> RedisStore:
+            client = connect(redis_server.url, 2.0)
+            keys = RedisKeys(redis_prefix)
+            store = RedisStore(client, terminal_states(), RETENTION_SECONDS, keys, name)
+            stack.push_async_callback(store.close)
+            return store
+
+        yield create
+
+
+async def test_the_open_records_of_a_silent_instance_are_adopted_by_a_live_one(
+    instance: Instance,
+) -> None:
+    dead, live = instance("dead"), instance("live")
+    assert await dead.adopt_orphans(T0, DEAD) == []
+    assert await live.adopt_orphans(T0, DEAD) == []
+    open_ids = [f"wamid.ORPHAN{n}" for n in range(3)]
+    await dead.create_if_absent([record(m) for m in open_ids])
+    finished = record("wamid.FINISHED")
+    await dead.create_if_absent([finished])
+    assert await dead.save(replace(finished, state="sent", version=1), expected_version=0)
+    await live.create_if_absent([record("wamid.LIVES")])
+
+    # Still beating (or not silent for long enough): nothing is adopted.
+    assert await live.adopt_orphans(T0 + DEAD - 1, DEAD) == []
+    assert await dead.adopt_orphans(T0 + DEAD, DEAD) == []
+
+    later = T0 + 2 * DEAD + 1
+    adopted = await live.adopt_orphans(later, DEAD)
+    assert sorted(adopted) == [(m, "received") for m in open_ids]
+    # Now the live instance's: a second pass adopts nothing, and forgets the dead instance.
+    assert await live.adopt_orphans(later + 1, DEAD) == []
+    assert await live.adopt_orphans(later + 2, DEAD) == []
+
+
+async def test_two_live_instances_racing_adopt_each_record_once(instance: Instance) -> None:
+    dead = instance("dead")
+    rivals = [instance(f"live-{n}") for n in range(4)]
+    await dead.adopt_orphans(T0, DEAD)
+    ids = [f"wamid.RACE{n}" for n in range(ADOPT_SLICE + 200)]  # more than one slice
+    for start in range(0, len(ids), 500):
+        await dead.create_if_absent([record(m) for m in ids[start : start + 500]])
+    for rival in rivals:  # alive, and `dead` not silent for long enough yet
+        assert await rival.adopt_orphans(T0 + DEAD, DEAD) == []
+
+    results = await asyncio.gather(*(r.adopt_orphans(T0 + DEAD + 1, DEAD) for r in rivals))
+
+    adopted = [message_id for result in results for message_id, _ in result]
+    assert sorted(adopted) == sorted(ids)
+
+
+async def test_a_record_saved_by_another_instance_becomes_that_ones(instance: Instance) -> None:
+    first, second = instance("first"), instance("second")
+    await first.adopt_orphans(T0, DEAD)
+    await second.adopt_orphans(T0, DEAD)
+    created = record("wamid.MOVED")
+    await first.create_if_absent([created])
+    assert await second.save(replace(created, state="deduped", version=1), expected_version=0)
+
+    # `first` dies: the record is `second`'s (it holds the next task), so nothing is adopted.
+    assert await second.adopt_orphans(T0 + 2 * DEAD, DEAD) == []
+
+
+async def test_a_retired_instance_is_adopted_from_without_waiting(instance: Instance) -> None:
+    leaving, staying = instance("leaving"), instance("staying")
+    await leaving.adopt_orphans(T0, DEAD)
+    await staying.adopt_orphans(T0, DEAD)
+    await leaving.create_if_absent([record("wamid.LEFT")])
+    await leaving.retire()
+
+    assert await staying.adopt_orphans(T0 + 1, DEAD) == [("wamid.LEFT", "received")]
+
+
+async def test_the_sweeper_queues_what_it_adopts_but_not_after_missing_its_own_beats(
+    instance: Instance,
+) -> None:
+    dead, live = instance("dead"), instance("live")
+    clock = [T0]
+    queue = FakeQueue()
+    sweeper = Sweeper(live, queue, load_chart(), lambda: clock[0], RETENTION_SECONDS)
+    await dead.adopt_orphans(T0, DEAD)
+    await sweeper.adopt(live, DEAD)  # the first beat never adopts
+    await dead.create_if_absent([record("wamid.QUEUED")])
+
+    # This instance was itself silent (a Redis outage, say): it beats, adopts nothing yet.
+    clock[0] = T0 + 3 * DEAD
+    assert await sweeper.adopt(live, DEAD) == 0
+    clock[0] += 5
+    assert await sweeper.adopt(live, DEAD) == 1
+    (task,) = queue.tasks
+    assert (task.message_id, task.state, task.queue) == ("wamid.QUEUED", "received", "inbound")
+    assert task.generation.startswith("adopt-")
