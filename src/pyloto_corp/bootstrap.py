@@ -117,6 +117,31 @@ def reading_store(settings: Settings) -> StateStore | None:
     return SQLiteStore(settings.state.sqlite_path, terminal)
 
 
+async def persistence_refusal(settings: Settings) -> str | None:
+    """Why `pyloto serve` must not start on this Redis (it persists nothing), or None.
+
+    A Redis that cannot be reached is not refused here: the service starts and answers 503
+    until it can, and the refusal is then a matter for the next start.
+    """
+    if settings.state.effective_backend != "redis" or settings.state.redis_allow_no_persistence:
+        return None
+    store = reading_store(settings)
+    assert store is not None
+    try:
+        mode = await store.durability()
+    except StoreUnavailable:
+        return None
+    finally:
+        await store.close()
+    if mode != "none":
+        return None
+    return (
+        "the Redis at REDIS_URL has neither AOF nor RDB persistence, so a restart of it "
+        "loses acknowledged messages: enable `appendonly yes` (or RDB snapshots), or set "
+        "REDIS_ALLOW_NO_PERSISTENCE=true to accept that"
+    )
+
+
 def graph_outbox(
     settings: Settings, store: StateStore, telemetry: Telemetry | None = None
 ) -> GraphOutbox | None:
@@ -415,7 +440,7 @@ def bootstrap(
         outbox=outbox,
         advancer=advancer,
         ingestor=Ingestor(store, advancer, clock, runtime.telemetry),
-        sweeper=Sweeper(store, queue, chart, clock, retention, purge),
+        sweeper=Sweeper(store, queue, chart, clock, retention, purge, runtime.telemetry),
         clock=clock,
         oidc_verifier=oidc_verifier(settings),
         telemetry_runtime=runtime,

@@ -369,13 +369,16 @@ def _check_store_free(settings: Settings) -> None:
 def _cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     import uvicorn
 
-    from pyloto_corp.bootstrap import bootstrap
+    from pyloto_corp.bootstrap import bootstrap, persistence_refusal
     from pyloto_corp.http.app import create_app
     from pyloto_corp.http.read_deadline import read_deadline_protocol
     from pyloto_corp.observability.logging import configure_logging
 
     try:
         _check_store_free(settings)
+        refusal = asyncio.run(persistence_refusal(settings))
+        if refusal is not None:
+            raise StartRefused(refusal)
         sock = _listen(args.host, args.port or settings.app.port)
     except StartRefused as error:
         print(f"pyloto: {error}", file=sys.stderr)

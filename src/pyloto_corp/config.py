@@ -214,6 +214,11 @@ class StateSettings(_Section):
         le=30,
         description="Connect and socket timeout of each Redis call.",
     )
+    redis_allow_no_persistence: bool = Field(
+        False,
+        alias="REDIS_ALLOW_NO_PERSISTENCE",
+        description="Start on a Redis with neither AOF nor RDB (a restart loses what it held).",
+    )
     retention_days: float = Field(
         8.0,
         alias="STATE_RETENTION_DAYS",

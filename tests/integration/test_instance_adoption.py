@@ -49,8 +49,8 @@ async def test_the_open_records_of_a_silent_instance_are_adopted_by_a_live_one(
     instance: Instance,
 ) -> None:
     dead, live = instance("dead"), instance("live")
-    assert await dead.adopt_orphans(T0, DEAD) == []
-    assert await live.adopt_orphans(T0, DEAD) == []
+    assert (await dead.adopt_orphans(T0, DEAD)).adopted == []
+    assert (await live.adopt_orphans(T0, DEAD)).adopted == []
     open_ids = [f"wamid.ORPHAN{n}" for n in range(3)]
     await dead.create_if_absent([record(m) for m in open_ids])
     finished = record("wamid.FINISHED")
@@ -59,15 +59,15 @@ async def test_the_open_records_of_a_silent_instance_are_adopted_by_a_live_one(
     await live.create_if_absent([record("wamid.LIVES")])
 
     # Still beating (or not silent for long enough): nothing is adopted.
-    assert await live.adopt_orphans(T0 + DEAD - 1, DEAD) == []
-    assert await dead.adopt_orphans(T0 + DEAD, DEAD) == []
+    assert (await live.adopt_orphans(T0 + DEAD - 1, DEAD)).adopted == []
+    assert (await dead.adopt_orphans(T0 + DEAD, DEAD)).adopted == []
 
     later = T0 + 2 * DEAD + 1
-    adopted = await live.adopt_orphans(later, DEAD)
+    adopted = (await live.adopt_orphans(later, DEAD)).adopted
     assert sorted(adopted) == [(m, "received") for m in open_ids]
     # Now the live instance's: a second pass adopts nothing, and forgets the dead instance.
-    assert await live.adopt_orphans(later + 1, DEAD) == []
-    assert await live.adopt_orphans(later + 2, DEAD) == []
+    assert (await live.adopt_orphans(later + 1, DEAD)).adopted == []
+    assert (await live.adopt_orphans(later + 2, DEAD)).adopted == []
 
 
 async def test_two_live_instances_racing_adopt_each_record_once(instance: Instance) -> None:
@@ -78,11 +78,11 @@ async def test_two_live_instances_racing_adopt_each_record_once(instance: Instan
     for start in range(0, len(ids), 500):
         await dead.create_if_absent([record(m) for m in ids[start : start + 500]])
     for rival in rivals:  # alive, and `dead` not silent for long enough yet
-        assert await rival.adopt_orphans(T0 + DEAD, DEAD) == []
+        assert (await rival.adopt_orphans(T0 + DEAD, DEAD)).adopted == []
 
     results = await asyncio.gather(*(r.adopt_orphans(T0 + DEAD + 1, DEAD) for r in rivals))
 
-    adopted = [message_id for result in results for message_id, _ in result]
+    adopted = [message_id for result in results for message_id, _ in result.adopted]
     assert sorted(adopted) == sorted(ids)
 
 
@@ -95,7 +95,7 @@ async def test_a_record_saved_by_another_instance_becomes_that_ones(instance: In
     assert await second.save(replace(created, state="deduped", version=1), expected_version=0)
 
     # `first` dies: the record is `second`'s (it holds the next task), so nothing is adopted.
-    assert await second.adopt_orphans(T0 + 2 * DEAD, DEAD) == []
+    assert (await second.adopt_orphans(T0 + 2 * DEAD, DEAD)).adopted == []
 
 
 async def test_a_retired_instance_is_adopted_from_without_waiting(instance: Instance) -> None:
@@ -105,7 +105,7 @@ async def test_a_retired_instance_is_adopted_from_without_waiting(instance: Inst
     await leaving.create_if_absent([record("wamid.LEFT")])
     await leaving.retire()
 
-    assert await staying.adopt_orphans(T0 + 1, DEAD) == [("wamid.LEFT", "received")]
+    assert (await staying.adopt_orphans(T0 + 1, DEAD)).adopted == [("wamid.LEFT", "received")]
 
 
 async def test_the_sweeper_queues_what_it_adopts_but_not_after_missing_its_own_beats(

@@ -36,7 +36,13 @@ from pyloto_corp.adapters.redis_keys import DEDUPE_WINDOW_SECONDS, RedisKeys
 from pyloto_corp.adapters.redis_store import RedisStore, connect
 from pyloto_corp.adapters.whatsapp_webhook import parse_webhook
 from pyloto_corp.application.ingest import sign, verify_signature
-from pyloto_corp.application.ports import StateStore, StoreUnavailable, Task, TransientStepError
+from pyloto_corp.application.ports import (
+    InstanceRegistry,
+    StateStore,
+    StoreUnavailable,
+    Task,
+    TransientStepError,
+)
 from pyloto_corp.bootstrap import bootstrap
 from pyloto_corp.config import Settings
 from pyloto_corp.domain.records import StatusUpdate, Turn
@@ -612,8 +618,13 @@ def every_store_call(store: RedisStore, known: str) -> dict[str, Callable[[], Aw
         ),
         "take_slot": lambda: store.take_slot("p", 1.0, 6.0, 5),
         "ping": store.ping,
+        "durability": store.durability,
+        "adopt_orphans": lambda: store.adopt_orphans(time.time(), 15.0),
+        "retire": store.retire,
     }
-    port_methods = {name for name in dir(StateStore) if not name.startswith("_")}
+    port_methods = {
+        name for port in (StateStore, InstanceRegistry) for name in dir(port) if name[0] != "_"
+    }
     assert set(calls) == port_methods - {"close"}
     return calls
 

@@ -1,7 +1,8 @@
 """A private redis-server for the tests: started on a free port, stoppable and restartable.
 
-It persists with an append-only file fsynced on every write, so a restart (even after
-SIGKILL) keeps every write Redis acknowledged, as a production Redis with persistence does.
+By default it persists with an append-only file fsynced on every write, so a restart (even
+after SIGKILL) keeps every write Redis acknowledged, as a production Redis with persistence
+does; tests of what pyloto does on a Redis that persists less choose another mode.
 """
 
 from __future__ import annotations
@@ -33,10 +34,20 @@ def free_port() -> int:
         return port
 
 
+# What a restart keeps: `aof` every acknowledged write, `rdb` the last snapshot (taken only
+# on a clean shutdown within a test's time), `none` nothing.
+PERSISTENCE = {
+    "aof": ["--save", "", "--appendonly", "yes", "--appendfsync", "always"],
+    "rdb": ["--save", "3600 1", "--appendonly", "no"],
+    "none": ["--save", "", "--appendonly", "no"],
+}
+
+
 class RedisServer:
     """One redis-server process on a private directory and port."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, persistence: str = "aof") -> None:
+        self.persistence = PERSISTENCE[persistence]
         self.directory = directory
         self.port = free_port()
         self.process: subprocess.Popen[bytes] | None = None
@@ -54,9 +65,7 @@ class RedisServer:
             "--port", str(self.port),
             "--bind", "127.0.0.1",
             "--dir", str(self.directory),
-            "--save", "",
-            "--appendonly", "yes",
-            "--appendfsync", "always",
+            *self.persistence,
             "--logfile", str(self.directory / "redis.log"),
         ]  # fmt: skip
         self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL)

@@ -16,10 +16,10 @@ import redis.asyncio as redis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 
 from pyloto_corp.adapters.redis_keys import RedisKeys
-from pyloto_corp.application.ports import StoreUnavailable
+from pyloto_corp.application.ports import Adoption, StoreUnavailable
 from pyloto_corp.domain.records import DELIVERY_RANK, FAILED_STATE, Record, StatusUpdate, Turn
 from pyloto_corp.domain.replies import reply_key
 
@@ -174,13 +174,20 @@ end
 return count
 """
 
-# KEYS: instances, open index. ARGV: this instance, now, dead before, record prefix, offset,
-# count. This instance's heartbeat; then, if some instance's last beat is older than the
-# bound, the open records at [offset, offset + count) of the open index that one owned are
-# made this instance's. Returns {records looked at, id, state, id, state, ...}; {-1} when no
-# instance is dead. A record is adopted by one instance only: the script is atomic.
-_ADOPT = """
+# KEYS: instances. ARGV: this instance, now. This instance's heartbeat; returns the beat
+# Redis held for it before (false if none).
+_BEAT = """
+local before = redis.call('ZSCORE', KEYS[1], ARGV[1])
 redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
+return before
+"""
+
+# KEYS: instances, open index. ARGV: this instance, (unused), dead before, record prefix,
+# offset, count. If some instance's last beat is older than the bound, the open records at
+# [offset, offset + count) of the open index that one owned are made this instance's.
+# Returns {records looked at, id, state, id, state, ...}; {-1} when no instance is dead. A
+# record is adopted by one instance only: the script is atomic.
+_ADOPT = """
 local dead = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[3])
 if #dead == 0 then return {-1} end
 local is_dead = {}
@@ -271,6 +278,7 @@ class RedisStore:
         self._lease_get = client.register_script(_LEASE_GET)
         self._save_release = client.register_script(_SAVE_RELEASE)
         self._adopt = client.register_script(_ADOPT)
+        self._beat = client.register_script(_BEAT)
 
     async def create_if_absent(self, records: Sequence[Record]) -> list[bool]:
         if not records:
@@ -490,7 +498,7 @@ class RedisStore:
         except RedisError as error:
             raise StoreUnavailable(f"redis: {error}") from error
 
-    async def adopt_orphans(self, now: float, dead_after_seconds: float) -> list[tuple[str, str]]:
+    async def adopt_orphans(self, now: float, dead_after_seconds: float) -> Adoption:
         """Beat for this instance, and take over the open records of instances that have not
         beaten for `dead_after_seconds`: (message id, state) of each record adopted.
 
@@ -498,33 +506,38 @@ class RedisStore:
         meanwhile) are found by the next call, as a dead instance is forgotten only after a
         pass that found nothing of it.
         """
-        keys = [self.keys.instances, self.keys.open_index]
-        bound = now - dead_after_seconds
-        adopted: list[tuple[str, str]] = []
-        offset = 0
         try:
-            while True:
-                args: list[EncodableT] = [
-                    self.instance_id,
-                    now,
-                    bound,
-                    self.keys.record(""),
-                    offset,
-                    ADOPT_SLICE,
-                ]
-                row = await self._adopt(keys=keys, args=args)
-                seen = int(row[0])
-                if seen < 0:
-                    return adopted  # no instance is dead
-                values = [v.decode() if isinstance(v, bytes) else str(v) for v in row[1:]]
-                adopted += list(zip(values[::2], values[1::2], strict=True))
-                offset += seen
-                if seen < ADOPT_SLICE:
-                    break
-            if not adopted:
-                await self.client.zremrangebyscore(self.keys.instances, "-inf", f"({bound!r}")
+            server = await self.client.info("server")
+            before = await self._beat(keys=[self.keys.instances], args=[self.instance_id, now])
+            adopted = await self._adopt_slices(now - dead_after_seconds)
         except RedisError as error:
             raise StoreUnavailable(f"redis: {error}") from error
+        return Adoption(adopted, float(before) if before else None, str(server.get("run_id")))
+
+    async def _adopt_slices(self, dead_before: float) -> list[tuple[str, str]]:
+        keys = [self.keys.instances, self.keys.open_index]
+        adopted: list[tuple[str, str]] = []
+        offset = 0
+        while True:
+            args: list[EncodableT] = [
+                self.instance_id,
+                0,  # unused by the script: the beat is its own call
+                dead_before,
+                self.keys.record(""),
+                offset,
+                ADOPT_SLICE,
+            ]
+            row = await self._adopt(keys=keys, args=args)
+            seen = int(row[0])
+            if seen < 0:
+                return adopted  # no instance is dead
+            values = [v.decode() if isinstance(v, bytes) else str(v) for v in row[1:]]
+            adopted += zip(values[::2], values[1::2], strict=True)
+            offset += seen
+            if seen < ADOPT_SLICE:
+                break
+        if not adopted:
+            await self.client.zremrangebyscore(self.keys.instances, "-inf", f"({dead_before!r}")
         return adopted
 
     async def retire(self) -> None:
@@ -534,6 +547,21 @@ class RedisStore:
             await self.client.zadd(self.keys.instances, {self.instance_id: 0})
         except RedisError as error:
             raise StoreUnavailable(f"redis: {error}") from error
+
+    async def durability(self) -> str:
+        """Redis's persistence: `aof`, `rdb`, `aof+rdb`, `none`, or `unknown` when CONFIG is
+        refused (managed Redis such as Memorystore) and AOF is off."""
+        try:
+            aof = str((await self.client.info("persistence")).get("aof_enabled")) == "1"
+            try:
+                save = await self.client.config_get("save")
+            except ResponseError:
+                return "aof" if aof else "unknown"
+        except RedisError as error:
+            raise StoreUnavailable(f"redis: {error}") from error
+        rdb = bool(str(save.get("save") or "").strip())
+        modes = [mode for mode, on in (("aof", aof), ("rdb", rdb)) if on]
+        return "+".join(modes) or "none"
 
     async def ping(self) -> None:
         try:

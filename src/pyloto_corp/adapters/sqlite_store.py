@@ -309,5 +309,8 @@ class SQLiteStore:
     async def ping(self) -> None:
         await self._db.run(lambda: self._db.connection().execute("SELECT 1").fetchone())
 
+    async def durability(self) -> str:
+        return "sqlite"  # WAL, synchronous=FULL: a commit is on disk before it returns
+
     async def close(self) -> None:
         await self._db.close()

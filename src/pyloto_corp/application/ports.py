@@ -110,6 +110,20 @@ class AdvancerStore(RecordStore, StepLeases, Protocol):
     """What the Advancer uses: records and step leases."""
 
 
+@dataclass(frozen=True)
+class Adoption:
+    """One heartbeat: records adopted from dead instances, and what the store remembered.
+
+    `remembered_beat` is this instance's previous beat as the store still holds it (None if
+    it holds none): older than the last beat this instance wrote means the store lost writes
+    since then. `store_run` names the store's process (Redis's run_id).
+    """
+
+    adopted: list[tuple[str, str]]
+    remembered_beat: float | None
+    store_run: str
+
+
 class InstanceRegistry(Protocol):
     """Instances sharing a store, by heartbeat: what a dead one owned is adopted by a live one.
 
@@ -117,7 +131,7 @@ class InstanceRegistry(Protocol):
     the local queue): there, a killed instance takes the tasks of the records it owns along.
     """
 
-    async def adopt_orphans(self, now: float, dead_after_seconds: float) -> list[tuple[str, str]]:
+    async def adopt_orphans(self, now: float, dead_after_seconds: float) -> Adoption:
         """Beat for this instance; (message id, state) of the open records of instances
         silent for `dead_after_seconds`, now this instance's, each adopted by one only."""
 
@@ -130,6 +144,10 @@ class StateStore(AdvancerStore, StepStore, Protocol):
 
     async def ping(self) -> None:
         """Raise StoreUnavailable unless the store answers."""
+
+    async def durability(self) -> str:
+        """How a write survives a crash of the store: `sqlite` (fsynced), or Redis's
+        persistence, `aof`, `rdb`, `aof+rdb`, `none`, or `unknown` (CONFIG refused)."""
 
     async def close(self) -> None:
         """Release connections."""

@@ -8,8 +8,15 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from pyloto_corp.application.ports import InstanceRegistry, RecordStore, Task, TaskQueue
+from pyloto_corp.application.ports import (
+    Adoption,
+    InstanceRegistry,
+    RecordStore,
+    Task,
+    TaskQueue,
+)
 from pyloto_corp.domain.statechart import Statechart
+from pyloto_corp.observability.instruments import Telemetry
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +66,7 @@ class Sweeper:
         clock: Callable[[], float],
         retention_seconds: float,
         purge_outbox: Callable[[float], Awaitable[int]] | None = None,
+        telemetry: Telemetry | None = None,
     ) -> None:
         """`purge_outbox(created_before)` drops what the dry-run outbox keeps past retention."""
         self.store = store
@@ -70,6 +78,8 @@ class Sweeper:
         self._task: asyncio.Task[None] | None = None
         self._watch: asyncio.Task[None] | None = None
         self._last_beat: float | None = None
+        self._store_run: str | None = None
+        self.telemetry = telemetry or Telemetry()
 
     async def sweep(self, stuck_after_seconds: float) -> SweepResult:
         """Re-queue stuck records and purge those (and dry-run requests) past retention."""
@@ -101,8 +111,10 @@ class Sweeper:
         now = self.clock()
         steady = self._last_beat is not None and now - self._last_beat < dead_after_seconds
         dead_after = dead_after_seconds if steady else float("inf")
-        adopted = await registry.adopt_orphans(now, dead_after)
-        self._last_beat = now
+        beat = await registry.adopt_orphans(now, dead_after)
+        self._check_continuity(beat, now)
+        self._last_beat, self._store_run = now, beat.store_run
+        adopted = beat.adopted
         for message_id, state in adopted:
             spec = self.chart.states.get(state)
             if spec is None or spec.terminal:
@@ -115,6 +127,30 @@ class Sweeper:
                 extra={"event": "orphans_adopted", "adopted_count": len(adopted)},
             )
         return len(adopted)
+
+    def _check_continuity(self, beat: Adoption, now: float) -> None:
+        """An ERROR line and a count when the store forgot this instance's last beat: it lost
+        the writes made since (a Redis restarted without persistence, or from an old
+        snapshot), acknowledged messages among them. The line gives the window to recover."""
+        if self._last_beat is None:
+            return
+        restarted = self._store_run is not None and beat.store_run != self._store_run
+        remembered = beat.remembered_beat
+        if remembered is not None and remembered >= self._last_beat:
+            if restarted:
+                log.warning("store_restarted", extra={"event": "store_restarted"})
+            return
+        self.telemetry.metrics.store_data_lost.add(1)
+        log.error(
+            "store_data_lost",
+            extra={
+                "event": "store_data_lost",
+                "store_restarted": restarted,
+                # Writes after this instant may be gone (None: everything before `until`).
+                "lost_since": remembered,
+                "until": now,
+            },
+        )
 
     def watch(
         self, registry: InstanceRegistry, interval_seconds: float, dead_after_seconds: float

@@ -77,6 +77,11 @@ class Metrics:
         self.send_errors = meter.create_counter(
             "pyloto.send.errors", description="Graph API errors on sends, by error code."
         )
+        self.store_data_lost = meter.create_counter(
+            "pyloto.store.data_lost",
+            description="Times the shared store was found to have lost writes (a Redis that "
+            "restarted without its data).",
+        )
 
 
 @dataclass
