@@ -5,11 +5,11 @@
 
 The OpenAI fake answers the structured outputs EventDetection, ReplyDraft and MessageChoice
 (chosen by the request's json_schema name) with canned, valid objects; the Graph fake
-accepts every send and read receipt and records, per `biz_opaque_callback_data` (the inbound
-wamid), the time.time() at which the send arrived. Both answer at once (or after `--delay`)
-and parse as little as they can, so they are never the bottleneck of a run.
+accepts every send and read receipt and records, per inbound wamid replied to (the send's
+`context.message_id`), the time.time() at which the send arrived. Both answer at once (or
+after `--delay`) and parse as little as they can, so they are never the bottleneck of a run.
 
-Side routes: GET /stats (counts and the process's CPU seconds), GET /sends (callback →
+Side routes: GET /stats (counts and the process's CPU seconds), GET /sends (inbound wamid →
 arrival time, Graph only), POST /reset.
 """
 
@@ -134,8 +134,8 @@ class Fake:
         if request.get("status") == "read":
             self.reads += 1
             return 200, b'{"success": true}'
-        callback = str(request.get("biz_opaque_callback_data", ""))
-        self.sends.setdefault(callback, arrived)
+        replied_to = str((request.get("context") or {}).get("message_id", ""))
+        self.sends.setdefault(replied_to, arrived)
         self.next_id += 1
         to = request.get("to", "")
         answer = {
