@@ -25,6 +25,7 @@ def _masked(value: Any, names: tuple[str, ...]) -> Any:
     return value
 
 
+# A Graph API request body (WhatsApp's shape) in, its JSON view out: a serialization boundary.
 def _reply_view(reply: dict[str, Any] | None, names: tuple[str, ...]) -> dict[str, Any] | None:
     if reply is None:
         return None
