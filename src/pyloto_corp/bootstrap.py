@@ -332,7 +332,14 @@ class Container:
                 raise
             log.exception("store_unavailable_at_start", extra={"event": "store_unavailable"})
         if not isinstance(self.queue, LocalQueue):
-            return  # Cloud Tasks holds the work; Cloud Scheduler calls POST /internal/sweep
+            # Cloud Tasks holds the work; Cloud Scheduler calls POST /internal/sweep. On Redis
+            # the beat still checks that Redis keeps what it acknowledged.
+            if self.instances is not None:
+                self.sweeper.watch(
+                    self.instances, BEAT_INTERVAL_SECONDS, DEAD_AFTER_SECONDS, adopting=False
+                )
+                self._stack.push_async_callback(self.sweeper.stop)
+            return
         if self.instances is not None:
             # Last on the way out: once this instance's workers have stopped, what it still
             # owns is adopted by the others at their next beat.
@@ -444,8 +451,6 @@ def bootstrap(
         clock=clock,
         oidc_verifier=oidc_verifier(settings),
         telemetry_runtime=runtime,
-        # Instances on Redis with in-process queues adopt what a dead one leaves behind.
-        instances=store
-        if isinstance(store, RedisStore) and isinstance(queue, LocalQueue)
-        else None,
+        # Instances on Redis beat; with in-process queues they adopt what a dead one left.
+        instances=store if isinstance(store, RedisStore) else None,
     )

@@ -127,3 +127,17 @@ async def test_the_sweeper_queues_what_it_adopts_but_not_after_missing_its_own_b
     (task,) = queue.tasks
     assert (task.message_id, task.state, task.queue) == ("wamid.QUEUED", "received", "inbound")
     assert task.generation.startswith("adopt-")
+
+
+async def test_with_cloud_tasks_the_beat_adopts_nothing(instance: Instance) -> None:
+    """Cloud Tasks keeps the tasks of a dead instance: beating there never adopts."""
+    dead, live = instance("dead"), instance("live")
+    clock = [T0]
+    queue = FakeQueue()
+    sweeper = Sweeper(live, queue, load_chart(), lambda: clock[0], RETENTION_SECONDS)
+    await dead.adopt_orphans(T0, DEAD)
+    await dead.create_if_absent([record("wamid.INCLOUDTASKS")])
+    for _ in range(3):
+        assert await sweeper.adopt(live, DEAD, adopting=False) == 0
+        clock[0] += DEAD
+    assert queue.tasks == []

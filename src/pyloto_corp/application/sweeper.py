@@ -101,8 +101,12 @@ class Sweeper:
             self._periodically(interval_seconds, stuck_after_seconds), name="pyloto-sweeper"
         )
 
-    async def adopt(self, registry: InstanceRegistry, dead_after_seconds: float) -> int:
-        """Beat, and queue the step of each record adopted from a dead instance.
+    async def adopt(
+        self, registry: InstanceRegistry, dead_after_seconds: float, adopting: bool = True
+    ) -> int:
+        """Beat, and queue the step of each record adopted from a dead instance (none when
+        not `adopting`: with Cloud Tasks the tasks outlive instances, and the beat only
+        checks that the store kept what it was given).
 
         Adoption waits for one beat of this instance that follows another by less than
         `dead_after_seconds`: after an outage of the store every instance has missed its
@@ -110,7 +114,7 @@ class Sweeper:
         """
         now = self.clock()
         steady = self._last_beat is not None and now - self._last_beat < dead_after_seconds
-        dead_after = dead_after_seconds if steady else float("inf")
+        dead_after = dead_after_seconds if steady and adopting else float("inf")
         beat = await registry.adopt_orphans(now, dead_after)
         self._check_continuity(beat, now)
         self._last_beat, self._store_run = now, beat.store_run
@@ -153,11 +157,16 @@ class Sweeper:
         )
 
     def watch(
-        self, registry: InstanceRegistry, interval_seconds: float, dead_after_seconds: float
+        self,
+        registry: InstanceRegistry,
+        interval_seconds: float,
+        dead_after_seconds: float,
+        adopting: bool = True,
     ) -> None:
-        """Beat and adopt every `interval_seconds` until `stop()`; a failure is logged."""
+        """Beat (and adopt, if `adopting`) every `interval_seconds` until `stop()`; a failure
+        is logged."""
         self._watch = asyncio.create_task(
-            self._watching(registry, interval_seconds, dead_after_seconds),
+            self._watching(registry, interval_seconds, dead_after_seconds, adopting),
             name="pyloto-instance-watch",
         )
 
@@ -171,11 +180,15 @@ class Sweeper:
                 await task
 
     async def _watching(
-        self, registry: InstanceRegistry, interval_seconds: float, dead_after_seconds: float
+        self,
+        registry: InstanceRegistry,
+        interval_seconds: float,
+        dead_after_seconds: float,
+        adopting: bool,
     ) -> None:
         while self._watch is not None:  # stop() clears it, should a cancellation be lost
             try:
-                await self.adopt(registry, dead_after_seconds)
+                await self.adopt(registry, dead_after_seconds, adopting)
             except Exception:
                 log.exception("instance_watch_failed", extra={"event": "instance_watch_failed"})
             await asyncio.sleep(interval_seconds)
