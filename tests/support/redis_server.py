@@ -38,7 +38,7 @@ def free_port() -> int:
 # on a clean shutdown within a test's time), `none` nothing.
 PERSISTENCE = {
     "aof": ["--save", "", "--appendonly", "yes", "--appendfsync", "always"],
-    "rdb": ["--save", "3600 1", "--appendonly", "no"],
+    "rdb": ["--save", "3600", "1", "--appendonly", "no"],
     "none": ["--save", "", "--appendonly", "no"],
 }
 
