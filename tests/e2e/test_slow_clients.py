@@ -9,13 +9,20 @@ from __future__ import annotations
 import socket
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
 
 from tests.e2e.servers import ServeProcess, process_env
-from tests.support.helpers import encode, envelope, signed_headers, text_message
+from tests.support.helpers import (
+    APP_SECRET,
+    INTERNAL_TOKEN,
+    VERIFY_TOKEN,
+    encode,
+    envelope,
+    signed_headers,
+    text_message,
+)
 
 READ_TIMEOUT = 1.0
 # Only a guard against a hang: a closed connection is noticed well within it.
@@ -23,11 +30,19 @@ GIVE_UP_SECONDS = 15.0
 STALLED = 50
 
 
-@pytest.fixture
-def server(cli_env: dict[str, str], tmp_path: Path) -> Iterator[ServeProcess]:
-    """`pyloto serve` with a 1 s read deadline; killed at the end."""
-    env = process_env(cli_env, REQUEST_READ_TIMEOUT_SECONDS=str(READ_TIMEOUT))
-    served = ServeProcess(env, tmp_path / "server.log")
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServeProcess]:
+    """`pyloto serve` with a 1 s read deadline, shared by this module's tests (each test's
+    clients are its own); killed at the end."""
+    directory = tmp_path_factory.mktemp("slow-clients")
+    variables = {
+        "STATE_SQLITE_PATH": str(directory / "pyloto.db"),
+        "WHATSAPP_APP_SECRET": APP_SECRET,
+        "WHATSAPP_VERIFY_TOKEN": VERIFY_TOKEN,
+        "INTERNAL_TASK_TOKEN": INTERNAL_TOKEN,
+        "REQUEST_READ_TIMEOUT_SECONDS": str(READ_TIMEOUT),
+    }
+    served = ServeProcess(process_env(variables), directory / "server.log")
     served.start("/health")
     yield served
     served.cleanup()

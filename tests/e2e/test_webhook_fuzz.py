@@ -23,7 +23,7 @@ from pyloto_corp.config import Settings
 from pyloto_corp.http.app import create_app
 from tests.support.helpers import INTERNAL_TOKEN, new_wamid, signed_headers, text_message
 
-EXAMPLES = 150
+EXAMPLES = 100
 FUZZ = settings(
     max_examples=EXAMPLES,
     deadline=None,
