@@ -113,10 +113,25 @@ async def watch(redis_prefix: str) -> AsyncIterator[Callable[[RedisServer], Watc
         capture.runtime.shutdown()
 
 
-async def beat_twice(sweeper: Sweeper, store: RedisStore) -> None:
-    """Two heartbeats (the second one checks the first was kept)."""
-    await sweeper.adopt(store, DEAD_AFTER_SECONDS)
-    await sweeper.adopt(store, DEAD_AFTER_SECONDS)
+async def events_after_a_crash(
+    persistence: str,
+    make_redis: MakeRedis,
+    watch: Callable[[RedisServer], Watched],
+    caplog: pytest.LogCaptureFixture,
+) -> tuple[list[logging.LogRecord], Captured]:
+    """Beat twice on a Redis persisting as given, kill -9 and restart it, beat twice again:
+    the warnings and errors logged, and the telemetry."""
+    server = make_redis(persistence)
+    sweeper, store, capture = watch(server)
+    for _ in range(2):
+        await sweeper.adopt(store, DEAD_AFTER_SECONDS)
+    server.stop(kill=True)
+    server.start()
+    with caplog.at_level(logging.WARNING, logger="pyloto_corp"):
+        for _ in range(2):
+            await sweeper.adopt(store, DEAD_AFTER_SECONDS)
+    events = [r for r in caplog.records if getattr(r, "event", "").startswith("store_")]
+    return events, capture
 
 
 async def test_a_redis_that_restarts_empty_is_reported_as_data_lost(
@@ -124,20 +139,12 @@ async def test_a_redis_that_restarts_empty_is_reported_as_data_lost(
     watch: Callable[[RedisServer], Watched],
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    server = make_redis("none")
-    sweeper, store, capture = watch(server)
-    await beat_twice(sweeper, store)
-    server.stop(kill=True)
-    server.start()
+    events, capture = await events_after_a_crash("none", make_redis, watch, caplog)
 
-    with caplog.at_level(logging.WARNING, logger="pyloto_corp"):
-        await beat_twice(sweeper, store)
-
-    lost = [r for r in caplog.records if getattr(r, "event", None) == "store_data_lost"]
-    assert len(lost) == 1
-    assert lost[0].levelno == logging.ERROR
-    assert lost[0].__dict__["store_restarted"] is True
-    assert lost[0].__dict__["lost_since"] is None  # everything Redis held is gone
+    (lost,) = events
+    assert (lost.__dict__["event"], lost.levelno) == ("store_data_lost", logging.ERROR)
+    assert lost.__dict__["store_restarted"] is True
+    assert lost.__dict__["lost_since"] is None  # everything Redis held is gone
     assert capture.points("pyloto.store.data_lost") == {(): 1}
 
 
@@ -146,16 +153,9 @@ async def test_a_redis_that_restarts_with_its_data_is_not_data_lost(
     watch: Callable[[RedisServer], Watched],
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    server = make_redis("aof")
-    sweeper, store, capture = watch(server)
-    await beat_twice(sweeper, store)
-    server.stop(kill=True)
-    server.start()
+    events, capture = await events_after_a_crash("aof", make_redis, watch, caplog)
 
-    with caplog.at_level(logging.WARNING, logger="pyloto_corp"):
-        await beat_twice(sweeper, store)
-
-    events = [getattr(r, "event", None) for r in caplog.records]
-    assert "store_data_lost" not in events
-    assert events.count("store_restarted") == 1
+    assert [(r.__dict__["event"], r.levelno) for r in events] == [
+        ("store_restarted", logging.WARNING)
+    ]
     assert capture.points("pyloto.store.data_lost") == {}
