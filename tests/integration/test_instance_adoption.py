@@ -7,6 +7,8 @@ private Redis; time is passed explicitly, so "silent for 15 s" needs no waiting.
 from __future__ import annotations
 
 import asyncio
+import logging
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack
 from dataclasses import replace
@@ -15,11 +17,13 @@ import pytest
 
 from pyloto_corp.adapters.redis_keys import RedisKeys
 from pyloto_corp.adapters.redis_store import ADOPT_SLICE, RedisStore, connect
+from pyloto_corp.application.ports import Adoption, StoreUnavailable
 from pyloto_corp.application.queues import DEAD_AFTER_SECONDS
 from pyloto_corp.application.sweeper import Sweeper
 from pyloto_corp.bootstrap import load_chart
 from tests.integration.conftest import RETENTION_SECONDS, terminal_states
 from tests.integration.factories import record
+from tests.support.helpers import eventually
 from tests.support.redis_server import RedisServer
 from tests.unit.fakes import FakeQueue
 
@@ -141,3 +145,30 @@ async def test_with_cloud_tasks_the_beat_adopts_nothing(instance: Instance) -> N
         assert await sweeper.adopt(live, DEAD, adopting=False) == 0
         clock[0] += DEAD
     assert queue.tasks == []
+
+
+class DownRegistry:
+    """An instance registry whose store is unreachable."""
+
+    async def adopt_orphans(self, now: float, dead_after_seconds: float) -> Adoption:
+        raise StoreUnavailable("redis: Error 111 connecting to 127.0.0.1:6379")
+
+    async def retire(self) -> None:
+        raise StoreUnavailable("redis: Error 111 connecting to 127.0.0.1:6379")
+
+
+async def test_a_store_outage_is_one_warning_line_a_beat(
+    instance: Instance, caplog: pytest.LogCaptureFixture
+) -> None:
+    sweeper = Sweeper(instance("live"), FakeQueue(), load_chart(), time.time, RETENTION_SECONDS)
+    with caplog.at_level(logging.WARNING, logger="pyloto_corp"):
+        sweeper.watch(DownRegistry(), 0.01, DEAD)
+        await eventually(
+            lambda: (
+                sum(r.__dict__.get("event") == "instance_watch_failed" for r in caplog.records) >= 3
+            )
+        )
+        await sweeper.stop()
+    failed = [r for r in caplog.records if r.__dict__.get("event") == "instance_watch_failed"]
+    assert {(r.levelno, r.exc_info) for r in failed} == {(logging.WARNING, None)}
+    assert "Error 111" in failed[0].__dict__["detail"]

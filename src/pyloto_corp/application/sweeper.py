@@ -12,6 +12,7 @@ from pyloto_corp.application.ports import (
     Adoption,
     InstanceRegistry,
     RecordStore,
+    StoreUnavailable,
     Task,
     TaskQueue,
 )
@@ -189,6 +190,12 @@ class Sweeper:
         while self._watch is not None:  # stop() clears it, should a cancellation be lost
             try:
                 await self.adopt(registry, dead_after_seconds, adopting)
+            except StoreUnavailable as error:
+                # An outage: one line a beat, not a traceback (the store's own error, no data).
+                log.warning(
+                    "instance_watch_failed",
+                    extra={"event": "instance_watch_failed", "detail": str(error)},
+                )
             except Exception:
                 log.exception("instance_watch_failed", extra={"event": "instance_watch_failed"})
             await asyncio.sleep(interval_seconds)
