@@ -182,23 +182,23 @@ redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
 return before
 """
 
-# KEYS: instances, open index. ARGV: this instance, (unused), dead before, record prefix,
-# offset, count. If some instance's last beat is older than the bound, the open records at
+# KEYS: instances, open index. ARGV: this instance, dead before, record prefix, offset,
+# count. If some instance's last beat is older than the bound, the open records at
 # [offset, offset + count) of the open index that one owned are made this instance's.
 # Returns {records looked at, id, state, id, state, ...}; {-1} when no instance is dead. A
 # record is adopted by one instance only: the script is atomic.
 _ADOPT = """
-local dead = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[3])
+local dead = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[2])
 if #dead == 0 then return {-1} end
 local is_dead = {}
 for _, id in ipairs(dead) do is_dead[id] = true end
-local first = tonumber(ARGV[5])
-local ids = redis.call('ZRANGE', KEYS[2], first, first + tonumber(ARGV[6]) - 1)
+local first = tonumber(ARGV[4])
+local ids = redis.call('ZRANGE', KEYS[2], first, first + tonumber(ARGV[5]) - 1)
 local out = {#ids}
 for _, id in ipairs(ids) do
-  local row = redis.call('HMGET', ARGV[4] .. id, 'q', 's')
+  local row = redis.call('HMGET', ARGV[3] .. id, 'q', 's')
   if row[1] and is_dead[row[1]] then
-    redis.call('HSET', ARGV[4] .. id, 'q', ARGV[1])
+    redis.call('HSET', ARGV[3] .. id, 'q', ARGV[1])
     out[#out + 1] = id
     out[#out + 1] = row[2]
   end
@@ -521,7 +521,6 @@ class RedisStore:
         while True:
             args: list[EncodableT] = [
                 self.instance_id,
-                0,  # unused by the script: the beat is its own call
                 dead_before,
                 self.keys.record(""),
                 offset,
