@@ -4,14 +4,15 @@ the same uvicorn settings (1 worker, uvloop, httptools, access log off), pinned 
     python bench/targets.py bare   --port N [--cpu 1]
     python bench/targets.py pywa   --port N [--cpu 1]
     python bench/targets.py pyloto --port N [--cpu 1] --redis-url redis://...
+    python bench/targets.py pyloto --port N [--cpu 1] --sqlite-path FILE
 
 bare:   a Litestar POST /webhook that reads the body and answers 200: the floor.
 pywa:   pywa_async's own Starlette integration (`WhatsApp(server=Starlette())`, the
         `pywa[server]` extra) with the app secret, so it checks X-Hub-Signature-256, parses
         the update and runs a no-op message handler (as a background task after the answer,
         pywa's design); duplicates are skipped by its update-hash cache.
-pyloto: pyloto's own app (`bootstrap(settings, queue=...)` + `create_app`) on the Redis
-        store, with JSON logs as `pyloto serve` writes them, and a queue that only counts
+pyloto: pyloto's own app (`bootstrap(settings, queue=...)` + `create_app`) on the SQLite
+        store (`pyloto serve`'s default: WAL, synchronous=FULL) or the Redis store, with JSON logs as `pyloto serve` writes them, and a queue that only counts
         what it is given: the figure is the webhook path (verify, parse, one create-if-absent
         script, enqueue), not the pipeline behind it.
 
@@ -111,8 +112,9 @@ class CountingQueue:
         return None
 
 
-def pyloto_app(redis_url: str) -> Any:
-    """pyloto's app on Redis with a paused (counting) queue, logging as `pyloto serve`."""
+def pyloto_app(redis_url: str | None, sqlite_path: str | None) -> Any:
+    """pyloto's app on Redis or SQLite with a paused (counting) queue, logging as `pyloto
+    serve`."""
     from litestar import get
 
     from pyloto_corp.bootstrap import bootstrap
@@ -120,11 +122,14 @@ def pyloto_app(redis_url: str) -> Any:
     from pyloto_corp.http.app import create_app
     from pyloto_corp.observability.logging import configure_logging
 
+    backend = (
+        {"STATE_BACKEND": "redis", "REDIS_URL": redis_url, "REDIS_KEY_PREFIX": "bench"}
+        if redis_url
+        else {"STATE_BACKEND": "sqlite", "STATE_SQLITE_PATH": str(sqlite_path)}
+    )
     environ = {
         **os.environ,
-        "STATE_BACKEND": "redis",
-        "REDIS_URL": redis_url,
-        "REDIS_KEY_PREFIX": "bench",
+        **backend,
         "WHATSAPP_APP_SECRET": APP_SECRET,
         "INTERNAL_TASK_TOKEN": INTERNAL_TOKEN,
     }
@@ -148,6 +153,7 @@ def main() -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--cpu", type=int, default=None, help="pin to this core")
     parser.add_argument("--redis-url", default=None)
+    parser.add_argument("--sqlite-path", default=None)
     args = parser.parse_args()
     pin_self(args.cpu)
     if args.target == "bare":
@@ -156,9 +162,9 @@ def main() -> None:
         logging.getLogger("pywa").setLevel(logging.WARNING)
         run(pywa_app(), args.port)
     else:
-        if not args.redis_url:
-            parser.error("pyloto needs --redis-url")
-        app = pyloto_app(args.redis_url)
+        if not (args.redis_url or args.sqlite_path):
+            parser.error("pyloto needs --redis-url or --sqlite-path")
+        app = pyloto_app(args.redis_url, args.sqlite_path)
         run(app, args.port, log_config=None)  # pyloto's JSON logging, as `pyloto serve`
 
 

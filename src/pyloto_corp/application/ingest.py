@@ -12,6 +12,7 @@ from opentelemetry import trace
 from opentelemetry.trace import Link, Span
 
 from pyloto_corp.application.advance import Advancer
+from pyloto_corp.application.group_commit import GroupCommit
 from pyloto_corp.application.ports import RecordStore
 from pyloto_corp.domain.privacy import message_ref
 from pyloto_corp.domain.records import ParsedWebhook, Record
@@ -76,21 +77,29 @@ class Ingestor:
         self.advancer = advancer
         self.clock = clock
         self.telemetry = telemetry or Telemetry()
+        self._creates = GroupCommit(store)
 
     async def ingest(self, parsed: ParsedWebhook) -> IngestResult:
         """Store and queue every new message of a parsed webhook; record its statuses."""
         now = self.clock()
         unique = {m.message_id: m for m in parsed.messages}  # a batch may repeat itself
         records = [Record.received(message, now) for message in unique.values()]
-        spans = self._message_spans(records)
-        records = [
-            replace(record, trace_context=trace_context(span))
-            for record, span in zip(records, spans, strict=True)
-        ]
+        spans: list[Span] = []
+        if self.telemetry.tracing:
+            spans = self._message_spans(records)
+            records = [
+                replace(record, trace_context=trace_context(span))
+                for record, span in zip(records, spans, strict=True)
+            ]
         try:
-            created = await self.store.create_if_absent(records) if records else []
-            for record, is_new, span in zip(records, created, spans, strict=True):
-                span.set_attribute("pyloto.outcome", "created" if is_new else "duplicate")
+            # Shared with the webhooks that arrive with this one: one write, durable before
+            # any of them is answered.
+            created = await self._creates.create_if_absent(records)
+            for index, (record, is_new) in enumerate(zip(records, created, strict=True)):
+                if spans:
+                    spans[index].set_attribute(
+                        "pyloto.outcome", "created" if is_new else "duplicate"
+                    )
                 if is_new:
                     task = self.advancer.task_for(record)
                     assert task is not None
@@ -112,8 +121,9 @@ class Ingestor:
         metrics = self.telemetry.metrics
         metrics.messages.add(result.created)
         metrics.dedupe_hits.add(result.duplicates)
-        counts = {f"{key}_count": value for key, value in result.__dict__.items()}
-        log.info("webhook_ingested", extra={"event": "webhook_ingested", **counts})
+        if log.isEnabledFor(logging.DEBUG):  # counted by the metrics; a line only to debug
+            counts = {f"{key}_count": value for key, value in result.__dict__.items()}
+            log.debug("webhook_ingested", extra={"event": "webhook_ingested", **counts})
         return result
 
     def _message_spans(self, records: list[Record]) -> list[Span]:

@@ -93,6 +93,11 @@ class Telemetry:
         default_factory=lambda: Metrics(metrics.NoOpMeterProvider().get_meter(SCOPE))
     )
 
+    @property
+    def tracing(self) -> bool:
+        """Whether spans are recorded: without a provider, per-request span work is skipped."""
+        return not isinstance(self.tracer, trace.NoOpTracer)
+
     @contextmanager
     def span(
         self,
