@@ -12,9 +12,10 @@ pywa:   pywa_async's own Starlette integration (`WhatsApp(server=Starlette())`, 
         the update and runs a no-op message handler (as a background task after the answer,
         pywa's design); duplicates are skipped by its update-hash cache.
 pyloto: pyloto's own app (`bootstrap(settings, queue=...)` + `create_app`) on the SQLite
-        store (`pyloto serve`'s default: WAL, synchronous=FULL) or the Redis store, with JSON logs as `pyloto serve` writes them, and a queue that only counts
-        what it is given: the figure is the webhook path (verify, parse, one create-if-absent
-        script, enqueue), not the pipeline behind it.
+        store (`pyloto serve`'s default: WAL, synchronous=FULL) or the Redis store, with
+        JSON logs as `pyloto serve` writes them, and a queue that only counts what it is
+        given: the figure is the webhook path (verify, parse, the group-committed
+        create-if-absent, enqueue), not the pipeline behind it.
 
 Each serves GET /bench/stats (what it counted) besides the webhook.
 """
