@@ -35,15 +35,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import APP_SECRET, INTERNAL_TOKEN, pin_self
 
 
-def run(app: Any, port: int, log_config: Any = uvicorn.config.LOGGING_CONFIG) -> None:
-    """The one uvicorn configuration every target shares."""
+def run(
+    app: Any, port: int, log_config: Any = uvicorn.config.LOGGING_CONFIG, http: Any = "httptools"
+) -> None:
+    """The one uvicorn configuration every target shares (pyloto's own protocol class is
+    httptools' with `pyloto serve`'s read deadline)."""
     uvicorn.run(
         app,
         host="127.0.0.1",
         port=port,
         workers=1,
         loop="uvloop",
-        http="httptools",
+        http=http,
         access_log=False,
         log_config=log_config,
         log_level="warning",
@@ -165,8 +168,11 @@ def main() -> None:
     else:
         if not (args.redis_url or args.sqlite_path):
             parser.error("pyloto needs --redis-url or --sqlite-path")
+        from pyloto_corp.http.read_deadline import read_deadline_protocol
+
         app = pyloto_app(args.redis_url, args.sqlite_path)
-        run(app, args.port, log_config=None)  # pyloto's JSON logging, as `pyloto serve`
+        # pyloto's JSON logging and request read deadline, as `pyloto serve`
+        run(app, args.port, log_config=None, http=read_deadline_protocol(10.0))
 
 
 if __name__ == "__main__":
