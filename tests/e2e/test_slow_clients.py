@@ -6,6 +6,7 @@ send nothing, stop in the middle of their headers, or send headers and then part
 
 from __future__ import annotations
 
+import json
 import socket
 import time
 from collections.abc import Iterator
@@ -13,6 +14,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
+from pyloto_corp.cli import message_url
 from tests.e2e.servers import ServeProcess, process_env
 from tests.support.helpers import (
     APP_SECRET,
@@ -130,3 +132,31 @@ def test_a_slow_client_within_the_deadline_and_kept_alive_connections_are_served
         for _ in range(3):  # one connection, idle between requests for longer than nothing
             assert http.get("/health").status_code == 200
             time.sleep(READ_TIMEOUT / 2)
+
+
+def test_a_chunked_body_past_the_limit_is_refused_as_it_arrives(server: ServeProcess) -> None:
+    """A body without Content-Length (chunked) growing past WEBHOOK_MAX_BODY_BYTES (3 MB by
+    default) → 413 and nothing stored: the cap holds on what is read, not on what the
+    client announces; the server answers the next request."""
+    message = text_message("Oi")
+    body = encode(envelope([message])) + b" " * (3 * 1024 * 1024 + 1)
+
+    def chunks() -> Iterator[bytes]:
+        for start in range(0, len(body), 256 * 1024):
+            yield body[start : start + 256 * 1024]
+
+    with httpx.Client(base_url=server.url, timeout=GIVE_UP_SECONDS) as http:
+        response = http.post("/webhook", content=chunks(), headers=signed_headers(body))
+        assert response.status_code == 413
+        assert response.json() == {"status_code": 413, "detail": "Request Entity Too Large"}
+        small = encode(envelope([text_message("Oi")]))
+        assert http.post("/webhook", content=small, headers=signed_headers(small)).json() == {
+            "created": 1,
+            "duplicates": 0,
+            "statuses": 0,
+            "skipped": 0,
+        }
+        headers = {"X-Internal-Token": INTERNAL_TOKEN}
+        small_id = json.loads(small)["entry"][0]["changes"][0]["value"]["messages"][0]["id"]
+        assert http.get(message_url("", small_id), headers=headers).status_code == 200
+        assert http.get(message_url("", message["id"]), headers=headers).status_code == 404

@@ -364,3 +364,29 @@ async def test_signature_is_checked_before_parsing(pyloto: Pyloto) -> None:
     assert (await pyloto.post(b"not json", headers={})).status_code == 401
     bad = {"X-Hub-Signature-256": signature(b"other", APP_SECRET)}
     assert (await pyloto.post(b"not json", headers=bad)).status_code == 403
+
+
+async def test_the_answer_counts_what_the_webhook_carried(pyloto: Pyloto) -> None:
+    """200 with a JSON body: messages created and repeated, statuses and skipped items."""
+    first, second = text_message("Oi"), text_message("Tudo bem?")
+    batch = envelope([first, second, first])
+
+    response = await pyloto.post(batch)
+
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "application/json"
+    assert response.json() == {"created": 2, "duplicates": 1, "statuses": 0, "skipped": 0}
+    again = await pyloto.post(envelope([first]))
+    assert again.json() == {"created": 0, "duplicates": 1, "statuses": 0, "skipped": 0}
+
+
+@pytest.mark.parametrize("method", ["PUT", "DELETE", "PATCH"])
+async def test_other_methods_are_not_allowed(pyloto: Pyloto, method: str) -> None:
+    """The webhook route takes GET and POST only: 405 naming them, nothing stored."""
+    body = encode(envelope([text_message("Oi")]))
+    response = await pyloto.client.request(
+        method, "/webhook", content=body, headers=signed_headers(body)
+    )
+    assert response.status_code == 405
+    assert response.headers["allow"] == "GET, POST"
+    assert await pyloto.records() == {}
