@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlsplit
 
 import certifi
@@ -81,7 +81,7 @@ class _Connection(asyncio.Protocol):
     """One connection: one request at a time, its answer parsed as the bytes arrive."""
 
     def __init__(self) -> None:
-        self.transport: asyncio.Transport | None = None
+        self.transport: asyncio.WriteTransport | None = None
         self.parser = httptools.HttpResponseParser(self)
         self.closed = False
         self.idle_since = 0.0
@@ -89,11 +89,12 @@ class _Connection(asyncio.Protocol):
         self._headers: list[tuple[bytes, bytes]] = []
         self._body: list[bytes] = []
         self._until_eof = False
+        self._keep_alive = False
 
     # --- asyncio.Protocol ---
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # uvloop's transports have the methods but do not subclass asyncio's classes.
+        self.transport = cast(asyncio.WriteTransport, transport)
 
     def data_received(self, data: bytes) -> None:
         try:
@@ -133,6 +134,8 @@ class _Connection(asyncio.Protocol):
         self._body.append(body)
 
     def on_message_complete(self) -> None:
+        # Asked here: once the parser returns it has reset for the next message.
+        self._keep_alive = self.parser.should_keep_alive()
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(self._answer())
@@ -142,12 +145,13 @@ class _Connection(asyncio.Protocol):
         """Write `request` and wait for its complete answer."""
         assert self.transport is not None
         self._waiter = asyncio.get_running_loop().create_future()
+        self._keep_alive = False
         self.transport.write(request)
         return await self._waiter
 
     def reusable(self) -> bool:
         """Whether the last answer left the connection open for another request."""
-        return not self.closed and self.parser.should_keep_alive()
+        return not self.closed and self._keep_alive
 
     def close(self) -> None:
         """Close the connection (at once: nothing is left to flush)."""
