@@ -161,6 +161,7 @@ class _Completion(msgspec.Struct):
 
 
 _decode_completion = msgspec.json.Decoder(_Completion).decode
+_encode = msgspec.json.Encoder().encode
 
 
 class OpenAIAssistant:
@@ -245,12 +246,16 @@ class OpenAIAssistant:
                 response = await self.client.post(
                     "/chat/completions",
                     cast_to=httpx2.Response,
-                    body={
-                        "model": self.model,
-                        "messages": messages,
-                        "response_format": response_format(schema),
-                        "temperature": 0.2,
-                    },
+                    # Encoded here: the SDK sends bytes as they are (and copies them for
+                    # its retries for free), where a dict is deep-copied and JSON-dumped.
+                    body=_encode(
+                        {
+                            "model": self.model,
+                            "messages": messages,
+                            "response_format": response_format(schema),
+                            "temperature": 0.2,
+                        }
+                    ),
                 )
             completion = _decode_completion(response.content)
             if not completion.choices:
