@@ -246,9 +246,9 @@ class OpenAIAssistant:
                 response = await self.client.post(
                     "/chat/completions",
                     cast_to=httpx2.Response,
-                    # Encoded here: the SDK sends bytes as they are (and copies them for
+                    # Encoded here: the SDK sends content bytes as they are (and copies them for
                     # its retries for free), where a dict is deep-copied and JSON-dumped.
-                    body=_encode(
+                    content=_encode(
                         {
                             "model": self.model,
                             "messages": messages,
