@@ -2,6 +2,11 @@
 
 Every failure becomes LLMFailure with a reason the record keeps (timeout, rate_limited,
 api_error, refusal, unparsable, invalid_output); the step then falls back at once.
+
+The SDK keeps what it is good at (base URL, auth headers, retries, its error classes) but
+neither its HTTP stack nor its response models: requests go through `PooledTransport` (the
+small keep-alive client of `http_pool`), and the answer's bytes are decoded by msgspec into
+the few fields a step reads, then the content by pydantic into the step's schema.
 """
 
 from __future__ import annotations
@@ -12,14 +17,21 @@ import time
 from collections.abc import Sequence
 from typing import Any, TypeVar
 
+import httpx2
+import msgspec
 import openai
 import pydantic
 from openai import AsyncOpenAI
 from openai.lib._parsing._completions import type_to_response_format_param
-from openai.types.chat import ChatCompletion
-from openai.types.chat.chat_completion import Choice
 from opentelemetry.trace import SpanKind
 
+from pyloto_corp.adapters.http_pool import (
+    ConnectFailed,
+    HttpPool,
+    Origin,
+    ResponseFailed,
+    ResponseTimeout,
+)
 from pyloto_corp.ai import prompts
 from pyloto_corp.ai.prompts import BusinessProfile
 from pyloto_corp.ai.schemas import EventDetection, MessageChoice, ReplyDraft
@@ -30,13 +42,126 @@ from pyloto_corp.observability.instruments import Telemetry, mark_failed
 T = TypeVar("T", bound=pydantic.BaseModel)
 
 
+# Connections to the API at most open at once (each waits for a completion of ~1 s).
+MAX_CONNECTIONS = 100
+
+
 def create_client(
     api_key: str, base_url: str | None, timeout_seconds: float, max_retries: int
 ) -> AsyncOpenAI:
-    """The SDK client (built once, in bootstrap), with a small retry budget."""
-    return AsyncOpenAI(
-        api_key=api_key, base_url=base_url, timeout=timeout_seconds, max_retries=max_retries
+    """The SDK client (built once, in bootstrap), with a small retry budget, on the pooled
+    transport."""
+    connect = min(timeout_seconds, 5.0)
+    http_client = httpx2.AsyncClient(
+        transport=PooledTransport(connect_timeout=connect, max_connections=MAX_CONNECTIONS),
+        timeout=httpx2.Timeout(timeout_seconds, connect=connect),
+        follow_redirects=True,
     )
+    return AsyncOpenAI(
+        api_key=api_key,
+        base_url=base_url,
+        timeout=timeout_seconds,
+        max_retries=max_retries,
+        http_client=http_client,
+    )
+
+
+class PooledTransport(httpx2.AsyncBaseTransport):
+    """An httpx2 transport on `HttpPool`, one pool per origin: what the SDK's client sends
+    goes out as it built it, the answer comes back whole.
+
+    Failures keep httpx2's meaning, so the SDK retries and classifies them as it always has:
+    no connection is `ConnectError` (or `ConnectTimeout`), a late answer `ReadTimeout`, a
+    connection lost mid-answer `RemoteProtocolError`.
+    """
+
+    def __init__(self, *, connect_timeout: float, max_connections: int) -> None:
+        self.connect_timeout = connect_timeout
+        self.max_connections = max_connections
+        self._pools: dict[tuple[str, str, int | None], HttpPool] = {}
+
+    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
+        url = request.url
+        key = (url.scheme, url.host, url.port)
+        pool = self._pools.get(key)
+        if pool is None:
+            pool = self._pools[key] = HttpPool(
+                Origin.of(str(url)),
+                connect_timeout=self.connect_timeout,
+                read_timeout=None,
+                max_connections=self.max_connections,
+            )
+        body = await request.aread()
+        timeout = request.extensions.get("timeout") or {}
+        try:
+            answer = await pool.request(
+                _head(request, len(body)), body, read_timeout=timeout.get("read")
+            )
+        except ConnectFailed as error:
+            if error.timed_out:
+                raise httpx2.ConnectTimeout(str(error), request=request) from error
+            raise httpx2.ConnectError(str(error), request=request) from error
+        except ResponseTimeout as error:
+            raise httpx2.ReadTimeout(str(error), request=request) from error
+        except ResponseFailed as error:
+            raise httpx2.RemoteProtocolError(str(error), request=request) from error
+        return httpx2.Response(
+            answer.status,
+            headers=answer.headers,
+            stream=httpx2.ByteStream(answer.body),
+            request=request,
+            extensions={"http_version": b"HTTP/1.1"},
+        )
+
+    async def aclose(self) -> None:
+        for pool in self._pools.values():
+            await pool.aclose()
+        self._pools.clear()
+
+
+# Headers the transport writes itself: the body is whole (never chunked), each connection is
+# kept alive, and answers come uncompressed (a completion is ~1 kB: gzip costs more CPU than
+# it saves on the wire).
+_OWN_HEADERS = frozenset(
+    {b"content-length", b"transfer-encoding", b"connection", b"accept-encoding"}
+)
+
+
+def _head(request: httpx2.Request, content_length: int) -> bytes:
+    """The request line and headers of `request` as HTTP/1.1 bytes."""
+    parts = [request.method.encode("ascii"), b" ", request.url.raw_path, b" HTTP/1.1\r\n"]
+    for name, value in request.headers.raw:
+        if name.lower() not in _OWN_HEADERS:
+            parts += (name, b": ", value, b"\r\n")
+    parts.append(b"accept-encoding: identity\r\ncontent-length: %d\r\n\r\n" % content_length)
+    return b"".join(parts)
+
+
+class _Message(msgspec.Struct):
+    content: str | None = None
+    refusal: str | None = None
+
+
+class _Choice(msgspec.Struct):
+    message: _Message
+    finish_reason: str | None = None
+
+
+class _Usage(msgspec.Struct):
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+class _Completion(msgspec.Struct):
+    """The fields of a chat completion a step reads (the rest of the answer is skipped)."""
+
+    choices: list[_Choice]
+    model: str | None = None
+    usage: _Usage | None = None
+
+
+_decode_completion = msgspec.json.Decoder(_Completion).decode
+_encode = msgspec.json.Encoder().encode
 
 
 class OpenAIAssistant:
@@ -117,24 +242,37 @@ class OpenAIAssistant:
                 # The SDK's own request path (auth, retries, errors), without the per-call
                 # work of `completions.parse`: the schema is built once per type, and the
                 # messages, plain dicts already, need no transformation.
-                completion = await self.client.post(
+                # The raw answer: the SDK has checked its status, not decoded its body.
+                response = await self.client.post(
                     "/chat/completions",
-                    cast_to=ChatCompletion,
-                    body={
-                        "model": self.model,
-                        "messages": messages,
-                        "response_format": response_format(schema),
-                        "temperature": 0.2,
-                    },
+                    cast_to=httpx2.Response,
+                    # Encoded here: the SDK sends content bytes as they are (and copies them for
+                    # its retries for free), where a dict is deep-copied and JSON-dumped.
+                    content=_encode(
+                        {
+                            "model": self.model,
+                            "messages": messages,
+                            "response_format": response_format(schema),
+                            "temperature": 0.2,
+                        }
+                    ),
                 )
-            choice = completion.choices[0]
+            completion = _decode_completion(response.content)
+            if not completion.choices:
+                raise ValueError("no choices")
             usage = completion.usage
             tokens = {
                 "input_tokens": usage.prompt_tokens if usage else 0,
                 "output_tokens": usage.completion_tokens if usage else 0,
             }
-            parsed = _parsed(choice, schema, tokens)
-        except (TimeoutError, openai.OpenAIError, pydantic.ValidationError, ValueError) as error:
+            parsed = _parsed(completion.choices[0], schema, tokens)
+        except (
+            TimeoutError,
+            openai.OpenAIError,
+            pydantic.ValidationError,
+            msgspec.DecodeError,
+            ValueError,
+        ) as error:
             raise _failure(error, self.timeout) from None
         return LLMResult(
             value=parsed,
@@ -151,7 +289,7 @@ def response_format(schema: type[pydantic.BaseModel]) -> dict[str, Any]:
     return dict(type_to_response_format_param(schema))  # type: ignore[arg-type]
 
 
-def _parsed(choice: Choice, schema: type[T], tokens: dict[str, int]) -> T:
+def _parsed(choice: _Choice, schema: type[T], tokens: dict[str, int]) -> T:
     """The structured output of `choice`, or the LLMFailure that explains its absence."""
     if choice.finish_reason == "length":
         raise LLMFailure("unparsable", "output cut at the token limit", **tokens)

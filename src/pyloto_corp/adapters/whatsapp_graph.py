@@ -1,4 +1,7 @@
-"""Graph API outbox: sends replies and read receipts to WhatsApp's Cloud API (httpx).
+"""Graph API outbox: sends replies and read receipts to WhatsApp's Cloud API.
+
+Both calls of a message go through `GraphClient`, a pooled keep-alive connection per host
+(`http_pool`); bodies are encoded and answers decoded by msgspec.
 
 Errors are told apart by Graph's `error.code`, not the HTTP status (Meta answers several
 retryable codes with 400). Whether a request may have reached Meta decides what a failure
@@ -11,10 +14,18 @@ from __future__ import annotations
 
 import logging
 from typing import Any
+from urllib.parse import urlsplit
 
-import httpx
+import msgspec
 from opentelemetry.trace import SpanKind
 
+from pyloto_corp.adapters.http_pool import (
+    Answer,
+    ConnectFailed,
+    HttpPool,
+    Origin,
+    ResponseFailed,
+)
 from pyloto_corp.application.ports import (
     AmbiguousSend,
     PermanentStepError,
@@ -36,13 +47,63 @@ TOKEN_EXPIRED = 190
 DEFAULT_RECONCILE_SECONDS = 120.0
 
 
-def create_client(access_token: str, timeout_seconds: float) -> httpx.AsyncClient:
+# Connections to Graph at most open at once.
+MAX_CONNECTIONS = 20
+
+
+def create_client(access_token: str, timeout_seconds: float) -> GraphClient:
     """A pooled client with the bearer token and bounded timeouts (built in bootstrap)."""
-    return httpx.AsyncClient(
-        headers={"Authorization": f"Bearer {access_token}"},
-        timeout=httpx.Timeout(timeout_seconds, connect=min(timeout_seconds, 5.0)),
-        limits=httpx.Limits(max_connections=20, max_keepalive_connections=10),
-    )
+    return GraphClient(access_token, timeout_seconds)
+
+
+class GraphClient:
+    """JSON POSTs to the Graph API with the bearer token: one pool per host, the request
+    head of each URL built once."""
+
+    def __init__(
+        self, access_token: str, timeout_seconds: float, max_connections: int = MAX_CONNECTIONS
+    ) -> None:
+        self.timeout = timeout_seconds
+        self.connect_timeout = min(timeout_seconds, 5.0)
+        self.max_connections = max_connections
+        self._token = access_token
+        self._pools: dict[Origin, HttpPool] = {}
+        self._heads: dict[str, tuple[HttpPool, bytes]] = {}
+
+    async def post(self, url: str, body: bytes) -> Answer:
+        """POST `body` (JSON) to `url`; ConnectFailed if it was not sent, ResponseFailed if
+        it was and no complete answer came back."""
+        found = self._heads.get(url) or self._prepare(url)
+        pool, head = found
+        return await pool.request(head + b"%d\r\n\r\n" % len(body), body)
+
+    async def aclose(self) -> None:
+        """Close every connection."""
+        for pool in self._pools.values():
+            await pool.aclose()
+
+    def _prepare(self, url: str) -> tuple[HttpPool, bytes]:
+        origin = Origin.of(url)
+        pool = self._pools.get(origin)
+        if pool is None:
+            pool = self._pools[origin] = HttpPool(
+                origin,
+                connect_timeout=self.connect_timeout,
+                read_timeout=self.timeout,
+                max_connections=self.max_connections,
+            )
+        parts = urlsplit(url)
+        target = parts.path or "/"
+        if parts.query:
+            target += f"?{parts.query}"
+        head = (
+            f"POST {target} HTTP/1.1\r\nhost: {origin.host_header}\r\n"
+            f"authorization: Bearer {self._token}\r\n"
+            "content-type: application/json\r\naccept: application/json\r\n"
+            "user-agent: pyloto\r\ncontent-length: "
+        ).encode("latin-1")
+        self._heads[url] = (pool, head)
+        return pool, head
 
 
 def messages_url(base_url: str, version: str, phone_number_id: str) -> str:
@@ -60,7 +121,7 @@ class GraphOutbox:
 
     def __init__(
         self,
-        client: httpx.AsyncClient,
+        client: GraphClient,
         url: str,
         store: StateStore,
         *,
@@ -74,6 +135,7 @@ class GraphOutbox:
         self.store = store
         self.typing_indicator = typing_indicator
         self.reconcile_seconds = reconcile_seconds
+        self.host = urlsplit(url).hostname or ""
 
     async def send(self, body: dict[str, Any]) -> str:
         """POST the message; its outbound wamid."""
@@ -109,36 +171,38 @@ class GraphOutbox:
 
     async def _post(self, body: dict[str, Any], operation: str) -> dict[str, Any]:
         """One Graph call as a span: the operation, the HTTP status and Graph's error code."""
-        attributes = {
-            "pyloto.whatsapp.operation": operation,
-            "server.address": httpx.URL(self.url).host,
-        }
+        attributes = {"pyloto.whatsapp.operation": operation, "server.address": self.host}
         with self.telemetry.span(
             f"whatsapp {operation}", kind=SpanKind.CLIENT, attributes=attributes
         ) as span:
             try:
-                response = await self.client.post(self.url, json=body)
-            except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as error:
+                answer = await self.client.post(self.url, _encode(body))
+            except ConnectFailed as error:
                 # No connection was made: the request never left this process.
-                raise TransientStepError(f"graph: not sent: {type(error).__name__}") from error
-            except httpx.TransportError as error:
-                raise AmbiguousSend(f"graph: outcome unknown: {type(error).__name__}") from error
-            span.set_attribute("http.response.status_code", response.status_code)
+                raise TransientStepError(f"graph: not sent: {error}") from error
+            except ResponseFailed as error:
+                raise AmbiguousSend(f"graph: outcome unknown: {error}") from error
+            status = answer.status
+            span.set_attribute("http.response.status_code", status)
             try:
-                payload = response.json()
-            except ValueError:
+                payload = _decode(answer.body)
+            except msgspec.DecodeError:
                 payload = None
             if not isinstance(payload, dict):
                 payload = {}
-            if response.is_success and "error" not in payload:
+            if 200 <= status < 300 and "error" not in payload:
                 return payload
             code = _graph_code(payload)
-            label = str(code) if code is not None else f"http_{response.status_code}"
+            label = str(code) if code is not None else f"http_{status}"
             span.set_attribute("pyloto.whatsapp.error_code", label)
             mark_failed(span, label)
             if operation == "send":
                 self.telemetry.metrics.send_errors.add(1, {"pyloto.whatsapp.error_code": label})
-            raise _error(response.status_code, payload)
+            raise _error(status, payload)
+
+
+_encode = msgspec.json.Encoder().encode
+_decode = msgspec.json.Decoder().decode
 
 
 def _graph_code(payload: dict[str, Any]) -> Any:
