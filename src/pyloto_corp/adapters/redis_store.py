@@ -35,19 +35,19 @@ from pyloto_corp.domain.replies import reply_key
 # (see _ADOPT).
 # KEYS: record keys..., open index, created index, failed index.
 # ARGV: ttl, failed state, owner, then per record: id, version, state, created_at,
-# updated_at, data.
+# updated_at, data, conversation.
 _CREATE = """
 local ttl = tonumber(ARGV[1])
 local n = #KEYS - 3
 local open, created, failed = KEYS[n + 1], KEYS[n + 2], KEYS[n + 3]
 local result = {}
 for i = 1, n do
-  local a = 3 + (i - 1) * 6
+  local a = 3 + (i - 1) * 7
   if redis.call('EXISTS', KEYS[i]) == 1 then
     result[i] = 0
   else
     redis.call('HSET', KEYS[i], 'v', ARGV[a + 2], 's', ARGV[a + 3], 'o', '', 'd', ARGV[a + 6],
-      'q', ARGV[3])
+      'q', ARGV[3], 'c', ARGV[a + 7])
     redis.call('EXPIRE', KEYS[i], ttl)
     redis.call('ZADD', open, ARGV[a + 5], ARGV[a + 1])
     redis.call('ZADD', created, ARGV[a + 4], ARGV[a + 1])
@@ -368,7 +368,7 @@ class RedisStore:
         args: list[Any] = [self.ttl, FAILED_STATE, self.instance_id]
         for r in records:
             args += [r.message_id, r.version, r.state, r.created_at, r.updated_at]
-            args.append(_encoder.encode(r))
+            args += [_encoder.encode(r), r.conversation]
         try:
             result = await self._create(keys=keys, args=args)
         except RedisError as error:
