@@ -38,10 +38,12 @@ from pyloto_corp.adapters.whatsapp_webhook import parse_webhook
 from pyloto_corp.application.ingest import sign, verify_signature
 from pyloto_corp.application.ports import (
     InstanceRegistry,
+    SlotRequest,
     StateStore,
     StoreUnavailable,
     Task,
     TransientStepError,
+    TurnsWrite,
 )
 from pyloto_corp.bootstrap import bootstrap
 from pyloto_corp.config import Settings
@@ -615,6 +617,16 @@ def every_store_call(store: RedisStore, known: str) -> dict[str, Callable[[], Aw
         "lease_and_get": lambda: store.lease_and_get("l2", "me", 5, known),
         "save_and_release": lambda: store.save_and_release(
             record(known, state="deduped"), 0, "l2", "me"
+        ),
+        "lease_step": lambda: store.lease_step("l3", "me", 5, known, turns=10),
+        "finish_step": lambda: store.finish_step(
+            record(known, state="deduped"),
+            0,
+            "l3",
+            "me",
+            slot=SlotRequest("p", 1.0, 6.0, 5),
+            turns=TurnsWrite("c", [Turn("business", "oi", 1.0)], 60, 5),
+            next_lease=("l4", "me", 5),
         ),
         "take_slot": lambda: store.take_slot("p", 1.0, 6.0, 5),
         "ping": store.ping,

@@ -7,7 +7,7 @@ from dataclasses import replace
 
 import pytest
 
-from pyloto_corp.application.ports import StateStore
+from pyloto_corp.application.ports import SlotRequest, StateStore, StepLoad, StepSave, TurnsWrite
 from pyloto_corp.domain.records import StatusUpdate, Turn
 from pyloto_corp.domain.replies import reply_key
 from pyloto_corp.domain.results import Results
@@ -460,6 +460,104 @@ async def test_save_and_release_saves_under_the_version_check_and_frees_the_leas
     await store.release_lease("step", "b")
     assert await store.save_and_release(again, 1, "step", "c") is True
     assert (await store.get(stored.message_id)) == again
+
+
+# --- lease_step / finish_step (a step's two calls, with what it reads and writes) -------------
+
+
+async def test_lease_step_loads_the_conversation_the_record_names(store: StateStore) -> None:
+    """Asked for turns, the lease also brings the last ones of the record's conversation,
+    oldest first; none asked, none named or lease refused: no turns."""
+    turns = [Turn("customer", f"t{n}", float(n)) for n in range(5)]
+    await store.append_turns("conv-step", turns, 86400, 20)
+    named = replace(rich_record(), conversation="conv-step")
+    unnamed = record()
+    await store.create_if_absent([named, unnamed])
+
+    load = await store.lease_step("a:llm1", "a", 30, named.message_id, turns=3)
+    assert load == StepLoad(True, named, turns[-3:])
+    assert await store.lease_step("a:llm1", "b", 30, named.message_id, 3) == StepLoad(False)
+    assert await store.lease_step("b:llm1", "a", 30, named.message_id) == StepLoad(True, named)
+    assert await store.lease_step("c:llm1", "a", 30, unnamed.message_id, 3) == StepLoad(
+        True, unnamed
+    )
+    assert await store.lease_step("d:x", "a", 30, "wamid.NONE", 3) == StepLoad(True)
+    empty = replace(record(), conversation="conv-empty")
+    await store.create_if_absent([empty])
+    assert await store.lease_step("e:llm1", "a", 30, empty.message_id, 3) == StepLoad(
+        True, empty, []
+    )
+
+
+async def test_finish_step_saves_releases_and_takes_the_next_lease(store: StateStore) -> None:
+    """The save follows the version check and keeps the record's conversation; the lease is
+    given back either way; the next lease is taken only when the record was saved, and not
+    from another holder."""
+    stored = record()
+    await store.create_if_absent([stored])
+    moved = replace(stored, state="sending", version=1, conversation="conv-f")
+    assert await store.acquire_lease("m:queued_outbound", "a", 30)
+    done = await store.finish_step(
+        moved, 0, "m:queued_outbound", "a", next_lease=("m:sending", "a2", 30)
+    )
+    assert done == StepSave(True, 0.0, True)
+    assert await store.get(stored.message_id) == moved
+    assert await store.acquire_lease("m:queued_outbound", "b", 30), "released"
+    assert await store.acquire_lease("m:sending", "b", 30) is False, "taken for a2"
+
+    # The same name released and taken again (a claim made anew in `sending`).
+    again = replace(moved, version=2)
+    done = await store.finish_step(again, 1, "m:sending", "a2", next_lease=("m:sending", "a3", 30))
+    assert done == StepSave(True, 0.0, True)
+    assert await store.acquire_lease("m:sending", "b", 30) is False, "taken for a3"
+
+    stale = replace(moved, version=9)
+    done = await store.finish_step(stale, 1, "m:sending", "a3", next_lease=("m:next", "x", 30))
+    assert done == StepSave(False, 0.0, False)
+    assert await store.acquire_lease("m:sending", "b", 30), "released although stale"
+    assert await store.acquire_lease("m:next", "b", 30), "not taken: nothing was saved"
+
+    await store.acquire_lease("m:other", "c", 30)
+    third = replace(again, version=3)
+    done = await store.finish_step(third, 2, "m:x", "nobody", next_lease=("m:other", "d", 30))
+    assert done == StepSave(True, 0.0, False), "held by c"
+
+
+async def test_finish_step_saves_a_claim_only_with_a_pacing_token(store: StateStore) -> None:
+    """With a slot asked for, the save needs a token of the bucket: none free, nothing is
+    saved and the wait is named; a stale save takes no token."""
+    first, second = record(), record()
+    await store.create_if_absent([first, second])
+    slot = SlotRequest("pace-f", 1000.0, 6.0, 1)
+    claim = replace(first, state="sending", version=1)
+    assert await store.finish_step(claim, 5, "l", "a", slot=slot) == StepSave(False)
+    assert await store.finish_step(claim, 0, "l", "a", slot=slot) == StepSave(True)
+    other = replace(second, state="sending", version=1)
+    refused = await store.finish_step(other, 0, "l", "a", slot=slot, next_lease=("n", "a", 30))
+    assert refused.saved is False
+    assert refused.next_taken is False
+    assert refused.wait == pytest.approx(6.0)
+    assert await store.get(second.message_id) == second
+    later = SlotRequest("pace-f", 1006.0, 6.0, 1)
+    assert (await store.finish_step(other, 0, "l", "a", slot=later)).saved is True
+
+
+async def test_finish_step_appends_turns_whatever_the_save(store: StateStore) -> None:
+    """The send's turns join the conversation with the save, and even when it is stale
+    (the reply went out all the same)."""
+    stored = record()
+    await store.create_if_absent([stored])
+    turns = [Turn("customer", "oi", 10.0), Turn("business", "olá", 10.0)]
+    write = TurnsWrite("conv-t", turns, 86400, 20)
+    sent = replace(stored, state="sent", version=1)
+    assert (await store.finish_step(sent, 0, "l", "a", turns=write)).saved is True
+    late = TurnsWrite("conv-t", [Turn("business", "de novo", 11.0)], 86400, 3)
+    assert (await store.finish_step(sent, 0, "l", "a", turns=late)).saved is False
+    assert [t.text for t in await store.recent_turns("conv-t", 0.0, 10)] == [
+        "oi",
+        "olá",
+        "de novo",
+    ]
 
 
 # --- conversation turns ----------------------------------------------------------------------

@@ -12,7 +12,7 @@ from typing import Any
 
 import anyio
 
-from pyloto_corp.application.ports import Task
+from pyloto_corp.application.ports import SlotRequest, StepLoad, StepSave, Task, TurnsWrite
 from pyloto_corp.domain.records import Record, StatusUpdate, Turn
 
 # The type of the `make_record` fixture (tests/unit/conftest.py).
@@ -145,6 +145,41 @@ class FakeStore:
         saved = await self.save(record, expected_version)  # raising: neither happened
         await self.release_lease(name, owner)
         return saved
+
+    async def lease_step(
+        self, name: str, owner: str, seconds: float, message_id: str, turns: int = 0
+    ) -> StepLoad:
+        taken, record = await self.lease_and_get(name, owner, seconds, message_id)
+        if record is None or turns <= 0 or not record.conversation:
+            return StepLoad(taken, record)
+        return StepLoad(taken, record, list(self.turns.get(record.conversation, [])[-turns:]))
+
+    async def finish_step(
+        self,
+        record: Record,
+        expected_version: int,
+        name: str,
+        owner: str,
+        *,
+        slot: SlotRequest | None = None,
+        turns: TurnsWrite | None = None,
+        next_lease: tuple[str, str, float] | None = None,
+    ) -> StepSave:
+        stored = self.records.get(record.message_id)
+        saved, wait, taken = False, 0.0, False
+        if stored is not None and stored.version == expected_version:
+            if slot is not None:
+                wait = await self.take_slot(slot.key, slot.now, slot.per_seconds, slot.burst)
+            if wait <= 0:
+                saved = await self.save(record, expected_version)
+        if turns is not None and turns.turns:
+            await self.append_turns(
+                turns.conversation, turns.turns, turns.window_seconds, turns.keep
+            )
+        await self.release_lease(name, owner)
+        if saved and next_lease is not None:
+            taken = await self.acquire_lease(*next_lease)
+        return StepSave(saved, wait, taken)
 
     async def ping(self) -> None:
         return None

@@ -19,7 +19,14 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
 
 from pyloto_corp.adapters.redis_keys import RedisKeys
-from pyloto_corp.application.ports import Adoption, StoreUnavailable
+from pyloto_corp.application.ports import (
+    Adoption,
+    SlotRequest,
+    StepLoad,
+    StepSave,
+    StoreUnavailable,
+    TurnsWrite,
+)
 from pyloto_corp.domain.records import DELIVERY_RANK, FAILED_STATE, Record, StatusUpdate, Turn
 from pyloto_corp.domain.replies import reply_key
 
@@ -28,19 +35,19 @@ from pyloto_corp.domain.replies import reply_key
 # (see _ADOPT).
 # KEYS: record keys..., open index, created index, failed index.
 # ARGV: ttl, failed state, owner, then per record: id, version, state, created_at,
-# updated_at, data.
+# updated_at, data, conversation.
 _CREATE = """
 local ttl = tonumber(ARGV[1])
 local n = #KEYS - 3
 local open, created, failed = KEYS[n + 1], KEYS[n + 2], KEYS[n + 3]
 local result = {}
 for i = 1, n do
-  local a = 3 + (i - 1) * 6
+  local a = 3 + (i - 1) * 7
   if redis.call('EXISTS', KEYS[i]) == 1 then
     result[i] = 0
   else
     redis.call('HSET', KEYS[i], 'v', ARGV[a + 2], 's', ARGV[a + 3], 'o', '', 'd', ARGV[a + 6],
-      'q', ARGV[3])
+      'q', ARGV[3], 'c', ARGV[a + 7])
     redis.call('EXPIRE', KEYS[i], ttl)
     redis.call('ZADD', open, ARGV[a + 5], ARGV[a + 1])
     redis.call('ZADD', created, ARGV[a + 4], ARGV[a + 1])
@@ -51,13 +58,15 @@ end
 return result
 """
 
+# Field 'c' names the record's conversation (Record.conversation), so a step's lease can
+# read the conversation's turns along with the record (see _LEASE_GET).
 # KEYS: record, open index, failed index. ARGV: expected version, version, state,
-# outbound id, data, updated_at, terminal (1/0), message id, failed (1/0), owner.
-_SAVE_BODY = """
-local saved = 0
-if redis.call('HGET', KEYS[1], 'v') == ARGV[1] then
+# outbound id, data, updated_at, terminal (1/0), message id, failed (1/0), owner,
+# conversation.
+_SAVE_FN = """
+local function save()
   redis.call('HSET', KEYS[1], 'v', ARGV[2], 's', ARGV[3], 'o', ARGV[4], 'd', ARGV[5],
-    'q', ARGV[10])
+    'q', ARGV[10], 'c', ARGV[11])
   if ARGV[7] == '1' then
     redis.call('ZREM', KEYS[2], ARGV[8])
   else
@@ -68,16 +77,25 @@ if redis.call('HGET', KEYS[1], 'v') == ARGV[1] then
   else
     redis.call('ZREM', KEYS[3], ARGV[8])
   end
+end
+"""
+_SAVE_BODY = (
+    _SAVE_FN
+    + """
+local saved = 0
+if redis.call('HGET', KEYS[1], 'v') == ARGV[1] then
+  save()
   saved = 1
 end
 """
+)
 _SAVE = _SAVE_BODY + "return saved\n"
-# As _SAVE, then KEYS[4] (a lease) is released if ARGV[11] (its owner) still holds it:
+# As _SAVE, then KEYS[4] (a lease) is released if ARGV[12] (its owner) still holds it:
 # a step's save and the end of its lease in one round trip.
 _SAVE_RELEASE = (
     _SAVE_BODY
     + """
-if redis.call('GET', KEYS[4]) == ARGV[11] then redis.call('DEL', KEYS[4]) end
+if redis.call('GET', KEYS[4]) == ARGV[12] then redis.call('DEL', KEYS[4]) end
 return saved
 """
 )
@@ -104,39 +122,95 @@ end
 """
 _GET = _LOAD + "return load()\n"
 # As _GET, after taking KEYS[3] (a lease) for ARGV[2] (owner) for ARGV[3] ms: {0} when it
-# is held by another, {1} when taken but there is no record, else {1, data, status, ...}.
-# A step's lease and its record in one round trip.
+# is held by another, {1} when taken but there is no record, else {1, data, status, ...,
+# turns}: turns is false unless ARGV[4] > 0, else the last ARGV[4] entries of the
+# conversation the record names (key: ARGV[5] .. its field 'c'), false if it names none.
+# A step's lease, its record and the turns it reads in one round trip.
 _LEASE_GET = (
     _LOAD
     + """
 if not redis.call('SET', KEYS[3], ARGV[2], 'NX', 'PX', ARGV[3]) then return {0} end
 local row = load()
 if not row then return {1} end
-return {1, row[1], row[2], row[3], row[4]}
+local turns = false
+local wanted = tonumber(ARGV[4])
+if wanted > 0 then
+  local conversation = redis.call('HGET', KEYS[1], 'c')
+  if conversation and conversation ~= '' then
+    turns = redis.call('LRANGE', ARGV[5] .. conversation, -wanted, -1)
+  end
+end
+return {1, row[1], row[2], row[3], row[4], turns}
 """
 )
 
-# KEYS: bucket. ARGV: now, seconds per token, burst, ttl (ms).
-# A token bucket: {tokens, at}; returns the wait in seconds as a string (0 when taken).
-_TAKE_SLOT = """
-local now, per, burst = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
-local b = redis.call('HMGET', KEYS[1], 't', 'a')
-local tokens, at = burst, now
-if b[1] then tokens, at = tonumber(b[1]), tonumber(b[2]) end
-if now > at then
-  tokens = math.min(burst, tokens + (now - at) / per)
-  at = now
+# A token bucket at `key`: {tokens, at}; the wait in seconds (0 when taken).
+_TAKE_SLOT_FN = """
+local function take_slot(key, now, per, burst, ttl)
+  local b = redis.call('HMGET', key, 't', 'a')
+  local tokens, at = burst, now
+  if b[1] then tokens, at = tonumber(b[1]), tonumber(b[2]) end
+  if now > at then
+    tokens = math.min(burst, tokens + (now - at) / per)
+    at = now
+  end
+  local wait = 0
+  if tokens >= 1 then
+    tokens = tokens - 1
+  else
+    wait = (1 - tokens) * per
+  end
+  redis.call('HSET', key, 't', tostring(tokens), 'a', tostring(at))
+  redis.call('PEXPIRE', key, ttl)
+  return wait
 end
-local wait = 0
-if tokens >= 1 then
-  tokens = tokens - 1
-else
-  wait = (1 - tokens) * per
-end
-redis.call('HSET', KEYS[1], 't', tostring(tokens), 'a', tostring(at))
-redis.call('PEXPIRE', KEYS[1], ARGV[4])
-return tostring(wait)
 """
+# KEYS: bucket. ARGV: now, seconds per token, burst, ttl (ms).
+# Returns the wait in seconds as a string (0 when taken).
+_TAKE_SLOT = (
+    _TAKE_SLOT_FN
+    + """
+return tostring(take_slot(KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]),
+  ARGV[4]))
+"""
+)
+
+# A step's end in one round trip: its save (as _SAVE), under a pacing token when its claim
+# needs one, the turns its send adds, the release of its lease and the next step's lease.
+# KEYS: record, open index, failed index, lease, next lease, bucket, conversation (the last
+# three: any key when unused). ARGV: as _SAVE (1-11), then owner (12), next owner (13, ''
+# for none), next lease ms (14), bucket now (15, '' for none), seconds per token (16),
+# burst (17), bucket ttl ms (18), turns window s (19), turns kept (20), turns (21...).
+# Returns {saved, next lease taken, wait as a string}. The version is checked before the
+# token is taken, so a stale claim costs none; the lease is released before the next is
+# taken, as both may have the same name (a claim made anew in `sending`).
+_FINISH = (
+    _SAVE_FN
+    + _TAKE_SLOT_FN
+    + """
+local saved, taken, wait = 0, 0, 0
+if redis.call('HGET', KEYS[1], 'v') == ARGV[1] then
+  if ARGV[15] ~= '' then
+    wait = take_slot(KEYS[6], tonumber(ARGV[15]), tonumber(ARGV[16]), tonumber(ARGV[17]),
+      ARGV[18])
+  end
+  if wait == 0 then
+    save()
+    saved = 1
+  end
+end
+if #ARGV > 20 then
+  redis.call('RPUSH', KEYS[7], unpack(ARGV, 21))
+  redis.call('LTRIM', KEYS[7], -tonumber(ARGV[20]), -1)
+  redis.call('EXPIRE', KEYS[7], ARGV[19])
+end
+if redis.call('GET', KEYS[4]) == ARGV[12] then redis.call('DEL', KEYS[4]) end
+if saved == 1 and ARGV[13] ~= '' then
+  if redis.call('SET', KEYS[5], ARGV[13], 'NX', 'PX', ARGV[14]) then taken = 1 end
+end
+return {saved, taken, tostring(wait)}
+"""
+)
 
 # KEYS: delivery, delivery ref (or the delivery key again when there is no callback data).
 # ARGV: status, rank, at, errors, message id ('' if none), ttl, outbound id.
@@ -242,6 +316,11 @@ def connect(url: str, timeout_seconds: float = 2.0) -> redis.Redis:
     )
 
 
+def _bucket_ttl_ms(slot: SlotRequest) -> int:
+    """The bucket is full again after burst * per_seconds: it may expire then."""
+    return max(1000, int((slot.burst * slot.per_seconds + 1) * 1000))
+
+
 def _record(row: Sequence[Any]) -> Record:
     """A record from a load() row: {data, status, errors, outbound id}."""
     record = _decoder.decode(row[0])
@@ -277,6 +356,7 @@ class RedisStore:
         self._take_slot = client.register_script(_TAKE_SLOT)
         self._lease_get = client.register_script(_LEASE_GET)
         self._save_release = client.register_script(_SAVE_RELEASE)
+        self._finish = client.register_script(_FINISH)
         self._adopt = client.register_script(_ADOPT)
         self._beat = client.register_script(_BEAT)
 
@@ -288,7 +368,7 @@ class RedisStore:
         args: list[Any] = [self.ttl, FAILED_STATE, self.instance_id]
         for r in records:
             args += [r.message_id, r.version, r.state, r.created_at, r.updated_at]
-            args.append(_encoder.encode(r))
+            args += [_encoder.encode(r), r.conversation]
         try:
             result = await self._create(keys=keys, args=args)
         except RedisError as error:
@@ -306,18 +386,32 @@ class RedisStore:
     async def lease_and_get(
         self, name: str, owner: str, seconds: float, message_id: str
     ) -> tuple[bool, Record | None]:
+        load = await self.lease_step(name, owner, seconds, message_id)
+        return load.taken, load.record
+
+    async def lease_step(
+        self, name: str, owner: str, seconds: float, message_id: str, turns: int = 0
+    ) -> StepLoad:
         keys = [
             self.keys.record(message_id),
             self.keys.delivery_ref(reply_key(message_id)),
             self.keys.lease(name),
         ]
-        args: list[EncodableT] = [self.keys.delivery(""), owner, max(1, int(seconds * 1000))]
+        args: list[EncodableT] = [
+            self.keys.delivery(""),
+            owner,
+            max(1, int(seconds * 1000)),
+            max(0, turns),
+            self.keys.conversation(""),
+        ]
         try:
             row = await self._lease_get(keys=keys, args=args)
         except RedisError as error:
             raise StoreUnavailable(f"redis: {error}") from error
-        taken = bool(row[0])
-        return taken, _record(row[1:]) if taken and len(row) > 1 else None
+        if not row[0] or len(row) == 1:
+            return StepLoad(bool(row[0]))
+        found = None if row[5] is None else [_turn_decoder.decode(entry) for entry in row[5]]
+        return StepLoad(True, _record(row[1:5]), found)
 
     async def save(self, record: Record, expected_version: int) -> bool:
         keys, args = self._save_call(record, expected_version)
@@ -338,6 +432,43 @@ class RedisStore:
             raise StoreUnavailable(f"redis: {error}") from error
         return bool(saved)
 
+    async def finish_step(
+        self,
+        record: Record,
+        expected_version: int,
+        name: str,
+        owner: str,
+        *,
+        slot: SlotRequest | None = None,
+        turns: TurnsWrite | None = None,
+        next_lease: tuple[str, str, float] | None = None,
+    ) -> StepSave:
+        keys, args = self._save_call(record, expected_version)
+        record_key = keys[0]
+        keys += [
+            self.keys.lease(name),
+            self.keys.lease(next_lease[0]) if next_lease else record_key,
+            self.keys.pacing(slot.key) if slot else record_key,
+            self.keys.conversation(turns.conversation) if turns else record_key,
+        ]
+        args.append(owner)
+        if next_lease is not None:
+            args += [next_lease[1], max(1, int(next_lease[2] * 1000))]
+        else:
+            args += ["", 0]
+        if slot is not None:
+            args += [repr(slot.now), repr(slot.per_seconds), slot.burst, _bucket_ttl_ms(slot)]
+        else:
+            args += ["", 0, 0, 0]
+        if turns is not None and turns.turns:
+            args += [max(1, int(turns.window_seconds)), turns.keep]
+            args += [_turn_encoder.encode(turn) for turn in turns.turns]
+        try:
+            saved, taken, wait = await self._finish(keys=keys, args=args)
+        except RedisError as error:
+            raise StoreUnavailable(f"redis: {error}") from error
+        return StepSave(bool(saved), float(wait), bool(taken))
+
     def _save_call(
         self, record: Record, expected_version: int
     ) -> tuple[list[str], list[EncodableT]]:
@@ -353,6 +484,7 @@ class RedisStore:
             record.message_id,
             1 if record.state == FAILED_STATE else 0,
             self.instance_id,
+            record.conversation,
         ]
         return keys, args
 
@@ -483,8 +615,7 @@ class RedisStore:
         return bool(taken)
 
     async def take_slot(self, key: str, now: float, per_seconds: float, burst: int) -> float:
-        # The bucket is full again after burst * per_seconds: it may expire then.
-        ttl_ms = max(1000, int((burst * per_seconds + 1) * 1000))
+        ttl_ms = _bucket_ttl_ms(SlotRequest(key, now, per_seconds, burst))
         args: list[EncodableT] = [repr(now), repr(per_seconds), burst, ttl_ms]
         try:
             wait = await self._take_slot(keys=[self.keys.pacing(key)], args=args)

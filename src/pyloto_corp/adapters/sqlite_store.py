@@ -15,7 +15,13 @@ from typing import Any
 import msgspec
 
 from pyloto_corp.adapters.sqlite_base import SQLiteThread
-from pyloto_corp.application.ports import StoreUnavailable
+from pyloto_corp.application.ports import (
+    SlotRequest,
+    StepLoad,
+    StepSave,
+    StoreUnavailable,
+    TurnsWrite,
+)
 from pyloto_corp.domain.records import DELIVERY_RANK, FAILED_STATE, Record, StatusUpdate, Turn
 from pyloto_corp.domain.replies import reply_key
 
@@ -170,6 +176,52 @@ class SQLiteStore:
 
         return await self._db.run(lambda: self._db.transaction(work))
 
+    async def lease_step(
+        self, name: str, owner: str, seconds: float, message_id: str, turns: int = 0
+    ) -> StepLoad:
+        def work() -> StepLoad:  # one hop to the database thread
+            taken = self._db.transaction(lambda conn: self._acquire(conn, name, owner, seconds))
+            if not taken:
+                return StepLoad(False)
+            record = self._get(message_id)
+            if record is None or turns <= 0 or not record.conversation:
+                return StepLoad(True, record)
+            return StepLoad(True, record, self._recent(record.conversation, None, turns))
+
+        return await self._db.run(work)
+
+    async def finish_step(
+        self,
+        record: Record,
+        expected_version: int,
+        name: str,
+        owner: str,
+        *,
+        slot: SlotRequest | None = None,
+        turns: TurnsWrite | None = None,
+        next_lease: tuple[str, str, float] | None = None,
+    ) -> StepSave:
+        def work(conn: sqlite3.Connection) -> StepSave:
+            saved, taken, wait = False, False, 0.0
+            found = conn.execute(
+                "SELECT version FROM records WHERE message_id = ?", (record.message_id,)
+            ).fetchone()
+            if found is not None and found[0] == expected_version:
+                if slot is not None:  # no token is taken for a stale save
+                    wait = self._take(conn, slot.key, slot.now, slot.per_seconds, slot.burst)
+                if wait <= 0:
+                    saved = self._save(record, expected_version)
+            if turns is not None and turns.turns:
+                self._append(
+                    conn, turns.conversation, turns.turns, turns.window_seconds, turns.keep
+                )
+            conn.execute("DELETE FROM leases WHERE name = ? AND owner = ?", (name, owner))
+            if saved and next_lease is not None:
+                taken = self._acquire(conn, *next_lease)
+            return StepSave(saved, wait, taken)
+
+        return await self._db.run(lambda: self._db.transaction(work))
+
     async def record_status(self, update: StatusUpdate) -> bool:
         rank = DELIVERY_RANK.get(update.status)
         if rank is None:
@@ -238,31 +290,41 @@ class SQLiteStore:
     async def append_turns(
         self, conversation: str, turns: Sequence[Turn], window_seconds: float, keep: int
     ) -> None:
+        await self._db.run(
+            lambda: self._db.transaction(
+                lambda conn: self._append(conn, conversation, turns, window_seconds, keep)
+            )
+        )
+
+    @staticmethod
+    def _append(
+        conn: sqlite3.Connection,
+        conversation: str,
+        turns: Sequence[Turn],
+        window_seconds: float,
+        keep: int,
+    ) -> None:
         rows = [(conversation, t.role, t.text, t.at) for t in turns]
         newest = max((t.at for t in turns), default=time.time())
-
-        def work(conn: sqlite3.Connection) -> None:
-            conn.executemany(
-                "INSERT INTO turns (conversation, role, text, at) VALUES (?, ?, ?, ?)", rows
-            )
-            conn.execute(
-                "DELETE FROM turns WHERE conversation = ? AND (at < ? OR seq NOT IN"
-                " (SELECT seq FROM turns WHERE conversation = ? ORDER BY seq DESC LIMIT ?))",
-                (conversation, newest - window_seconds, conversation, keep),
-            )
-
-        await self._db.run(lambda: self._db.transaction(work))
+        conn.executemany(
+            "INSERT INTO turns (conversation, role, text, at) VALUES (?, ?, ?, ?)", rows
+        )
+        conn.execute(
+            "DELETE FROM turns WHERE conversation = ? AND (at < ? OR seq NOT IN"
+            " (SELECT seq FROM turns WHERE conversation = ? ORDER BY seq DESC LIMIT ?))",
+            (conversation, newest - window_seconds, conversation, keep),
+        )
 
     async def recent_turns(self, conversation: str, since: float, limit: int) -> list[Turn]:
-        def work() -> list[Turn]:
-            rows = self._db.connection().execute(
-                "SELECT role, text, at FROM turns WHERE conversation = ? AND at >= ?"
-                " ORDER BY seq DESC LIMIT ?",
-                (conversation, since, limit),
-            )
-            return [Turn(str(r), str(t), float(a)) for r, t, a in reversed(rows.fetchall())]
+        return await self._db.run(lambda: self._recent(conversation, since, limit))
 
-        return await self._db.run(work)
+    def _recent(self, conversation: str, since: float | None, limit: int) -> list[Turn]:
+        rows = self._db.connection().execute(
+            "SELECT role, text, at FROM turns WHERE conversation = ? AND at >= ?"
+            " ORDER BY seq DESC LIMIT ?",
+            (conversation, float("-inf") if since is None else since, limit),
+        )
+        return [Turn(str(r), str(t), float(a)) for r, t, a in reversed(rows.fetchall())]
 
     async def acquire_lease(self, name: str, owner: str, seconds: float) -> bool:
         return await self._db.run(
@@ -280,24 +342,31 @@ class SQLiteStore:
         return inserted.rowcount == 1
 
     async def take_slot(self, key: str, now: float, per_seconds: float, burst: int) -> float:
-        def work(conn: sqlite3.Connection) -> float:
-            row = conn.execute("SELECT tokens, at FROM pacing WHERE key = ?", (key,)).fetchone()
-            tokens, at = (float(row[0]), float(row[1])) if row else (float(burst), now)
-            if now > at:
-                tokens, at = min(float(burst), tokens + (now - at) / per_seconds), now
-            wait = 0.0
-            if tokens >= 1:
-                tokens -= 1
-            else:
-                wait = (1 - tokens) * per_seconds
-            conn.execute(
-                "INSERT INTO pacing (key, tokens, at) VALUES (?, ?, ?) ON CONFLICT (key)"
-                " DO UPDATE SET tokens = excluded.tokens, at = excluded.at",
-                (key, tokens, at),
+        return await self._db.run(
+            lambda: self._db.transaction(
+                lambda conn: self._take(conn, key, now, per_seconds, burst)
             )
-            return wait
+        )
 
-        return await self._db.run(lambda: self._db.transaction(work))
+    @staticmethod
+    def _take(
+        conn: sqlite3.Connection, key: str, now: float, per_seconds: float, burst: int
+    ) -> float:
+        row = conn.execute("SELECT tokens, at FROM pacing WHERE key = ?", (key,)).fetchone()
+        tokens, at = (float(row[0]), float(row[1])) if row else (float(burst), now)
+        if now > at:
+            tokens, at = min(float(burst), tokens + (now - at) / per_seconds), now
+        wait = 0.0
+        if tokens >= 1:
+            tokens -= 1
+        else:
+            wait = (1 - tokens) * per_seconds
+        conn.execute(
+            "INSERT INTO pacing (key, tokens, at) VALUES (?, ?, ?) ON CONFLICT (key)"
+            " DO UPDATE SET tokens = excluded.tokens, at = excluded.at",
+            (key, tokens, at),
+        )
+        return wait
 
     async def release_lease(self, name: str, owner: str) -> None:
         await self._db.run(

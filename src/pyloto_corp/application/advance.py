@@ -11,6 +11,7 @@ from typing import TypeVar
 
 from opentelemetry import trace
 
+from pyloto_corp.application.llm_steps import CONVERSATION_TURNS
 from pyloto_corp.application.ports import (
     AdvancerStore,
     PermanentStepError,
@@ -21,12 +22,12 @@ from pyloto_corp.application.ports import (
 )
 from pyloto_corp.application.queues import STEP_LEASE_SECONDS
 from pyloto_corp.application.registry import REGISTRY
-from pyloto_corp.application.step_context import StepContext
-from pyloto_corp.application.steps import STEPS
+from pyloto_corp.application.step_context import Deferred, StepContext
+from pyloto_corp.application.steps import STEPS, pacing_wait
 from pyloto_corp.domain.events import DeadLettered, Event, SendClaimed
 from pyloto_corp.domain.machine import LifecycleMachine
 from pyloto_corp.domain.privacy import message_ref
-from pyloto_corp.domain.records import Record
+from pyloto_corp.domain.records import Record, Turn
 from pyloto_corp.observability.instruments import Telemetry, context_of, traceparent_of
 from pyloto_corp.observability.logging import names_in_scope, scrub_exception
 
@@ -53,10 +54,22 @@ class Lease:
 
 
 @dataclass(frozen=True)
+class Held:
+    """The next step's lease, taken (or found held by another, `taken` False) by the save
+    that moved the record to its state, and the record as saved: that step starts without
+    a call to the store."""
+
+    lease: Lease
+    taken: bool
+    record: Record
+
+
+@dataclass(frozen=True)
 class Then:
     """The next step runs at once in the same delivery; `fresh`: it made the send claim."""
 
     fresh: bool
+    held: Held | None = None
 
 
 class StepBusy(TransientStepError):
@@ -100,6 +113,7 @@ class Advancer:
         attempt: int = 1,
         traceparent: str | None = None,
         claim_made_here: bool = False,
+        held: Held | None = None,
     ) -> str:
         """Do the step of `expected_state`; a record elsewhere is a no-op. Returns the outcome.
 
@@ -119,7 +133,7 @@ class Advancer:
         ) as span:
             try:
                 outcome, then = await self._leased(
-                    message_id, expected_state, attempt, claim_made_here
+                    message_id, expected_state, attempt, claim_made_here, held
                 )
             except StepBusy:
                 outcome = "busy"
@@ -136,31 +150,52 @@ class Advancer:
         # of this one) under its own lease. A send claimed here is sent without reconciling.
         with contextlib.suppress(StepBusy):  # another delivery holds that step: it does it
             return await self.advance(
-                message_id, outcome, attempt, traceparent_of(span), claim_made_here=then.fresh
+                message_id,
+                outcome,
+                attempt,
+                traceparent_of(span),
+                claim_made_here=then.fresh,
+                held=then.held,
             )
         return outcome
 
+    def _new_lease(self, message_id: str, state: str) -> Lease:
+        return Lease(f"{message_id}:{state}", f"{self.context.instance_id}:{uuid.uuid4().hex}")
+
     async def _leased(
-        self, message_id: str, expected_state: str, attempt: int, claim_made_here: bool
+        self,
+        message_id: str,
+        expected_state: str,
+        attempt: int,
+        claim_made_here: bool,
+        held: Held | None,
     ) -> tuple[str, Then | None]:
-        """Take the step's lease and load the record (one call to the store), run the step,
-        then save and give the lease back (one call): two round trips a transition."""
-        lease = Lease(
-            f"{message_id}:{expected_state}", f"{self.context.instance_id}:{uuid.uuid4().hex}"
-        )
-        await self._free_unreleased(lease.name)
-        try:
-            taken, record = await self.store.lease_and_get(
-                lease.name, lease.owner, STEP_LEASE_SECONDS, message_id
-            )
-        except StoreUnavailable:
-            _remember(self._unreleased, lease.name, lease.owner, STEP_LEASE_SECONDS)
-            raise
+        """Take the step's lease and load the record (one call to the store; none when the
+        previous step's save took the lease), run the step, then save and give the lease
+        back (one call, with the step's deferred writes): at most two round trips a
+        transition."""
+        turns: list[Turn] | None = None
+        record: Record | None
+        if held is not None:
+            lease, taken, record = held.lease, held.taken, held.record
+        else:
+            lease = self._new_lease(message_id, expected_state)
+            await self._free_unreleased(lease.name)
+            spec = REGISTRY.get(expected_state)
+            wanted = CONVERSATION_TURNS if spec is not None and spec.reads_turns else 0
+            try:
+                load = await self.store.lease_step(
+                    lease.name, lease.owner, STEP_LEASE_SECONDS, message_id, wanted
+                )
+            except StoreUnavailable:
+                _remember(self._unreleased, lease.name, lease.owner, STEP_LEASE_SECONDS)
+                raise
+            taken, record, turns = load.taken, load.record, load.turns
         if not taken:
             raise StepBusy("this step is running in another delivery of the task")
         try:
             return await self._advance(
-                record, message_id, expected_state, attempt, lease, claim_made_here
+                record, message_id, expected_state, attempt, lease, claim_made_here, turns
             )
         finally:
             if not lease.released:
@@ -197,6 +232,7 @@ class Advancer:
         attempt: int,
         lease: Lease,
         claim_made_here: bool,
+        turns: list[Turn] | None,
     ) -> tuple[str, Then | None]:
         """The outcome, and whether the next step runs at once in this delivery."""
         if record is None:
@@ -209,12 +245,19 @@ class Advancer:
             await self._requeue_current(record)
             return "stale", None  # moved on, or terminal: a terminal state has no step
         started = self.context.clock()
+        deferred = Deferred()
         try:
-            event = await self._run_step(record, claim_made_here)
+            event = await self._run_step(record, claim_made_here, turns, deferred)
         except PermanentStepError as error:
-            await self.dead_letter(message_id, expected_state, f"permanent: {error}")
+            # Under the step's lease, the record as loaded: one call to the store.
+            await self._dead_letter_loaded(record, f"permanent: {error}", 0, lease)
             return "failed", None
-        dest = await self._commit(record, event, started, attempt, lease=lease)
+        following = None
+        if event.continues:
+            following = self._new_lease(message_id, self.machine.fire(record.state, event.trigger))
+        dest, held = await self._commit(
+            record, event, started, attempt, lease=lease, deferred=deferred, next_lease=following
+        )
         if dest == "stale":
             return dest, None
         if event.retries:
@@ -224,7 +267,7 @@ class Advancer:
             scrub_exception(retry, (name,) if name else ())
             raise retry
         if event.continues:
-            return dest, Then(fresh=isinstance(event, SendClaimed) and event.fresh)
+            return dest, Then(fresh=isinstance(event, SendClaimed) and event.fresh, held=held)
         return dest, None
 
     def continued_states(self, state: str) -> list[str]:
@@ -233,11 +276,22 @@ class Advancer:
         emits = spec.emits if spec is not None else ()
         return [self.machine.fire(state, event.trigger) for event in emits if event.continues]
 
-    async def _run_step(self, record: Record, claim_made_here: bool) -> Event:
+    async def _run_step(
+        self,
+        record: Record,
+        claim_made_here: bool,
+        turns: list[Turn] | None,
+        deferred: Deferred,
+    ) -> Event:
         """The step of the record's state. Its exceptions leave with personal data redacted
         from their text: queues log them, and the last one becomes the failure reason."""
         name = record.inbound.contact_name
-        context = replace(self.context, claim_made_here=True) if claim_made_here else self.context
+        context = replace(
+            self.context,
+            claim_made_here=claim_made_here or self.context.claim_made_here,
+            turns=turns,
+            deferred=deferred,
+        )
         with names_in_scope(name):
             try:
                 return await STEPS[record.state](record, context)
@@ -276,6 +330,14 @@ class Advancer:
         record = await self.store.get(message_id)
         if record is None or record.state != expected_state:
             return False
+        return await self._dead_letter_loaded(record, reason, attempt)
+
+    async def _dead_letter_loaded(
+        self, record: Record, reason: str, attempt: int, lease: Lease | None = None
+    ) -> bool:
+        """Move `record` (as loaded) to `failed` with `reason`, giving back `lease` in the
+        same call; False if it changed since it was loaded."""
+        message_id, expected_state = record.message_id, record.state
         log.error(
             "record_dead_lettered",
             extra={
@@ -286,7 +348,9 @@ class Advancer:
             },
         )
         started = self.context.clock()
-        outcome = await self._commit(record, DeadLettered(reason), started, attempt=attempt)
+        outcome, _ = await self._commit(
+            record, DeadLettered(reason), started, attempt=attempt, lease=lease
+        )
         return outcome != "stale"
 
     async def _commit(
@@ -297,9 +361,12 @@ class Advancer:
         attempt: int,
         generation: str = "",
         lease: Lease | None = None,
-    ) -> str:
-        """Save the transition `event` fires (giving back `lease` in the same call), then
-        queue the next step. "stale" when the record changed since it was loaded."""
+        deferred: Deferred | None = None,
+        next_lease: Lease | None = None,
+    ) -> tuple[str, Held | None]:
+        """Save the transition `event` fires (giving back `lease`, writing what the step
+        `deferred` and taking `next_lease` in the same call), then queue the next step.
+        "stale" when the record changed since it was loaded; the next lease as held."""
         dest = self.machine.fire(record.state, event.trigger)
         now = self.context.clock()
         duration_ms = round((now - started) * 1000, 3)
@@ -307,8 +374,9 @@ class Advancer:
             record.apply(event, dest, now, duration_ms, attempt),
             trace_context=self._trace_context(record),
         )
-        if not await self._save(moved, record.version, lease):
-            return "stale"
+        saved, held = await self._save(moved, record.version, lease, deferred, next_lease)
+        if not saved:
+            return "stale", None
         self._describe(record, moved, event.trigger, duration_ms)
         log.info(
             "transition",
@@ -326,14 +394,44 @@ class Advancer:
         task = None if event.continues or event.retries else self.task_for(moved)
         if task is not None:
             await self.queue.enqueue(replace(task, generation=generation))
-        return dest
+        return dest, held
 
-    async def _save(self, moved: Record, expected_version: int, lease: Lease | None) -> bool:
+    async def _save(
+        self,
+        moved: Record,
+        expected_version: int,
+        lease: Lease | None,
+        deferred: Deferred | None,
+        next_lease: Lease | None,
+    ) -> tuple[bool, Held | None]:
+        """The save (and what goes with it); raises the pacing wait when the claim's slot
+        was not free, so nothing was saved and the queue retries later."""
         if lease is None:
-            return await self.store.save(moved, expected_version)
-        saved = await self.store.save_and_release(moved, expected_version, lease.name, lease.owner)
+            return await self.store.save(moved, expected_version), None
+        deferred = deferred or Deferred()
+        following = None
+        if next_lease is not None:
+            following = (next_lease.name, next_lease.owner, STEP_LEASE_SECONDS)
+        try:
+            result = await self.store.finish_step(
+                moved,
+                expected_version,
+                lease.name,
+                lease.owner,
+                slot=deferred.slot,
+                turns=deferred.turns,
+                next_lease=following,
+            )
+        except StoreUnavailable:
+            if next_lease is not None:  # the call may have taken it before its answer was lost
+                _remember(self._unreleased, next_lease.name, next_lease.owner, STEP_LEASE_SECONDS)
+            raise
         lease.released = True
-        return saved
+        if result.wait > 0:
+            raise pacing_wait(result.wait)
+        if not result.saved or next_lease is None:
+            return result.saved, None
+        return True, Held(next_lease, result.next_taken, moved)
 
     def _trace_context(self, record: Record) -> dict[str, str]:
         """The record's trace context, pointing at the current span (the next task's parent)
@@ -360,4 +458,5 @@ class Advancer:
         a repeated step takes it). The new state, or "stale" if the record changed meanwhile.
         """
         started = self.context.clock()
-        return await self._commit(record, event, started, 0, generation)
+        dest, _ = await self._commit(record, event, started, 0, generation)
+        return dest

@@ -145,7 +145,7 @@ async def detect_event(record: Record, ctx: StepContext) -> EventDetected | Fell
     )
 
 
-@step("llm1", ReplyDrafted, FellBack)
+@step("llm1", ReplyDrafted, FellBack, reads_turns=True)
 async def draft_reply(record: Record, ctx: StepContext) -> ReplyDrafted | FellBack:
     """LLM#2: the reply in the business's voice, from the conversation's last turns."""
     llm, reason = _route(record, ctx)
@@ -153,7 +153,10 @@ async def draft_reply(record: Record, ctx: StepContext) -> ReplyDrafted | FellBa
         return fall_back(record, "llm2", reason or "llm_disabled")
     conversation = conversation_id(record.inbound.sender, ctx.hash_key)
     since = ctx.clock() - CONVERSATION_WINDOW_SECONDS
-    history = await ctx.store.recent_turns(conversation, since, CONVERSATION_TURNS)
+    if ctx.turns is not None and record.conversation == conversation:
+        history = [turn for turn in ctx.turns if turn.at >= since][-CONVERSATION_TURNS:]
+    else:
+        history = await ctx.store.recent_turns(conversation, since, CONVERSATION_TURNS)
     event = record.results.event or "other"
     summary = for_llm(record.results.summary or "", record, llm.mask_pii)
     started = time.perf_counter()

@@ -60,6 +60,47 @@ class RecordStore(Protocol):
         """Delete records (and their statuses) created before the retention limit."""
 
 
+@dataclass(frozen=True)
+class SlotRequest:
+    """One token of a recipient's pacing bucket (see `SendPacing.take_slot`)."""
+
+    key: str
+    now: float
+    per_seconds: float
+    burst: int
+
+
+@dataclass(frozen=True)
+class TurnsWrite:
+    """Turns to add to a conversation (see `ConversationMemory.append_turns`)."""
+
+    conversation: str
+    turns: Sequence[Turn]
+    window_seconds: float
+    keep: int
+
+
+@dataclass(frozen=True)
+class StepLoad:
+    """What `lease_step` found: whether the lease was taken, the record (None if not taken
+    or not found) and, when asked for, the last turns of the record's conversation, oldest
+    first (None when the record names no conversation)."""
+
+    taken: bool
+    record: Record | None = None
+    turns: list[Turn] | None = None
+
+
+@dataclass(frozen=True)
+class StepSave:
+    """What `finish_step` did: whether the record was saved; `wait` > 0 when the pacing
+    slot asked for was not free (then nothing was saved); whether the next lease was taken."""
+
+    saved: bool
+    wait: float = 0.0
+    next_taken: bool = False
+
+
 class StepLeases(Protocol):
     """A step's lease on (record, state), taken with the load and given back with the save,
     so a second delivery of the same task does not do the step's work alongside the first."""
@@ -79,6 +120,31 @@ class StepLeases(Protocol):
 
     async def release_lease(self, name: str, owner: str) -> None:
         """Give the lease back if `owner` still holds it."""
+
+    async def lease_step(
+        self, name: str, owner: str, seconds: float, message_id: str, turns: int = 0
+    ) -> StepLoad:
+        """`lease_and_get`, and when `turns` > 0 the last `turns` turns of the conversation
+        the record names (`Record.conversation`), as one call to the store."""
+
+    async def finish_step(
+        self,
+        record: Record,
+        expected_version: int,
+        name: str,
+        owner: str,
+        *,
+        slot: SlotRequest | None = None,
+        turns: TurnsWrite | None = None,
+        next_lease: tuple[str, str, float] | None = None,
+    ) -> StepSave:
+        """`save_and_release` with a step's other writes, as one call to the store.
+
+        `slot`: the save happens only if the version matches and a pacing token is taken
+        (none is taken on a version conflict). `turns`: appended whatever the save's outcome.
+        `next_lease` (name, owner, seconds): taken only if the record was saved, for the
+        step of its new state run at once by the same delivery.
+        """
 
 
 class SendPacing(Protocol):

@@ -18,23 +18,25 @@ S = TypeVar("S", bound=Callable[..., Awaitable[Event]])
 
 @dataclass(frozen=True)
 class StepSpec:
-    """One state's step and the events it may return."""
+    """One state's step and the events it may return; `reads_turns`: it reads the
+    conversation's last turns (loaded with the record)."""
 
     state: str
     run: Step
     emits: tuple[type[Event], ...]
+    reads_turns: bool = False
 
 
 REGISTRY: dict[str, StepSpec] = {}
 
 
-def step(state: str, *emits: type[Event]) -> Callable[[S], S]:
+def step(state: str, *emits: type[Event], reads_turns: bool = False) -> Callable[[S], S]:
     """Register the decorated function as the step of `state`, returning `emits`."""
 
     def register(run: S) -> S:
         if state in REGISTRY:
             raise RuntimeError(f"state '{state}' already has a step: {REGISTRY[state].run}")
-        REGISTRY[state] = StepSpec(state, run, emits)
+        REGISTRY[state] = StepSpec(state, run, emits, reads_turns)
         return run
 
     return register

@@ -5,7 +5,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from pyloto_corp.application.ports import Assistant, Outbox, StepStore
+from pyloto_corp.application.ports import (
+    Assistant,
+    Outbox,
+    SlotRequest,
+    StepStore,
+    TurnsWrite,
+)
+from pyloto_corp.domain.records import Turn
 
 
 @dataclass(frozen=True)
@@ -24,6 +31,16 @@ class Pacing:
 
     per_seconds: float
     burst: int
+
+
+@dataclass
+class Deferred:
+    """Store writes a step leaves to the save of its transition, so they cost no call of
+    their own: the pacing token its claim needs (no token, no claim saved) and the turns
+    its send adds to the conversation."""
+
+    slot: SlotRequest | None = None
+    turns: TurnsWrite | None = None
 
 
 @dataclass(frozen=True)
@@ -48,3 +65,8 @@ class StepContext:
     # True only while the step runs in the delivery that has just saved the record's send
     # claim: no request for it can have left yet, so there is nothing to reconcile.
     claim_made_here: bool = False
+    # The last turns of the conversation the record names, loaded with the record for a step
+    # that reads them (None: not loaded, the step reads them itself).
+    turns: list[Turn] | None = None
+    # Where a step run by the Advancer leaves its deferred writes (None: it writes them itself).
+    deferred: Deferred | None = None

@@ -17,8 +17,10 @@ from pyloto_corp.application.llm_steps import (
 from pyloto_corp.application.ports import (
     AmbiguousSend,
     PermanentStepError,
+    SlotRequest,
     StoreUnavailable,
     TransientStepError,
+    TurnsWrite,
 )
 from pyloto_corp.application.registry import REGISTRY, Step, handled_triggers, step
 from pyloto_corp.application.step_context import LLMRouting, StepContext
@@ -54,7 +56,7 @@ async def accept(record: Record, ctx: StepContext) -> Accepted | Ignored:
         # Kept (nothing accepted is dropped) but there is nobody to answer.
         return Ignored(reason="no_sender")
     await _mark_read(record, ctx)
-    return Accepted()
+    return Accepted(conversation=conversation_id(record.inbound.sender, ctx.hash_key))
 
 
 async def _mark_read(record: Record, ctx: StepContext) -> None:
@@ -163,10 +165,12 @@ async def _remember(record: Record, ctx: StepContext) -> None:
         # The reply an LLM wrote may repeat the customer: kept as masked as their own words.
         turns.append(Turn("business", for_llm(text, record, mask_pii=True), now))
     conversation = conversation_id(record.inbound.sender, ctx.hash_key)
+    write = TurnsWrite(conversation, turns, CONVERSATION_WINDOW_SECONDS, CONVERSATION_TURNS)
+    if ctx.deferred is not None:
+        ctx.deferred.turns = write  # written with the save of the send
+        return
     try:
-        await ctx.store.append_turns(
-            conversation, turns, CONVERSATION_WINDOW_SECONDS, CONVERSATION_TURNS
-        )
+        await ctx.store.append_turns(write.conversation, turns, write.window_seconds, write.keep)
     except StoreUnavailable:
         log.warning("conversation_not_saved", extra={"event": "conversation_not_saved"})
 
@@ -176,9 +180,18 @@ async def _pace(record: Record, ctx: StepContext, now: float) -> None:
     if ctx.pacing is None:
         return
     bucket = conversation_id(record.inbound.sender, ctx.hash_key)
-    wait = await ctx.store.take_slot(bucket, now, ctx.pacing.per_seconds, ctx.pacing.burst)
+    slot = SlotRequest(bucket, now, ctx.pacing.per_seconds, ctx.pacing.burst)
+    if ctx.deferred is not None:
+        ctx.deferred.slot = slot  # taken with the save of the claim, which needs it
+        return
+    wait = await ctx.store.take_slot(slot.key, slot.now, slot.per_seconds, slot.burst)
     if wait > 0:
-        raise TransientStepError(f"pacing: next send to this customer in {wait:.1f} s")
+        raise pacing_wait(wait)
+
+
+def pacing_wait(wait: float) -> TransientStepError:
+    """The error that defers a send until the customer's pacing bucket has a token."""
+    return TransientStepError(f"pacing: next send to this customer in {wait:.1f} s")
 
 
 def _claim_alive(record: Record, ctx: StepContext, now: float) -> bool:

@@ -36,9 +36,15 @@ class Event:
 
 @dataclass(frozen=True)
 class Accepted(Event):
-    """The message needs a reply."""
+    """The message needs a reply; `conversation` stands for its customer (a keyed hash)."""
 
     trigger: ClassVar[str] = "accept"
+    conversation: str = ""
+
+    def changes(self, record: Record) -> Record:
+        if not self.conversation:
+            return record
+        return replace(record, conversation=self.conversation)
 
 
 @dataclass(frozen=True)

@@ -106,6 +106,9 @@ class Record:
     attempts: dict[str, int] = field(default_factory=dict)
     history: list[HistoryEntry] = field(default_factory=list)
     trace_context: dict[str, str] = field(default_factory=dict)
+    # Keyed hash standing for the customer (their conversation memory and pacing bucket), set
+    # once the message is accepted: the store reads the conversation along with the record.
+    conversation: str = ""
     delivery_status: str | None = None
     delivery_errors: list[dict[str, Any]] = field(default_factory=list)  # Meta's, as sent
     # The outbound id the delivery status is about (found by outbound id or callback data).
