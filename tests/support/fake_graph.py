@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import re
+import ssl
 import threading
 import time
 import uuid
@@ -84,6 +85,7 @@ class FakeGraph:
     requests: list[dict[str, Any]] = field(default_factory=list)
     violations: list[str] = field(default_factory=list)
     base_url: str = ""  # set by start()
+    tls: ssl.SSLContext | None = None  # serve HTTPS with this server-side context
     _faults: deque[Fault] = field(default_factory=deque)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _server: LocalServer | None = None
@@ -178,7 +180,7 @@ class FakeGraph:
             def log_message(self, *args: Any) -> None:
                 pass
 
-        self._server = LocalServer(Handler)
+        self._server = LocalServer(Handler, ssl_context=self.tls)
         self.base_url = self._server.url
         return self.base_url
 

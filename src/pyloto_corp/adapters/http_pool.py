@@ -6,15 +6,17 @@ This pool writes a request as bytes on an asyncio connection and parses the answ
 httptools (the parser uvicorn uses), so a call costs about what the socket does.
 
 What it keeps from a full client: connections pooled per origin and reused while the server
-keeps them alive, TLS with the certifi roots, a connect and a read deadline, a bound on open
-connections, and the distinction at-most-once needs: `ConnectFailed` (nothing was sent: a
-refused connection fails at once, as the kernel answers) versus `ResponseFailed` (the request
-may have reached the server). No proxies, redirects or compression: neither API needs them.
+keeps them alive, TLS with the certifi roots (or SSL_CERT_FILE's bundle), a connect and a read
+deadline, a bound on open connections, and the distinction at-most-once needs:
+`ConnectFailed` (nothing was sent: a refused connection fails at once, as the kernel answers)
+versus `ResponseFailed` (the request may have reached the server). No proxies, redirects or
+compression: neither API needs them.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import ssl
 from dataclasses import dataclass
 from typing import Any, cast
@@ -265,8 +267,18 @@ class HttpPool:
 
 
 def default_ssl_context() -> ssl.SSLContext:
-    """TLS with certifi's roots (the ones httpx trusts), for HTTP/1.1."""
-    context = ssl.create_default_context(cafile=certifi.where())
+    """TLS for HTTP/1.1 trusting certifi's roots (the ones httpx trusts), or, when the
+    SSL_CERT_FILE variable names a PEM bundle, that bundle instead (as httpx and OpenSSL read
+    it: for a TLS-inspecting proxy, the bundle must hold the public roots as well).
+
+    Raises ValueError naming the variable when that file cannot be loaded."""
+    cafile = os.environ.get("SSL_CERT_FILE") or None
+    try:
+        context = ssl.create_default_context(cafile=cafile or certifi.where())
+    except (OSError, ValueError) as error:  # ssl.SSLError is an OSError
+        if cafile is None:
+            raise
+        raise ValueError(f"SSL_CERT_FILE={cafile!r}: not a PEM CA bundle ({error})") from None
     context.set_alpn_protocols(["http/1.1"])
     return context
 

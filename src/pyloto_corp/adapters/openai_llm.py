@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import ssl
 import time
 from collections.abc import Sequence
 from typing import Any, TypeVar
@@ -31,6 +32,7 @@ from pyloto_corp.adapters.http_pool import (
     Origin,
     ResponseFailed,
     ResponseTimeout,
+    default_ssl_context,
 )
 from pyloto_corp.ai import prompts
 from pyloto_corp.ai.prompts import BusinessProfile
@@ -75,9 +77,18 @@ class PooledTransport(httpx2.AsyncBaseTransport):
     connection lost mid-answer `RemoteProtocolError`.
     """
 
-    def __init__(self, *, connect_timeout: float, max_connections: int) -> None:
+    def __init__(
+        self,
+        *,
+        connect_timeout: float,
+        max_connections: int,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
         self.connect_timeout = connect_timeout
         self.max_connections = max_connections
+        # Built once, when bootstrap builds the client: an unreadable SSL_CERT_FILE stops the
+        # start instead of failing each call.
+        self.ssl_context = ssl_context or default_ssl_context()
         self._pools: dict[tuple[str, str, int | None], HttpPool] = {}
 
     async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
@@ -90,6 +101,7 @@ class PooledTransport(httpx2.AsyncBaseTransport):
                 connect_timeout=self.connect_timeout,
                 read_timeout=None,
                 max_connections=self.max_connections,
+                ssl_context=self.ssl_context,
             )
         body = await request.aread()
         timeout = request.extensions.get("timeout") or {}

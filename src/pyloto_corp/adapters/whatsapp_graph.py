@@ -13,6 +13,7 @@ and the send step reconciles it through the status webhooks instead of sending a
 from __future__ import annotations
 
 import logging
+import ssl
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -25,6 +26,7 @@ from pyloto_corp.adapters.http_pool import (
     HttpPool,
     Origin,
     ResponseFailed,
+    default_ssl_context,
 )
 from pyloto_corp.application.ports import (
     AmbiguousSend,
@@ -61,11 +63,18 @@ class GraphClient:
     head of each URL built once."""
 
     def __init__(
-        self, access_token: str, timeout_seconds: float, max_connections: int = MAX_CONNECTIONS
+        self,
+        access_token: str,
+        timeout_seconds: float,
+        max_connections: int = MAX_CONNECTIONS,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self.timeout = timeout_seconds
         self.connect_timeout = min(timeout_seconds, 5.0)
         self.max_connections = max_connections
+        # Built once, when bootstrap builds the client: an unreadable SSL_CERT_FILE stops the
+        # start instead of failing each call.
+        self.ssl_context = ssl_context or default_ssl_context()
         self._token = access_token
         self._pools: dict[Origin, HttpPool] = {}
         self._heads: dict[str, tuple[HttpPool, bytes]] = {}
@@ -91,6 +100,7 @@ class GraphClient:
                 connect_timeout=self.connect_timeout,
                 read_timeout=self.timeout,
                 max_connections=self.max_connections,
+                ssl_context=self.ssl_context,
             )
         parts = urlsplit(url)
         target = parts.path or "/"

@@ -10,6 +10,7 @@ an HTTP error, or any of those after a delay. Every request body is kept for ass
 from __future__ import annotations
 
 import json
+import ssl
 import threading
 import time
 from collections import defaultdict, deque
@@ -83,6 +84,7 @@ class FakeOpenAI:
     default_delay: float = 0.0
     requests: list[dict[str, Any]] = field(default_factory=list)
     base_url: str = ""  # set by start()
+    tls: ssl.SSLContext | None = None  # serve HTTPS with this server-side context
     _queued: dict[str, deque[Answer]] = field(default_factory=lambda: defaultdict(deque))
     _always: dict[str, Answer] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -138,7 +140,7 @@ class FakeOpenAI:
             def log_message(self, *args: Any) -> None:
                 pass
 
-        self._server = LocalServer(Handler, port)
+        self._server = LocalServer(Handler, port, ssl_context=self.tls)
         self.base_url = f"{self._server.url}/v1"
         return self.base_url
 
