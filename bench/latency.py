@@ -48,7 +48,7 @@ from _services import (
 )
 
 LLM_STEPS = ("llm1", "llm2", "llm3")
-GOAL_P99_MS = 25.0
+GOAL_P99_MS = 15.0
 
 
 def breakdown(record: dict[str, Any], posted: float, replied: float) -> dict[str, float]:
