@@ -27,6 +27,7 @@ written with `+` is a phone. Masked CPF and CNPJ are taken as written.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 from collections.abc import Callable
@@ -148,13 +149,16 @@ def _claim(text: str, spans: list[tuple[int, int]]) -> str:
     return "".join(pieces)
 
 
-_ASCII_DIGIT = re.compile(r"[0-9]")
+# Seven ASCII digits anywhere in the text: the fewest a phone number, CPF or CNPJ written
+# with digits only has (`+1 234567`, dialled); fewer is possible only in an e-mail (`@`) or
+# an alphanumeric CNPJ, which is always written with its `/`.
+_SEVEN_DIGITS = re.compile(r"[0-9](?:[^0-9]*[0-9]){6}")
 
 
 def _locate(text: str) -> list[tuple[str, int, int]]:
     """(kind, start, end) of each personal datum in `text`, in order, never overlapping."""
-    if "@" not in text and _ASCII_DIGIT.search(text) is None:
-        return []  # every detector needs a digit, or an e-mail's @: most log text has neither
+    if "@" not in text and "/" not in text and _SEVEN_DIGITS.search(text) is None:
+        return []  # most log text is a word or two, a count, an id with a digit or two
     found: list[tuple[str, int, int]] = []
     work = _claim(text, [match.span() for match in _NOT_PERSONAL.finditer(text)])
     for pattern, kind_of in _DETECTORS:
@@ -189,20 +193,31 @@ def redact_text(text: str, names: tuple[str, ...] = ()) -> str:
 
 def redact_names(text: str, names: tuple[str, ...]) -> str:
     """`text` with the given names (whole, then their distinctive parts) replaced."""
-    for name in names:
-        text = _redact_name(text, name)
-    return text
-
-
-def _redact_name(text: str, name: str) -> str:
-    """Remove the whole name, then each of its distinctive parts on its own."""
-    whole = name.strip()
-    if len(whole) < 2:
+    if not names:
         return text
-    words = [w for w in re.findall(r"\w+", whole) if len(w) >= 3 and w.lower() not in _PARTICLES]
-    for piece in (whole, *words):
-        text = re.sub(rf"(?<!\w){re.escape(piece)}(?!\w)", "[name]", text, flags=re.IGNORECASE)
-    return text
+    pattern = _names_pattern(names)
+    return text if pattern is None else pattern.sub("[name]", text)
+
+
+@functools.lru_cache(maxsize=64)
+def _names_pattern(names: tuple[str, ...]) -> re.Pattern[str] | None:
+    """One pattern for every name and each of its distinctive parts, longest first, so a
+    whole name is taken before a part of it. Cached: the same customer's names are given
+    for every line of their message (a few at a time; a small cache holds no one for long)."""
+    pieces: dict[str, None] = {}
+    for name in names:
+        whole = name.strip()
+        if len(whole) < 2:
+            continue
+        pieces[whole] = None
+        for word in re.findall(r"\w+", whole):
+            if len(word) >= 3 and word.lower() not in _PARTICLES:
+                pieces[word] = None
+    if not pieces:
+        return None
+    ordered = sorted(pieces, key=len, reverse=True)
+    alternatives = "|".join(re.escape(piece) for piece in ordered)
+    return re.compile(rf"(?<!\w)(?:{alternatives})(?!\w)", re.IGNORECASE)
 
 
 def mask_phone(number: str) -> str:

@@ -18,9 +18,11 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any, TextIO
 
+import msgspec
 from opentelemetry import trace
+from opentelemetry.trace import SpanContext
 
-from pyloto_corp.domain.privacy import redact_text
+from pyloto_corp.domain.privacy import find_personal_data, redact_text
 
 # LogRecord attributes that are not `extra=` fields.
 _STANDARD = frozenset(logging.makeLogRecord({}).__dict__) | {
@@ -35,6 +37,19 @@ NAME_FIELDS = frozenset({"contact_name", "profile_name"})
 # quote them without saying so.
 _names_in_scope: ContextVar[tuple[str, ...]] = ContextVar("pyloto_names", default=())
 _REDACTED = "_pyloto_redacted"
+_EXTRA = "_pyloto_extra"  # the redacted `extra=` fields, as the filter left them
+# `extra=` fields whose values pyloto makes, never from customer or outside text: event,
+# state and trigger names, the LLM step, LLM#1's event and LLM#3's message type (checked
+# against their schemas' literals), and `ref` (a hash of the message id). A value of theirs
+# is still checked by the detectors, once per distinct value, but not for names: a state
+# called like the customer is still the state. A value that does not pass is redacted like
+# any other.
+IDENTIFIER_FIELDS = frozenset(
+    {"event", "ref", "source", "dest", "trigger", "step", "detected", "chosen"}
+)
+_IDENTIFIER_MAX = 64  # longer values are not identifiers: redacted as text
+_IDENTIFIERS_KEPT = 4096  # distinct values remembered (refs: one a message), then forgotten
+_identifiers: dict[str, bool] = {}
 
 
 @contextmanager
@@ -65,10 +80,6 @@ def scrub_exception(error: BaseException, names: tuple[str, ...] = ()) -> None:
 def _clean(value: Any, names: tuple[str, ...]) -> Any:
     if isinstance(value, str):
         return redact_text(value, names)
-    if isinstance(value, dict):
-        return {redact_text(str(k), names): _clean(v, names) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_clean(v, names) for v in value]
     if value is None or isinstance(value, bool | float):
         return value
     if isinstance(value, int):  # a WhatsApp id logged as a number is still a phone number
@@ -77,7 +88,23 @@ def _clean(value: Any, names: tuple[str, ...]) -> Any:
         text = str(value)
         cleaned = redact_text(text, names)
         return value if cleaned == text else cleaned
+    if isinstance(value, dict):
+        return {redact_text(str(k), names): _clean(v, names) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_clean(v, names) for v in value]
     return redact_text(repr(value), names)
+
+
+def _is_identifier(value: str) -> bool:
+    """Whether a value of an identifier field may be written as it is: short, and holding
+    nothing the detectors find."""
+    known = _identifiers.get(value)
+    if known is None:
+        known = len(value) <= _IDENTIFIER_MAX and not find_personal_data(value)
+        if len(_identifiers) >= _IDENTIFIERS_KEPT:
+            _identifiers.clear()
+        _identifiers[value] = known
+    return known
 
 
 def extra_fields(record: logging.LogRecord) -> dict[str, Any]:
@@ -102,7 +129,12 @@ class RedactingFilter(logging.Filter):
         record.msg = redact_text(record.getMessage(), names)
         record.args = None
         for key, value in extra.items():
-            setattr(record, key, _clean(value, names))
+            if key in IDENTIFIER_FIELDS and type(value) is str and _is_identifier(value):
+                continue
+            cleaned = _clean(value, names)
+            if cleaned is not value:
+                extra[key] = cleaned
+                setattr(record, key, cleaned)
         if record.exc_info:
             text = "".join(traceback.format_exception(*record.exc_info))
             record.exc_text = text
@@ -111,6 +143,7 @@ class RedactingFilter(logging.Filter):
             record.exc_text = redact_text(record.exc_text, names)
         if record.stack_info:
             record.stack_info = redact_text(record.stack_info, names)
+        setattr(record, _EXTRA, extra)
         setattr(record, _REDACTED, True)
         return True
 
@@ -124,33 +157,58 @@ class JsonFormatter(logging.Formatter):
     def __init__(self, project: str | None = None) -> None:
         super().__init__()
         self.project = project or "-"
+        self._encoder = msgspec.json.Encoder(enc_hook=str)
+        # The last second written and its text, and the last span context seen and its
+        # fields: consecutive lines mostly share both. Each is one tuple, replaced whole, so
+        # threads never see a second with another second's text.
+        self._second: tuple[int, str] = (-1, "")
+        self._span: tuple[SpanContext | None, dict[str, Any]] = (None, {})
 
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
             "severity": record.levelname,
             "message": record.getMessage(),
             "logger": record.name,
-            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S") + f".{int(record.msecs):03d}Z",
+            "time": self._time(record),
         }
         entry.update(self._trace())
-        entry.update(extra_fields(record))
+        extra = record.__dict__.get(_EXTRA)
+        entry.update(extra_fields(record) if extra is None else extra)
         if record.exc_text:
             entry["exception"] = record.exc_text
         if record.stack_info:
             entry["stack"] = record.stack_info
-        return json.dumps(entry, ensure_ascii=False, default=str)
+        try:
+            return self._encoder.encode(entry).decode()
+        except (TypeError, ValueError, OverflowError, UnicodeError):
+            # What msgspec will not write (text with lone surrogates, keys that are not
+            # strings or numbers) the standard encoder still does.
+            return json.dumps(entry, ensure_ascii=False, default=str)
+
+    def _time(self, record: logging.LogRecord) -> str:
+        second = int(record.created)
+        cached = self._second
+        if cached[0] != second:
+            cached = (second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second)))
+            self._second = cached
+        return f"{cached[1]}.{int(record.msecs):03d}Z"
 
     def _trace(self) -> dict[str, Any]:
         context = trace.get_current_span().get_span_context()
+        cached = self._span
+        if context is cached[0]:
+            return cached[1]
         if not context.is_valid:
             return {}
-        return {
+        fields = {
             "logging.googleapis.com/trace": (
                 f"projects/{self.project}/traces/{trace.format_trace_id(context.trace_id)}"
             ),
             "logging.googleapis.com/spanId": trace.format_span_id(context.span_id),
             "logging.googleapis.com/trace_sampled": context.trace_flags.sampled,
         }
+        self._span = (context, fields)
+        return fields
 
 
 def configure_logging(
