@@ -373,6 +373,7 @@ def _cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     from pyloto_corp.http.app import create_app
     from pyloto_corp.http.read_deadline import read_deadline_protocol
     from pyloto_corp.observability.logging import configure_logging
+    from pyloto_corp.runtime import freeze_startup_heap
 
     try:
         _check_store_free(settings)
@@ -394,6 +395,7 @@ def _cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
         proxy_headers=True,
         timeout_graceful_shutdown=10,
     )
+    freeze_startup_heap()
     with sock:
         uvicorn.Server(config).run(sockets=[sock])
     return 0
