@@ -57,10 +57,13 @@ def breakdown(record: dict[str, Any], posted: float, replied: float) -> dict[str
     llm = sum(float(results[step]["latency_ms"]) for step in LLM_STEPS if step in results)
     end_to_end = (replied - posted) * 1000
     waits = steps = 0.0
+    hops: dict[str, float] = {}
     previous_end = record["created_at"]
     for entry in record["history"]:
         start = entry["at"] - entry["duration_ms"] / 1000
-        waits += max(0.0, start - previous_end) * 1000
+        wait = max(0.0, start - previous_end) * 1000
+        hops[f"wait before {entry['from']}"] = wait
+        waits += wait
         steps += entry["duration_ms"]
         previous_end = entry["at"]
     return {
@@ -71,6 +74,7 @@ def breakdown(record: dict[str, Any], posted: float, replied: float) -> dict[str
         "between_steps": waits,
         "steps_besides_llm": steps - llm,
         "transitions": float(len(record["history"])),
+        **hops,
     }
 
 
