@@ -245,6 +245,7 @@ def mask_name(name: str) -> str:
     return " ".join(part[:1] + "*" * (len(part) - 1) for part in name.split())
 
 
+@functools.lru_cache(maxsize=4096)  # every log line and span of a message names it
 def message_ref(message_id: str) -> str:
     """A stable reference to a message for logs: wamids encode the sender's number."""
     return hashlib.sha256(message_id.encode()).hexdigest()[:16]

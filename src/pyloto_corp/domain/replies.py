@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import hmac
 from typing import Any
@@ -99,6 +100,7 @@ def template_for(message: InboundMessage, event: str | None = None) -> tuple[str
     return name, text
 
 
+@functools.lru_cache(maxsize=4096)  # a record's key is asked for at most of its transitions
 def reply_key(message_id: str) -> str:
     """The `biz_opaque_callback_data` of the reply to record `message_id`."""
     digest = hmac.new(_REPLY_KEY, message_id.encode("utf-8", "surrogatepass"), hashlib.sha256)
