@@ -15,7 +15,7 @@ from contextlib import asynccontextmanager
 import anyio
 import pytest
 
-from pyloto_corp.adapters.local_queue import LocalQueue
+from pyloto_corp.adapters.local_queue import LocalQueue, _TokenBucket
 from pyloto_corp.application.ports import (
     QueueUnavailable,
     Task,
@@ -322,3 +322,19 @@ async def test_ping_reflects_running_and_stopped() -> None:
         await queue.stop()
     with pytest.raises(QueueUnavailable):
         await queue.ping()
+
+
+async def test_a_dispatch_cancelled_while_waiting_for_the_rate_gives_its_turn_back() -> None:
+    """A worker stopped while it waits for a token does not use that token: the bucket's
+    reservations are as they were before it asked."""
+    bucket = _TokenBucket(rate=5.0)
+    for _ in range(5):  # the burst: at once
+        await bucket.acquire()
+    waiting = asyncio.create_task(bucket.acquire())
+    await asyncio.sleep(0)  # it reserved the next token and sleeps until it is due
+    reserved = bucket.tokens
+    waiting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    assert bucket.tokens == reserved + 1
+    assert bucket.tokens > -1

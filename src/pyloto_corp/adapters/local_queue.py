@@ -24,25 +24,28 @@ _Item = tuple[Task, int]
 
 
 class _TokenBucket:
-    """At most `rate` dispatches a second, with a burst of one second's worth."""
+    """At most `rate` dispatches a second, with a burst of one second's worth.
+
+    Each caller reserves the next token (the count may go below zero) and sleeps once, until
+    its token is due: no lock to queue on, no retry loop, one timer a dispatch."""
 
     def __init__(self, rate: float) -> None:
         self.rate = rate
         self.capacity = max(1.0, rate)
         self.tokens = self.capacity
         self.stamp = time.monotonic()
-        self._lock = asyncio.Lock()
 
     async def acquire(self) -> None:
-        async with self._lock:
-            while True:
-                now = time.monotonic()
-                self.tokens = min(self.capacity, self.tokens + (now - self.stamp) * self.rate)
-                self.stamp = now
-                if self.tokens >= 1:
-                    self.tokens -= 1
-                    return
-                await asyncio.sleep((1 - self.tokens) / self.rate)
+        now = time.monotonic()
+        self.tokens = min(self.capacity, self.tokens + (now - self.stamp) * self.rate) - 1
+        self.stamp = now
+        if self.tokens >= 0:
+            return
+        try:
+            await asyncio.sleep(-self.tokens / self.rate)
+        except asyncio.CancelledError:
+            self.tokens += 1  # the reservation is given back
+            raise
 
 
 class _Lane:
