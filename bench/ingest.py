@@ -52,6 +52,9 @@ from _common import (
 
 TARGETS = ("bare", "pywa", "pyloto-sqlite", "pyloto-redis")
 PYLOTO = ("pyloto-sqlite", "pyloto-redis")
+# --baseline DIR: the same two pyloto targets on the code in DIR/src (a checkout of an
+# earlier commit), measured in the same run, so old and new compare within one run.
+BASELINE = ("baseline-sqlite", "baseline-redis")
 # The targets on a 2-core machine, for each pyloto target.
 GOALS = {"c/a": 0.6, "c/b": 1.0, "p99 ms": 30.0}
 
@@ -127,16 +130,19 @@ def run_target(
         extra: list[str] = []
         pids: dict[str, int] = {}
         redis = None
-        if target == "pyloto-redis":
+        env: dict[str, str] = {}
+        if target.endswith("-redis"):
             redis = RedisServer(procs, cpu=CLIENT_CPU)
             extra = ["--redis-url", redis.url]
             pids["redis"] = redis.process.pid
-        elif target == "pyloto-sqlite":
+        elif target.endswith("-sqlite"):
             extra = ["--sqlite-path", str(work / "pyloto.db")]
+        if target in BASELINE:
+            env = {"PYTHONPATH": str(Path(args.baseline).resolve() / "src")}
         port = free_port()
-        name = "pyloto" if target in PYLOTO else target
+        name = "pyloto" if target in PYLOTO + BASELINE else target
         command = [PYTHON, str(BENCH / "targets.py"), name, "--port", str(port)]
-        server = procs.start(target, [*command, "--cpu", str(SERVER_CPU), *extra])
+        server = procs.start(target, [*command, "--cpu", str(SERVER_CPU), *extra], env=env)
         stats_url = f"http://127.0.0.1:{port}/bench/stats"
         wait_http(stats_url, server, procs, target)
         pids["server"] = server.pid
@@ -239,7 +245,7 @@ def report(results: dict[str, dict[str, Any]]) -> tuple[str, dict[str, Any]]:
         rows,
     )
     ratios: dict[str, Any] = {}
-    for target in PYLOTO:
+    for target in PYLOTO + BASELINE:
         if target not in results:
             continue
         pyloto = results[target]["requests_per_second"]
@@ -247,8 +253,16 @@ def report(results: dict[str, dict[str, Any]]) -> tuple[str, dict[str, Any]]:
             if other in results:
                 ratios[f"{target} {key}"] = pyloto / results[other]["requests_per_second"]
         ratios[f"{target} p99 ms"] = results[target]["latency_ms"]["p99"]
+    for new, old in zip(PYLOTO, BASELINE, strict=True):
+        if new in results and old in results:
+            ratios[f"{new} ÷ {old}"] = (
+                results[new]["requests_per_second"] / results[old]["requests_per_second"]
+            )
     lines = []
     for key, value in ratios.items():
+        if "÷" in key:
+            lines.append(f"{key} = {value:.2f} req/s")
+            continue
         goal = GOALS[key.split(" ", 1)[1]]
         met = value <= goal if key.endswith("ms") else value >= goal
         sign = "≤" if key.endswith("ms") else "≥"
@@ -267,13 +281,18 @@ def main() -> None:
     parser.add_argument("--targets", default=",".join(TARGETS), help="comma-separated")
     parser.add_argument("--profile", action="store_true", help="py-spy pyloto afterwards")
     parser.add_argument("--rounds", type=int, default=3, help="report each target's median")
+    parser.add_argument(
+        "--baseline", default=None, help="a checkout of earlier code: its pyloto targets too"
+    )
     parser.add_argument("--smoke", action="store_true", help="1 s, 10 connections (CI)")
     args = parser.parse_args()
     if args.smoke:
         args.duration, args.warmup, args.connections, args.rounds = 1.0, 0.5, 10, 1
     client = choose_client(args.client)
     targets = [t for t in args.targets.split(",") if t]
-    unknown = set(targets) - set(TARGETS)
+    if args.baseline:
+        targets += [t for t in BASELINE if t not in targets]
+    unknown = set(targets) - set(TARGETS) - set(BASELINE)
     if unknown:
         parser.error(f"unknown targets: {', '.join(sorted(unknown))}")
     print(

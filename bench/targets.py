@@ -169,10 +169,14 @@ def main() -> None:
         if not (args.redis_url or args.sqlite_path):
             parser.error("pyloto needs --redis-url or --sqlite-path")
         from pyloto_corp.http.read_deadline import read_deadline_protocol
-        from pyloto_corp.runtime import freeze_startup_heap
 
         app = pyloto_app(args.redis_url, args.sqlite_path)
-        freeze_startup_heap()  # as `pyloto serve`
+        try:  # as `pyloto serve` (code before the freeze, run by --baseline, has none)
+            from pyloto_corp.runtime import freeze_startup_heap
+        except ImportError:
+            pass
+        else:
+            freeze_startup_heap()
         # pyloto's JSON logging and request read deadline, as `pyloto serve`
         run(app, args.port, log_config=None, http=read_deadline_protocol(10.0))
 
