@@ -56,6 +56,10 @@ from _services import (
 )
 
 VARIANTS = ("pyloto", "pyloto-unthrottled", "arq")
+# --baseline DIR adds pyloto-unthrottled on the code in DIR/src (an earlier checkout), in
+# the same run.
+BASELINE = "baseline-unthrottled"
+_baseline_src: list[str] = []
 PYLOTO_TRANSITIONS = 7  # received → deduped → llm1 → llm2 → llm3 → queued_outbound → sending → sent
 ARQ_JOBS = 3
 GOALS = {
@@ -74,7 +78,9 @@ def start_service(
     stats_file = procs.workdir / f"{variant}-worker.json"
     if variant == "arq":
         return start_arq(procs, env, stats_file), stats_file
-    rates = "unthrottled" if variant == "pyloto-unthrottled" else "shipped"
+    rates = "unthrottled" if variant in ("pyloto-unthrottled", BASELINE) else "shipped"
+    if variant == BASELINE:
+        env = {**env, "PYTHONPATH": _baseline_src[0]}
     return start_pyloto(procs, env, rates, variant), stats_file
 
 
@@ -275,6 +281,11 @@ def report(results: dict[str, dict[str, Any]]) -> tuple[str, dict[str, Any]]:
         figures["pyloto-unthrottled CPU ms/message"] = results["pyloto-unthrottled"][
             "service_cpu_ms_per_message"
         ]
+    if "pyloto-unthrottled" in results and BASELINE in results:
+        figures["pyloto-unthrottled msg/s ÷ baseline msg/s"] = (
+            results["pyloto-unthrottled"]["messages_per_second"]
+            / results[BASELINE]["messages_per_second"]
+        )
     if "pyloto-unthrottled" in results and "arq" in results:
         figures["pyloto-unthrottled msg/s ÷ arq msg/s"] = (
             results["pyloto-unthrottled"]["messages_per_second"]
@@ -282,6 +293,9 @@ def report(results: dict[str, dict[str, Any]]) -> tuple[str, dict[str, Any]]:
         )
     lines = []
     for key, value in figures.items():
+        if key not in GOALS:
+            lines.append(f"{key} = {value:.2f}")
+            continue
         goal = GOALS[key]
         at_most = not key.endswith("arq msg/s")
         met = value <= goal if at_most else value >= goal
@@ -306,11 +320,15 @@ def main() -> None:
     parser.add_argument("--profile", action="store_true", help="py-spy pyloto-unthrottled")
     parser.add_argument("--profile-messages", type=int, default=1000)
     parser.add_argument("--smoke", action="store_true", help="20 messages (CI)")
+    parser.add_argument("--baseline", default=None, help="a checkout of earlier code to run too")
     args = parser.parse_args()
     if args.smoke:
         args.messages, args.monitor_messages, args.profile_messages = 20, 5, 20
     variants = [v for v in args.variants.split(",") if v]
-    unknown = set(variants) - set(VARIANTS)
+    if args.baseline:
+        _baseline_src.append(str(Path(args.baseline).resolve() / "src"))
+        variants.append(BASELINE)
+    unknown = set(variants) - set(VARIANTS) - {BASELINE}
     if unknown:
         parser.error(f"unknown variants: {', '.join(sorted(unknown))}")
     print(f"pipeline: {args.messages} messages, fakes answering at once", flush=True)

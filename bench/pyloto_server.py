@@ -32,7 +32,6 @@ from pyloto_corp.config import development_warnings, load_settings
 from pyloto_corp.http.app import create_app
 from pyloto_corp.http.read_deadline import read_deadline_protocol
 from pyloto_corp.observability.logging import configure_logging
-from pyloto_corp.runtime import freeze_startup_heap
 
 UNTHROTTLED_RATE = 1_000_000.0  # dispatches a second: no limit in practice
 
@@ -86,7 +85,12 @@ def main() -> None:
         }
 
     app.register(stats)
-    freeze_startup_heap()
+    try:  # as `pyloto serve` (code before the freeze, run by --baseline, has none)
+        from pyloto_corp.runtime import freeze_startup_heap
+    except ImportError:
+        pass
+    else:
+        freeze_startup_heap()
     uvicorn.run(
         app,
         http=read_deadline_protocol(settings.app.request_read_timeout_seconds),
