@@ -92,12 +92,16 @@ def summarize(rows: list[dict[str, float]]) -> dict[str, dict[str, float]]:
     }
 
 
-def run(args: argparse.Namespace) -> dict[str, Any]:
-    """Start everything, post at the rate, collect each message's record and timings."""
+def run(args: argparse.Namespace, source: str | None = None) -> dict[str, Any]:
+    """Start everything, post at the rate, collect each message's record and timings
+    (`source`: another checkout's src/ to run instead of this one's)."""
     with workspace("latency") as work, Processes(work) as procs:
         fakes = start_fakes(procs, llm_delay=args.llm_delay)
         redis = RedisServer(procs)
-        service = start_pyloto(procs, service_env(redis.url, fakes), "shipped", "pyloto")
+        env = service_env(redis.url, fakes)
+        if source:
+            env["PYTHONPATH"] = source
+        service = start_pyloto(procs, env, "shipped", "pyloto")
         if args.warmup_messages:  # first connections, first calls: not in the figures
             warmup = webhook_requests(service.port, "W", args.warmup_messages)
             post(service.port, warmup, args.connections, rate=args.rate)
@@ -127,6 +131,9 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=4)
     parser.add_argument("--warmup-messages", type=int, default=10, help="sent first, not counted")
     parser.add_argument("--smoke", action="store_true", help="10 messages (CI)")
+    parser.add_argument(
+        "--baseline", default=None, help="a checkout of earlier code: measured after, the same way"
+    )
     args = parser.parse_args()
     if args.smoke:
         args.messages, args.warmup_messages = 10, 2
@@ -154,6 +161,19 @@ def main() -> None:
     print(f"\norchestration p99 = {p99:.1f} ms (target ≤ {GOAL_P99_MS:g} ms: {verdict})")
     above = summary["end_to_end"]["p99"] - nominal
     print(f"end to end p99 - {nominal:.0f} ms of nominal LLM time = {above:.1f} ms")
+    baseline: dict[str, Any] = {}
+    if args.baseline:
+        old = run(args, str(Path(args.baseline).resolve() / "src"))
+        baseline = summarize(old["rows"]) if old["rows"] else {}
+        if baseline:
+            print(f"\nbaseline ({args.baseline}), measured the same way after it:")
+            keys = ("end_to_end", "llm", "orchestration", "ingest", "between_steps")
+            print(
+                table(
+                    ["ms", "p50", "p95", "p99", "max"],
+                    [[key, *baseline[key].values()] for key in keys],
+                )
+            )
     if measured["not_through_llm"]:
         print(f"{len(measured['not_through_llm'])} messages did not go through the LLM steps")
     path = write_results(
@@ -162,6 +182,7 @@ def main() -> None:
             "machine": facts,
             "settings": vars(args),
             "summary_ms": summary,
+            "baseline_summary_ms": baseline,
             "orchestration_p99_ms": p99,
             "target_p99_ms": GOAL_P99_MS,
             "not_through_llm": measured["not_through_llm"],
