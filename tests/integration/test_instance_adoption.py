@@ -172,3 +172,32 @@ async def test_a_store_outage_is_one_warning_line_a_beat(
     failed = [r for r in caplog.records if r.__dict__.get("event") == "instance_watch_failed"]
     assert {(r.levelno, r.exc_info) for r in failed} == {(logging.WARNING, None)}
     assert "Error 111" in failed[0].__dict__["detail"]
+
+
+async def test_adopting_a_record_frees_its_step_lease_held_by_the_dead_instance(
+    instance: Instance,
+) -> None:
+    """An instance killed mid-step leaves its lease on the step (a minute long): adoption
+    frees it, so the adopted step runs at once instead of being "busy" until it runs out.
+    A lease a live instance holds, and a lease on another step, are left alone."""
+    dead, live = instance("dead"), instance("live")
+    for store in (dead, live):
+        await store.adopt_orphans(T0, DEAD)
+    mid_step, other = record("wamid.MIDSTEP"), record("wamid.OTHERSTEP")
+    await dead.create_if_absent([mid_step, other])
+    held = await dead.lease_step("wamid.MIDSTEP:received", "dead:1", 60, "wamid.MIDSTEP")
+    assert held.taken
+    assert await dead.acquire_lease("wamid.OTHERSTEP:deduped", "dead:2", 60)  # not its state
+    assert await live.acquire_lease("wamid.LIVE:received", "live:3", 60)
+
+    assert not (
+        await live.lease_step("wamid.MIDSTEP:received", "live:4", 60, "wamid.MIDSTEP")
+    ).taken
+    adopted = (await live.adopt_orphans(T0 + 2 * DEAD + 1, DEAD)).adopted
+
+    assert sorted(adopted) == [("wamid.MIDSTEP", "received"), ("wamid.OTHERSTEP", "received")]
+    again = await live.lease_step("wamid.MIDSTEP:received", "live:5", 60, "wamid.MIDSTEP")
+    assert again.taken
+    assert again.record == mid_step
+    assert not await live.acquire_lease("wamid.OTHERSTEP:deduped", "live:6", 60)
+    assert not await live.acquire_lease("wamid.LIVE:received", "live:7", 60)

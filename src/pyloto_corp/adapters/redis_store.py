@@ -257,8 +257,10 @@ return before
 """
 
 # KEYS: instances, open index. ARGV: this instance, dead before, record prefix, offset,
-# count. If some instance's last beat is older than the bound, the open records at
-# [offset, offset + count) of the open index that one owned are made this instance's.
+# count, lease prefix. If some instance's last beat is older than the bound, the open
+# records at [offset, offset + count) of the open index that one owned are made this
+# instance's, and the lease on a record's current step, if a dead instance holds it (it died
+# mid-step), is freed: else the adopted step would be "busy" until the lease ran out.
 # Returns {records looked at, id, state, id, state, ...}; {-1} when no instance is dead. A
 # record is adopted by one instance only: the script is atomic.
 _ADOPT = """
@@ -273,6 +275,11 @@ for _, id in ipairs(ids) do
   local row = redis.call('HMGET', ARGV[3] .. id, 'q', 's')
   if row[1] and is_dead[row[1]] then
     redis.call('HSET', ARGV[3] .. id, 'q', ARGV[1])
+    local lease = ARGV[6] .. id .. ':' .. row[2]
+    local holder = redis.call('GET', lease)
+    if holder and is_dead[string.match(holder, '^([^:]*):') or ''] then
+      redis.call('DEL', lease)
+    end
     out[#out + 1] = id
     out[#out + 1] = row[2]
   end
@@ -656,6 +663,7 @@ class RedisStore:
                 self.keys.record(""),
                 offset,
                 ADOPT_SLICE,
+                self.keys.lease(""),
             ]
             row = await self._adopt(keys=keys, args=args)
             seen = int(row[0])
