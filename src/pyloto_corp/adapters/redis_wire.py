@@ -139,7 +139,7 @@ class _Connection(asyncio.Protocol):
                     future.set_result(reply)
                 reply = reader.gets()
         except hiredis.ProtocolError as error:
-            self.fail(RedisConnectionError(f"Protocol error from Redis: {error}"))
+            self.fail(RedisConnectionError, f"Protocol error from Redis: {error}")
 
     def eof_received(self) -> bool:
         self.closed = True  # no command is written on it any more
@@ -147,7 +147,7 @@ class _Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
-        self.fail(RedisConnectionError("Connection closed by server."))
+        self.fail(RedisConnectionError, "Connection closed by server.")
 
     # --- use ---
     def send(self, command: bytes) -> asyncio.Future[Any]:
@@ -172,13 +172,14 @@ class _Connection(asyncio.Protocol):
             return
         deadline = self.pending[0][1]
         if deadline <= self._loop.time():
-            self.fail(RedisTimeoutError("Timeout reading from Redis"))
+            self.fail(RedisTimeoutError, "Timeout reading from Redis")
         else:
             self._timer = self._loop.call_at(deadline, self._check_deadline)
 
-    def fail(self, error: Exception) -> None:
-        """Fail every pending command with `error` and drop the connection (its later
-        replies could not be matched any more)."""
+    def fail(self, kind: type[Exception], message: str) -> None:
+        """Fail every pending command with a `kind` error and drop the connection (its later
+        replies could not be matched any more). Each caller gets an exception of its own, as
+        each raise adds its frames to the traceback."""
         self.closed = True
         if self._timer is not None:
             self._timer.cancel()
@@ -186,7 +187,7 @@ class _Connection(asyncio.Protocol):
         pending, self.pending = self.pending, deque()
         for future, _ in pending:
             if not future.done():
-                future.set_exception(error)
+                future.set_exception(kind(message))
         if self.transport is not None:
             self.transport.abort()
 
@@ -292,7 +293,7 @@ class RedisWire:
             return
         connection = task.result()
         if self._closed:
-            connection.fail(RedisConnectionError("the Redis connection is closed"))
+            connection.fail(RedisConnectionError, "the Redis connection is closed")
         else:
             self._connection = connection
 
@@ -329,7 +330,7 @@ class RedisWire:
         try:
             await self._handshake(connection)
         except BaseException:
-            connection.fail(RedisConnectionError("handshake failed"))
+            connection.fail(RedisConnectionError, "handshake failed")
             raise
         return connection
 
@@ -355,7 +356,7 @@ class RedisWire:
         if self._opening is not None:
             self._opening.cancel()
         if self._connection is not None:
-            self._connection.fail(RedisConnectionError("the Redis connection is closed"))
+            self._connection.fail(RedisConnectionError, "the Redis connection is closed")
             self._connection = None
 
 
