@@ -155,6 +155,7 @@ async def test_create_if_absent_is_one_command_for_one_record_and_for_fifty(
     stats = private_redis.client()
     try:
         assert await store.create_if_absent([record()]) == [True]  # warm-up: script, connection
+        await store.ping()  # and the redis-py client's connection, which the probe uses
         async with client_commands(private_redis.url) as probe:  # the measure sees commands
             await store.client.set(f"{redis_prefix}:probe", 1)
             await store.client.get(f"{redis_prefix}:probe")

@@ -5,6 +5,7 @@ killed and restarted, a command deadline passing, AUTH and SELECT."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
 from collections.abc import Callable, Coroutine
@@ -17,8 +18,11 @@ from redis.exceptions import AuthenticationError, ResponseError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from pyloto_corp.adapters.redis_store import connect
+from pyloto_corp.adapters.redis_keys import RedisKeys
+from pyloto_corp.adapters.redis_store import RedisStore, connect
 from pyloto_corp.adapters.redis_wire import RedisWire, Script
+from pyloto_corp.application.ports import StoreUnavailable
+from tests.integration.conftest import terminal_states
 from tests.support.redis_server import RedisServer
 
 LOOPS = ["asyncio", "uvloop"]
@@ -245,5 +249,53 @@ def test_auth_and_select_from_the_url(loop_name: str, private_redis: RedisServer
                 await wrong.evalsha(ECHO, ["k"], ["x", 1])
         finally:
             await wrong.aclose()
+
+    run_on(loop_name, work)
+
+
+@pytest.mark.parametrize("loop_name", LOOPS)
+def test_store_calls_in_flight_when_redis_dies_raise_store_unavailable_at_once(
+    loop_name: str, private_redis: RedisServer, redis_prefix: str
+) -> None:
+    """Step leases waiting behind another client's slow script when Redis is SIGKILLed raise
+    StoreUnavailable (caused by a Redis error) well before the store's timeout; after the
+    restart the same store takes leases again."""
+
+    async def work() -> None:
+        store = RedisStore(
+            connect(private_redis.url, 10.0), terminal_states(), 3600.0, RedisKeys(redis_prefix)
+        )
+        other = private_redis.client()
+        try:
+            assert (await store.lease_step("warm", "me", 5, "m-warm")).taken
+            other.script_load(BUSY.body.decode())
+
+            def slow() -> None:
+                with contextlib.suppress(redis.RedisError):
+                    other.evalsha(BUSY.sha.decode(), 0, 3000)
+
+            busy = threading.Thread(target=slow)
+            busy.start()
+            await asyncio.sleep(0.2)
+            calls = [
+                asyncio.ensure_future(store.lease_step(f"l{n}", "me", 5, f"m{n}"))
+                for n in range(50)
+            ]
+            await asyncio.sleep(0.2)
+            killed_at = time.monotonic()
+            await asyncio.to_thread(private_redis.stop, True)
+            results = await asyncio.gather(*calls, return_exceptions=True)
+            assert time.monotonic() - killed_at < 2.0
+            assert all(isinstance(r, StoreUnavailable) for r in results), results
+            assert all(isinstance(r.__cause__, redis.RedisError) for r in results)
+            await asyncio.to_thread(busy.join)
+            await asyncio.to_thread(private_redis.start)
+            loads = await asyncio.gather(
+                *(store.lease_step(f"after{n}", "me", 5, f"m{n}") for n in range(20))
+            )
+            assert all(load.taken and load.record is None for load in loads)
+        finally:
+            other.close()
+            await store.close()
 
     run_on(loop_name, work)
