@@ -615,10 +615,6 @@ def every_store_call(store: RedisStore, known: str) -> dict[str, Callable[[], Aw
         "append_turns": lambda: store.append_turns("c", [Turn("customer", "oi", 1.0)], 60, 5),
         "recent_turns": lambda: store.recent_turns("c", 0.0, 5),
         "release_lease": lambda: store.release_lease("l", "me"),
-        "lease_and_get": lambda: store.lease_and_get("l2", "me", 5, known),
-        "save_and_release": lambda: store.save_and_release(
-            record(known, state="deduped"), 0, "l2", "me"
-        ),
         "lease_step": lambda: store.lease_step("l3", "me", 5, known, turns=10),
         "finish_step": lambda: store.finish_step(
             record(known, state="deduped"),

@@ -425,23 +425,26 @@ async def test_concurrent_lease_takers_one_wins(store: StateStore) -> None:
     assert sum(results) == 1
 
 
-async def test_lease_and_get_takes_the_lease_then_loads_the_record(store: StateStore) -> None:
+async def test_lease_step_takes_the_lease_then_loads_the_record(store: StateStore) -> None:
     """One call takes a step's lease and returns the record; a second taker gets neither."""
     stored = rich_record()
     await store.create_if_absent([stored])
     lease = f"{stored.message_id}:received"
-    assert await store.lease_and_get(lease, "a", 30, stored.message_id) == (True, stored)
-    assert await store.lease_and_get(lease, "b", 30, stored.message_id) == (False, None)
+    first = await store.lease_step(lease, "a", 30, stored.message_id)
+    assert (first.taken, first.record) == (True, stored)
+    second = await store.lease_step(lease, "b", 30, stored.message_id)
+    assert (second.taken, second.record) == (False, None)
     assert await store.acquire_lease(lease, "b", 30) is False, "still held by a"
 
 
-async def test_lease_and_get_of_an_unknown_record_takes_the_lease(store: StateStore) -> None:
+async def test_lease_step_of_an_unknown_record_takes_the_lease(store: StateStore) -> None:
     """No record: the lease is taken all the same (the caller gives it back)."""
-    assert await store.lease_and_get("wamid.NONE:received", "a", 30, "wamid.NONE") == (True, None)
+    load = await store.lease_step("wamid.NONE:received", "a", 30, "wamid.NONE")
+    assert (load.taken, load.record) == (True, None)
     assert await store.acquire_lease("wamid.NONE:received", "b", 30) is False
 
 
-async def test_save_and_release_saves_under_the_version_check_and_frees_the_lease(
+async def test_finish_step_saves_under_the_version_check_and_frees_the_lease(
     store: StateStore,
 ) -> None:
     """The save follows the version check; the lease is given back either way, but only by
@@ -450,15 +453,15 @@ async def test_save_and_release_saves_under_the_version_check_and_frees_the_leas
     await store.create_if_absent([stored])
     moved = replace(stored, state="deduped", version=1)
     assert await store.acquire_lease("step", "a", 30)
-    assert await store.save_and_release(moved, 0, "step", "a") is True
+    assert (await store.finish_step(moved, 0, "step", "a")).saved is True
     assert (await store.get(stored.message_id)) == moved
     assert await store.acquire_lease("step", "b", 30) is True, "released"
 
     again = replace(moved, state="llm1", version=2)
-    assert await store.save_and_release(again, 0, "step", "a") is False, "stale version"
+    assert (await store.finish_step(again, 0, "step", "a")).saved is False, "stale version"
     assert await store.acquire_lease("step", "c", 30) is False, "b's lease is untouched"
     await store.release_lease("step", "b")
-    assert await store.save_and_release(again, 1, "step", "c") is True
+    assert (await store.finish_step(again, 1, "step", "c")).saved is True
     assert (await store.get(stored.message_id)) == again
 
 

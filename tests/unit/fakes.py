@@ -133,23 +133,11 @@ class FakeStore:
         if self.leases.get(name) == owner:
             del self.leases[name]
 
-    async def lease_and_get(
-        self, name: str, owner: str, seconds: float, message_id: str
-    ) -> tuple[bool, Record | None]:
-        taken = await self.acquire_lease(name, owner, seconds)
-        return taken, (await self.get(message_id) if taken else None)
-
-    async def save_and_release(
-        self, record: Record, expected_version: int, name: str, owner: str
-    ) -> bool:
-        saved = await self.save(record, expected_version)  # raising: neither happened
-        await self.release_lease(name, owner)
-        return saved
-
     async def lease_step(
         self, name: str, owner: str, seconds: float, message_id: str, turns: int = 0
     ) -> StepLoad:
-        taken, record = await self.lease_and_get(name, owner, seconds, message_id)
+        taken = await self.acquire_lease(name, owner, seconds)
+        record = await self.get(message_id) if taken else None
         if record is None or turns <= 0 or not record.conversation:
             return StepLoad(taken, record)
         return StepLoad(taken, record, list(self.turns.get(record.conversation, [])[-turns:]))

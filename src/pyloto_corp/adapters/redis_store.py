@@ -95,15 +95,6 @@ end
 """
 )
 _SAVE = _SAVE_BODY + "return saved\n"
-# As _SAVE, then KEYS[4] (a lease) is released if ARGV[12] (its owner) still holds it:
-# a step's save and the end of its lease in one round trip.
-_SAVE_RELEASE = (
-    _SAVE_BODY
-    + """
-if redis.call('GET', KEYS[4]) == ARGV[12] then redis.call('DEL', KEYS[4]) end
-return saved
-"""
-)
 
 # KEYS: record, delivery ref. ARGV: delivery key prefix.
 # load() returns {data, status, errors, outbound id} with the highest-ranked status of the
@@ -367,7 +358,6 @@ class RedisStore:
         self._release = client.register_script(_RELEASE)
         self._take_slot = client.register_script(_TAKE_SLOT)
         self._lease_get = client.register_script(_LEASE_GET)
-        self._save_release = client.register_script(_SAVE_RELEASE)
         self._finish = client.register_script(_FINISH)
         self._adopt = client.register_script(_ADOPT)
         self._beat = client.register_script(_BEAT)
@@ -376,7 +366,6 @@ class RedisStore:
         self._wire = RedisWire.for_client(client)
         self._wire_create = Script(_CREATE)
         self._wire_lease_get = Script(_LEASE_GET)
-        self._wire_save_release = Script(_SAVE_RELEASE)
         self._wire_finish = Script(_FINISH)
         self._wire_status = Script(_STATUS)
 
@@ -411,12 +400,6 @@ class RedisStore:
             raise StoreUnavailable(f"redis: {error}") from error
         return None if row is None else _record(row)
 
-    async def lease_and_get(
-        self, name: str, owner: str, seconds: float, message_id: str
-    ) -> tuple[bool, Record | None]:
-        load = await self.lease_step(name, owner, seconds, message_id)
-        return load.taken, load.record
-
     async def lease_step(
         self, name: str, owner: str, seconds: float, message_id: str, turns: int = 0
     ) -> StepLoad:
@@ -447,21 +430,6 @@ class RedisStore:
             return bool(await self._save(keys=keys, args=args))
         except RedisError as error:
             raise StoreUnavailable(f"redis: {error}") from error
-
-    async def save_and_release(
-        self, record: Record, expected_version: int, name: str, owner: str
-    ) -> bool:
-        keys, args = self._save_call(record, expected_version)
-        try:
-            saved = await self._hot(
-                self._save_release,
-                self._wire_save_release,
-                [*keys, self.keys.lease(name)],
-                [*args, owner],
-            )
-        except RedisError as error:
-            raise StoreUnavailable(f"redis: {error}") from error
-        return bool(saved)
 
     async def finish_step(
         self,

@@ -157,25 +157,6 @@ class SQLiteStore:
         )
         return cursor.rowcount == 1
 
-    async def lease_and_get(
-        self, name: str, owner: str, seconds: float, message_id: str
-    ) -> tuple[bool, Record | None]:
-        def work() -> tuple[bool, Record | None]:  # one hop to the database thread
-            taken = self._db.transaction(lambda conn: self._acquire(conn, name, owner, seconds))
-            return taken, self._get(message_id) if taken else None
-
-        return await self._db.run(work)
-
-    async def save_and_release(
-        self, record: Record, expected_version: int, name: str, owner: str
-    ) -> bool:
-        def work(conn: sqlite3.Connection) -> bool:
-            saved = self._save(record, expected_version)
-            conn.execute("DELETE FROM leases WHERE name = ? AND owner = ?", (name, owner))
-            return saved
-
-        return await self._db.run(lambda: self._db.transaction(work))
-
     async def lease_step(
         self, name: str, owner: str, seconds: float, message_id: str, turns: int = 0
     ) -> StepLoad:

@@ -105,27 +105,16 @@ class StepLeases(Protocol):
     """A step's lease on (record, state), taken with the load and given back with the save,
     so a second delivery of the same task does not do the step's work alongside the first."""
 
-    async def lease_and_get(
-        self, name: str, owner: str, seconds: float, message_id: str
-    ) -> tuple[bool, Record | None]:
-        """Take the lease `name` for `seconds` unless someone else holds it, then load the
-        record if it was taken, as one call to the store: whether the lease was taken, and
-        the record (None if not taken or not found)."""
-
-    async def save_and_release(
-        self, record: Record, expected_version: int, name: str, owner: str
-    ) -> bool:
-        """`save`, then `release_lease` whatever the save's outcome, as one call to the
-        store; the save's result."""
-
     async def release_lease(self, name: str, owner: str) -> None:
         """Give the lease back if `owner` still holds it."""
 
     async def lease_step(
         self, name: str, owner: str, seconds: float, message_id: str, turns: int = 0
     ) -> StepLoad:
-        """`lease_and_get`, and when `turns` > 0 the last `turns` turns of the conversation
-        the record names (`Record.conversation`), as one call to the store."""
+        """Take the lease `name` for `seconds` unless someone else holds it, then load the
+        record if it was taken (None if not taken or not found) and, when `turns` > 0, the
+        last `turns` turns of the conversation the record names (`Record.conversation`), as
+        one call to the store."""
 
     async def finish_step(
         self,
@@ -138,7 +127,8 @@ class StepLeases(Protocol):
         turns: TurnsWrite | None = None,
         next_lease: tuple[str, str, float] | None = None,
     ) -> StepSave:
-        """`save_and_release` with a step's other writes, as one call to the store.
+        """`save`, then `release_lease` whatever the save's outcome, with a step's other
+        writes, as one call to the store.
 
         `slot`: the save happens only if the version matches and a pacing token is taken
         (none is taken on a version conflict). `turns`: appended whatever the save's outcome.
