@@ -95,7 +95,10 @@ async def _delivery(
     telemetry = container.telemetry
     started = time.perf_counter()
     status = 500  # unless an answer is written: the client went away mid-request
-    if telemetry.tracing:
+    try:
+        if not telemetry.tracing:
+            status = await _deliver(container, rejections, scope, receive, send)
+            return
         attributes = {"http.request.method": "POST", "http.route": "/webhook"}
         with telemetry.span("POST /webhook", kind=SpanKind.SERVER, attributes=attributes) as span:
             try:
@@ -104,19 +107,10 @@ async def _delivery(
                 span.set_attribute("http.response.status_code", status)
                 if status >= 500:
                     span.set_status(Status(StatusCode.ERROR, f"HTTP {status}"))
-    else:
-        try:
-            status = await _deliver(container, rejections, scope, receive, send)
-        finally:
-            _record_duration(container, started, status)
-        return
-    _record_duration(container, started, status)
-
-
-def _record_duration(container: Container, started: float, status: int) -> None:
-    container.telemetry.metrics.webhook_duration.record(
-        (time.perf_counter() - started) * 1000, {"http.response.status_code": status}
-    )
+    finally:
+        telemetry.metrics.webhook_duration.record(
+            (time.perf_counter() - started) * 1000, {"http.response.status_code": status}
+        )
 
 
 async def _deliver(
