@@ -195,7 +195,48 @@ class InstanceRegistry(Protocol):
         """Stop beating at once (a graceful stop), so others adopt without waiting."""
 
 
-class StateStore(AdvancerStore, StepStore, Protocol):
+@dataclass(frozen=True)
+class RecordQuery:
+    """A page of the console's record list: newest last update first.
+
+    `state` and `fallback_reason` filter (None: any); `since`/`until` bound the last update
+    (inclusive/exclusive); `before` is the cursor of the next page (the `next_before` of the
+    previous one): only records last updated strictly before it, or at it with a smaller id.
+    """
+
+    state: str | None = None
+    fallback_reason: str | None = None
+    since: float | None = None
+    until: float | None = None
+    before: tuple[float, str] | None = None
+    limit: int = 50
+
+
+@dataclass(frozen=True)
+class RecordPage:
+    """Records of one page, newest first, and the cursor of the next (None on the last)."""
+
+    records: list[Record]
+    next_before: tuple[float, str] | None
+
+
+class OpsReadModel(Protocol):
+    """What the operations console reads: counters kept in the same write as each
+    transition, and indexed pages of records, so no page load reads every record."""
+
+    async def state_counts(self) -> dict[str, int]:
+        """How many records are in each state now (states with none may be absent)."""
+
+    async def counter_buckets(self, width: int, since: float) -> list[tuple[int, dict[str, int]]]:
+        """The time buckets of `width` seconds (MINUTE or HOUR of domain.ops_metrics) that
+        start at or after `bucket_of(since, width)`, oldest first, each with its counters
+        (names as in domain.ops_metrics); buckets with no counter may be absent."""
+
+    async def list_records(self, query: RecordQuery) -> RecordPage:
+        """One page of records matching `query`, without their delivery status."""
+
+
+class StateStore(AdvancerStore, StepStore, OpsReadModel, Protocol):
     """Everything one backend (SQLite or Redis) provides; bootstrap builds one."""
 
     async def ping(self) -> None:
