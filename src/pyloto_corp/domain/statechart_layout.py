@@ -1,0 +1,235 @@
+"""A left-to-right drawing of the statechart as SVG, for the operations console.
+
+The layout is computed from the statechart itself (the same file the docs are rendered
+from), so a new state or transition shows up without touching the console: states go in
+columns by their longest distance from the initial state along step transitions (back edges,
+self-loops and manual transitions left out), the states of one column one under another.
+Every label and count is SVG text, so screen readers and tests read it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from html import escape
+
+from pyloto_corp.domain.statechart import Statechart, TransitionSpec
+
+BOX_WIDTH = 140
+BOX_HEIGHT = 52
+COLUMN_STEP = 176
+ROW_STEP = 124
+MARGIN = 24
+
+
+@dataclass(frozen=True)
+class Placed:
+    """A state's box: its column, its slot in the column (0 the main row, 1 below it, -1
+    above it, ...), and its centre in SVG units."""
+
+    name: str
+    column: int
+    slot: int
+    x: float
+    y: float
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where each state's box goes and the drawing's size."""
+
+    states: dict[str, Placed]
+    width: float
+    height: float
+    top: float
+
+
+def _back_edges(chart: Statechart, edges: list[TransitionSpec]) -> set[tuple[str, str]]:
+    """Edges that close a cycle, found by a depth-first walk from the initial state."""
+    exits: dict[str, list[str]] = {}
+    for t in edges:
+        exits.setdefault(t.source, []).append(t.dest)
+    back: set[tuple[str, str]] = set()
+    on_path: set[str] = set()
+    done: set[str] = set()
+
+    def walk(state: str) -> None:
+        on_path.add(state)
+        for dest in exits.get(state, []):
+            if dest in on_path:
+                back.add((state, dest))
+            elif dest not in done:
+                walk(dest)
+        on_path.discard(state)
+        done.add(state)
+
+    walk(chart.initial)
+    return back
+
+
+def _main_row(chart: Statechart, edges: list[TransitionSpec]) -> list[str]:
+    """The happy path: the longest path from the initial state that avoids funnels (states
+    entered from three states or more, such as the fallback and the dead letter); `edges`
+    hold no back edge (a depth-first walk, exits in file order: one file, one drawing)."""
+    sources: dict[str, set[str]] = {}
+    exits: dict[str, list[str]] = {}
+    for t in edges:
+        sources.setdefault(t.dest, set()).add(t.source)
+        exits.setdefault(t.source, []).append(t.dest)
+    funnels = {name for name, found in sources.items() if len(found) >= 3}
+    best: list[str] = [chart.initial]
+
+    def walk(path: list[str]) -> None:
+        nonlocal best
+        if len(path) > len(best):
+            best = list(path)
+        for dest in exits.get(path[-1], []):
+            if dest not in funnels and dest not in path:
+                walk([*path, dest])
+
+    walk([chart.initial])
+    return best
+
+
+def layout(chart: Statechart) -> Layout:
+    """The main row is the happy path (see `_main_row`). Every other state sits at the
+    median column of its neighbours on the main row, above it if it is open (a detour, such
+    as the fallback) and below it if it is terminal (an end, such as the dead letter),
+    pushed outward on a collision."""
+    edges = [t for t in chart.transitions if not t.manual and t.source != t.dest]
+    back = _back_edges(chart, edges)
+    edges = [t for t in edges if (t.source, t.dest) not in back]
+    main = _main_row(chart, edges)
+    column = {name: i for i, name in enumerate(main)}
+    slot = dict.fromkeys(main, 0)
+    taken = {(i, 0) for i in range(len(main))}
+    for name, spec in chart.states.items():
+        if name in column:
+            continue
+        near = sorted(
+            column[other]
+            for t in edges
+            for other in (
+                t.source if t.dest == name else None,
+                t.dest if t.source == name else None,
+            )
+            if other is not None and other in column
+        )
+        col = near[(len(near) - 1) // 2] if near else 0
+        step = 1 if spec.terminal else -1
+        row = step
+        while (col, row) in taken:
+            row += step
+        column[name], slot[name] = col, row
+        taken.add((col, row))
+    low, high = min(slot.values()), max(slot.values())
+    # Room above the top row and below the bottom one for arcs and self-loops.
+    top = MARGIN + 70
+    placed = {
+        name: Placed(
+            name,
+            column[name],
+            slot[name],
+            MARGIN + BOX_WIDTH / 2 + column[name] * COLUMN_STEP,
+            top + BOX_HEIGHT / 2 + (slot[name] - low) * ROW_STEP,
+        )
+        for name in chart.states
+    }
+    width = 2 * MARGIN + BOX_WIDTH + max(column.values()) * COLUMN_STEP
+    height = top + BOX_HEIGHT + (high - low) * ROW_STEP + MARGIN + 50
+    return Layout(placed, width, height, top)
+
+
+def _edge_path(a: Placed, b: Placed, rows: set[tuple[int, int]]) -> tuple[str, float, float]:
+    """The SVG path of an edge from box `a` to box `b`, and where its label goes."""
+    half_w, half_h = BOX_WIDTH / 2, BOX_HEIGHT / 2
+    if a.name == b.name:  # a self-loop over the box
+        x0, y0 = a.x - 18, a.y - half_h
+        x1 = a.x + 18
+        path = (
+            f"M{x0:.0f},{y0:.0f} C{x0 - 10:.0f},{y0 - 46:.0f} "
+            f"{x1 + 10:.0f},{y0 - 46:.0f} {x1:.0f},{y0:.0f}"
+        )
+        return path, a.x, y0 - 40
+    between = any((c, a.slot) in rows for c in range(a.column + 1, b.column))
+    if a.slot == b.slot and b.column > a.column and not between:  # a clear line on one row
+        x0, x1 = a.x + half_w, b.x - half_w
+        return f"M{x0:.0f},{a.y:.0f} L{x1:.0f},{b.y:.0f}", (x0 + x1) / 2, a.y - 6
+    if a.slot == b.slot:  # same row, skipping columns or going back: an arc
+        span = abs(b.column - a.column)
+        above = b.column > a.column
+        sign = -1 if above else 1
+        y0 = a.y + sign * half_h
+        lift = 28 + 14 * span
+        path = (
+            f"M{a.x:.0f},{y0:.0f} C{a.x:.0f},{y0 + sign * lift:.0f} "
+            f"{b.x:.0f},{y0 + sign * lift:.0f} {b.x:.0f},{y0:.0f}"
+        )
+        return path, (a.x + b.x) / 2, y0 + sign * (lift * 0.75) + (-4 if above else 12)
+    # Between rows: leave from the side facing the other box and enter on its facing side,
+    # each end moved toward the other box so that edges meeting at one box fan out.
+    down = b.slot > a.slot
+    reach = half_w - 10
+    y0 = a.y + (half_h if down else -half_h)
+    y1 = b.y + (-half_h if down else half_h)
+    x0 = a.x + max(-reach, min(reach, (b.x - a.x) * 0.15))
+    x1 = b.x + max(-reach, min(reach, (a.x - b.x) * 0.12))
+    mid = (y0 + y1) / 2
+    path = f"M{x0:.0f},{y0:.0f} C{x0:.0f},{mid:.0f} {x1:.0f},{mid:.0f} {x1:.0f},{y1:.0f}"
+    return path, x0 + (x1 - x0) * 0.3, y0 + (y1 - y0) * 0.3 + 4
+
+
+def render_svg(
+    chart: Statechart,
+    counts: Mapping[str, int],
+    taken: Mapping[str, int],
+    layout_: Layout | None = None,
+) -> str:
+    """The statechart as an SVG element: each state with how many records are in it now
+    (`counts`), each edge with how many records took it (`taken`, keyed `source>dest`)."""
+    lay = layout_ or layout(chart)
+    placed = lay.states
+    parts = [
+        f'<svg id="machine" xmlns="http://www.w3.org/2000/svg" role="img" '
+        f'aria-labelledby="machine-title" viewBox="0 0 {lay.width:.0f} {lay.height:.0f}">',
+        f'<title id="machine-title">Statechart {escape(chart.name)}: records per state now, '
+        "transitions taken in the last hour</title>",
+        '<defs><marker id="arrow" viewBox="0 0 10 10" refX="9" refY="5" markerWidth="7" '
+        'markerHeight="7" orient="auto-start-reverse"><path d="M0,0 L10,5 L0,10 z"/></marker>'
+        "</defs>",
+    ]
+    seen: set[str] = set()
+    rows = {(p.column, p.slot) for p in placed.values()}
+    for t in chart.transitions:
+        key = f"{t.source}>{t.dest}"
+        if key in seen:
+            continue
+        seen.add(key)
+        path, lx, ly = _edge_path(placed[t.source], placed[t.dest], rows)
+        kind = "edge manual" if t.manual else "edge"
+        n = taken.get(key, 0)
+        parts.append(
+            f'<g class="{kind}" data-transition="{escape(key)}">'
+            f"<title>{escape(t.trigger)}: {escape(t.source)} to {escape(t.dest)}</title>"
+            f'<path d="{path}" marker-end="url(#arrow)"/>'
+            f'<text class="edge-count{" zero" if n == 0 else ""}" '
+            f'data-transition="{escape(key)}" x="{lx:.0f}" y="{ly:.0f}">{n}</text></g>'
+        )
+    for name, spec in chart.states.items():
+        p = placed[name]
+        kind = "state terminal" if spec.terminal else "state"
+        if name == "failed":
+            kind += " dead-letter"
+        n = counts.get(name, 0)
+        x0, y0 = p.x - BOX_WIDTH / 2, p.y - BOX_HEIGHT / 2
+        parts.append(
+            f'<g class="{kind}" data-state="{escape(name)}">'
+            f"<title>{escape(name)}: {escape(spec.description)}</title>"
+            f'<rect x="{x0:.0f}" y="{y0:.0f}" width="{BOX_WIDTH}" height="{BOX_HEIGHT}" '
+            'rx="10"/>'
+            f'<text class="name" x="{p.x:.0f}" y="{p.y - 6:.0f}">{escape(name)}</text>'
+            f'<text class="count" id="count-{escape(name)}" x="{p.x:.0f}" '
+            f'y="{p.y + 16:.0f}">{n}</text></g>'
+        )
+    parts.append("</svg>")
+    return "".join(parts)
