@@ -64,6 +64,11 @@ class AppSettings(_Section):
             "and body (a slow or stalled client); handling the request is not bounded by it."
         ),
     )
+    ops_console_enabled: bool = Field(
+        False,
+        alias="OPS_CONSOLE_ENABLED",
+        description=("Serve the operations console under /ops (sign-in with INTERNAL_TASK_TOKEN)."),
+    )
     hash_key: str | None = Field(
         None,
         alias="PRIVACY_HASH_KEY",

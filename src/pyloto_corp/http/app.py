@@ -17,6 +17,7 @@ from pyloto_corp.application.ports import (
 from pyloto_corp.bootstrap import Container
 from pyloto_corp.http.health import health, ready
 from pyloto_corp.http.internal import InternalController
+from pyloto_corp.http.ops import OpsController
 from pyloto_corp.http.rejections import Rejections
 from pyloto_corp.http.webhook import webhook
 
@@ -57,8 +58,11 @@ def _internal(request: Request[Any, Any, Any], error: Exception) -> Response[Any
 
 def create_app(container: Container) -> Litestar:
     """The HTTP app; the container's workers start and stop with it."""
+    handlers: list[Any] = [webhook, InternalController, health, ready]
+    if container.settings.app.ops_console_enabled:
+        handlers.append(OpsController)
     return Litestar(
-        route_handlers=[webhook, InternalController, health, ready],
+        route_handlers=handlers,
         state=State(
             {
                 "container": container,

@@ -1,0 +1,121 @@
+"""What the operations console shows, read from the stores' counters (never every record).
+
+The store keeps counters per minute and per hour (domain.ops_metrics), written with each
+transition; this module turns the buckets of the last hour and the last day into the
+console's figures: records per state, transitions taken, messages received and sent over
+time, fallbacks by reason, dead letters, and percentiles from `received` to `sent` and per
+step.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from pyloto_corp.application.ports import OpsReadModel
+from pyloto_corp.domain.ops_metrics import (
+    HOUR,
+    MINUTE,
+    Percentiles,
+    bucket_of,
+    histogram,
+    merge,
+    percentiles,
+)
+from pyloto_corp.domain.statechart import Statechart
+
+RECEIVED = "t:>received"
+
+
+@dataclass(frozen=True)
+class Window:
+    """The figures of one window (the last hour by minute, or the last day by hour)."""
+
+    name: str
+    width: int
+    starts: list[int]  # bucket starts, oldest first, one per point of the series
+    received: list[int]
+    sent: list[int]
+    taken: dict[str, int]  # "source>dest": transitions taken in the window
+    fallbacks: dict[str, int]  # reason: fallbacks in the window
+    dead_letters: int
+    end_to_end: Percentiles
+    steps: dict[str, Percentiles]  # state whose step ran: its duration's percentiles
+
+    @property
+    def total_received(self) -> int:
+        """Messages received in the window."""
+        return sum(self.received)
+
+    @property
+    def total_sent(self) -> int:
+        """Replies sent in the window."""
+        return sum(self.sent)
+
+
+@dataclass(frozen=True)
+class Dashboard:
+    """Everything the main page shows."""
+
+    at: float
+    counts: dict[str, int]  # every state of the chart, 0 when empty
+    hour: Window
+    day: Window
+    states: list[str] = field(default_factory=list)
+
+    @property
+    def open_records(self) -> int:
+        """Records not yet in a terminal state."""
+        return sum(self.counts.get(state, 0) for state in self.states)
+
+
+def _window(
+    name: str,
+    width: int,
+    points: int,
+    buckets: list[tuple[int, dict[str, int]]],
+    now: float,
+    chart: Statechart,
+) -> Window:
+    first = bucket_of(now, width) - (points - 1) * width
+    starts = [first + i * width for i in range(points)]
+    by_start = {start: counters for start, counters in buckets if start >= first}
+    received = [by_start.get(s, {}).get(RECEIVED, 0) for s in starts]
+    sent = [
+        sum(n for key, n in by_start.get(s, {}).items() if key.endswith(">sent")) for s in starts
+    ]
+    total = merge(by_start.values())
+    taken = {key[2:]: n for key, n in total.items() if key.startswith("t:") and key[2] != ">"}
+    fallbacks = {key[2:]: n for key, n in total.items() if key.startswith("f:")}
+    dead = sum(n for key, n in taken.items() if key.endswith(">failed"))
+    steps = {
+        state: found
+        for state in chart.states
+        if (found := percentiles(histogram(total, f"d:{state}:"))).count
+    }
+    return Window(
+        name=name,
+        width=width,
+        starts=starts,
+        received=received,
+        sent=sent,
+        taken=taken,
+        fallbacks=dict(sorted(fallbacks.items(), key=lambda item: -item[1])),
+        dead_letters=dead,
+        end_to_end=percentiles(histogram(total, "e:")),
+        steps=steps,
+    )
+
+
+async def dashboard(model: OpsReadModel, chart: Statechart, now: float) -> Dashboard:
+    """The main page's figures at `now`: three reads of the store, whatever it holds."""
+    found = await model.state_counts()
+    minutes = await model.counter_buckets(MINUTE, now - HOUR + MINUTE)
+    hours = await model.counter_buckets(HOUR, now - 23 * HOUR)
+    counts = {state: int(found.get(state, 0)) for state in chart.states}
+    return Dashboard(
+        at=now,
+        counts=counts,
+        hour=_window("last hour", MINUTE, 60, minutes, now, chart),
+        day=_window("last day", HOUR, 24, hours, now, chart),
+        states=chart.open_states,
+    )

@@ -1,0 +1,362 @@
+"""The operations console under /ops (OPS_CONSOLE_ENABLED=true): the machine live, the
+records, one message's timeline, and the replay of dead letters.
+
+Access: the internal token, posted once to /ops/login, gives an HttpOnly SameSite=Strict
+cookie (see ops_auth); without it every page answers 401 with the sign-in form and the
+summary API a 401, never data. Every POST that changes something carries the session's CSRF
+token and, when the browser sends one, an Origin naming this host.
+"""
+
+from __future__ import annotations
+
+import calendar
+import logging
+import time
+from importlib import resources
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from litestar import Controller, MediaType, Request, Response, get, post
+from litestar.datastructures import Cookie
+
+from pyloto_corp.application.console import dashboard
+from pyloto_corp.application.inspect import record_view
+from pyloto_corp.application.ports import RecordQuery
+from pyloto_corp.application.replay import REPLAY_BATCH, Replayer
+from pyloto_corp.bootstrap import Container
+from pyloto_corp.domain.privacy import message_ref, redact_text
+from pyloto_corp.domain.records import FAILED_STATE, Record
+from pyloto_corp.domain.statechart_layout import Layout, layout, render_svg
+from pyloto_corp.http import ops_pages as pages
+from pyloto_corp.http.deps import container_of
+from pyloto_corp.http.ops_auth import COOKIE, SESSION_SECONDS, ConsoleKeys
+
+log = logging.getLogger(__name__)
+
+PAGE_SIZE = 50
+_STATIC = {"ops.css": "text/css; charset=utf-8", "ops.js": "text/javascript; charset=utf-8"}
+_HEADERS = {
+    "Cache-Control": "no-store",
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Content-Security-Policy": (
+        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+        "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+    ),
+}
+
+
+class SignInRequired(Exception):
+    """No valid session: the sign-in page (or a 401 for the API)."""
+
+
+class Forbidden(Exception):
+    """A POST without its CSRF token, or from another origin."""
+
+
+def _html(body: str, status: int = 200, cookies: list[Cookie] | None = None) -> Response[str]:
+    return Response(
+        body, status_code=status, media_type=MediaType.HTML, headers=_HEADERS, cookies=cookies
+    )
+
+
+def _signin_required(request: Request[Any, Any, Any], _: Exception) -> Response[Any]:
+    if request.url.path.startswith("/ops/api/"):
+        return Response(
+            {"status_code": 401, "detail": "sign in at /ops/login"},
+            status_code=401,
+            media_type=MediaType.JSON,
+            headers=_HEADERS,
+        )
+    return _html(pages.signin(), 401)
+
+
+def _forbidden(_: Request[Any, Any, Any], error: Exception) -> Response[Any]:
+    return _html(pages.page("Refused", f'<p class="error">{pages.e(error)}</p>'), 403)
+
+
+class _Console:
+    """What one app's console needs, built once: keys, the statechart's drawing."""
+
+    def __init__(self, container: Container) -> None:
+        self.container = container
+        self.keys = ConsoleKeys(container.settings.internal_task_token)
+        self.layout: Layout = layout(container.chart)
+        self.project = container.settings.queue.gcp_project
+
+
+def _console(request: Request[Any, Any, Any]) -> _Console:
+    state = request.app.state
+    console: _Console | None = state.get("ops_console")
+    if console is None:
+        console = _Console(container_of(request))
+        state["ops_console"] = console
+    return console
+
+
+def _session(request: Request[Any, Any, Any]) -> tuple[_Console, str]:
+    """The console and the session cookie, or SignInRequired."""
+    console = _console(request)
+    value = request.cookies.get(COOKIE)
+    if value is None or not console.keys.session_valid(value, time.time()):
+        raise SignInRequired
+    return console, value
+
+
+async def _form(request: Request[Any, Any, Any]) -> dict[str, str]:
+    body = await request.body()
+    fields = parse_qs(body.decode("utf-8", errors="replace"), max_num_fields=20)
+    return {key: values[0] for key, values in fields.items()}
+
+
+async def _post(request: Request[Any, Any, Any]) -> tuple[_Console, str, dict[str, str]]:
+    """A signed-in POST with its CSRF token, from this host: (console, csrf, form)."""
+    console, session = _session(request)
+    origin = request.headers.get("origin")
+    if origin and origin != "null" and urlsplit(origin).netloc != request.headers.get("host"):
+        raise Forbidden("this form was posted from another site")
+    form = await _form(request)
+    if not console.keys.csrf_valid(session, form.get("csrf")):
+        raise Forbidden("the form is stale or forged (no valid CSRF token): reload the page")
+    return console, console.keys.csrf(session), form
+
+
+def _utc(value: str) -> float | None:
+    """A `datetime-local` value (UTC) as epoch seconds; None if empty; ValueError if bad."""
+    if not value:
+        return None
+    for shape in ("%Y-%m-%dT%H:%M", "%Y-%m-%dT%H:%M:%S"):
+        try:
+            return float(calendar.timegm(time.strptime(value, shape)))
+        except ValueError:
+            continue
+    raise ValueError(value)
+
+
+def _names(record: Record) -> tuple[str, ...]:
+    return (record.inbound.contact_name,) if record.inbound.contact_name else ()
+
+
+def _row(console: _Console, record: Record) -> dict[str, Any]:
+    reason = record.fallback_reason
+    if record.state == FAILED_STATE and record.failure_reason:
+        reason = redact_text(record.failure_reason, _names(record))
+    return {
+        "ref": message_ref(record.message_id),
+        "href": f"/ops/messages/{console.keys.seal(record.message_id)}",
+        "token": console.keys.seal(record.message_id),
+        "state": record.state,
+        "kind": record.inbound.kind,
+        "created_at": record.created_at,
+        "updated_at": record.updated_at,
+        "reason": reason,
+    }
+
+
+class OpsController(Controller):
+    """The console's pages, its summary API, sign-in and replay."""
+
+    path = "/ops"
+    exception_handlers = {SignInRequired: _signin_required, Forbidden: _forbidden}  # noqa: RUF012
+
+    @get("/static/{name:str}", media_type=MediaType.TEXT)
+    async def static(self, name: str) -> Response[bytes]:
+        """The console's stylesheet and script, shipped inside the package."""
+        kind = _STATIC.get(name)
+        if kind is None:
+            return Response(b"not found", status_code=404, media_type=MediaType.TEXT)
+        data = resources.files("pyloto_corp.http").joinpath("ops_static", name).read_bytes()
+        return Response(
+            data, media_type=kind, headers={"Cache-Control": "max-age=300", **_CONTENT_ONLY}
+        )
+
+    @get("/login")
+    async def signin_form(self) -> Response[str]:
+        """The sign-in form."""
+        return _html(pages.signin())
+
+    @post("/login", status_code=303)
+    async def signin(self, request: Request[Any, Any, Any]) -> Response[str]:
+        """Check the token; on success the session cookie and a redirect to /ops."""
+        console = _console(request)
+        form = await _form(request)
+        if not console.keys.token_matches(form.get("token", "")):
+            log.warning("ops_signin_refused", extra={"event": "ops_signin_refused"})
+            return _html(pages.signin("That is not the internal token."), 401)
+        secure = request.headers.get("x-forwarded-proto", request.url.scheme) == "https"
+        cookie = Cookie(
+            key=COOKIE,
+            value=console.keys.session(time.time()),
+            path="/ops",
+            max_age=SESSION_SECONDS,
+            httponly=True,
+            samesite="strict",
+            secure=secure,
+        )
+        log.info("ops_signin", extra={"event": "ops_signin"})
+        return Response(
+            "", status_code=303, headers={**_HEADERS, "Location": "/ops"}, cookies=[cookie]
+        )
+
+    @post("/logout", status_code=303)
+    async def signout(self, request: Request[Any, Any, Any]) -> Response[str]:
+        """Forget the session cookie."""
+        await _post(request)
+        gone = Cookie(
+            key=COOKIE, value="", path="/ops", max_age=0, httponly=True, samesite="strict"
+        )
+        return Response(
+            "", status_code=303, headers={**_HEADERS, "Location": "/ops/login"}, cookies=[gone]
+        )
+
+    @get("/")
+    async def machine(self, request: Request[Any, Any, Any]) -> Response[str]:
+        """The live machine and the charts."""
+        console, session = _session(request)
+        board = await dashboard(console.container.store, console.container.chart, time.time())
+        svg = render_svg(console.container.chart, board.counts, board.hour.taken, console.layout)
+        return _html(pages.machine_page(board, svg, console.keys.csrf(session)))
+
+    @get("/api/summary")
+    async def summary(self, request: Request[Any, Any, Any]) -> Response[bytes]:
+        """What the machine page polls."""
+        console, _ = _session(request)
+        board = await dashboard(console.container.store, console.container.chart, time.time())
+        return Response(pages.summary_json(board), media_type=MediaType.JSON, headers=_HEADERS)
+
+    @get("/records")
+    async def records(self, request: Request[Any, Any, Any]) -> Response[str]:
+        """Records by state, fallback reason and time, newest first, a page at a time."""
+        console, session = _session(request)
+        params = {k: str(v) for k, v in request.query_params.items()}
+        filters = {k: params.get(k, "") for k in ("state", "reason", "since", "until")}
+        notice = None
+        states = list(console.container.chart.states)
+        state = filters["state"] or None
+        if state is not None and state not in states:
+            notice, state = f"unknown state {state!r}: showing every state", None
+        try:
+            since, until = _utc(filters["since"]), _utc(filters["until"])
+        except ValueError:
+            notice, since, until = (
+                "dates are YYYY-MM-DDTHH:MM (UTC): time filter left out",
+                None,
+                None,
+            )
+        before = None
+        cursor = console.keys.unseal(params.get("before", "")) if params.get("before") else None
+        if cursor:
+            at, _, message_id = cursor.partition("|")
+            before = (float(at), message_id)
+        found = await console.container.store.list_records(
+            RecordQuery(
+                state=state,
+                fallback_reason=filters["reason"] or None,
+                since=since,
+                until=until,
+                before=before,
+                limit=PAGE_SIZE,
+            )
+        )
+        next_href = None
+        if found.next_before is not None:
+            sealed = console.keys.seal(f"{found.next_before[0]!r}|{found.next_before[1]}")
+            next_href = pages.query_href("/ops/records", {**filters, "before": sealed})
+        rows = [_row(console, r) for r in found.records]
+        csrf = console.keys.csrf(session)
+        return _html(pages.records_page(rows, states, filters, next_href, csrf, notice))
+
+    @post("/search", status_code=303)
+    async def search(self, request: Request[Any, Any, Any]) -> Response[str]:
+        """Open a message by its wamid (posted, so the id is in no URL or access log)."""
+        console, csrf, form = await _post(request)
+        message_id = form.get("id", "").strip()
+        record = await console.container.store.get(message_id) if message_id else None
+        if record is None:
+            states = list(console.container.chart.states)
+            body = pages.records_page([], states, {}, None, csrf, "No record with this id.")
+            return _html(body, 404)
+        href = f"/ops/messages/{console.keys.seal(message_id)}"
+        return Response("", status_code=303, headers={**_HEADERS, "Location": href})
+
+    @get("/messages/{token:str}")
+    async def message(self, request: Request[Any, Any, Any], token: str) -> Response[str]:
+        """One message: facts, timeline, reply, failure, trace."""
+        console, session = _session(request)
+        csrf = console.keys.csrf(session)
+        message_id = console.keys.unseal(token)
+        record = await console.container.store.get(message_id) if message_id else None
+        if record is None:
+            return _html(pages.not_found_page("No record behind this link.", csrf), 404)
+        view = record_view(record)
+        traceparent = record.trace_context.get("traceparent", "")
+        parts = traceparent.split("-")
+        trace_id = parts[1] if len(parts) == 4 and len(parts[1]) == 32 else None
+        href = None
+        if trace_id and console.project:
+            href = (
+                "https://console.cloud.google.com/traces/list"
+                f"?project={console.project}&tid={trace_id}"
+            )
+        return _html(pages.message_page(view, trace_id, href, csrf))
+
+    @get("/dead-letters")
+    async def dead_letters(self, request: Request[Any, Any, Any]) -> Response[str]:
+        """Records in `failed`, newest first, with their reasons."""
+        console, session = _session(request)
+        before = None
+        cursor = request.query_params.get("before")
+        opened = console.keys.unseal(str(cursor)) if cursor else None
+        if opened:
+            at, _, message_id = opened.partition("|")
+            before = (float(at), message_id)
+        found = await console.container.store.list_records(
+            RecordQuery(state=FAILED_STATE, before=before, limit=PAGE_SIZE)
+        )
+        next_href = None
+        if found.next_before is not None:
+            sealed = console.keys.seal(f"{found.next_before[0]!r}|{found.next_before[1]}")
+            next_href = pages.query_href("/ops/dead-letters", {"before": sealed})
+        rows = [_row(console, r) for r in found.records]
+        return _html(pages.dead_letters_page(rows, next_href, console.keys.csrf(session)))
+
+    @post("/replay", status_code=200)
+    async def replay(self, request: Request[Any, Any, Any]) -> Response[str]:
+        """Ask for confirmation, then replay one dead letter or all (as `pyloto replay`)."""
+        console, csrf, form = await _post(request)
+        container = console.container
+        token = form.get("message", "")
+        message_id = console.keys.unseal(token) if token else None
+        if not form.get("all") and message_id is None:
+            return _html(pages.not_found_page("No record behind this link.", csrf), 404)
+        if form.get("confirm") != "yes":
+            if message_id is not None:
+                what = f"Replay message {message_ref(message_id)}?"
+                return _html(pages.confirm_page(what, {"message": token}, csrf))
+            failed = (await container.store.state_counts()).get(FAILED_STATE, 0)
+            what = f"Replay every dead letter ({failed} now; at most {REPLAY_BATCH} in one run)?"
+            return _html(pages.confirm_page(what, {"all": "1"}, csrf))
+        replayer = Replayer(container.advancer)
+        if message_id is not None:
+            summary = await replayer.replay(message_id)
+        else:
+            summary = await replayer.replay_failed(None)
+        log.warning(
+            "ops_replay",
+            extra={
+                "event": "ops_replay",
+                "replayed": len(summary.replayed),
+                "skipped": len(summary.skipped),
+            },
+        )
+        seal = console.keys.seal
+        done = [(message_ref(m), f"/ops/messages/{seal(m)}") for m in summary.replayed]
+        left = [
+            (message_ref(m), f"/ops/messages/{seal(m)}", reason)
+            for m, reason in summary.skipped.items()
+        ]
+        return _html(pages.replay_result_page(done, left, csrf))
+
+
+_CONTENT_ONLY = {"X-Content-Type-Options": "nosniff"}

@@ -1,0 +1,406 @@
+"""The console's HTML: small functions that return escaped markup, no template engine.
+
+Every value that comes from a record goes through `e()` (HTML escaping) and was masked
+before it got here: message ids appear as their log reference, texts through the same
+redaction as `pyloto inspect`.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from html import escape
+from typing import Any
+from urllib.parse import urlencode
+
+from pyloto_corp.application.console import Dashboard, Window
+from pyloto_corp.domain.ops_metrics import Percentiles
+
+Nav = str  # which page the header marks as current
+
+
+def e(value: object) -> str:
+    """`value` as escaped HTML text."""
+    return escape(str(value), quote=True)
+
+
+def when(at: float | None) -> str:
+    """A time as UTC text, to the second."""
+    if at is None:
+        return "-"
+    return time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime(at))
+
+
+def ms(value: float | None) -> str:
+    """Milliseconds as text, in seconds from 10 s on."""
+    if value is None:
+        return "-"
+    if value >= 10_000:
+        return f"{value / 1000:.1f} s"
+    return f"{value:.0f} ms" if value >= 10 else f"{value:.1f} ms"
+
+
+def page(
+    title: str, body: str, nav: Nav = "", csrf: str | None = None, script: bool = False
+) -> str:
+    """A whole page: header with navigation (and sign-out when signed in), then `body`."""
+    links = [
+        ("machine", "/ops", "Machine"),
+        ("records", "/ops/records", "Records"),
+        ("dead-letters", "/ops/dead-letters", "Dead letters"),
+    ]
+    header = '<span class="brand">pyloto ops</span>'
+    if csrf is not None:
+        items = "".join(
+            f'<a id="nav-{key}" href="{href}"'
+            + (' aria-current="page"' if key == nav else "")
+            + f">{label}</a>"
+            for key, href, label in links
+        )
+        header += (
+            f"<nav>{items}</nav>"
+            '<form method="post" action="/ops/logout">'
+            f'<input type="hidden" name="csrf" value="{e(csrf)}">'
+            '<button type="submit" id="sign-out">Sign out</button></form>'
+        )
+    tail = '<script src="/ops/static/ops.js" defer></script>' if script else ""
+    return (
+        '<!doctype html><html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<title>{e(title)} · pyloto ops</title>"
+        '<link rel="stylesheet" href="/ops/static/ops.css">'
+        f"{tail}</head><body><header>{header}</header><main>{body}</main></body></html>"
+    )
+
+
+def signin(error: str | None = None) -> str:
+    """The sign-in form (the internal token, posted; never in a URL)."""
+    message = f'<p class="error" role="alert">{e(error)}</p>' if error else ""
+    body = (
+        '<div class="card signin"><h1>Sign in</h1>'
+        '<p class="muted">Paste the service\'s internal token (INTERNAL_TASK_TOKEN).</p>'
+        f"{message}"
+        '<form id="signin" method="post" action="/ops/login">'
+        '<label for="token">Internal token</label>'
+        '<input id="token" name="token" type="password" autocomplete="current-password" '
+        "required autofocus>"
+        '<button class="primary" id="signin-submit" type="submit">Sign in</button>'
+        "</form></div>"
+    )
+    return page("Sign in", body)
+
+
+def _hidden(csrf: str, fields: Mapping[str, str] | None = None) -> str:
+    out = f'<input type="hidden" name="csrf" value="{e(csrf)}">'
+    for name, value in (fields or {}).items():
+        out += f'<input type="hidden" name="{e(name)}" value="{e(value)}">'
+    return out
+
+
+# ---- the main page -------------------------------------------------------------------------
+
+
+def _spark(window: Window) -> str:
+    """Received and sent per bucket as two lines."""
+    w, h, pad = 300.0, 80.0, 4.0
+    peak = max([1, *window.received, *window.sent])
+    n = max(1, len(window.starts) - 1)
+
+    def line(values: Sequence[int]) -> str:
+        return " ".join(
+            f"{pad + i * (w - 2 * pad) / n:.1f},{h - pad - v * (h - 2 * pad) / peak:.1f}"
+            for i, v in enumerate(values)
+        )
+
+    unit = "minute" if window.width == 60 else "hour"
+    label = (
+        f"Messages per {unit}, {window.name}: {window.total_received} received, "
+        f"{window.total_sent} sent; peak {peak} per {unit}"
+    )
+    return (
+        f'<svg viewBox="0 0 {w:.0f} {h:.0f}" role="img" aria-label="{e(label)}">'
+        f"<title>{e(label)}</title>"
+        f'<polyline class="received" points="{line(window.received)}"/>'
+        f'<polyline class="sent" points="{line(window.sent)}"/></svg>'
+    )
+
+
+def _bars(items: Mapping[str, int], empty: str) -> str:
+    if not items:
+        return f'<p class="muted">{e(empty)}</p>'
+    peak = max(items.values())
+    rows = "".join(
+        f'<tr><td>{e(k)}</td><td class="num">{n}</td><td class="barcell">'
+        f'<svg viewBox="0 0 100 8" preserveAspectRatio="none" aria-hidden="true">'
+        f'<rect class="bar" x="0" y="0" height="8" width="{100 * n / peak:.1f}"/></svg></td></tr>'
+        for k, n in items.items()
+    )
+    return f"<table>{rows}</table>"
+
+
+def _percentile_rows(window: Window) -> str:
+    rows = [("received → sent", window.end_to_end)]
+    rows += [(f"step in {state}", p) for state, p in window.steps.items()]
+
+    def row(label: str, p: Percentiles) -> str:
+        return (
+            f"<tr><td>{e(label)}</td><td class='num'>{p.count}</td>"
+            f"<td class='num'>{ms(p.p50)}</td><td class='num'>{ms(p.p95)}</td>"
+            f"<td class='num'>{ms(p.p99)}</td></tr>"
+        )
+
+    return (
+        "<table><tr><th></th><th class='num'>n</th><th class='num'>p50</th>"
+        "<th class='num'>p95</th><th class='num'>p99</th></tr>"
+        + "".join(row(label, p) for label, p in rows)
+        + "</table>"
+    )
+
+
+def charts(board: Dashboard) -> str:
+    """The charts section's content (replaced as a whole at each refresh)."""
+    cards = []
+    for window in (board.hour, board.day):
+        cards.append(
+            f'<div class="card chart" data-window="{e(window.name)}">'
+            f"<h3>Throughput, {e(window.name)}</h3>"
+            '<div class="legend"><span class="received">received '
+            f'<b class="total-received">{window.total_received}</b></span>'
+            f'<span class="sent">sent <b class="total-sent">{window.total_sent}</b></span>'
+            f'<span>dead letters <b class="total-dead-letters">{window.dead_letters}</b></span>'
+            f"</div>{_spark(window)}</div>"
+        )
+    for window in (board.hour, board.day):
+        cards.append(
+            f'<div class="card chart"><h3>Fallbacks by reason, {e(window.name)}</h3>'
+            f"{_bars(window.fallbacks, 'No fallback.')}</div>"
+        )
+    for window in (board.hour, board.day):
+        cards.append(
+            f'<div class="card chart"><h3>Latency, {e(window.name)}</h3>'
+            f"{_percentile_rows(window)}</div>"
+        )
+    return "".join(cards)
+
+
+def machine_page(board: Dashboard, svg: str, csrf: str) -> str:
+    """The live machine, the charts, and the figures at a glance."""
+    body = (
+        "<h1>The machine, live</h1>"
+        '<p class="muted">Records in each state now; on each arrow, the records that took it '
+        'in the last hour. Updated <span id="updated-at" aria-live="polite">'
+        f"{e(when(board.at))}</span>.</p>"
+        f'<div class="card">{svg}</div>'
+        '<section id="charts" class="grid" aria-label="Throughput and health">'
+        f"{charts(board)}</section>"
+    )
+    return page("Machine", body, "machine", csrf, script=True)
+
+
+def summary_json(board: Dashboard) -> bytes:
+    """What the main page polls: counts, transitions taken, and the charts' markup."""
+    return json.dumps(
+        {
+            "at": board.at,
+            "updated_at": when(board.at),
+            "counts": board.counts,
+            "taken": board.hour.taken,
+            "charts": charts(board),
+        }
+    ).encode()
+
+
+# ---- records -------------------------------------------------------------------------------
+
+
+def _option(value: str, current: str | None, label: str | None = None) -> str:
+    selected = " selected" if value == (current or "") else ""
+    return f'<option value="{e(value)}"{selected}>{e(label or value or "any")}</option>'
+
+
+def records_page(
+    rows: Iterable[dict[str, Any]],
+    states: Sequence[str],
+    filters: Mapping[str, str],
+    next_href: str | None,
+    csrf: str,
+    notice: str | None = None,
+) -> str:
+    """The record list with its filters and the search by message id."""
+    state_options = _option("", filters.get("state")) + "".join(
+        _option(s, filters.get("state")) for s in states
+    )
+    form = (
+        '<form class="filters card" method="get" action="/ops/records" id="filters">'
+        f'<label>State<select name="state" id="filter-state">{state_options}</select></label>'
+        '<label>Fallback reason<input name="reason" id="filter-reason" '
+        f'value="{e(filters.get("reason", ""))}" placeholder="any"></label>'
+        '<label>Updated since (UTC)<input type="datetime-local" name="since" '
+        f'value="{e(filters.get("since", ""))}"></label>'
+        '<label>Updated before (UTC)<input type="datetime-local" name="until" '
+        f'value="{e(filters.get("until", ""))}"></label>'
+        '<button class="primary" type="submit" id="filter-submit">Filter</button></form>'
+        '<form class="filters card" id="search" method="post" action="/ops/search">'
+        f"{_hidden(csrf)}"
+        '<label>Message id (wamid)<input name="id" id="search-id" size="60" required '
+        'autocomplete="off"></label>'
+        '<button class="primary" type="submit" id="search-submit">Open</button></form>'
+    )
+    lines = "".join(
+        f'<tr class="record" data-state="{e(r["state"])}">'
+        f'<td><a class="message-link" href="{e(r["href"])}"><code>{e(r["ref"])}</code></a></td>'
+        f"<td class='state'>{e(r['state'])}</td><td>{e(r['kind'])}</td>"
+        f"<td>{e(when(r['created_at']))}</td><td>{e(when(r['updated_at']))}</td>"
+        f"<td class='reason'>{e(r['reason'] or '')}</td></tr>"
+        for r in rows
+    )
+    table = (
+        '<table id="records"><thead><tr><th>Message (reference)</th><th>State</th><th>Kind</th>'
+        "<th>Received</th><th>Last update</th><th>Fallback / failure</th></tr></thead>"
+        f"<tbody>{lines}</tbody></table>"
+    )
+    if not lines:
+        table += '<p class="muted" id="no-records">No record matches.</p>'
+    more = (
+        f'<p><a id="next-page" href="{e(next_href)}">Older records →</a></p>' if next_href else ""
+    )
+    warn = f'<p class="error" role="alert">{e(notice)}</p>' if notice else ""
+    return page("Records", f"<h1>Records</h1>{warn}{form}{table}{more}", "records", csrf)
+
+
+def query_href(path: str, params: Mapping[str, str]) -> str:
+    """`path` with the non-empty `params` as its query."""
+    kept = {k: v for k, v in params.items() if v}
+    return f"{path}?{urlencode(kept)}" if kept else path
+
+
+# ---- one message ---------------------------------------------------------------------------
+
+
+def message_page(
+    view: dict[str, Any], trace_id: str | None, trace_href: str | None, csrf: str
+) -> str:
+    """One record: its facts, its history as a timeline, the reply, the failure."""
+    items = []
+    for h in view["history"]:
+        items.append(
+            f'<li class="transition outcome-{e(h["to"])}">'
+            f'<span class="from">{e(h["from"])}</span> → <span class="to">{e(h["to"])}</span> '
+            f'<span class="muted">by <span class="trigger">{e(h["trigger"])}</span></span><br>'
+            f'<span class="at">{e(when(h["at"]))}</span> · '
+            f'<span class="duration">{e(ms(h["duration_ms"]))}</span> · attempt '
+            f'<span class="attempt">{e(h["attempt"])}</span></li>'
+        )
+    inbound = view["inbound"]
+    facts = [
+        ("Reference", f'<code id="ref">{e(view["log_ref"])}</code>'),
+        ("State", f'<span id="state">{e(view["state"])}</span>'),
+        ("Kind", e(inbound["kind"])),
+        ("From", e(inbound["from"])),
+        ("Received", e(when(view["created_at"]))),
+        ("Last update", e(when(view["updated_at"]))),
+        (
+            "Fallback reason",
+            f'<span id="fallback-reason">{e(view["fallback_reason"] or "-")}</span>',
+        ),
+        ("Delivery", e(view["delivery_status"] or "-")),
+    ]
+    if trace_id:
+        link = f'<a href="{e(trace_href)}" rel="noreferrer">Cloud Trace</a>' if trace_href else ""
+        facts.append(("Trace", f'<code id="trace-id">{e(trace_id)}</code> {link}'))
+    dl = "".join(f"<dt>{label}</dt><dd>{value}</dd>" for label, value in facts)
+    failure = ""
+    if view["failure_reason"]:
+        failure = (
+            f'<h2>Failure</h2><p class="error" id="failure-reason">{e(view["failure_reason"])}</p>'
+        )
+    text = inbound["text"]
+    said = f'<h2>Message (masked)</h2><pre id="inbound-text">{e(text)}</pre>' if text else ""
+    reply = view["reply"]
+    sent = (
+        f'<pre id="reply">{e(json.dumps(reply, ensure_ascii=False, indent=2))}</pre>'
+        if reply
+        else '<p class="muted" id="reply">No reply built yet.</p>'
+    )
+    body = (
+        f"<h1>Message <code>{e(view['log_ref'])}</code></h1>"
+        f'<div class="card"><dl class="facts">{dl}</dl></div>{failure}'
+        f'<h2>Timeline</h2><ol id="timeline">{"".join(items)}</ol>{said}'
+        f"<h2>Reply (request body, personal data masked)</h2>{sent}"
+    )
+    return page("Message", body, "records", csrf)
+
+
+# ---- dead letters and replay ---------------------------------------------------------------
+
+
+def dead_letters_page(rows: Sequence[dict[str, Any]], next_href: str | None, csrf: str) -> str:
+    """Dead letters with their reasons, each with a replay button, and replay-all."""
+    lines = "".join(
+        f'<tr class="dead-letter"><td><a class="message-link" href="{e(r["href"])}">'
+        f"<code>{e(r['ref'])}</code></a></td><td>{e(when(r['updated_at']))}</td>"
+        f'<td class="reason">{e(r["reason"] or "-")}</td><td>'
+        '<form class="replay-one inline" method="post" action="/ops/replay">'
+        f"{_hidden(csrf, {'message': r['token']})}"
+        '<button class="primary replay-button" type="submit">Replay…</button></form></td></tr>'
+        for r in rows
+    )
+    table = (
+        '<table id="dead-letters"><thead><tr><th>Message (reference)</th><th>Failed at</th>'
+        f"<th>Reason</th><th></th></tr></thead><tbody>{lines}</tbody></table>"
+    )
+    if not rows:
+        table += '<p class="muted" id="no-dead-letters">No dead letter.</p>'
+    all_form = (
+        '<form id="replay-all" method="post" action="/ops/replay">'
+        f"{_hidden(csrf, {'all': '1'})}"
+        '<button class="danger" type="submit" id="replay-all-button">Replay all…</button></form>'
+    )
+    more = f'<p><a id="next-page" href="{e(next_href)}">Older →</a></p>' if next_href else ""
+    body = (
+        '<h1>Dead letters</h1><p class="muted">Records in <code>failed</code>. A replay sends '
+        "the reply again through the outbound step (a template is built first when there was "
+        "no reply); a reply already known to be sent is never sent twice.</p>"
+        f'<div class="card">{all_form}</div>{table}{more}'
+    )
+    return page("Dead letters", body, "dead-letters", csrf)
+
+
+def confirm_page(what: str, fields: Mapping[str, str], csrf: str) -> str:
+    """The confirmation before a replay runs."""
+    body = (
+        f'<h1>Replay?</h1><div class="card"><p id="confirm-what">{e(what)}</p>'
+        '<form id="confirm-replay" method="post" action="/ops/replay">'
+        f"{_hidden(csrf, {**fields, 'confirm': 'yes'})}"
+        '<button class="danger" type="submit" id="confirm-button">Replay</button> '
+        '<a href="/ops/dead-letters" id="cancel">Cancel</a></form></div>'
+    )
+    return page("Confirm replay", body, "dead-letters", csrf)
+
+
+def replay_result_page(
+    replayed: Sequence[tuple[str, str]], skipped: Sequence[tuple[str, str, str]], csrf: str
+) -> str:
+    """What a replay did: (reference, href) replayed; (reference, href, reason) skipped."""
+    done = "".join(
+        f'<li class="replayed"><a href="{e(href)}"><code>{e(ref)}</code></a></li>'
+        for ref, href in replayed
+    )
+    left = "".join(
+        f'<li class="skipped"><a href="{e(href)}"><code>{e(ref)}</code></a>: '
+        f'<span class="reason">{e(reason)}</span></li>'
+        for ref, href, reason in skipped
+    )
+    body = (
+        f'<h1>Replay done</h1><div class="card" id="replay-result">'
+        f"<p><b>{len(replayed)}</b> replayed, <b>{len(skipped)}</b> left alone.</p>"
+        f"<ul>{done}{left}</ul></div>"
+        '<p><a href="/ops/dead-letters">Back to the dead letters</a></p>'
+    )
+    return page("Replay done", body, "dead-letters", csrf)
+
+
+def not_found_page(message: str, csrf: str | None) -> str:
+    """A 404 inside the console."""
+    return page("Not found", f'<h1>Not found</h1><p class="error">{e(message)}</p>', "", csrf)
