@@ -1,0 +1,237 @@
+"""The console's pure parts: the statechart drawing, the session and sealed links, and the
+figures computed from counter buckets."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from dataclasses import replace
+from xml.etree import ElementTree
+
+import pytest
+
+from pyloto_corp.application.console import dashboard
+from pyloto_corp.application.ports import RecordPage, RecordQuery
+from pyloto_corp.bootstrap import load_chart
+from pyloto_corp.domain.ops_metrics import (
+    HOUR,
+    MINUTE,
+    bucket_of,
+    duration_bin,
+    percentiles,
+    transition_counters,
+)
+from pyloto_corp.domain.records import HistoryEntry, InboundMessage, Record
+from pyloto_corp.domain.statechart import StateSpec
+from pyloto_corp.domain.statechart_layout import BOX_HEIGHT, BOX_WIDTH, layout, render_svg
+from pyloto_corp.http.ops_auth import SESSION_SECONDS, ConsoleKeys
+
+SVG = "{http://www.w3.org/2000/svg}"
+
+
+def test_every_state_and_transition_is_drawn_with_its_counts_as_text() -> None:
+    chart = load_chart()
+    svg = render_svg(chart, {"sent": 7, "failed": 2}, {"queued_outbound>sending": 5})
+    root = ElementTree.fromstring(svg)  # noqa: S314 - markup this test just rendered
+    counts = {
+        g.get("data-state"): g.find(f"{SVG}text[@class='count']").text  # type: ignore[union-attr]
+        for g in root.iter(f"{SVG}g")
+        if g.get("data-state")
+    }
+    assert set(counts) == set(chart.states)
+    assert counts["sent"] == "7"
+    assert counts["failed"] == "2"
+    assert counts["llm1"] == "0"
+    edges = {
+        t.get("data-transition"): t.text
+        for t in root.iter(f"{SVG}text")
+        if "edge-count" in (t.get("class") or "")
+    }
+    assert edges == {
+        f"{t.source}>{t.dest}": edges[f"{t.source}>{t.dest}"] for t in chart.transitions
+    }
+    assert edges["queued_outbound>sending"] == "5"
+    assert edges["received>deduped"] == "0"
+
+
+def test_boxes_do_not_overlap_and_the_happy_path_is_one_row() -> None:
+    placed = layout(load_chart()).states
+    boxes = list(placed.values())
+    for i, a in enumerate(boxes):
+        for b in boxes[i + 1 :]:
+            apart = abs(a.x - b.x) >= BOX_WIDTH or abs(a.y - b.y) >= BOX_HEIGHT
+            assert apart, (a.name, b.name)
+    row = [p.name for p in sorted(boxes, key=lambda p: p.x) if p.slot == 0]
+    assert row == [
+        "received",
+        "deduped",
+        "llm1",
+        "llm2",
+        "llm3",
+        "queued_outbound",
+        "sending",
+        "sent",
+    ]
+    assert placed["fallback"].slot < 0 < placed["failed"].slot
+
+
+def test_a_new_state_in_the_statechart_file_shows_up_without_touching_the_console() -> None:
+    chart = load_chart()
+    extra = dict(chart.states)
+    extra["media"] = StateSpec("media", "Media fetched.", "inbound", False, 1)
+    changed = replace(chart, states=extra)
+    svg = render_svg(changed, {"media": 3}, {})
+    assert re.search(r'id="count-media"[^>]*>3<', svg)
+
+
+def test_the_same_file_gives_the_same_drawing() -> None:
+    chart = load_chart()
+    again = load_chart()
+    assert render_svg(chart, {}, {}) == render_svg(again, {}, {})
+
+
+def test_sealed_links_round_trip_and_refuse_tampering() -> None:
+    keys = ConsoleKeys("token-a")
+    wamid = "wamid.HBgNNTUxMTk5OTk5OTk5ORUCABIYFjNFQjA+/abc=="
+    sealed = keys.seal(wamid)
+    assert keys.unseal(sealed) == wamid
+    assert "5511" not in sealed
+    assert "/" not in sealed
+    assert "+" not in sealed
+    assert keys.seal(wamid) != sealed  # a fresh nonce each time
+    flipped = sealed[:-2] + ("A" if sealed[-2] != "A" else "B") + sealed[-1]
+    assert keys.unseal(flipped) is None
+    assert ConsoleKeys("token-b").unseal(sealed) is None
+    assert keys.unseal("") is None
+    assert keys.unseal("!!!") is None
+
+
+def test_sessions_expire_and_belong_to_their_token() -> None:
+    keys = ConsoleKeys("token-a")
+    session = keys.session(1000.0)
+    assert keys.session_valid(session, 1000.0 + SESSION_SECONDS - 1)
+    assert not keys.session_valid(session, 1000.0 + SESSION_SECONDS)
+    assert not ConsoleKeys("token-b").session_valid(session, 1000.0)
+    expires, _, signature = session.partition(".")
+    assert not keys.session_valid(f"{int(expires) + 999}.{signature}", 1000.0)
+    assert keys.csrf_valid(session, keys.csrf(session))
+    assert not keys.csrf_valid(session, None)
+    assert not keys.csrf_valid(keys.session(2000.0), keys.csrf(session))
+    assert keys.token_matches("token-a")
+    assert not keys.token_matches("token-b")
+
+
+def test_percentiles_read_back_within_a_bin() -> None:
+    samples = [10.0] * 50 + [100.0] * 45 + [1000.0] * 5
+    hist: dict[int, int] = {}
+    for ms in samples:
+        hist[duration_bin(ms)] = hist.get(duration_bin(ms), 0) + 1
+    found = percentiles(hist)
+    assert found.count == 100
+    assert found.p50 is not None
+    assert 10.0 <= found.p50 <= 12.5
+    assert found.p95 is not None
+    assert 100.0 <= found.p95 <= 125.0
+    assert found.p99 is not None
+    assert 1000.0 <= found.p99 <= 1250.0
+    assert percentiles({}).p50 is None
+
+
+def _record(history: list[HistoryEntry], state: str, created: float = 0.0, **kw: object) -> Record:
+    inbound = InboundMessage("wamid.X", "5511999999999", "text", 0, text="oi")
+    return Record("wamid.X", inbound, state, created, history[-1].at, history=history, **kw)  # type: ignore[arg-type]
+
+
+def test_transition_counters_name_the_edge_the_step_time_and_the_end_to_end_time() -> None:
+    sent = _record([HistoryEntry("sending", "sent", "send", 2.0, 150.0, 1)], "sent", created=0.5)
+    assert transition_counters(sent) == (
+        "t:sending>sent",
+        f"d:sending:{duration_bin(150.0)}",
+        f"e:{duration_bin(1500.0)}",
+    )
+    fell = _record(
+        [HistoryEntry("llm1", "fallback", "fall_back", 2.0, 5.0, 2)],
+        "fallback",
+        fallback_reason="llm_timeout",
+    )
+    assert "f:llm_timeout" in transition_counters(fell)
+    odd = _record(
+        [HistoryEntry("llm1", "fallback", "fall_back", 2.0, 5.0, 2)],
+        "fallback",
+        fallback_reason="Weird, reason/with \n text",
+    )
+    assert all(re.fullmatch(r"[a-z0-9_:>]+", n) for n in transition_counters(odd))
+
+
+class _Model:
+    """Buckets as a store would return them."""
+
+    def __init__(
+        self, minutes: list[tuple[int, dict[str, int]]], hours: list[tuple[int, dict[str, int]]]
+    ) -> None:
+        self.minutes, self.hours = minutes, hours
+        self.asked: list[tuple[int, float]] = []
+
+    async def state_counts(self) -> dict[str, int]:
+        return {"sent": 4, "failed": 1, "ghost": 9}
+
+    async def counter_buckets(self, width: int, since: float) -> list[tuple[int, dict[str, int]]]:
+        self.asked.append((width, since))
+        return self.minutes if width == MINUTE else self.hours
+
+    async def list_records(self, query: RecordQuery) -> RecordPage:
+        raise AssertionError("the dashboard reads no record")
+
+
+def test_dashboard_sums_the_windows_from_the_buckets() -> None:
+    now = 1_800_000_000.0
+    this_minute = bucket_of(now, MINUTE)
+    old = this_minute - 2 * HOUR  # outside the hour: ignored
+    minutes = [
+        (old, {"t:>received": 100}),
+        (
+            this_minute - MINUTE,
+            {
+                "t:>received": 3,
+                "t:sending>sent": 2,
+                "e:20": 2,
+                "f:llm_timeout": 1,
+                "t:llm1>fallback": 1,
+            },
+        ),
+        (
+            this_minute,
+            {
+                "t:>received": 1,
+                "t:sending>sent": 1,
+                "e:30": 1,
+                "t:sending>failed": 1,
+                "d:llm1:10": 4,
+            },
+        ),
+    ]
+    hours = [(bucket_of(now, HOUR), {"t:>received": 4, "t:sending>sent": 3})]
+    model = _Model(minutes, hours)
+    board = asyncio.run(dashboard(model, load_chart(), now))
+    assert board.counts["sent"] == 4
+    assert board.counts["llm1"] == 0
+    assert "ghost" not in board.counts
+    assert board.hour.total_received == 4
+    assert board.hour.total_sent == 3
+    assert board.hour.received[-2:] == [3, 1]
+    assert len(board.hour.received) == 60
+    assert board.hour.taken["sending>sent"] == 3
+    assert board.hour.dead_letters == 1
+    assert board.hour.fallbacks == {"llm_timeout": 1}
+    assert board.hour.end_to_end.count == 3
+    assert board.hour.steps["llm1"].count == 4
+    assert board.day.total_received == 4
+    assert len(board.day.starts) == 24
+    assert [w for w, _ in model.asked] == [MINUTE, HOUR]
+
+
+@pytest.mark.parametrize("ms", [0.0, 0.5, 1.0, 1.01, 7.0, 1000.0, 3_600_000.0])
+def test_a_duration_lies_in_its_bin(ms: float) -> None:
+    b = duration_bin(ms)
+    assert ms <= 1.25**b + 1e-9
+    assert b == 0 or ms > 1.25 ** (b - 1)
