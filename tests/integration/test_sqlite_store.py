@@ -12,7 +12,7 @@ import msgspec
 import pytest
 
 from pyloto_corp.adapters.sqlite_store import SQLiteStore
-from pyloto_corp.application.ports import StoreUnavailable
+from pyloto_corp.application.ports import RecordQuery, StoreUnavailable
 from pyloto_corp.domain.results import LLMCall, Results
 from tests.integration.conftest import terminal_states
 from tests.integration.factories import record
@@ -147,3 +147,70 @@ async def test_a_record_stored_with_untyped_results_still_loads(tmp_path: Path) 
         previous_failure="out of attempts (8): TransientStepError",
     )
     assert replace(loaded, results=stored.results) == stored
+
+
+# The records table as files written before the console's read model hold it: no
+# fallback_reason column, no page indexes, no counts per state.
+OLD_RECORDS_SCHEMA = """
+CREATE TABLE records (
+    message_id TEXT PRIMARY KEY,
+    state TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    outbound_message_id TEXT,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL,
+    data BLOB NOT NULL
+);
+CREATE INDEX records_by_state ON records (state, updated_at);
+CREATE INDEX records_by_outbound ON records (outbound_message_id);
+CREATE INDEX records_by_created ON records (created_at);
+"""
+
+
+async def test_a_file_from_before_the_read_model_gets_its_counts_and_reasons(
+    tmp_path: Path,
+) -> None:
+    """Opening a file written before the console's read model adds it: the records already
+    there are counted per state once (not again at the next open), their fallback reasons
+    filter pages, and later writes keep the counts right."""
+    path = tmp_path / "old.db"
+    old = [
+        record(state="sent", updated_at=1_100.0),
+        record(state="sent", updated_at=1_200.0),
+        replace(record(state="fallback", updated_at=1_300.0), fallback_reason="timeout"),
+    ]
+    with sqlite3.connect(path) as conn:
+        conn.executescript(OLD_RECORDS_SCHEMA)
+        conn.executemany(
+            "INSERT INTO records (message_id, state, version, created_at, updated_at, data)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            [
+                (r.message_id, r.state, r.version, r.created_at, r.updated_at, encode(r))
+                for r in old
+            ],
+        )
+    conn.close()
+
+    store = SQLiteStore(path, terminal_states())
+    try:
+        assert await store.state_counts() == {"sent": 2, "fallback": 1}
+        page = await store.list_records(RecordQuery(fallback_reason="timeout"))
+        assert [r.message_id for r in page.records] == [old[2].message_id]
+        assert await store.create_if_absent([record()]) == [True]
+    finally:
+        await store.close()
+
+    again = SQLiteStore(path, terminal_states())
+    try:
+        assert await again.state_counts() == {"sent": 2, "fallback": 1, "received": 1}
+        queued = replace(old[2], state="queued_outbound", version=1, updated_at=1_400.0)
+        assert await again.save(queued, expected_version=0)
+        assert await again.state_counts() == {"sent": 2, "queued_outbound": 1, "received": 1}
+        assert await again.purge(created_before=5_000.0) == 4
+        assert await again.state_counts() == {}
+    finally:
+        await again.close()
+
+
+def encode(value: object) -> bytes:
+    return msgspec.json.encode(value)

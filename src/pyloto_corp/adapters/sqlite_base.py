@@ -52,10 +52,14 @@ class SQLiteThread:
         unavailable: type[Exception],
         name: str,
         exclusive: bool = False,
+        migrate: Callable[[sqlite3.Connection], None] | None = None,
     ) -> None:
-        """`exclusive`: hold a lock so no other process opens the same file this way."""
+        """`exclusive`: hold a lock so no other process opens the same file this way.
+        `migrate`: run once the schema script has run, to bring a file written by an
+        earlier version up to date (it opens its own transactions)."""
         self.path = path
         self.schema = schema
+        self.migrate = migrate
         self.unavailable = unavailable
         self.exclusive = exclusive
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
@@ -77,6 +81,8 @@ class SQLiteThread:
                 conn.execute("PRAGMA synchronous=FULL")
                 conn.execute("PRAGMA busy_timeout=5000")
                 conn.executescript(self.schema)
+                if self.migrate is not None:
+                    self.migrate(conn)
             except BaseException:
                 conn.close()
                 self._release_lock()

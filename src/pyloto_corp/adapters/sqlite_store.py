@@ -1,7 +1,14 @@
 """SQLite store: the embedded default.
 
 Calls are serialised on one thread (see sqlite_base); each statement is its own transaction,
-or one explicit transaction where several statements must agree.
+or one explicit transaction where several statements must agree (a save and the console's
+counters it adds, for one).
+
+The console's read model lives beside the records: `state_counts` is kept by triggers on
+`records` (so no write pays for it in Python), `ops_counters` holds the counters of each
+minute and hour bucket (upserted in the transaction of the write they count, deleted by
+`purge` once past their resolution's keep), and indexes on `updated_at` and
+`fallback_reason` serve each page of records as an index range scan.
 """
 
 from __future__ import annotations
@@ -14,14 +21,18 @@ from typing import Any
 
 import msgspec
 
+from pyloto_corp.adapters.ops_buckets import WIDTHS, first_kept, first_read
 from pyloto_corp.adapters.sqlite_base import SQLiteThread
 from pyloto_corp.application.ports import (
+    RecordPage,
+    RecordQuery,
     SlotRequest,
     StepLoad,
     StepSave,
     StoreUnavailable,
     TurnsWrite,
 )
+from pyloto_corp.domain.ops_metrics import bucket_of, created_counters, transition_counters
 from pyloto_corp.domain.records import DELIVERY_RANK, FAILED_STATE, Record, StatusUpdate, Turn
 from pyloto_corp.domain.replies import reply_key
 
@@ -33,7 +44,8 @@ CREATE TABLE IF NOT EXISTS records (
     outbound_message_id TEXT,
     created_at REAL NOT NULL,
     updated_at REAL NOT NULL,
-    data BLOB NOT NULL
+    data BLOB NOT NULL,
+    fallback_reason TEXT
 );
 CREATE INDEX IF NOT EXISTS records_by_state ON records (state, updated_at);
 CREATE INDEX IF NOT EXISTS records_by_outbound ON records (outbound_message_id);
@@ -65,7 +77,48 @@ CREATE TABLE IF NOT EXISTS leases (
     owner TEXT NOT NULL,
     expires_at REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS ops_counters (
+    width INTEGER NOT NULL,
+    bucket INTEGER NOT NULL,
+    name TEXT NOT NULL,
+    n INTEGER NOT NULL,
+    PRIMARY KEY (width, bucket, name)
+) WITHOUT ROWID;
 """
+
+# What a file written before the console's read model lacks, added by _migrate in one
+# transaction. The column comes first: the indexes name it.
+_FALLBACK_COLUMN = "ALTER TABLE records ADD COLUMN fallback_reason TEXT"
+_FALLBACK_BACKFILL = (
+    "UPDATE records SET fallback_reason = json_extract(CAST(data AS TEXT), '$.fallback_reason')"
+)
+_PAGE_INDEXES = {
+    "records_by_updated": "CREATE INDEX IF NOT EXISTS records_by_updated"
+    " ON records (updated_at, message_id)",
+    # Partial: records that never fell back (most) pay nothing for it on a save.
+    "records_by_fallback": "CREATE INDEX IF NOT EXISTS records_by_fallback"
+    " ON records (fallback_reason, updated_at, message_id) WHERE fallback_reason IS NOT NULL",
+}
+# Records per state, from the rows already there when the table is first made.
+_STATE_COUNTS = (
+    "CREATE TABLE state_counts (state TEXT PRIMARY KEY, n INTEGER NOT NULL) WITHOUT ROWID",
+    "INSERT INTO state_counts (state, n) SELECT state, count(*) FROM records GROUP BY state",
+)
+_COUNT_STATE = """
+  INSERT INTO state_counts (state, n) VALUES (new.state, 1)
+    ON CONFLICT (state) DO UPDATE SET n = n + 1;"""
+_UNCOUNT_STATE = """
+  UPDATE state_counts SET n = n - 1 WHERE state = old.state;"""
+_STATE_TRIGGERS = {
+    "records_count_insert": "CREATE TRIGGER IF NOT EXISTS records_count_insert"
+    f" AFTER INSERT ON records BEGIN{_COUNT_STATE}\nEND",
+    "records_count_state": "CREATE TRIGGER IF NOT EXISTS records_count_state"
+    " AFTER UPDATE OF state ON records WHEN old.state <> new.state"
+    f" BEGIN{_UNCOUNT_STATE}{_COUNT_STATE}\nEND",
+    "records_count_delete": "CREATE TRIGGER IF NOT EXISTS records_count_delete"
+    f" AFTER DELETE ON records BEGIN{_UNCOUNT_STATE}\nEND",
+}
+_READ_MODEL = {*_PAGE_INDEXES, *_STATE_TRIGGERS, "state_counts"}
 
 _GET = """
 SELECT r.data, d.status, d.errors, d.outbound_message_id FROM records r
@@ -85,6 +138,91 @@ ON CONFLICT (outbound_message_id) DO UPDATE SET
 WHERE excluded.rank > deliveries.rank
 """
 
+# One statement for every counter a write adds, whatever the bucket: (width, bucket, name, n).
+_COUNT = (
+    "INSERT INTO ops_counters (width, bucket, name, n) VALUES (?, ?, ?, ?)"
+    " ON CONFLICT (width, bucket, name) DO UPDATE SET n = n + excluded.n"
+)
+_INSERT = (
+    "INSERT OR IGNORE INTO records (message_id, state, version, created_at, updated_at,"
+    " fallback_reason, data) VALUES (?, ?, ?, ?, ?, ?, ?)"
+)
+_UPDATE = (
+    "UPDATE records SET state = ?, version = ?, outbound_message_id = ?, updated_at = ?,"
+    " fallback_reason = ?, data = ? WHERE message_id = ? AND version = ?"
+)
+# The most records one page of list_records returns.
+MAX_PAGE = 500
+
+CounterRow = tuple[int, int, str, int]
+SaveArgs = tuple[str, int, str | None, float, str | None, bytes, str, int]
+
+
+def _migrate(conn: sqlite3.Connection) -> None:
+    """Bring a file written before the console's read model up to date, in one transaction
+    (nothing is written when nothing is missing, so a reader beside a server takes no lock)."""
+    if not _missing(conn):
+        return
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        if "fallback_reason" not in _columns(conn):
+            conn.execute(_FALLBACK_COLUMN)
+            conn.execute(_FALLBACK_BACKFILL)
+        for statement in _PAGE_INDEXES.values():
+            conn.execute(statement)
+        if "state_counts" not in _names(conn):
+            for statement in _STATE_COUNTS:
+                conn.execute(statement)
+        for statement in _STATE_TRIGGERS.values():
+            conn.execute(statement)
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+
+
+def _names(conn: sqlite3.Connection) -> set[str]:
+    return {str(row[0]) for row in conn.execute("SELECT name FROM sqlite_master")}
+
+
+def _columns(conn: sqlite3.Connection) -> set[str]:
+    return {str(row[1]) for row in conn.execute("PRAGMA table_info(records)")}
+
+
+def _missing(conn: sqlite3.Connection) -> bool:
+    return bool(_READ_MODEL - _names(conn)) or "fallback_reason" not in _columns(conn)
+
+
+def _counter_rows(names: Sequence[str], at: float, n: int = 1) -> list[CounterRow]:
+    """The counters `names` at time `at`, `n` each, in every bucket width."""
+    return [(width, bucket_of(at, width), name, n) for width in WIDTHS for name in names]
+
+
+def _page_query(query: RecordQuery, limit: int) -> tuple[str, list[Any]]:
+    """The SELECT of one page: every filter is a range of one index on the last update."""
+    clauses: list[str] = []
+    args: list[Any] = []
+    for clause, value in (
+        ("state = ?", query.state),
+        ("fallback_reason = ?", query.fallback_reason),
+        ("updated_at >= ?", query.since),
+        ("updated_at < ?", query.until),
+    ):
+        if value is not None:
+            clauses.append(clause)
+            args.append(value)
+    if query.before is not None:
+        at, message_id = query.before
+        clauses.append("updated_at <= ? AND (updated_at < ? OR message_id < ?)")
+        args += [at, at, message_id]
+    where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
+    sql = (
+        f"SELECT data, updated_at, message_id FROM records{where}"  # noqa: S608 - constant parts
+        " ORDER BY updated_at DESC, message_id DESC LIMIT ?"
+    )
+    return sql, [*args, limit]
+
+
 _encoder = msgspec.json.Encoder()
 _decoder = msgspec.json.Decoder(Record)
 _errors_decoder = msgspec.json.Decoder(list[dict[str, Any]])
@@ -100,25 +238,39 @@ class SQLiteStore:
         self.path = path
         # The sole process on this file: leases left by a previous (dead) one mean nothing.
         schema = _SCHEMA + ("DELETE FROM leases;" if exclusive else "")  # noqa: S608 - constant
-        self._db = SQLiteThread(path, schema, StoreUnavailable, "pyloto-sqlite", exclusive)
+        self._db = SQLiteThread(
+            path, schema, StoreUnavailable, "pyloto-sqlite", exclusive, migrate=_migrate
+        )
         self._terminal = sorted(terminal_states)
 
     async def create_if_absent(self, records: Sequence[Record]) -> list[bool]:
         rows = [
-            (r.message_id, r.state, r.version, r.created_at, r.updated_at, _encoder.encode(r))
+            (
+                r.message_id,
+                r.state,
+                r.version,
+                r.created_at,
+                r.updated_at,
+                r.fallback_reason,
+                _encoder.encode(r),
+            )
             for r in records
         ]
 
         def work(conn: sqlite3.Connection) -> list[bool]:
-            return [
-                conn.execute(
-                    "INSERT OR IGNORE INTO records (message_id, state, version, created_at,"
-                    " updated_at, data) VALUES (?, ?, ?, ?, ?, ?)",
-                    row,
-                ).rowcount
-                == 1
-                for row in rows
+            created = [conn.execute(_INSERT, row).rowcount == 1 for row in rows]
+            # The records created (not those that existed) counted per creation time: a
+            # batch usually shares one, so this is one row per counter and width.
+            times: dict[float, int] = {}
+            for r, new in zip(records, created, strict=True):
+                if new:
+                    times[r.created_at] = times.get(r.created_at, 0) + 1
+            counts = [
+                row for at, n in times.items() for row in _counter_rows(created_counters(), at, n)
             ]
+            if counts:
+                conn.executemany(_COUNT, counts)
+            return created
 
         return await self._db.run(lambda: self._db.transaction(work))
 
@@ -138,24 +290,36 @@ class SQLiteStore:
         return record
 
     async def save(self, record: Record, expected_version: int) -> bool:
-        return await self._db.run(lambda: self._save(record, expected_version))
+        args, counts = self._save_call(record, expected_version)
+        if not counts:  # one statement is its own transaction
+            return await self._db.run(lambda: self._save(self._db.connection(), args, counts))
+        return await self._db.run(
+            lambda: self._db.transaction(lambda conn: self._save(conn, args, counts))
+        )
 
-    def _save(self, record: Record, expected_version: int) -> bool:
+    @staticmethod
+    def _save_call(record: Record, expected_version: int) -> tuple[SaveArgs, list[CounterRow]]:
+        """The UPDATE's arguments and the counters the save adds if it happens."""
         args = (
             record.state,
             record.version,
             record.outbound_message_id,
             record.updated_at,
+            record.fallback_reason,
             _encoder.encode(record),
             record.message_id,
             expected_version,
         )
-        cursor = self._db.connection().execute(
-            "UPDATE records SET state = ?, version = ?, outbound_message_id = ?,"
-            " updated_at = ?, data = ? WHERE message_id = ? AND version = ?",
-            args,
-        )
-        return cursor.rowcount == 1
+        return args, _counter_rows(transition_counters(record), record.updated_at)
+
+    @staticmethod
+    def _save(conn: sqlite3.Connection, args: SaveArgs, counts: list[CounterRow]) -> bool:
+        """The version-checked UPDATE and, if it saved, its counters (the caller holds a
+        transaction when there are any)."""
+        saved = conn.execute(_UPDATE, args).rowcount == 1
+        if saved and counts:
+            conn.executemany(_COUNT, counts)
+        return saved
 
     async def lease_step(
         self, name: str, owner: str, seconds: float, message_id: str, turns: int = 0
@@ -182,6 +346,8 @@ class SQLiteStore:
         turns: TurnsWrite | None = None,
         next_lease: tuple[str, str, float] | None = None,
     ) -> StepSave:
+        args, counts = self._save_call(record, expected_version)
+
         def work(conn: sqlite3.Connection) -> StepSave:
             saved, taken, wait = False, False, 0.0
             found = conn.execute(
@@ -191,7 +357,7 @@ class SQLiteStore:
                 if slot is not None:  # no token is taken for a stale save
                     wait = self._take(conn, slot.key, slot.now, slot.per_seconds, slot.burst)
                 if wait <= 0:
-                    saved = self._save(record, expected_version)
+                    saved = self._save(conn, args, counts)
             if turns is not None and turns.turns:
                 self._append(
                     conn, turns.conversation, turns.turns, turns.window_seconds, turns.keep
@@ -246,6 +412,9 @@ class SQLiteStore:
         return await self._db.run(work)
 
     async def purge(self, created_before: float) -> int:
+        """Also deletes the console's buckets older than their resolution keeps."""
+        now = time.time()
+
         def work(conn: sqlite3.Connection) -> int:
             ids = conn.execute(
                 "SELECT message_id FROM records WHERE created_at < ?", (created_before,)
@@ -262,11 +431,52 @@ class SQLiteStore:
             )
             conn.execute("DELETE FROM turns WHERE at < ?", (created_before,))
             conn.execute("DELETE FROM pacing WHERE at < ?", (created_before,))
+            conn.executemany(
+                "DELETE FROM ops_counters WHERE width = ? AND bucket < ?",
+                [(width, first_kept(width, now)) for width in WIDTHS],
+            )
             return int(
                 conn.execute("DELETE FROM records WHERE created_at < ?", (created_before,)).rowcount
             )
 
         return await self._db.run(lambda: self._db.transaction(work))
+
+    async def state_counts(self) -> dict[str, int]:
+        def work() -> dict[str, int]:
+            rows = self._db.connection().execute("SELECT state, n FROM state_counts WHERE n > 0")
+            return {str(state): int(n) for state, n in rows.fetchall()}
+
+        return await self._db.run(work)
+
+    async def counter_buckets(self, width: int, since: float) -> list[tuple[int, dict[str, int]]]:
+        first = first_read(width, since, time.time())  # ValueError for an unknown width
+
+        def work() -> list[tuple[int, dict[str, int]]]:
+            rows = self._db.connection().execute(
+                "SELECT bucket, name, n FROM ops_counters WHERE width = ? AND bucket >= ?"
+                " ORDER BY bucket",
+                (width, first),
+            )
+            buckets: dict[int, dict[str, int]] = {}
+            for bucket, name, n in rows.fetchall():
+                buckets.setdefault(int(bucket), {})[str(name)] = int(n)
+            return list(buckets.items())
+
+        return await self._db.run(work)
+
+    async def list_records(self, query: RecordQuery) -> RecordPage:
+        limit = min(query.limit, MAX_PAGE)
+        if limit <= 0:
+            return RecordPage([], None)
+        sql, args = _page_query(query, limit + 1)  # one more: whether a next page exists
+
+        def work() -> list[tuple[bytes, float, str]]:
+            return list(self._db.connection().execute(sql, args).fetchall())
+
+        rows = await self._db.run(work)
+        records = [_decoder.decode(data) for data, _, _ in rows[:limit]]
+        last = rows[limit - 1] if len(rows) > limit else None
+        return RecordPage(records, None if last is None else (float(last[1]), str(last[2])))
 
     async def append_turns(
         self, conversation: str, turns: Sequence[Turn], window_seconds: float, keep: int
