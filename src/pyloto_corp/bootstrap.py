@@ -90,15 +90,16 @@ def load_chart(path: Path | None = None) -> Statechart:
 
 
 def _storage(
-    settings: Settings, terminal: list[str], instance_id: str | None = None
+    settings: Settings, chart: Statechart, instance_id: str | None = None
 ) -> tuple[StateStore, Outbox, bool]:
     """The store, the dry-run outbox beside it, and whether this process is its only user."""
+    terminal = [name for name, spec in chart.states.items() if spec.terminal]
     if settings.state.effective_backend == "redis":
         assert settings.state.redis_url is not None  # checked by the settings
         client = redis_connect(settings.state.redis_url, settings.state.redis_timeout_seconds)
         keys = RedisKeys(settings.state.redis_key_prefix)
         retention = settings.state.retention_days * 86400
-        redis_store = RedisStore(client, terminal, retention, keys, instance_id)
+        redis_store = RedisStore(client, terminal, retention, keys, instance_id, chart.states)
         return redis_store, RedisDryRunOutbox(client, keys, retention), False
     path = settings.state.sqlite_path
     # Locked to this process: no other instance can hold its records or leases.
@@ -109,11 +110,11 @@ def reading_store(settings: Settings) -> StateStore | None:
     """The configured store for reading records beside a running server (no lock on a
     SQLite file), or None when the SQLite file does not exist yet."""
     chart = load_chart()
-    terminal = [name for name, spec in chart.states.items() if spec.terminal]
     if settings.state.effective_backend == "redis":
-        return _storage(settings, terminal)[0]
+        return _storage(settings, chart)[0]
     if not settings.state.sqlite_path.exists():
         return None
+    terminal = [name for name, spec in chart.states.items() if spec.terminal]
     return SQLiteStore(settings.state.sqlite_path, terminal)
 
 
@@ -406,10 +407,9 @@ def bootstrap(
     runtime = telemetry or telemetry_runtime(settings)
     chart = load_chart()
     machine = LifecycleMachine(chart)
-    terminal = [name for name, spec in chart.states.items() if spec.terminal]
     instance_id = uuid.uuid4().hex
     if store is None:
-        store, default_outbox, sole_instance = _storage(settings, terminal, instance_id)
+        store, default_outbox, sole_instance = _storage(settings, chart, instance_id)
         outbox = outbox or graph_outbox(settings, store, runtime.telemetry) or default_outbox
     else:
         sole_instance = False

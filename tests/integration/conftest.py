@@ -27,6 +27,11 @@ def terminal_states() -> list[str]:
     return [name for name, spec in load_chart().states.items() if spec.terminal]
 
 
+def all_states() -> list[str]:
+    """Every state of the real statechart (the Redis store counts records in each)."""
+    return list(load_chart().states)
+
+
 @pytest.fixture
 def captured() -> Iterator[Captured]:
     """Telemetry on in-memory exporters under HASH_KEY, shut down after the test."""
@@ -55,7 +60,9 @@ def _redis_backend(request: pytest.FixtureRequest) -> StoreBackend:
     terminal = terminal_states()
 
     def open_store() -> StateStore:
-        return RedisStore(redis_connect(server.url), terminal, RETENTION_SECONDS, keys)
+        return RedisStore(
+            redis_connect(server.url), terminal, RETENTION_SECONDS, keys, states=all_states()
+        )
 
     return StoreBackend("redis", open_store)
 

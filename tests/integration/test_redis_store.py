@@ -30,14 +30,19 @@ import redis
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from pyloto_corp.adapters import dry_run_outbox
+from pyloto_corp.adapters import dry_run_outbox, redis_store
 from pyloto_corp.adapters.dry_run_outbox import RedisDryRunOutbox
-from pyloto_corp.adapters.redis_keys import DEDUPE_WINDOW_SECONDS, RedisKeys
+from pyloto_corp.adapters.redis_keys import (
+    DEDUPE_WINDOW_SECONDS,
+    RECORD_TTL_GRACE_SECONDS,
+    RedisKeys,
+)
 from pyloto_corp.adapters.redis_store import RedisStore, connect
 from pyloto_corp.adapters.whatsapp_webhook import parse_webhook
 from pyloto_corp.application.ingest import sign, verify_signature
 from pyloto_corp.application.ports import (
     InstanceRegistry,
+    RecordQuery,
     SlotRequest,
     StateStore,
     StoreUnavailable,
@@ -50,7 +55,7 @@ from pyloto_corp.config import Settings
 from pyloto_corp.domain.records import StatusUpdate, Turn
 from pyloto_corp.domain.replies import reply_key, text_reply_body
 from pyloto_corp.domain.results import Results
-from tests.integration.conftest import RETENTION_SECONDS, terminal_states
+from tests.integration.conftest import RETENTION_SECONDS, all_states, terminal_states
 from tests.integration.factories import UNICODE_TEXT, record
 from tests.support.helpers import APP_SECRET, encode, envelope, eventually, new_wamid, text_message
 from tests.support.records import inbound
@@ -69,7 +74,9 @@ def open_store(
     url: str, prefix: str, timeout_seconds: float = 2.0, retention: float = RETENTION_SECONDS
 ) -> RedisStore:
     """A RedisStore with its own connection pool, as one instance of the service has."""
-    return RedisStore(connect(url, timeout_seconds), TERMINAL, retention, RedisKeys(prefix))
+    return RedisStore(
+        connect(url, timeout_seconds), TERMINAL, retention, RedisKeys(prefix), states=all_states()
+    )
 
 
 @pytest.fixture
@@ -376,14 +383,16 @@ async def test_twenty_saves_from_one_version_from_five_clients_one_wins(
 async def test_record_key_lives_for_the_retention_and_saves_keep_its_ttl(
     rstore: RedisStore, raw: aioredis.Redis
 ) -> None:
-    """A created record's key expires after the configured retention (at least the 7-day
-    dedupe window, never -1), and a later save keeps that expiry."""
+    """A created record's key expires a grace day after the configured retention (purge
+    deletes it at the retention; at least the 7-day dedupe window, never -1), and a later
+    save keeps that expiry."""
     original = record()
     await rstore.create_if_absent([original])
     key = rstore.keys.record(original.message_id)
 
     created_ttl = await raw.ttl(key)
-    assert RETENTION_SECONDS - TTL_SLACK <= created_ttl <= RETENTION_SECONDS
+    lifetime = RETENTION_SECONDS + RECORD_TTL_GRACE_SECONDS
+    assert lifetime - TTL_SLACK <= created_ttl <= lifetime
     assert created_ttl >= DEDUPE_WINDOW_SECONDS - TTL_SLACK
 
     assert await rstore.save(replace(original, state="deduped", version=1), expected_version=0)
@@ -394,7 +403,8 @@ async def test_record_key_lives_for_the_retention_and_saves_keep_its_ttl(
 async def test_retention_comes_from_the_store_setting(
     redis_server: RedisServer, redis_prefix: str, raw: aioredis.Redis
 ) -> None:
-    """Another retention given to the store is the TTL its record keys get."""
+    """Another retention given to the store is the TTL its record keys get (with the grace
+    day after it)."""
     store = open_store(redis_server.url, redis_prefix, retention=10 * 86400.0)
     try:
         original = record()
@@ -402,7 +412,7 @@ async def test_retention_comes_from_the_store_setting(
         ttl = await raw.ttl(store.keys.record(original.message_id))
     finally:
         await store.close()
-    assert 10 * 86400 - TTL_SLACK <= ttl <= 10 * 86400
+    assert 11 * 86400 - TTL_SLACK <= ttl <= 11 * 86400
 
 
 async def test_delivery_and_delivery_ref_keys_get_the_retention_ttl(
@@ -447,7 +457,7 @@ async def test_every_key_has_the_prefix_and_only_indexes_live_forever(
     private_redis: RedisServer, redis_prefix: str
 ) -> None:
     """Every kind of key the store and the dry-run outbox write starts with the prefix (the
-    whole keyspace of a private server is read), and all but the two indexes expire."""
+    whole keyspace of a private server is read), and all but the indexes expire."""
     store = open_store(private_redis.url, redis_prefix)
     outbox = RedisDryRunOutbox(store.client, store.keys, RETENTION_SECONDS)
     check = private_redis.client()
@@ -455,6 +465,8 @@ async def test_every_key_has_the_prefix_and_only_indexes_live_forever(
         original = record()
         await store.create_if_absent([original])
         await store.save(replace(original, state="sent", version=1, outbound_message_id="o1"), 0)
+        fell_back = replace(record(), fallback_reason="timeout")
+        await store.create_if_absent([fell_back])
         await store.create_if_absent([record()])
         await store.record_status(StatusUpdate("o1", "delivered", 5, original.message_id))
         await store.append_turns("conv-1", [Turn("customer", "oi", time.time())], 3600, 10)
@@ -469,9 +481,16 @@ async def test_every_key_has_the_prefix_and_only_indexes_live_forever(
     assert found, "nothing was written"
     assert all(key.startswith(f"{redis_prefix}:") for key in found), sorted(found)
     kinds = {key.split(":")[1] for key in found}
-    assert kinds == {"rec", "dlv", "dref", "open", "created", "conv", "lease", "dryrun"}
+    assert kinds == {
+        *("rec", "dlv", "dref", "open", "created", "conv", "lease", "dryrun"),
+        *("updated", "state", "fallback", "fallbacks", "ops"),
+    }
     forever = {key for key, ttl in found.items() if ttl == -1}
-    assert forever == {store.keys.open_index, store.keys.created_index}
+    keys = store.keys
+    assert forever == {
+        *(keys.open_index, keys.created_index, keys.updated_index, keys.fallback_reasons),
+        *(keys.state_index("sent"), keys.state_index("received"), keys.fallback_index("timeout")),
+    }
 
 
 async def test_two_prefixes_on_one_server_do_not_see_each_other(
@@ -575,11 +594,15 @@ async def test_purge_removes_more_than_one_slice_of_old_records(
     assert await raw.zcard(keys.created_index) == 3
     assert await raw.zcard(keys.open_index) == 3
     remaining = await keys_under(raw, keys.prefix)
-    assert remaining == {
+    counters = {key for key in remaining if key.startswith(f"{keys.prefix}:ops:")}
+    assert remaining - counters == {
         keys.open_index,
         keys.created_index,
+        keys.updated_index,
+        keys.state_index("received"),
         *(keys.record(r.message_id) for r in young),
     }
+    assert await raw.zcard(keys.updated_index) == 3
     for item in young:
         assert await rstore.get(item.message_id) == item
     assert await rstore.get(old[0].message_id) is None
@@ -597,6 +620,54 @@ async def test_purge_counts_only_records_still_present(
     assert await rstore.purge(created_before=5_000.0) == 1
     assert await raw.zcard(rstore.keys.created_index) == 0
     assert await raw.zcard(rstore.keys.open_index) == 0
+
+
+async def test_purge_takes_an_expired_record_out_of_the_console_indexes(
+    rstore: RedisStore, raw: aioredis.Redis
+) -> None:
+    """A record whose hash already expired is no longer counted in its state, listed, or
+    left in its reason's index once purged, though purge cannot read its state or reason."""
+    keys = rstore.keys
+    gone = replace(record(state="fallback"), fallback_reason="timeout")
+    present = record(state="fallback")
+    await rstore.create_if_absent([gone, present])
+    assert await rstore.state_counts() == {"fallback": 2}
+    await raw.delete(keys.record(gone.message_id))
+
+    listed = await rstore.list_records(RecordQuery(fallback_reason="timeout"))
+    assert listed.records == [], "an id whose hash is gone is skipped"
+    assert await rstore.purge(created_before=5_000.0) == 1
+    assert await rstore.state_counts() == {}
+    for index in (keys.updated_index, keys.state_index("fallback"), keys.fallback_index("timeout")):
+        assert await raw.zcard(index) == 0, index
+
+
+async def test_a_page_filtered_by_state_and_reason_reads_a_bounded_slice(
+    rstore: RedisStore, raw: aioredis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A page filtered by state and reason reads the reason's index and skips records in
+    other states, looking at no more than PAGE_SCAN entries: a page that stops there is
+    shorter and its cursor goes on from the last entry looked at, so every match is found."""
+    monkeypatch.setattr(redis_store, "PAGE_SCAN", 4)
+    made = [
+        replace(record(state=state, updated_at=float(n)), fallback_reason="timeout")
+        for n, state in enumerate(["sent"] * 5 + ["fallback"] + ["sent"] * 6 + ["fallback"] * 2)
+    ]
+    await rstore.create_if_absent(made)
+    wanted = [r.message_id for r in reversed(made) if r.state == "fallback"]
+
+    query = RecordQuery(state="fallback", fallback_reason="timeout", limit=2)
+    found: list[str] = []
+    pages = 0
+    while True:
+        page = await rstore.list_records(query)
+        pages += 1
+        found += [r.message_id for r in page.records]
+        if page.next_before is None:
+            break
+        query = replace(query, before=page.next_before)
+    assert found == wanted
+    assert pages >= 3, "a page looked at more than PAGE_SCAN entries"
 
 
 # --- faults -------------------------------------------------------------------------------
@@ -630,6 +701,9 @@ def every_store_call(store: RedisStore, known: str) -> dict[str, Callable[[], Aw
         "durability": store.durability,
         "adopt_orphans": lambda: store.adopt_orphans(time.time(), 15.0),
         "retire": store.retire,
+        "state_counts": store.state_counts,
+        "counter_buckets": lambda: store.counter_buckets(60, 0.0),
+        "list_records": lambda: store.list_records(RecordQuery(state="failed")),
     }
     port_methods = {
         name for port in (StateStore, InstanceRegistry) for name in dir(port) if name[0] != "_"

@@ -10,10 +10,31 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from pyloto_corp.application.queues import STEP_LEASE_SECONDS
+from pyloto_corp.domain.ops_metrics import (
+    HOUR,
+    HOUR_BUCKETS_KEPT_SECONDS,
+    MINUTE,
+    MINUTE_BUCKETS_KEPT_SECONDS,
+)
 
 # Meta redelivers a webhook for up to 7 days: a record (which is the dedupe marker) must
 # outlive that, so retention below it is refused by the settings.
 DEDUPE_WINDOW_SECONDS = 7 * 24 * 3600
+
+# A record key outlives the retention by this much: the sweeper's purge (every few minutes,
+# from each instance with the local queue or from Cloud Scheduler with Cloud Tasks) deletes
+# it at the retention, along with its members of the console's indexes (state, last update,
+# fallback reason), so those never count a record that expired on its own. The TTL is only
+# the safety net for a deployment whose sweeps stopped.
+RECORD_TTL_GRACE_SECONDS = 24 * 3600
+
+# How long a bucket of the console's counters lives after its last increment: the keep of
+# its resolution (domain.ops_metrics) plus the bucket's own width, so a bucket is gone only
+# once it is older than the keep (reads skip older ones anyway).
+COUNTER_TTL_SECONDS = {
+    MINUTE: MINUTE_BUCKETS_KEPT_SECONDS + MINUTE,
+    HOUR: HOUR_BUCKETS_KEPT_SECONDS + HOUR,
+}
 
 # A step's lease (defined with the queues, as every store uses it) outlives the slowest step,
 # so a second delivery of the same task never runs the step alongside it; if its holder
@@ -32,8 +53,10 @@ class RedisKeys:
     prefix: str = "pyloto"
 
     def record(self, message_id: str) -> str:
-        """Hash of one record (v: version, s: state, o: outbound id, d: JSON); TTL=retention
-        because it holds personal data, and it is the dedupe marker for its wamid."""
+        """Hash of one record (v: version, s: state, o: outbound id, d: JSON, q: the instance
+        that wrote it last, c: its conversation, f: its fallback reason or ''); it is the
+        dedupe marker for its wamid. It holds personal data: purge deletes it at the
+        retention, and its TTL (retention + RECORD_TTL_GRACE_SECONDS) is the safety net."""
         return f"{self.prefix}:rec:{message_id}"
 
     def delivery(self, outbound_id: str) -> str:
@@ -62,6 +85,36 @@ class RedisKeys:
     def created_index(self) -> str:
         """Sorted set of record ids by creation time: purge finds expired ones by score."""
         return f"{self.prefix}:created"
+
+    @property
+    def updated_index(self) -> str:
+        """Sorted set of every record id by last update: the console's pages of records,
+        newest first, without a filter. Members move with each save and leave on purge."""
+        return f"{self.prefix}:updated"
+
+    def state_index(self, state: str) -> str:
+        """Sorted set of the ids of the records in `state` now, by last update: its ZCARD is
+        the console's count of the state, its range a page filtered by state. A save moves
+        the id from the old state's set to the new one's; purge removes it."""
+        return f"{self.prefix}:state:{state}"
+
+    def fallback_index(self, reason: str) -> str:
+        """Sorted set of the ids of records with fallback reason `reason`, by last update:
+        the console's pages filtered by reason. Members leave on purge."""
+        return f"{self.prefix}:fallback:{reason}"
+
+    @property
+    def fallback_reasons(self) -> str:
+        """Set of every reason that has a fallback_index, so purge can clear a record whose
+        hash is gone (expired) from each without knowing its reason."""
+        return f"{self.prefix}:fallbacks"
+
+    def counters(self, width: int, bucket: int) -> str:
+        """Hash of the console's counters {name: count} of the bucket of `width` seconds
+        starting at `bucket` (names and widths in domain.ops_metrics), incremented in the
+        script that saves each transition; expires COUNTER_TTL_SECONDS[width] after its
+        last increment."""
+        return f"{self.prefix}:ops:{width}:{bucket}"
 
     def conversation(self, ref: str) -> str:
         """List of a conversation's last turns (masked text) for LLM#2; expires with

@@ -10,6 +10,7 @@ redis-py client.
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Collection, Sequence
 from typing import Any, cast
@@ -22,56 +23,113 @@ from redis.commands.core import AsyncScript
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
 
-from pyloto_corp.adapters.redis_keys import RedisKeys
+from pyloto_corp.adapters.ops_buckets import first_read
+from pyloto_corp.adapters.redis_keys import COUNTER_TTL_SECONDS, RECORD_TTL_GRACE_SECONDS, RedisKeys
 from pyloto_corp.adapters.redis_wire import RedisWire, Script
 from pyloto_corp.application.ports import (
     Adoption,
+    RecordPage,
+    RecordQuery,
     SlotRequest,
     StepLoad,
     StepSave,
     StoreUnavailable,
     TurnsWrite,
 )
+from pyloto_corp.domain.ops_metrics import (
+    HOUR,
+    MINUTE,
+    bucket_of,
+    created_counters,
+    transition_counters,
+)
 from pyloto_corp.domain.records import DELIVERY_RANK, FAILED_STATE, Record, StatusUpdate, Turn
 from pyloto_corp.domain.replies import reply_key
+
+# The operations console's read model, kept by the scripts that write records (see
+# RedisKeys): index() moves a record between the indexes of its state and fallback reason
+# and rescores it in the index of all records; count() adds counters (names separated by
+# spaces, which names never hold) to one bucket's hash and renews its expiry.
+_OPS_FN = f"""
+local MINUTE_TTL, HOUR_TTL = {COUNTER_TTL_SECONDS[MINUTE]}, {COUNTER_TTL_SECONDS[HOUR]}
+local function index(updated, reasons, states, fallbacks, id, at, old_state, state, old_reason,
+    reason)
+  redis.call('ZADD', updated, at, id)
+  if old_state and old_state ~= state then redis.call('ZREM', states .. old_state, id) end
+  redis.call('ZADD', states .. state, at, id)
+  if old_reason and old_reason ~= '' and old_reason ~= reason then
+    redis.call('ZREM', fallbacks .. old_reason, id)
+  end
+  if reason ~= '' then
+    redis.call('ZADD', fallbacks .. reason, at, id)
+    if old_reason ~= reason then redis.call('SADD', reasons, reason) end
+  end
+end
+local function count(key, names, n, ttl)
+  for name in string.gmatch(names, '[^ ]+') do redis.call('HINCRBY', key, name, n) end
+  redis.call('EXPIRE', key, ttl)
+end
+"""
 
 # Every record hash names, in field 'q', the instance that wrote it last: with the local
 # queue that instance holds the record's next task, so if it dies the record is an orphan
 # (see _ADOPT).
-# KEYS: record keys..., open index, created index, failed index.
-# ARGV: ttl, failed state, owner, then per record: id, version, state, created_at,
-# updated_at, data, conversation.
-_CREATE = """
+# KEYS: record keys..., open index, created index, failed index, updated index, fallback
+# reasons. ARGV: ttl, failed state, owner, state index prefix, fallback index prefix,
+# counter names of a creation, then per record: id, version, state, created_at, updated_at,
+# data, conversation, fallback reason ('' for none), its minute and hour counter keys.
+# The counters of the records created are added once per bucket.
+_CREATE = (
+    _OPS_FN
+    + """
 local ttl = tonumber(ARGV[1])
-local n = #KEYS - 3
+local n = #KEYS - 5
 local open, created, failed = KEYS[n + 1], KEYS[n + 2], KEYS[n + 3]
-local result = {}
+local result, minutes, hours = {}, {}, {}
 for i = 1, n do
-  local a = 3 + (i - 1) * 7
+  local a = 6 + (i - 1) * 10
   if redis.call('EXISTS', KEYS[i]) == 1 then
     result[i] = 0
   else
-    redis.call('HSET', KEYS[i], 'v', ARGV[a + 2], 's', ARGV[a + 3], 'o', '', 'd', ARGV[a + 6],
-      'q', ARGV[3], 'c', ARGV[a + 7])
+    local id, state, at, reason = ARGV[a + 1], ARGV[a + 3], ARGV[a + 5], ARGV[a + 8]
+    redis.call('HSET', KEYS[i], 'v', ARGV[a + 2], 's', state, 'o', '', 'd', ARGV[a + 6],
+      'q', ARGV[3], 'c', ARGV[a + 7], 'f', reason)
     redis.call('EXPIRE', KEYS[i], ttl)
-    redis.call('ZADD', open, ARGV[a + 5], ARGV[a + 1])
-    redis.call('ZADD', created, ARGV[a + 4], ARGV[a + 1])
-    if ARGV[a + 3] == ARGV[2] then redis.call('ZADD', failed, ARGV[a + 5], ARGV[a + 1]) end
+    redis.call('ZADD', open, at, id)
+    redis.call('ZADD', created, ARGV[a + 4], id)
+    if state == ARGV[2] then redis.call('ZADD', failed, at, id) end
+    index(KEYS[n + 4], KEYS[n + 5], ARGV[4], ARGV[5], id, at, false, state, false, reason)
+    minutes[ARGV[a + 9]] = (minutes[ARGV[a + 9]] or 0) + 1
+    hours[ARGV[a + 10]] = (hours[ARGV[a + 10]] or 0) + 1
     result[i] = 1
   end
 end
+for key, created_here in pairs(minutes) do count(key, ARGV[6], created_here, MINUTE_TTL) end
+for key, created_here in pairs(hours) do count(key, ARGV[6], created_here, HOUR_TTL) end
 return result
 """
+)
 
 # Field 'c' names the record's conversation (Record.conversation), so a step's lease can
 # read the conversation's turns along with the record (see _LEASE_GET).
-# KEYS: record, open index, failed index. ARGV: expected version, version, state,
-# outbound id, data, updated_at, terminal (1/0), message id, failed (1/0), owner,
-# conversation.
-_SAVE_FN = """
-local function save()
+# KEYS: record, open index, failed index, then from KEYS[k]: updated index, minute and hour
+# counter keys (any key when there are no counters), fallback reasons.
+# ARGV: expected version, version, state, outbound id, data, updated_at, terminal (1/0),
+# message id, failed (1/0), owner, conversation, then from ARGV[a]: state index prefix,
+# fallback index prefix, fallback reason ('' for none), counter names ('' for none).
+# `current` is the stored {version, state, fallback reason} (read with the version check).
+_SAVE_FN = (
+    _OPS_FN
+    + """
+local function save(current, k, a)
   redis.call('HSET', KEYS[1], 'v', ARGV[2], 's', ARGV[3], 'o', ARGV[4], 'd', ARGV[5],
-    'q', ARGV[10], 'c', ARGV[11])
+    'q', ARGV[10], 'c', ARGV[11], 'f', ARGV[a + 2])
+  index(KEYS[k], KEYS[k + 3], ARGV[a], ARGV[a + 1], ARGV[8], ARGV[6], current[2], ARGV[3],
+    current[3], ARGV[a + 2])
+  if ARGV[a + 3] ~= '' then
+    count(KEYS[k + 1], ARGV[a + 3], 1, MINUTE_TTL)
+    count(KEYS[k + 2], ARGV[a + 3], 1, HOUR_TTL)
+  end
   if ARGV[7] == '1' then
     redis.call('ZREM', KEYS[2], ARGV[8])
   else
@@ -84,17 +142,16 @@ local function save()
   end
 end
 """
-_SAVE_BODY = (
+)
+_SAVE = (
     _SAVE_FN
     + """
-local saved = 0
-if redis.call('HGET', KEYS[1], 'v') == ARGV[1] then
-  save()
-  saved = 1
-end
+local current = redis.call('HMGET', KEYS[1], 'v', 's', 'f')
+if current[1] ~= ARGV[1] then return 0 end
+save(current, 4, 12)
+return 1
 """
 )
-_SAVE = _SAVE_BODY + "return saved\n"
 
 # KEYS: record, delivery ref. ARGV: delivery key prefix.
 # load() returns {data, status, errors, outbound id} with the highest-ranked status of the
@@ -174,9 +231,10 @@ return tostring(take_slot(KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]), tonumbe
 # A step's end in one round trip: its save (as _SAVE), under a pacing token when its claim
 # needs one, the turns its send adds, the release of its lease and the next step's lease.
 # KEYS: record, open index, failed index, lease, next lease, bucket, conversation (the last
-# three: any key when unused). ARGV: as _SAVE (1-11), then owner (12), next owner (13, ''
-# for none), next lease ms (14), bucket now (15, '' for none), seconds per token (16),
-# burst (17), bucket ttl ms (18), turns window s (19), turns kept (20), turns (21...).
+# three: any key when unused), then as _SAVE's from KEYS[k] (8-11). ARGV: as _SAVE (1-11),
+# then owner (12), next owner (13, '' for none), next lease ms (14), bucket now (15, '' for
+# none), seconds per token (16), burst (17), bucket ttl ms (18), turns window s (19), turns
+# kept (20), as _SAVE's from ARGV[a] (21-24), turns (25...).
 # Returns {saved, next lease taken, wait as a string}. The version is checked before the
 # token is taken, so a stale claim costs none; the lease is released before the next is
 # taken, as both may have the same name (a claim made anew in `sending`).
@@ -185,18 +243,19 @@ _FINISH = (
     + _TAKE_SLOT_FN
     + """
 local saved, taken, wait = 0, 0, 0
-if redis.call('HGET', KEYS[1], 'v') == ARGV[1] then
+local current = redis.call('HMGET', KEYS[1], 'v', 's', 'f')
+if current[1] == ARGV[1] then
   if ARGV[15] ~= '' then
     wait = take_slot(KEYS[6], tonumber(ARGV[15]), tonumber(ARGV[16]), tonumber(ARGV[17]),
       ARGV[18])
   end
   if wait == 0 then
-    save()
+    save(current, 8, 21)
     saved = 1
   end
 end
-if #ARGV > 20 then
-  redis.call('RPUSH', KEYS[7], unpack(ARGV, 21))
+if #ARGV > 24 then
+  redis.call('RPUSH', KEYS[7], unpack(ARGV, 25))
   redis.call('LTRIM', KEYS[7], -tonumber(ARGV[20]), -1)
   redis.call('EXPIRE', KEYS[7], ARGV[19])
 end
@@ -222,14 +281,41 @@ redis.call('EXPIRE', KEYS[1], ARGV[6])
 return 1
 """
 
-# KEYS: open index, created index, failed index.
-# ARGV: record prefix, delivery prefix, ref prefix, then (record id, its reply key) pairs.
-_PURGE = """
+# KEYS: open index, created index, failed index, updated index, fallback reasons.
+# ARGV: record prefix, delivery prefix, ref prefix, state index prefix, fallback index
+# prefix, number of states, the states, then (record id, its reply key) pairs.
+# A record is taken out of the console's indexes of its state and reason, or, when its hash
+# is already gone (expired), of every state's and reason's.
+_UNINDEX_FN = """
+local function unindex(id, state, reason, states)
+  redis.call('ZREM', KEYS[4], id)
+  if state then
+    redis.call('ZREM', ARGV[4] .. state, id)
+  else
+    for _, name in ipairs(states) do redis.call('ZREM', ARGV[4] .. name, id) end
+  end
+  if reason and reason ~= '' then
+    redis.call('ZREM', ARGV[5] .. reason, id)
+  elseif not state then
+    for _, name in ipairs(redis.call('SMEMBERS', KEYS[5])) do
+      redis.call('ZREM', ARGV[5] .. name, id)
+    end
+  end
+end
+"""
+_PURGE = (
+    _UNINDEX_FN
+    + """
 local count = 0
-for i = 4, #ARGV, 2 do
+local states = {}
+local s = tonumber(ARGV[6])
+for j = 1, s do states[j] = ARGV[6 + j] end
+for i = 7 + s, #ARGV, 2 do
   local id = ARGV[i]
   local rec = ARGV[1] .. id
-  local outbound = redis.call('HGET', rec, 'o')
+  local row = redis.call('HMGET', rec, 'o', 's', 'f')
+  local outbound = row[1]
+  unindex(id, row[2], row[3], states)
   if outbound and outbound ~= '' then redis.call('DEL', ARGV[2] .. outbound) end
   for _, name in ipairs({ARGV[i + 1], id}) do
     local ref = redis.call('GET', ARGV[3] .. name)
@@ -242,6 +328,51 @@ for i = 4, #ARGV, 2 do
   redis.call('ZREM', KEYS[3], id)
 end
 return count
+"""
+)
+
+# One page of the console's record list. KEYS: an index (ids by last update). ARGV: highest
+# score ('(' before it: excluded), lowest score, cursor score ('' for none), cursor id,
+# records wanted, record prefix, state the records must be in ('' for any), most entries
+# looked at. Entries at the cursor's score are taken only below its id (a sorted set orders
+# ties by id, in byte order: so does less(), as Lua's < follows the server's locale).
+# Returns {1 if the index was read to its end else 0, score and id of the last entry looked
+# at, then data, score and id of each record found, newest first}.
+_PAGE = """
+local function less(a, b)
+  for i = 1, math.min(#a, #b) do
+    local x, y = string.byte(a, i), string.byte(b, i)
+    if x ~= y then return x < y end
+  end
+  return #a < #b
+end
+local want, most = tonumber(ARGV[5]), tonumber(ARGV[8])
+local cursor = ARGV[3] ~= '' and tonumber(ARGV[3])
+local chunk = math.min(most, math.max(want, 64))
+local out, found, seen = {0, '', ''}, 0, 0
+while true do
+  local page = redis.call('ZRANGE', KEYS[1], ARGV[1], ARGV[2], 'BYSCORE', 'REV', 'LIMIT', seen,
+    chunk, 'WITHSCORES')
+  for i = 1, #page, 2 do
+    local id, score = page[i], page[i + 1]
+    seen = seen + 1
+    out[2], out[3] = score, id
+    if not cursor or tonumber(score) < cursor or less(id, ARGV[4]) then
+      local row = redis.call('HMGET', ARGV[6] .. id, 'd', 's')
+      if row[1] and (ARGV[7] == '' or row[2] == ARGV[7]) then
+        local n = #out
+        out[n + 1], out[n + 2], out[n + 3] = row[1], score, id
+        found = found + 1
+        if found == want then return out end
+      end
+    end
+    if seen >= most then return out end
+  end
+  if #page < 2 * chunk then
+    out[1] = 1
+    return out
+  end
+end
 """
 
 # KEYS: instances. ARGV: this instance, now. This instance's heartbeat; returns the beat
@@ -292,6 +423,13 @@ return 0
 EncodableT = bytes | str | int | float
 # Records of the open index looked at per adoption call, so one call never blocks Redis long.
 ADOPT_SLICE = 1000
+# The most records one page of list_records returns, and the most index entries one page
+# looks at (a page filtered by state and reason reads the reason's index and skips the
+# records in other states): a page that stops there is shorter, with a cursor to go on.
+MAX_PAGE = 500
+PAGE_SCAN = 2000
+# Counter names joined for a script: no name holds a space (domain.ops_metrics).
+_CREATED_COUNTERS = " ".join(created_counters())
 
 _encoder = msgspec.json.Encoder()
 _decoder = msgspec.json.Decoder(Record)
@@ -324,6 +462,20 @@ def _bucket_ttl_ms(slot: SlotRequest) -> int:
     return max(1000, int((slot.burst * slot.per_seconds + 1) * 1000))
 
 
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _page_top(query: RecordQuery) -> tuple[str, tuple[float, str] | None]:
+    """The highest score of a page, and the cursor whose ties it must skip (None when the
+    `until` bound is below the cursor, which then excludes nothing more)."""
+    if query.before is not None and (query.until is None or query.before[0] < query.until):
+        return repr(float(query.before[0])), query.before
+    if query.until is not None:
+        return f"({float(query.until)!r}", None
+    return "+inf", None
+
+
 def _record(row: Sequence[Any]) -> Record:
     """A record from a load() row: {data, status, errors, outbound id}."""
     record = _decoder.decode(row[0])
@@ -343,13 +495,19 @@ class RedisStore:
         retention_seconds: float,
         keys: RedisKeys | None = None,
         instance_id: str | None = None,
+        states: Collection[str] = (),
     ) -> None:
-        """`instance_id` names this process in the records it writes (see `adopt_orphans`)."""
+        """`instance_id` names this process in the records it writes (see `adopt_orphans`).
+        `states`: every state of the statechart (the terminal ones are added), which the
+        console's counts per state read and purge clears a record that expired from."""
         self.client = client
         self.keys = keys or RedisKeys()
         self.instance_id = instance_id or uuid.uuid4().hex
         self.ttl = int(retention_seconds)
+        # Purge deletes records at the retention; the TTL is the safety net (see RedisKeys).
+        self.record_ttl = self.ttl + RECORD_TTL_GRACE_SECONDS
         self._terminal = frozenset(terminal_states)
+        self._states = sorted(self._terminal | set(states))
         self._create = client.register_script(_CREATE)
         self._save = client.register_script(_SAVE)
         self._get = client.register_script(_GET)
@@ -361,6 +519,7 @@ class RedisStore:
         self._finish = client.register_script(_FINISH)
         self._adopt = client.register_script(_ADOPT)
         self._beat = client.register_script(_BEAT)
+        self._page = client.register_script(_PAGE)
         # The hot path's scripts, on the wire when the client's connection allows one (TCP
         # or TLS), else on redis-py like the rest.
         self._wire = RedisWire.for_client(client)
@@ -382,10 +541,16 @@ class RedisStore:
             return []
         keys = [self.keys.record(r.message_id) for r in records]
         keys += [self.keys.open_index, self.keys.created_index, self.keys.failed_index]
-        args: list[EncodableT] = [self.ttl, FAILED_STATE, self.instance_id]
+        keys += [self.keys.updated_index, self.keys.fallback_reasons]
+        args: list[EncodableT] = [self.record_ttl, FAILED_STATE, self.instance_id]
+        args += [self.keys.state_index(""), self.keys.fallback_index(""), _CREATED_COUNTERS]
         for r in records:
             args += [r.message_id, r.version, r.state, r.created_at, r.updated_at]
-            args += [_encoder.encode(r), r.conversation]
+            args += [_encoder.encode(r), r.conversation, r.fallback_reason or ""]
+            args += [
+                self.keys.counters(MINUTE, bucket_of(r.created_at, MINUTE)),
+                self.keys.counters(HOUR, bucket_of(r.created_at, HOUR)),
+            ]
         try:
             result = await self._hot(self._create, self._wire_create, keys, args)
         except RedisError as error:
@@ -426,6 +591,9 @@ class RedisStore:
 
     async def save(self, record: Record, expected_version: int) -> bool:
         keys, args = self._save_call(record, expected_version)
+        ops_keys, ops_args = self._ops_call(record)
+        keys += ops_keys
+        args += ops_args
         try:
             return bool(await self._save(keys=keys, args=args))
         except RedisError as error:
@@ -461,6 +629,12 @@ class RedisStore:
             args += ["", 0, 0, 0]
         if turns is not None and turns.turns:
             args += [max(1, int(turns.window_seconds)), turns.keep]
+        else:
+            args += [0, 0]
+        ops_keys, ops_args = self._ops_call(record)
+        keys += ops_keys
+        args += ops_args
+        if turns is not None and turns.turns:
             args += [_turn_encoder.encode(turn) for turn in turns.turns]
         try:
             saved, taken, wait = await self._hot(self._finish, self._wire_finish, keys, args)
@@ -484,6 +658,24 @@ class RedisStore:
             1 if record.state == FAILED_STATE else 0,
             self.instance_id,
             record.conversation,
+        ]
+        return keys, args
+
+    def _ops_call(self, record: Record) -> tuple[list[str], list[EncodableT]]:
+        """The keys and arguments a save adds for the console (see _SAVE_FN)."""
+        names = transition_counters(record)
+        if names:
+            at = record.updated_at
+            minute = self.keys.counters(MINUTE, bucket_of(at, MINUTE))
+            hour = self.keys.counters(HOUR, bucket_of(at, HOUR))
+        else:  # no counter: any key will do
+            minute = hour = self.keys.updated_index
+        keys = [self.keys.updated_index, minute, hour, self.keys.fallback_reasons]
+        args: list[EncodableT] = [
+            self.keys.state_index(""),
+            self.keys.fallback_index(""),
+            record.fallback_reason or "",
+            " ".join(names),
         ]
         return keys, args
 
@@ -557,10 +749,15 @@ class RedisStore:
 
     async def purge(self, created_before: float) -> int:
         keys = [self.keys.open_index, self.keys.created_index, self.keys.failed_index]
+        keys += [self.keys.updated_index, self.keys.fallback_reasons]
         prefixes: list[EncodableT] = [
             self.keys.record(""),
             self.keys.delivery(""),
             self.keys.delivery_ref(""),
+            self.keys.state_index(""),
+            self.keys.fallback_index(""),
+            len(self._states),
+            *self._states,
         ]
         total = 0
         try:
@@ -581,6 +778,74 @@ class RedisStore:
                     return total
         except RedisError as error:
             raise StoreUnavailable(f"redis: {error}") from error
+
+    async def state_counts(self) -> dict[str, int]:
+        try:
+            async with self.client.pipeline(transaction=False) as pipe:
+                for state in self._states:
+                    pipe.zcard(self.keys.state_index(state))
+                counts = await pipe.execute()
+        except RedisError as error:
+            raise StoreUnavailable(f"redis: {error}") from error
+        return {state: int(n) for state, n in zip(self._states, counts, strict=True) if n}
+
+    async def counter_buckets(self, width: int, since: float) -> list[tuple[int, dict[str, int]]]:
+        now = time.time()
+        # One bucket past now's: an instance whose clock runs a little ahead writes there.
+        starts = range(first_read(width, since, now), bucket_of(now, width) + 2 * width, width)
+        if not starts:
+            return []
+        try:
+            async with self.client.pipeline(transaction=False) as pipe:
+                for start in starts:
+                    pipe.hgetall(self.keys.counters(width, start))
+                found: list[dict[bytes, bytes]] = await pipe.execute()
+        except RedisError as error:
+            raise StoreUnavailable(f"redis: {error}") from error
+        return [
+            (start, {name.decode(): int(n) for name, n in counters.items()})
+            for start, counters in zip(starts, found, strict=True)
+            if counters
+        ]
+
+    async def list_records(self, query: RecordQuery) -> RecordPage:
+        limit = min(query.limit, MAX_PAGE)
+        if limit <= 0:
+            return RecordPage([], None)
+        index, only_state = self._page_index(query)
+        high, cursor = _page_top(query)
+        args: list[EncodableT] = [
+            high,
+            "-inf" if query.since is None else repr(float(query.since)),
+            "" if cursor is None else repr(float(cursor[0])),
+            "" if cursor is None else cursor[1],
+            limit + 1,  # one more: whether a next page exists
+            self.keys.record(""),
+            only_state,
+            max(PAGE_SCAN, limit + 1),
+        ]
+        try:
+            row = await self._page(keys=[index], args=args)
+        except RedisError as error:
+            raise StoreUnavailable(f"redis: {error}") from error
+        found = row[3:]
+        records = [_decoder.decode(data) for data in found[0 : 3 * limit : 3]]
+        if len(found) > 3 * limit:  # the last record shown is the cursor
+            last = found[3 * limit - 2 : 3 * limit]
+        elif not row[0] and row[2]:  # stopped at PAGE_SCAN: go on after the last entry seen
+            last = row[1:3]
+        else:
+            return RecordPage(records, None)
+        return RecordPage(records, (float(last[0]), _text(last[1])))
+
+    def _page_index(self, query: RecordQuery) -> tuple[str, str]:
+        """The index a page reads, and the state its records must be in ('' for any): a
+        reason's index is read for a reason and a state, as it holds fewer records."""
+        if query.fallback_reason is not None:
+            return self.keys.fallback_index(query.fallback_reason), query.state or ""
+        if query.state is not None:
+            return self.keys.state_index(query.state), ""
+        return self.keys.updated_index, ""
 
     async def append_turns(
         self, conversation: str, turns: Sequence[Turn], window_seconds: float, keep: int
