@@ -3,12 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import replace
+from typing import Any
 
 import pytest
 
-from pyloto_corp.application.ports import SlotRequest, StateStore, StepLoad, StepSave, TurnsWrite
-from pyloto_corp.domain.records import StatusUpdate, Turn
+from pyloto_corp.application.ports import (
+    RecordPage,
+    RecordQuery,
+    SlotRequest,
+    StateStore,
+    StepLoad,
+    StepSave,
+    TurnsWrite,
+)
+from pyloto_corp.domain.ops_metrics import HOUR, MINUTE, bucket_of, duration_bin
+from pyloto_corp.domain.records import HistoryEntry, Record, StatusUpdate, Turn
 from pyloto_corp.domain.replies import reply_key
 from pyloto_corp.domain.results import Results
 from tests.integration.conftest import StoreBackend
@@ -641,3 +652,247 @@ async def test_concurrent_take_slot_gives_exactly_the_burst(store: StateStore) -
     key = new_wamid()
     waits = await asyncio.gather(*(store.take_slot(key, 1000.0, 6.0, 5) for _ in range(20)))
     assert sum(1 for wait in waits if wait == 0.0) == 5
+
+
+# --- the operations console's read model --------------------------------------------------
+
+
+def moved(before: Record, dest: str, at: float, duration_ms: float = 5.0, **changes: Any) -> Record:
+    """`before` after one transition to `dest` at `at`, as Record.apply leaves it."""
+    entry = HistoryEntry(before.state, dest, "step", at, duration_ms, 1)
+    return replace(
+        before,
+        state=dest,
+        version=before.version + 1,
+        updated_at=at,
+        history=[*before.history, entry],
+        **changes,
+    )
+
+
+async def bucket(store: StateStore, width: int, at: float) -> dict[str, int]:
+    """The counters of the bucket of `width` that time `at` falls in ({} if none)."""
+    start = bucket_of(at, width)
+    found = dict(await store.counter_buckets(width, at))
+    return found.get(start, {})
+
+
+async def test_creates_count_once_per_record_created(store: StateStore) -> None:
+    """Each record created adds `t:>received` to the minute and the hour of its creation;
+    a second create of the same id (a redelivery) adds nothing."""
+    now = time.time()
+    first, second = record(created_at=now), record(created_at=now)
+    assert await store.create_if_absent([first, second]) == [True, True]
+    assert await store.create_if_absent([first, record(created_at=now)]) == [False, True]
+
+    for width in (MINUTE, HOUR):
+        assert await bucket(store, width, now) == {"t:>received": 3}, width
+
+
+async def test_saves_count_their_transition_and_stale_ones_nothing(store: StateStore) -> None:
+    """A save adds the counters of its transition in the buckets of its update time (the
+    step's duration bin, end-to-end time on `sent`, the reason on `fallback`); a stale save,
+    a save of an unknown id and a save whose history ends elsewhere add nothing."""
+    now = time.time()
+    base, untold = record(created_at=now - 7200), record(created_at=now - 7200)
+    await store.create_if_absent([base, untold])  # created in an older bucket
+    accepted = moved(base, "deduped", now, duration_ms=5.0)
+    assert await store.save(accepted, expected_version=0)
+    stale = moved(base, "ignored", now)
+    assert await store.save(stale, expected_version=0) is False
+    assert await store.save(moved(record(), "deduped", now), expected_version=0) is False
+    no_entry = replace(untold, state="deduped", version=1, updated_at=now)
+    assert await store.save(no_entry, expected_version=0)
+
+    expected = {"t:received>deduped": 1, f"d:received:{duration_bin(5.0)}": 1}
+    assert await bucket(store, MINUTE, now) == expected
+    assert await bucket(store, HOUR, now) == expected
+
+    fell_back = moved(accepted, "fallback", now, 40.0, fallback_reason="timeout")
+    assert await store.save(fell_back, expected_version=1)
+    queued = moved(fell_back, "queued_outbound", now, 1.0)
+    assert await store.save(queued, expected_version=2)
+    sent = moved(queued, "sent", now, 300.0)
+    assert await store.save(sent, expected_version=3)
+    counters = await bucket(store, MINUTE, now)
+    assert counters["f:timeout"] == 1
+    assert counters["t:deduped>fallback"] == 1
+    assert counters["t:queued_outbound>sent"] == 1
+    assert counters[f"e:{duration_bin(7200_000.0)}"] == 1
+    assert sum(n for name, n in counters.items() if name.startswith("t:")) == 4
+
+
+async def test_finish_step_counts_only_what_it_saved(store: StateStore) -> None:
+    """finish_step counts its transition when it saved; a stale one, or one whose pacing
+    slot was not free (nothing saved), counts nothing."""
+    now = time.time()
+    first, second = record(created_at=now - 7200), record(created_at=now - 7200)
+    await store.create_if_absent([first, second])
+    step = moved(first, "deduped", now, 2.0)
+    assert (await store.finish_step(step, 0, "l1", "a")).saved
+    assert not (await store.finish_step(moved(first, "ignored", now), 0, "l1", "a")).saved
+    slot = SlotRequest(new_wamid(), now, 60.0, 1)
+    claim = moved(second, "sending", now, 2.0)
+    assert (await store.finish_step(claim, 0, "l2", "a", slot=slot)).saved
+    refused = await store.finish_step(moved(step, "llm1", now), 1, "l3", "a", slot=slot)
+    assert (refused.saved, refused.wait > 0) == (False, True)
+
+    assert await bucket(store, MINUTE, now) == {
+        "t:received>deduped": 1,
+        "t:received>sending": 1,
+        f"d:received:{duration_bin(2.0)}": 2,
+    }
+
+
+async def test_state_counts_follow_each_write_and_purge(store: StateStore) -> None:
+    """Records per state: created, moved by save and finish_step (a stale save moves none),
+    and gone once purged; states with none are absent or zero."""
+    old = [record(created_at=100.0) for _ in range(3)]
+    young = [record(created_at=900.0) for _ in range(2)]
+    assert await store.state_counts() in ({}, {"received": 0})
+    await store.create_if_absent([*old, *young])
+    await store.create_if_absent([old[0]])  # a duplicate: nothing
+    assert nonzero(await store.state_counts()) == {"received": 5}
+
+    assert await store.save(moved(old[0], "deduped", 200.0), expected_version=0)
+    assert not await store.save(moved(old[0], "ignored", 200.0), expected_version=0)
+    assert await store.save(moved(old[1], "ignored", 200.0), expected_version=0)
+    assert (await store.finish_step(moved(young[0], "deduped", 950.0), 0, "l", "a")).saved
+    deduped = moved(young[0], "deduped", 950.0)
+    assert (await store.finish_step(moved(deduped, "llm1", 960.0), 1, "l", "a")).saved
+    assert nonzero(await store.state_counts()) == {
+        "received": 2,
+        "deduped": 1,
+        "ignored": 1,
+        "llm1": 1,
+    }
+
+    assert await store.purge(created_before=500.0) == 3
+    assert nonzero(await store.state_counts()) == {"received": 1, "llm1": 1}
+
+
+def nonzero(counts: dict[str, int]) -> dict[str, int]:
+    """The states that hold records (a store may name empty ones with 0)."""
+    return {state: n for state, n in counts.items() if n}
+
+
+async def test_counter_buckets_come_oldest_first_from_since(store: StateStore) -> None:
+    """Buckets that start at or after bucket_of(since), oldest first; buckets older than
+    their resolution keeps are never returned; an unknown width is refused."""
+    now = time.time()
+    times = [now - 3 * HOUR, now - 180, now - 60, now]
+    await store.create_if_absent([record(created_at=at) for at in times])
+
+    minutes = await store.counter_buckets(MINUTE, now - 120)
+    assert [start for start, _ in minutes] == [bucket_of(now - 60, MINUTE), bucket_of(now, MINUTE)]
+    assert all(counters == {"t:>received": 1} for _, counters in minutes)
+    every_minute = await store.counter_buckets(MINUTE, 0.0)  # older than kept: left out
+    assert [start for start, _ in every_minute] == [bucket_of(at, MINUTE) for at in times[1:]]
+
+    hours = await store.counter_buckets(HOUR, 0.0)
+    starts = [start for start, _ in hours]
+    assert starts == sorted({bucket_of(at, HOUR) for at in times})
+    assert sum(counters["t:>received"] for _, counters in hours) == 4
+    assert [start for start, _ in await store.counter_buckets(HOUR, now)] == [bucket_of(now, HOUR)]
+    with pytest.raises(ValueError, match="60"):
+        await store.counter_buckets(17, now)
+
+
+def ids(page: RecordPage) -> list[str]:
+    return [r.message_id for r in page.records]
+
+
+async def _page_fixture(store: StateStore) -> dict[str, Record]:
+    """Records in several states, reasons and update times, stored as saved."""
+    made = {
+        "a": record(state="sent", updated_at=1_000.0),
+        "b": replace(record(state="fallback", updated_at=2_000.0), fallback_reason="timeout"),
+        "c": replace(record(state="sent", updated_at=3_000.0), fallback_reason="timeout"),
+        "d": replace(record(state="fallback", updated_at=4_000.0), fallback_reason="refusal"),
+        "e": record(state="received", updated_at=5_000.0),
+    }
+    await store.create_if_absent(list(made.values()))
+    return made
+
+
+async def test_list_records_newest_first_with_each_filter(store: StateStore) -> None:
+    """Pages come newest last update first, filtered by state, fallback reason or both, and
+    hold the records as stored (without a delivery status)."""
+    made = await _page_fixture(store)
+    name = {r.message_id: key for key, r in made.items()}
+
+    def keys(page: RecordPage) -> list[str]:
+        return [name[i] for i in ids(page)]
+
+    every = await store.list_records(RecordQuery())
+    assert keys(every) == ["e", "d", "c", "b", "a"]
+    assert every.records == [made[k] for k in "edcba"]
+    assert every.next_before is None
+    assert keys(await store.list_records(RecordQuery(state="sent"))) == ["c", "a"]
+    assert keys(await store.list_records(RecordQuery(fallback_reason="timeout"))) == ["c", "b"]
+    both = RecordQuery(state="fallback", fallback_reason="timeout")
+    assert keys(await store.list_records(both)) == ["b"]
+    assert keys(await store.list_records(RecordQuery(state="llm2"))) == []
+    assert keys(await store.list_records(RecordQuery(fallback_reason="other"))) == []
+
+    # A save moves a record between the filters' answers.
+    replayed = moved(made["d"], "queued_outbound", 6_000.0, fallback_reason="replayed")
+    assert await store.save(replayed, expected_version=0)
+    assert keys(await store.list_records(RecordQuery())) == ["d", "e", "c", "b", "a"]
+    assert keys(await store.list_records(RecordQuery(fallback_reason="refusal"))) == []
+    assert keys(await store.list_records(RecordQuery(fallback_reason="replayed"))) == ["d"]
+    assert keys(await store.list_records(RecordQuery(state="fallback"))) == ["b"]
+    assert keys(await store.list_records(RecordQuery(state="queued_outbound"))) == ["d"]
+
+
+async def test_list_records_time_bounds(store: StateStore) -> None:
+    """`since` is inclusive and `until` exclusive, with or without other filters."""
+    made = await _page_fixture(store)
+    at = {r.message_id: r.updated_at for r in made.values()}
+
+    page = await store.list_records(RecordQuery(since=2_000.0, until=4_000.0))
+    assert [at[i] for i in ids(page)] == [3_000.0, 2_000.0]
+    page = await store.list_records(RecordQuery(since=2_000.5))
+    assert [at[i] for i in ids(page)] == [5_000.0, 4_000.0, 3_000.0]
+    page = await store.list_records(RecordQuery(state="sent", until=3_000.0))
+    assert [at[i] for i in ids(page)] == [1_000.0]
+    page = await store.list_records(RecordQuery(fallback_reason="timeout", since=2_500.0))
+    assert [at[i] for i in ids(page)] == [3_000.0]
+    assert (await store.list_records(RecordQuery(since=9_000.0))).records == []
+
+
+async def test_list_records_pages_through_ties_with_the_cursor(store: StateStore) -> None:
+    """Pages of `limit` follow one another through `next_before` with nothing repeated or
+    skipped, even across many records updated at the same instant (ties go by id,
+    descending); the last page has no cursor, also when it is exactly full."""
+    tied = [record(state="deduped", updated_at=500.0) for _ in range(7)]
+    others = [record(state="deduped", updated_at=at) for at in (100.0, 900.0)]
+    other_state = record(state="sent", updated_at=500.0)
+    await store.create_if_absent([*tied, *others, other_state])
+    expected = [others[1].message_id]
+    expected += sorted((r.message_id for r in tied), reverse=True)
+    expected += [others[0].message_id]
+
+    for query in (RecordQuery(state="deduped", limit=3), RecordQuery(state="deduped", limit=2)):
+        seen: list[str] = []
+        before: tuple[float, str] | None = None
+        for _ in range(10):
+            page = await store.list_records(replace(query, before=before))
+            seen += ids(page)
+            assert len(page.records) <= query.limit
+            if page.next_before is None:
+                break
+            last = page.records[-1]
+            assert page.next_before == (last.updated_at, last.message_id)
+            before = page.next_before
+        assert seen == expected, query
+
+    exact = await store.list_records(RecordQuery(state="deduped", limit=len(expected)))
+    assert (ids(exact), exact.next_before) == (expected, None)
+    # A cursor with bounds: only what is strictly before it and within them.
+    cursor = (500.0, expected[3])
+    page = await store.list_records(RecordQuery(before=cursor, since=500.0, limit=50))
+    at_500 = [r.message_id for r in [*tied, other_state]]
+    assert ids(page) == sorted((i for i in at_500 if i < cursor[1]), reverse=True)
+    page = await store.list_records(RecordQuery(before=cursor, until=500.0))
+    assert ids(page) == [others[0].message_id]

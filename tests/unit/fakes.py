@@ -12,7 +12,22 @@ from typing import Any
 
 import anyio
 
-from pyloto_corp.application.ports import SlotRequest, StepLoad, StepSave, Task, TurnsWrite
+from pyloto_corp.application.ports import (
+    RecordPage,
+    RecordQuery,
+    SlotRequest,
+    StepLoad,
+    StepSave,
+    Task,
+    TurnsWrite,
+)
+from pyloto_corp.domain.ops_metrics import (
+    HOUR,
+    MINUTE,
+    bucket_of,
+    created_counters,
+    transition_counters,
+)
 from pyloto_corp.domain.records import Record, StatusUpdate, Turn
 
 # The type of the `make_record` fixture (tests/unit/conftest.py).
@@ -50,6 +65,8 @@ class FakeStore:
         self.turns: dict[str, list[Turn]] = {}
         self.buckets: dict[str, tuple[float, float]] = {}
         self.terminal = frozenset(terminal_states)
+        # The console's counters: {(width, bucket start): {name: count}}.
+        self.counters: dict[tuple[int, int], dict[str, int]] = {}
 
     async def create_if_absent(self, records: Sequence[Record]) -> list[bool]:
         created = []
@@ -57,8 +74,15 @@ class FakeStore:
             is_new = record.message_id not in self.records
             if is_new:
                 self.records[record.message_id] = copy.deepcopy(record)
+                self._count(created_counters(), record.created_at)
             created.append(is_new)
         return created
+
+    def _count(self, names: Sequence[str], at: float) -> None:
+        for width in (MINUTE, HOUR):
+            bucket = self.counters.setdefault((width, bucket_of(at, width)), {})
+            for name in names:
+                bucket[name] = bucket.get(name, 0) + 1
 
     async def get(self, message_id: str) -> Record | None:
         await anyio.lowlevel.checkpoint()
@@ -71,6 +95,7 @@ class FakeStore:
             return False
         self.records[record.message_id] = copy.deepcopy(record)
         self.saves.append(copy.deepcopy(record))
+        self._count(transition_counters(record), record.updated_at)
         return True
 
     async def record_status(self, update: StatusUpdate) -> bool:
@@ -168,6 +193,39 @@ class FakeStore:
         if saved and next_lease is not None:
             taken = await self.acquire_lease(*next_lease)
         return StepSave(saved, wait, taken)
+
+    async def state_counts(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for record in self.records.values():
+            counts[record.state] = counts.get(record.state, 0) + 1
+        return counts
+
+    async def counter_buckets(self, width: int, since: float) -> list[tuple[int, dict[str, int]]]:
+        first = bucket_of(since, width)
+        return sorted(
+            (start, dict(counts))
+            for (w, start), counts in self.counters.items()
+            if w == width and start >= first
+        )
+
+    async def list_records(self, query: RecordQuery) -> RecordPage:
+        def matches(r: Record) -> bool:
+            return (
+                query.state in (None, r.state)
+                and query.fallback_reason in (None, r.fallback_reason)
+                and (query.since is None or r.updated_at >= query.since)
+                and (query.until is None or r.updated_at < query.until)
+                and (query.before is None or (r.updated_at, r.message_id) < query.before)
+            )
+
+        found = sorted(
+            (r for r in self.records.values() if matches(r)),
+            key=lambda r: (r.updated_at, r.message_id),
+            reverse=True,
+        )
+        page = [copy.deepcopy(r) for r in found[: query.limit]]
+        more = len(found) > query.limit and page
+        return RecordPage(page, (page[-1].updated_at, page[-1].message_id) if more else None)
 
     async def ping(self) -> None:
         return None

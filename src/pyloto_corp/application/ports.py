@@ -199,9 +199,11 @@ class InstanceRegistry(Protocol):
 class RecordQuery:
     """A page of the console's record list: newest last update first.
 
-    `state` and `fallback_reason` filter (None: any); `since`/`until` bound the last update
-    (inclusive/exclusive); `before` is the cursor of the next page (the `next_before` of the
-    previous one): only records last updated strictly before it, or at it with a smaller id.
+    `state` and `fallback_reason` filter (None: any; the reason as the record holds it);
+    `since`/`until` bound the last update (inclusive/exclusive); `before` is the cursor of
+    the next page (the `next_before` of the previous one): only records last updated strictly
+    before it, or at it with a smaller id. `limit`: at most this many records (the stores cap
+    it at 500; 0 or less gives an empty page).
     """
 
     state: str | None = None
@@ -214,7 +216,10 @@ class RecordQuery:
 
 @dataclass(frozen=True)
 class RecordPage:
-    """Records of one page, newest first, and the cursor of the next (None on the last)."""
+    """Records of one page, newest first, and the cursor of the next (None on the last).
+
+    A page may hold fewer than `limit` records and still have a cursor: a store that filters
+    by looking at a bounded slice of an index stops there, and the next page goes on."""
 
     records: list[Record]
     next_before: tuple[float, str] | None
@@ -230,7 +235,9 @@ class OpsReadModel(Protocol):
     async def counter_buckets(self, width: int, since: float) -> list[tuple[int, dict[str, int]]]:
         """The time buckets of `width` seconds (MINUTE or HOUR of domain.ops_metrics) that
         start at or after `bucket_of(since, width)`, oldest first, each with its counters
-        (names as in domain.ops_metrics); buckets with no counter may be absent."""
+        (names as in domain.ops_metrics); buckets with no counter may be absent, and so are
+        buckets older than their width is kept (MINUTE_BUCKETS_KEPT_SECONDS or
+        HOUR_BUCKETS_KEPT_SECONDS before now). ValueError for another width."""
 
     async def list_records(self, query: RecordQuery) -> RecordPage:
         """One page of records matching `query`, without their delivery status."""
