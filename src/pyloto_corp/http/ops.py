@@ -161,8 +161,9 @@ class OpsController(Controller):
     exception_handlers = {SignInRequired: _signin_required, Forbidden: _forbidden}  # noqa: RUF012
 
     @get("/static/{name:str}", media_type=MediaType.TEXT)
-    async def static(self, name: str) -> Response[bytes]:
+    async def static(self, request: Request[Any, Any, Any]) -> Response[bytes]:
         """The console's stylesheet and script, shipped inside the package."""
+        name = str(request.path_params["name"])
         kind = _STATIC.get(name)
         if kind is None:
             return Response(b"not found", status_code=404, media_type=MediaType.TEXT)
@@ -281,9 +282,10 @@ class OpsController(Controller):
         return Response("", status_code=303, headers={**_HEADERS, "Location": href})
 
     @get("/messages/{token:str}")
-    async def message(self, request: Request[Any, Any, Any], token: str) -> Response[str]:
+    async def message(self, request: Request[Any, Any, Any]) -> Response[str]:
         """One message: facts, timeline, reply, failure, trace."""
         console, session = _session(request)
+        token = str(request.path_params["token"])
         csrf = console.keys.csrf(session)
         message_id = console.keys.unseal(token)
         record = await console.container.store.get(message_id) if message_id else None

@@ -1,0 +1,255 @@
+"""The operations console over HTTP, on the real app (SQLite, local queue, dry-run outbox):
+access (off by default, sign-in, cookie, CSRF, origin), the pages' data, search by any
+wamid, and replay from the page; no page carries personal data."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import replace
+from html import unescape
+from typing import Any
+
+import httpx
+import pytest
+
+from pyloto_corp.domain.privacy import message_ref
+from pyloto_corp.domain.records import HistoryEntry, InboundMessage, Record
+from pyloto_corp.observability.pii_scan import scan_lines
+from tests.e2e.conftest import OpenPyloto
+from tests.e2e.support import Pyloto
+from tests.support.helpers import (
+    CONTACT_NAME,
+    CPF,
+    EMAIL,
+    INTERNAL_TOKEN,
+    PHONE,
+    SENDER,
+    envelope,
+    text_message,
+)
+
+pytestmark = pytest.mark.anyio
+
+
+def _csrf(html: str) -> str:
+    found = re.search(r'name="csrf" value="([^"]+)"', html)
+    assert found, "no CSRF field on the page"
+    return found.group(1)
+
+
+async def _sign_in(app: Pyloto) -> str:
+    """Sign in; the CSRF token of the session."""
+    response = await app.client.post(
+        "/ops/login", data={"token": INTERNAL_TOKEN}, follow_redirects=False
+    )
+    assert response.status_code == 303
+    assert response.headers["location"] == "/ops"
+    page = await app.client.get("/ops")
+    assert page.status_code == 200
+    return _csrf(page.text)
+
+
+def _no_personal_data(html: str) -> None:
+    text = unescape(re.sub(r"<[^>]+>", " ", html))
+    for body in (html, text):
+        assert scan_lines(body.splitlines()) == []
+        for secret in (SENDER, CONTACT_NAME, "Aparecida", EMAIL, CPF, "91234-5678"):
+            assert secret not in body
+
+
+async def test_the_console_is_off_unless_enabled(open_pyloto: OpenPyloto) -> None:
+    async with open_pyloto() as app:
+        for path in ("/ops", "/ops/login", "/ops/api/summary", "/ops/static/ops.css"):
+            assert (await app.client.get(path)).status_code == 404
+
+
+async def test_without_a_session_every_page_is_the_sign_in_form_and_no_data(
+    open_pyloto: OpenPyloto,
+) -> None:
+    async with open_pyloto(OPS_CONSOLE_ENABLED="true") as app:
+        await app.post(envelope([text_message("Olá")]))
+        await app.wait_idle()
+        for path in ("/ops", "/ops/records", "/ops/dead-letters", "/ops/messages/abc"):
+            response = await app.client.get(path)
+            assert response.status_code == 401
+            assert 'id="signin"' in response.text
+            assert 'id="machine"' not in response.text
+            assert "count-" not in response.text
+        api = await app.client.get("/ops/api/summary")
+        assert api.status_code == 401
+        assert "counts" not in api.json()
+        refused = await app.client.post("/ops/replay", data={"all": "1", "confirm": "yes"})
+        assert refused.status_code == 401
+        app.client.cookies.set("pyloto_ops", "9999999999.abc")
+        forged = await app.client.get("/ops")
+        assert forged.status_code == 401
+
+
+async def test_sign_in_sets_a_strict_http_only_cookie_without_the_token(
+    open_pyloto: OpenPyloto,
+) -> None:
+    async with open_pyloto(OPS_CONSOLE_ENABLED="true") as app:
+        wrong = await app.client.post("/ops/login", data={"token": "not-it"})
+        assert wrong.status_code == 401
+        assert 'class="error"' in wrong.text
+        assert "set-cookie" not in wrong.headers
+        right = await app.client.post(
+            "/ops/login", data={"token": INTERNAL_TOKEN}, follow_redirects=False
+        )
+        cookie = right.headers["set-cookie"]
+        assert "HttpOnly" in cookie
+        assert "samesite=strict" in cookie.lower()
+        assert "Path=/ops" in cookie
+        assert INTERNAL_TOKEN not in cookie
+        assert "Secure" not in cookie  # plain HTTP here; behind HTTPS it is Secure
+        assert (await app.client.get("/ops")).status_code == 200
+        behind_tls = await httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app.client.app), base_url="http://x"
+        ).post("/ops/login", data={"token": INTERNAL_TOKEN}, headers={"x-forwarded-proto": "https"})
+        assert "Secure" in behind_tls.headers["set-cookie"]
+
+
+async def test_posts_need_the_csrf_token_and_this_origin(open_pyloto: OpenPyloto) -> None:
+    async with open_pyloto(OPS_CONSOLE_ENABLED="true") as app:
+        csrf = await _sign_in(app)
+        missing = await app.client.post("/ops/replay", data={"all": "1", "confirm": "yes"})
+        assert missing.status_code == 403
+        wrong = await app.client.post("/ops/replay", data={"all": "1", "csrf": "0" * 40})
+        assert wrong.status_code == 403
+        elsewhere = await app.client.post(
+            "/ops/replay",
+            data={"all": "1", "csrf": csrf},
+            headers={"origin": "https://evil.example"},
+        )
+        assert elsewhere.status_code == 403
+        ok = await app.client.post("/ops/replay", data={"all": "1", "csrf": csrf})
+        assert ok.status_code == 200
+        assert 'id="confirm-replay"' in ok.text
+        out = await app.client.post("/ops/logout", data={"csrf": csrf}, follow_redirects=False)
+        assert out.status_code == 303
+        assert (await app.client.get("/ops")).status_code == 401
+
+
+async def test_the_machine_counts_records_and_the_summary_follows(open_pyloto: OpenPyloto) -> None:
+    async with open_pyloto(OPS_CONSOLE_ENABLED="true") as app:
+        await _sign_in(app)
+        before = (await app.client.get("/ops/api/summary")).json()
+        assert before["counts"]["sent"] == 0
+        for text in ("Olá", "Bom dia", "Qual o preço?"):
+            await app.post(envelope([text_message(text)]))
+        await app.wait_idle()
+        summary = (await app.client.get("/ops/api/summary")).json()
+        assert summary["counts"]["sent"] == 3
+        assert summary["counts"]["received"] == 0
+        assert summary["taken"]["sending>sent"] == 3
+        assert summary["taken"]["deduped>fallback"] == 3  # the LLM is off here
+        assert "llm_disabled" in summary["charts"]
+        page = await app.client.get("/ops")
+        assert re.search(r'id="count-sent"[^>]*>3<', page.text)
+        assert re.search(r'data-transition="sending&gt;sent"[^>]*>3<', page.text)
+        assert page.headers["cache-control"] == "no-store"
+        assert "frame-ancestors 'none'" in page.headers["content-security-policy"]
+        css = await app.client.get("/ops/static/ops.css")
+        assert css.status_code == 200
+        assert "#machine" in css.text
+        assert (await app.client.get("/ops/static/ops.js")).status_code == 200
+        assert (await app.client.get("/ops/static/../config.py")).status_code == 404
+
+
+async def test_records_filter_page_and_open_a_message_by_any_wamid(
+    open_pyloto: OpenPyloto,
+) -> None:
+    async with open_pyloto(OPS_CONSOLE_ENABLED="true") as app:
+        csrf = await _sign_in(app)
+        odd = "wamid.HBgNNTUxMTk4NzY1NDMyMRUCABIYFjNFQjA+/x/y+z=="
+        await app.post(envelope([text_message("Meu CPF é " + CPF, message_id=odd)]))
+        for i in range(3):
+            await app.post(envelope([text_message(f"Oi {i}")]))
+        await app.wait_idle()
+        listed = await app.client.get("/ops/records", params={"state": "sent"})
+        assert listed.status_code == 200
+        assert listed.text.count('class="record"') == 4
+        assert message_ref(odd) in listed.text
+        assert odd not in listed.text
+        none = await app.client.get("/ops/records", params={"state": "failed"})
+        assert 'id="no-records"' in none.text
+        by_reason = await app.client.get("/ops/records", params={"reason": "llm_disabled"})
+        assert by_reason.text.count('class="record"') == 4
+        other_reason = await app.client.get("/ops/records", params={"reason": "llm_timeout"})
+        assert other_reason.text.count('class="record"') == 0
+        future = await app.client.get("/ops/records", params={"since": "2999-01-01T00:00"})
+        assert future.text.count('class="record"') == 0
+        bad = await app.client.get("/ops/records", params={"since": "yesterday", "state": "x"})
+        assert bad.status_code == 200
+        assert bad.text.count('class="record"') == 4
+        assert 'role="alert"' in bad.text
+
+        found = await app.client.post(
+            "/ops/search", data={"id": odd, "csrf": csrf}, follow_redirects=False
+        )
+        assert found.status_code == 303
+        link = found.headers["location"]
+        assert odd not in link
+        assert "5511" not in link
+        page = await app.client.get(link)
+        assert page.status_code == 200
+        assert 'id="timeline"' in page.text
+        steps = re.findall(r'<span class="to">([a-z_0-9]+)</span>', page.text)
+        assert steps == ["deduped", "fallback", "queued_outbound", "sending", "sent"]
+        assert page.text.count('class="attempt"') == 5
+        assert 'id="reply"' in page.text
+        _no_personal_data(page.text)
+        assert CPF not in page.text
+        absent = await app.client.post("/ops/search", data={"id": "wamid.NOPE", "csrf": csrf})
+        assert absent.status_code == 404
+        tampered = await app.client.get(link[:-3] + "AAA")
+        assert tampered.status_code == 404
+
+
+async def test_a_dead_letter_is_replayed_from_the_page(open_pyloto: OpenPyloto) -> None:
+    async with open_pyloto(OPS_CONSOLE_ENABLED="true") as app:
+        csrf = await _sign_in(app)
+        store = app.container.store
+        now = app.container.clock()
+        inbound = InboundMessage(
+            "wamid.DEADLETTER1", SENDER, "text", int(now), text="Olá", contact_name=CONTACT_NAME
+        )
+        record = Record.received(inbound, now)
+        failed = replace(
+            record,
+            state="failed",
+            version=1,
+            failure_reason=f"graph 131026: could not reach {PHONE}",
+            history=[HistoryEntry("received", "failed", "dead_letter", now, 3.0, 5)],
+            conversation="c1",
+        )
+        assert await store.create_if_absent([failed]) == [True]
+        listed = await app.client.get("/ops/dead-letters")
+        assert listed.text.count('class="dead-letter"') == 1
+        assert "graph 131026" in listed.text
+        _no_personal_data(listed.text)
+        token = re.search(r'name="message" value="([^"]+)"', listed.text)
+        assert token
+        confirm = await app.client.post(
+            "/ops/replay", data={"csrf": csrf, "message": token.group(1)}
+        )
+        assert 'id="confirm-replay"' in confirm.text
+        assert await store.get("wamid.DEADLETTER1") is not None
+        assert (await store.get("wamid.DEADLETTER1")).state == "failed"  # type: ignore[union-attr]
+        done = await app.client.post(
+            "/ops/replay", data={"csrf": csrf, "message": token.group(1), "confirm": "yes"}
+        )
+        assert done.status_code == 200
+        assert 'id="replay-result"' in done.text
+        assert done.text.count('class="replayed"') == 1
+        await app.wait_idle()
+        view = await app.view("wamid.DEADLETTER1")
+        assert view["state"] == "sent"
+        again = await app.client.post(
+            "/ops/replay", data={"csrf": csrf, "message": token.group(1), "confirm": "yes"}
+        )
+        assert again.text.count('class="skipped"') == 1
+        assert "state is sent" in again.text
+        counts: dict[str, Any] = (await app.client.get("/ops/api/summary")).json()["counts"]
+        assert counts["failed"] == 0
+        assert counts["sent"] == 1
