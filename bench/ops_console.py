@@ -25,6 +25,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
+import httpx
 from _common import (
     INTERNAL_TOKEN,
     SERVER_CPU,
@@ -37,8 +38,6 @@ from _common import (
     workspace,
     write_results,
 )
-
-import httpx
 
 from pyloto_corp.bootstrap import bootstrap
 from pyloto_corp.config import Settings
