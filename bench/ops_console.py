@@ -69,6 +69,7 @@ async def populate(store: Any, count: int, now: float) -> None:
     """`count` records created over the last day, each saved through its lifecycle."""
     rng = random.Random(7)
     batch = 500
+    lanes = asyncio.Semaphore(32)  # under the Redis client's connection pool
     for first in range(0, count, batch):
         records = []
         for i in range(first, min(count, first + batch)):
@@ -80,6 +81,10 @@ async def populate(store: Any, count: int, now: float) -> None:
         await store.create_if_absent(records)
 
         async def walk(record: Record, i: int) -> None:
+            async with lanes:
+                await _walk(record, i)
+
+        async def _walk(record: Record, i: int) -> None:
             path, reason, failure = _path(i)
             at = record.created_at
             for dest in path:
