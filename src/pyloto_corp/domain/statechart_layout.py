@@ -124,7 +124,7 @@ def layout(chart: Statechart) -> Layout:
         taken.add((col, row))
     low, high = min(slot.values()), max(slot.values())
     # Room above the top row and below the bottom one for arcs and self-loops.
-    top = MARGIN + 70
+    top = MARGIN + 40
     placed = {
         name: Placed(
             name,
@@ -136,7 +136,7 @@ def layout(chart: Statechart) -> Layout:
         for name in chart.states
     }
     width = 2 * MARGIN + BOX_WIDTH + max(column.values()) * COLUMN_STEP
-    height = top + BOX_HEIGHT + (high - low) * ROW_STEP + MARGIN + 50
+    height = top + BOX_HEIGHT + (high - low) * ROW_STEP + MARGIN + 30
     return Layout(placed, width, height, top)
 
 

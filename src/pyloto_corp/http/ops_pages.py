@@ -169,7 +169,9 @@ def charts(board: Dashboard) -> str:
             f'<b class="total-received">{window.total_received}</b></span>'
             f'<span class="sent">sent <b class="total-sent">{window.total_sent}</b></span>'
             f'<span>dead letters <b class="total-dead-letters">{window.dead_letters}</b></span>'
-            f"</div>{_spark(window)}</div>"
+            f"</div>{_spark(window)}"
+            f'<div class="axis" aria-hidden="true"><span>{e(when(window.starts[0]))}</span>'
+            "<span>now</span></div></div>"
         )
     for window in (board.hour, board.day):
         cards.append(
