@@ -12,6 +12,10 @@ from typing import Any
 import httpx
 import pytest
 
+from pyloto_corp.adapters.redis_keys import RedisKeys
+from pyloto_corp.adapters.redis_store import RedisStore, connect
+from pyloto_corp.adapters.sqlite_store import SQLiteStore
+from pyloto_corp.application.ports import StateStore
 from pyloto_corp.domain.privacy import message_ref
 from pyloto_corp.domain.records import HistoryEntry, InboundMessage, Record
 from pyloto_corp.observability.pii_scan import scan_lines
@@ -43,6 +47,21 @@ def backend(request: pytest.FixtureRequest, redis_prefix: str) -> dict[str, str]
         "REDIS_URL": server.url,
         "REDIS_KEY_PREFIX": redis_prefix,
     }
+
+
+def _store_beside(app: Pyloto, backend: dict[str, str]) -> StateStore:
+    """A second store on the app's data (its SQLite file, or its Redis and prefix)."""
+    chart = app.container.chart
+    terminal = [name for name, spec in chart.states.items() if spec.terminal]
+    if backend.get("STATE_BACKEND") == "redis":
+        return RedisStore(
+            connect(backend["REDIS_URL"]),
+            terminal,
+            8 * 86400,
+            RedisKeys(backend["REDIS_KEY_PREFIX"]),
+            states=list(chart.states),
+        )
+    return SQLiteStore(app.database, terminal)
 
 
 def _csrf(html: str) -> str:
@@ -227,7 +246,6 @@ async def test_a_dead_letter_is_replayed_from_the_page(
 ) -> None:
     async with open_pyloto(**backend) as app:
         csrf = await _sign_in(app)
-        store = app.container.store
         now = app.container.clock()
         inbound = InboundMessage(
             "wamid.DEADLETTER1", SENDER, "text", int(now), text="Olá", contact_name=CONTACT_NAME
@@ -241,7 +259,12 @@ async def test_a_dead_letter_is_replayed_from_the_page(
             history=[HistoryEntry("received", "failed", "dead_letter", now, 3.0, 5)],
             conversation="c1",
         )
-        assert await store.create_if_absent([failed]) == [True]
+        # Written by a store of the test's own: the app's clients belong to its event loop.
+        store = _store_beside(app, backend)
+        try:
+            assert await store.create_if_absent([failed]) == [True]
+        finally:
+            await store.close()
         listed = await app.client.get("/ops/dead-letters")
         assert listed.text.count('class="dead-letter"') == 1
         assert "graph 131026" in listed.text
