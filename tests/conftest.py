@@ -27,6 +27,16 @@ hypothesis.settings.register_profile(
 hypothesis.settings.load_profile("pyloto")
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    """`--update-docs-screenshot`: the ops console's browser test of the machine page also
+    writes docs/images/ops-console.png, the README's picture of the console."""
+    parser.addoption(
+        "--update-docs-screenshot",
+        action="store_true",
+        help="write docs/images/ops-console.png from the ops console browser test",
+    )
+
+
 @pytest.fixture
 def anyio_backend() -> str:
     """Async tests run on asyncio, as the service does."""

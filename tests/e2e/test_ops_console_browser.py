@@ -1,0 +1,406 @@
+"""The operations console in a real browser: a headless Chromium signed in to a `pyloto serve`
+child process with `OPS_CONSOLE_ENABLED=true`, posting signed webhooks and watching the pages.
+
+Every page a test visits is saved as a screenshot under tests/artifacts/screenshots/;
+`pytest --update-docs-screenshot` also copies the live machine page to
+docs/images/ops-console.png. Without Chromium and ChromeDriver these tests fail (never skip):
+`python -m tests.support.browser install` provides them.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from urllib.parse import unquote
+
+import httpx
+import pytest
+from selenium.webdriver.chrome.webdriver import WebDriver
+from selenium.webdriver.remote.webelement import WebElement
+
+from pyloto_corp.bootstrap import load_chart
+from tests.e2e.ops_console import (
+    CONSOLE_VARIABLES,
+    Console,
+    message_path,
+    personal_data_in,
+    post_texts,
+    wait_until,
+)
+from tests.e2e.servers import ServeProcess, process_env, redis_variables
+from tests.e2e.support import FALLBACK_PATH
+from tests.support import browser
+from tests.support.fake_graph import PHONE_NUMBER_ID, TOKEN, FakeGraph, Fault
+from tests.support.helpers import (
+    APP_SECRET,
+    CNPJ,
+    CONTACT_NAME,
+    CPF,
+    EMAIL,
+    PHONE,
+    SENDER,
+    VERIFY_TOKEN,
+)
+
+pytestmark = pytest.mark.browser
+
+STATES = tuple(load_chart().states)
+OpenConsole = Callable[..., Console]
+
+
+@pytest.fixture
+def chrome(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[WebDriver]:
+    """A headless Chromium of this test's own, on a fresh profile; fails (never skips) when
+    the browser is not installed."""
+    found = browser.binaries()
+    if found is None:
+        pytest.fail(browser.MISSING, pytrace=False)
+    monkeypatch.setenv("SE_OFFLINE", "true")  # Selenium Manager: never download anything
+    driver = browser.start_chrome(*found, tmp_path / "profile", tmp_path / "chromedriver.log")
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+@pytest.fixture
+def open_console(
+    chrome: WebDriver, tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[OpenConsole]:
+    """Start a `pyloto serve` with the console on (embedded SQLite, or `backend="redis"` on
+    the session's redis-server under the test's own prefix) and point the browser at it:
+    `open_console(graph=fake_graph, VAR="x")`. The server's log is printed at teardown (pytest
+    shows it when the test failed)."""
+    servers: list[ServeProcess] = []
+
+    def start(backend: str = "sqlite", graph: FakeGraph | None = None, **extra: str) -> Console:
+        variables = {
+            "STATE_SQLITE_PATH": str(tmp_path / "state" / "pyloto.db"),
+            "WHATSAPP_APP_SECRET": APP_SECRET,
+            "WHATSAPP_VERIFY_TOKEN": VERIFY_TOKEN,
+            "LOCAL_QUEUE_MIN_BACKOFF_SECONDS": "0.05",
+            "LOCAL_QUEUE_MAX_BACKOFF_SECONDS": "0.5",
+        }
+        if backend == "redis":
+            redis_url = request.getfixturevalue("redis_server").url
+            prefix = request.getfixturevalue("redis_prefix")
+            variables = redis_variables(redis_url, prefix, tmp_path)
+        if graph is not None:
+            variables |= {
+                "WHATSAPP_ACCESS_TOKEN": TOKEN,
+                "WHATSAPP_PHONE_NUMBER_ID": PHONE_NUMBER_ID,
+                "WHATSAPP_API_BASE_URL": graph.base_url,
+                "WHATSAPP_TIMEOUT_SECONDS": "2",
+            }
+        (tmp_path / "state").mkdir(exist_ok=True)
+        env = process_env({**variables, **CONSOLE_VARIABLES, **extra})
+        server = ServeProcess(env, tmp_path / f"server-{len(servers)}.log")
+        servers.append(server)
+        server.start()
+        return Console(chrome, server, request.node.name)
+
+    yield start
+    for server in servers:
+        server.cleanup()
+        print(f"--- {server.log.name}\n{server.log.read_text(errors='replace')[-8000:]}")
+
+
+def signed_in(console: Console) -> Console:
+    """Sign in with the right token and wait for the machine page."""
+    console.sign_in()
+    console.find("svg#machine")
+    return console
+
+
+def count(console: Console, state: str) -> str:
+    """The number shown in a state's box."""
+    return console.text_of(f"#count-{state}")
+
+
+def edge_count(console: Console, source: str, dest: str) -> str:
+    """The number shown on a transition's edge (taken in the last hour)."""
+    return console.text_of(f"text.edge-count[data-transition='{source}>{dest}']")
+
+
+def wait_count(console: Console, state: str, expected: int) -> None:
+    """Wait until the state's box shows `expected` (the page updates itself)."""
+    wait_until(
+        lambda: count(console, state) == str(expected),
+        lambda: f"#count-{state} shows {count(console, state)!r}, not {expected}",
+    )
+
+
+def wait_state(console: Console, message_id: str, state: str) -> None:
+    """Reload the message's page until it shows `state`."""
+
+    def shown() -> bool:
+        console.open(message_path(message_id))
+        return console.text_of("#state") == state
+
+    wait_until(shown, lambda: f"{message_id} is {console.text_of('#state')!r}, not {state}")
+
+
+# --- 1. sign-in -------------------------------------------------------------------------
+
+
+def test_signing_in_a_wrong_token_is_refused_and_no_page_shows_data_without_it(
+    open_console: OpenConsole,
+) -> None:
+    """Without the cookie every console path answers 401 with the sign-in page and no count;
+    a wrong token shows the error; the right one lands on the machine, with an HttpOnly,
+    SameSite=Strict cookie that the page's scripts cannot read."""
+    console = open_console()
+    with httpx.Client(base_url=console.server.url, timeout=10) as client:
+        for path in ("/ops", "/ops/records", "/ops/dead-letters", message_path("wamid.X")):
+            response = client.get(path)
+            assert response.status_code == 401, (path, response.status_code)
+            assert 'id="signin"' in response.text, path
+            assert "count-" not in response.text, path
+        summary = client.get("/ops/api/summary")
+        assert summary.status_code == 401
+        assert not [s for s in STATES if s in summary.text], summary.text
+
+    console.open("/ops")
+    console.find("#signin")
+    assert console.first("svg#machine") is None
+    console.screenshot("signin")
+
+    console.sign_in("not-the-token")
+    error = console.find(".error")
+    assert error.is_displayed()
+    assert console.first("svg#machine") is None
+    console.screenshot("signin-refused")
+
+    signed_in(console)
+    assert console.path == "/ops"
+    [cookie] = [c for c in console.driver.get_cookies() if c.get("httpOnly")]
+    assert cookie["sameSite"] == "Strict"
+    assert cookie["name"] not in str(console.script("return document.cookie"))
+    console.screenshot("machine")
+
+
+# --- 2. live counts -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "redis"])
+def test_the_machine_page_counts_messages_as_they_run_without_reloading(
+    open_console: OpenConsole,
+    graph: FakeGraph,
+    backend: str,
+    request: pytest.FixtureRequest,
+) -> None:
+    """Three messages posted while the page is open reach `sent` in the state boxes and on
+    the edges, and a fourth the Graph API refuses for good shows in `failed`: all by the
+    page's polling, the page never reloaded (a marker set in it before is still there)."""
+    console = signed_in(open_console(backend=backend, graph=graph))
+    assert count(console, "sent") == "0"
+    assert {s for s in STATES if console.first(f"g.state[data-state='{s}'] #count-{s}")} == set(
+        STATES
+    )
+    console.script("window.__marker = 1")
+    first_update = console.text_of("#updated-at")
+
+    post_texts(console.server, ["Oi, bom dia", "Qual o horário?", "Vocês abrem sábado?"])
+    wait_count(console, "sent", 3)
+    for source, dest in itertools.pairwise(FALLBACK_PATH):
+        assert edge_count(console, source, dest) == "3", (source, dest)
+    assert console.text_of("#updated-at") != first_update
+    assert console.first("#charts") is not None
+
+    graph.inject(Fault(code=131026))  # permanent: the next send is dead-lettered
+    post_texts(console.server, ["Quero remarcar"])
+    wait_count(console, "failed", 1)
+    assert count(console, "sent") == "3"
+    assert console.script("return window.__marker") == 1, "the page was reloaded"
+
+    if backend == "sqlite" and request.config.getoption("--update-docs-screenshot"):
+        console.screenshot_for_docs(f"machine-{backend}")
+    else:
+        console.screenshot(f"machine-{backend}")
+
+
+# --- 3. a message's timeline ------------------------------------------------------------
+
+
+def test_a_message_timeline_opens_from_the_records_and_from_the_search(
+    open_console: OpenConsole,
+) -> None:
+    """A sent message's row in the records links to its page, whose timeline holds every
+    transition from `received` to `sent`, each with a duration and an attempt; the search
+    by id leads to the same page."""
+    console = signed_in(open_console())
+    [message_id, _other] = post_texts(console.server, ["Qual o endereço?", "Obrigado"])
+    wait_count(console, "sent", 2)
+
+    console.find("a#nav-records").click()
+    console.find("table#records")
+    wait_until(
+        lambda: len(console.all("tr.record")) == 2,
+        lambda: f"{len(console.all('tr.record'))} rows in #records",
+    )
+    console.screenshot("records")
+    [link] = [
+        a
+        for a in console.all("tr.record a.message-link")
+        if unquote(str(a.get_attribute("href"))).endswith(message_id)
+    ]
+    link.click()
+    console.find("ol#timeline")
+    assert unquote(console.path) == f"/ops/messages/{message_id}"
+    console.screenshot("message")
+
+    steps = console.all("ol#timeline li.transition")
+    assert [step.find_element("css selector", ".from").text for step in steps] == FALLBACK_PATH[:-1]
+    assert [step.find_element("css selector", ".to").text for step in steps] == FALLBACK_PATH[1:]
+    for step in steps:
+        for part in (".trigger", ".at", ".duration"):
+            assert step.find_element("css selector", part).text.strip(), part
+        assert int(step.find_element("css selector", ".attempt").text.strip()) >= 1
+    assert console.text_of("#state") == "sent"
+    assert console.text_of("#trace-id")
+    assert console.first("#failure-reason") is None
+
+    console.open("/ops/records")
+    console.find("#search input[name='id']").send_keys(message_id)
+    console.find("#search-submit").click()
+    wait_until(
+        lambda: unquote(console.path) == f"/ops/messages/{message_id}",
+        lambda: f"the search led to {console.path}",
+    )
+    console.find("ol#timeline")
+
+
+# --- 4. dead letters and replay -----------------------------------------------------------
+
+
+def test_a_dead_letter_is_replayed_from_its_row_and_another_with_replay_all(
+    open_console: OpenConsole, graph: FakeGraph
+) -> None:
+    """Two sends the Graph API refuses for good end in `failed`, listed in the dead letters
+    with their reason. Replaying one from its row asks for confirmation, then lists it as
+    replayed; `replay all` does the same for the other. Both then reach `sent`, each sent
+    once. A replay POST without the console's CSRF field is refused."""
+    graph.inject(Fault(code=131026), Fault(code=131026))
+    console = signed_in(open_console(graph=graph))
+    ids = post_texts(console.server, ["Preciso de ajuda", "Alguém aí?"])
+    wait_count(console, "failed", 2)
+
+    console.find("a#nav-dead-letters").click()
+    console.find("table#dead-letters")
+    rows = console.all("tr.dead-letter")
+    assert len(rows) == 2
+    for row in rows:
+        assert "131026" in row.find_element("css selector", ".reason").text
+    console.screenshot("dead-letters")
+
+    refused_without_csrf(console, "form.replay-one")
+
+    row_of(console, "tr.dead-letter", ids[0]).find_element("css selector", ".replay-button").click()
+    console.find("form#confirm-replay")
+    console.screenshot("confirm-one")
+    console.find("#confirm-button").click()
+    assert replay_result(console) == ([ids[0]], [])
+    console.screenshot("replayed-one")
+    wait_state(console, ids[0], "sent")
+
+    console.open("/ops/dead-letters")
+    assert len(console.all("tr.dead-letter")) == 1
+    console.find("form#replay-all button, form#replay-all [type='submit']").click()
+    console.find("form#confirm-replay")
+    console.screenshot("confirm-all")
+    console.find("#confirm-button").click()
+    assert replay_result(console) == ([ids[1]], [])
+    console.screenshot("replayed-all")
+    wait_state(console, ids[1], "sent")
+    console.screenshot("message-after-replay")
+
+    for message_id in ids:
+        assert len(graph.sends_for(message_id)) == 1, message_id
+
+
+def row_of(console: Console, rows_css: str, message_id: str) -> WebElement:
+    """The one row among `rows_css` that is about `message_id` (its text or its links)."""
+    found = [
+        row
+        for row in console.all(rows_css)
+        if message_id in unquote(str(row.get_attribute("outerHTML")))
+    ]
+    assert len(found) == 1, f"{len(found)} rows of {rows_css} about {message_id}"
+    return found[0]
+
+
+def replay_result(console: Console) -> tuple[list[str], list[str]]:
+    """The texts of the replayed and of the skipped items on the replay's result page."""
+    result = console.find("#replay-result")
+    return (
+        [e.text.strip() for e in result.find_elements("css selector", ".replayed")],
+        [e.text.strip() for e in result.find_elements("css selector", ".skipped")],
+    )
+
+
+def refused_without_csrf(console: Console, form_css: str) -> None:
+    """POST a form's action with the browser's cookies but without its hidden fields: 403."""
+    form = console.find(form_css)
+    action = str(form.get_attribute("action"))
+    fields = {
+        str(i.get_attribute("name")): str(i.get_attribute("value"))
+        for i in form.find_elements("css selector", "input")
+        if i.get_attribute("type") != "hidden" and i.get_attribute("name")
+    }
+    cookies = {str(c["name"]): str(c["value"]) for c in console.driver.get_cookies()}
+    response = httpx.post(action, data=fields, cookies=cookies, timeout=10)
+    assert response.status_code == 403, (action, response.status_code)
+
+
+# --- 5. no personal data on any page ---------------------------------------------------
+
+
+def test_no_page_shows_a_phone_an_email_a_cpf_or_the_contact_name(
+    open_console: OpenConsole, graph: FakeGraph
+) -> None:
+    """Messages whose text and contact name carry personal data run to `sent` and one to
+    `failed`: no page of the console (machine, records, each message, dead letters, the
+    confirmation and the replay's result) holds anything the `pyloto pii-scan` detector
+    finds, in its HTML or its visible text, nor the contact's name or phone as written."""
+    graph.inject(Fault(code=131026))
+    console = signed_in(open_console(graph=graph))
+    texts = [
+        f"Meu telefone é {PHONE}, me liga",
+        f"Meu e-mail é {EMAIL}",
+        f"CPF {CPF} e CNPJ {CNPJ}",
+        f"Sou {CONTACT_NAME}, meu número é {SENDER}",
+    ]
+    ids = post_texts(console.server, texts, name=CONTACT_NAME, sender=SENDER)
+    wait_count(console, "failed", 1)
+    wait_count(console, "sent", len(ids) - 1)
+    forbidden = [CONTACT_NAME, *CONTACT_NAME.split(), SENDER, PHONE, EMAIL, CPF, CNPJ]
+    problems: list[str] = []
+
+    def check(label: str) -> None:
+        console.screenshot(label)
+        problems.extend(personal_data_in(console, forbidden))
+
+    console.open("/ops")
+    console.find("svg#machine")
+    check("machine")
+    console.open("/ops/records")
+    console.find("table#records")
+    check("records")
+    for number, message_id in enumerate(ids, start=1):
+        console.open(message_path(message_id))
+        console.find("ol#timeline")
+        check(f"message-{number}")
+    console.open("/ops/dead-letters")
+    console.find("tr.dead-letter")
+    check("dead-letters")
+    console.find("form#replay-all button, form#replay-all [type='submit']").click()
+    console.find("form#confirm-replay")
+    check("confirm")
+    console.find("#confirm-button").click()
+    console.find("#replay-result")
+    check("replay-result")
+    console.open("/ops/api/summary")
+    problems.extend(personal_data_in(console, forbidden))
+
+    assert problems == []
