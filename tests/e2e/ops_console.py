@@ -11,10 +11,9 @@ from __future__ import annotations
 import re
 import shutil
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import quote
 
 import httpx
 from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
@@ -58,11 +57,6 @@ def wait_until(
         if time.monotonic() > deadline:
             raise AssertionError(f"not within {seconds} s: {describe()}")
         time.sleep(0.05)
-
-
-def message_path(message_id: str) -> str:
-    """The console's page of one message, the id percent-encoded."""
-    return f"/ops/messages/{quote(message_id, safe='')}"
 
 
 def post_texts(
@@ -184,14 +178,17 @@ class Console:
 # --- personal data ----------------------------------------------------------------------
 
 
-def personal_data_in(console: Console, forbidden: Iterable[str]) -> list[str]:
+def personal_data_in(console: Console, forbidden: Mapping[str, str]) -> list[str]:
     """What of a page would expose a customer: anything `pyloto pii-scan`'s detector finds in
-    its HTML or visible text, and any of `forbidden` (a name, a raw phone) as written."""
+    its HTML or visible text, and any value of `forbidden` (what it is → the value: a name, a
+    raw phone) as written, in any case."""
     html, text = console.source(), console.visible_text()
     problems = [f"{console.path} html {finding}" for finding in scan_lines(html.splitlines())]
     problems += [f"{console.path} text {finding}" for finding in scan_lines(text.splitlines())]
-    for value in forbidden:
+    for what, value in forbidden.items():
         for where, content in (("html", html), ("text", text)):
-            if value.casefold() in content.casefold():
-                problems.append(f"{console.path} {where} shows {value[:2]}… as written")
+            at = content.casefold().find(value.casefold())
+            if at >= 0:
+                context = content[max(0, at - 40) : at].replace("\n", " ")
+                problems.append(f"{console.path} {where} shows {what} after {context!r}")
     return problems

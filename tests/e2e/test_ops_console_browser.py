@@ -10,20 +10,21 @@ docs/images/ops-console.png. Without Chromium and ChromeDriver these tests fail 
 from __future__ import annotations
 
 import itertools
+import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from urllib.parse import unquote
 
 import httpx
 import pytest
 from selenium.webdriver.chrome.webdriver import WebDriver
+from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webelement import WebElement
 
 from pyloto_corp.bootstrap import load_chart
+from pyloto_corp.domain.privacy import message_ref
 from tests.e2e.ops_console import (
     CONSOLE_VARIABLES,
     Console,
-    message_path,
     personal_data_in,
     post_texts,
     wait_until,
@@ -131,14 +132,59 @@ def wait_count(console: Console, state: str, expected: int) -> None:
     )
 
 
-def wait_state(console: Console, message_id: str, state: str) -> None:
-    """Reload the message's page until it shows `state`."""
+def row_of(console: Console, rows_css: str, message_id: str) -> WebElement:
+    """The one row among `rows_css` about `message_id`: pages show a message by its
+    reference (`message_ref`), never by its id, which encodes the sender's number."""
+    ref = message_ref(message_id)
+    found = [row for row in console.all(rows_css) if ref in row.text]
+    assert len(found) == 1, f"{len(found)} rows of {rows_css} show {ref}"
+    return found[0]
+
+
+def link_of(console: Console, rows_css: str, message_id: str) -> str:
+    """The URL of a message's page, from its row."""
+    link = row_of(console, rows_css, message_id).find_element(By.CSS_SELECTOR, "a.message-link")
+    return str(link.get_attribute("href"))
+
+
+def wait_state(console: Console, url: str, state: str) -> None:
+    """Reload a message's page until it shows `state`."""
 
     def shown() -> bool:
-        console.open(message_path(message_id))
+        console.driver.get(url)
         return console.text_of("#state") == state
 
-    wait_until(shown, lambda: f"{message_id} is {console.text_of('#state')!r}, not {state}")
+    wait_until(shown, lambda: f"{console.path} shows {console.text_of('#state')!r}, not {state}")
+
+
+def replay_result(console: Console) -> tuple[list[str], list[str]]:
+    """The references listed as replayed, and as skipped, on a replay's result page."""
+    result = console.find("#replay-result")
+    return (
+        [
+            e.find_element(By.TAG_NAME, "code").text
+            for e in result.find_elements(By.CSS_SELECTOR, ".replayed")
+        ],
+        [
+            e.find_element(By.TAG_NAME, "code").text
+            for e in result.find_elements(By.CSS_SELECTOR, ".skipped")
+        ],
+    )
+
+
+def refused_without_csrf(console: Console, form_css: str) -> None:
+    """POST a form of the page with the browser's cookies and every field but its CSRF
+    token: the console answers 403 and does nothing."""
+    form = console.find(form_css)
+    action = str(form.get_attribute("action"))
+    fields = {
+        str(i.get_attribute("name")): str(i.get_attribute("value"))
+        for i in form.find_elements(By.CSS_SELECTOR, "input[name]")
+        if i.get_attribute("name") != "csrf"
+    }
+    cookies = {str(c["name"]): str(c["value"]) for c in console.driver.get_cookies()}
+    response = httpx.post(action, data=fields, cookies=cookies, timeout=10)
+    assert response.status_code == 403, (action, response.status_code)
 
 
 # --- 1. sign-in -------------------------------------------------------------------------
@@ -152,7 +198,7 @@ def test_signing_in_a_wrong_token_is_refused_and_no_page_shows_data_without_it(
     SameSite=Strict cookie that the page's scripts cannot read."""
     console = open_console()
     with httpx.Client(base_url=console.server.url, timeout=10) as client:
-        for path in ("/ops", "/ops/records", "/ops/dead-letters", message_path("wamid.X")):
+        for path in ("/ops", "/ops/records", "/ops/dead-letters", "/ops/messages/x"):
             response = client.get(path)
             assert response.status_code == 401, (path, response.status_code)
             assert 'id="signin"' in response.text, path
@@ -167,8 +213,7 @@ def test_signing_in_a_wrong_token_is_refused_and_no_page_shows_data_without_it(
     console.screenshot("signin")
 
     console.sign_in("not-the-token")
-    error = console.find(".error")
-    assert error.is_displayed()
+    assert console.find(".error").is_displayed()
     assert console.first("svg#machine") is None
     console.screenshot("signin-refused")
 
@@ -195,9 +240,8 @@ def test_the_machine_page_counts_messages_as_they_run_without_reloading(
     page's polling, the page never reloaded (a marker set in it before is still there)."""
     console = signed_in(open_console(backend=backend, graph=graph))
     assert count(console, "sent") == "0"
-    assert {s for s in STATES if console.first(f"g.state[data-state='{s}'] #count-{s}")} == set(
-        STATES
-    )
+    boxes = {s for s in STATES if console.first(f"g.state[data-state='{s}'] #count-{s}")}
+    assert boxes == set(STATES)
     console.script("window.__marker = 1")
     first_update = console.text_of("#updated-at")
 
@@ -229,46 +273,40 @@ def test_a_message_timeline_opens_from_the_records_and_from_the_search(
     """A sent message's row in the records links to its page, whose timeline holds every
     transition from `received` to `sent`, each with a duration and an attempt; the search
     by id leads to the same page."""
-    console = signed_in(open_console())
+    console = signed_in(open_console(OTEL_TRACES_EXPORTER="console"))  # records keep a trace
     [message_id, _other] = post_texts(console.server, ["Qual o endereço?", "Obrigado"])
     wait_count(console, "sent", 2)
 
     console.find("a#nav-records").click()
     console.find("table#records")
-    wait_until(
-        lambda: len(console.all("tr.record")) == 2,
-        lambda: f"{len(console.all('tr.record'))} rows in #records",
-    )
+    assert len(console.all("tr.record")) == 2
     console.screenshot("records")
-    [link] = [
-        a
-        for a in console.all("tr.record a.message-link")
-        if unquote(str(a.get_attribute("href"))).endswith(message_id)
-    ]
-    link.click()
+    row_of(console, "tr.record", message_id).find_element(By.CSS_SELECTOR, "a.message-link").click()
     console.find("ol#timeline")
-    assert unquote(console.path) == f"/ops/messages/{message_id}"
+    assert console.text_of("#ref") == message_ref(message_id)
     console.screenshot("message")
 
     steps = console.all("ol#timeline li.transition")
-    assert [step.find_element("css selector", ".from").text for step in steps] == FALLBACK_PATH[:-1]
-    assert [step.find_element("css selector", ".to").text for step in steps] == FALLBACK_PATH[1:]
+    assert [s.find_element(By.CSS_SELECTOR, ".from").text for s in steps] == FALLBACK_PATH[:-1]
+    assert [s.find_element(By.CSS_SELECTOR, ".to").text for s in steps] == FALLBACK_PATH[1:]
     for step in steps:
         for part in (".trigger", ".at", ".duration"):
-            assert step.find_element("css selector", part).text.strip(), part
-        assert int(step.find_element("css selector", ".attempt").text.strip()) >= 1
+            assert step.find_element(By.CSS_SELECTOR, part).text.strip() not in ("", "-"), part
+        assert int(step.find_element(By.CSS_SELECTOR, ".attempt").text) >= 1
     assert console.text_of("#state") == "sent"
-    assert console.text_of("#trace-id")
+    assert re.fullmatch("[0-9a-f]{32}", console.text_of("#trace-id"))
     assert console.first("#failure-reason") is None
+    assert console.first("#reply") is not None
 
     console.open("/ops/records")
     console.find("#search input[name='id']").send_keys(message_id)
     console.find("#search-submit").click()
     wait_until(
-        lambda: unquote(console.path) == f"/ops/messages/{message_id}",
+        lambda: console.first("#ref") is not None,
         lambda: f"the search led to {console.path}",
     )
-    console.find("ol#timeline")
+    assert console.text_of("#ref") == message_ref(message_id)
+    assert message_id not in console.path
 
 
 # --- 4. dead letters and replay -----------------------------------------------------------
@@ -280,77 +318,49 @@ def test_a_dead_letter_is_replayed_from_its_row_and_another_with_replay_all(
     """Two sends the Graph API refuses for good end in `failed`, listed in the dead letters
     with their reason. Replaying one from its row asks for confirmation, then lists it as
     replayed; `replay all` does the same for the other. Both then reach `sent`, each sent
-    once. A replay POST without the console's CSRF field is refused."""
+    once. A replay POST without the console's CSRF token is refused."""
     graph.inject(Fault(code=131026), Fault(code=131026))
     console = signed_in(open_console(graph=graph))
     ids = post_texts(console.server, ["Preciso de ajuda", "Alguém aí?"])
+    refs = [message_ref(message_id) for message_id in ids]
     wait_count(console, "failed", 2)
 
     console.find("a#nav-dead-letters").click()
     console.find("table#dead-letters")
-    rows = console.all("tr.dead-letter")
-    assert len(rows) == 2
-    for row in rows:
-        assert "131026" in row.find_element("css selector", ".reason").text
+    assert len(console.all("tr.dead-letter")) == 2
+    for message_id in ids:
+        reason = row_of(console, "tr.dead-letter", message_id).find_element(
+            By.CSS_SELECTOR, ".reason"
+        )
+        assert "131026" in reason.text
+    pages = [link_of(console, "tr.dead-letter", message_id) for message_id in ids]
     console.screenshot("dead-letters")
-
     refused_without_csrf(console, "form.replay-one")
+    refused_without_csrf(console, "form#replay-all")
 
-    row_of(console, "tr.dead-letter", ids[0]).find_element("css selector", ".replay-button").click()
+    row = row_of(console, "tr.dead-letter", ids[0])
+    row.find_element(By.CSS_SELECTOR, ".replay-button").click()
     console.find("form#confirm-replay")
     console.screenshot("confirm-one")
     console.find("#confirm-button").click()
-    assert replay_result(console) == ([ids[0]], [])
+    assert replay_result(console) == ([refs[0]], [])
     console.screenshot("replayed-one")
-    wait_state(console, ids[0], "sent")
+    wait_state(console, pages[0], "sent")
 
     console.open("/ops/dead-letters")
+    assert [r.text for r in console.all("tr.dead-letter") if refs[1] in r.text]
     assert len(console.all("tr.dead-letter")) == 1
-    console.find("form#replay-all button, form#replay-all [type='submit']").click()
+    console.find("form#replay-all [type='submit']").click()
     console.find("form#confirm-replay")
     console.screenshot("confirm-all")
     console.find("#confirm-button").click()
-    assert replay_result(console) == ([ids[1]], [])
+    assert replay_result(console) == ([refs[1]], [])
     console.screenshot("replayed-all")
-    wait_state(console, ids[1], "sent")
+    wait_state(console, pages[1], "sent")
     console.screenshot("message-after-replay")
 
     for message_id in ids:
         assert len(graph.sends_for(message_id)) == 1, message_id
-
-
-def row_of(console: Console, rows_css: str, message_id: str) -> WebElement:
-    """The one row among `rows_css` that is about `message_id` (its text or its links)."""
-    found = [
-        row
-        for row in console.all(rows_css)
-        if message_id in unquote(str(row.get_attribute("outerHTML")))
-    ]
-    assert len(found) == 1, f"{len(found)} rows of {rows_css} about {message_id}"
-    return found[0]
-
-
-def replay_result(console: Console) -> tuple[list[str], list[str]]:
-    """The texts of the replayed and of the skipped items on the replay's result page."""
-    result = console.find("#replay-result")
-    return (
-        [e.text.strip() for e in result.find_elements("css selector", ".replayed")],
-        [e.text.strip() for e in result.find_elements("css selector", ".skipped")],
-    )
-
-
-def refused_without_csrf(console: Console, form_css: str) -> None:
-    """POST a form's action with the browser's cookies but without its hidden fields: 403."""
-    form = console.find(form_css)
-    action = str(form.get_attribute("action"))
-    fields = {
-        str(i.get_attribute("name")): str(i.get_attribute("value"))
-        for i in form.find_elements("css selector", "input")
-        if i.get_attribute("type") != "hidden" and i.get_attribute("name")
-    }
-    cookies = {str(c["name"]): str(c["value"]) for c in console.driver.get_cookies()}
-    response = httpx.post(action, data=fields, cookies=cookies, timeout=10)
-    assert response.status_code == 403, (action, response.status_code)
 
 
 # --- 5. no personal data on any page ---------------------------------------------------
@@ -361,8 +371,9 @@ def test_no_page_shows_a_phone_an_email_a_cpf_or_the_contact_name(
 ) -> None:
     """Messages whose text and contact name carry personal data run to `sent` and one to
     `failed`: no page of the console (machine, records, each message, dead letters, the
-    confirmation and the replay's result) holds anything the `pyloto pii-scan` detector
-    finds, in its HTML or its visible text, nor the contact's name or phone as written."""
+    confirmation and the replay's result, the summary the page polls) holds anything the
+    `pyloto pii-scan` detector finds, in its HTML or its visible text, nor the contact's
+    name or phone as written."""
     graph.inject(Fault(code=131026))
     console = signed_in(open_console(graph=graph))
     texts = [
@@ -371,30 +382,37 @@ def test_no_page_shows_a_phone_an_email_a_cpf_or_the_contact_name(
         f"CPF {CPF} e CNPJ {CNPJ}",
         f"Sou {CONTACT_NAME}, meu número é {SENDER}",
     ]
-    ids = post_texts(console.server, texts, name=CONTACT_NAME, sender=SENDER)
+    ids = post_texts(console.server, texts, sender=SENDER, name=CONTACT_NAME)
     wait_count(console, "failed", 1)
     wait_count(console, "sent", len(ids) - 1)
-    forbidden = [CONTACT_NAME, *CONTACT_NAME.split(), SENDER, PHONE, EMAIL, CPF, CNPJ]
+    forbidden = {
+        "the contact's name": CONTACT_NAME,
+        **{f"the contact's name ({part})": part for part in CONTACT_NAME.split()},
+        "the sender's number": SENDER,
+        "the phone": PHONE,
+        "the e-mail": EMAIL,
+        "the CPF": CPF,
+        "the CNPJ": CNPJ,
+    }
     problems: list[str] = []
 
     def check(label: str) -> None:
         console.screenshot(label)
         problems.extend(personal_data_in(console, forbidden))
 
-    console.open("/ops")
-    console.find("svg#machine")
     check("machine")
     console.open("/ops/records")
     console.find("table#records")
     check("records")
-    for number, message_id in enumerate(ids, start=1):
-        console.open(message_path(message_id))
+    pages = [link_of(console, "tr.record", message_id) for message_id in ids]
+    for number, url in enumerate(pages, start=1):
+        console.driver.get(url)
         console.find("ol#timeline")
         check(f"message-{number}")
     console.open("/ops/dead-letters")
     console.find("tr.dead-letter")
     check("dead-letters")
-    console.find("form#replay-all button, form#replay-all [type='submit']").click()
+    console.find("form.replay-one .replay-button").click()
     console.find("form#confirm-replay")
     check("confirm")
     console.find("#confirm-button").click()
@@ -403,4 +421,27 @@ def test_no_page_shows_a_phone_an_email_a_cpf_or_the_contact_name(
     console.open("/ops/api/summary")
     problems.extend(personal_data_in(console, forbidden))
 
-    assert problems == []
+    assert not problems, "\n".join(problems)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="a message's page shows its reply's request body with context.message_id, the "
+    "inbound wamid, in clear (#reply)",
+)
+def test_no_page_shows_a_message_id_in_clear(open_console: OpenConsole) -> None:
+    """A WhatsApp message id encodes the sender's number: the console shows its reference,
+    and carries the id only sealed in links, never in clear on a page."""
+    console = signed_in(open_console())
+    ids = post_texts(console.server, ["Bom dia", "Boa tarde"])
+    wait_count(console, "sent", len(ids))
+    forbidden = {f"message id {n}": m for n, m in enumerate(ids, start=1)}
+    console.open("/ops/records")
+    console.find("table#records")
+    problems = personal_data_in(console, forbidden)
+    for message_id in ids:
+        console.driver.get(link_of(console, "tr.record", message_id))
+        console.find("ol#timeline")
+        problems.extend(personal_data_in(console, forbidden))
+        console.open("/ops/records")
+    assert not problems, "\n".join(problems)
