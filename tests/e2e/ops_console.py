@@ -8,6 +8,7 @@ per page a test visits, named after the test.
 
 from __future__ import annotations
 
+import base64
 import re
 import shutil
 import time
@@ -150,20 +151,17 @@ class Console:
     # --- screenshots ------------------------------------------------------------------------
 
     def screenshot(self, label: str) -> Path:
-        """Save the whole page (not just the window) as tests/artifacts/screenshots/..."""
+        """Save the whole page, not only the window, as tests/artifacts/screenshots/..."""
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)
         name = re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{self.shots}-{len(self.taken) + 1:02d}-{label}")
         path = SCREENSHOTS / f"{name}.png"
-        size = self.driver.get_window_size()
-        width, height = int(size["width"]), int(size["height"])
-        full = int(self.script("return document.documentElement.scrollHeight") or height)
-        if full > height:
-            self.driver.set_window_size(width, min(full, 4000))
-        try:
-            assert self.driver.save_screenshot(str(path)), f"no screenshot of {self.path}"
-        finally:
-            if full > height:
-                self.driver.set_window_size(width, height)
+        size = self.driver.execute_cdp_cmd("Page.getLayoutMetrics", {})["cssContentSize"]
+        clip = {"x": 0, "y": 0, "width": size["width"], "height": size["height"], "scale": 1}
+        shot = self.driver.execute_cdp_cmd(
+            "Page.captureScreenshot",
+            {"format": "png", "captureBeyondViewport": True, "clip": clip},
+        )
+        path.write_bytes(base64.b64decode(shot["data"]))
         self.taken.append(path)
         return path
 
