@@ -9,6 +9,7 @@ docs/images/ops-console.png. Without Chromium and ChromeDriver these tests fail 
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import re
 from collections.abc import Callable, Iterator
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from selenium.common.exceptions import WebDriverException
 from selenium.webdriver.chrome.webdriver import WebDriver
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webelement import WebElement
@@ -71,9 +73,11 @@ def open_console(
 ) -> Iterator[OpenConsole]:
     """Start a `pyloto serve` with the console on (embedded SQLite, or `backend="redis"` on
     the session's redis-server under the test's own prefix) and point the browser at it:
-    `open_console(graph=fake_graph, VAR="x")`. The server's log is printed at teardown (pytest
-    shows it when the test failed)."""
+    `open_console(graph=fake_graph, VAR="x")`. When the test fails, the page it was on is
+    saved as a screenshot; the server's log is printed at teardown (pytest shows it when the
+    test failed)."""
     servers: list[ServeProcess] = []
+    consoles: list[Console] = []
 
     def start(backend: str = "sqlite", graph: FakeGraph | None = None, **extra: str) -> Console:
         variables = {
@@ -99,9 +103,14 @@ def open_console(
         server = ServeProcess(env, tmp_path / f"server-{len(servers)}.log")
         servers.append(server)
         server.start()
-        return Console(chrome, server, request.node.name)
+        consoles.append(Console(chrome, server, request.node.name))
+        return consoles[-1]
 
+    failed_before = request.session.testsfailed
     yield start
+    if consoles and request.session.testsfailed > failed_before:  # this test failed
+        with contextlib.suppress(WebDriverException):
+            print("page at the failure:", consoles[-1].screenshot("at-failure"))
     for server in servers:
         server.cleanup()
         print(f"--- {server.log.name}\n{server.log.read_text(errors='replace')[-8000:]}")
