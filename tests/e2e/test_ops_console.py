@@ -235,6 +235,7 @@ async def test_records_filter_page_and_open_a_message_by_any_wamid(
         assert 'id="reply"' in page.text
         _no_personal_data(page.text)
         assert CPF not in page.text
+        assert odd not in unescape(page.text)  # the reply quotes it as its reference
         absent = await app.client.post("/ops/search", data={"id": "wamid.NOPE", "csrf": csrf})
         assert absent.status_code == 404
         tampered = await app.client.get(link[:-3] + "AAA")

@@ -433,11 +433,6 @@ def test_no_page_shows_a_phone_an_email_a_cpf_or_the_contact_name(
     assert not problems, "\n".join(problems)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a message's page shows its reply's request body with context.message_id, the "
-    "inbound wamid, in clear (#reply)",
-)
 def test_no_page_shows_a_message_id_in_clear(open_console: OpenConsole) -> None:
     """A WhatsApp message id encodes the sender's number: the console shows its reference,
     and carries the id only sealed in links, never in clear on a page."""

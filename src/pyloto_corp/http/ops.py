@@ -292,6 +292,12 @@ class OpsController(Controller):
         if record is None:
             return _html(pages.not_found_page("No record behind this link.", csrf), 404)
         view = record_view(record)
+        view.pop("message_id", None)
+        reply = view.get("reply")
+        context = reply.get("context") if isinstance(reply, dict) else None
+        if isinstance(context, dict) and "message_id" in context:
+            # The inbound wamid the reply quotes: it encodes the sender's number.
+            context["message_id"] = f"ref:{message_ref(str(context['message_id']))}"
         traceparent = record.trace_context.get("traceparent", "")
         parts = traceparent.split("-")
         trace_id = parts[1] if len(parts) == 4 and len(parts[1]) == 32 else None
