@@ -331,8 +331,45 @@ class LLMFailure(Exception):
         self.output_tokens = output_tokens
 
 
+@dataclass(frozen=True)
+class MediaFile:
+    """A customer's media as downloaded: its bytes (held in memory only, never stored), the
+    MIME type Graph gave, and the sha256 it was checked against."""
+
+    data: bytes
+    mime_type: str
+    sha256: str
+
+
+class MediaRejected(Exception):
+    """The media cannot be had, whatever a retry does; `reason` is kept as the fallback
+    reason (`media_too_large`, `media_unavailable`, `media_checksum_mismatch`). The message
+    never holds the media URL or the access token."""
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+
+
+class MediaSource(Protocol):
+    """Where a message's media is fetched from: the Graph API (`GET /{media-id}` for its URL,
+    type, size and sha256, then the URL with the access token), or a local folder in
+    development."""
+
+    async def fetch(self, media_id: str, max_bytes: int) -> MediaFile:
+        """The media's bytes, checked against `max_bytes` before the download and against
+        the sha256 after it. MediaRejected when it cannot be had (too large, gone, corrupt,
+        still failing after the adapter's own retries of transient errors)."""
+
+
 class Assistant(Protocol):
-    """The three LLM steps."""
+    """The three LLM steps, and the media step's transcription and description."""
+
+    async def transcribe(self, audio: bytes, mime_type: str) -> LLMResult[str]:
+        """A voice note's words, transcribed with Portuguese hinted (LLMFailure on failure)."""
+
+    async def describe_image(self, image: bytes, mime_type: str, caption: str) -> LLMResult[str]:
+        """What a picture shows, in Portuguese, read with its caption (LLMFailure on failure)."""
 
     async def detect_event(self, text: str, kind: str) -> LLMResult[EventDetection]:
         """LLM#1: the customer's intent."""
