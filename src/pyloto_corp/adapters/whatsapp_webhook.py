@@ -239,7 +239,11 @@ def _content(kind: str, body: dict[str, Any]) -> tuple[str | None, dict[str, Any
     if kind == "text":
         return _str(body.get("body")), {}
     if kind in _MEDIA:
-        details = {k: body[k] for k in ("id", "mime_type") if isinstance(body.get(k), str)}
+        details: dict[str, Any] = {
+            k: body[k] for k in ("id", "mime_type", "sha256") if isinstance(body.get(k), str)
+        }
+        if isinstance(body.get("voice"), bool):
+            details["voice"] = body["voice"]  # a voice note recorded in WhatsApp
         return _str(body.get("caption")), details
     if kind == "interactive":
         reply = body.get(str(body.get("type"))) if isinstance(body.get("type"), str) else None

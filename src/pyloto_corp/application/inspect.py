@@ -43,7 +43,8 @@ def record_view(record: Record) -> dict[str, Any]:
     inbound = record.inbound
     names = (inbound.contact_name,) if inbound.contact_name else ()
     results = record.results.view()
-    for key in ("summary", "draft", "message", "previous_failure"):
+    # The transcript or description is the customer's words (or what they showed).
+    for key in ("summary", "draft", "message", "previous_failure", "media_text"):
         results[key] = _masked(results[key], names)
     return {
         "message_id": record.message_id,

@@ -52,21 +52,33 @@ def for_llm(text: str, record: Record, mask_pii: bool) -> str:
     return redact_names(text, _names(record))  # the contact's name is never sent
 
 
+def customer_text(record: Record) -> str:
+    """What the customer said: their text (a caption, for media) and what the media step made
+    of their voice note (its transcript) or picture (its description)."""
+    said = record.inbound.text or ""
+    media = record.results.media_text
+    if not media:
+        return said
+    if record.results.media_kind == "description":
+        media = f"[imagem enviada: {media}]"
+    return f"{said}\n{media}" if said.strip() else media
+
+
 def llm_text(record: Record, mask_pii: bool) -> str:
     """The customer's text as the LLM may see it."""
-    return for_llm(record.inbound.text or "", record, mask_pii)
+    return for_llm(customer_text(record), record, mask_pii)
 
 
-def _call(result: LLMResult[Any]) -> LLMCall:
+def call_cost(result: LLMResult[Any]) -> LLMCall:
     return LLMCall(result.latency_ms, result.input_tokens, result.output_tokens, result.model)
 
 
 # The log line's fields (extra=): a serialization boundary.
-def _metrics(result: LLMResult[Any]) -> dict[str, Any]:
-    return asdict(_call(result))
+def call_metrics(result: LLMResult[Any]) -> dict[str, Any]:
+    return asdict(call_cost(result))
 
 
-def _failure_metrics(failure: LLMFailure, started: float) -> dict[str, Any]:  # log fields
+def failure_metrics(failure: LLMFailure, started: float) -> dict[str, Any]:  # log fields
     return {
         "latency_ms": round((time.perf_counter() - started) * 1000, 1),
         "input_tokens": failure.input_tokens,
@@ -100,20 +112,25 @@ def fall_back(
     return FellBack(step=step, reason=reason)
 
 
-def _route(record: Record, ctx: StepContext) -> tuple[LLMRouting | None, str | None]:
+def route(
+    record: Record, ctx: StepContext, need_text: bool = True
+) -> tuple[LLMRouting | None, str | None]:
+    """The LLM routing of a step, or why the record falls back instead: the kill switch
+    (`llm_disabled`), the rollout (`sampled_out`), nothing to read (`no_text`, unless the
+    step makes the text itself, as the media step does)."""
     if ctx.llm is None:
         return None, "llm_disabled"
     if not in_rollout(record.inbound.sender, ctx.llm.rollout_percent, ctx.hash_key):
         return None, "sampled_out"
-    if not (record.inbound.text or "").strip():
+    if need_text and not customer_text(record).strip():
         return None, "no_text"
     return ctx.llm, None
 
 
-@step("deduped", EventDetected, FellBack)
+@step("media", EventDetected, FellBack)
 async def detect_event(record: Record, ctx: StepContext) -> EventDetected | FellBack:
     """LLM#1: the event, its confidence and a summary without personal data."""
-    llm, reason = _route(record, ctx)
+    llm, reason = route(record, ctx)
     if llm is None:
         return fall_back(record, "llm1", reason or "llm_disabled")
     started = time.perf_counter()
@@ -122,10 +139,10 @@ async def detect_event(record: Record, ctx: StepContext) -> EventDetected | Fell
             llm_text(record, llm.mask_pii), record.inbound.kind
         )
     except LLMFailure as failure:
-        metrics = _failure_metrics(failure, started)
+        metrics = failure_metrics(failure, started)
         return fall_back(record, "llm1", failure.reason, str(failure), metrics)
     detection = result.value
-    metrics = _metrics(result)
+    metrics = call_metrics(result)
     log.info(
         "llm1_event_detected",
         extra={
@@ -141,14 +158,14 @@ async def detect_event(record: Record, ctx: StepContext) -> EventDetected | Fell
         confidence=detection.confidence,
         # Meant to hold no personal data; an LLM may still repeat some (the name included).
         summary=redact_text(detection.summary, _names(record)),
-        call=_call(result),
+        call=call_cost(result),
     )
 
 
 @step("llm1", ReplyDrafted, FellBack, reads_turns=True)
 async def draft_reply(record: Record, ctx: StepContext) -> ReplyDrafted | FellBack:
     """LLM#2: the reply in the business's voice, from the conversation's last turns."""
-    llm, reason = _route(record, ctx)
+    llm, reason = route(record, ctx)
     if llm is None:
         return fall_back(record, "llm2", reason or "llm_disabled")
     conversation = conversation_id(record.inbound.sender, ctx.hash_key)
@@ -166,11 +183,11 @@ async def draft_reply(record: Record, ctx: StepContext) -> ReplyDrafted | FellBa
         )
         draft = limits.text_message(result.value.text)["text"]["body"]
     except LLMFailure as failure:
-        metrics = _failure_metrics(failure, started)
+        metrics = failure_metrics(failure, started)
         return fall_back(record, "llm2", failure.reason, str(failure), metrics)
     except limits.InvalidMessage as error:
-        return fall_back(record, "llm2", "invalid_output", str(error), _metrics(result))
-    metrics = _metrics(result)
+        return fall_back(record, "llm2", "invalid_output", str(error), call_metrics(result))
+    metrics = call_metrics(result)
     log.info(
         "llm2_response_generated",
         extra={
@@ -181,13 +198,13 @@ async def draft_reply(record: Record, ctx: StepContext) -> ReplyDrafted | FellBa
             **metrics,
         },
     )
-    return ReplyDrafted(draft=draft, call=_call(result))
+    return ReplyDrafted(draft=draft, call=call_cost(result))
 
 
 @step("llm2", MessageTypeChosen, FellBack)
 async def choose_message_type(record: Record, ctx: StepContext) -> MessageTypeChosen | FellBack:
     """LLM#3: the message type, repaired to WhatsApp's limits or downgraded to text."""
-    llm, reason = _route(record, ctx)
+    llm, reason = route(record, ctx)
     if llm is None:
         return fall_back(record, "llm3", reason or "llm_disabled")
     # LLM#2 wrote the draft, but it may repeat what the customer said.
@@ -198,11 +215,11 @@ async def choose_message_type(record: Record, ctx: StepContext) -> MessageTypeCh
         result = await llm.assistant.choose_message_type(draft, event)
         built = limits.build_message(result.value, llm.allowed_hosts)
     except LLMFailure as failure:
-        metrics = _failure_metrics(failure, started)
+        metrics = failure_metrics(failure, started)
         return fall_back(record, "llm3", failure.reason, str(failure), metrics)
     except limits.InvalidMessage as error:
-        return fall_back(record, "llm3", "invalid_output", str(error), _metrics(result))
-    metrics = _metrics(result)
+        return fall_back(record, "llm3", "invalid_output", str(error), call_metrics(result))
+    metrics = call_metrics(result)
     log.info(
         "llm3_message_type_selected",
         extra={
@@ -219,5 +236,5 @@ async def choose_message_type(record: Record, ctx: StepContext) -> MessageTypeCh
         message_type=result.value.type,
         repairs=tuple(built.repairs),
         downgraded_from=built.downgraded_from,
-        call=_call(result),
+        call=call_cost(result),
     )

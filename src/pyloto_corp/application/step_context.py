@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from pyloto_corp.application.ports import (
     Assistant,
+    MediaSource,
     Outbox,
     SlotRequest,
     StepStore,
@@ -62,6 +63,8 @@ class StepContext:
     llm: LLMRouting | None = None
     hash_key: str = "pyloto-development-hash-key"
     pacing: Pacing | None = None
+    # Where the media step fetches voice notes and pictures (None: it cannot, and falls back).
+    media: MediaSource | None = None
     # True only while the step runs in the delivery that has just saved the record's send
     # claim: no request for it can have left yet, so there is nothing to reconcile.
     claim_made_here: bool = False

@@ -14,6 +14,7 @@ from pyloto_corp.application.llm_steps import (
     for_llm,
     llm_text,
 )
+from pyloto_corp.application.media_step import after_dedupe
 from pyloto_corp.application.ports import (
     AmbiguousSend,
     PermanentStepError,
@@ -37,7 +38,8 @@ from pyloto_corp.domain.privacy import message_ref
 from pyloto_corp.domain.records import IGNORED_KINDS, Record, Turn
 from pyloto_corp.domain.replies import reply_body, template_for, text_reply_body
 
-__all__ = ["HANDLED_TRIGGERS", "STEPS", "LLMRouting", "StepContext"]
+# `after_dedupe` (the step of `deduped`: the media step, else LLM#1) registers on import.
+__all__ = ["HANDLED_TRIGGERS", "STEPS", "LLMRouting", "StepContext", "after_dedupe"]
 
 log = logging.getLogger(__name__)
 

@@ -61,6 +61,28 @@ class Ignored(Event):
 
 
 @dataclass(frozen=True)
+class MediaUnderstood(Event):
+    """The media step turned a voice note into its transcript, or a picture into a
+    description (`kind`: transcript | description), from `size` bytes never kept."""
+
+    trigger: ClassVar[str] = "understand_media"
+    kind: str
+    text: str
+    size: int
+    call: LLMCall
+
+    def changes(self, record: Record) -> Record:
+        results = replace(
+            record.results,
+            media_kind=self.kind,
+            media_text=self.text,
+            media_bytes=self.size,
+            media=self.call,
+        )
+        return replace(record, results=results)
+
+
+@dataclass(frozen=True)
 class EventDetected(Event):
     """LLM#1 classified the customer's intent."""
 

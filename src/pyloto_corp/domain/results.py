@@ -24,6 +24,12 @@ class Results:
     they decode into this class unchanged (unknown names are skipped).
     """
 
+    # What the media step made of a voice note (`transcript`) or a picture (`description`):
+    # the customer's words or what they showed, personal data kept only with the record.
+    media_kind: str | None = None
+    media_text: str | None = None
+    media_bytes: int | None = None
+    media: LLMCall | None = None
     ignored_kind: str | None = None
     ignored_reason: str | None = None
     event: str | None = None
