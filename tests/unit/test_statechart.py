@@ -71,7 +71,7 @@ def test_shipped_statechart_loads() -> None:
     assert chart.name == "inbound_message"
     assert chart.initial == "received"
     assert set(chart.states) == {
-        "received", "deduped", "llm1", "llm2", "llm3", "fallback",
+        "received", "deduped", "media", "llm1", "llm2", "llm3", "fallback",
         "queued_outbound", "sending", "sent", "failed", "ignored",
     }  # fmt: skip
     assert {name for name, spec in chart.states.items() if spec.terminal} == {

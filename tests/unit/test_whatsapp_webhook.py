@@ -83,10 +83,19 @@ def test_non_ascii_text_survives_the_raw_bytes() -> None:
 
 
 def test_media_keeps_its_id_and_mime_type() -> None:
-    """Media messages keep the media id and MIME type later steps need to fetch it."""
-    assert only_message("image").details == {"id": "1479537139650973", "mime_type": "image/jpeg"}
+    """Media messages keep the media id, MIME type and sha256 the media step needs to fetch
+    and check it, and whether audio is a voice note."""
+    image = only_message("image").details
+    assert image["id"] == "1479537139650973"
+    assert image["mime_type"] == "image/jpeg"
+    assert "voice" not in image
     audio = only_message("audio")
-    assert audio.details == {"id": "1098344661372418", "mime_type": "audio/ogg; codecs=opus"}
+    assert audio.details == {
+        "id": "1098344661372418",
+        "mime_type": "audio/ogg; codecs=opus",
+        "sha256": "b7Wp2N0dBrpM6SzqJUDnYgqk5v6rAUYgJ5yMmB9sJ2c=",
+        "voice": True,  # recorded in WhatsApp: the media step transcribes it
+    }
     assert only_message("document").details["mime_type"] == "application/pdf"
     assert only_message("sticker").details["mime_type"] == "image/webp"
 
