@@ -17,6 +17,8 @@ from pyloto_corp.adapters.cloud_tasks import create_client as create_tasks_clien
 from pyloto_corp.adapters.dry_run_outbox import DryRunOutbox, RedisDryRunOutbox
 from pyloto_corp.adapters.google_oidc import OidcVerifier
 from pyloto_corp.adapters.google_oidc import create_http_client as create_oidc_http_client
+from pyloto_corp.adapters.graph_media import GraphMedia
+from pyloto_corp.adapters.local_media import LocalMedia
 from pyloto_corp.adapters.local_queue import LocalQueue
 from pyloto_corp.adapters.openai_llm import OpenAIAssistant
 from pyloto_corp.adapters.openai_llm import create_client as create_openai_client
@@ -32,6 +34,7 @@ from pyloto_corp.application.advance import Advancer
 from pyloto_corp.application.ingest import Ingestor
 from pyloto_corp.application.ports import (
     InstanceRegistry,
+    MediaSource,
     Outbox,
     StateStore,
     StoreUnavailable,
@@ -160,6 +163,21 @@ def graph_outbox(
         reconcile_seconds=whatsapp.reconcile_seconds,
         telemetry=telemetry,
     )
+
+
+def media_source(settings: Settings, telemetry: Telemetry | None = None) -> MediaSource:
+    """The Graph API's media endpoints when WHATSAPP_ACCESS_TOKEN is set, else the local
+    folder `pyloto simulate --voice` writes to."""
+    whatsapp = settings.whatsapp
+    if whatsapp.access_token:
+        return GraphMedia(
+            whatsapp.access_token,
+            whatsapp.api_base_url,
+            whatsapp.api_version,
+            whatsapp.timeout_seconds,
+            telemetry=telemetry,
+        )
+    return LocalMedia(whatsapp.local_media_dir)
 
 
 def send_pacing(settings: Settings) -> Pacing | None:
@@ -311,6 +329,10 @@ class Container:
             close = getattr(resource, "close", None)
             if close is not None:
                 stack.push_async_callback(close)
+        media = self.advancer.context.media
+        close_media = getattr(media, "close", None) if media is not None else None
+        if close_media is not None:
+            stack.push_async_callback(close_media)
         llm = self.advancer.context.llm
         close_llm = getattr(llm.assistant, "close", None) if llm is not None else None
         if close_llm is not None:
@@ -398,6 +420,7 @@ def bootstrap(
     assistant: LLMRouting | None = None,
     telemetry: TelemetryRuntime | None = None,
     queue: TaskQueue | None = None,
+    media: MediaSource | None = None,
 ) -> Container:
     """Build the container; no connection is opened until `start()`.
 
@@ -433,6 +456,7 @@ def bootstrap(
         llm=assistant_routing(settings, runtime.telemetry) if assistant is None else assistant,
         hash_key=settings.hash_key,
         pacing=send_pacing(settings),
+        media=media_source(settings, runtime.telemetry) if media is None else media,
     )
     advancer = Advancer(machine, store, queue, context, runtime.telemetry)
     purge = outbox.purge if isinstance(outbox, DryRunOutbox) else None

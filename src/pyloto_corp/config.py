@@ -126,6 +126,14 @@ class WhatsAppSettings(_Section):
         description="One message to a customer per this many seconds (Meta's pair rate); "
         "0 turns pacing off.",
     )
+    local_media_dir: Path = Field(
+        Path("./pyloto-media"),
+        alias="WHATSAPP_LOCAL_MEDIA_DIR",
+        description=(
+            "Without WHATSAPP_ACCESS_TOKEN, where the media step reads voice notes and "
+            "pictures (`pyloto simulate --voice FILE` puts them there)."
+        ),
+    )
     pacing_burst: int = Field(
         5, alias="WHATSAPP_PACING_BURST", ge=1, description="Messages a customer may get at once."
     )
