@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import errno
+import hashlib
 import json
 import logging
 import os
@@ -39,6 +41,46 @@ DEFAULT_NAME = "Cliente Teste"
 
 def text_webhook(text: str, sender: str, name: str, message_id: str | None = None) -> bytes:
     """A realistic single text-message webhook body, as Meta sends it (non-ASCII kept)."""
+    return message_webhook({"type": "text", "text": {"body": text}}, sender, name, message_id)
+
+
+# The MIME type Meta gives a customer's media, by file extension.
+MEDIA_TYPES = {
+    ".ogg": "audio/ogg; codecs=opus",
+    ".opus": "audio/ogg; codecs=opus",
+    ".mp3": "audio/mpeg",
+    ".m4a": "audio/mp4",
+    ".aac": "audio/aac",
+    ".amr": "audio/amr",
+    ".png": "image/png",
+    ".jpg": "image/jpeg",
+    ".jpeg": "image/jpeg",
+    ".webp": "image/webp",
+}
+
+
+def media_webhook(
+    kind: str, media_id: str, mime_type: str, data: bytes, caption: str, sender: str, name: str
+) -> bytes:
+    """A voice note (`audio`, recorded in WhatsApp) or picture (`image`, with its caption)
+    message whose media id names a file of the local media folder."""
+    media: dict[str, Any] = {
+        "id": media_id,
+        "mime_type": mime_type,
+        "sha256": base64.b64encode(hashlib.sha256(data).digest()).decode(),
+    }
+    if kind == "audio":
+        media["voice"] = True
+    elif caption:
+        media["caption"] = caption
+    return message_webhook({"type": kind, kind: media}, sender, name)
+
+
+def message_webhook(
+    content: dict[str, Any], sender: str, name: str, message_id: str | None = None
+) -> bytes:
+    """A single-message webhook body, as Meta sends it, with `content` (the message's
+    `type` and its object)."""
     message_id = message_id or f"wamid.SIM{uuid.uuid4().hex.upper()}"
     payload = {
         "object": "whatsapp_business_account",
@@ -60,8 +102,7 @@ def text_webhook(text: str, sender: str, name: str, message_id: str | None = Non
                                     "from": sender,
                                     "id": message_id,
                                     "timestamp": str(int(time.time())),
-                                    "type": "text",
-                                    "text": {"body": text},
+                                    **content,
                                 }
                             ],
                         },
@@ -217,7 +258,9 @@ def _cmd_simulate(settings: Settings, args: argparse.Namespace) -> int:
             # only produce a confusing 403.
             print(f"pyloto: --secret-from-env needs {' and '.join(missing)}", file=sys.stderr)
             return 2
-    body = text_webhook(args.text, args.sender, args.name)
+    body = _simulated_body(settings, args)
+    if body is None:
+        return 2
     if not args.in_process:
         args.url = args.url or f"http://127.0.0.1:{settings.app.port}"
         return asyncio.run(_simulate_http(settings, args, body))
@@ -234,6 +277,42 @@ def _cmd_simulate(settings: Settings, args: argparse.Namespace) -> int:
     except (StoreUnavailable, QueueUnavailable) as error:
         print(f"pyloto: cannot run the message here: {error}", file=sys.stderr)
         return 1
+
+
+def _simulated_body(settings: Settings, args: argparse.Namespace) -> bytes | None:
+    """The webhook `simulate` posts: text, or a voice note or picture from a local file put
+    in the local media folder (None, with the reason on stderr, when it cannot be)."""
+    path_text = args.voice or args.image
+    if path_text is None:
+        if not args.text:
+            print(
+                "pyloto: give the message's text, or --voice FILE or --image FILE", file=sys.stderr
+            )
+            return None
+        return text_webhook(args.text, args.sender, args.name)
+    from pyloto_corp.adapters.local_media import store_local_media
+
+    path = Path(path_text)
+    kind = "audio" if args.voice else "image"
+    mime_type = MEDIA_TYPES.get(path.suffix.lower())
+    if mime_type is None or not mime_type.startswith("audio/" if args.voice else "image/"):
+        known = sorted(k for k, v in MEDIA_TYPES.items() if v.startswith(kind[:5]))
+        print(f"pyloto: {path.name}: use a file ending in {', '.join(known)}", file=sys.stderr)
+        return None
+    try:
+        data = path.read_bytes()
+    except OSError as error:
+        print(f"pyloto: cannot read {path}: {error.strerror}", file=sys.stderr)
+        return None
+    if settings.whatsapp.access_token:
+        print(
+            "pyloto: the media step fetches from the Graph API when WHATSAPP_ACCESS_TOKEN is "
+            "set: --voice and --image only work against a server without it",
+            file=sys.stderr,
+        )
+        return None
+    media_id = store_local_media(settings.whatsapp.local_media_dir, data, mime_type)
+    return media_webhook(kind, media_id, mime_type, data, args.text or "", args.sender, args.name)
 
 
 def _sqlite_in_use(settings: Settings) -> bool:
@@ -410,8 +489,17 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1", help="bind address (0.0.0.0 in a container)")
     serve.add_argument("--port", type=int, default=None, help="port (default: $PORT or 8000)")
 
-    simulate = commands.add_parser("simulate", help="post a signed text webhook and follow it")
-    simulate.add_argument("text", help="the customer's message")
+    simulate = commands.add_parser(
+        "simulate", help="post a signed text, voice note or picture webhook and follow it"
+    )
+    simulate.add_argument(
+        "text", nargs="?", default="", help="the customer's message (with --image: its caption)"
+    )
+    media = simulate.add_mutually_exclusive_group()
+    media.add_argument(
+        "--voice", metavar="FILE", help="send a voice note (.ogg, .opus, .mp3, .m4a)"
+    )
+    media.add_argument("--image", metavar="FILE", help="send a picture (.png, .jpg, .webp)")
     simulate.add_argument("--from", dest="sender", default=DEFAULT_SENDER, help="sender wa_id")
     simulate.add_argument("--name", default=DEFAULT_NAME, help="sender's profile name")
     simulate.add_argument("--url", default=None, help="server URL (default: local, $PORT)")
