@@ -124,6 +124,9 @@ def _print_result(view: dict[str, Any]) -> None:
     states += [step["to"] for step in view["history"]]
     print(f"message {view['message_id']}")
     print(" → ".join(states))
+    results = view.get("results") or {}
+    if results.get("media_text"):
+        print(f"{results.get('media_kind')} (masked): {results['media_text']}")
     if view.get("fallback_reason"):
         print(f"fallback reason: {view['fallback_reason']}")
     if view.get("failure_reason"):
