@@ -7,9 +7,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import logging
-import os
-import struct
-import zlib
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -19,6 +16,7 @@ from opentelemetry.trace import SpanKind, StatusCode
 from pyloto_corp.adapters.graph_media import GraphMedia
 from pyloto_corp.application.ports import MediaRejected
 from tests.support.fake_graph import TOKEN, VERSION, FakeGraph, MediaFault
+from tests.support.media_files import VOICE, png, voice_note
 from tests.support.redis_server import free_port
 from tests.support.telemetry_capture import Captured
 
@@ -26,33 +24,7 @@ pytestmark = pytest.mark.anyio
 
 MAX_BYTES = 5 * 1024 * 1024  # WhatsApp's limit for a voice note's bytes is larger; ample here
 MEDIA_ID = "1037543291543636"
-VOICE = "audio/ogg; codecs=opus"
 SPAN = "graph media fetch"
-
-
-def png(width: int = 16, height: int = 8) -> bytes:
-    """A real RGB PNG: signature, IHDR, one zlib IDAT, IEND."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        checksum = zlib.crc32(kind + data) & 0xFFFFFFFF
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", checksum)
-
-    rows = b"".join(
-        b"\x00" + b"".join(bytes((x * 15, y * 30, 200)) for x in range(width))
-        for y in range(height)
-    )
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + chunk(b"IHDR", header)
-        + chunk(b"IDAT", zlib.compress(rows))
-        + chunk(b"IEND", b"")
-    )
-
-
-def voice_note(size: int = 12_000) -> bytes:
-    """Bytes standing in for an Ogg/Opus voice note."""
-    return b"OggS\x00\x02" + os.urandom(size - 6)
 
 
 MakeSource = Callable[..., GraphMedia]
