@@ -243,6 +243,17 @@ async def test_a_transient_error_that_lasts_is_unavailable_after_the_attempts(
     assert requests_of(graph) == expected
 
 
+@pytest.mark.parametrize("on", ["info", "download"])
+async def test_a_timeout_is_retried(graph: FakeGraph, make_source: MakeSource, on: str) -> None:
+    """A request answered after the timeout is tried again, and the media fetched."""
+    data = voice_note()
+    graph.add_media(MEDIA_ID, data, VOICE)
+    graph.fail_media(MEDIA_ID, MediaFault(on, delay=1.0, times=1))
+    media = await make_source(timeout_seconds=0.3).fetch(MEDIA_ID, MAX_BYTES)
+    assert media.data == data
+    assert requests_of(graph) == ((2, 1) if on == "info" else (1, 2))
+
+
 async def test_no_connection_is_unavailable_after_the_attempts(graph: FakeGraph) -> None:
     """Nothing listening: connection errors retried, then media_unavailable as transient."""
     source = GraphMedia(TOKEN, f"http://127.0.0.1:{free_port()}", VERSION, 1.0, attempts=2)
@@ -310,6 +321,17 @@ async def test_a_fetch_is_one_client_span_with_type_size_attempts_and_outcome(
     assert attributes["error.type"] == "media_too_large"
     assert attributes["pyloto.media.outcome"] == "media_too_large"
     assert attributes["pyloto.media.attempts"] == 1
+    graph.add_media("3000", png(), "image/png")
+    graph.fail_media("3000", MediaFault("download", status=410))
+    await rejected(source, "3000")
+    gone = captured.named(SPAN)[-1]
+    assert dict(gone.attributes or {}) == {
+        "server.address": "127.0.0.1",
+        "pyloto.media.attempts": 4,
+        "pyloto.media.outcome": "media_unavailable",
+        "http.response.status_code": 410,
+        "error.type": "media_unavailable",
+    }
 
 
 async def test_the_media_url_and_the_token_never_leave(

@@ -70,6 +70,7 @@ class MediaFault:
     on: str  # "info" (GET /{version}/{media-id}) or "download" (GET of the media URL)
     status: int | None = None  # a bare HTTP status (404, 401, 500) with no Graph error body
     code: int | None = None  # a Graph error code from ERRORS (info requests)
+    delay: float = 0.0  # wait this long before answering (then serve, unless status/code)
     times: int | None = None  # how many of those requests get it; None: every one
 
 
@@ -92,7 +93,7 @@ class MediaGet:
     kind: str  # "info" or "download"
     media_id: str
     path: str  # with its query
-    status: int
+    status: int = 0  # 0 until answered
 
 
 @dataclass
@@ -200,10 +201,11 @@ class FakeGraph:
                 self._violation(f"unexpected GET {route}")
                 return _json_answer(404, {"error": {"message": "Unknown path", "code": 100}})
             media_id = route[len(prefix) :]
-        status, headers, body = self._media_answer(kind, media_id, auth)
+        get = MediaGet(kind, media_id, path)
         with self._lock:
-            self.media_gets.append(MediaGet(kind, media_id, path, status))
-        return status, headers, body
+            self.media_gets.append(get)  # on arrival: a request answered late still counts
+        get.status, headers, body = self._media_answer(kind, media_id, auth)
+        return get.status, headers, body
 
     def _media_answer(
         self, kind: str, media_id: str, auth: str
@@ -212,6 +214,8 @@ class FakeGraph:
             self._violation(f"media {kind} with a bad bearer token: {auth[:12]}…")
             return _json_answer(*_graph_error(190)[:2])
         fault = self._take_media_fault(media_id, kind)
+        if fault is not None and fault.delay:
+            time.sleep(fault.delay)  # this request's own server thread
         if fault is not None and fault.code is not None:
             return _json_answer(*_graph_error(fault.code)[:2])
         if fault is not None and fault.status is not None:

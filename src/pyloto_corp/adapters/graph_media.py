@@ -162,7 +162,7 @@ class GraphMedia:
         if info.file_size is not None and info.file_size > max_bytes:
             raise MediaRejected(TOO_LARGE, f"{info.file_size} bytes advertised")
         try:
-            data = await self._retrying(tries, partial(self._download, info.url, max_bytes))
+            data = await self._retrying(tries, partial(self._download, info.url, max_bytes, tries))
         except _UrlGone as gone:
             return MediaRejected(UNAVAILABLE, f"download {gone}, again with a fresh url")
         digest = hashlib.sha256(data)
@@ -205,10 +205,11 @@ class GraphMedia:
             return _Info.of(payload)
         raise _info_error(response.status_code, payload)
 
-    async def _download(self, url: str, max_bytes: int) -> bytes:
+    async def _download(self, url: str, max_bytes: int, tries: _Tries) -> bytes:
         """`GET url`, streamed: stops as soon as more than `max_bytes` arrive."""
         try:
             async with self._client.stream("GET", url) as response:
+                tries.status = response.status_code
                 _check_download(response.status_code, response.headers, max_bytes)
                 body = bytearray()
                 async for chunk in response.aiter_bytes():
