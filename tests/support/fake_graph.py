@@ -1,16 +1,23 @@
-"""A local HTTP server that speaks the Graph API messages endpoint, for tests.
+"""A local HTTP server that speaks the Graph API messages and media endpoints, for tests.
 
 It checks the bearer token and validates every request against WhatsApp's schema and limits
 (required fields, `to`, `type`, and `pyloto_corp.ai.limits.problems`): an invalid request is
 answered 400 (code 100) AND kept in `violations`, which the test fixture asserts is empty.
 Faults can be queued for the next message sends: a Graph error code, a 5xx, or a delay (the
 send is recorded as accepted first, as when Meta accepts a request whose answer is lost).
+
+Media added with `add_media` is served as Meta does: `GET /{version}/{media-id}` answers its
+URL, type, size and sha256, and the URL (on this server, with a signed-looking query, fresh
+at each info request) answers the bytes; both need the bearer token. `media_faults` script
+errors per media id, and every media GET is recorded.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
+import secrets
 import ssl
 import threading
 import time
@@ -40,6 +47,8 @@ ERRORS: dict[int, tuple[int, str]] = {
     131000: (500, "Something went wrong"),
     80007: (400, "Rate limit issues"),
     4: (400, "Application request limit reached"),
+    131052: (400, "Media download error"),
+    131053: (400, "Media upload error"),
 }
 
 _WA_ID = re.compile(r"^\d{8,15}$")
@@ -52,6 +61,39 @@ class Fault:
     code: int | None = None  # a Graph error code from ERRORS
     status: int | None = None  # a bare HTTP status (e.g. 503 with no Graph error body)
     delay: float = 0.0  # accept and record the send, then answer after this long
+
+
+@dataclass
+class MediaFault:
+    """What the server answers to a media's info or download requests instead of serving."""
+
+    on: str  # "info" (GET /{version}/{media-id}) or "download" (GET of the media URL)
+    status: int | None = None  # a bare HTTP status (404, 401, 500) with no Graph error body
+    code: int | None = None  # a Graph error code from ERRORS (info requests)
+    delay: float = 0.0  # wait this long before answering (then serve, unless status/code)
+    times: int | None = None  # how many of those requests get it; None: every one
+
+
+@dataclass
+class Media:
+    """A customer's media as Graph holds it; `sha256` and `file_size` are what is advertised."""
+
+    media_id: str
+    data: bytes
+    mime_type: str
+    sha256: str
+    file_size: int
+    content_length: bool = True  # False: the download is sent without its length
+
+
+@dataclass
+class MediaGet:
+    """One media request the server received."""
+
+    kind: str  # "info" or "download"
+    media_id: str
+    path: str  # with its query
+    status: int = 0  # 0 until answered
 
 
 @dataclass
@@ -86,6 +128,11 @@ class FakeGraph:
     violations: list[str] = field(default_factory=list)
     base_url: str = ""  # set by start()
     tls: ssl.SSLContext | None = None  # serve HTTPS with this server-side context
+    media: dict[str, Media] = field(default_factory=dict)
+    media_faults: dict[str, list[MediaFault]] = field(default_factory=dict)
+    media_gets: list[MediaGet] = field(default_factory=list)
+    download_urls: list[str] = field(default_factory=list)  # every media URL handed out
+    _downloads: dict[str, str] = field(default_factory=dict)  # URL path -> media id
     _faults: deque[Fault] = field(default_factory=deque)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _server: LocalServer | None = None
@@ -105,6 +152,112 @@ class FakeGraph:
         """Every message request received (accepted or not), oldest first."""
         with self._lock:
             return [r for r in self.requests if "status" not in r]
+
+    def add_media(
+        self,
+        media_id: str,
+        data: bytes,
+        mime_type: str,
+        *,
+        sha256: str | None = None,
+        file_size: int | None = None,
+        content_length: bool = True,
+    ) -> Media:
+        """Serve `data` as media `media_id`, advertising `sha256` (hex; the data's own when
+        None) and `file_size` (its length when None)."""
+        media = Media(
+            media_id,
+            data,
+            mime_type,
+            hashlib.sha256(data).hexdigest() if sha256 is None else sha256,
+            len(data) if file_size is None else file_size,
+            content_length,
+        )
+        with self._lock:
+            self.media[media_id] = media
+        return media
+
+    def fail_media(self, media_id: str, *faults: MediaFault) -> None:
+        """Apply these to the media's requests, the first matching fault with times left."""
+        with self._lock:
+            self.media_faults.setdefault(media_id, []).extend(faults)
+
+    def media_requests(self, media_id: str, kind: str) -> int:
+        """How many `kind` ("info" or "download") requests of the media were received."""
+        with self._lock:
+            return sum(
+                1 for get in self.media_gets if get.media_id == media_id and get.kind == kind
+            )
+
+    def handle_get(self, path: str, auth: str) -> tuple[int, dict[str, str], bytes]:
+        """(status, headers, body) for one GET: a media's info or its download."""
+        route = path.split("?", 1)[0]
+        with self._lock:
+            downloading = self._downloads.get(route)
+        kind, media_id = ("download", downloading) if downloading else ("info", "")
+        if kind == "info":
+            prefix = f"/{VERSION}/"
+            if not route.startswith(prefix) or "/" in route[len(prefix) :]:
+                self._violation(f"unexpected GET {route}")
+                return _json_answer(404, {"error": {"message": "Unknown path", "code": 100}})
+            media_id = route[len(prefix) :]
+        get = MediaGet(kind, media_id, path)
+        with self._lock:
+            self.media_gets.append(get)  # on arrival: a request answered late still counts
+        get.status, headers, body = self._media_answer(kind, media_id, auth)
+        return get.status, headers, body
+
+    def _media_answer(
+        self, kind: str, media_id: str, auth: str
+    ) -> tuple[int, dict[str, str], bytes]:
+        if auth != f"Bearer {self.token}":
+            self._violation(f"media {kind} with a bad bearer token: {auth[:12]}…")
+            return _json_answer(*_graph_error(190)[:2])
+        fault = self._take_media_fault(media_id, kind)
+        if fault is not None and fault.delay:
+            time.sleep(fault.delay)  # this request's own server thread
+        if fault is not None and fault.code is not None:
+            return _json_answer(*_graph_error(fault.code)[:2])
+        if fault is not None and fault.status is not None:
+            return _json_answer(fault.status, {"error": {"message": f"HTTP {fault.status}"}})
+        with self._lock:
+            media = self.media.get(media_id)
+        if media is None:  # Meta answers an unknown id with code 100, subcode 33
+            error = {"message": "Unsupported get request.", "code": 100, "error_subcode": 33}
+            return _json_answer(400, {"error": error})
+        if kind == "download":
+            headers = {"content-type": media.mime_type}
+            if media.content_length:
+                headers["content-length"] = str(len(media.data))
+            return 200, headers, media.data
+        return _json_answer(200, self._media_info(media))
+
+    def _media_info(self, media: Media) -> dict[str, Any]:
+        """Meta's answer to `GET /{media-id}`, with a fresh download URL."""
+        route = f"/media-download/{secrets.token_urlsafe(12)}"
+        query = f"ext={int(time.time())}&hash=ATu{secrets.token_urlsafe(24)}"
+        url = f"{self.base_url}{route}?{query}"
+        with self._lock:
+            self._downloads[route] = media.media_id
+            self.download_urls.append(url)
+        return {
+            "messaging_product": "whatsapp",
+            "url": url,
+            "mime_type": media.mime_type,
+            "sha256": media.sha256,
+            "file_size": media.file_size,
+            "id": media.media_id,
+        }
+
+    def _take_media_fault(self, media_id: str, kind: str) -> MediaFault | None:
+        with self._lock:
+            for fault in self.media_faults.get(media_id, []):
+                if fault.on != kind or fault.times == 0:
+                    continue
+                if fault.times is not None:
+                    fault.times -= 1
+                return fault
+        return None
 
     def _violation(self, text: str) -> None:
         with self._lock:
@@ -177,6 +330,20 @@ class FakeGraph:
                     if send is not None:
                         send.answered.set()
 
+            def do_GET(self) -> None:
+                status, headers, body = fake.handle_get(
+                    self.path, self.headers.get("authorization", "")
+                )
+                try:
+                    self.send_response(status)
+                    for name, value in headers.items():
+                        self.send_header(name, value)
+                    self.end_headers()
+                    for start in range(0, len(body), 64 * 1024):
+                        self.wfile.write(body[start : start + 64 * 1024])
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the client stopped reading (a too-large download)
+
             def log_message(self, *args: Any) -> None:
                 pass
 
@@ -188,6 +355,11 @@ class FakeGraph:
         """Stop serving."""
         if self._server is not None:
             self._server.stop()
+
+
+def _json_answer(status: int, payload: dict[str, Any]) -> tuple[int, dict[str, str], bytes]:
+    data = json.dumps(payload).encode()
+    return status, {"content-type": "application/json", "content-length": str(len(data))}, data
 
 
 def _graph_error(code: int) -> tuple[int, dict[str, Any], float]:
