@@ -220,6 +220,7 @@ def assistant_routing(settings: Settings, telemetry: Telemetry | None = None) ->
         openai_settings.timeout_seconds,
         business_profile(settings),
         telemetry,
+        transcription_model=openai_settings.transcription_model,
     )
     website = settings.business.website_url
     hosts = frozenset({urlsplit(website).hostname or ""}) if website else frozenset()

@@ -149,6 +149,12 @@ class OpenAISettings(_Section):
     )
     api_key: str | None = Field(None, alias="OPENAI_API_KEY", description="OpenAI API key.")
     model: str = Field("gpt-4o-mini", alias="OPENAI_MODEL", min_length=1, description="Model.")
+    transcription_model: str = Field(
+        "gpt-4o-mini-transcribe",
+        alias="OPENAI_TRANSCRIPTION_MODEL",
+        min_length=1,
+        description="Model that transcribes voice notes (audio transcriptions endpoint).",
+    )
     timeout_seconds: float = Field(
         10.0, alias="OPENAI_TIMEOUT_SECONDS", gt=0, le=120, description="Per-call timeout."
     )

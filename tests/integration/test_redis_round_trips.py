@@ -44,6 +44,12 @@ class ScriptedAssistant:
             raise LLMFailure("timeout", "scripted")
         return LLMResult(value, latency_ms=1.0, input_tokens=10, output_tokens=5, model="m")
 
+    async def transcribe(self, audio: bytes, mime_type: str) -> LLMResult[str]:
+        return self._result("media", "Quanto custa o corte?")
+
+    async def describe_image(self, image: bytes, mime_type: str, caption: str) -> LLMResult[str]:
+        return self._result("media", "Foto de um corte de cabelo curto.")
+
     async def detect_event(self, text: str, kind: str) -> LLMResult[EventDetection]:
         detection = EventDetection(event="price", confidence=0.9, summary="Quer o preço.")
         return self._result("llm1", detection)

@@ -26,6 +26,7 @@ async def test_an_enabled_llm_is_built_from_settings_without_a_request(
         OPENAI_API_KEY="sk-test",
         OPENAI_BASE_URL=fake_openai.base_url,
         OPENAI_MODEL="gpt-4o-mini-2024-07-18",
+        OPENAI_TRANSCRIPTION_MODEL="whisper-1",
         OPENAI_TIMEOUT_SECONDS="7.5",
         OPENAI_MAX_RETRIES="2",
         OPENAI_ROLLOUT_PERCENT="10",
@@ -38,6 +39,7 @@ async def test_an_enabled_llm_is_built_from_settings_without_a_request(
     assistant = routing.assistant
     assert isinstance(assistant, OpenAIAssistant)
     assert assistant.model == "gpt-4o-mini-2024-07-18"
+    assert assistant.transcription_model == "whisper-1"
     assert assistant.timeout == 7.5
     assert assistant.business.name == "Barbearia Navalha"
     assert assistant.client.max_retries == 2
@@ -64,6 +66,7 @@ async def test_without_a_site_no_cta_host_is_allowed(make_settings: MakeSettings
     assert routing is not None
     assert routing.allowed_hosts == frozenset()
     assert isinstance(routing.assistant, OpenAIAssistant)
+    assert routing.assistant.transcription_model == "gpt-4o-mini-transcribe"
     await routing.assistant.close()
 
 

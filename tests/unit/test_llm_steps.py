@@ -27,6 +27,7 @@ from pyloto_corp.application.llm_steps import (
     llm_text,
 )
 from pyloto_corp.application.ports import (
+    Assistant,
     LLMFailure,
     LLMResult,
     PermanentStepError,
@@ -67,6 +68,8 @@ class ScriptedAssistant:
         self.detection = EventDetection(event="price", confidence=0.9, summary="Quer o preço.")
         self.draft = ReplyDraft(text="O corte custa R$ 50.")
         self.choice = choice("text", "O corte custa R$ 50.")
+        self.transcript = "Quanto custa o corte?"
+        self.description = "Foto de um corte de cabelo curto."
         self.failures: dict[str, LLMFailure] = {}
         self.calls: list[tuple[str, tuple[Any, ...]]] = []
 
@@ -75,6 +78,12 @@ class ScriptedAssistant:
         if step in self.failures:
             raise self.failures[step]
         return LLMResult(value, latency_ms=12.5, input_tokens=100, output_tokens=20, model="m")
+
+    async def transcribe(self, audio: bytes, mime_type: str) -> LLMResult[str]:
+        return self._answer("transcribe", self.transcript, audio, mime_type)
+
+    async def describe_image(self, image: bytes, mime_type: str, caption: str) -> LLMResult[str]:
+        return self._answer("describe_image", self.description, image, mime_type, caption)
 
     async def detect_event(self, text: str, kind: str) -> LLMResult[EventDetection]:
         return self._answer("detect_event", self.detection, text, kind)
@@ -104,6 +113,24 @@ def llm_context(context: StepContext, assistant: ScriptedAssistant) -> StepConte
         allowed_hosts=frozenset({"a.example"}),
     )
     return replace(context, llm=routing, hash_key="unit-hash-key")
+
+
+async def test_the_scripted_assistant_stands_in_for_every_method_of_the_port(
+    assistant: ScriptedAssistant,
+) -> None:
+    """The double has each of the port's methods (the media step's too), answering from its
+    script or failing as told."""
+    methods = {name for name in vars(Assistant) if not name.startswith("_")}
+    assert methods == {name for name in vars(ScriptedAssistant) if not name.startswith("_")}
+    heard = await assistant.transcribe(b"OggS", "audio/ogg")
+    assert heard.value == assistant.transcript
+    assistant.failures["describe_image"] = LLMFailure("refusal", "the model refused")
+    with pytest.raises(LLMFailure):
+        await assistant.describe_image(b"\x89PNG", "image/png", "Olha")
+    assert assistant.calls == [
+        ("transcribe", (b"OggS", "audio/ogg")),
+        ("describe_image", (b"\x89PNG", "image/png", "Olha")),
+    ]
 
 
 # --- what the LLM may see -------------------------------------------------------------------

@@ -89,6 +89,13 @@ def validation_error(raw: str) -> pydantic.ValidationError:
             "api_error",
             "HTTP 401",
         ),
+        (
+            openai.BadRequestError(
+                "rejected", response=response(400), body={"code": "content_policy_violation"}
+            ),
+            "refusal",
+            "content policy (HTTP 400)",
+        ),
         (openai.APIConnectionError(request=REQUEST), "api_error", "connection failed"),
         (validation_error('{"event": "price", "conf'), "unparsable", "1 schema error(s)"),
         (
@@ -104,6 +111,7 @@ def validation_error(raw: str) -> pydantic.ValidationError:
         "429",
         "500",
         "401",
+        "content-policy",
         "connection",
         "broken-json",
         "wrong-values",

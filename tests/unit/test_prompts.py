@@ -97,3 +97,21 @@ def test_choose_message_type_offers_the_cta_only_for_the_site(
     for limit in ("até 3 botões", "até 10 opções", "título até 20", "1024 caracteres"):
         assert limit in system["content"]
     assert user == {"role": "user", "content": "Evento: scheduling\nResposta:\nQuer agendar?"}
+
+
+def test_describe_image_sends_the_picture_inline_with_its_caption() -> None:
+    """The media step's prompt: the picture as a base64 data URL of its bytes (the MIME
+    type's parameters dropped), the caption as text; the system prompt asks for what matters
+    to customer service and forbids reading personal data out."""
+    image = b"\x89PNG\r\n\x1a\n\x00\xff"
+    system, user = prompts.describe_image(image, "image/png; charset=binary", "Chegou assim")
+    assert system["role"] == "system"
+    for topic in ("produto", "comprovantes", "danos", "CPF", "telefones", "nomes"):
+        assert topic in system["content"]
+    text, picture = user["content"]
+    assert text == {"type": "text", "text": "Legenda do cliente: Chegou assim"}
+    url = picture["image_url"]["url"]
+    assert picture["type"] == "image_url"
+    assert url == "data:image/png;base64,iVBORw0KGgoA/w=="
+    (_, untitled) = prompts.describe_image(image, "image/jpeg", "")
+    assert untitled["content"][0] == {"type": "text", "text": "Sem legenda."}

@@ -1,7 +1,9 @@
-"""The three LLM steps on the `openai` SDK: structured outputs under one deadline per call.
+"""The three LLM steps and the media step on the `openai` SDK: structured outputs (and voice
+note transcriptions) under one deadline per call.
 
 Every failure becomes LLMFailure with a reason the record keeps (timeout, rate_limited,
-api_error, refusal, unparsable, invalid_output); the step then falls back at once.
+api_error, refusal, unparsable, invalid_output, empty_transcript); the step then falls back
+at once.
 
 The SDK keeps what it is good at (base URL, auth headers, retries, its error classes) but
 neither its HTTP stack nor its response models: requests go through `PooledTransport` (the
@@ -15,7 +17,7 @@ import asyncio
 import functools
 import ssl
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import httpx2
@@ -36,12 +38,18 @@ from pyloto_corp.adapters.http_pool import (
 )
 from pyloto_corp.ai import prompts
 from pyloto_corp.ai.prompts import BusinessProfile
-from pyloto_corp.ai.schemas import EventDetection, MessageChoice, ReplyDraft
+from pyloto_corp.ai.schemas import EventDetection, ImageDescription, MessageChoice, ReplyDraft
 from pyloto_corp.application.ports import LLMFailure, LLMResult
 from pyloto_corp.domain.records import Turn
 from pyloto_corp.observability.instruments import Telemetry, mark_failed
 
 T = TypeVar("T", bound=pydantic.BaseModel)
+R = TypeVar("R")
+
+# The default model of voice note transcriptions (OPENAI_TRANSCRIPTION_MODEL).
+TRANSCRIPTION_MODEL = "gpt-4o-mini-transcribe"
+# The metric and span label of both media calls (transcription, image description).
+MEDIA_STEP = "media"
 
 
 # Connections to the API at most open at once (each waits for a completion of ~1 s).
@@ -172,12 +180,39 @@ class _Completion(msgspec.Struct):
     usage: _Usage | None = None
 
 
+class _TranscriptionUsage(msgspec.Struct):
+    input_tokens: int = 0
+    output_tokens: int = 0
+
+
+class _Transcription(msgspec.Struct):
+    """The fields of a transcription (`response_format=json`) the media step reads."""
+
+    text: str
+    usage: _TranscriptionUsage | None = None
+
+
 _decode_completion = msgspec.json.Decoder(_Completion).decode
+_decode_transcription = msgspec.json.Decoder(_Transcription).decode
+
+# File name extensions of WhatsApp's audio types: the API tells the format by the name.
+_AUDIO_EXTENSIONS = {
+    "audio/ogg": "ogg",
+    "audio/opus": "ogg",
+    "audio/mpeg": "mp3",
+    "audio/mp4": "m4a",
+    "audio/aac": "aac",
+    "audio/amr": "amr",
+    "audio/wav": "wav",
+    "audio/x-wav": "wav",
+    "audio/webm": "webm",
+    "audio/flac": "flac",
+}
 _encode = msgspec.json.Encoder().encode
 
 
 class OpenAIAssistant:
-    """Assistant port on an OpenAI-compatible chat completions API."""
+    """Assistant port on an OpenAI-compatible API: chat completions, audio transcriptions."""
 
     def __init__(
         self,
@@ -186,12 +221,37 @@ class OpenAIAssistant:
         timeout_seconds: float,
         business: BusinessProfile,
         telemetry: Telemetry | None = None,
+        *,
+        transcription_model: str = TRANSCRIPTION_MODEL,
     ) -> None:
         self.client = client
         self.model = model
+        self.transcription_model = transcription_model
         self.timeout = timeout_seconds
         self.business = business
         self.telemetry = telemetry or Telemetry()
+
+    async def transcribe(self, audio: bytes, mime_type: str) -> LLMResult[str]:
+        """The media step: a voice note's words, Portuguese hinted; `empty_transcript` when
+        the API heard none."""
+        return await self._observed(
+            "transcription",
+            self.transcription_model,
+            MEDIA_STEP,
+            lambda: self._transcription(audio, mime_type),
+        )
+
+    async def describe_image(self, image: bytes, mime_type: str, caption: str) -> LLMResult[str]:
+        """The media step: what a picture shows, read with its caption."""
+        messages = prompts.describe_image(image, mime_type, caption)
+        result = await self._call(MEDIA_STEP, messages, ImageDescription)
+        return LLMResult(
+            value=result.value.description,
+            latency_ms=result.latency_ms,
+            input_tokens=result.input_tokens,
+            output_tokens=result.output_tokens,
+            model=result.model,
+        )
 
     async def detect_event(self, text: str, kind: str) -> LLMResult[EventDetection]:
         """LLM#1."""
@@ -214,22 +274,32 @@ class OpenAIAssistant:
         await self.client.close()
 
     async def _call(
-        self, step: str, messages: list[dict[str, str]], schema: type[T]
+        self, step: str, messages: Sequence[Mapping[str, Any]], schema: type[T]
     ) -> LLMResult[T]:
-        """One call as a span (gen_ai conventions: model, tokens; never the prompt or the
-        completion) and a count by outcome."""
+        """One chat completion, observed."""
+        return await self._observed("chat", self.model, step, lambda: self._parse(messages, schema))
+
+    async def _observed(
+        self,
+        operation: str,
+        model: str,
+        step: str,
+        call: Callable[[], Awaitable[LLMResult[R]]],
+    ) -> LLMResult[R]:
+        """One call as a span (gen_ai conventions: model, tokens; never the prompt, the
+        media or the answer) and a count by outcome."""
         attributes = {
-            "gen_ai.operation.name": "chat",
+            "gen_ai.operation.name": operation,
             "gen_ai.system": "openai",
-            "gen_ai.request.model": self.model,
+            "gen_ai.request.model": model,
             "pyloto.llm.step": step,
         }
         outcome = "ok"
         with self.telemetry.span(
-            f"chat {self.model}", kind=SpanKind.CLIENT, attributes=attributes
+            f"{operation} {model}", kind=SpanKind.CLIENT, attributes=attributes
         ) as span:
             try:
-                result = await self._parse(messages, schema)
+                result = await call()
             except LLMFailure as failure:
                 outcome = failure.reason
                 mark_failed(span, failure.reason)
@@ -246,7 +316,44 @@ class OpenAIAssistant:
             span.set_attribute("pyloto.llm.latency_ms", result.latency_ms)
         return result
 
-    async def _parse(self, messages: list[dict[str, str]], schema: type[T]) -> LLMResult[T]:
+    async def _transcription(self, audio: bytes, mime_type: str) -> LLMResult[str]:
+        started = time.perf_counter()
+        media_type = mime_type.split(";", 1)[0].strip().lower()
+        extension = _AUDIO_EXTENSIONS.get(media_type, media_type.rpartition("/")[2] or "bin")
+        try:
+            async with asyncio.timeout(self.timeout):
+                # What `audio.transcriptions.create` sends (multipart: the fields and the
+                # file), on the SDK's request path; the raw answer, decoded by msgspec.
+                response = await self.client.post(
+                    "/audio/transcriptions",
+                    cast_to=httpx2.Response,
+                    body={
+                        "model": self.transcription_model,
+                        "language": "pt",
+                        "response_format": "json",
+                    },
+                    files=[("file", (f"voice.{extension}", audio, mime_type))],
+                    options={"headers": {"Content-Type": "multipart/form-data"}},
+                )
+            transcription = _decode_transcription(response.content)
+        except (TimeoutError, openai.OpenAIError, msgspec.DecodeError, ValueError) as error:
+            raise _failure(error, self.timeout) from None
+        usage = transcription.usage
+        tokens = {
+            "input_tokens": usage.input_tokens if usage else 0,
+            "output_tokens": usage.output_tokens if usage else 0,
+        }
+        text = transcription.text.strip()
+        if not text:
+            raise LLMFailure("empty_transcript", "no words in the audio", **tokens)
+        return LLMResult(
+            value=text,
+            latency_ms=round((time.perf_counter() - started) * 1000, 1),
+            model=self.transcription_model,
+            **tokens,
+        )
+
+    async def _parse(self, messages: Sequence[Mapping[str, Any]], schema: type[T]) -> LLMResult[T]:
         started = time.perf_counter()
         try:
             # One deadline for the call and its retries: a slow LLM falls back at once.
@@ -315,12 +422,20 @@ def _parsed(choice: _Choice, schema: type[T], tokens: dict[str, int]) -> T:
     return schema.model_validate_json(message.content)
 
 
+# Error codes of an input the API's content policy rejects.
+_POLICY_CODES = frozenset({"content_policy_violation", "content_filter"})
+
+
 def _failure(error: Exception, timeout: float) -> LLMFailure:
     """The fallback reason for an exception raised by a call."""
     if isinstance(error, TimeoutError | openai.APITimeoutError):
         return LLMFailure("timeout", f"no answer within {timeout:g} s")
     if isinstance(error, openai.RateLimitError):
         return LLMFailure("rate_limited", "429 from the API")
+    if isinstance(error, openai.APIStatusError) and error.code in _POLICY_CODES:
+        # The API's refusal of an input (an image or audio its policy rejects) is an error
+        # status, not a completion: the same reason as the model's own refusal.
+        return LLMFailure("refusal", f"content policy (HTTP {error.status_code})")
     if isinstance(error, openai.APIStatusError):
         return LLMFailure("api_error", f"HTTP {error.status_code}")
     if isinstance(error, openai.APIConnectionError):

@@ -1,14 +1,19 @@
-"""Prompts of the three LLM steps, in Portuguese, in the business's voice."""
+"""Prompts of the three LLM steps and of the media step's image description, in Portuguese,
+in the business's voice."""
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from pyloto_corp.ai.schemas import EVENT_DESCRIPTIONS
 from pyloto_corp.domain.records import Turn
 
 Message = dict[str, str]
+# A message whose content is a list of parts (text, image), as the image description sends.
+PartsMessage = dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -85,3 +90,26 @@ def choose_message_type(draft: str, event: str, business: BusinessProfile) -> li
         {"role": "system", "content": system},
         {"role": "user", "content": f"Evento: {event}\nResposta:\n{draft}"},
     ]
+
+
+def describe_image(image: bytes, mime_type: str, caption: str) -> list[PartsMessage]:
+    """The media step: describe a customer's picture for the LLM steps, with its caption; the
+    picture goes inline, as a `data:<mime>;base64,...` URL."""
+    system = (
+        "Você descreve imagens que clientes enviam pelo WhatsApp de uma empresa brasileira, "
+        "para o atendimento. Em português do Brasil, em até 3 frases, diga só o que importa "
+        "para atender: o produto ou serviço mostrado, valores, datas e itens de "
+        "comprovantes, notas ou orçamentos, defeitos ou danos visíveis. Não transcreva "
+        "dados pessoais (nomes, telefones, e-mails, CPF, CNPJ, endereços, números de "
+        "documentos, cartões ou contas): diga apenas que aparecem. A legenda é do cliente; "
+        "use-a para entender o que ele quer mostrar. Se a imagem não tiver relação com o "
+        "atendimento, diga isso em poucas palavras."
+    )
+    media_type = mime_type.split(";", 1)[0].strip()
+    data_url = f"data:{media_type};base64,{base64.b64encode(image).decode('ascii')}"
+    text = f"Legenda do cliente: {caption}" if caption else "Sem legenda."
+    parts: list[dict[str, Any]] = [
+        {"type": "text", "text": text},
+        {"type": "image_url", "image_url": {"url": data_url}},
+    ]
+    return [{"role": "system", "content": system}, {"role": "user", "content": parts}]

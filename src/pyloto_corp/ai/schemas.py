@@ -1,4 +1,5 @@
-"""Structured outputs of the three LLM steps (pydantic models sent as JSON schemas)."""
+"""Structured outputs of the LLM steps and the media step (pydantic models sent as JSON
+schemas)."""
 
 from __future__ import annotations
 
@@ -85,3 +86,11 @@ class MessageChoice(_Strict):
     sections: list[Section] | None
     cta_display_text: str | None
     cta_url: str | None
+
+
+class ImageDescription(_Strict):
+    """The media step: what a customer's picture shows, for the LLM steps to read."""
+
+    description: str = Field(
+        min_length=1, description="Descrição curta em português, sem dados pessoais."
+    )

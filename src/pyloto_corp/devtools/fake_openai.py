@@ -1,14 +1,18 @@
-"""A local HTTP server that speaks the OpenAI chat completions API, for tests and demos.
+"""A local HTTP server that speaks the OpenAI chat completions and audio transcriptions APIs,
+for tests and demos.
 
 The real `openai` SDK is pointed at it by base URL. Answers are chosen per structured-output
-schema name (EventDetection, ReplyDraft, MessageChoice): a JSON object, raw text, a refusal,
-an HTTP error, or any of those after a delay. Every request body is kept for assertions.
+schema name (EventDetection, ReplyDraft, MessageChoice, ImageDescription), and TRANSCRIPTION
+for `POST /v1/audio/transcriptions`: a JSON object (a transcript), raw text, a refusal, an
+HTTP error, or any of those after a delay. Every chat request body is kept for assertions,
+and every upload (its form fields and its file) too.
 
 `pyloto fake-openai [--port 8999] [--delay 12]` serves the canned answers for a demo.
 """
 
 from __future__ import annotations
 
+import email.message
 import json
 import ssl
 import threading
@@ -23,6 +27,9 @@ from pyloto_corp.devtools.local_http import LocalServer
 EVENT = "EventDetection"
 DRAFT = "ReplyDraft"
 CHOICE = "MessageChoice"
+IMAGE = "ImageDescription"
+# Not a schema: the key of `POST /v1/audio/transcriptions`'s answers.
+TRANSCRIPTION = "TRANSCRIPTION"
 
 DEFAULTS: dict[str, dict[str, Any]] = {
     EVENT: {"event": "price", "confidence": 0.93, "summary": "Cliente quer saber o preço."},
@@ -43,6 +50,10 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "cta_display_text": None,
         "cta_url": None,
     },
+    IMAGE: {
+        "description": "Foto de um corte de cabelo masculino curto, com degradê nas laterais.",
+    },
+    TRANSCRIPTION: {"text": "Olá, quanto custa o corte de cabelo?"},
 }
 
 
@@ -55,6 +66,7 @@ class Answer:
     status: int = 200
     delay: float = 0.0
     finish_reason: str = "stop"
+    code: str | None = None  # the error's code, with an error status
 
 
 def json_answer(value: dict[str, Any], delay: float = 0.0) -> Answer:
@@ -77,12 +89,36 @@ def error(status: int) -> Answer:
     return Answer(status=status)
 
 
+def policy_refusal() -> Answer:
+    """Answer as the API does to an input its content policy rejects (400, its code): the
+    way a transcription, which has no refusal field, is refused."""
+    return Answer(status=400, code="content_policy_violation")
+
+
+def transcript(text: str, delay: float = 0.0) -> Answer:
+    """Answer a transcription with this text."""
+    return Answer(content={"text": text}, delay=delay)
+
+
+@dataclass(frozen=True)
+class Upload:
+    """A transcription request as received: its form fields (model, language,
+    response_format...), its file, and the request's headers (names in lower case)."""
+
+    fields: dict[str, str]
+    filename: str
+    content_type: str
+    data: bytes
+    headers: dict[str, str]
+
+
 @dataclass
 class FakeOpenAI:
     """The server's script and what it has seen."""
 
     default_delay: float = 0.0
     requests: list[dict[str, Any]] = field(default_factory=list)
+    uploads: list[Upload] = field(default_factory=list)
     base_url: str = ""  # set by start()
     tls: ssl.SSLContext | None = None  # serve HTTPS with this server-side context
     _queued: dict[str, deque[Answer]] = field(default_factory=lambda: defaultdict(deque))
@@ -120,13 +156,30 @@ class FakeOpenAI:
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:  # the SDK's only verb here
                 length = int(self.headers.get("content-length") or 0)
-                body = json.loads(self.rfile.read(length) or b"{}")
+                raw = self.rfile.read(length)
+                if self.path.rstrip("/").endswith("/audio/transcriptions"):
+                    headers = {name.lower(): value for name, value in self.headers.items()}
+                    try:
+                        upload = parse_upload(headers, raw)
+                    except ValueError as bad:
+                        self._send(400, _error_body("invalid_request_error", str(bad)))
+                        return
+                    with fake._lock:
+                        fake.uploads.append(upload)
+                    answer = fake._next(TRANSCRIPTION)
+                    if answer.delay:
+                        time.sleep(answer.delay)
+                    self._send(*render_transcription(answer))
+                    return
+                body = json.loads(raw or b"{}")
                 with fake._lock:
                     fake.requests.append(body)
                 answer = fake._next(schema_name(body))
                 if answer.delay:
                     time.sleep(answer.delay)
-                status, payload = render(answer, body)
+                self._send(*render(answer, body))
+
+            def _send(self, status: int, payload: dict[str, Any]) -> None:
                 data = json.dumps(payload).encode()
                 try:
                     self.send_response(status)
@@ -156,11 +209,68 @@ def schema_name(body: dict[str, Any]) -> str:
     return str((response_format.get("json_schema") or {}).get("name", ""))
 
 
+def parse_upload(headers: dict[str, str], body: bytes) -> Upload:
+    """The form fields and the one file of a `multipart/form-data` body, byte for byte
+    (ValueError when it is not one)."""
+    form = email.message.Message()
+    form["content-type"] = headers.get("content-type", "")
+    boundary = form.get_param("boundary")
+    if form.get_content_type() != "multipart/form-data" or not isinstance(boundary, str):
+        raise ValueError("not multipart/form-data")
+    delimiter = b"\r\n--" + boundary.encode("ascii")
+    # Every part follows CRLF, the delimiter and CRLF; the last delimiter is followed by "--".
+    segments = (b"\r\n" + body).split(delimiter)
+    if len(segments) < 3 or segments[0] != b"" or not segments[-1].startswith(b"--"):
+        raise ValueError("malformed multipart body")
+    fields: dict[str, str] = {}
+    file: tuple[str, str, bytes] | None = None
+    for segment in segments[1:-1]:
+        head, separator, data = segment.removeprefix(b"\r\n").partition(b"\r\n\r\n")
+        if not separator:
+            raise ValueError("a part without headers")
+        part = email.message_from_bytes(head + b"\r\n\r\n")
+        name = part.get_param("name", header="content-disposition")
+        filename = part.get_filename()
+        if filename is not None:
+            file = (filename, part.get("content-type", ""), data)
+        elif isinstance(name, str):
+            fields[name] = data.decode()
+    if file is None:
+        raise ValueError("no file")
+    filename, content_type, data = file
+    return Upload(fields, filename, content_type, data, headers)
+
+
+def _error_body(kind: str, message: str = "simulated") -> dict[str, Any]:
+    return {"error": {"message": message, "type": kind, "code": kind}}
+
+
+def _error(answer: Answer) -> tuple[int, dict[str, Any]]:
+    if answer.code is not None:
+        body = _error_body("invalid_request_error")
+        body["error"]["code"] = answer.code
+        return answer.status, body
+    kind = "rate_limit_exceeded" if answer.status == 429 else "server_error"
+    return answer.status, _error_body(kind)
+
+
+def render_transcription(answer: Answer) -> tuple[int, dict[str, Any]]:
+    """The HTTP status and JSON body of a transcription for `answer` (a dict content is the
+    body, with a usage block unless it has one)."""
+    if answer.status != 200:
+        return _error(answer)
+    content = answer.content
+    body = dict(content) if isinstance(content, dict) else {"text": str(content or "")}
+    body.setdefault(
+        "usage", {"type": "tokens", "input_tokens": 60, "output_tokens": 12, "total_tokens": 72}
+    )
+    return 200, body
+
+
 def render(answer: Answer, request: dict[str, Any]) -> tuple[int, dict[str, Any]]:
     """The HTTP status and JSON body for `answer`."""
     if answer.status != 200:
-        kind = "rate_limit_exceeded" if answer.status == 429 else "server_error"
-        return answer.status, {"error": {"message": "simulated", "type": kind, "code": kind}}
+        return _error(answer)
     content = answer.content
     if isinstance(content, dict):
         content = json.dumps(content, ensure_ascii=False)
@@ -186,7 +296,8 @@ def render(answer: Answer, request: dict[str, Any]) -> tuple[int, dict[str, Any]
 
 
 def serve_forever(port: int, delay: float) -> None:
-    """Serve the canned answers until interrupted (`pyloto fake-openai`)."""
+    """Serve the canned answers (the three steps', a transcript, a picture's description)
+    until interrupted (`pyloto fake-openai`)."""
     fake = FakeOpenAI(default_delay=delay)
     print(f"OPENAI_BASE_URL={fake.start(port)}", flush=True)
     try:
