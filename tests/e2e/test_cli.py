@@ -13,8 +13,10 @@ import httpx
 import pytest
 
 from pyloto_corp.cli import DEFAULT_NAME, DEFAULT_SENDER, main
+from pyloto_corp.devtools.fake_openai import FakeOpenAI
 from tests.e2e.servers import ServeProcess, process_env, pyloto_command
 from tests.support.helpers import INTERNAL_TOKEN, encode, envelope, signed_headers, text_message
+from tests.support.media_files import png, voice_note
 
 TEXT = "Olá, quero saber o preço"
 TRAJECTORY = "received → deduped → fallback → queued_outbound → sending → sent"
@@ -212,3 +214,50 @@ def test_served_body_limit_holds_for_chunked_uploads(served: ServeProcess) -> No
         assert (
             client.post("/webhook", content=small, headers=signed_headers(small)).status_code == 200
         )
+
+
+def test_simulate_a_voice_note_from_a_local_file(
+    cli_env: dict[str, str],
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    fake_openai: FakeOpenAI,
+    tmp_path: Path,
+) -> None:
+    """`pyloto simulate --voice nota.ogg` puts the file in the local media folder, posts a voice
+    note naming it, and the media step transcribes it on the (fake) OpenAI API: the output
+    shows the media state, the masked transcript and an LLM reply."""
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    monkeypatch.setenv("OPENAI_BASE_URL", fake_openai.base_url)
+    monkeypatch.setenv("WHATSAPP_LOCAL_MEDIA_DIR", str(tmp_path / "media"))
+    note = tmp_path / "nota.ogg"
+    note.write_bytes(voice_note())
+    assert main(["simulate", "--in-process", "--voice", str(note)]) == 0
+    out, _ = capsys.readouterr()
+    trajectory = (
+        "received → deduped → media → llm1 → llm2 → llm3 → queued_outbound → sending → sent"
+    )
+    assert trajectory in out.splitlines(), out
+    assert "transcript (masked): Olá, quanto custa o corte de cabelo?" in out
+    (upload,) = fake_openai.uploads
+    assert upload.data == note.read_bytes()
+    assert upload.fields["language"] == "pt"
+
+    picture = tmp_path / "foto.png"
+    picture.write_bytes(png())
+    assert main(["simulate", "--in-process", "--image", str(picture), "Chegou assim"]) == 0
+    out, _ = capsys.readouterr()
+    assert "description (masked): " in out
+
+
+def test_simulate_refuses_a_media_file_it_cannot_send(
+    cli_env: dict[str, str], capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """A file of an unknown type, a missing file, or no text at all: exit 2 with the reason."""
+    odd = tmp_path / "nota.txt"
+    odd.write_text("not audio")
+    assert main(["simulate", "--in-process", "--voice", str(odd)]) == 2
+    assert ".ogg" in capsys.readouterr().err
+    assert main(["simulate", "--in-process", "--voice", str(tmp_path / "absent.ogg")]) == 2
+    assert "cannot read" in capsys.readouterr().err
+    assert main(["simulate", "--in-process"]) == 2
+    assert "--voice FILE" in capsys.readouterr().err
