@@ -4,7 +4,8 @@ Hypothesis generates phone numbers (every Brazilian and international format), e
 and CNPJ (formatted and bare) and Brazilian names, and puts them in every inbound field that
 carries text: the text body, an image caption, interactive button and list titles and
 descriptions, a location's name and address, and the contact's profile name. Each example runs
-the whole pipeline (webhook → LLM#1-3 on a local OpenAI-compatible server that echoes the data
+the whole pipeline (webhook → the media step for a voice note or picture, whose transcript or
+description carries the data → LLM#1-3 on a local OpenAI-compatible server that echoes the data
 back in its draft → send) with the JSON logs captured at DEBUG and the spans captured behind
 the production exporter wrapper, and with the outbox raising errors that quote the customer.
 `pii-scan`'s scanner must then find nothing, and no generated value may appear verbatim.
@@ -26,15 +27,25 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from litestar.testing import AsyncTestClient
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from pyloto_corp.adapters.local_media import store_local_media
 from pyloto_corp.application.ports import PermanentStepError, TransientStepError
 from pyloto_corp.bootstrap import bootstrap
 from pyloto_corp.config import load_settings
-from pyloto_corp.devtools.fake_openai import CHOICE, DEFAULTS, DRAFT, FakeOpenAI, json_answer
+from pyloto_corp.devtools.fake_openai import (
+    CHOICE,
+    DEFAULTS,
+    DRAFT,
+    IMAGE,
+    TRANSCRIPTION,
+    FakeOpenAI,
+    json_answer,
+    transcript,
+)
 from pyloto_corp.http.app import create_app
 from pyloto_corp.observability.logging import configure_logging
 from pyloto_corp.observability.otel_config import load_otel_config
@@ -42,11 +53,20 @@ from pyloto_corp.observability.pii_scan import scan_lines
 from pyloto_corp.observability.setup import build_telemetry
 from tests.e2e.support import Pyloto
 from tests.support.helpers import APP_SECRET, INTERNAL_TOKEN, VERIFY_TOKEN, load_payload, new_wamid
+from tests.support.media_files import VOICE, png, voice_note
 from tests.support.pii_strategies import brazilian_names, personal_data, whatsapp_ids
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = 100
-FIELDS = ("text", "image", "interactive_button_reply", "interactive_list_reply", "location")
+AUDIO_ITEMS = [("cpf", "123.456.789-09"), ("e-mail", "maria.aparecida@exemplo.com.br")]
+FIELDS = (
+    "text",
+    "image",
+    "audio",  # a voice note: the data is in its transcript
+    "interactive_button_reply",
+    "interactive_list_reply",
+    "location",
+)
 
 
 @dataclass
@@ -81,8 +101,9 @@ def cases(draw: st.DrawFn) -> Case:
     )
 
 
-def webhook_for(case: Case) -> dict[str, Any]:
-    """A real fixture payload of the case's kind with every text field carrying the data."""
+def webhook_for(case: Case, media: Path) -> dict[str, Any]:
+    """A real fixture payload of the case's kind with every text field carrying the data (a
+    picture or voice note served from the local media folder `media`)."""
     payload = copy.deepcopy(load_payload(f"messages/{case.kind}.json"))
     value = payload["entry"][0]["changes"][0]["value"]
     value["contacts"] = [{"profile": {"name": case.name}, "wa_id": case.sender}]
@@ -94,6 +115,9 @@ def webhook_for(case: Case) -> dict[str, Any]:
         message["text"]["body"] = text
     elif case.kind == "image":
         message["image"]["caption"] = text
+        message["image"]["id"] = store_local_media(media, png(), "image/png")
+    elif case.kind == "audio":
+        message["audio"]["id"] = store_local_media(media, voice_note(), VOICE)
     elif case.kind == "location":
         message["location"]["name"] = text
         message["location"]["address"] = f"Rua {case.name}, {case.items[0][1]}"
@@ -165,6 +189,9 @@ def restore_logging() -> Iterator[None]:
 async def run_case(case: Case, llm: FakeOpenAI, directory: Path) -> Output:
     """Post the case's webhook and let the pipeline finish; what was logged and exported."""
     llm.always(DRAFT, json_answer({"text": f"Oi {case.name}! Anotei: {case.sentence()}"}))
+    # What the customer said or showed comes back from the media step, data and all.
+    llm.always(TRANSCRIPTION, transcript(case.sentence()))
+    llm.always(IMAGE, json_answer({"description": f"Documento de {case.name}: {case.sentence()}"}))
     llm.always(CHOICE, json_answer({**DEFAULTS[CHOICE], "body": f"{case.name}, anotado."}))
     stream = io.StringIO()
     configure_logging("DEBUG", stream=stream)
@@ -187,10 +214,11 @@ async def run_case(case: Case, llm: FakeOpenAI, directory: Path) -> Output:
             "OPENAI_BASE_URL": llm.base_url,
             "OPENAI_MAX_RETRIES": "0",
             "OPENAI_MASK_PII": "false",  # the LLM sees the raw text: the worst case
+            "WHATSAPP_LOCAL_MEDIA_DIR": str(directory / "media"),
         }
     )
     container = bootstrap(settings, telemetry=runtime, outbox=QuotingOutbox(case))  # type: ignore[arg-type]
-    payload = webhook_for(case)
+    payload = webhook_for(case, directory / "media")
     message_id = payload["entry"][0]["changes"][0]["value"]["messages"][0]["id"]
     output = Output()
     async with AsyncTestClient(app=create_app(container)) as client:
@@ -214,6 +242,9 @@ async def run_case(case: Case, llm: FakeOpenAI, directory: Path) -> Output:
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 @given(case=cases())
+# The media step's transcript and description always among the examples.
+@example(case=Case("Maria Aparecida", "5511912345678", AUDIO_ITEMS, "audio", "transient"))
+@example(case=Case("João Pereira", "5521987654321", AUDIO_ITEMS, "image", "none"))
 def test_no_personal_data_leaves_in_logs_or_spans(
     case: Case, llm: FakeOpenAI, restore_logging: None
 ) -> None:
