@@ -355,7 +355,9 @@ async def test_the_media_url_and_the_token_never_leave(
     ]
     source = make_source(telemetry=captured.runtime.telemetry)
     errors: list[BaseException] = []
-    with caplog.at_level(logging.DEBUG):
+    # httpx's own logger too: the service's logging setup (run by other tests in this
+    # process) raises it to WARNING, and its request lines are what could leak the URL.
+    with caplog.at_level(logging.DEBUG), caplog.at_level(logging.DEBUG, logger="httpx"):
         for media_id, data, advertised, fault in scenarios:
             graph.add_media(media_id, data, "image/png", **advertised)
             if fault is not None:
