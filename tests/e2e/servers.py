@@ -164,6 +164,18 @@ class RedisView:
             for message_id, state in zip(message_ids, found, strict=True)
         }
 
+    def failure_reasons(self, message_ids: Sequence[str]) -> dict[str, str | None]:
+        """message id → the failure reason of its record (None if none), for a failed test's
+        message."""
+        with self.client.pipeline(transaction=False) as pipe:
+            for message_id in message_ids:
+                pipe.hget(self.keys.record(message_id), "d")
+            found = pipe.execute()
+        return {
+            message_id: json.loads(data).get("failure_reason") if data else None
+            for message_id, data in zip(message_ids, found, strict=True)
+        }
+
     def record_ids(self) -> set[str]:
         """Ids of every record under the prefix."""
         head = self.keys.record("")

@@ -94,7 +94,8 @@ def report(
         f"after the {'restart' if 'restart' in name else 'kill'} "
         f"(heartbeat every {BEAT_INTERVAL_SECONDS:.0f} s, dead after {DEAD_AFTER_SECONDS:.0f} s)"
     )
-    assert states == dict.fromkeys(acknowledged, "sent")
+    unsent = [m for m, state in states.items() if state != "sent"]
+    assert states == dict.fromkeys(acknowledged, "sent"), view.failure_reasons(unsent)
     return {m: replies[m] for m in acknowledged}
 
 
