@@ -338,3 +338,23 @@ async def test_a_dispatch_cancelled_while_waiting_for_the_rate_gives_its_turn_ba
         await waiting
     assert bucket.tokens == reserved + 1
     assert bucket.tokens > -1
+
+
+async def test_a_retry_waits_as_long_as_the_step_said_it_must() -> None:
+    """A transient error with `retry_after` (a pacing slot, another delivery's send claim)
+    is retried no sooner than that, even when the backoff is shorter: the wait does not use
+    up attempts on retries bound to fail."""
+    queue_spec = spec(min_backoff=0.01, max_backoff=0.02, attempts=3)
+    started: list[float] = []
+
+    async def handler(t: Task, attempt: int) -> None:
+        started.append(time.monotonic())
+        if attempt == 1:
+            raise TransientStepError("claim still alive", retry_after=0.3)
+
+    async with running(queue_spec, handler) as queue:
+        await queue.enqueue(task())
+        await wait_until_idle(queue)
+
+    assert len(started) == 2
+    assert started[1] - started[0] >= 0.3 - EARLY_TIMER_SLACK

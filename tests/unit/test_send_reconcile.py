@@ -73,9 +73,11 @@ async def test_a_lost_send_waits_for_a_status_webhook_before_sending_again(
     record = put_record(
         state="sending", send_started_at=claimed_at, send_claimed_by="instance-gone"
     )
-    with pytest.raises(TransientStepError, match="waiting for a status webhook"):
+    with pytest.raises(TransientStepError, match="waiting for a status webhook") as waiting:
         await send(record, reconciling)
     assert outbox.sent == []
+    # The queue is told how long the wait lasts, so it retries after it, not before.
+    assert waiting.value.retry_after == pytest.approx(RECONCILE_SECONDS - SEND_LEASE_SECONDS - 1)
 
     clock.now = claimed_at + RECONCILE_SECONDS
     claimed = await send(record, reconciling)
@@ -84,6 +86,21 @@ async def test_a_lost_send_waits_for_a_status_webhook_before_sending_again(
     outcome = await send(claimed.changes(record), replace(reconciling, claim_made_here=True))
     assert outcome.trigger == "send"
     assert len(outbox.sent) == 1
+
+
+async def test_a_live_claim_of_another_delivery_is_waited_for_until_its_lease_ends(
+    put_record: PutRecord, outbox: FakeOutbox, clock: FakeClock, context: StepContext
+) -> None:
+    """A claim another instance made 10 s ago may still be sending: the step sends nothing
+    and tells the queue to retry once the claim's lease is over (a crashed instance's claim
+    must not use up the task's attempts and dead-letter a reply that was never sent)."""
+    record = put_record(
+        state="sending", send_started_at=clock() - 10.0, send_claimed_by="instance-other"
+    )
+    with pytest.raises(TransientStepError, match="another attempt is sending") as waiting:
+        await send(record, context)
+    assert outbox.sent == []
+    assert waiting.value.retry_after == pytest.approx(SEND_LEASE_SECONDS - 10.0)
 
 
 async def test_a_send_confirmed_by_a_status_is_recorded_not_repeated(

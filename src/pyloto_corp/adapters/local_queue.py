@@ -115,7 +115,8 @@ class _Lane:
         except Exception as error:
             reason = f"{type(error).__name__}: {error}"[:300]
             if attempt < self.spec.max_attempts:
-                delay = self.spec.backoff(attempt)
+                # Never sooner than the step said a retry could succeed.
+                delay = max(self.spec.backoff(attempt), getattr(error, "retry_after", 0.0))
                 log.warning(
                     "task_retry",
                     extra={"event": "task_retry", "queue": self.spec.name, "state": task.state,

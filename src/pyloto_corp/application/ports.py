@@ -20,7 +20,16 @@ class QueueUnavailable(Exception):
 
 
 class TransientStepError(Exception):
-    """A step failed in a way a later attempt may fix; the queue retries the task."""
+    """A step failed in a way a later attempt may fix; the queue retries the task.
+
+    `retry_after`: seconds before which a retry cannot succeed (a pacing slot, another
+    delivery's send claim); the local queue waits at least that long, so those waits do not
+    use up the task's attempts with retries bound to fail.
+    """
+
+    def __init__(self, *args: object, retry_after: float = 0.0) -> None:
+        super().__init__(*args)
+        self.retry_after = retry_after
 
 
 class PermanentStepError(Exception):

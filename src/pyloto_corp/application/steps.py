@@ -148,9 +148,14 @@ async def _reconcile(record: Record, ctx: StepContext) -> str | None:
         return earlier
     now = ctx.clock()
     if _claim_alive(record, ctx, now):
-        raise TransientStepError("another attempt is sending this reply")
-    if now - record.send_started_at < ctx.outbox.reconcile_seconds:
-        raise TransientStepError("waiting for a status webhook about an earlier send")
+        left = SEND_LEASE_SECONDS - (now - record.send_started_at)
+        raise TransientStepError("another attempt is sending this reply", retry_after=left)
+    waited = now - record.send_started_at
+    if waited < ctx.outbox.reconcile_seconds:
+        raise TransientStepError(
+            "waiting for a status webhook about an earlier send",
+            retry_after=ctx.outbox.reconcile_seconds - waited,
+        )
     return None
 
 
@@ -193,7 +198,9 @@ async def _pace(record: Record, ctx: StepContext, now: float) -> None:
 
 def pacing_wait(wait: float) -> TransientStepError:
     """The error that defers a send until the customer's pacing bucket has a token."""
-    return TransientStepError(f"pacing: next send to this customer in {wait:.1f} s")
+    return TransientStepError(
+        f"pacing: next send to this customer in {wait:.1f} s", retry_after=wait
+    )
 
 
 def _claim_alive(record: Record, ctx: StepContext, now: float) -> bool:
