@@ -358,3 +358,21 @@ async def test_a_retry_waits_as_long_as_the_step_said_it_must() -> None:
 
     assert len(started) == 2
     assert started[1] - started[0] >= 0.3 - EARLY_TIMER_SLACK
+
+
+async def test_a_waiting_retry_does_not_use_up_attempts() -> None:
+    """A step waiting for something that ends by itself (another delivery's send claim) is
+    retried at the queue's pace without counting: more waits than attempts, then success."""
+    queue_spec = spec(min_backoff=0.01, max_backoff=0.02, attempts=2)
+    attempts: list[int] = []
+
+    async def handler(t: Task, attempt: int) -> None:
+        attempts.append(attempt)
+        if len(attempts) <= 4:
+            raise TransientStepError("claim still alive", waiting=True)
+
+    async with running(queue_spec, handler) as queue:
+        await queue.enqueue(task())
+        await wait_until_idle(queue)
+
+    assert attempts == [1, 1, 1, 1, 1]

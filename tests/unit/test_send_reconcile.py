@@ -76,8 +76,9 @@ async def test_a_lost_send_waits_for_a_status_webhook_before_sending_again(
     with pytest.raises(TransientStepError, match="waiting for a status webhook") as waiting:
         await send(record, reconciling)
     assert outbox.sent == []
-    # The queue is told how long the wait lasts, so it retries after it, not before.
-    assert waiting.value.retry_after == pytest.approx(RECONCILE_SECONDS - SEND_LEASE_SECONDS - 1)
+    # Retried at the queue's pace: each retry asks find_sent, so a status webhook arriving
+    # meanwhile ends the wait early.
+    assert waiting.value.retry_after == 0.0
 
     clock.now = claimed_at + RECONCILE_SECONDS
     claimed = await send(record, reconciling)
@@ -88,19 +89,19 @@ async def test_a_lost_send_waits_for_a_status_webhook_before_sending_again(
     assert len(outbox.sent) == 1
 
 
-async def test_a_live_claim_of_another_delivery_is_waited_for_until_its_lease_ends(
+async def test_a_live_claim_of_another_delivery_is_waited_for_without_using_up_attempts(
     put_record: PutRecord, outbox: FakeOutbox, clock: FakeClock, context: StepContext
 ) -> None:
     """A claim another instance made 10 s ago may still be sending: the step sends nothing
-    and tells the queue to retry once the claim's lease is over (a crashed instance's claim
-    must not use up the task's attempts and dead-letter a reply that was never sent)."""
+    and tells the queue it is waiting (a crashed instance's claim must not use up the task's
+    attempts and dead-letter a reply that was never sent)."""
     record = put_record(
         state="sending", send_started_at=clock() - 10.0, send_claimed_by="instance-other"
     )
     with pytest.raises(TransientStepError, match="another attempt is sending") as waiting:
         await send(record, context)
     assert outbox.sent == []
-    assert waiting.value.retry_after == pytest.approx(SEND_LEASE_SECONDS - 10.0)
+    assert waiting.value.waiting
 
 
 async def test_a_send_confirmed_by_a_status_is_recorded_not_repeated(
@@ -175,3 +176,20 @@ async def test_a_released_send_retries_with_the_customers_name_removed(
     assert name not in str(raised.value)
     for part in name.split():
         assert part not in str(raised.value)
+
+
+async def test_a_live_claim_on_the_last_attempt_is_not_dead_lettered(
+    put_record: PutRecord, store: FakeStore, clock: FakeClock, advancer: Advancer
+) -> None:
+    """Even on the queue's last attempt, waiting for another delivery's live claim fails the
+    delivery (the queue retries it) instead of dead-lettering a reply that was never sent;
+    once the lease is over the send is reconciled and made."""
+    record = put_record(
+        state="sending", send_started_at=clock() - 5.0, send_claimed_by="instance-other"
+    )
+    with pytest.raises(TransientStepError, match="another attempt is sending"):
+        await advancer.deliver(record.message_id, "sending", 8, 8)
+    assert store.stored(record.message_id).state == "sending"
+
+    clock.now += SEND_LEASE_SECONDS  # the claim's lease is over: reconciled, sent
+    assert await advancer.deliver(record.message_id, "sending", 8, 8) == "sent"

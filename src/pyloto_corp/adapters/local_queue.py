@@ -114,6 +114,10 @@ class _Lane:
             raise
         except Exception as error:
             reason = f"{type(error).__name__}: {error}"[:300]
+            if getattr(error, "waiting", False):
+                # A wait that ends by itself: retried at this attempt's pace, not counted.
+                self._later((task, attempt), self.spec.backoff(attempt))
+                return
             if attempt < self.spec.max_attempts:
                 # Never sooner than the step said a retry could succeed.
                 delay = max(self.spec.backoff(attempt), getattr(error, "retry_after", 0.0))

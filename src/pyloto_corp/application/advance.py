@@ -314,7 +314,9 @@ class Advancer:
         except StepBusy:
             raise  # not a failure of this step: the delivery holding it decides its fate
         except Exception as error:
-            if attempt < max_attempts:
+            # A wait that ends by itself (a live send claim) is never a reason to dead-letter.
+            waiting = isinstance(error, TransientStepError) and error.waiting
+            if waiting or attempt < max_attempts:
                 raise
             reason = f"out of attempts ({attempt}): {type(error).__name__}: {error}"[:300]
             # The step may have moved the record on and failed in the next step it ran.

@@ -22,14 +22,17 @@ class QueueUnavailable(Exception):
 class TransientStepError(Exception):
     """A step failed in a way a later attempt may fix; the queue retries the task.
 
-    `retry_after`: seconds before which a retry cannot succeed (a pacing slot, another
-    delivery's send claim); the local queue waits at least that long, so those waits do not
-    use up the task's attempts with retries bound to fail.
+    `retry_after`: seconds before which a retry cannot succeed (a pacing slot); the local
+    queue waits at least that long. `waiting`: the step waits for something that ends by
+    itself (another delivery's send claim, whose lease runs out); the local queue retries at
+    its pace without counting the attempt, so such a wait cannot use up the task's attempts
+    and dead-letter a reply that was never sent.
     """
 
-    def __init__(self, *args: object, retry_after: float = 0.0) -> None:
+    def __init__(self, *args: object, retry_after: float = 0.0, waiting: bool = False) -> None:
         super().__init__(*args)
         self.retry_after = retry_after
+        self.waiting = waiting
 
 
 class PermanentStepError(Exception):

@@ -148,14 +148,13 @@ async def _reconcile(record: Record, ctx: StepContext) -> str | None:
         return earlier
     now = ctx.clock()
     if _claim_alive(record, ctx, now):
-        left = SEND_LEASE_SECONDS - (now - record.send_started_at)
-        raise TransientStepError("another attempt is sending this reply", retry_after=left)
-    waited = now - record.send_started_at
-    if waited < ctx.outbox.reconcile_seconds:
-        raise TransientStepError(
-            "waiting for a status webhook about an earlier send",
-            retry_after=ctx.outbox.reconcile_seconds - waited,
-        )
+        # Polled (a status webhook may confirm the send meanwhile), never dead-lettered for
+        # it: the claim's lease ends within SEND_LEASE_SECONDS.
+        raise TransientStepError("another attempt is sending this reply", waiting=True)
+    # No `retry_after` here: each retry asks `find_sent` again, so a status webhook that
+    # arrives meanwhile completes the record at the next retry, not at the window's end.
+    if now - record.send_started_at < ctx.outbox.reconcile_seconds:
+        raise TransientStepError("waiting for a status webhook about an earlier send")
     return None
 
 
