@@ -18,6 +18,7 @@ from pyloto_corp.adapters.sqlite_store import SQLiteStore
 from pyloto_corp.application.ports import StateStore
 from pyloto_corp.domain.privacy import message_ref
 from pyloto_corp.domain.records import HistoryEntry, InboundMessage, Record
+from pyloto_corp.http import ops
 from pyloto_corp.observability.pii_scan import scan_lines
 from tests.e2e.conftest import OpenPyloto
 from tests.e2e.support import Pyloto
@@ -293,3 +294,27 @@ async def test_a_dead_letter_is_replayed_from_the_page(
         counts: dict[str, Any] = (await app.client.get("/ops/api/summary")).json()["counts"]
         assert counts["failed"] == 0
         assert counts["sent"] == 1
+
+
+async def test_records_and_dead_letters_page_with_a_sealed_cursor(
+    open_pyloto: OpenPyloto, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A page holds PAGE_SIZE records, newest first; its link to the next one carries the
+    cursor sealed, and the pages together list every record once."""
+    monkeypatch.setattr(ops, "PAGE_SIZE", 2)
+    async with open_pyloto(OPS_CONSOLE_ENABLED="true") as app:
+        await _sign_in(app)
+        for text in ("um", "dois", "três"):
+            await app.post(envelope([text_message(text)]))
+        await app.wait_idle()
+        first = await app.client.get("/ops/records", params={"state": "sent"})
+        link = re.search(r'id="next-page" href="([^"]+)"', first.text)
+        assert link
+        assert "state=sent" in unescape(link.group(1))
+        second = await app.client.get(unescape(link.group(1)))
+        refs = re.findall(r"<code>([0-9a-f]{16})</code>", first.text + second.text)
+        assert len(refs) == 3
+        assert len(set(refs)) == 3
+        assert 'id="next-page"' not in second.text
+        forged = await app.client.get("/ops/records", params={"before": "not-a-cursor"})
+        assert forged.text.count('class="record"') == 2  # an unreadable cursor: the first page

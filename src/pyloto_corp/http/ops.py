@@ -10,6 +10,7 @@ token and, when the browser sends one, an Origin naming this host.
 from __future__ import annotations
 
 import calendar
+import functools
 import logging
 import time
 from importlib import resources
@@ -134,6 +135,31 @@ def _utc(value: str) -> float | None:
     raise ValueError(value)
 
 
+@functools.cache
+def _static_file(name: str) -> bytes:
+    """One of the console's files in the package, read once (on its first request)."""
+    return resources.files("pyloto_corp.http").joinpath("ops_static", name).read_bytes()
+
+
+def _cursor(console: _Console, sealed: object) -> tuple[float, str] | None:
+    """The (last update, id) cursor a page link carried sealed; None without a valid one."""
+    opened = console.keys.unseal(str(sealed)) if sealed else None
+    if not opened:
+        return None
+    at, _, message_id = opened.partition("|")
+    return float(at), message_id
+
+
+def _next_href(
+    console: _Console, path: str, params: dict[str, str], after: tuple[float, str] | None
+) -> str | None:
+    """The link to the page after the one shown (None on the last), its cursor sealed."""
+    if after is None:
+        return None
+    sealed = console.keys.seal(f"{after[0]!r}|{after[1]}")
+    return pages.query_href(path, {**params, "before": sealed})
+
+
 def _names(record: Record) -> tuple[str, ...]:
     return (record.inbound.contact_name,) if record.inbound.contact_name else ()
 
@@ -142,10 +168,11 @@ def _row(console: _Console, record: Record) -> dict[str, Any]:
     reason = record.fallback_reason
     if record.state == FAILED_STATE and record.failure_reason:
         reason = redact_text(record.failure_reason, _names(record))
+    token = console.keys.seal(record.message_id)
     return {
         "ref": message_ref(record.message_id),
-        "href": f"/ops/messages/{console.keys.seal(record.message_id)}",
-        "token": console.keys.seal(record.message_id),
+        "href": f"/ops/messages/{token}",
+        "token": token,
         "state": record.state,
         "kind": record.inbound.kind,
         "created_at": record.created_at,
@@ -167,9 +194,10 @@ class OpsController(Controller):
         kind = _STATIC.get(name)
         if kind is None:
             return Response(b"not found", status_code=404, media_type=MediaType.TEXT)
-        data = resources.files("pyloto_corp.http").joinpath("ops_static", name).read_bytes()
         return Response(
-            data, media_type=kind, headers={"Cache-Control": "max-age=300", **_CONTENT_ONLY}
+            _static_file(name),
+            media_type=kind,
+            headers={"Cache-Control": "max-age=300", "X-Content-Type-Options": "nosniff"},
         )
 
     @get("/login")
@@ -245,11 +273,7 @@ class OpsController(Controller):
                 None,
                 None,
             )
-        before = None
-        cursor = console.keys.unseal(params.get("before", "")) if params.get("before") else None
-        if cursor:
-            at, _, message_id = cursor.partition("|")
-            before = (float(at), message_id)
+        before = _cursor(console, params.get("before"))
         found = await console.container.store.list_records(
             RecordQuery(
                 state=state,
@@ -260,10 +284,7 @@ class OpsController(Controller):
                 limit=PAGE_SIZE,
             )
         )
-        next_href = None
-        if found.next_before is not None:
-            sealed = console.keys.seal(f"{found.next_before[0]!r}|{found.next_before[1]}")
-            next_href = pages.query_href("/ops/records", {**filters, "before": sealed})
+        next_href = _next_href(console, "/ops/records", filters, found.next_before)
         rows = [_row(console, r) for r in found.records]
         csrf = console.keys.csrf(session)
         return _html(pages.records_page(rows, states, filters, next_href, csrf, notice))
@@ -313,19 +334,11 @@ class OpsController(Controller):
     async def dead_letters(self, request: Request[Any, Any, Any]) -> Response[str]:
         """Records in `failed`, newest first, with their reasons."""
         console, session = _session(request)
-        before = None
-        cursor = request.query_params.get("before")
-        opened = console.keys.unseal(str(cursor)) if cursor else None
-        if opened:
-            at, _, message_id = opened.partition("|")
-            before = (float(at), message_id)
+        before = _cursor(console, request.query_params.get("before"))
         found = await console.container.store.list_records(
             RecordQuery(state=FAILED_STATE, before=before, limit=PAGE_SIZE)
         )
-        next_href = None
-        if found.next_before is not None:
-            sealed = console.keys.seal(f"{found.next_before[0]!r}|{found.next_before[1]}")
-            next_href = pages.query_href("/ops/dead-letters", {"before": sealed})
+        next_href = _next_href(console, "/ops/dead-letters", {}, found.next_before)
         rows = [_row(console, r) for r in found.records]
         return _html(pages.dead_letters_page(rows, next_href, console.keys.csrf(session)))
 
@@ -365,6 +378,3 @@ class OpsController(Controller):
             for m, reason in summary.skipped.items()
         ]
         return _html(pages.replay_result_page(done, left, csrf))
-
-
-_CONTENT_ONLY = {"X-Content-Type-Options": "nosniff"}
