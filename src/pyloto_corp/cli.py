@@ -16,7 +16,7 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
@@ -448,6 +448,15 @@ def _check_store_free(settings: Settings) -> None:
         )
 
 
+def _warn_graph_version(settings: Settings) -> None:
+    """One WARNING line when the configured Graph API version is near or past its end."""
+    from pyloto_corp.adapters.graph_versions import version_warning
+
+    warning = version_warning(settings.whatsapp.api_version, datetime.now(UTC).date())
+    if warning is not None:
+        logging.getLogger("pyloto_corp").warning(warning, extra={"event": "graph_version_ending"})
+
+
 def _cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -469,6 +478,7 @@ def _cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     configure_logging(settings.app.log_level, project=settings.queue.gcp_project)
     for warning in development_warnings(settings):
         logging.getLogger("pyloto_corp").warning(warning, extra={"event": "development_default"})
+    _warn_graph_version(settings)
     config = uvicorn.Config(
         create_app(bootstrap(settings)),
         http=read_deadline_protocol(settings.app.request_read_timeout_seconds),

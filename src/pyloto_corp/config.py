@@ -97,7 +97,11 @@ class WhatsAppSettings(_Section):
         "https://graph.facebook.com", alias="WHATSAPP_API_BASE_URL", description="Graph API."
     )
     api_version: str = Field(
-        "v21.0", alias="WHATSAPP_API_VERSION", pattern=r"^v\d+\.\d+$", description="Graph version."
+        "v26.0",
+        alias="WHATSAPP_API_VERSION",
+        pattern=r"^v\d+\.\d+$",
+        description="Graph API version in the messages URL; `pyloto serve` warns 90 days "
+        "before Meta retires it.",
     )
     timeout_seconds: float = Field(
         10.0,

@@ -179,6 +179,7 @@ def test_serve_then_simulate_over_http_then_sigterm(served: ServeProcess) -> Non
     assert "Application shutdown complete" in log, log
     assert "Traceback" not in log, log
     assert re.search(r'"severity":\s*"ERROR"', log) is None, log
+    assert "graph_version_ending" not in log, "the default Graph API version is current"
     for line in log.splitlines():
         assert DEFAULT_SENDER not in line, line
         assert DEFAULT_NAME not in line, line
@@ -187,6 +188,23 @@ def test_serve_then_simulate_over_http_then_sigterm(served: ServeProcess) -> Non
     offline = _run(["inspect", message_id], served.env)
     assert offline.returncode == 0, offline.stderr
     assert json.loads(offline.stdout)["state"] == "sent"
+
+
+@pytest.mark.slow
+def test_serve_warns_in_one_line_about_a_graph_version_meta_is_retiring(
+    served: ServeProcess,
+) -> None:
+    """With WHATSAPP_API_VERSION=v21.0 (ends 2027-01-21) `pyloto serve` starts and logs one
+    WARNING naming the variable and the date, nearing or past."""
+    served.env["WHATSAPP_API_VERSION"] = "v21.0"
+    served.start("/health")
+    served.terminate()
+    lines = [line for line in served.log.read_text().splitlines() if "graph_version_ending" in line]
+    assert len(lines) == 1, served.log.read_text()
+    entry = json.loads(lines[0])
+    assert entry["severity"] == "WARNING"
+    assert "WHATSAPP_API_VERSION=v21.0" in entry["message"]
+    assert "2027-01-21" in entry["message"]
 
 
 @pytest.mark.slow

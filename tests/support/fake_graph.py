@@ -33,7 +33,7 @@ from pyloto_corp.domain.replies import reply_key
 
 TOKEN = "EAAG-test-graph-token"
 PHONE_NUMBER_ID = "106540352242922"
-VERSION = "v21.0"
+VERSION = "v26.0"  # the default WHATSAPP_API_VERSION: the fake answers only this one
 
 # Graph's error answers by code: (HTTP status, title), as Meta sends them.
 ERRORS: dict[int, tuple[int, str]] = {
