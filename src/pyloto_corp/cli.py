@@ -627,8 +627,7 @@ def _cmd_llm(settings: Settings, args: argparse.Namespace) -> int:
     routing = assistant_routing(settings)
     if routing is None:
         raise ConfigError(
-            "llm check: the LLM is off: set OPENAI_API_KEY (and leave OPENAI_ENABLED "
-            "unset or true)"
+            "llm check: the LLM is off: set OPENAI_API_KEY (and leave OPENAI_ENABLED unset or true)"
         )
     assistant = routing.assistant
     assert isinstance(assistant, OpenAIAssistant)

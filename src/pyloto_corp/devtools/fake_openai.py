@@ -84,6 +84,8 @@ class Answer:
     delay: float = 0.0
     finish_reason: str = "stop"
     code: str | None = None  # the error's code, with an error status
+    param: str | None = None  # the request field the error names
+    message: str = "simulated"  # the error's message
 
 
 def json_answer(value: dict[str, Any], delay: float = 0.0) -> Answer:
@@ -110,6 +112,18 @@ def policy_refusal() -> Answer:
     """Answer as the API does to an input its content policy rejects (400, its code): the
     way a transcription, which has no refusal field, is refused."""
     return Answer(status=400, code="content_policy_violation")
+
+
+def format_refusal() -> Answer:
+    """Answer as OpenAI does to a structured-output format a model lacks (400, naming the
+    `response_format` param)."""
+    return Answer(
+        status=400,
+        code="invalid_value",
+        param="response_format",
+        message="Invalid parameter: 'response_format' of type 'json_schema' is not supported "
+        "with this model.",
+    )
 
 
 def transcript(text: str, delay: float = 0.0) -> Answer:
@@ -334,8 +348,8 @@ def _error_body(kind: str, message: str = "simulated") -> dict[str, Any]:
 
 def _error(answer: Answer) -> tuple[int, dict[str, Any]]:
     if answer.code is not None:
-        body = _error_body("invalid_request_error")
-        body["error"]["code"] = answer.code
+        body = _error_body("invalid_request_error", answer.message)
+        body["error"].update(code=answer.code, param=answer.param)
         return answer.status, body
     kind = "rate_limit_exceeded" if answer.status == 429 else "server_error"
     return answer.status, _error_body(kind)
