@@ -12,6 +12,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from openai import AsyncOpenAI
+
 from pyloto_corp.adapters.cloud_tasks import CallbackTarget, CloudTasksQueue
 from pyloto_corp.adapters.cloud_tasks import create_client as create_tasks_client
 from pyloto_corp.adapters.dry_run_outbox import DryRunOutbox, RedisDryRunOutbox
@@ -55,7 +57,7 @@ from pyloto_corp.application.replay import MANUAL_TRIGGERS
 from pyloto_corp.application.step_context import LLMRouting, Pacing, StepContext
 from pyloto_corp.application.steps import HANDLED_TRIGGERS
 from pyloto_corp.application.sweeper import Sweeper
-from pyloto_corp.config import ConfigError, Settings
+from pyloto_corp.config import ConfigError, OpenAISettings, Settings
 from pyloto_corp.domain.machine import LifecycleMachine
 from pyloto_corp.domain.statechart import Statechart, StatechartError
 from pyloto_corp.observability.instruments import Telemetry
@@ -221,6 +223,10 @@ def assistant_routing(settings: Settings, telemetry: Telemetry | None = None) ->
         business_profile(settings),
         telemetry,
         transcription_model=openai_settings.transcription_model,
+        transcription_client=_transcription_client(openai_settings),
+        vision_model=openai_settings.vision_model,
+        structured_output=openai_settings.structured_output,
+        temperature=openai_settings.temperature,
     )
     website = settings.business.website_url
     hosts = frozenset({urlsplit(website).hostname or ""}) if website else frozenset()
@@ -229,6 +235,23 @@ def assistant_routing(settings: Settings, telemetry: Telemetry | None = None) ->
         rollout_percent=openai_settings.rollout_percent,
         mask_pii=openai_settings.mask_pii,
         allowed_hosts=hosts,
+    )
+
+
+def _transcription_client(openai_settings: OpenAISettings) -> AsyncOpenAI | None:
+    """A client of its own for transcriptions on another server or key, else None (they
+    share the chat client)."""
+    base_url = openai_settings.transcription_base_url
+    api_key = openai_settings.transcription_api_key
+    if base_url is None and api_key is None:
+        return None
+    key = api_key or openai_settings.api_key
+    assert key is not None  # checked by the settings
+    return create_openai_client(
+        key,
+        base_url or openai_settings.base_url,
+        openai_settings.timeout_seconds,
+        openai_settings.max_retries,
     )
 
 

@@ -1,5 +1,5 @@
-"""The `pyloto` command: serve, simulate, inspect, replay, queues, statecharts, pii-scan,
-fake-openai."""
+"""The `pyloto` command: serve, simulate, inspect, replay, queues, llm check, statecharts,
+pii-scan, fake-openai."""
 
 from __future__ import annotations
 
@@ -29,6 +29,7 @@ from pyloto_corp.application.ingest import sign, verify_signature
 from pyloto_corp.application.inspect import record_view
 from pyloto_corp.application.ports import QueueUnavailable, StoreUnavailable
 from pyloto_corp.config import ConfigError, Settings, development_warnings, load_settings
+from pyloto_corp.devtools.fake_openai import PROFILES
 from pyloto_corp.domain.statechart import StatechartError
 
 if TYPE_CHECKING:
@@ -550,12 +551,25 @@ def _parser() -> argparse.ArgumentParser:
     )
     ensure.add_argument("--dry-run", action="store_true", help="print what would change only")
 
+    llm = commands.add_parser("llm", help="the configured LLM provider")
+    llm_commands = llm.add_subparsers(dest="llm_command", required=True)
+    llm_commands.add_parser(
+        "check",
+        help="ask each LLM step once; one line per step; exit 1 unless every step works",
+    )
+
     fake_openai = commands.add_parser(
         "fake-openai",
         help="serve canned LLM answers on an OpenAI-compatible API, for a demo without a key",
     )
     fake_openai.add_argument("--port", type=int, default=8999, help="port (default: 8999)")
     fake_openai.add_argument("--delay", type=float, default=0.0, help="seconds before answers")
+    fake_openai.add_argument(
+        "--profile",
+        choices=PROFILES,
+        default="openai",
+        help="behave as this provider does (llamacpp, gpt5, prose); default openai",
+    )
 
     pii_scan = commands.add_parser(
         "pii-scan", help="report personal data in log lines or exported spans (masked)"
@@ -611,6 +625,43 @@ def _cmd_queues(settings: Settings, args: argparse.Namespace) -> int:
     for line in lines:
         print(line)
     return 0
+
+
+def _cmd_llm(settings: Settings, args: argparse.Namespace) -> int:
+    """`pyloto llm check`: one line per step, what works or why not; exit 1 unless all do."""
+    from pyloto_corp.adapters.openai_llm import OpenAIAssistant
+    from pyloto_corp.adapters.openai_probe import StepCheck, check
+    from pyloto_corp.bootstrap import assistant_routing
+
+    openai_settings = settings.openai
+    routing = assistant_routing(settings)
+    if routing is None:
+        raise ConfigError(
+            "llm check: the LLM is off: set OPENAI_API_KEY (and leave OPENAI_ENABLED unset or true)"
+        )
+    assistant = routing.assistant
+    assert isinstance(assistant, OpenAIAssistant)
+    # Transcription is probed when any of its variables is set: its own model or server.
+    transcription_fields = {
+        "transcription_model",
+        "transcription_base_url",
+        "transcription_api_key",
+    }
+
+    async def probe() -> list[StepCheck]:
+        try:
+            return await check(
+                assistant,
+                vision=openai_settings.vision_model is not None,
+                transcription=bool(transcription_fields & openai_settings.model_fields_set),
+            )
+        finally:
+            await assistant.close()
+
+    checks = asyncio.run(probe())
+    for item in checks:
+        print(item.line())
+    return 0 if all(item.ok for item in checks) else 1
 
 
 def _statechart_files(folder: Path | None) -> list[Path]:
@@ -701,7 +752,7 @@ def _cmd_fake_openai(args: argparse.Namespace) -> int:
     from pyloto_corp.devtools.fake_openai import serve_forever
 
     try:
-        serve_forever(args.port, args.delay)
+        serve_forever(args.port, args.delay, args.profile)
     except OSError as error:
         print(f"pyloto: cannot serve on port {args.port}: {error.strerror}", file=sys.stderr)
         return 1
@@ -721,6 +772,7 @@ def _settings_commands() -> dict[str, Callable[[Settings, argparse.Namespace], i
         "inspect": _cmd_inspect,
         "replay": _cmd_replay,
         "queues": _cmd_queues,
+        "llm": _cmd_llm,
     }
 
 

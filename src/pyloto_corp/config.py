@@ -180,6 +180,37 @@ class OpenAISettings(_Section):
         alias="OPENAI_MASK_PII",
         description="Mask CPF, CNPJ, e-mails and phones in the text sent to the LLM.",
     )
+    structured_output: Literal["auto", "json_schema", "json_object", "prompt"] = Field(
+        "auto",
+        alias="OPENAI_STRUCTURED_OUTPUT",
+        description="How the steps ask for JSON: json_schema (strict), json_object (with the "
+        "schema), prompt (schema in the prompt only); auto steps down when the server refuses.",
+    )
+    temperature: float | None = Field(
+        None,
+        alias="OPENAI_TEMPERATURE",
+        ge=0,
+        le=2,
+        description="Sampling temperature of the chat steps; unset sends none (the model's "
+        "default). Dropped for the process when the server refuses it.",
+    )
+    vision_model: str | None = Field(
+        None,
+        alias="OPENAI_VISION_MODEL",
+        min_length=1,
+        description="Model that describes pictures (chat server); defaults to OPENAI_MODEL.",
+    )
+    transcription_base_url: str | None = Field(
+        None,
+        alias="OPENAI_TRANSCRIPTION_BASE_URL",
+        description="OpenAI-compatible server of voice note transcriptions; defaults to "
+        "OPENAI_BASE_URL.",
+    )
+    transcription_api_key: str | None = Field(
+        None,
+        alias="OPENAI_TRANSCRIPTION_API_KEY",
+        description="API key of the transcription server; defaults to OPENAI_API_KEY.",
+    )
 
     @property
     def is_enabled(self) -> bool:

@@ -5,6 +5,13 @@ Every failure becomes LLMFailure with a reason the record keeps (timeout, rate_l
 api_error, refusal, unparsable, invalid_output, empty_transcript); the step then falls back
 at once.
 
+What an OpenAI-compatible server accepts is negotiated, not assumed: with
+OPENAI_STRUCTURED_OUTPUT=auto a server that refuses the structured-output format itself is
+asked again at once one mode down (json_schema, json_object, prompt: see `ai.structured`),
+and a server that refuses the temperature is asked again without it; what worked is kept for
+the process, with one WARNING line each. A model's answer that fails validation is never a
+reason to step down: it is `invalid_output`, as from any server.
+
 The SDK keeps what it is good at (base URL, auth headers, retries, its error classes) but
 neither its HTTP stack nor its response models: requests go through `PooledTransport` (the
 small keep-alive client of `http_pool`), and the answer's bytes are decoded by msgspec into
@@ -14,18 +21,17 @@ the few fields a step reads, then the content by pydantic into the step's schema
 from __future__ import annotations
 
 import asyncio
-import functools
+import logging
 import ssl
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import httpx2
 import msgspec
 import openai
 import pydantic
 from openai import AsyncOpenAI
-from openai.lib._parsing._completions import type_to_response_format_param
 from opentelemetry.trace import SpanKind
 
 from pyloto_corp.adapters.http_pool import (
@@ -39,12 +45,18 @@ from pyloto_corp.adapters.http_pool import (
 from pyloto_corp.ai import prompts
 from pyloto_corp.ai.prompts import BusinessProfile
 from pyloto_corp.ai.schemas import EventDetection, ImageDescription, MessageChoice, ReplyDraft
+from pyloto_corp.ai.structured import Mode, json_text, request_fields, weaker
 from pyloto_corp.application.ports import LLMFailure, LLMResult
 from pyloto_corp.domain.records import Turn
 from pyloto_corp.observability.instruments import Telemetry, mark_failed
 
 T = TypeVar("T", bound=pydantic.BaseModel)
 R = TypeVar("R")
+
+log = logging.getLogger(__name__)
+
+# OPENAI_STRUCTURED_OUTPUT: a mode, or `auto` (start strict, step down on the server's refusal).
+StructuredOutput = Mode | Literal["auto"]
 
 # The default model of voice note transcriptions (OPENAI_TRANSCRIPTION_MODEL).
 TRANSCRIPTION_MODEL = "gpt-4o-mini-transcribe"
@@ -212,7 +224,8 @@ _encode = msgspec.json.Encoder().encode
 
 
 class OpenAIAssistant:
-    """Assistant port on an OpenAI-compatible API: chat completions, audio transcriptions."""
+    """Assistant port on an OpenAI-compatible API: chat completions, audio transcriptions
+    (on their own server when `transcription_client` is given)."""
 
     def __init__(
         self,
@@ -223,13 +236,24 @@ class OpenAIAssistant:
         telemetry: Telemetry | None = None,
         *,
         transcription_model: str = TRANSCRIPTION_MODEL,
+        transcription_client: AsyncOpenAI | None = None,
+        vision_model: str | None = None,
+        structured_output: StructuredOutput = "auto",
+        temperature: float | None = None,
     ) -> None:
         self.client = client
         self.model = model
+        self.transcription_client = transcription_client or client
         self.transcription_model = transcription_model
+        self.vision_model = vision_model or model
         self.timeout = timeout_seconds
         self.business = business
         self.telemetry = telemetry or Telemetry()
+        self.auto = structured_output == "auto"
+        # What the next chat completion sends: lowered for the process by a server's refusal.
+        self.mode: Mode = "json_schema" if structured_output == "auto" else structured_output
+        self.temperature = temperature
+        self._announced: Mode = self.mode
 
     async def transcribe(self, audio: bytes, mime_type: str) -> LLMResult[str]:
         """The media step: a voice note's words, Portuguese hinted; `empty_transcript` when
@@ -244,7 +268,7 @@ class OpenAIAssistant:
     async def describe_image(self, image: bytes, mime_type: str, caption: str) -> LLMResult[str]:
         """The media step: what a picture shows, read with its caption."""
         messages = prompts.describe_image(image, mime_type, caption)
-        result = await self._call(MEDIA_STEP, messages, ImageDescription)
+        result = await self._call(MEDIA_STEP, messages, ImageDescription, self.vision_model)
         return LLMResult(
             value=result.value.description,
             latency_ms=result.latency_ms,
@@ -270,14 +294,23 @@ class OpenAIAssistant:
         return await self._call("llm3", messages, MessageChoice)
 
     async def close(self) -> None:
-        """Close the SDK's HTTP client."""
+        """Close the SDK's HTTP clients."""
         await self.client.close()
+        if self.transcription_client is not self.client:
+            await self.transcription_client.close()
 
     async def _call(
-        self, step: str, messages: Sequence[Mapping[str, Any]], schema: type[T]
+        self,
+        step: str,
+        messages: Sequence[Mapping[str, Any]],
+        schema: type[T],
+        model: str | None = None,
     ) -> LLMResult[T]:
         """One chat completion, observed."""
-        return await self._observed("chat", self.model, step, lambda: self._parse(messages, schema))
+        model = model or self.model
+        return await self._observed(
+            "chat", model, step, lambda: self._parse(messages, schema, model)
+        )
 
     async def _observed(
         self,
@@ -324,7 +357,7 @@ class OpenAIAssistant:
             async with asyncio.timeout(self.timeout):
                 # What `audio.transcriptions.create` sends (multipart: the fields and the
                 # file), on the SDK's request path; the raw answer, decoded by msgspec.
-                response = await self.client.post(
+                response = await self.transcription_client.post(
                     "/audio/transcriptions",
                     cast_to=httpx2.Response,
                     body={
@@ -353,29 +386,15 @@ class OpenAIAssistant:
             **tokens,
         )
 
-    async def _parse(self, messages: Sequence[Mapping[str, Any]], schema: type[T]) -> LLMResult[T]:
+    async def _parse(
+        self, messages: Sequence[Mapping[str, Any]], schema: type[T], model: str
+    ) -> LLMResult[T]:
         started = time.perf_counter()
         try:
-            # One deadline for the call and its retries: a slow LLM falls back at once.
+            # One deadline for the call, its retries and its renegotiation: a slow LLM falls
+            # back at once.
             async with asyncio.timeout(self.timeout):
-                # The SDK's own request path (auth, retries, errors), without the per-call
-                # work of `completions.parse`: the schema is built once per type, and the
-                # messages, plain dicts already, need no transformation.
-                # The raw answer: the SDK has checked its status, not decoded its body.
-                response = await self.client.post(
-                    "/chat/completions",
-                    cast_to=httpx2.Response,
-                    # Encoded here: the SDK sends content bytes as they are (and copies them for
-                    # its retries for free), where a dict is deep-copied and JSON-dumped.
-                    content=_encode(
-                        {
-                            "model": self.model,
-                            "messages": messages,
-                            "response_format": response_format(schema),
-                            "temperature": 0.2,
-                        }
-                    ),
-                )
+                response = await self._negotiated(messages, schema, model)
             completion = _decode_completion(response.content)
             if not completion.choices:
                 raise ValueError("no choices")
@@ -385,6 +404,7 @@ class OpenAIAssistant:
                 "output_tokens": usage.completion_tokens if usage else 0,
             }
             parsed = _parsed(completion.choices[0], schema, tokens)
+            self._announce()
         except (
             TimeoutError,
             openai.OpenAIError,
@@ -396,16 +416,90 @@ class OpenAIAssistant:
         return LLMResult(
             value=parsed,
             latency_ms=round((time.perf_counter() - started) * 1000, 1),
-            model=completion.model or self.model,
+            model=completion.model or model,
             **tokens,
         )
 
+    async def _negotiated(
+        self, messages: Sequence[Mapping[str, Any]], schema: type[T], model: str
+    ) -> httpx2.Response:
+        """The raw answer to a chat completion in the process's current mode and temperature,
+        asked again at once while the server refuses one of them and a weaker ask is left.
+        Each new ask is strictly weaker than the last, so there are at most four."""
+        while True:
+            mode, temperature = self.mode, self.temperature
+            body: dict[str, Any] = {"model": model, **request_fields(messages, schema, mode)}
+            if temperature is not None:
+                body["temperature"] = temperature
+            try:
+                # The SDK's own request path (auth, retries, errors), without the per-call
+                # work of `completions.parse`: the schema is built once per type, and the
+                # messages, plain dicts already, need no transformation. The raw answer: the
+                # SDK has checked its status, not decoded its body. Encoded here: the SDK sends
+                # content bytes as they are (and copies them for its retries for free), where a
+                # dict is deep-copied and JSON-dumped.
+                return await self.client.post(
+                    "/chat/completions", cast_to=httpx2.Response, content=_encode(body)
+                )
+            except openai.APIStatusError as error:
+                if not self._adapt(error, mode, temperature):
+                    raise
 
-@functools.cache
-def response_format(schema: type[pydantic.BaseModel]) -> dict[str, Any]:
-    """The strict `json_schema` response format of `schema`, as the SDK's `parse` builds it
-    (built once per type: generating a JSON schema is the costly part of a call)."""
-    return dict(type_to_response_format_param(schema))  # type: ignore[arg-type]
+    def _adapt(self, error: openai.APIStatusError, mode: Mode, temperature: float | None) -> bool:
+        """Whether a refusal of what was sent leaves a weaker ask; lowers the process's
+        settings unless another call already did."""
+        if temperature is not None and refuses_temperature(error):
+            if self.temperature is not None:
+                self.temperature = None
+                log.warning(
+                    "llm_temperature_dropped: the server refused a temperature; none is sent "
+                    "from now on",
+                    extra={"event": "llm_temperature_dropped"},
+                )
+            return True
+        if not (self.auto and refuses_format(error)):
+            return False
+        if self.mode != mode:
+            return True  # another call stepped down meanwhile: ask as it does now
+        lower = weaker(mode)
+        if lower is None:
+            return False
+        self.mode = lower
+        return True
+
+    def _announce(self) -> None:
+        """One WARNING line when a call first succeeds in a mode `auto` stepped down to."""
+        if self.mode == self._announced:
+            return
+        self._announced = self.mode
+        log.warning(
+            "llm_structured_output_settled: the server refused a stronger format; the LLM "
+            "steps use %s from now on",
+            self.mode,
+            extra={"event": "llm_structured_output_settled", "mode": self.mode},
+        )
+
+
+def refuses_temperature(error: openai.APIStatusError) -> bool:
+    """Whether the API refused the request's temperature, as OpenAI's newer models do to any
+    but the default: 400, `param: temperature`, `code: unsupported_value`
+    (https://github.com/johny-b/llmcomp/issues/69 quotes the body)."""
+    return error.status_code in (400, 422) and (
+        error.param == "temperature" or "'temperature'" in error.message
+    )
+
+
+def refuses_format(error: openai.APIStatusError) -> bool:
+    """Whether the API refused the request's structured-output format itself: a 400/422/500
+    whose error names `response_format` or `json_schema`. llama-cpp-python answers a
+    `json_schema` request with its request validation error as a 500, whose message carries
+    the field's path ('body', 'response_format', 'type') and "Input should be 'text' or
+    'json_object'" (https://github.com/ggml-org/llama.cpp/issues/23463); OpenAI names the
+    param `response_format` when it refuses a schema."""
+    if error.status_code not in (400, 422, 500):
+        return False
+    text = f"{error.param or ''} {error.message}".lower()
+    return "response_format" in text or "json_schema" in text
 
 
 def _parsed(choice: _Choice, schema: type[T], tokens: dict[str, int]) -> T:
@@ -419,7 +513,8 @@ def _parsed(choice: _Choice, schema: type[T], tokens: dict[str, int]) -> T:
         raise LLMFailure("refusal", "the model refused", **tokens)
     if not message.content:
         raise LLMFailure("unparsable", "no structured output", **tokens)
-    return schema.model_validate_json(message.content)
+    # Tolerant in every mode: a server may take a format without enforcing it.
+    return schema.model_validate_json(json_text(message.content))
 
 
 # Error codes of an input the API's content policy rejects.
@@ -436,6 +531,12 @@ def _failure(error: Exception, timeout: float) -> LLMFailure:
         # The API's refusal of an input (an image or audio its policy rejects) is an error
         # status, not a completion: the same reason as the model's own refusal.
         return LLMFailure("refusal", f"content policy (HTTP {error.status_code})")
+    if isinstance(error, openai.APIStatusError) and refuses_temperature(error):
+        return LLMFailure("api_error", f"HTTP {error.status_code}: the temperature was refused")
+    if isinstance(error, openai.APIStatusError) and refuses_format(error):
+        return LLMFailure(
+            "api_error", f"HTTP {error.status_code}: the structured-output format was refused"
+        )
     if isinstance(error, openai.APIStatusError):
         return LLMFailure("api_error", f"HTTP {error.status_code}")
     if isinstance(error, openai.APIConnectionError):

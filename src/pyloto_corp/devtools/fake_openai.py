@@ -7,22 +7,39 @@ for `POST /v1/audio/transcriptions`: a JSON object (a transcript), raw text, a r
 HTTP error, or any of those after a delay. Every chat request body is kept for assertions,
 and every upload (its form fields and its file) too.
 
-`pyloto fake-openai [--port 8999] [--delay 12]` serves the canned answers for a demo.
+A provider profile makes it behave as a server other than OpenAI does:
+- `openai` (the default): every format and temperature accepted.
+- `llamacpp`: llama-cpp-python's server, which takes `response_format` `text` or
+  `json_object` (with an optional `schema`) and answers `json_schema` with its request
+  validation error as a 500 (https://github.com/ggml-org/llama.cpp/issues/23463).
+- `gpt5`: OpenAI's newer models, which refuse any temperature but the default (1) with a 400
+  naming the param (https://github.com/johny-b/llmcomp/issues/69).
+- `prose`: a server that ignores `response_format`: the JSON comes wrapped in prose and a
+  code fence.
+The schema a request asks for is read from `json_schema.name`, else the title of
+`response_format.schema`, else the schema the system prompt carries.
+
+`pyloto fake-openai [--port 8999] [--delay 12] [--profile llamacpp]` serves the canned answers
+for a demo.
 """
 
 from __future__ import annotations
 
 import email.message
 import json
+import re
 import ssl
 import threading
 import time
 from collections import defaultdict, deque
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler
-from typing import Any
+from typing import Any, Literal
 
 from pyloto_corp.devtools.local_http import LocalServer
+
+Profile = Literal["openai", "llamacpp", "gpt5", "prose"]
+PROFILES: tuple[Profile, ...] = ("openai", "llamacpp", "gpt5", "prose")
 
 EVENT = "EventDetection"
 DRAFT = "ReplyDraft"
@@ -67,6 +84,8 @@ class Answer:
     delay: float = 0.0
     finish_reason: str = "stop"
     code: str | None = None  # the error's code, with an error status
+    param: str | None = None  # the request field the error names
+    message: str = "simulated"  # the error's message
 
 
 def json_answer(value: dict[str, Any], delay: float = 0.0) -> Answer:
@@ -95,6 +114,18 @@ def policy_refusal() -> Answer:
     return Answer(status=400, code="content_policy_violation")
 
 
+def format_refusal() -> Answer:
+    """Answer as OpenAI does to a structured-output format a model lacks (400, naming the
+    `response_format` param)."""
+    return Answer(
+        status=400,
+        code="invalid_value",
+        param="response_format",
+        message="Invalid parameter: 'response_format' of type 'json_schema' is not supported "
+        "with this model.",
+    )
+
+
 def transcript(text: str, delay: float = 0.0) -> Answer:
     """Answer a transcription with this text."""
     return Answer(content={"text": text}, delay=delay)
@@ -117,6 +148,7 @@ class FakeOpenAI:
     """The server's script and what it has seen."""
 
     default_delay: float = 0.0
+    profile: Profile = "openai"
     requests: list[dict[str, Any]] = field(default_factory=list)
     uploads: list[Upload] = field(default_factory=list)
     base_url: str = ""  # set by start()
@@ -149,6 +181,19 @@ class FakeOpenAI:
                 return self._always[schema]
         return Answer(content=DEFAULTS.get(schema, {}), delay=self.default_delay)
 
+    def _chat(self, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        """The answer to a chat completion request, as the profile's provider gives it."""
+        with self._lock:
+            self.requests.append(body)
+        refused = refusal_of(self.profile, body)
+        if refused is not None:
+            return refused
+        answer = self._next(schema_name(body))
+        if answer.delay:
+            time.sleep(answer.delay)
+        status, payload = render(answer, body)
+        return status, wrapped_in_prose(payload) if self.profile == "prose" else payload
+
     def start(self, port: int = 0) -> str:
         """Serve in a background thread; returns the base URL for the SDK."""
         fake = self
@@ -171,13 +216,7 @@ class FakeOpenAI:
                         time.sleep(answer.delay)
                     self._send(*render_transcription(answer))
                     return
-                body = json.loads(raw or b"{}")
-                with fake._lock:
-                    fake.requests.append(body)
-                answer = fake._next(schema_name(body))
-                if answer.delay:
-                    time.sleep(answer.delay)
-                self._send(*render(answer, body))
+                self._send(*fake._chat(json.loads(raw or b"{}")))
 
             def _send(self, status: int, payload: dict[str, Any]) -> None:
                 data = json.dumps(payload).encode()
@@ -203,10 +242,72 @@ class FakeOpenAI:
             self._server.stop()
 
 
+KNOWN_SCHEMAS = (EVENT, DRAFT, CHOICE, IMAGE)
+_TITLE = re.compile(r'"title"\s*:\s*"(\w+)"')
+
+
 def schema_name(body: dict[str, Any]) -> str:
-    """The structured-output schema a request asks for ('' when none)."""
+    """The structured-output schema a request asks for ('' when none): by `json_schema`'s
+    name, else `response_format.schema`'s title, else the schema in the system prompt."""
     response_format = body.get("response_format") or {}
-    return str((response_format.get("json_schema") or {}).get("name", ""))
+    named = (response_format.get("json_schema") or {}).get("name")
+    if named:
+        return str(named)
+    titled = (response_format.get("schema") or {}).get("title")
+    if titled:
+        return str(titled)
+    for message in body.get("messages") or []:
+        content = message.get("content")
+        if message.get("role") == "system" and isinstance(content, str):
+            for title in _TITLE.findall(content):
+                if title in KNOWN_SCHEMAS:
+                    return str(title)
+    return ""
+
+
+# What llama-cpp-python's server answers a `json_schema` request: FastAPI's validation error
+# of its request model, wrapped by its route handler as an internal server error.
+LLAMACPP_FORMAT_ERROR = (
+    "1 validation error:\n  {'type': 'literal_error', 'loc': ('body', 'response_format', "
+    "'type'), 'msg': \"Input should be 'text' or 'json_object'\", 'input': 'json_schema', "
+    "'ctx': {'expected': \"'text' or 'json_object'\"}}"
+)
+
+
+def refusal_of(profile: Profile, body: dict[str, Any]) -> tuple[int, dict[str, Any]] | None:
+    """The error a provider of `profile` answers this request with, or None if it takes it."""
+    if profile == "llamacpp":
+        kind = (body.get("response_format") or {}).get("type", "text")
+        if kind not in ("text", "json_object"):
+            error = {
+                "message": LLAMACPP_FORMAT_ERROR,
+                "type": "internal_server_error",
+                "param": None,
+                "code": None,
+            }
+            return 500, {"error": error}
+    if profile == "gpt5" and body.get("temperature", 1) != 1:
+        error = {
+            "message": f"Unsupported value: 'temperature' does not support "
+            f"{body['temperature']} with this model. Only the default (1) value is supported.",
+            "type": "invalid_request_error",
+            "param": "temperature",
+            "code": "unsupported_value",
+        }
+        return 400, {"error": error}
+    return None
+
+
+def wrapped_in_prose(payload: dict[str, Any]) -> dict[str, Any]:
+    """A completion as a server that ignores `response_format` answers it: the JSON inside a
+    sentence and a code fence (errors and refusals as they are)."""
+    for choice in payload.get("choices") or []:
+        content = choice["message"].get("content")
+        if isinstance(content, str) and content.lstrip().startswith("{"):
+            choice["message"]["content"] = (
+                f"Claro! Segue a resposta:\n```json\n{content}\n```\nPosso ajudar em algo mais?"
+            )
+    return payload
 
 
 def parse_upload(headers: dict[str, str], body: bytes) -> Upload:
@@ -247,8 +348,8 @@ def _error_body(kind: str, message: str = "simulated") -> dict[str, Any]:
 
 def _error(answer: Answer) -> tuple[int, dict[str, Any]]:
     if answer.code is not None:
-        body = _error_body("invalid_request_error")
-        body["error"]["code"] = answer.code
+        body = _error_body("invalid_request_error", answer.message)
+        body["error"].update(code=answer.code, param=answer.param)
         return answer.status, body
     kind = "rate_limit_exceeded" if answer.status == 429 else "server_error"
     return answer.status, _error_body(kind)
@@ -295,10 +396,10 @@ def render(answer: Answer, request: dict[str, Any]) -> tuple[int, dict[str, Any]
     }
 
 
-def serve_forever(port: int, delay: float) -> None:
+def serve_forever(port: int, delay: float, profile: Profile = "openai") -> None:
     """Serve the canned answers (the three steps', a transcript, a picture's description)
-    until interrupted (`pyloto fake-openai`)."""
-    fake = FakeOpenAI(default_delay=delay)
+    as a provider of `profile` does, until interrupted (`pyloto fake-openai`)."""
+    fake = FakeOpenAI(default_delay=delay, profile=profile)
     print(f"OPENAI_BASE_URL={fake.start(port)}", flush=True)
     try:
         while True:
