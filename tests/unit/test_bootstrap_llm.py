@@ -127,3 +127,68 @@ def test_an_unreadable_faq_file_is_a_config_error_naming_the_variable(
     assert str(path) in str(caught.value)
     with pytest.raises(ConfigError, match="BUSINESS_FAQ_FILE"):
         assistant_routing(settings)
+
+
+@pytest.mark.anyio
+async def test_by_default_every_step_shares_the_chat_settings_and_negotiates(
+    make_settings: MakeSettings,
+) -> None:
+    """Unset, the new variables change nothing: one client, OPENAI_MODEL for pictures, auto
+    starting strict, no temperature."""
+    routing = assistant_routing(make_settings(OPENAI_API_KEY="sk-test", OPENAI_MODEL="m"))
+    assert routing is not None
+    assistant = routing.assistant
+    assert isinstance(assistant, OpenAIAssistant)
+    assert assistant.transcription_client is assistant.client
+    assert assistant.vision_model == "m"
+    assert (assistant.auto, assistant.mode, assistant.temperature) == (True, "json_schema", None)
+    await assistant.close()
+
+
+@pytest.mark.anyio
+async def test_transcription_and_vision_may_have_their_own_server_key_and_model(
+    make_settings: MakeSettings,
+) -> None:
+    """OPENAI_TRANSCRIPTION_BASE_URL/_API_KEY build a client of their own; a fixed
+    OPENAI_STRUCTURED_OUTPUT never negotiates; OPENAI_TEMPERATURE is kept."""
+    settings = make_settings(
+        OPENAI_API_KEY="sk-chat",
+        OPENAI_BASE_URL="http://127.0.0.1:9/v1",
+        OPENAI_TRANSCRIPTION_BASE_URL="http://127.0.0.1:10/v1",
+        OPENAI_TRANSCRIPTION_API_KEY="sk-audio",
+        OPENAI_VISION_MODEL="vision-m",
+        OPENAI_STRUCTURED_OUTPUT="json_object",
+        OPENAI_TEMPERATURE="0.3",
+    )
+    routing = assistant_routing(settings)
+    assert routing is not None
+    assistant = routing.assistant
+    assert isinstance(assistant, OpenAIAssistant)
+    audio = assistant.transcription_client
+    assert audio is not assistant.client
+    assert str(audio.base_url) == "http://127.0.0.1:10/v1/"
+    assert audio.api_key == "sk-audio"
+    assert assistant.client.api_key == "sk-chat"
+    assert assistant.vision_model == "vision-m"
+    assert (assistant.auto, assistant.mode, assistant.temperature) == (False, "json_object", 0.3)
+    await assistant.close()
+    only_key = assistant_routing(
+        make_settings(OPENAI_API_KEY="sk-chat", OPENAI_TRANSCRIPTION_API_KEY="sk-audio")
+    )
+    assert only_key is not None
+    assert isinstance(only_key.assistant, OpenAIAssistant)
+    assert only_key.assistant.transcription_client.api_key == "sk-audio"
+    assert only_key.assistant.transcription_client.base_url == only_key.assistant.client.base_url
+    await only_key.assistant.close()
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [("OPENAI_STRUCTURED_OUTPUT", "xml"), ("OPENAI_TEMPERATURE", "3")],
+)
+def test_a_bad_negotiation_setting_is_a_config_error_naming_it(
+    make_settings: MakeSettings, variable: str, value: str
+) -> None:
+    """An unknown mode or a temperature above 2 refuses to start, naming the variable."""
+    with pytest.raises(ConfigError, match=variable):
+        make_settings(OPENAI_API_KEY="sk-test", **{variable: value})

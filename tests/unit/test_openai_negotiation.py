@@ -10,9 +10,17 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
+import httpx2
+import openai
 import pytest
 
-from pyloto_corp.adapters.openai_llm import OpenAIAssistant, StructuredOutput, create_client
+from pyloto_corp.adapters.openai_llm import (
+    OpenAIAssistant,
+    StructuredOutput,
+    create_client,
+    refuses_format,
+    refuses_temperature,
+)
 from pyloto_corp.ai.prompts import BusinessProfile
 from pyloto_corp.ai.schemas import EventDetection, ReplyDraft
 from pyloto_corp.ai.structured import instruction, strict_schema
@@ -245,3 +253,83 @@ async def test_pictures_are_described_by_the_vision_model(
         await assistant.detect_event("Oi", "text")
     assert described.value == DEFAULTS[IMAGE]["description"]
     assert [r["model"] for r in fake_openai.requests] == ["local-vision", "local-model"]
+
+
+REQUEST = httpx2.Request("POST", "http://127.0.0.1:1/v1/chat/completions")
+
+
+def status_error(status: int, error: dict[str, Any]) -> openai.APIStatusError:
+    """The SDK's error for an answer with `status` and this error object, as its client builds
+    one: the message after the status, the error object as the body."""
+    response = httpx2.Response(status, json={"error": error}, request=REQUEST)
+    message = f"Error code: {status} - {error['message']}"
+    return openai.APIStatusError(message, response=response, body=error)
+
+
+@pytest.mark.parametrize(
+    ("status", "error_", "format_refused", "temperature_refused"),
+    [
+        (
+            500,
+            {
+                "message": "1 validation error: {'loc': ('body', 'response_format', 'type'), "
+                "'msg': \"Input should be 'text' or 'json_object'\"}",
+                "type": "server_error",
+            },
+            True,
+            False,
+        ),
+        (
+            400,
+            {
+                "message": "Invalid schema for response_format 'MessageChoice'",
+                "param": "response_format",
+                "code": "invalid_value",
+            },
+            True,
+            False,
+        ),
+        (
+            400,
+            {
+                "message": 'Invalid JSON payload received. Unknown name "title" at '
+                "'generation_config.response_schema.properties[0].value': Cannot find field."
+            },
+            True,
+            False,
+        ),
+        (422, {"message": "json_schema is not supported"}, True, False),
+        (
+            400,
+            {
+                "message": "Unsupported value: 'temperature' does not support 0.2 with this "
+                "model. Only the default (1) value is supported.",
+                "param": "temperature",
+                "code": "unsupported_value",
+            },
+            False,
+            True,
+        ),
+        (500, {"message": "The server had an error while processing your request."}, False, False),
+        (503, {"message": "response_format backend overloaded"}, False, False),
+        (401, {"message": "Incorrect API key provided", "code": "invalid_api_key"}, False, False),
+    ],
+    ids=[
+        "llamacpp",
+        "openai-schema",
+        "gemini-schema",
+        "422",
+        "gpt5-temperature",
+        "plain-500",
+        "503",
+        "401",
+    ],
+)
+def test_what_counts_as_a_refusal_of_the_format_or_the_temperature(
+    status: int, error_: dict[str, Any], format_refused: bool, temperature_refused: bool
+) -> None:
+    """Only a 400/422/500 naming the format steps `auto` down, and only a 400/422 naming the
+    temperature drops it; other errors are the API errors they always were."""
+    built = status_error(status, error_)
+    assert refuses_format(built) is format_refused
+    assert refuses_temperature(built) is temperature_refused

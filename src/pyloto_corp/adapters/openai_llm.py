@@ -489,6 +489,12 @@ def refuses_temperature(error: openai.APIStatusError) -> bool:
     )
 
 
+# What an error says when it is about the structured-output format (Gemini names the field
+# it maps `response_format` to: "Unknown name ... at 'generation_config.response_schema'",
+# https://github.com/QuantumNous/new-api/pull/1037).
+_FORMAT_WORDS = ("response_format", "json_schema", "response_schema")
+
+
 def refuses_format(error: openai.APIStatusError) -> bool:
     """Whether the API refused the request's structured-output format itself: a 400/422/500
     whose error names `response_format` or `json_schema`. llama-cpp-python answers a
@@ -499,7 +505,7 @@ def refuses_format(error: openai.APIStatusError) -> bool:
     if error.status_code not in (400, 422, 500):
         return False
     text = f"{error.param or ''} {error.message}".lower()
-    return "response_format" in text or "json_schema" in text
+    return any(word in text for word in _FORMAT_WORDS)
 
 
 def _parsed(choice: _Choice, schema: type[T], tokens: dict[str, int]) -> T:
