@@ -64,6 +64,7 @@ class FakeStore:
         self.leases: dict[str, str] = {}
         self.turns: dict[str, list[Turn]] = {}
         self.buckets: dict[str, tuple[float, float]] = {}
+        self.aliases: dict[str, str] = {}  # alias key -> customer key
         self.terminal = frozenset(terminal_states)
         # The console's counters: {(width, bucket start): {name: count}}.
         self.counters: dict[tuple[int, int], dict[str, int]] = {}
@@ -136,6 +137,35 @@ class FakeStore:
 
     async def recent_turns(self, conversation: str, since: float, limit: int) -> list[Turn]:
         return [t for t in self.turns.get(conversation, []) if t.at >= since][-limit:]
+
+    def _follow(self, key: str) -> str:
+        for _ in range(4):
+            following = self.aliases.get(key)
+            if following is None or following == key:
+                break
+            key = following
+        return key
+
+    def _move_turns(self, source: str, target: str) -> None:
+        if source in self.turns and not self.turns.get(target):
+            self.turns[target] = self.turns.pop(source)
+
+    async def resolve_customer(self, phone_key: str | None, user_key: str | None) -> str:
+        if not user_key:
+            return self._follow(phone_key) if phone_key else ""
+        customer = self._follow(user_key)
+        if phone_key and phone_key != customer:
+            self._move_turns(phone_key, customer)
+            self.aliases[phone_key] = customer
+        return customer
+
+    async def move_customer(self, previous_key: str, current_key: str) -> None:
+        if previous_key == current_key:
+            return
+        if self._follow(current_key) == previous_key:
+            self.aliases.pop(current_key, None)
+        self._move_turns(previous_key, current_key)
+        self.aliases[previous_key] = current_key
 
     async def acquire_lease(self, name: str, owner: str, seconds: float) -> bool:
         holder = self.leases.get(name)

@@ -414,6 +414,58 @@ end
 return out
 """
 
+# Customer keys (see CustomerKeys). follow() is the customer key `key` stands for through its
+# aliases (ARGV[2] .. key), at most ALIAS_HOPS of them; move_turns() renames the turns of
+# one key to another unless that one has its own (RENAME keeps the list's expiry). Keys are
+# computed from prefixes, as the store expects a single-shard Redis (see redis_keys).
+ALIAS_HOPS = 4
+_CUSTOMER_FN = f"""
+local function follow(key)
+  for _ = 1, {ALIAS_HOPS} do
+    local next = redis.call('GET', ARGV[2] .. key)
+    if not next or next == key then return key end
+    key = next
+  end
+  return key
+end
+local function move_turns(source, target)
+  local from, to = ARGV[1] .. source, ARGV[1] .. target
+  if redis.call('EXISTS', from) == 1 and redis.call('EXISTS', to) == 0 then
+    redis.call('RENAME', from, to)
+  end
+end
+"""
+# ARGV: conversation prefix, alias prefix, alias ttl (s), number's key ('' for none), BSUID's
+# key ('' for none). Returns the customer key ('' when neither is given).
+_RESOLVE = (
+    _CUSTOMER_FN
+    + """
+local phone, user = ARGV[4], ARGV[5]
+if user == '' then
+  if phone == '' then return '' end
+  return follow(phone)
+end
+local customer = follow(user)
+if phone ~= '' and phone ~= customer then
+  move_turns(phone, customer)
+  redis.call('SET', ARGV[2] .. phone, customer, 'EX', ARGV[3])
+end
+return customer
+"""
+)
+# ARGV: conversation prefix, alias prefix, alias ttl (s), previous key, current key.
+_MOVE = (
+    _CUSTOMER_FN
+    + """
+local previous, current = ARGV[4], ARGV[5]
+if previous == current then return 0 end
+if follow(current) == previous then redis.call('DEL', ARGV[2] .. current) end
+move_turns(previous, current)
+redis.call('SET', ARGV[2] .. previous, current, 'EX', ARGV[3])
+return 1
+"""
+)
+
 # KEYS: lease. ARGV: owner.
 _RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
@@ -520,6 +572,8 @@ class RedisStore:
         self._adopt = client.register_script(_ADOPT)
         self._beat = client.register_script(_BEAT)
         self._page = client.register_script(_PAGE)
+        self._resolve = client.register_script(_RESOLVE)
+        self._move = client.register_script(_MOVE)
         # The hot path's scripts, on the wire when the client's connection allows one (TCP
         # or TLS), else on redis-py like the rest.
         self._wire = RedisWire.for_client(client)
@@ -527,6 +581,7 @@ class RedisStore:
         self._wire_lease_get = Script(_LEASE_GET)
         self._wire_finish = Script(_FINISH)
         self._wire_status = Script(_STATUS)
+        self._wire_resolve = Script(_RESOLVE)
 
     async def _hot(
         self, script: AsyncScript, wired: Script, keys: list[str], args: list[EncodableT]
@@ -868,6 +923,24 @@ class RedisStore:
             raise StoreUnavailable(f"redis: {error}") from error
         turns = [_turn_decoder.decode(entry) for entry in entries]
         return [turn for turn in turns if turn.at >= since]
+
+    def _customer_args(self, first: str | None, second: str | None) -> list[EncodableT]:
+        prefixes = [self.keys.conversation(""), self.keys.alias("")]
+        return [*prefixes, self.ttl, first or "", second or ""]
+
+    async def resolve_customer(self, phone_key: str | None, user_key: str | None) -> str:
+        args = self._customer_args(phone_key, user_key)
+        try:  # on the hot path: one round trip of every accepted message
+            customer = await self._hot(self._resolve, self._wire_resolve, [], args)
+        except RedisError as error:
+            raise StoreUnavailable(f"redis: {error}") from error
+        return _text(customer)
+
+    async def move_customer(self, previous_key: str, current_key: str) -> None:
+        try:
+            await self._move(keys=[], args=self._customer_args(previous_key, current_key))
+        except RedisError as error:
+            raise StoreUnavailable(f"redis: {error}") from error
 
     async def acquire_lease(self, name: str, owner: str, seconds: float) -> bool:
         try:

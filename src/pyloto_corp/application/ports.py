@@ -169,9 +169,33 @@ class ConversationMemory(Protocol):
         """The conversation's last `limit` turns at or after `since`, oldest first."""
 
 
-class StepStore(SendPacing, ConversationMemory, Protocol):
-    """What the steps may use of the store: pacing and conversation memory, never records
-    (the Advancer alone saves those)."""
+class CustomerKeys(Protocol):
+    """Which key stands for a customer (their memory, pacing and rollout bucket): the keyed
+    hash of their BSUID whenever WhatsApp gives one, with their number's hash as an alias.
+
+    Aliases live as long as records do (the retention), renewed by each message naming both
+    ids. Keys are keyed hashes (`llm_steps.conversation_id`), never the ids themselves.
+    """
+
+    async def resolve_customer(self, phone_key: str | None, user_key: str | None) -> str:
+        """The customer's key, atomically. With `user_key` (the BSUID's hash): that key, or
+        the one a changed BSUID moved to; when `phone_key` is given too, the number's turns
+        move to it if it has none, and the number becomes its alias. With `phone_key` only:
+        the customer key its alias names, else `phone_key` itself (the key every customer
+        had before BSUIDs). Empty when neither is given."""
+
+    async def move_customer(self, previous_key: str, current_key: str) -> None:
+        """A BSUID changed: the turns of `previous_key` move to `current_key` (unless it has
+        its own already), and `previous_key` becomes its alias, atomically."""
+
+
+class StepStore(SendPacing, ConversationMemory, CustomerKeys, Protocol):
+    """What the steps may use of the store: pacing, conversation memory and the customer's
+    key, never records (the Advancer alone saves those)."""
+
+
+class IngestStore(RecordStore, CustomerKeys, Protocol):
+    """What ingest uses: records and statuses, and customers' keys (a changed BSUID)."""
 
 
 class AdvancerStore(RecordStore, StepLeases, Protocol):

@@ -53,6 +53,11 @@ class InboundMessage:
         return self.sender if self.sender and not is_bsuid(self.sender) else None
 
     @property
+    def names(self) -> tuple[str, ...]:
+        """What names the customer in free text: their profile name and their username."""
+        return tuple(name for name in (self.contact_name, self.username) if name)
+
+    @property
     def bsuid(self) -> str | None:
         """The customer's business-scoped user id, when the webhook carried one."""
         return self.user_id or (self.sender if is_bsuid(self.sender) else None)
