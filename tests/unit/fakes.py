@@ -7,12 +7,14 @@ monotonic statuses) and record what was asked of them, so tests can assert on it
 from __future__ import annotations
 
 import copy
+import dataclasses
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import anyio
 
 from pyloto_corp.application.ports import (
+    CustomerRequest,
     RecordPage,
     RecordQuery,
     SlotRequest,
@@ -207,13 +209,17 @@ class FakeStore:
         slot: SlotRequest | None = None,
         turns: TurnsWrite | None = None,
         next_lease: tuple[str, str, float] | None = None,
+        customer: CustomerRequest | None = None,
     ) -> StepSave:
         stored = self.records.get(record.message_id)
-        saved, wait, taken = False, 0.0, False
+        saved, wait, taken, key = False, 0.0, False, ""
         if stored is not None and stored.version == expected_version:
             if slot is not None:
                 wait = await self.take_slot(slot.key, slot.now, slot.per_seconds, slot.burst)
             if wait <= 0:
+                if customer is not None:
+                    key = await self.resolve_customer(customer.phone_key, customer.user_key)
+                    record = dataclasses.replace(record, conversation=key)
                 saved = await self.save(record, expected_version)
         if turns is not None and turns.turns:
             await self.append_turns(
@@ -222,7 +228,7 @@ class FakeStore:
         await self.release_lease(name, owner)
         if saved and next_lease is not None:
             taken = await self.acquire_lease(*next_lease)
-        return StepSave(saved, wait, taken)
+        return StepSave(saved, wait, taken, key if saved else "")
 
     async def state_counts(self) -> dict[str, int]:
         counts: dict[str, int] = {}

@@ -16,6 +16,7 @@ from __future__ import annotations
 import sqlite3
 import time
 from collections.abc import Collection, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ import msgspec
 from pyloto_corp.adapters.ops_buckets import WIDTHS, first_kept, first_read
 from pyloto_corp.adapters.sqlite_base import SQLiteThread
 from pyloto_corp.application.ports import (
+    CustomerRequest,
     RecordPage,
     RecordQuery,
     SlotRequest,
@@ -358,11 +360,12 @@ class SQLiteStore:
         slot: SlotRequest | None = None,
         turns: TurnsWrite | None = None,
         next_lease: tuple[str, str, float] | None = None,
+        customer: CustomerRequest | None = None,
     ) -> StepSave:
         args, counts = self._save_call(record, expected_version)
 
         def work(conn: sqlite3.Connection) -> StepSave:
-            saved, taken, wait = False, False, 0.0
+            saved, taken, wait, key = False, False, 0.0, ""
             found = conn.execute(
                 "SELECT version FROM records WHERE message_id = ?", (record.message_id,)
             ).fetchone()
@@ -370,7 +373,13 @@ class SQLiteStore:
                 if slot is not None:  # no token is taken for a stale save
                     wait = self._take(conn, slot.key, slot.now, slot.per_seconds, slot.burst)
                 if wait <= 0:
-                    saved = self._save(conn, args, counts)
+                    save_args = args
+                    if customer is not None:  # saved as the record's own conversation
+                        key = self._resolve(conn, customer.phone_key, customer.user_key)
+                        save_args, _ = self._save_call(
+                            replace(record, conversation=key), expected_version
+                        )
+                    saved = self._save(conn, save_args, counts)
             if turns is not None and turns.turns:
                 self._append(
                     conn, turns.conversation, turns.turns, turns.window_seconds, turns.keep
@@ -378,7 +387,7 @@ class SQLiteStore:
             conn.execute("DELETE FROM leases WHERE name = ? AND owner = ?", (name, owner))
             if saved and next_lease is not None:
                 taken = self._acquire(conn, *next_lease)
-            return StepSave(saved, wait, taken)
+            return StepSave(saved, wait, taken, key if saved else "")
 
         return await self._db.run(lambda: self._db.transaction(work))
 
@@ -532,16 +541,21 @@ class SQLiteStore:
         return [Turn(str(r), str(t), float(a)) for r, t, a in reversed(rows.fetchall())]
 
     async def resolve_customer(self, phone_key: str | None, user_key: str | None) -> str:
-        def work(conn: sqlite3.Connection) -> str:
-            if not user_key:
-                return self._follow(conn, phone_key) if phone_key else ""
-            customer = self._follow(conn, user_key)
-            if phone_key and phone_key != customer:
-                self._move_turns(conn, phone_key, customer)
-                conn.execute(_ALIAS, (phone_key, customer, time.time()))
-            return customer
+        return await self._db.run(
+            lambda: self._db.transaction(lambda conn: self._resolve(conn, phone_key, user_key))
+        )
 
-        return await self._db.run(lambda: self._db.transaction(work))
+    def _resolve(
+        self, conn: sqlite3.Connection, phone_key: str | None, user_key: str | None
+    ) -> str:
+        """`resolve_customer` inside the caller's transaction."""
+        if not user_key:
+            return self._follow(conn, phone_key) if phone_key else ""
+        customer = self._follow(conn, user_key)
+        if phone_key and phone_key != customer:
+            self._move_turns(conn, phone_key, customer)
+            conn.execute(_ALIAS, (phone_key, customer, time.time()))
+        return customer
 
     async def move_customer(self, previous_key: str, current_key: str) -> None:
         def work(conn: sqlite3.Connection) -> None:

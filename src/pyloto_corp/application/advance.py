@@ -422,12 +422,15 @@ class Advancer:
                 slot=deferred.slot,
                 turns=deferred.turns,
                 next_lease=following,
+                customer=deferred.customer,
             )
         except StoreUnavailable:
             if next_lease is not None:  # the call may have taken it before its answer was lost
                 _remember(self._unreleased, next_lease.name, next_lease.owner, STEP_LEASE_SECONDS)
             raise
         lease.released = True
+        if result.customer:  # resolved by the save itself (the accept's customer key)
+            moved = replace(moved, conversation=result.customer)
         if result.wait > 0:
             raise pacing_wait(result.wait)
         if not result.saved or next_lease is None:

@@ -93,6 +93,15 @@ class TurnsWrite:
 
 
 @dataclass(frozen=True)
+class CustomerRequest:
+    """The keyed hashes of a customer's number and BSUID (None where the message named
+    none), to be resolved to their key (see `CustomerKeys.resolve_customer`)."""
+
+    phone_key: str | None
+    user_key: str | None
+
+
+@dataclass(frozen=True)
 class StepLoad:
     """What `lease_step` found: whether the lease was taken, the record (None if not taken
     or not found) and, when asked for, the last turns of the record's conversation, oldest
@@ -106,11 +115,13 @@ class StepLoad:
 @dataclass(frozen=True)
 class StepSave:
     """What `finish_step` did: whether the record was saved; `wait` > 0 when the pacing
-    slot asked for was not free (then nothing was saved); whether the next lease was taken."""
+    slot asked for was not free (then nothing was saved); whether the next lease was taken;
+    the customer key resolved for the record ('' when none was asked for or not saved)."""
 
     saved: bool
     wait: float = 0.0
     next_taken: bool = False
+    customer: str = ""
 
 
 class StepLeases(Protocol):
@@ -138,9 +149,13 @@ class StepLeases(Protocol):
         slot: SlotRequest | None = None,
         turns: TurnsWrite | None = None,
         next_lease: tuple[str, str, float] | None = None,
+        customer: CustomerRequest | None = None,
     ) -> StepSave:
         """`save`, then `release_lease` whatever the save's outcome, with a step's other
         writes, as one call to the store.
+
+        `customer`: resolved as `CustomerKeys.resolve_customer` does, only if the version
+        matches, and saved as the record's `conversation` (the record's own is replaced).
 
         `slot`: the save happens only if the version matches and a pacing token is taken
         (none is taken on a version conflict). `turns`: appended whatever the save's outcome.

@@ -18,6 +18,7 @@ from pyloto_corp.application.llm_steps import (
 from pyloto_corp.application.media_step import after_dedupe
 from pyloto_corp.application.ports import (
     AmbiguousSend,
+    CustomerRequest,
     PermanentStepError,
     SlotRequest,
     StoreUnavailable,
@@ -65,11 +66,17 @@ async def accept(record: Record, ctx: StepContext) -> Accepted | Ignored:
 async def _resolve_customer(record: Record, ctx: StepContext) -> str:
     """The customer's key, resolved once for the record (memory, pacing and the rollout
     read it from `Record.conversation` after this): their BSUID's hash whenever the webhook
-    carried one, their number's hash standing for it as an alias; one call to the store."""
+    carried one, their number's hash standing for it as an alias. Resolved by the save of
+    the accept when the Advancer runs the step ('' here), so it costs no call of its own."""
     inbound = record.inbound
-    phone = conversation_id(inbound.phone, ctx.hash_key) if inbound.phone else None
-    user = conversation_id(inbound.bsuid, ctx.hash_key) if inbound.bsuid else None
-    return await ctx.store.resolve_customer(phone, user)
+    request = CustomerRequest(
+        conversation_id(inbound.phone, ctx.hash_key) if inbound.phone else None,
+        conversation_id(inbound.bsuid, ctx.hash_key) if inbound.bsuid else None,
+    )
+    if ctx.deferred is not None:
+        ctx.deferred.customer = request
+        return ""
+    return await ctx.store.resolve_customer(request.phone_key, request.user_key)
 
 
 async def _mark_read(record: Record, ctx: StepContext) -> None:
