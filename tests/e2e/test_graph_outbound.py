@@ -23,9 +23,18 @@ from pyloto_corp.bootstrap import bootstrap
 from pyloto_corp.config import Settings
 from pyloto_corp.devtools.fake_openai import CHOICE, FakeOpenAI, json_answer
 from pyloto_corp.http.app import create_app
-from tests.e2e.support import FALLBACK_PATH, LLM_PATH, Pyloto, trajectory
+from tests.e2e.support import FALLBACK_PATH, LLM_PATH, Pyloto, message_ids, trajectory
 from tests.support.fake_graph import PHONE_NUMBER_ID, TOKEN, FakeGraph, Fault
-from tests.support.helpers import INTERNAL_TOKEN, SENDER, envelope, eventually, status, text_message
+from tests.support.helpers import (
+    BSUID,
+    INTERNAL_TOKEN,
+    SENDER,
+    customer_webhook,
+    envelope,
+    eventually,
+    status,
+    text_message,
+)
 from tests.support.llm_outputs import SATURDAY_SECTIONS, choice
 
 pytestmark = pytest.mark.anyio
@@ -234,6 +243,49 @@ async def test_an_expired_token_dead_letters_and_logs_an_alertable_error(
     alerts = [r for r in caplog.records if getattr(r, "event", None) == "whatsapp_token_expired"]
     assert [r.levelno for r in alerts] == [logging.ERROR]
     assert TOKEN not in caplog.text
+
+
+# --- customers known by a BSUID -------------------------------------------------------------
+
+
+async def test_a_customer_known_only_by_a_bsuid_is_replied_to_in_recipient(
+    open_app: OpenApp, graph: FakeGraph
+) -> None:
+    """A message without the number (a customer with a username) is answered with
+    `recipient` set to the BSUID and no `to` (which Meta would accept and never deliver);
+    one that shows the number gets `to` and no `recipient`."""
+    async with open_app() as app:
+        hidden = customer_webhook("Qual o horário?", phone=None, username="maria.corte")
+        shown = customer_webhook("E no sábado?")
+        for payload in (hidden, shown):
+            assert (await app.post(payload)).status_code == 200
+        views = [await app.wait_for(message_ids(p)[0]) for p in (hidden, shown)]
+
+    assert [view["state"] for view in views] == ["sent", "sent"]
+    (to_bsuid,) = graph.sends_for(message_ids(hidden)[0])
+    (to_phone,) = graph.sends_for(message_ids(shown)[0])
+    assert (to_bsuid.body["recipient"], "to" in to_bsuid.body) == (BSUID, False)
+    assert (to_phone.body["to"], "recipient" in to_phone.body) == (SENDER, False)
+    assert graph.undelivered == []
+
+
+async def test_131062_dead_letters_with_its_own_reason_and_no_retry(
+    open_app: OpenApp, graph: FakeGraph
+) -> None:
+    """Graph refusing a BSUID recipient (131062) moves the record to `failed` at once with
+    the reason `bsuid_recipient_unsupported`; the send is not retried."""
+    graph.inject(Fault(code=131062))
+    async with open_app() as app:
+        payload = customer_webhook("Qual o horário?", phone=None)
+        assert (await app.post(payload)).status_code == 200
+        view = await app.wait_for(message_ids(payload)[0])
+        await app.wait_idle()
+
+    assert view["state"] == "failed"
+    assert view["failure_reason"].startswith("permanent: bsuid_recipient_unsupported: ")
+    assert "graph error 131062" in view["failure_reason"]
+    assert len(graph.message_requests()) == 1
+    assert graph.sends == []
 
 
 # --- at most once ------------------------------------------------------------------------

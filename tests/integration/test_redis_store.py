@@ -41,6 +41,7 @@ from pyloto_corp.adapters.redis_store import RedisStore, connect
 from pyloto_corp.adapters.whatsapp_webhook import parse_webhook
 from pyloto_corp.application.ingest import sign, verify_signature
 from pyloto_corp.application.ports import (
+    CustomerRequest,
     InstanceRegistry,
     RecordQuery,
     SlotRequest,
@@ -695,7 +696,10 @@ def every_store_call(store: RedisStore, known: str) -> dict[str, Callable[[], Aw
             slot=SlotRequest("p", 1.0, 6.0, 5),
             turns=TurnsWrite("c", [Turn("business", "oi", 1.0)], 60, 5),
             next_lease=("l4", "me", 5),
+            customer=CustomerRequest("p" * 32, "u" * 32),
         ),
+        "resolve_customer": lambda: store.resolve_customer("p" * 32, "u" * 32),
+        "move_customer": lambda: store.move_customer("u" * 32, "v" * 32),
         "take_slot": lambda: store.take_slot("p", 1.0, 6.0, 5),
         "ping": store.ping,
         "durability": store.durability,

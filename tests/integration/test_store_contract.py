@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from dataclasses import replace
 from typing import Any
 
 import pytest
 
 from pyloto_corp.application.ports import (
+    CustomerRequest,
     RecordPage,
     RecordQuery,
     SlotRequest,
@@ -896,3 +898,92 @@ async def test_list_records_pages_through_ties_with_the_cursor(store: StateStore
     assert ids(page) == sorted((i for i in at_500 if i < cursor[1]), reverse=True)
     page = await store.list_records(RecordQuery(before=cursor, until=500.0))
     assert ids(page) == [others[0].message_id]
+
+
+# --- customer keys --------------------------------------------------------------------------
+
+
+def customer(name: str) -> str:
+    """A fresh customer key (32 hex digits, as `conversation_id` makes them)."""
+    return uuid.uuid4().hex
+
+
+async def test_a_customer_key_is_the_bsuid_hash_else_the_number_hash(store: StateStore) -> None:
+    """With a BSUID's hash, that; with a number's alone, that (the key customers had before
+    BSUIDs, so their stored memory stays reachable); with neither, nothing."""
+    phone, user = customer("phone"), customer("user")
+    assert await store.resolve_customer(None, user) == user
+    assert await store.resolve_customer(phone, None) == phone
+    assert await store.resolve_customer(None, None) == ""
+
+
+async def test_a_number_with_memory_hands_it_to_its_bsuid(store: StateStore) -> None:
+    """A customer known by number (their turns under its hash) who writes with number and
+    BSUID: the turns move to the BSUID's key, the number becomes its alias, and a message
+    with the number alone later finds the same customer."""
+    phone, user = customer("phone"), customer("user")
+    turns = [Turn("customer", "oi", 10.0), Turn("business", "olá", 11.0)]
+    await store.append_turns(phone, turns, 86400, 10)
+
+    assert await store.resolve_customer(phone, user) == user
+    assert await store.recent_turns(user, 0.0, 10) == turns
+    assert await store.recent_turns(phone, 0.0, 10) == []
+    assert await store.resolve_customer(phone, None) == user
+    assert await store.resolve_customer(phone, user) == user, "resolving again changes nothing"
+    assert await store.recent_turns(user, 0.0, 10) == turns
+
+
+async def test_a_bsuid_with_memory_keeps_its_own(store: StateStore) -> None:
+    """When the BSUID's key has turns already, the number's are not moved over them."""
+    phone, user = customer("phone"), customer("user")
+    await store.append_turns(phone, [Turn("customer", "antigo", 1.0)], 86400, 10)
+    await store.append_turns(user, [Turn("customer", "novo", 2.0)], 86400, 10)
+
+    assert await store.resolve_customer(phone, user) == user
+    assert await store.recent_turns(user, 0.0, 10) == [Turn("customer", "novo", 2.0)]
+    assert await store.resolve_customer(phone, None) == user
+
+
+async def test_a_changed_bsuid_moves_the_customer(store: StateStore) -> None:
+    """move_customer: the turns follow to the new key, and the old BSUID and the number
+    that stood for it both resolve to the new one; changing back makes no loop."""
+    phone, old, new = customer("phone"), customer("old"), customer("new")
+    await store.append_turns(old, [Turn("customer", "oi", 1.0)], 86400, 10)
+    assert await store.resolve_customer(phone, old) == old
+
+    await store.move_customer(old, new)
+
+    assert await store.recent_turns(new, 0.0, 10) == [Turn("customer", "oi", 1.0)]
+    assert await store.recent_turns(old, 0.0, 10) == []
+    assert await store.resolve_customer(None, new) == new
+    assert await store.resolve_customer(None, old) == new, "a late message of the old id"
+    assert await store.resolve_customer(phone, None) == new
+
+    await store.move_customer(new, old)
+    assert await store.resolve_customer(None, old) == old
+    assert await store.resolve_customer(None, new) == old
+    assert await store.recent_turns(old, 0.0, 10) == [Turn("customer", "oi", 1.0)]
+
+
+async def test_finish_step_resolves_the_customer_with_the_save(store: StateStore) -> None:
+    """Asked to, finish_step resolves the customer key (moving a number's turns) only when
+    it saves, and the record is saved and loaded with that key as its conversation."""
+    phone, user = customer("phone"), customer("user")
+    await store.append_turns(phone, [Turn("customer", "oi", 1.0)], 86400, 10)
+    stored = record()
+    await store.create_if_absent([stored])
+    moved = replace(stored, state="deduped", version=1)
+    request = CustomerRequest(phone, user)
+
+    stale = await store.finish_step(
+        replace(moved, version=5), 4, "k:received", "a", customer=request
+    )
+    assert stale == StepSave(False)
+    assert await store.resolve_customer(phone, None) == phone, "nothing resolved when stale"
+
+    done = await store.finish_step(moved, 0, "k:received", "a", customer=request)
+    assert done == StepSave(True, customer=user)
+    loaded = await store.get(stored.message_id)
+    assert loaded == replace(moved, conversation=user)
+    load = await store.lease_step("k:deduped", "a", 30, stored.message_id, turns=5)
+    assert load == StepLoad(True, replace(moved, conversation=user), [Turn("customer", "oi", 1.0)])

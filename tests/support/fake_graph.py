@@ -1,8 +1,12 @@
 """A local HTTP server that speaks the Graph API messages and media endpoints, for tests.
 
 It checks the bearer token and validates every request against WhatsApp's schema and limits
-(required fields, `to`, `type`, and `pyloto_corp.ai.limits.problems`): an invalid request is
-answered 400 (code 100) AND kept in `violations`, which the test fixture asserts is empty.
+(required fields, `to` or `recipient`, `type`, and `pyloto_corp.ai.limits.problems`): an
+invalid request is answered 400 (code 100) AND kept in `violations`, which the test fixture
+asserts is empty. A reply names a WhatsApp id in `to` or a BSUID in `recipient` (both at
+once is a violation: Meta lets `to` win). A BSUID in `to` is answered as Meta does, 200 with
+a message id, but kept in `undelivered` (and `violations`), never in `sends`. Fault code
+131062 answers as Meta does to a BSUID recipient it cannot serve.
 Faults can be queued for the next message sends: a Graph error code, a 5xx, or a delay (the
 send is recorded as accepted first, as when Meta accepts a request whose answer is lost).
 
@@ -49,9 +53,12 @@ ERRORS: dict[int, tuple[int, str]] = {
     4: (400, "Application request limit reached"),
     131052: (400, "Media download error"),
     131053: (400, "Media upload error"),
+    # https://dualhook.com/docs/contacts-bsuid-api-changes (Meta's BSUID error codes)
+    131062: (400, "Business-scoped User ID recipients are not supported for this message"),
 }
 
 _WA_ID = re.compile(r"^\d{8,15}$")
+_BSUID = re.compile(r"^[A-Z]{2}\.(?:ENT\.)?[0-9A-Za-z]{1,128}$")
 
 
 @dataclass
@@ -109,6 +116,12 @@ class Send:
         """The record id echoed in status webhooks."""
         return str(self.body.get("biz_opaque_callback_data", ""))
 
+    @property
+    def recipient(self) -> str:
+        """Whom Meta delivers to: `to` when present (it wins over `recipient`), else the
+        BSUID in `recipient`."""
+        return str(self.body.get("to") or self.body.get("recipient", ""))
+
     def describe(self) -> str:
         """One line for the closing note."""
         kind = self.body.get("type")
@@ -123,6 +136,8 @@ class FakeGraph:
 
     token: str = TOKEN
     sends: list[Send] = field(default_factory=list)
+    # Sends Meta answers 200 with an id and never delivers (a BSUID put in `to`).
+    undelivered: list[Send] = field(default_factory=list)
     reads: list[dict[str, Any]] = field(default_factory=list)
     requests: list[dict[str, Any]] = field(default_factory=list)
     violations: list[str] = field(default_factory=list)
@@ -295,14 +310,16 @@ class FakeGraph:
         if fault.status is not None:
             return fault.status, {"error": {"message": "Service unavailable"}}, 0.0, None
         send = Send(f"wamid.GRAPH{uuid.uuid4().hex.upper()}", body)
+        to = body.get("to")
+        if isinstance(to, str) and _BSUID.match(to):
+            # Meta accepts a BSUID in `to` and never delivers it (chatwoot/chatwoot#15150).
+            self._violation("a BSUID in `to` is accepted and never delivered: use `recipient`")
+            with self._lock:
+                self.undelivered.append(send)
+            return 200, _accepted(body, send), 0.0, send
         with self._lock:
             self.sends.append(send)
-        answer = {
-            "messaging_product": "whatsapp",
-            "contacts": [{"input": body["to"], "wa_id": body["to"]}],
-            "messages": [{"id": send.outbound_id}],
-        }
-        return 200, answer, fault.delay, send
+        return 200, _accepted(body, send), fault.delay, send
 
     def start(self) -> str:
         """Serve in a background thread; returns the base URL (WHATSAPP_API_BASE_URL)."""
@@ -357,6 +374,22 @@ class FakeGraph:
             self._server.stop()
 
 
+def _accepted(body: dict[str, Any], send: Send) -> dict[str, Any]:
+    """Meta's answer to an accepted send: the contact as addressed (`wa_id` for a number,
+    `user_id` for a BSUID; https://dualhook.com/docs/contacts-bsuid-api-changes)."""
+    to = body.get("to")
+    if isinstance(to, str) and _WA_ID.match(to):
+        contact = {"input": to, "wa_id": to}
+    else:
+        address = str(to or body.get("recipient"))
+        contact = {"input": address, "user_id": address}
+    return {
+        "messaging_product": "whatsapp",
+        "contacts": [contact],
+        "messages": [{"id": send.outbound_id}],
+    }
+
+
 def _json_answer(status: int, payload: dict[str, Any]) -> tuple[int, dict[str, str], bytes]:
     data = json.dumps(payload).encode()
     return status, {"content-type": "application/json", "content-length": str(len(data))}, data
@@ -383,8 +416,7 @@ def validate(body: dict[str, Any]) -> list[str]:
     found: list[str] = []
     if body.get("recipient_type", "individual") != "individual":
         found.append("recipient_type must be 'individual'")
-    if not isinstance(body.get("to"), str) or not _WA_ID.match(body["to"]):
-        found.append("`to` must be a WhatsApp id (8-15 digits)")
+    found += _addressee_problems(body.get("to"), body.get("recipient"))
     kind = body.get("type")
     if kind not in ("text", "interactive"):
         found.append(f"unexpected type {kind!r}")
@@ -399,6 +431,21 @@ def validate(body: dict[str, Any]) -> list[str]:
     if not isinstance(callback, str) or not 0 < len(callback) <= 512:
         found.append("biz_opaque_callback_data must be 1-512 characters")
     return found + problems(body)
+
+
+def _addressee_problems(to: Any, recipient: Any) -> list[str]:
+    """What is wrong with whom a message names: a WhatsApp id in `to` or a BSUID in
+    `recipient` (https://dualhook.com/docs/contacts-bsuid-api-changes)."""
+    if to is None and recipient is None:
+        return ["a message needs `to` (a WhatsApp id) or `recipient` (a BSUID)"]
+    found = []
+    if to is not None and not (isinstance(to, str) and (_WA_ID.match(to) or _BSUID.match(to))):
+        found.append("`to` must be a WhatsApp id (8-15 digits)")
+    if recipient is not None and not (isinstance(recipient, str) and _BSUID.match(recipient)):
+        found.append("`recipient` must be a business-scoped user id")
+    if to is not None and recipient is not None:
+        found.append("both `to` and `recipient`: Meta lets `to` win over the BSUID")
+    return found
 
 
 def _validate_read(body: dict[str, Any]) -> list[str]:

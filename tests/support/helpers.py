@@ -24,6 +24,9 @@ PHONE = "+55 (11) 91234-5678"
 EMAIL = "maria.aparecida@exemplo.com.br"
 CPF = "123.456.789-09"
 CNPJ = "12.345.678/0001-90"
+# A customer's business-scoped user id and username (personal data too).
+BSUID = "BR.1502576394655843"
+USERNAME = "mariaaparecida.cortes"
 
 
 def load_payload(name: str) -> dict[str, Any]:
@@ -68,6 +71,57 @@ def envelope(
         "object": "whatsapp_business_account",
         "entry": [{"id": "102290129340398", "changes": [{"field": "messages", "value": value}]}],
     }
+
+
+def customer_webhook(
+    body: str,
+    *,
+    phone: str | None = SENDER,
+    user_id: str | None = BSUID,
+    username: str | None = None,
+    message_id: str | None = None,
+) -> dict[str, Any]:
+    """A text message as WhatsApp sends it since BSUIDs: `contacts[].user_id` and
+    `from_user_id` carry the BSUID, and `from` / `wa_id` are there only when the number
+    may be shown (`phone` None: a customer with a username, known by the BSUID alone)."""
+    message: dict[str, Any] = text_message(body, message_id)
+    contact: dict[str, Any] = {"profile": {"name": CONTACT_NAME}}
+    del message["from"]
+    if phone is not None:
+        message["from"] = contact["wa_id"] = phone
+    if user_id is not None:
+        message["from_user_id"] = contact["user_id"] = user_id
+    if username is not None:
+        contact["profile"]["username"] = username
+    payload = envelope([message])
+    payload["entry"][0]["changes"][0]["value"]["contacts"] = [contact]
+    return payload
+
+
+def user_id_changed(previous: str, current: str, shape: str = "system") -> dict[str, Any]:
+    """A changed BSUID as WhatsApp announces it: a `system` message of type
+    `user_changed_user_id` on the messages field (Meta's reference), or the `user_id_update`
+    field's item as first announced."""
+    if shape == "system":
+        system = {
+            "body": "User changed their business-scoped user ID",
+            "type": "user_changed_user_id",
+            "user_id": current,
+            "previous_user_id": previous,
+        }
+        message = {"id": new_wamid(), "timestamp": "1732500100", "type": "system"}
+        payload = envelope([{**message, "system": system}])
+        del payload["entry"][0]["changes"][0]["value"]["contacts"]  # system messages have none
+        return payload
+    value = {
+        "messaging_product": "whatsapp",
+        "metadata": {"display_phone_number": "15550783881", "phone_number_id": "106540352242922"},
+        "user_id_update": [
+            {"user_id": {"previous": previous, "current": current}, "timestamp": "1732500100"}
+        ],
+    }
+    change = {"field": "user_id_update", "value": value}
+    return {"object": "whatsapp_business_account", "entry": [{"id": "1", "changes": [change]}]}
 
 
 def encode(payload: dict[str, Any]) -> bytes:

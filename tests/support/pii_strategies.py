@@ -206,14 +206,36 @@ def brazilian_names(draw: st.DrawFn) -> str:
     return " ".join([*first, *parts])
 
 
+# ISO 3166 alpha-2 codes of the countries a BSUID may start with.
+BSUID_COUNTRIES = ("BR", "US", "PT", "AR", "MX", "IN", "GB", "DE", "CO", "ES", "HK", "NG")
+
+
+@st.composite
+def bsuids(draw: st.DrawFn) -> str:
+    """Business-scoped user ids as Meta writes them: `BR.1502576394655843`, mostly digits
+    (the examples Meta publishes), sometimes letters and digits, up to 128 after the dot;
+    parent ids (`BR.ENT.…`) too."""
+    country = draw(st.sampled_from(BSUID_COUNTRIES))
+    parent = draw(st.sampled_from(("", "", "", "ENT.")))
+    if draw(st.booleans()):
+        tail = draw(digits(draw(st.integers(15, 20)), "123456789"))
+    else:
+        alphabet = string.ascii_letters + DIGITS
+        tail = draw(st.text(alphabet, min_size=7, max_size=127)) + draw(st.sampled_from(DIGITS))
+        tail = "".join(draw(st.permutations(tail))) if len(tail) < 24 else tail
+    return f"{country}.{parent}{tail}"
+
+
 def personal_data() -> st.SearchStrategy[tuple[str, str]]:
-    """(kind, value) for every kind a detector must find: `phone`, `email`, `cpf`, `cnpj`.
+    """(kind, value) for every kind a detector must find: `phone`, `bsuid`, `email`, `cpf`,
+    `cnpj`.
 
     Names are not here: no pattern finds a name, only the names a caller passes to
     `redact_text` (see `brazilian_names`).
     """
     return st.one_of(
         phones().map(lambda value: ("phone", value)),
+        bsuids().map(lambda value: ("bsuid", value)),
         emails().map(lambda value: ("email", value)),
         cpfs().map(lambda value: ("cpf", value)),
         cnpjs().map(lambda value: ("cnpj", value)),

@@ -7,12 +7,14 @@ monotonic statuses) and record what was asked of them, so tests can assert on it
 from __future__ import annotations
 
 import copy
+import dataclasses
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import anyio
 
 from pyloto_corp.application.ports import (
+    CustomerRequest,
     RecordPage,
     RecordQuery,
     SlotRequest,
@@ -64,6 +66,7 @@ class FakeStore:
         self.leases: dict[str, str] = {}
         self.turns: dict[str, list[Turn]] = {}
         self.buckets: dict[str, tuple[float, float]] = {}
+        self.aliases: dict[str, str] = {}  # alias key -> customer key
         self.terminal = frozenset(terminal_states)
         # The console's counters: {(width, bucket start): {name: count}}.
         self.counters: dict[tuple[int, int], dict[str, int]] = {}
@@ -137,6 +140,35 @@ class FakeStore:
     async def recent_turns(self, conversation: str, since: float, limit: int) -> list[Turn]:
         return [t for t in self.turns.get(conversation, []) if t.at >= since][-limit:]
 
+    def _follow(self, key: str) -> str:
+        for _ in range(4):
+            following = self.aliases.get(key)
+            if following is None or following == key:
+                break
+            key = following
+        return key
+
+    def _move_turns(self, source: str, target: str) -> None:
+        if source in self.turns and not self.turns.get(target):
+            self.turns[target] = self.turns.pop(source)
+
+    async def resolve_customer(self, phone_key: str | None, user_key: str | None) -> str:
+        if not user_key:
+            return self._follow(phone_key) if phone_key else ""
+        customer = self._follow(user_key)
+        if phone_key and phone_key != customer:
+            self._move_turns(phone_key, customer)
+            self.aliases[phone_key] = customer
+        return customer
+
+    async def move_customer(self, previous_key: str, current_key: str) -> None:
+        if previous_key == current_key:
+            return
+        if self._follow(current_key) == previous_key:
+            self.aliases.pop(current_key, None)
+        self._move_turns(previous_key, current_key)
+        self.aliases[previous_key] = current_key
+
     async def acquire_lease(self, name: str, owner: str, seconds: float) -> bool:
         holder = self.leases.get(name)
         if holder is not None and holder != owner:
@@ -177,13 +209,17 @@ class FakeStore:
         slot: SlotRequest | None = None,
         turns: TurnsWrite | None = None,
         next_lease: tuple[str, str, float] | None = None,
+        customer: CustomerRequest | None = None,
     ) -> StepSave:
         stored = self.records.get(record.message_id)
-        saved, wait, taken = False, 0.0, False
+        saved, wait, taken, key = False, 0.0, False, ""
         if stored is not None and stored.version == expected_version:
             if slot is not None:
                 wait = await self.take_slot(slot.key, slot.now, slot.per_seconds, slot.burst)
             if wait <= 0:
+                if customer is not None:
+                    key = await self.resolve_customer(customer.phone_key, customer.user_key)
+                    record = dataclasses.replace(record, conversation=key)
                 saved = await self.save(record, expected_version)
         if turns is not None and turns.turns:
             await self.append_turns(
@@ -192,7 +228,7 @@ class FakeStore:
         await self.release_lease(name, owner)
         if saved and next_lease is not None:
             taken = await self.acquire_lease(*next_lease)
-        return StepSave(saved, wait, taken)
+        return StepSave(saved, wait, taken, key if saved else "")
 
     async def state_counts(self) -> dict[str, int]:
         counts: dict[str, int] = {}

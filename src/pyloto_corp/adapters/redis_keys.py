@@ -121,6 +121,12 @@ class RedisKeys:
         WhatsApp's 24-hour customer-service window, renewed by every new turn."""
         return f"{self.prefix}:conv:{ref}"
 
+    def alias(self, ref: str) -> str:
+        """The customer key (a keyed hash of their BSUID) that the keyed hash of their
+        number, or of a BSUID they had before, stands for; TTL=retention, like the records
+        that name both ids, renewed by every message that names both."""
+        return f"{self.prefix}:alias:{ref}"
+
     @property
     def instances(self) -> str:
         """Sorted set of instance ids by their last heartbeat: an instance that stopped
@@ -132,7 +138,7 @@ class RedisKeys:
         return f"{self.prefix}:lease:{name}"
 
     def pacing(self, ref: str) -> str:
-        """Token bucket of one recipient's sends (ref: a keyed hash of the number), so one
+        """Token bucket of one recipient's sends (ref: the customer key), so one
         customer's replies stay under Meta's pair rate; expires once the bucket is full."""
         return f"{self.prefix}:pace:{ref}"
 

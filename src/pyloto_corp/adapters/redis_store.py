@@ -28,6 +28,7 @@ from pyloto_corp.adapters.redis_keys import COUNTER_TTL_SECONDS, RECORD_TTL_GRAC
 from pyloto_corp.adapters.redis_wire import RedisWire, Script
 from pyloto_corp.application.ports import (
     Adoption,
+    CustomerRequest,
     RecordPage,
     RecordQuery,
     SlotRequest,
@@ -154,11 +155,12 @@ return 1
 )
 
 # KEYS: record, delivery ref. ARGV: delivery key prefix.
-# load() returns {data, status, errors, outbound id} with the highest-ranked status of the
-# record's sends, or nil when there is no record.
+# load() returns {data, status, errors, outbound id, conversation} with the highest-ranked
+# status of the record's sends, or nil when there is no record. Field 'c' is the record's
+# conversation even where its JSON has none (the accept's save resolves it in the script).
 _LOAD = """
 local function load()
-  local r = redis.call('HMGET', KEYS[1], 'd', 'o')
+  local r = redis.call('HMGET', KEYS[1], 'd', 'o', 'c')
   if not r[1] then return nil end
   local best, status, errors, found = -1, false, false, false
   local candidates = {r[2], redis.call('GET', KEYS[2])}
@@ -170,13 +172,13 @@ local function load()
       end
     end
   end
-  return {r[1], status, errors, found}
+  return {r[1], status, errors, found, r[3]}
 end
 """
 _GET = _LOAD + "return load()\n"
 # As _GET, after taking KEYS[3] (a lease) for ARGV[2] (owner) for ARGV[3] ms: {0} when it
 # is held by another, {1} when taken but there is no record, else {1, data, status, ...,
-# turns}: turns is false unless ARGV[4] > 0, else the last ARGV[4] entries of the
+# conversation, turns}: turns is false unless ARGV[4] > 0, else the last ARGV[4] entries of the
 # conversation the record names (key: ARGV[5] .. its field 'c'), false if it names none.
 # A step's lease, its record and the turns it reads in one round trip.
 _LEASE_GET = (
@@ -193,7 +195,7 @@ if wanted > 0 then
     turns = redis.call('LRANGE', ARGV[5] .. conversation, -wanted, -1)
   end
 end
-return {1, row[1], row[2], row[3], row[4], turns}
+return {1, row[1], row[2], row[3], row[4], row[5], turns}
 """
 )
 
@@ -228,21 +230,77 @@ return tostring(take_slot(KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]), tonumbe
 """
 )
 
+# Customer keys (see CustomerKeys). follow() is the customer key `key` stands for through its
+# aliases (`aliases` .. key), at most ALIAS_HOPS of them; move_turns() renames the turns of
+# one key to another unless that one has its own (RENAME keeps the list's expiry); resolve()
+# is `resolve_customer` ('' for a key not given). Keys are computed from prefixes, as the
+# store expects a single-shard Redis (see redis_keys).
+ALIAS_HOPS = 4
+_CUSTOMER_FN = f"""
+local function follow(aliases, key)
+  for _ = 1, {ALIAS_HOPS} do
+    local next = redis.call('GET', aliases .. key)
+    if not next or next == key then return key end
+    key = next
+  end
+  return key
+end
+local function move_turns(conversations, source, target)
+  local from, to = conversations .. source, conversations .. target
+  if redis.call('EXISTS', from) == 1 and redis.call('EXISTS', to) == 0 then
+    redis.call('RENAME', from, to)
+  end
+end
+local function resolve(conversations, aliases, ttl, phone, user)
+  if user == '' then
+    if phone == '' then return '' end
+    return follow(aliases, phone)
+  end
+  local customer = follow(aliases, user)
+  if phone ~= '' and phone ~= customer then
+    move_turns(conversations, phone, customer)
+    redis.call('SET', aliases .. phone, customer, 'EX', ttl)
+  end
+  return customer
+end
+"""
+# ARGV: conversation prefix, alias prefix, alias ttl (s), number's key ('' for none), BSUID's
+# key ('' for none). Returns the customer key ('' when neither is given).
+_RESOLVE = _CUSTOMER_FN + "return resolve(ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5])\n"
+# ARGV: conversation prefix, alias prefix, alias ttl (s), previous key, current key.
+_MOVE = (
+    _CUSTOMER_FN
+    + """
+local previous, current = ARGV[4], ARGV[5]
+if previous == current then return 0 end
+if follow(ARGV[2], current) == previous then redis.call('DEL', ARGV[2] .. current) end
+move_turns(ARGV[1], previous, current)
+redis.call('SET', ARGV[2] .. previous, current, 'EX', ARGV[3])
+return 1
+"""
+)
+
 # A step's end in one round trip: its save (as _SAVE), under a pacing token when its claim
 # needs one, the turns its send adds, the release of its lease and the next step's lease.
 # KEYS: record, open index, failed index, lease, next lease, bucket, conversation (the last
 # three: any key when unused), then as _SAVE's from KEYS[k] (8-11). ARGV: as _SAVE (1-11),
 # then owner (12), next owner (13, '' for none), next lease ms (14), bucket now (15, '' for
 # none), seconds per token (16), burst (17), bucket ttl ms (18), turns window s (19), turns
-# kept (20), as _SAVE's from ARGV[a] (21-24), turns (25...).
-# Returns {saved, next lease taken, wait as a string}. The version is checked before the
-# token is taken, so a stale claim costs none; the lease is released before the next is
-# taken, as both may have the same name (a claim made anew in `sending`).
+# kept (20), as _SAVE's from ARGV[a] (21-24), customer: number's key (25, '' for none),
+# BSUID's key (26, '' for none), resolve (27: '1' to resolve them, saved in field 'c' in
+# place of ARGV[11], else ''), conversation prefix (28), alias prefix (29), alias ttl s (30),
+# turns (31...).
+# Returns {saved, next lease taken, wait as a string, customer key resolved or ''}. The
+# version is checked before the token is taken, so a stale claim costs none; the lease is
+# released before the next is taken, as both may have the same name (a claim made anew in
+# `sending`).
 _FINISH = (
     _SAVE_FN
     + _TAKE_SLOT_FN
+    + _CUSTOMER_FN
     + """
-local saved, taken, wait = 0, 0, 0
+local saved, taken, wait, customer = 0, 0, 0, ''
+local TURNS = 31
 local current = redis.call('HMGET', KEYS[1], 'v', 's', 'f')
 if current[1] == ARGV[1] then
   if ARGV[15] ~= '' then
@@ -250,12 +308,16 @@ if current[1] == ARGV[1] then
       ARGV[18])
   end
   if wait == 0 then
+    if ARGV[27] == '1' then
+      customer = resolve(ARGV[28], ARGV[29], ARGV[30], ARGV[25], ARGV[26])
+      ARGV[11] = customer
+    end
     save(current, 8, 21)
     saved = 1
   end
 end
-if #ARGV > 24 then
-  redis.call('RPUSH', KEYS[7], unpack(ARGV, 25))
+if #ARGV >= TURNS then
+  redis.call('RPUSH', KEYS[7], unpack(ARGV, TURNS))
   redis.call('LTRIM', KEYS[7], -tonumber(ARGV[20]), -1)
   redis.call('EXPIRE', KEYS[7], ARGV[19])
 end
@@ -263,7 +325,7 @@ if redis.call('GET', KEYS[4]) == ARGV[12] then redis.call('DEL', KEYS[4]) end
 if saved == 1 and ARGV[13] ~= '' then
   if redis.call('SET', KEYS[5], ARGV[13], 'NX', 'PX', ARGV[14]) then taken = 1 end
 end
-return {saved, taken, tostring(wait)}
+return {saved, taken, tostring(wait), customer}
 """
 )
 
@@ -477,8 +539,10 @@ def _page_top(query: RecordQuery) -> tuple[str, tuple[float, str] | None]:
 
 
 def _record(row: Sequence[Any]) -> Record:
-    """A record from a load() row: {data, status, errors, outbound id}."""
+    """A record from a load() row: {data, status, errors, outbound id, conversation}."""
     record = _decoder.decode(row[0])
+    if not record.conversation and len(row) > 4 and row[4]:
+        record.conversation = _text(row[4])
     record.delivery_status = row[1].decode() if row[1] else None
     record.delivery_errors = _errors_decoder.decode(row[2]) if row[2] else []
     record.delivery_outbound_id = row[3].decode() if row[1] and row[3] else None
@@ -520,6 +584,8 @@ class RedisStore:
         self._adopt = client.register_script(_ADOPT)
         self._beat = client.register_script(_BEAT)
         self._page = client.register_script(_PAGE)
+        self._resolve = client.register_script(_RESOLVE)
+        self._move = client.register_script(_MOVE)
         # The hot path's scripts, on the wire when the client's connection allows one (TCP
         # or TLS), else on redis-py like the rest.
         self._wire = RedisWire.for_client(client)
@@ -527,6 +593,7 @@ class RedisStore:
         self._wire_lease_get = Script(_LEASE_GET)
         self._wire_finish = Script(_FINISH)
         self._wire_status = Script(_STATUS)
+        self._wire_resolve = Script(_RESOLVE)
 
     async def _hot(
         self, script: AsyncScript, wired: Script, keys: list[str], args: list[EncodableT]
@@ -586,8 +653,8 @@ class RedisStore:
             raise StoreUnavailable(f"redis: {error}") from error
         if not row[0] or len(row) == 1:
             return StepLoad(bool(row[0]))
-        found = None if row[5] is None else [_turn_decoder.decode(entry) for entry in row[5]]
-        return StepLoad(True, _record(row[1:5]), found)
+        found = None if row[6] is None else [_turn_decoder.decode(entry) for entry in row[6]]
+        return StepLoad(True, _record(row[1:6]), found)
 
     async def save(self, record: Record, expected_version: int) -> bool:
         keys, args = self._save_call(record, expected_version)
@@ -609,6 +676,7 @@ class RedisStore:
         slot: SlotRequest | None = None,
         turns: TurnsWrite | None = None,
         next_lease: tuple[str, str, float] | None = None,
+        customer: CustomerRequest | None = None,
     ) -> StepSave:
         keys, args = self._save_call(record, expected_version)
         record_key = keys[0]
@@ -634,13 +702,18 @@ class RedisStore:
         ops_keys, ops_args = self._ops_call(record)
         keys += ops_keys
         args += ops_args
+        if customer is not None:
+            args += [customer.phone_key or "", customer.user_key or "", "1"]
+        else:
+            args += ["", "", ""]
+        args += self._customer_args(None, None)[:3]
         if turns is not None and turns.turns:
             args += [_turn_encoder.encode(turn) for turn in turns.turns]
         try:
-            saved, taken, wait = await self._hot(self._finish, self._wire_finish, keys, args)
+            saved, taken, wait, key = await self._hot(self._finish, self._wire_finish, keys, args)
         except RedisError as error:
             raise StoreUnavailable(f"redis: {error}") from error
-        return StepSave(bool(saved), float(wait), bool(taken))
+        return StepSave(bool(saved), float(wait), bool(taken), _text(key) if saved else "")
 
     def _save_call(
         self, record: Record, expected_version: int
@@ -868,6 +941,24 @@ class RedisStore:
             raise StoreUnavailable(f"redis: {error}") from error
         turns = [_turn_decoder.decode(entry) for entry in entries]
         return [turn for turn in turns if turn.at >= since]
+
+    def _customer_args(self, first: str | None, second: str | None) -> list[EncodableT]:
+        prefixes = [self.keys.conversation(""), self.keys.alias("")]
+        return [*prefixes, self.ttl, first or "", second or ""]
+
+    async def resolve_customer(self, phone_key: str | None, user_key: str | None) -> str:
+        args = self._customer_args(phone_key, user_key)
+        try:  # on the hot path: one round trip of every accepted message
+            customer = await self._hot(self._resolve, self._wire_resolve, [], args)
+        except RedisError as error:
+            raise StoreUnavailable(f"redis: {error}") from error
+        return _text(customer)
+
+    async def move_customer(self, previous_key: str, current_key: str) -> None:
+        try:
+            await self._move(keys=[], args=self._customer_args(previous_key, current_key))
+        except RedisError as error:
+            raise StoreUnavailable(f"redis: {error}") from error
 
     async def acquire_lease(self, name: str, owner: str, seconds: float) -> bool:
         try:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import sqlite3
 import time
 from collections.abc import Collection, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ import msgspec
 from pyloto_corp.adapters.ops_buckets import WIDTHS, first_kept, first_read
 from pyloto_corp.adapters.sqlite_base import SQLiteThread
 from pyloto_corp.application.ports import (
+    CustomerRequest,
     RecordPage,
     RecordQuery,
     SlotRequest,
@@ -67,6 +69,13 @@ CREATE TABLE IF NOT EXISTS turns (
     at REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS turns_by_conversation ON turns (conversation, seq);
+-- A customer key (a BSUID's keyed hash) that another key (their number's, or an earlier
+-- BSUID's) stands for; `at`: last named, so purge ends it with the records at the retention.
+CREATE TABLE IF NOT EXISTS aliases (
+    alias TEXT PRIMARY KEY,
+    customer TEXT NOT NULL,
+    at REAL NOT NULL
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS pacing (
     key TEXT PRIMARY KEY,
     tokens REAL NOT NULL,
@@ -153,6 +162,12 @@ _UPDATE = (
 )
 # The most records one page of list_records returns.
 MAX_PAGE = 500
+# Aliases followed at most, so a loop of changed BSUIDs cannot hold a resolution forever.
+ALIAS_HOPS = 4
+_ALIAS = (
+    "INSERT INTO aliases (alias, customer, at) VALUES (?, ?, ?)"
+    " ON CONFLICT (alias) DO UPDATE SET customer = excluded.customer, at = excluded.at"
+)
 
 CounterRow = tuple[int, int, str, int]
 SaveArgs = tuple[str, int, str | None, float, str | None, bytes, str, int]
@@ -345,11 +360,12 @@ class SQLiteStore:
         slot: SlotRequest | None = None,
         turns: TurnsWrite | None = None,
         next_lease: tuple[str, str, float] | None = None,
+        customer: CustomerRequest | None = None,
     ) -> StepSave:
         args, counts = self._save_call(record, expected_version)
 
         def work(conn: sqlite3.Connection) -> StepSave:
-            saved, taken, wait = False, False, 0.0
+            saved, taken, wait, key = False, False, 0.0, ""
             found = conn.execute(
                 "SELECT version FROM records WHERE message_id = ?", (record.message_id,)
             ).fetchone()
@@ -357,7 +373,13 @@ class SQLiteStore:
                 if slot is not None:  # no token is taken for a stale save
                     wait = self._take(conn, slot.key, slot.now, slot.per_seconds, slot.burst)
                 if wait <= 0:
-                    saved = self._save(conn, args, counts)
+                    save_args = args
+                    if customer is not None:  # saved as the record's own conversation
+                        key = self._resolve(conn, customer.phone_key, customer.user_key)
+                        save_args, _ = self._save_call(
+                            replace(record, conversation=key), expected_version
+                        )
+                    saved = self._save(conn, save_args, counts)
             if turns is not None and turns.turns:
                 self._append(
                     conn, turns.conversation, turns.turns, turns.window_seconds, turns.keep
@@ -365,7 +387,7 @@ class SQLiteStore:
             conn.execute("DELETE FROM leases WHERE name = ? AND owner = ?", (name, owner))
             if saved and next_lease is not None:
                 taken = self._acquire(conn, *next_lease)
-            return StepSave(saved, wait, taken)
+            return StepSave(saved, wait, taken, key if saved else "")
 
         return await self._db.run(lambda: self._db.transaction(work))
 
@@ -431,6 +453,7 @@ class SQLiteStore:
             )
             conn.execute("DELETE FROM turns WHERE at < ?", (created_before,))
             conn.execute("DELETE FROM pacing WHERE at < ?", (created_before,))
+            conn.execute("DELETE FROM aliases WHERE at < ?", (created_before,))
             conn.executemany(
                 "DELETE FROM ops_counters WHERE width = ? AND bucket < ?",
                 [(width, first_kept(width, now)) for width in WIDTHS],
@@ -516,6 +539,51 @@ class SQLiteStore:
             (conversation, float("-inf") if since is None else since, limit),
         )
         return [Turn(str(r), str(t), float(a)) for r, t, a in reversed(rows.fetchall())]
+
+    async def resolve_customer(self, phone_key: str | None, user_key: str | None) -> str:
+        return await self._db.run(
+            lambda: self._db.transaction(lambda conn: self._resolve(conn, phone_key, user_key))
+        )
+
+    def _resolve(
+        self, conn: sqlite3.Connection, phone_key: str | None, user_key: str | None
+    ) -> str:
+        """`resolve_customer` inside the caller's transaction."""
+        if not user_key:
+            return self._follow(conn, phone_key) if phone_key else ""
+        customer = self._follow(conn, user_key)
+        if phone_key and phone_key != customer:
+            self._move_turns(conn, phone_key, customer)
+            conn.execute(_ALIAS, (phone_key, customer, time.time()))
+        return customer
+
+    async def move_customer(self, previous_key: str, current_key: str) -> None:
+        def work(conn: sqlite3.Connection) -> None:
+            if previous_key == current_key:
+                return
+            if self._follow(conn, current_key) == previous_key:  # changed back: no loop
+                conn.execute("DELETE FROM aliases WHERE alias = ?", (current_key,))
+            self._move_turns(conn, previous_key, current_key)
+            conn.execute(_ALIAS, (previous_key, current_key, time.time()))
+
+        await self._db.run(lambda: self._db.transaction(work))
+
+    @staticmethod
+    def _follow(conn: sqlite3.Connection, key: str) -> str:
+        """The customer key `key` stands for, through its aliases."""
+        for _ in range(ALIAS_HOPS):
+            row = conn.execute("SELECT customer FROM aliases WHERE alias = ?", (key,)).fetchone()
+            if row is None or row[0] == key:
+                break
+            key = str(row[0])
+        return key
+
+    @staticmethod
+    def _move_turns(conn: sqlite3.Connection, source: str, target: str) -> None:
+        """The turns of `source` become `target`'s, unless `target` has its own."""
+        if conn.execute("SELECT 1 FROM turns WHERE conversation = ?", (target,)).fetchone():
+            return
+        conn.execute("UPDATE turns SET conversation = ? WHERE conversation = ?", (target, source))
 
     async def acquire_lease(self, name: str, owner: str, seconds: float) -> bool:
         return await self._db.run(

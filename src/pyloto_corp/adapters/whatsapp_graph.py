@@ -43,6 +43,12 @@ TRANSIENT_CODES = frozenset({130429, 131056, 80007, 4, 131000})
 # No retry can help: outside the 24-hour window, undeliverable, unsupported, invalid parameter.
 PERMANENT_CODES = frozenset({131047, 131026, 131051, 100})
 TOKEN_EXPIRED = 190
+# A reply to a BSUID (`recipient`) of a kind Meta cannot address to one (some authentication
+# templates): permanent, with a reason of its own so operators tell it from an undeliverable
+# number. https://dualhook.com/docs/contacts-bsuid-api-changes (Meta's error code list for
+# business-scoped user ids).
+BSUID_UNSUPPORTED = 131062
+BSUID_UNSUPPORTED_REASON = "bsuid_recipient_unsupported"
 
 # Meta's status webhooks usually arrive within seconds; after this long without one carrying
 # our callback data, a send whose outcome was unknown is taken as not sent.
@@ -233,6 +239,8 @@ def _error(status: int, payload: dict[str, Any]) -> Exception:
             extra={"event": "whatsapp_token_expired", "code": code, "http_status": status},
         )
         return PermanentStepError(f"{described} (WHATSAPP_ACCESS_TOKEN expired or revoked)")
+    if code == BSUID_UNSUPPORTED:
+        return PermanentStepError(f"{BSUID_UNSUPPORTED_REASON}: {described}")
     if code in PERMANENT_CODES:
         return PermanentStepError(described)
     if code in TRANSIENT_CODES or status >= 500 or status == 429:

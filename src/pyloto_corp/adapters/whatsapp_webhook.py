@@ -4,6 +4,19 @@ The envelope must be a WhatsApp business account webhook; inside it, every entry
 message and status is read on its own, so one odd item never rejects the batch (Meta would
 retry the whole POST for 7 days). Unknown message types become `unsupported`.
 
+Business-scoped user ids (BSUIDs): `contacts[].user_id` is always there, `messages[].from_user_id`
+carries it, and `from` / `contacts[].wa_id` appear only when the customer's number may be
+shown; `contacts[].profile.username` when they adopted a username; statuses add
+`recipient_user_id`. A changed BSUID comes as a `system` message of type
+`user_changed_user_id` (or `user_changed_number`, which regenerates the BSUID too) naming
+`previous_user_id` and the new `user_id`, per Meta's system messages reference
+(https://developers.facebook.com/documentation/business-messaging/whatsapp/webhooks/reference/messages/system/)
+and changelog of 2026-08-11, which says `user_id_update` is no subscribable field
+(https://developers.facebook.com/documentation/business-messaging/whatsapp/changelog/).
+Payloads shaped as first announced, `field: "user_id_update"` with `value.user_id_update[]:
+{user_id: {previous, current}, wa_id?, timestamp}`, are read too. Either is read leniently:
+an odd one is skipped, never refused.
+
 Text that JSON allows but Python strings cannot carry on to UTF-8 (a lone surrogate escape
 such as `"\\ud83d"`, from a client that cut an emoji in half) or bytes that are not UTF-8 are
 read with the bad sequence replaced by U+FFFD: only a body that is not JSON at all is refused.
@@ -18,7 +31,8 @@ from typing import Any, TypeVar
 
 import msgspec
 
-from pyloto_corp.domain.records import InboundMessage, ParsedWebhook, StatusUpdate
+from pyloto_corp.domain.identity import is_bsuid
+from pyloto_corp.domain.records import InboundMessage, ParsedWebhook, StatusUpdate, UserIdChange
 from pyloto_corp.domain.replies import status_key
 
 log = logging.getLogger(__name__)
@@ -55,12 +69,29 @@ class _Envelope(msgspec.Struct):
 
 class _Profile(msgspec.Struct):
     name: str | None = None
+    username: str | None = None
 
 
 class _Contact(msgspec.Struct):
     wa_id: str | None = None
     user_id: str | None = None
+    parent_user_id: str | None = None
     profile: _Profile | None = None
+
+
+class _System(msgspec.Struct):
+    type: str | None = None
+    user_id: str | None = None
+    previous_user_id: str | None = None
+
+
+class _UserIds(msgspec.Struct):
+    previous: str | None = None
+    current: str | None = None
+
+
+class _UserIdUpdate(msgspec.Struct):
+    user_id: _UserIds | None = None
 
 
 class _Metadata(msgspec.Struct):
@@ -79,6 +110,7 @@ class _Message(msgspec.Struct):
     # Sender: a phone-based wa_id; newer payloads may carry only a user id.
     from_: str | None = msgspec.field(default=None, name="from")
     from_user_id: str | None = None
+    from_parent_user_id: str | None = None
     context: _Context | None = None
 
 
@@ -92,6 +124,7 @@ class _Status(msgspec.Struct):
     status: str
     timestamp: str | int = 0
     biz_opaque_callback_data: str | None = None
+    recipient_user_id: str | None = None
     errors: list[_Error] = []
 
 
@@ -122,9 +155,17 @@ def parse_webhook(body: bytes) -> ParsedWebhook:
             change = _convert(raw_change, _Change)
             if change is None:
                 parsed.skipped += 1
-            elif change.field == "messages":
-                _read_value(change.value, parsed)
+            else:
+                _read_change(change, parsed)
     return parsed
+
+
+def _read_change(change: _Change, parsed: ParsedWebhook) -> None:
+    """What a change of a field pyloto reads carries; other fields are accepted, ignored."""
+    if change.field == "messages":
+        _read_value(change.value, parsed)
+    elif change.field == "user_id_update":
+        _read_user_id_updates(change.value, parsed)
 
 
 def _decode_repaired(body: bytes, error: msgspec.DecodeError) -> _Envelope:
@@ -163,13 +204,16 @@ def _reason(error: msgspec.DecodeError) -> str:
 
 def _read_value(value: dict[str, Any], parsed: ParsedWebhook) -> None:
     metadata = _convert(value.get("metadata"), _Metadata) or _Metadata()
-    names = _contact_names(value.get("contacts"))
+    contacts = _contacts(value.get("contacts"))
     for raw in _items(value.get("messages")):
-        message = _message(raw, metadata, names)
+        message = _message(raw, metadata, contacts)
         if message is None:
             parsed.skipped += 1
-        else:
-            parsed.messages.append(message)
+            continue
+        parsed.messages.append(message)
+        change = _user_id_change(raw) if message.kind == "system" else None
+        if change is not None:
+            parsed.user_id_changes.append(change)
     for raw in _items(value.get("statuses")):
         status = _status(raw)
         if status is None:
@@ -192,16 +236,56 @@ def _convert(raw: Any, kind: type[T]) -> T | None:
         return None
 
 
-def _contact_names(raw: Any) -> dict[str, str]:
-    names: dict[str, str] = {}
-    for item in _items(raw):
-        contact = _convert(item, _Contact)
-        if contact is None or contact.profile is None or not contact.profile.name:
-            continue
-        for key in (contact.wa_id, contact.user_id):
-            if key:
-                names[key] = contact.profile.name
-    return names
+def _contacts(raw: Any) -> list[_Contact]:
+    return [c for c in (_convert(item, _Contact) for item in _items(raw)) if c is not None]
+
+
+def _contact_of(item: _Message, contacts: list[_Contact]) -> _Contact:
+    """The contact a message is from: by number or BSUID, else the only one there is."""
+    for contact in contacts:
+        if (item.from_ and contact.wa_id == item.from_) or (
+            item.from_user_id and contact.user_id == item.from_user_id
+        ):
+            return contact
+    if len(contacts) == 1 and not (item.from_ and item.from_user_id):
+        return contacts[0]  # a message naming one identifier; the contact names the other
+    return _Contact()
+
+
+def _text_or_none(value: str | None, limit: int = 256) -> str | None:
+    return value[:limit] if value else None
+
+
+def _user_id_change(raw: Any) -> UserIdChange | None:
+    """The BSUID change a system message announces, if it names both ids."""
+    system = _convert(raw.get("system") if isinstance(raw, dict) else None, _System)
+    if system is None or system.type not in ("user_changed_user_id", "user_changed_number"):
+        return None
+    return _change(system.previous_user_id, system.user_id)
+
+
+def _change(previous: str | None, current: str | None) -> UserIdChange | None:
+    if previous is None or current is None or previous == current:
+        return None
+    if not (is_bsuid(previous) and is_bsuid(current)):
+        return None
+    return UserIdChange(previous=previous, current=current)
+
+
+def _read_user_id_updates(value: dict[str, Any], parsed: ParsedWebhook) -> None:
+    """`user_id_update[]` items as first announced: `{user_id: {previous, current}}`."""
+    for raw in _items(value.get("user_id_update")):
+        update = _convert(raw, _UserIdUpdate)
+        ids = update.user_id if update is not None else None
+        change = _change(ids.previous, ids.current) if ids is not None else None
+        if change is None:
+            log.warning(
+                "webhook_user_id_update_unreadable",
+                extra={"event": "webhook_user_id_update_unreadable"},
+            )
+            parsed.skipped += 1
+        else:
+            parsed.user_id_changes.append(change)
 
 
 def _timestamp(value: str | int) -> int:
@@ -212,12 +296,18 @@ def _timestamp(value: str | int) -> int:
     return seconds if 0 <= seconds < 2**63 else 0  # stores keep a signed 64-bit integer
 
 
-def _message(raw: Any, metadata: _Metadata, names: dict[str, str]) -> InboundMessage | None:
+def _message(raw: Any, metadata: _Metadata, contacts: list[_Contact]) -> InboundMessage | None:
     item = _convert(raw, _Message)
     if item is None or not item.id:
         log.warning("webhook_message_unreadable", extra={"event": "webhook_message_unreadable"})
         return None
-    sender = item.from_ or item.from_user_id or ""
+    contact = _contact_of(item, contacts)
+    user_id = item.from_user_id or contact.user_id
+    user_id = user_id if is_bsuid(user_id) else None
+    # The number when WhatsApp may show it, else the BSUID: whoever wrote, as before.
+    sender = item.from_ or user_id or item.from_user_id or ""
+    profile = contact.profile or _Profile()
+    parent = item.from_parent_user_id or contact.parent_user_id
     kind = item.type if item.type in KNOWN_KINDS else "unsupported"
     body = raw.get(item.type) if isinstance(raw.get(item.type), dict) else {}
     text, details = _content(kind, body)
@@ -228,9 +318,12 @@ def _message(raw: Any, metadata: _Metadata, names: dict[str, str]) -> InboundMes
         timestamp=_timestamp(item.timestamp),
         phone_number_id=metadata.phone_number_id,
         text=text,
-        contact_name=names.get(sender),
+        contact_name=profile.name or None,
         context_message_id=item.context.id if item.context else None,
         details=details if kind == item.type else {"original_type": item.type[:64]},
+        user_id=user_id,
+        parent_user_id=parent if is_bsuid(parent) else None,
+        username=_text_or_none(profile.username),
     )
 
 
@@ -277,4 +370,5 @@ def _status(raw: Any) -> StatusUpdate | None:
         if item.biz_opaque_callback_data
         else None,
         errors=[{"code": e.code, "title": e.title} for e in item.errors],
+        recipient_user_id=item.recipient_user_id if is_bsuid(item.recipient_user_id) else None,
     )

@@ -11,7 +11,7 @@ from typing import TypeVar
 
 from opentelemetry import trace
 
-from pyloto_corp.application.llm_steps import CONVERSATION_TURNS
+from pyloto_corp.application.llm_steps import CONVERSATION_TURNS, record_names
 from pyloto_corp.application.ports import (
     AdvancerStore,
     PermanentStepError,
@@ -263,8 +263,7 @@ class Advancer:
         if event.retries:
             # Its reason is an outside system's error text, which may quote the customer.
             retry = TransientStepError(f"{event.trigger}: {event.retry_reason()}")
-            name = record.inbound.contact_name
-            scrub_exception(retry, (name,) if name else ())
+            scrub_exception(retry, record_names(record))
             raise retry
         if event.continues:
             return dest, Then(fresh=isinstance(event, SendClaimed) and event.fresh, held=held)
@@ -285,18 +284,18 @@ class Advancer:
     ) -> Event:
         """The step of the record's state. Its exceptions leave with personal data redacted
         from their text: queues log them, and the last one becomes the failure reason."""
-        name = record.inbound.contact_name
+        names = record_names(record)
         context = replace(
             self.context,
             claim_made_here=claim_made_here or self.context.claim_made_here,
             turns=turns,
             deferred=deferred,
         )
-        with names_in_scope(name):
+        with names_in_scope(*names):
             try:
                 return await STEPS[record.state](record, context)
             except Exception as error:
-                scrub_exception(error, (name,) if name else ())
+                scrub_exception(error, names)
                 raise
 
     async def deliver(
@@ -423,12 +422,15 @@ class Advancer:
                 slot=deferred.slot,
                 turns=deferred.turns,
                 next_lease=following,
+                customer=deferred.customer,
             )
         except StoreUnavailable:
             if next_lease is not None:  # the call may have taken it before its answer was lost
                 _remember(self._unreleased, next_lease.name, next_lease.owner, STEP_LEASE_SECONDS)
             raise
         lease.released = True
+        if result.customer:  # resolved by the save itself (the accept's customer key)
+            moved = replace(moved, conversation=result.customer)
         if result.wait > 0:
             raise pacing_wait(result.wait)
         if not result.saved or next_lease is None:
@@ -447,7 +449,9 @@ class Advancer:
         span.set_attribute("pyloto.state.to", moved.state)
         span.set_attribute("pyloto.trigger", trigger)
         span.set_attribute("pyloto.step.duration_ms", duration_ms)
-        span.set_attribute("enduser.id", record.inbound.sender)  # hashed on export
+        # Hashed on export; the BSUID when known, so a customer's traces correlate whether or
+        # not a message showed their number.
+        span.set_attribute("enduser.id", record.inbound.bsuid or record.inbound.sender)
         if trigger == "fall_back" and moved.fallback_reason:
             span.set_attribute("pyloto.fallback.reason", moved.fallback_reason)
             self.telemetry.metrics.fallbacks.add(

@@ -13,7 +13,8 @@ from opentelemetry.trace import Link, Span
 
 from pyloto_corp.application.advance import Advancer
 from pyloto_corp.application.group_commit import GroupCommit
-from pyloto_corp.application.ports import RecordStore
+from pyloto_corp.application.llm_steps import conversation_id
+from pyloto_corp.application.ports import IngestStore
 from pyloto_corp.domain.privacy import message_ref
 from pyloto_corp.domain.records import ParsedWebhook, Record
 from pyloto_corp.observability.instruments import NEW_TRACE, Telemetry, traceparent_of
@@ -68,7 +69,7 @@ class Ingestor:
 
     def __init__(
         self,
-        store: RecordStore,
+        store: IngestStore,
         advancer: Advancer,
         clock: Callable[[], float],
         telemetry: Telemetry | None = None,
@@ -80,7 +81,13 @@ class Ingestor:
         self._creates = GroupCommit(store)
 
     async def ingest(self, parsed: ParsedWebhook) -> IngestResult:
-        """Store and queue every new message of a parsed webhook; record its statuses."""
+        """Store and queue every new message of a parsed webhook; record its statuses.
+
+        A changed BSUID moves its customer first, durably (one atomic store call each), so
+        the 200 is only answered once it is kept, and the messages of the same webhook,
+        queued after it, already find the customer under the new id.
+        """
+        await self._move_customers(parsed)
         now = self.clock()
         unique = {m.message_id: m for m in parsed.messages}  # a batch may repeat itself
         records = [Record.received(message, now) for message in unique.values()]
@@ -126,6 +133,19 @@ class Ingestor:
             log.debug("webhook_ingested", extra={"event": "webhook_ingested", **counts})
         return result
 
+    async def _move_customers(self, parsed: ParsedWebhook) -> None:
+        """Each changed BSUID's memory (and alias) moves to the new one's key."""
+        key = self.advancer.context.hash_key
+        for change in parsed.user_id_changes:
+            await self.store.move_customer(
+                conversation_id(change.previous, key), conversation_id(change.current, key)
+            )
+        if parsed.user_id_changes:  # how many, never whose
+            log.info(
+                "customer_id_changed",
+                extra={"event": "customer_id_changed", "count": len(parsed.user_id_changes)},
+            )
+
     def _message_spans(self, records: list[Record]) -> list[Span]:
         """One span a message, whose trace the message's tasks continue: a child of the
         webhook's span when the webhook carried one message, else the root of a trace of its
@@ -142,7 +162,7 @@ class Ingestor:
                     "pyloto.message.ref": message_ref(record.message_id),
                     "pyloto.message.kind": record.inbound.kind,
                     "pyloto.batch.size": len(records),
-                    "enduser.id": record.inbound.sender,  # hashed on export
+                    "enduser.id": record.inbound.bsuid or record.inbound.sender,  # hashed
                 },
             )
             for record in records

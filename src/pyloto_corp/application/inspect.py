@@ -4,12 +4,26 @@ from __future__ import annotations
 
 from typing import Any
 
-from pyloto_corp.domain.privacy import mask_name, mask_phone, message_ref, redact_text
+from pyloto_corp.domain.privacy import (
+    mask_name,
+    mask_phone,
+    mask_user_id,
+    message_ref,
+    redact_text,
+)
 from pyloto_corp.domain.records import Record
 
 # Fields of a Graph API request that are ours or Meta's, never the customer's words.
 _REPLY_ENVELOPE = frozenset(
-    {"messaging_product", "recipient_type", "to", "context", "biz_opaque_callback_data", "type"}
+    {
+        "messaging_product",
+        "recipient_type",
+        "to",
+        "recipient",
+        "context",
+        "biz_opaque_callback_data",
+        "type",
+    }
 )
 
 
@@ -33,7 +47,10 @@ def _reply_view(reply: dict[str, Any] | None, names: tuple[str, ...]) -> dict[st
         key: value if key in _REPLY_ENVELOPE else _masked(value, names)
         for key, value in reply.items()
     }
-    view["to"] = mask_phone(str(reply.get("to", "")))
+    if "recipient" in reply:
+        view["recipient"] = mask_user_id(str(reply["recipient"]))
+    else:
+        view["to"] = mask_phone(str(reply.get("to", "")))
     return view
 
 
@@ -41,7 +58,7 @@ def record_view(record: Record) -> dict[str, Any]:
     """The record as JSON-ready data with personal data masked (a serialization boundary:
     the answer of GET /internal/messages/{id} and `pyloto inspect`)."""
     inbound = record.inbound
-    names = (inbound.contact_name,) if inbound.contact_name else ()
+    names = inbound.names
     results = record.results.view()
     # The transcript or description is the customer's words (or what they showed).
     for key in ("summary", "draft", "message", "previous_failure", "media_text"):
@@ -55,8 +72,10 @@ def record_view(record: Record) -> dict[str, Any]:
         "updated_at": record.updated_at,
         "inbound": {
             "kind": inbound.kind,
-            "from": mask_phone(inbound.sender),
+            "from": mask_phone(inbound.phone) if inbound.phone else None,
+            "user_id": mask_user_id(inbound.bsuid) if inbound.bsuid else None,
             "contact_name": mask_name(inbound.contact_name) if inbound.contact_name else None,
+            "username": mask_name(inbound.username) if inbound.username else None,
             "text": redact_text(inbound.text, names) if inbound.text else None,
             "timestamp": inbound.timestamp,
         },

@@ -35,21 +35,29 @@ CONVERSATION_TURNS = 10
 
 
 def conversation_id(sender: str, key: str) -> str:
-    """A keyed hash standing for the customer, so store keys never hold the number."""
+    """A keyed hash standing for a customer's id (their BSUID or their number), so store
+    keys never hold it."""
     return hmac.new(key.encode(), sender.encode(), hashlib.sha256).hexdigest()[:32]
 
 
-def _names(record: Record) -> tuple[str, ...]:
-    name = record.inbound.contact_name
-    return (name,) if name else ()
+def customer_key(record: Record, key: str) -> str:
+    """The key of the record's customer (memory, pacing, rollout), as the accept step
+    resolved it; for a record accepted before customers were keyed by BSUID, the hash of its
+    sender, as it was then."""
+    return record.conversation or conversation_id(record.inbound.sender, key)
+
+
+def record_names(record: Record) -> tuple[str, ...]:
+    """What names the customer in free text: their profile name and their username."""
+    return record.inbound.names
 
 
 def for_llm(text: str, record: Record, mask_pii: bool) -> str:
     """`text` as an LLM prompt may carry it, whoever wrote it (the customer, or an LLM that
     may have repeated them): never the contact's name, and masked when configured."""
     if mask_pii:
-        return redact_text(text, _names(record))
-    return redact_names(text, _names(record))  # the contact's name is never sent
+        return redact_text(text, record_names(record))
+    return redact_names(text, record_names(record))  # their names are never sent
 
 
 def customer_text(record: Record) -> str:
@@ -120,7 +128,7 @@ def route(
     step makes the text itself, as the media step does)."""
     if ctx.llm is None:
         return None, "llm_disabled"
-    if not in_rollout(record.inbound.sender, ctx.llm.rollout_percent, ctx.hash_key):
+    if not in_rollout(customer_key(record, ctx.hash_key), ctx.llm.rollout_percent):
         return None, "sampled_out"
     if need_text and not customer_text(record).strip():
         return None, "no_text"
@@ -157,7 +165,7 @@ async def detect_event(record: Record, ctx: StepContext) -> EventDetected | Fell
         event=detection.event,
         confidence=detection.confidence,
         # Meant to hold no personal data; an LLM may still repeat some (the name included).
-        summary=redact_text(detection.summary, _names(record)),
+        summary=redact_text(detection.summary, record_names(record)),
         call=call_cost(result),
     )
 
@@ -168,7 +176,7 @@ async def draft_reply(record: Record, ctx: StepContext) -> ReplyDrafted | FellBa
     llm, reason = route(record, ctx)
     if llm is None:
         return fall_back(record, "llm2", reason or "llm_disabled")
-    conversation = conversation_id(record.inbound.sender, ctx.hash_key)
+    conversation = customer_key(record, ctx.hash_key)
     since = ctx.clock() - CONVERSATION_WINDOW_SECONDS
     if ctx.turns is not None and record.conversation == conversation:
         history = [turn for turn in ctx.turns if turn.at >= since][-CONVERSATION_TURNS:]

@@ -93,6 +93,15 @@ class TurnsWrite:
 
 
 @dataclass(frozen=True)
+class CustomerRequest:
+    """The keyed hashes of a customer's number and BSUID (None where the message named
+    none), to be resolved to their key (see `CustomerKeys.resolve_customer`)."""
+
+    phone_key: str | None
+    user_key: str | None
+
+
+@dataclass(frozen=True)
 class StepLoad:
     """What `lease_step` found: whether the lease was taken, the record (None if not taken
     or not found) and, when asked for, the last turns of the record's conversation, oldest
@@ -106,11 +115,13 @@ class StepLoad:
 @dataclass(frozen=True)
 class StepSave:
     """What `finish_step` did: whether the record was saved; `wait` > 0 when the pacing
-    slot asked for was not free (then nothing was saved); whether the next lease was taken."""
+    slot asked for was not free (then nothing was saved); whether the next lease was taken;
+    the customer key resolved for the record ('' when none was asked for or not saved)."""
 
     saved: bool
     wait: float = 0.0
     next_taken: bool = False
+    customer: str = ""
 
 
 class StepLeases(Protocol):
@@ -138,9 +149,13 @@ class StepLeases(Protocol):
         slot: SlotRequest | None = None,
         turns: TurnsWrite | None = None,
         next_lease: tuple[str, str, float] | None = None,
+        customer: CustomerRequest | None = None,
     ) -> StepSave:
         """`save`, then `release_lease` whatever the save's outcome, with a step's other
         writes, as one call to the store.
+
+        `customer`: resolved as `CustomerKeys.resolve_customer` does, only if the version
+        matches, and saved as the record's `conversation` (the record's own is replaced).
 
         `slot`: the save happens only if the version matches and a pacing token is taken
         (none is taken on a version conflict). `turns`: appended whatever the save's outcome.
@@ -169,9 +184,33 @@ class ConversationMemory(Protocol):
         """The conversation's last `limit` turns at or after `since`, oldest first."""
 
 
-class StepStore(SendPacing, ConversationMemory, Protocol):
-    """What the steps may use of the store: pacing and conversation memory, never records
-    (the Advancer alone saves those)."""
+class CustomerKeys(Protocol):
+    """Which key stands for a customer (their memory, pacing and rollout bucket): the keyed
+    hash of their BSUID whenever WhatsApp gives one, with their number's hash as an alias.
+
+    Aliases live as long as records do (the retention), renewed by each message naming both
+    ids. Keys are keyed hashes (`llm_steps.conversation_id`), never the ids themselves.
+    """
+
+    async def resolve_customer(self, phone_key: str | None, user_key: str | None) -> str:
+        """The customer's key, atomically. With `user_key` (the BSUID's hash): that key, or
+        the one a changed BSUID moved to; when `phone_key` is given too, the number's turns
+        move to it if it has none, and the number becomes its alias. With `phone_key` only:
+        the customer key its alias names, else `phone_key` itself (the key every customer
+        had before BSUIDs). Empty when neither is given."""
+
+    async def move_customer(self, previous_key: str, current_key: str) -> None:
+        """A BSUID changed: the turns of `previous_key` move to `current_key` (unless it has
+        its own already), and `previous_key` becomes its alias, atomically."""
+
+
+class StepStore(SendPacing, ConversationMemory, CustomerKeys, Protocol):
+    """What the steps may use of the store: pacing, conversation memory and the customer's
+    key, never records (the Advancer alone saves those)."""
+
+
+class IngestStore(RecordStore, CustomerKeys, Protocol):
+    """What ingest uses: records and statuses, and customers' keys (a changed BSUID)."""
 
 
 class AdvancerStore(RecordStore, StepLeases, Protocol):

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from pyloto_corp.application.ports import (
     Assistant,
+    CustomerRequest,
     MediaSource,
     Outbox,
     SlotRequest,
@@ -37,11 +38,12 @@ class Pacing:
 @dataclass
 class Deferred:
     """Store writes a step leaves to the save of its transition, so they cost no call of
-    their own: the pacing token its claim needs (no token, no claim saved) and the turns
-    its send adds to the conversation."""
+    their own: the pacing token its claim needs (no token, no claim saved), the turns
+    its send adds to the conversation, and the customer key its accept resolves."""
 
     slot: SlotRequest | None = None
     turns: TurnsWrite | None = None
+    customer: CustomerRequest | None = None
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ from pyloto_corp.application.llm_steps import (
     CONVERSATION_TURNS,
     CONVERSATION_WINDOW_SECONDS,
     conversation_id,
+    customer_key,
     fall_back,
     for_llm,
     llm_text,
@@ -17,6 +18,7 @@ from pyloto_corp.application.llm_steps import (
 from pyloto_corp.application.media_step import after_dedupe
 from pyloto_corp.application.ports import (
     AmbiguousSend,
+    CustomerRequest,
     PermanentStepError,
     SlotRequest,
     StoreUnavailable,
@@ -58,7 +60,23 @@ async def accept(record: Record, ctx: StepContext) -> Accepted | Ignored:
         # Kept (nothing accepted is dropped) but there is nobody to answer.
         return Ignored(reason="no_sender")
     await _mark_read(record, ctx)
-    return Accepted(conversation=conversation_id(record.inbound.sender, ctx.hash_key))
+    return Accepted(conversation=await _resolve_customer(record, ctx))
+
+
+async def _resolve_customer(record: Record, ctx: StepContext) -> str:
+    """The customer's key, resolved once for the record (memory, pacing and the rollout
+    read it from `Record.conversation` after this): their BSUID's hash whenever the webhook
+    carried one, their number's hash standing for it as an alias. Resolved by the save of
+    the accept when the Advancer runs the step ('' here), so it costs no call of its own."""
+    inbound = record.inbound
+    request = CustomerRequest(
+        conversation_id(inbound.phone, ctx.hash_key) if inbound.phone else None,
+        conversation_id(inbound.bsuid, ctx.hash_key) if inbound.bsuid else None,
+    )
+    if ctx.deferred is not None:
+        ctx.deferred.customer = request
+        return ""
+    return await ctx.store.resolve_customer(request.phone_key, request.user_key)
 
 
 async def _mark_read(record: Record, ctx: StepContext) -> None:
@@ -170,7 +188,7 @@ async def _remember(record: Record, ctx: StepContext) -> None:
     if isinstance(text, str):
         # The reply an LLM wrote may repeat the customer: kept as masked as their own words.
         turns.append(Turn("business", for_llm(text, record, mask_pii=True), now))
-    conversation = conversation_id(record.inbound.sender, ctx.hash_key)
+    conversation = customer_key(record, ctx.hash_key)
     write = TurnsWrite(conversation, turns, CONVERSATION_WINDOW_SECONDS, CONVERSATION_TURNS)
     if ctx.deferred is not None:
         ctx.deferred.turns = write  # written with the save of the send
@@ -185,7 +203,7 @@ async def _pace(record: Record, ctx: StepContext, now: float) -> None:
     """Keep one customer's replies under Meta's pair rate: wait (via the queue) for a slot."""
     if ctx.pacing is None:
         return
-    bucket = conversation_id(record.inbound.sender, ctx.hash_key)
+    bucket = customer_key(record, ctx.hash_key)
     slot = SlotRequest(bucket, now, ctx.pacing.per_seconds, ctx.pacing.burst)
     if ctx.deferred is not None:
         ctx.deferred.slot = slot  # taken with the save of the claim, which needs it

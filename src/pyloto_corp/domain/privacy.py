@@ -1,4 +1,5 @@
-"""Detectors for personal data (phones, WhatsApp ids, e-mails, CPF, CNPJ) and ways to hide it.
+"""Detectors for personal data (phones, WhatsApp ids, BSUIDs, e-mails, CPF, CNPJ) and ways to
+hide it.
 
 `find_personal_data` is the one set of detectors: redaction (`redact_text`, used by the
 logging filter and the span exporter) and the log scanner (`observability.pii_scan`) both go
@@ -17,6 +18,11 @@ What counts as a phone number, and what deliberately does not:
 - International numbers after `+` or `00`, compact or grouped (`+44 20 7946 0958`).
 - Any bare run of 10 to 15 digits: a WhatsApp id is the number in E.164 without the `+`.
   Longer runs are ids of something else (E.164 stops at 15 digits).
+
+A business-scoped user id (BSUID, `BR.1502576394655843`, parent `BR.ENT.…`) is a persistent
+identifier of one person, found like a phone number: two capitals (the country), a dot, maybe
+`ENT.`, then 6 to 128 letters and digits with at least one digit, as a token of its own (not
+after a dot, so `pyloto.BR.x` or a dotted module path is not one).
 
 Digits inside a word or a hex id (trace and span ids, sha256 refs), either side of a decimal
 point (`12.345`), ISO timestamps and UUIDs are never personal data. A bare run of 11 digits
@@ -75,6 +81,14 @@ _DIALLED = re.compile(
     rf"{_START}(?:\(\+[1-9][0-9]{{0,2}}\)|\+[1-9])(?:[ .\-()]{{0,2}}[0-9]){{6,14}}{_END}"
 )
 
+# Meta's BSUIDs are long runs of digits; the one-digit floor keeps words (`OK.Thanks`) out.
+BSUID = re.compile(
+    r"(?<![0-9A-Za-z.])[A-Z]{2}\.(?:ENT\.)?(?=[A-Za-z]{0,127}[0-9])[0-9A-Za-z]{6,128}"
+    r"(?![0-9A-Za-z])"
+)
+# A capital pair and a dot: the cheapest sign a text may hold a BSUID.
+_BSUID_HINT = re.compile(r"[A-Z]{2}\.")
+
 # Our own values that look like digits and dashes: found first and left alone.
 _NOT_PERSONAL = re.compile(
     rf"(?<!{_ALNUM})[0-9a-fA-F]{{8}}(?:-[0-9a-fA-F]{{4}}){{3}}-[0-9a-fA-F]{{12}}(?!{_ALNUM})"
@@ -130,6 +144,7 @@ def _phone_kind(value: str) -> str | None:
 # (`+55 11912345678`).
 _DETECTORS: tuple[tuple[re.Pattern[str], Callable[[str], str | None]], ...] = (
     (EMAIL, lambda _: "email"),
+    (BSUID, lambda _: "bsuid"),  # before phones: its digits would read as a WhatsApp id
     (_DIALLED, _phone_kind),
     (CNPJ, _document_kind("cnpj")),
     (CPF, _document_kind("cpf")),
@@ -157,7 +172,12 @@ _SEVEN_DIGITS = re.compile(r"[0-9](?:[^0-9]*[0-9]){6}")
 
 def _locate(text: str) -> list[tuple[str, int, int]]:
     """(kind, start, end) of each personal datum in `text`, in order, never overlapping."""
-    if "@" not in text and "/" not in text and _SEVEN_DIGITS.search(text) is None:
+    if (
+        "@" not in text
+        and "/" not in text
+        and _SEVEN_DIGITS.search(text) is None
+        and _BSUID_HINT.search(text) is None
+    ):
         return []  # most log text is a word or two, a count, an id with a digit or two
     found: list[tuple[str, int, int]] = []
     work = _claim(text, [match.span() for match in _NOT_PERSONAL.finditer(text)])
@@ -173,15 +193,15 @@ def _locate(text: str) -> list[tuple[str, int, int]]:
 
 
 def find_personal_data(text: str) -> list[tuple[str, str]]:
-    """(kind, text) of each phone number, WhatsApp id, e-mail, CPF and CNPJ in `text`.
+    """(kind, text) of each phone number, WhatsApp id, BSUID, e-mail, CPF and CNPJ in `text`.
 
-    Kinds are `phone`, `email`, `cpf` and `cnpj`; the order is the order in the text.
+    Kinds are `phone`, `bsuid`, `email`, `cpf` and `cnpj`; the order is the order in the text.
     """
     return [(kind, text[start:end]) for kind, start, end in _locate(text)]
 
 
 def redact_text(text: str, names: tuple[str, ...] = ()) -> str:
-    """`text` with e-mails, CNPJ, CPF, phone numbers and the given names replaced."""
+    """`text` with e-mails, BSUIDs, CNPJ, CPF, phone numbers and the given names replaced."""
     pieces: list[str] = []
     cursor = 0
     for kind, start, end in _locate(text):
@@ -228,9 +248,22 @@ def mask_phone(number: str) -> str:
     return "*" * (len(digits) - 4) + digits[-4:]
 
 
+def mask_user_id(user_id: str) -> str:
+    """Keep only the country code and the last four characters of a BSUID."""
+    country, _, rest = user_id.partition(".")
+    if not rest:
+        return "*" * len(user_id)
+    tail = rest.rsplit(".", 1)[-1]
+    shown = tail[-4:] if len(tail) > 4 else ""
+    return f"{country}.{'*' * (len(rest) - len(shown))}{shown}"
+
+
 def mask_value(kind: str, value: str) -> str:
     """A datum found by `find_personal_data`, hidden but for what tells two apart: a phone's
-    last four digits, a document's last two, an e-mail's first letter and top-level domain."""
+    or BSUID's last four characters, a document's last two, an e-mail's first letter and
+    top-level domain."""
+    if kind == "bsuid":
+        return mask_user_id(value)
     if kind == "email":
         local, _, domain = value.partition("@")
         return f"{local[:1]}***@***.{domain.rsplit('.', 1)[-1]}"

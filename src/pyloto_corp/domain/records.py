@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
+from pyloto_corp.domain.identity import is_bsuid
 from pyloto_corp.domain.results import Results
 
 if TYPE_CHECKING:
@@ -22,7 +23,14 @@ DELIVERY_RANK = {"sent": 1, "delivered": 2, "read": 3, "played": 4, "failed": 5}
 
 @dataclass(frozen=True)
 class InboundMessage:
-    """A WhatsApp message normalised from the webhook payload."""
+    """A WhatsApp message normalised from the webhook payload.
+
+    `sender` is who wrote, as the message names them: the phone number (`from`) when
+    WhatsApp may show it, else their BSUID (records saved before BSUIDs were kept hold only
+    this). `user_id` is the BSUID (`from_user_id`, else the contact's `user_id`),
+    `parent_user_id` the parent BSUID and `username` the WhatsApp username, where given:
+    personal data all, kept out of the repr like the sender's number is kept out of logs.
+    """
 
     message_id: str
     sender: str
@@ -35,6 +43,33 @@ class InboundMessage:
     # The type's own WhatsApp object (media ids, location, order items...): Meta's shape, kept
     # as received for the reply templates and the LLM.
     details: dict[str, Any] = field(default_factory=dict)
+    user_id: str | None = field(default=None, repr=False)
+    parent_user_id: str | None = field(default=None, repr=False)
+    username: str | None = field(default=None, repr=False)
+
+    @property
+    def phone(self) -> str | None:
+        """The customer's phone number (WhatsApp id), when the webhook showed it."""
+        return self.sender if self.sender and not is_bsuid(self.sender) else None
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """What names the customer in free text: their profile name and their username."""
+        return tuple(name for name in (self.contact_name, self.username) if name)
+
+    @property
+    def bsuid(self) -> str | None:
+        """The customer's business-scoped user id, when the webhook carried one."""
+        return self.user_id or (self.sender if is_bsuid(self.sender) else None)
+
+
+@dataclass(frozen=True)
+class UserIdChange:
+    """A customer's BSUID changed (WhatsApp's `user_changed_user_id` system message or a
+    `user_id_update` webhook): their state moves from `previous` to `current`."""
+
+    previous: str = field(repr=False)
+    current: str = field(repr=False)
 
 
 @dataclass(frozen=True)
@@ -46,6 +81,8 @@ class StatusUpdate:
     timestamp: int
     callback_data: str | None = None
     errors: list[dict[str, Any]] = field(default_factory=list)  # Meta's error objects, as sent
+    # The recipient's BSUID (`recipient_user_id`): personal data, never logged.
+    recipient_user_id: str | None = field(default=None, repr=False)
 
     @property
     def rank(self) -> int:
@@ -61,6 +98,8 @@ class ParsedWebhook:
     statuses: list[StatusUpdate] = field(default_factory=list)
     # Meta's error objects (`value.errors[]`), as Meta shapes them: only logged, by code.
     errors: list[dict[str, Any]] = field(default_factory=list)
+    # Customers whose BSUID changed: their memory follows them (see Ingestor.ingest).
+    user_id_changes: list[UserIdChange] = field(default_factory=list)
     skipped: int = 0
 
 

@@ -8,6 +8,7 @@ import hashlib
 import hmac
 from typing import Any
 
+from pyloto_corp.domain.identity import recipient_fields
 from pyloto_corp.domain.records import InboundMessage
 
 TEXT_BODY_LIMIT = 4096
@@ -131,7 +132,7 @@ def reply_body(message: InboundMessage, part: dict[str, Any]) -> dict[str, Any]:
     return {
         "messaging_product": "whatsapp",
         "recipient_type": "individual",
-        "to": message.sender,
+        **recipient_fields(message),  # `to` (the number) or `recipient` (the BSUID)
         "context": {"message_id": message.message_id},
         **part,
         "biz_opaque_callback_data": reply_key(message.message_id),

@@ -161,7 +161,7 @@ def _next_href(
 
 
 def _names(record: Record) -> tuple[str, ...]:
-    return (record.inbound.contact_name,) if record.inbound.contact_name else ()
+    return record.inbound.names
 
 
 def _row(console: _Console, record: Record) -> dict[str, Any]:

@@ -299,7 +299,7 @@ def message_page(
         ("Reference", f'<code id="ref">{e(view["log_ref"])}</code>'),
         ("State", f'<span id="state">{e(view["state"])}</span>'),
         ("Kind", e(inbound["kind"])),
-        ("From", e(inbound["from"])),
+        ("From", e(inbound["from"] or inbound.get("user_id") or "-")),
         ("Received", e(when(view["created_at"]))),
         ("Last update", e(when(view["updated_at"]))),
         (

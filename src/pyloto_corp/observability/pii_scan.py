@@ -56,8 +56,13 @@ GREP_PHONE: Final = (
     "|(9[ .-]?)?[0-9]{4}-[0-9]{4}|9[0-9]{4} [0-9]{4}|[0-9]{10,15})"
     f"{_B1}"
 )
+# A BSUID (`BR.1502576394655843`, `BR.ENT.…`): any tail with a digit, not after a dot.
+GREP_BSUID: Final = (
+    "(^|[^0-9A-Za-z.])[A-Z]{2}[.](ENT[.])?[0-9A-Za-z]*[0-9][0-9A-Za-z]*([^0-9A-Za-z]|$)"
+)
 GREP_PATTERNS: Final = {
     "phone": GREP_PHONE,
+    "bsuid": GREP_BSUID,
     "email": GREP_EMAIL,
     "cpf": GREP_CPF,
     "cnpj": GREP_CNPJ,
