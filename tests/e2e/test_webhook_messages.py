@@ -8,13 +8,14 @@ import copy
 import pytest
 
 from pyloto_corp.domain.records import InboundMessage
-from pyloto_corp.domain.replies import template_for
 from tests.e2e.support import Pyloto, message_ids, trajectory
-from tests.support.helpers import encode, envelope, load_payload, text_message
+from tests.support.helpers import encode, envelope, load_payload, shipped_templates, text_message
 
 pytestmark = pytest.mark.anyio
 
-UNSUPPORTED_REPLY = template_for(InboundMessage("wamid.X", "1", "unsupported", 0))[1]
+UNSUPPORTED_REPLY = shipped_templates().for_message(
+    InboundMessage("wamid.X", "1", "unsupported", 0)
+)[1]
 
 
 async def test_unknown_message_type_is_answered_with_the_unsupported_template(

@@ -284,7 +284,8 @@ async def test_access_token_selects_the_graph_outbox() -> None:
     container = bootstrap(settings, store=FakeStore())
     outbox = container.outbox
     assert isinstance(outbox, GraphOutbox)
-    assert outbox.url == "http://graph.local/v23.0/106540352242922/messages"
+    assert outbox.urls == {"106540352242922": "http://graph.local/v23.0/106540352242922/messages"}
+    assert outbox.default_number == "106540352242922"
     assert outbox.reconcile_seconds == 120.0
     pacing = container.advancer.context.pacing
     assert pacing is not None
