@@ -27,9 +27,10 @@ from pyloto_corp.adapters.openai_llm import create_client as create_openai_clien
 from pyloto_corp.adapters.redis_keys import RedisKeys
 from pyloto_corp.adapters.redis_store import RedisStore
 from pyloto_corp.adapters.redis_store import connect as redis_connect
+from pyloto_corp.adapters.reply_templates import load_reply_templates
 from pyloto_corp.adapters.sqlite_store import SQLiteStore
 from pyloto_corp.adapters.statechart_yaml import load_statechart
-from pyloto_corp.adapters.whatsapp_graph import GraphOutbox, messages_url
+from pyloto_corp.adapters.whatsapp_graph import GraphClient, GraphOutbox
 from pyloto_corp.adapters.whatsapp_graph import create_client as create_graph_client
 from pyloto_corp.ai.prompts import BusinessProfile
 from pyloto_corp.application.advance import Advancer
@@ -54,11 +55,17 @@ from pyloto_corp.application.queues import (
 )
 from pyloto_corp.application.registry import undeclared_in_chart
 from pyloto_corp.application.replay import MANUAL_TRIGGERS
-from pyloto_corp.application.step_context import LLMRouting, Pacing, StepContext
+from pyloto_corp.application.step_context import (
+    BusinessNumbers,
+    LLMRouting,
+    Pacing,
+    StepContext,
+)
 from pyloto_corp.application.steps import HANDLED_TRIGGERS
 from pyloto_corp.application.sweeper import Sweeper
 from pyloto_corp.config import ConfigError, OpenAISettings, Settings
 from pyloto_corp.domain.machine import LifecycleMachine
+from pyloto_corp.domain.replies import ReplyTemplates
 from pyloto_corp.domain.statechart import Statechart, StatechartError
 from pyloto_corp.observability.instruments import Telemetry
 from pyloto_corp.observability.otel_config import (
@@ -105,10 +112,30 @@ def _storage(
         keys = RedisKeys(settings.state.redis_key_prefix)
         retention = settings.state.retention_days * 86400
         redis_store = RedisStore(client, terminal, retention, keys, instance_id, chart.states)
-        return redis_store, RedisDryRunOutbox(client, keys, retention), False
+        dry_run = RedisDryRunOutbox(client, keys, retention, default_number(settings))
+        return redis_store, dry_run, False
     path = settings.state.sqlite_path
     # Locked to this process: no other instance can hold its records or leases.
-    return SQLiteStore(path, terminal, exclusive=True), DryRunOutbox(path), True
+    store = SQLiteStore(path, terminal, exclusive=True)
+    return store, DryRunOutbox(path, default_number(settings)), True
+
+
+def default_number(settings: Settings) -> str:
+    """The business number that answers a message naming none ("" when none is set)."""
+    numbers = settings.whatsapp.business_numbers
+    return numbers[0] if numbers else ""
+
+
+def business_numbers(settings: Settings) -> BusinessNumbers:
+    """The business numbers this service answers for, the default first."""
+    numbers = settings.whatsapp.business_numbers
+    return BusinessNumbers(default_number(settings), frozenset(numbers[1:]))
+
+
+def reply_templates(settings: Settings) -> ReplyTemplates:
+    """The fallback replies: the shipped templates, overridden by REPLY_TEMPLATES_FILE."""
+    business = settings.business
+    return load_reply_templates(business.reply_templates_file, business.name, business.hours)
 
 
 def reading_store(settings: Settings) -> StateStore | None:
@@ -151,15 +178,27 @@ async def persistence_refusal(settings: Settings) -> str | None:
 def graph_outbox(
     settings: Settings, store: StateStore, telemetry: Telemetry | None = None
 ) -> GraphOutbox | None:
-    """The Graph API outbox when WHATSAPP_ACCESS_TOKEN is set, else None (dry run)."""
+    """The Graph API outbox when a token is set (WHATSAPP_ACCESS_TOKEN or
+    WHATSAPP_ACCESS_TOKENS), else None (dry run): one client per distinct token, so numbers
+    sharing a token share its connections."""
     whatsapp = settings.whatsapp
-    if not whatsapp.access_token:
+    if not whatsapp.sends:
         return None
-    if not whatsapp.phone_number_id:  # also refused by the settings
-        raise ConfigError("WHATSAPP_ACCESS_TOKEN needs WHATSAPP_PHONE_NUMBER_ID")
+    problems = whatsapp.token_problems()
+    if problems:  # also refused by the settings
+        raise ConfigError("; ".join(problems))
+    by_token: dict[str, GraphClient] = {}
+    clients: dict[str, GraphClient] = {}
+    for number in whatsapp.business_numbers:
+        token = whatsapp.token_for(number)
+        assert token is not None  # checked by token_problems
+        if token not in by_token:
+            by_token[token] = create_graph_client(token, whatsapp.timeout_seconds)
+        clients[number] = by_token[token]
     return GraphOutbox(
-        create_graph_client(whatsapp.access_token, whatsapp.timeout_seconds),
-        messages_url(whatsapp.api_base_url, whatsapp.api_version, whatsapp.phone_number_id),
+        clients,
+        whatsapp.api_base_url,
+        whatsapp.api_version,
         store,
         typing_indicator=whatsapp.typing_indicator,
         reconcile_seconds=whatsapp.reconcile_seconds,
@@ -171,9 +210,11 @@ def media_source(settings: Settings, telemetry: Telemetry | None = None) -> Medi
     """The Graph API's media endpoints when WHATSAPP_ACCESS_TOKEN is set, else the local
     folder `pyloto simulate --voice` writes to."""
     whatsapp = settings.whatsapp
-    if whatsapp.access_token:
+    token = whatsapp.token_for(default_number(settings)) if whatsapp.sends else None
+    if token:
+        # The default number's token: a media id names no number to choose another by.
         return GraphMedia(
-            whatsapp.access_token,
+            token,
             whatsapp.api_base_url,
             whatsapp.api_version,
             whatsapp.timeout_seconds,
@@ -185,7 +226,7 @@ def media_source(settings: Settings, telemetry: Telemetry | None = None) -> Medi
 def send_pacing(settings: Settings) -> Pacing | None:
     """Per-recipient spacing of real sends (Meta's pair rate); none for the dry run."""
     whatsapp = settings.whatsapp
-    if not whatsapp.access_token or whatsapp.pacing_seconds <= 0:
+    if not whatsapp.sends or whatsapp.pacing_seconds <= 0:
         return None
     return Pacing(per_seconds=whatsapp.pacing_seconds, burst=whatsapp.pacing_burst)
 
@@ -463,7 +504,7 @@ def bootstrap(
         outbox = (
             outbox
             or graph_outbox(settings, store, runtime.telemetry)
-            or DryRunOutbox(settings.state.sqlite_path)
+            or DryRunOutbox(settings.state.sqlite_path, default_number(settings))
         )
     if queue is not None:
         pass  # the caller's (tests run tasks by hand through the HTTP task route)
@@ -475,12 +516,14 @@ def bootstrap(
         store=store,
         outbox=outbox,
         clock=clock,
+        templates=reply_templates(settings),
         instance_id=instance_id,
         sole_instance=sole_instance,
         llm=assistant_routing(settings, runtime.telemetry) if assistant is None else assistant,
         hash_key=settings.hash_key,
         pacing=send_pacing(settings),
         media=media_source(settings, runtime.telemetry) if media is None else media,
+        numbers=business_numbers(settings),
     )
     advancer = Advancer(machine, store, queue, context, runtime.telemetry)
     purge = outbox.purge if isinstance(outbox, DryRunOutbox) else None

@@ -93,10 +93,9 @@ def message_webhook(
                         "field": "messages",
                         "value": {
                             "messaging_product": "whatsapp",
-                            "metadata": {
-                                "display_phone_number": "15550783881",
-                                "phone_number_id": "106540352242922",
-                            },
+                            # No business number: the server answers from its default
+                            # one (WHATSAPP_PHONE_NUMBER_ID), whichever that is.
+                            "metadata": {"display_phone_number": "", "phone_number_id": ""},
                             "contacts": [{"profile": {"name": name}, "wa_id": sender}],
                             "messages": [
                                 {
@@ -308,7 +307,7 @@ def _simulated_body(settings: Settings, args: argparse.Namespace) -> bytes | Non
     except OSError as error:
         print(f"pyloto: cannot read {path}: {error.strerror}", file=sys.stderr)
         return None
-    if settings.whatsapp.access_token:
+    if settings.whatsapp.sends:
         print(
             "pyloto: the media step fetches from the Graph API when WHATSAPP_ACCESS_TOKEN is "
             "set: --voice and --image only work against a server without it",

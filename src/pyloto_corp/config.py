@@ -12,9 +12,17 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
@@ -30,6 +38,13 @@ DEV_INTERNAL_TASK_TOKEN = "pyloto-dev-internal-token"  # noqa: S105
 
 class ConfigError(Exception):
     """The configuration cannot be used; the message names the variables to fix."""
+
+
+def _comma_list(value: Any) -> Any:
+    """A comma-separated variable as its items (blanks dropped); other values as given."""
+    if isinstance(value, str):
+        return tuple(item.strip() for item in value.split(",") if item.strip())
+    return value
 
 
 class _Section(BaseModel):
@@ -91,7 +106,27 @@ class WhatsAppSettings(_Section):
         description="Graph API token; without it replies go to the dry-run outbox.",
     )
     phone_number_id: str | None = Field(
-        None, alias="WHATSAPP_PHONE_NUMBER_ID", description="Sender phone number id."
+        None,
+        alias="WHATSAPP_PHONE_NUMBER_ID",
+        pattern=r"^\d+$",
+        description="The business number's id: the default sender (a message naming no number).",
+    )
+    phone_number_ids: Annotated[tuple[str, ...], BeforeValidator(_comma_list)] = Field(
+        (),
+        alias="WHATSAPP_PHONE_NUMBER_IDS",
+        description=(
+            "More business numbers of the app, comma-separated: a message to one is read "
+            "and answered from it; one to any other number is ignored."
+        ),
+    )
+    access_tokens: str | None = Field(
+        None,
+        alias="WHATSAPP_ACCESS_TOKENS",
+        description=(
+            "`id:token` pairs, comma-separated, for numbers whose Graph API token is not "
+            "WHATSAPP_ACCESS_TOKEN (the whole value may be one sm:// reference)."
+        ),
+        repr=False,
     )
     api_base_url: str = Field(
         "https://graph.facebook.com", alias="WHATSAPP_API_BASE_URL", description="Graph API."
@@ -141,6 +176,70 @@ class WhatsAppSettings(_Section):
     pacing_burst: int = Field(
         5, alias="WHATSAPP_PACING_BURST", ge=1, description="Messages a customer may get at once."
     )
+
+    @field_validator("phone_number_ids")
+    @classmethod
+    def _numeric_ids(cls, ids: tuple[str, ...]) -> tuple[str, ...]:
+        wrong = [number for number in ids if not number.isdigit()]
+        if wrong:
+            raise ValueError(
+                f"WHATSAPP_PHONE_NUMBER_IDS: {wrong[0]!r} is not a phone number id (digits)"
+            )
+        return ids
+
+    @property
+    def business_numbers(self) -> tuple[str, ...]:
+        """Every business number answered for, the default (WHATSAPP_PHONE_NUMBER_ID, else
+        the first of WHATSAPP_PHONE_NUMBER_IDS) first."""
+        numbers = (
+            (self.phone_number_id, *self.phone_number_ids)
+            if self.phone_number_id
+            else self.phone_number_ids
+        )
+        return tuple(dict.fromkeys(numbers))
+
+    @property
+    def own_tokens(self) -> dict[str, str]:
+        """The tokens WHATSAPP_ACCESS_TOKENS gives, by number (unusable pairs left out:
+        `token_problems` names them)."""
+        pairs = (pair.partition(":") for pair in _comma_list(self.access_tokens or ""))
+        return {number: token for number, _, token in pairs if number.isdigit() and token}
+
+    def token_for(self, number: str) -> str | None:
+        """The Graph API token of a business number: its own, else WHATSAPP_ACCESS_TOKEN."""
+        return self.own_tokens.get(number) or self.access_token
+
+    @property
+    def sends(self) -> bool:
+        """Whether replies go to the Graph API (a token is set), not the dry-run outbox."""
+        return bool(self.access_token or self.access_tokens)
+
+    def token_problems(self) -> list[str]:
+        """What is wrong with the numbers and tokens together (never showing a token)."""
+        problems: list[str] = []
+        numbers = self.business_numbers
+        for index, pair in enumerate(_comma_list(self.access_tokens or ""), 1):
+            number, colon, token = pair.partition(":")
+            if not (number.isdigit() and colon and token):
+                problems.append(
+                    f"WHATSAPP_ACCESS_TOKENS: pair {index} is not `phone_number_id:token`"
+                )
+            elif number not in numbers:
+                problems.append(
+                    f"WHATSAPP_ACCESS_TOKENS: pair {index} names {number}, which is neither "
+                    "WHATSAPP_PHONE_NUMBER_ID nor in WHATSAPP_PHONE_NUMBER_IDS"
+                )
+        if self.sends and not numbers:
+            variable = "WHATSAPP_ACCESS_TOKEN" if self.access_token else "WHATSAPP_ACCESS_TOKENS"
+            problems.append(f"{variable} needs WHATSAPP_PHONE_NUMBER_ID (the sending number)")
+        elif self.sends:
+            problems.extend(
+                f"business number {number} has no Graph API token: set WHATSAPP_ACCESS_TOKEN "
+                "or give it one in WHATSAPP_ACCESS_TOKENS"
+                for number in numbers
+                if not self.token_for(number)
+            )
+        return problems
 
 
 class OpenAISettings(_Section):
@@ -228,6 +327,14 @@ class BusinessSettings(_Section):
     faq: str = Field("", alias="BUSINESS_FAQ", description="A short FAQ, inline.")
     faq_file: Path | None = Field(
         None, alias="BUSINESS_FAQ_FILE", description="A file with the FAQ (UTF-8 text)."
+    )
+    reply_templates_file: Path | None = Field(
+        None,
+        alias="REPLY_TEMPLATES_FILE",
+        description=(
+            "A UTF-8 TOML file of reply templates; its keys replace the shipped defaults "
+            "(pyloto_corp/reply_templates.toml), the others stay."
+        ),
     )
     website_url: str | None = Field(
         None,
@@ -551,8 +658,7 @@ def _secret_problems(settings: Settings) -> list[str]:
             for name, value in required.items()
             if not value
         )
-    if settings.whatsapp.access_token and not settings.whatsapp.phone_number_id:
-        problems.append("WHATSAPP_ACCESS_TOKEN needs WHATSAPP_PHONE_NUMBER_ID (the sending number)")
+    problems.extend(settings.whatsapp.token_problems())
     if settings.openai.enabled and not settings.openai.api_key:
         problems.append(
             "OPENAI_ENABLED=true needs OPENAI_API_KEY (any value for a local compatible server)"

@@ -34,7 +34,7 @@ def _check_simulated(stdout: str) -> str:
     lines = stdout.splitlines()
     assert TRAJECTORY in lines, stdout
     [reply] = [line for line in lines if line.startswith("reply (text): ")]
-    assert "Olá! Obrigado por falar com a gente." in reply
+    assert "Olá! Obrigado por entrar em contato com nossa empresa." in reply
     return _message_id(stdout)
 
 

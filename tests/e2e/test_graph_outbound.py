@@ -13,6 +13,7 @@ import logging
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Any
 
 import anyio
 import pytest
@@ -394,3 +395,85 @@ async def test_a_dead_lettered_reply_is_replayed_and_sent_once(
     (send,) = graph.sends_for(message_id)
     assert view["outbound_message_id"] == send.outbound_id
     assert again.json()["skipped"] == {message_id: "state is sent"}
+
+
+# --- business numbers -----------------------------------------------------------------------
+
+SECOND_NUMBER = "106540352242933"
+SECOND_TOKEN = "EAAG-test-second-number-token"
+# A number of the same Meta app this service is not configured to answer for.
+UNKNOWN_NUMBER = "999999999999999"
+
+
+def written_to(payload: dict[str, Any], phone_number_id: str) -> dict[str, Any]:
+    """The webhook `payload` as Meta sends it for a message to business number
+    `phone_number_id` (its `metadata`)."""
+    for entry in payload["entry"]:
+        for change in entry["changes"]:
+            change["value"]["metadata"]["phone_number_id"] = phone_number_id
+    return payload
+
+
+async def post_to(app: Pyloto, phone_number_id: str) -> str:
+    """Post one signed text message written to `phone_number_id`; its id."""
+    message = text_message("Vocês abrem no sábado?")
+    response = await app.post(written_to(envelope([message]), phone_number_id))
+    assert response.status_code == 200, response.text
+    return str(message["id"])
+
+
+@pytest.mark.parametrize(
+    ("tokens", "second_token"),
+    [({}, TOKEN), ({"WHATSAPP_ACCESS_TOKENS": f"{SECOND_NUMBER}:{SECOND_TOKEN}"}, SECOND_TOKEN)],
+    ids=["shared-token", "own-token"],
+)
+async def test_a_message_to_a_second_number_is_read_and_answered_from_it(
+    open_app: OpenApp, graph: FakeGraph, tokens: dict[str, str], second_token: str
+) -> None:
+    """With two business numbers configured, each message is marked read and answered
+    through the number it was written to (with that number's token, when it has its own);
+    the first number keeps answering its own messages."""
+    graph.add_number(SECOND_NUMBER, second_token)
+    async with open_app(WHATSAPP_PHONE_NUMBER_IDS=SECOND_NUMBER, **tokens) as app:
+        to_second = await post_to(app, SECOND_NUMBER)
+        to_first = await post_to(app, PHONE_NUMBER_ID)
+        second_view = await app.wait_for(to_second)
+        first_view = await app.wait_for(to_first)
+
+    assert second_view["state"] == first_view["state"] == "sent"
+    (second_send,) = graph.sends_for(to_second)
+    (first_send,) = graph.sends_for(to_first)
+    assert second_send.phone_number_id == SECOND_NUMBER
+    assert first_send.phone_number_id == PHONE_NUMBER_ID
+    assert graph.read_number(to_second) == [SECOND_NUMBER]
+    assert graph.read_number(to_first) == [PHONE_NUMBER_ID]
+
+
+async def test_a_message_to_a_number_not_configured_is_ignored_without_any_graph_request(
+    open_app: OpenApp, graph: FakeGraph
+) -> None:
+    """A webhook for another number of the app: accepted (200), recorded and ended
+    `ignored` with its reason; never marked read, never answered from our number."""
+    async with open_app() as app:
+        message_id = await post_to(app, UNKNOWN_NUMBER)
+        view = await app.wait_for(message_id)
+        await app.wait_idle()
+
+    assert view["state"] == "ignored"
+    assert view["results"]["ignored_reason"] == "unknown_business_number"
+    assert trajectory(view) == ["received", "ignored"]
+    assert graph.requests == []
+
+
+async def test_a_message_naming_no_number_is_answered_from_the_default_one(
+    open_app: OpenApp, graph: FakeGraph
+) -> None:
+    """Older payloads (and `pyloto simulate`'s) may carry no phone_number_id: the
+    default number, WHATSAPP_PHONE_NUMBER_ID, reads and answers them."""
+    graph.add_number(SECOND_NUMBER)
+    async with open_app(WHATSAPP_PHONE_NUMBER_IDS=SECOND_NUMBER) as app:
+        message_id = await post_to(app, "")
+        await app.wait_for(message_id)
+    (send,) = graph.sends_for(message_id)
+    assert send.phone_number_id == PHONE_NUMBER_ID
+    assert graph.read_number(message_id) == [PHONE_NUMBER_ID]

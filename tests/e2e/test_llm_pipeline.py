@@ -34,10 +34,16 @@ from pyloto_corp.devtools.fake_openai import (
     refusal,
 )
 from pyloto_corp.domain.records import InboundMessage
-from pyloto_corp.domain.replies import reply_key, template_for
+from pyloto_corp.domain.replies import reply_key
 from pyloto_corp.http.app import create_app
 from tests.e2e.support import FALLBACK_PATH, LLM_PATH, Pyloto, trajectory
-from tests.support.helpers import CONTACT_NAME, SENDER, envelope, text_message
+from tests.support.helpers import (
+    CONTACT_NAME,
+    SENDER,
+    envelope,
+    shipped_templates,
+    text_message,
+)
 from tests.support.llm_outputs import SATURDAY_SECTIONS, choice
 
 pytestmark = pytest.mark.anyio
@@ -304,7 +310,8 @@ async def test_each_failure_at_each_step_falls_back_with_its_reason(
 
     inbound = InboundMessage("wamid.x", SENDER, "text", 0)
     expected_event = None if step == "llm1" else "scheduling"
-    template, text = template_for(inbound, expected_event)
+    templates = shipped_templates("Barbearia Navalha", "terça a sábado, das 9h às 19h")
+    template, text = templates.for_message(inbound, expected_event)
     assert view["results"]["template"] == template
     assert template == ("text" if step == "llm1" else "event:scheduling")
     assert body["type"] == "text"

@@ -138,7 +138,7 @@ class QuotingOutbox:
         self.sent: list[dict[str, Any]] = []
         self.failed = False
 
-    async def send(self, body: dict[str, Any]) -> str:
+    async def send(self, body: dict[str, Any], phone_number_id: str = "") -> str:
         quote = f"cannot deliver to {self.case.sender} ({self.case.name}): {self.case.sentence()}"
         if self.case.failure == "permanent":
             raise PermanentStepError(quote)
@@ -151,7 +151,7 @@ class QuotingOutbox:
     async def find_sent(self, message_id: str) -> str | None:
         return None
 
-    async def mark_read(self, message_id: str) -> None:
+    async def mark_read(self, message_id: str, phone_number_id: str = "") -> None:
         raise TransientStepError(f"read receipt refused for {self.case.sender}")
 
 

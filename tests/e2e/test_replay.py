@@ -43,7 +43,7 @@ class RefusingOutbox:
         self.refusals = refusals
         self.accepted: list[dict[str, Any]] = []
 
-    async def send(self, body: dict[str, Any]) -> str:
+    async def send(self, body: dict[str, Any], phone_number_id: str = "") -> str:
         if self.refusals > 0:
             self.refusals -= 1
             raise PermanentStepError("131026: message undeliverable")
@@ -56,7 +56,7 @@ class RefusingOutbox:
                 return f"wamid.out.{number}"
         return None
 
-    async def mark_read(self, message_id: str) -> None:
+    async def mark_read(self, message_id: str, phone_number_id: str = "") -> None:
         return None
 
     def sends_for(self, message_id: str) -> int:

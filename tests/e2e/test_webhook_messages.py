@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import copy
+from pathlib import Path
 
 import pytest
 
 from pyloto_corp.domain.records import InboundMessage
-from pyloto_corp.domain.replies import template_for
-from tests.e2e.support import Pyloto, message_ids, trajectory
-from tests.support.helpers import encode, envelope, load_payload, text_message
+from tests.e2e.conftest import OpenPyloto
+from tests.e2e.support import FALLBACK_PATH, Pyloto, message_ids, trajectory
+from tests.support.helpers import encode, envelope, load_payload, shipped_templates, text_message
 
 pytestmark = pytest.mark.anyio
 
-UNSUPPORTED_REPLY = template_for(InboundMessage("wamid.X", "1", "unsupported", 0))[1]
+UNSUPPORTED_REPLY = shipped_templates().for_message(
+    InboundMessage("wamid.X", "1", "unsupported", 0)
+)[1]
 
 
 async def test_unknown_message_type_is_answered_with_the_unsupported_template(
@@ -34,6 +37,56 @@ async def test_unknown_message_type_is_answered_with_the_unsupported_template(
     [sent] = await pyloto.sent_for(message_id)
     assert sent["text"]["body"] == UNSUPPORTED_REPLY
     assert sent["context"] == {"message_id": message_id}
+
+
+async def test_a_welcome_request_is_greeted_in_the_business_name(
+    open_pyloto: OpenPyloto,
+) -> None:
+    """A customer opening the chat for the first time (`request_welcome`, no body) gets the
+    welcome template naming BUSINESS_NAME, not the apology for an unreadable message."""
+    payload = load_payload("corpus/request_welcome.json")
+    [message_id] = message_ids(payload)
+    async with open_pyloto(BUSINESS_NAME="Clínica Sorriso Leve") as app:
+        assert (await app.post(payload)).status_code == 200
+        view = await app.wait_for(message_id)
+        [sent] = await app.sent_for(message_id)
+    assert trajectory(view) == FALLBACK_PATH
+    assert view["fallback_reason"] == "welcome"
+    assert view["results"]["template"] == "welcome"
+    body = sent["text"]["body"]
+    assert "Clínica Sorriso Leve" in body
+    assert body != UNSUPPORTED_REPLY
+    assert "não conseguimos ler" not in body
+
+
+async def test_a_templates_file_overrides_one_template_and_keeps_the_others(
+    open_pyloto: OpenPyloto, tmp_path: Path
+) -> None:
+    """REPLY_TEMPLATES_FILE with one key changes that reply; every other reply stays the
+    shipped one, in the business's voice."""
+    path = tmp_path / "respostas.toml"
+    path.write_text(
+        'text = "Oi! A {business_name} já viu sua mensagem. Atendemos {business_hours}."\n',
+        encoding="utf-8",
+    )
+    texted, unsupported = text_message("Oi"), load_payload("batches/unknown_type.json")
+    [unsupported_id] = message_ids(unsupported)
+    variables = {
+        "REPLY_TEMPLATES_FILE": str(path),
+        "BUSINESS_NAME": "Padaria Pão Quente",
+        "BUSINESS_HOURS": "todos os dias, das 6h às 20h",
+    }
+    async with open_pyloto(**variables) as app:
+        assert (await app.post(envelope([texted]))).status_code == 200
+        assert (await app.post(unsupported)).status_code == 200
+        [text_sent] = await app.sent_for((await app.wait_for(texted["id"]))["message_id"])
+        [unsupported_sent] = await app.sent_for((await app.wait_for(unsupported_id))["message_id"])
+    text_reply, unsupported_reply = text_sent["text"]["body"], unsupported_sent["text"]["body"]
+    assert text_reply == (
+        "Oi! A Padaria Pão Quente já viu sua mensagem. Atendemos todos os dias, das 6h às 20h."
+    )
+    shipped = shipped_templates("Padaria Pão Quente", "todos os dias, das 6h às 20h")
+    assert unsupported_reply == shipped.render("unsupported")
 
 
 async def test_reaction_is_ignored_without_a_reply(pyloto: Pyloto) -> None:

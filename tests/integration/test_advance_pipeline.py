@@ -54,7 +54,7 @@ class FlakyOutbox:
         self.calls = 0
         self.accepted: list[tuple[str, dict[str, Any]]] = []
 
-    async def send(self, body: dict[str, Any]) -> str:
+    async def send(self, body: dict[str, Any], phone_number_id: str = "") -> str:
         self.calls += 1
         if self.failures is None or self.calls <= self.failures:
             raise self.error(f"Graph API 503 on call {self.calls}")
@@ -62,7 +62,7 @@ class FlakyOutbox:
         self.accepted.append((outbound_id, body))
         return outbound_id
 
-    async def mark_read(self, message_id: str) -> None:
+    async def mark_read(self, message_id: str, phone_number_id: str = "") -> None:
         return None
 
     async def find_sent(self, message_id: str) -> str | None:
@@ -80,7 +80,7 @@ class HangingOutbox:
     def __init__(self) -> None:
         self.calls: list[str] = []
 
-    async def send(self, body: dict[str, Any]) -> str:
+    async def send(self, body: dict[str, Any], phone_number_id: str = "") -> str:
         self.calls.append(str(body["biz_opaque_callback_data"]))
         await asyncio.Event().wait()
         raise AssertionError("unreachable")
@@ -88,7 +88,7 @@ class HangingOutbox:
     async def find_sent(self, message_id: str) -> str | None:
         return None
 
-    async def mark_read(self, message_id: str) -> None:
+    async def mark_read(self, message_id: str, phone_number_id: str = "") -> None:
         return None
 
 

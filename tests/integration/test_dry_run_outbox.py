@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import re
+import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -88,3 +90,44 @@ async def test_outbox_survives_reopening(tmp_path: Path) -> None:
         assert await second.sent() == [sent_body, later]
     finally:
         await second.close()
+
+
+async def test_each_request_keeps_the_business_number_it_would_have_gone_from(
+    tmp_path: Path,
+) -> None:
+    """The number named by the send is kept; a send naming none is the default number's."""
+    opened = DryRunOutbox(tmp_path / "numbers.db", default_number="106540352242922")
+    try:
+        await opened.send(body("cb-numbers"), "106540352242933")
+        await opened.send(body("cb-numbers"))
+        assert await opened.sent_numbers("cb-numbers") == ["106540352242933", "106540352242922"]
+        assert await opened.sent_numbers("cb-unknown") == []
+    finally:
+        await opened.close()
+
+
+async def test_a_file_from_before_numbers_were_kept_is_brought_up_to_date(tmp_path: Path) -> None:
+    """An outbox table written without the number column gains it; what it held stays, as
+    sent from the default number ('')."""
+    path = tmp_path / "old.db"
+    old_body = body("cb-old")
+    with sqlite3.connect(path) as connection:
+        connection.executescript(
+            "CREATE TABLE dry_run_outbox (seq INTEGER PRIMARY KEY AUTOINCREMENT,"
+            " outbound_message_id TEXT NOT NULL UNIQUE, callback_data TEXT, body TEXT NOT NULL,"
+            " created_at REAL NOT NULL DEFAULT 0);"
+        )
+        connection.execute(
+            "INSERT INTO dry_run_outbox (outbound_message_id, callback_data, body)"
+            " VALUES ('wamid.dryrun.old', ?, ?)",
+            (old_body["biz_opaque_callback_data"], json.dumps(old_body)),
+        )
+    connection.close()
+    reopened = DryRunOutbox(path)
+    try:
+        assert await reopened.sent() == [old_body]
+        assert await reopened.sent_numbers("cb-old") == [""]
+        await reopened.send(body("cb-new"), "106540352242933")
+        assert await reopened.sent_numbers("cb-new") == ["106540352242933"]
+    finally:
+        await reopened.close()

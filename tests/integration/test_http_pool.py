@@ -28,7 +28,7 @@ from pyloto_corp.adapters.http_pool import (
 )
 from pyloto_corp.adapters.openai_llm import OpenAIAssistant
 from pyloto_corp.adapters.openai_llm import create_client as create_openai_client
-from pyloto_corp.adapters.whatsapp_graph import GraphOutbox, messages_url
+from pyloto_corp.adapters.whatsapp_graph import GraphOutbox
 from pyloto_corp.adapters.whatsapp_graph import create_client as create_graph_client
 from pyloto_corp.ai.prompts import BusinessProfile
 from pyloto_corp.ai.schemas import EventDetection
@@ -371,8 +371,9 @@ def test_the_adapters_reach_https_peers_trusted_through_ssl_cert_file(
     async def work(_: str) -> None:
         saved = record(state="queued_outbound")
         outbox = GraphOutbox(
-            create_graph_client(TOKEN, 2.0),
-            messages_url(graph.base_url, VERSION, PHONE_NUMBER_ID),
+            {PHONE_NUMBER_ID: create_graph_client(TOKEN, 2.0)},
+            graph.base_url,
+            VERSION,
             store=None,  # type: ignore[arg-type]  # send never reads the store
         )
         assistant = OpenAIAssistant(

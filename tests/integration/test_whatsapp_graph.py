@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from pyloto_corp.adapters.sqlite_store import SQLiteStore
-from pyloto_corp.adapters.whatsapp_graph import GraphOutbox, create_client, messages_url
+from pyloto_corp.adapters.whatsapp_graph import GraphOutbox, create_client
 from pyloto_corp.application.ports import AmbiguousSend, TransientStepError
 from pyloto_corp.domain.records import StatusUpdate
 from pyloto_corp.domain.replies import reply_key, text_reply_body
@@ -31,8 +31,7 @@ async def store(tmp_path: Path) -> AsyncIterator[SQLiteStore]:
 
 def outbox_for(base_url: str, store: SQLiteStore, timeout: float = 2.0) -> GraphOutbox:
     """A Graph outbox on `base_url` with the test token."""
-    url = messages_url(base_url, VERSION, PHONE_NUMBER_ID)
-    return GraphOutbox(create_client(TOKEN, timeout), url, store)
+    return GraphOutbox({PHONE_NUMBER_ID: create_client(TOKEN, timeout)}, base_url, VERSION, store)
 
 
 async def test_a_timeout_after_the_request_is_ambiguous(

@@ -1,5 +1,9 @@
 """A local HTTP server that speaks the Graph API messages and media endpoints, for tests.
 
+It serves one business number (PHONE_NUMBER_ID) unless a test adds more (`add_number`, each
+with its own token if need be), and keeps which number every request went to: a request to
+any other number is a violation.
+
 It checks the bearer token and validates every request against WhatsApp's schema and limits
 (required fields, `to` or `recipient`, `type`, and `pyloto_corp.ai.limits.problems`): an
 invalid request is answered 400 (code 100) AND kept in `violations`, which the test fixture
@@ -59,6 +63,7 @@ ERRORS: dict[int, tuple[int, str]] = {
 
 _WA_ID = re.compile(r"^\d{8,15}$")
 _BSUID = re.compile(r"^[A-Z]{2}\.(?:ENT\.)?[0-9A-Za-z]{1,128}$")
+_MESSAGES_PATH = re.compile(rf"^/{re.escape(VERSION)}/(\d+)/messages$")
 
 
 @dataclass
@@ -105,11 +110,12 @@ class MediaGet:
 
 @dataclass
 class Send:
-    """A message Meta would have delivered."""
+    """A message Meta would have delivered, and the business number it went from."""
 
     outbound_id: str
     body: dict[str, Any]
     answered: threading.Event = field(default_factory=threading.Event)  # answer written
+    phone_number_id: str = PHONE_NUMBER_ID
 
     @property
     def callback(self) -> str:
@@ -135,11 +141,16 @@ class FakeGraph:
     """The server's script and what it has seen."""
 
     token: str = TOKEN
+    # The business numbers served, each with the bearer token its requests must carry
+    # (`token` for PHONE_NUMBER_ID unless a test says otherwise; see `add_number`).
+    numbers: dict[str, str] = field(default_factory=dict)
     sends: list[Send] = field(default_factory=list)
     # Sends Meta answers 200 with an id and never delivers (a BSUID put in `to`).
     undelivered: list[Send] = field(default_factory=list)
     reads: list[dict[str, Any]] = field(default_factory=list)
+    read_numbers: list[str] = field(default_factory=list)  # the number of each of `reads`
     requests: list[dict[str, Any]] = field(default_factory=list)
+    request_numbers: list[str] = field(default_factory=list)  # the number of each request
     violations: list[str] = field(default_factory=list)
     base_url: str = ""  # set by start()
     tls: ssl.SSLContext | None = None  # serve HTTPS with this server-side context
@@ -151,6 +162,23 @@ class FakeGraph:
     _faults: deque[Fault] = field(default_factory=deque)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _server: LocalServer | None = None
+
+    def __post_init__(self) -> None:
+        self.numbers.setdefault(PHONE_NUMBER_ID, self.token)
+
+    def add_number(self, phone_number_id: str, token: str | None = None) -> None:
+        """Serve one more business number, whose requests carry `token` (default: `token`)."""
+        with self._lock:
+            self.numbers[phone_number_id] = token or self.token
+
+    def read_number(self, message_id: str) -> list[str]:
+        """The business numbers the read receipts of one inbound message went through."""
+        with self._lock:
+            return [
+                number
+                for body, number in zip(self.reads, self.read_numbers, strict=True)
+                if body.get("message_id") == message_id
+            ]
 
     def inject(self, *faults: Fault) -> None:
         """Apply these to the next message sends, in order (read receipts are not affected)."""
@@ -282,12 +310,16 @@ class FakeGraph:
         self, path: str, auth: str, raw: bytes
     ) -> tuple[int, dict[str, Any], float, Send | None]:
         """(status, JSON answer, delay, the accepted send if any) for one POST."""
-        if auth != f"Bearer {self.token}":
-            self._violation(f"bad bearer token: {auth[:12]}…")
-            return *_graph_error(190), None
-        if path != f"/{VERSION}/{PHONE_NUMBER_ID}/messages":
+        found = _MESSAGES_PATH.match(path)
+        number = found.group(1) if found else ""
+        with self._lock:
+            token = self.numbers.get(number)
+        if token is None:
             self._violation(f"unexpected path {path}")
             return 404, {"error": {"message": "Unknown path", "code": 100}}, 0.0, None
+        if auth != f"Bearer {token}":
+            self._violation(f"bad bearer token for {number}: {auth[:12]}…")
+            return *_graph_error(190), None
         try:
             body = json.loads(raw)
         except ValueError:
@@ -295,6 +327,7 @@ class FakeGraph:
             return *_graph_error(100), None
         with self._lock:
             self.requests.append(body)
+            self.request_numbers.append(number)
         broken = validate(body)
         if broken:
             self._violation("; ".join(broken))
@@ -302,6 +335,7 @@ class FakeGraph:
         if "status" in body:
             with self._lock:
                 self.reads.append(body)
+                self.read_numbers.append(number)
             return 200, {"success": True}, 0.0, None
         with self._lock:
             fault = self._faults.popleft() if self._faults else Fault()
@@ -309,7 +343,7 @@ class FakeGraph:
             return *_graph_error(fault.code), None
         if fault.status is not None:
             return fault.status, {"error": {"message": "Service unavailable"}}, 0.0, None
-        send = Send(f"wamid.GRAPH{uuid.uuid4().hex.upper()}", body)
+        send = Send(f"wamid.GRAPH{uuid.uuid4().hex.upper()}", body, phone_number_id=number)
         to = body.get("to")
         if isinstance(to, str) and _BSUID.match(to):
             # Meta accepts a BSUID in `to` and never delivers it (chatwoot/chatwoot#15150).

@@ -12,6 +12,10 @@ from typing import Any
 
 import anyio
 
+from pyloto_corp.adapters.reply_templates import load_reply_templates
+from pyloto_corp.config import BusinessSettings
+from pyloto_corp.domain.replies import ReplyTemplates
+
 REPO = Path(__file__).resolve().parents[2]
 DATA = REPO / "tests" / "data"
 APP_SECRET = "test-app-secret"
@@ -27,6 +31,14 @@ CNPJ = "12.345.678/0001-90"
 # A customer's business-scoped user id and username (personal data too).
 BSUID = "BR.1502576394655843"
 USERNAME = "mariaaparecida.cortes"
+
+
+def shipped_templates(
+    name: str = BusinessSettings().name, hours: str = BusinessSettings().hours
+) -> ReplyTemplates:
+    """The shipped reply templates in the voice of the business `name` (open `hours`), as
+    bootstrap reads them without REPLY_TEMPLATES_FILE (the default business if not given)."""
+    return load_reply_templates(None, name, hours)
 
 
 def load_payload(name: str) -> dict[str, Any]:

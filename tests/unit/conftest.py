@@ -16,7 +16,15 @@ from pyloto_corp.domain.replies import text_reply_body
 from pyloto_corp.domain.results import Results
 from pyloto_corp.domain.statechart import Statechart
 from tests.support.records import inbound
-from tests.unit.fakes import FakeClock, FakeOutbox, FakeQueue, FakeStore, MakeRecord, PutRecord
+from tests.unit.fakes import (
+    TEMPLATES,
+    FakeClock,
+    FakeOutbox,
+    FakeQueue,
+    FakeStore,
+    MakeRecord,
+    PutRecord,
+)
 
 
 @pytest.fixture(scope="session")
@@ -60,7 +68,9 @@ def outbox(store: FakeStore) -> FakeOutbox:
 @pytest.fixture
 def context(store: FakeStore, outbox: FakeOutbox, clock: FakeClock) -> StepContext:
     """What steps may use, as one process among several (no sole-instance shortcut)."""
-    return StepContext(store=store, outbox=outbox, clock=clock, instance_id="instance-a")
+    return StepContext(
+        store=store, outbox=outbox, clock=clock, templates=TEMPLATES, instance_id="instance-a"
+    )
 
 
 @pytest.fixture

@@ -31,8 +31,12 @@ from pyloto_corp.domain.ops_metrics import (
     transition_counters,
 )
 from pyloto_corp.domain.records import Record, StatusUpdate, Turn
+from tests.support.helpers import shipped_templates
 
 # The type of the `make_record` fixture (tests/unit/conftest.py).
+# The shipped reply templates for the default business, as bootstrap reads them.
+TEMPLATES = shipped_templates()
+
 MakeRecord = Callable[..., Record]
 # Builds a record as MakeRecord does and puts it in the store.
 PutRecord = Callable[..., Record]
@@ -299,14 +303,17 @@ class FakeOutbox:
 
     def __init__(self) -> None:
         self.read: list[str] = []
+        self.read_from: list[str] = []  # the business number of each read receipt
         self.sent: list[dict[str, Any]] = []
+        self.sent_from: list[str] = []  # the business number of each send attempt
         self.known: dict[str, str] = {}
         self.lookups: list[str] = []
         self.fail_with: Exception | None = None
         self.on_send: list[Record | None] = []
         self.store: FakeStore | None = None
 
-    async def send(self, body: dict[str, Any]) -> str:
+    async def send(self, body: dict[str, Any], phone_number_id: str = "") -> str:
+        self.sent_from.append(phone_number_id)
         # The record replied to (the body names it only by its reply key).
         callback = str(body["context"]["message_id"])
         if self.store is not None:
@@ -323,5 +330,6 @@ class FakeOutbox:
         self.lookups.append(message_id)
         return self.known.get(message_id)
 
-    async def mark_read(self, message_id: str) -> None:
+    async def mark_read(self, message_id: str, phone_number_id: str = "") -> None:
         self.read.append(message_id)
+        self.read_from.append(phone_number_id)

@@ -16,7 +16,15 @@ from pyloto_corp.domain.privacy import message_ref
 from pyloto_corp.domain.records import Record
 from pyloto_corp.domain.results import Results
 from pyloto_corp.domain.statechart import Statechart
-from tests.unit.fakes import FakeClock, FakeOutbox, FakeQueue, FakeStore, MakeRecord, PutRecord
+from tests.unit.fakes import (
+    TEMPLATES,
+    FakeClock,
+    FakeOutbox,
+    FakeQueue,
+    FakeStore,
+    MakeRecord,
+    PutRecord,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -282,7 +290,12 @@ async def test_sole_instance_takes_over_its_crashed_predecessors_claim(
 ) -> None:
     """With an exclusive store, a claim by another (dead) process is taken over at once."""
     context = StepContext(
-        store=store, outbox=outbox, clock=clock, instance_id="new-process", sole_instance=True
+        store=store,
+        outbox=outbox,
+        clock=clock,
+        templates=TEMPLATES,
+        instance_id="new-process",
+        sole_instance=True,
     )
     advancer = Advancer(machine, store, queue, context)
     record = put_record(state="sending", send_started_at=clock() - 1, send_claimed_by="old-process")

@@ -3,6 +3,8 @@ next delivery in the same process settles what the failed one left behind."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from pyloto_corp.application.advance import Advancer
@@ -48,7 +50,7 @@ def advancer_on(
     machine: LifecycleMachine, unanswered: UnansweredStore, queue: FakeQueue, context: StepContext
 ) -> Advancer:
     """An advancer on that store, as one process among several."""
-    ctx = StepContext(store=unanswered, outbox=context.outbox, clock=context.clock, instance_id="a")
+    ctx = replace(context, store=unanswered, instance_id="a")
     return Advancer(machine, unanswered, queue, ctx)
 
 

@@ -284,12 +284,88 @@ async def test_access_token_selects_the_graph_outbox() -> None:
     container = bootstrap(settings, store=FakeStore())
     outbox = container.outbox
     assert isinstance(outbox, GraphOutbox)
-    assert outbox.url == "http://graph.local/v23.0/106540352242922/messages"
+    assert outbox.urls == {"106540352242922": "http://graph.local/v23.0/106540352242922/messages"}
+    assert outbox.default_number == "106540352242922"
     assert outbox.reconcile_seconds == 120.0
     pacing = container.advancer.context.pacing
     assert pacing is not None
     assert (pacing.per_seconds, pacing.burst) == (6.0, 3)
     await outbox.close()
+
+
+FIRST, SECOND, THIRD = "106540352242922", "106540352242933", "106540352242944"
+
+
+@pytest.mark.anyio
+async def test_several_business_numbers_each_send_with_their_own_token_or_the_shared_one() -> None:
+    """WHATSAPP_PHONE_NUMBER_IDS adds numbers; WHATSAPP_ACCESS_TOKENS gives some their own
+    token; numbers sharing a token share one client; the default number comes first."""
+    settings = load_settings(
+        {
+            "WHATSAPP_ACCESS_TOKEN": "EAAG-shared",
+            "WHATSAPP_PHONE_NUMBER_ID": FIRST,
+            "WHATSAPP_PHONE_NUMBER_IDS": f"{SECOND}, {THIRD},",
+            "WHATSAPP_ACCESS_TOKENS": f"{THIRD}:EAAG-third",
+        }
+    )
+    assert settings.whatsapp.business_numbers == (FIRST, SECOND, THIRD)
+    assert settings.whatsapp.token_for(SECOND) == "EAAG-shared"
+    assert settings.whatsapp.token_for(THIRD) == "EAAG-third"
+    container = bootstrap(settings, store=FakeStore())
+    outbox = container.outbox
+    assert isinstance(outbox, GraphOutbox)
+    assert list(outbox.clients) == [FIRST, SECOND, THIRD]
+    assert outbox.default_number == FIRST
+    assert outbox.clients[FIRST] is outbox.clients[SECOND] is not outbox.clients[THIRD]
+    numbers = container.advancer.context.numbers
+    assert (numbers.default, numbers.others) == (FIRST, frozenset({SECOND, THIRD}))
+    assert numbers.sender_of("") == FIRST
+    assert numbers.sender_of("999999999999999") is None
+    await outbox.close()
+
+
+def test_every_number_may_have_its_own_token_without_a_shared_one() -> None:
+    """WHATSAPP_ACCESS_TOKENS alone selects the Graph outbox; the first listed number is
+    the default when WHATSAPP_PHONE_NUMBER_ID is unset."""
+    settings = load_settings(
+        {
+            "WHATSAPP_PHONE_NUMBER_IDS": f"{SECOND},{THIRD}",
+            "WHATSAPP_ACCESS_TOKENS": f"{SECOND}:EAAG-second,{THIRD}:EAAG-third",
+        }
+    )
+    assert settings.whatsapp.sends
+    assert settings.whatsapp.business_numbers == (SECOND, THIRD)
+
+
+@pytest.mark.parametrize(
+    ("environ", "expected"),
+    [
+        ({"WHATSAPP_PHONE_NUMBER_IDS": "12a"}, "WHATSAPP_PHONE_NUMBER_IDS: '12a' is not"),
+        (
+            {"WHATSAPP_PHONE_NUMBER_ID": FIRST, "WHATSAPP_ACCESS_TOKENS": "EAAG-no-number"},
+            "WHATSAPP_ACCESS_TOKENS: pair 1 is not `phone_number_id:token`",
+        ),
+        (
+            {"WHATSAPP_PHONE_NUMBER_ID": FIRST, "WHATSAPP_ACCESS_TOKENS": f"{SECOND}:EAAG-x"},
+            f"pair 1 names {SECOND}, which is neither",
+        ),
+        (
+            {
+                "WHATSAPP_PHONE_NUMBER_IDS": f"{FIRST},{SECOND}",
+                "WHATSAPP_ACCESS_TOKENS": f"{FIRST}:EAAG-x",
+            },
+            f"business number {SECOND} has no Graph API token",
+        ),
+        ({"WHATSAPP_ACCESS_TOKENS": f"{FIRST}:EAAG-x"}, "WHATSAPP_ACCESS_TOKENS: pair 1 names"),
+    ],
+)
+def test_numbers_and_tokens_that_do_not_fit_are_refused_without_showing_a_token(
+    environ: dict[str, str], expected: str
+) -> None:
+    """Each problem names the variable; no token appears in the message."""
+    message = config_error(environ)
+    assert expected in message
+    assert "EAAG" not in message
 
 
 def test_dry_run_has_no_pacing() -> None:

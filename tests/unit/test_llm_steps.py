@@ -198,6 +198,23 @@ async def test_media_without_a_caption_falls_back_as_no_text(
     assert line.__dict__["latency_ms"] == 0.0
 
 
+async def test_a_welcome_request_makes_no_llm_call_with_the_llm_on(
+    make_record: MakeRecord,
+    llm_context: StepContext,
+    assistant: ScriptedAssistant,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A customer opening the chat has written nothing: LLM#1 is not run on nothing; the
+    record falls back as `welcome`, a chosen path logged at INFO."""
+    caplog.set_level(logging.INFO)
+    record = make_record(kind="request_welcome", state="deduped", text=None)
+    outcome = await STEP_OF_STATE["deduped"](record, llm_context)
+    assert (outcome.trigger, outcome.step, outcome.reason) == ("fall_back", "llm1", "welcome")
+    assert assistant.calls == []
+    (line,) = [r for r in caplog.records if r.getMessage() == "llm_fallback"]
+    assert line.levelno == logging.INFO
+
+
 @pytest.mark.parametrize("state", sorted(STEP_OF_STATE))
 async def test_a_sender_outside_the_rollout_is_sampled_out(
     state: str, make_record: MakeRecord, llm_context: StepContext, assistant: ScriptedAssistant
@@ -487,5 +504,7 @@ async def test_memory_is_best_effort_when_the_store_fails(
 
 
 def test_chosen_fallbacks_are_configuration_not_failures() -> None:
-    """Disabled, sampled out and no text are the configured path, logged at INFO."""
-    assert frozenset({"llm_disabled", "sampled_out", "no_text"}) == llm_steps.CHOSEN_FALLBACKS
+    """Disabled, sampled out, no text and a welcome request are the configured path, logged
+    at INFO."""
+    chosen = frozenset({"llm_disabled", "sampled_out", "no_text", "welcome"})
+    assert chosen == llm_steps.CHOSEN_FALLBACKS

@@ -11,10 +11,16 @@ from pyloto_corp.domain.replies import (
     TEXT_BODY_LIMIT,
     reply_key,
     status_key,
-    template_for,
     text_reply_body,
 )
-from tests.support.helpers import encode, load_payload
+from tests.support.helpers import encode, load_payload, shipped_templates
+
+TEMPLATES = shipped_templates("Padaria Pão Quente", "todos os dias, das 6h às 20h")
+
+
+def template_for(message: InboundMessage, event: str | None = None) -> tuple[str, str]:
+    """The shipped template for `message`, in the voice of the bakery above."""
+    return TEMPLATES.for_message(message, event)
 
 
 def fixture_message(name: str) -> InboundMessage:
@@ -54,6 +60,18 @@ def test_each_kind_picks_its_portuguese_template(fixture: str, template: str, ph
     assert phrase in text
 
 
+def test_a_welcome_request_gets_the_welcome_template_naming_the_business() -> None:
+    """A customer opening the chat for the first time (`request_welcome`, no body) is
+    greeted, in the business's name, not told their message could not be read."""
+    payload = load_payload("corpus/request_welcome.json")
+    (message,) = parse_webhook(encode(payload)).messages
+    assert message.kind == "request_welcome"
+    name, text = template_for(message)
+    assert name == "welcome"
+    assert "Padaria Pão Quente" in text
+    assert "não conseguimos ler" not in text
+
+
 @pytest.mark.parametrize(
     ("fixture", "title"),
     [
@@ -86,7 +104,16 @@ def test_long_choice_title_is_cut() -> None:
 
 def test_templates_differ_by_kind() -> None:
     """Each template name maps to its own text (no copy-paste between kinds)."""
-    kinds = ["text", "image", "audio", "location", "contacts", "order", "unsupported"]
+    kinds = [
+        "text",
+        "image",
+        "audio",
+        "location",
+        "contacts",
+        "order",
+        "unsupported",
+        "request_welcome",
+    ]
     texts = {template_for(inbound(kind))[1] for kind in kinds}
     assert len(texts) == len(kinds)
 
@@ -135,3 +162,46 @@ def test_long_ids_sharing_a_prefix_get_their_own_reply_key() -> None:
     ]
     callbacks = {text_reply_body(m, "Olá")["biz_opaque_callback_data"] for m in messages}
     assert len(callbacks) == 2
+
+
+@pytest.mark.parametrize(
+    "kind", ["text", "image", "audio", "location", "contacts", "order", "unsupported"]
+)
+def test_each_kind_template_names_the_business(kind: str) -> None:
+    """The templates speak for the configured business: they name BUSINESS_NAME."""
+    _, text = template_for(inbound(kind))
+    assert "Padaria Pão Quente" in text
+    assert "{" not in text
+
+
+def test_the_text_and_welcome_templates_quote_the_opening_hours() -> None:
+    """A customer told to wait is told until when: BUSINESS_HOURS is in the reply."""
+    for kind in ("text", "request_welcome"):
+        assert "todos os dias, das 6h às 20h" in template_for(inbound(kind))[1]
+
+
+@pytest.mark.parametrize(
+    "event",
+    [
+        "greeting",
+        "product_question",
+        "price",
+        "scheduling",
+        "order_status",
+        "support",
+        "human_handoff",
+        "opt_out",
+    ],
+)
+def test_each_event_template_names_the_business(event: str) -> None:
+    """The reply for a detected event is in the business's voice too."""
+    name, text = template_for(inbound("text"), event)
+    assert name == f"event:{event}"
+    assert "Padaria Pão Quente" in text
+
+
+def test_a_business_name_with_braces_is_written_as_given() -> None:
+    """The business's values are filled in, never read as placeholders themselves."""
+    templates = shipped_templates("Loja {choice} & Cia", "24h")
+    _, text = templates.for_message(inbound("text"))
+    assert "Loja {choice} & Cia" in text

@@ -148,7 +148,7 @@ async def test_accept_marks_the_message_read_once(
 class BrokenReadOutbox(FakeOutbox):
     """An outbox whose read receipts always fail."""
 
-    async def mark_read(self, message_id: str) -> None:
+    async def mark_read(self, message_id: str, phone_number_id: str = "") -> None:
         raise TransientStepError("graph http 503")
 
 

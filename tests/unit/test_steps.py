@@ -7,6 +7,8 @@ from dataclasses import replace
 import pytest
 
 from pyloto_corp.application.advance import Advancer
+from pyloto_corp.application.ports import PermanentStepError
+from pyloto_corp.application.step_context import BusinessNumbers
 from pyloto_corp.application.steps import (
     HANDLED_TRIGGERS,
     STEPS,
@@ -14,9 +16,10 @@ from pyloto_corp.application.steps import (
     accept,
     claim_send,
     queue_reply,
+    send,
 )
 from pyloto_corp.domain.events import FellBack, Ignored, ReplyQueued, SendClaimed
-from pyloto_corp.domain.records import IGNORED_KINDS
+from pyloto_corp.domain.records import IGNORED_KINDS, Record
 from pyloto_corp.domain.replies import reply_key
 from pyloto_corp.domain.results import Results
 from pyloto_corp.domain.statechart import ANY_STATE
@@ -150,3 +153,81 @@ async def test_a_message_without_a_sender_is_kept_and_ignored(
     outcome = await accept(record, context)
     assert outcome == Ignored(reason="no_sender")
     assert outcome.changes(record).results == Results(ignored_reason="no_sender")
+
+
+# The business numbers of these tests: `inbound()` writes to the first one.
+OURS = "106540352242922"
+SECOND = "106540352242933"
+NUMBERS = BusinessNumbers(OURS, frozenset({SECOND}))
+
+
+def written_to(record: Record, number: str) -> Record:
+    """`record` as if its customer had written to the business number `number`."""
+    return replace(record, inbound=replace(record.inbound, phone_number_id=number))
+
+
+@pytest.mark.parametrize(("number", "sender"), [(OURS, OURS), (SECOND, SECOND), ("", OURS)])
+async def test_the_read_receipt_goes_through_the_number_written_to(
+    number: str, sender: str, make_record: MakeRecord, context: StepContext, outbox: FakeOutbox
+) -> None:
+    """A message to either configured number is marked read through that number; one that
+    names none (an older record, `pyloto simulate`) through the default number."""
+    ctx = replace(context, numbers=NUMBERS)
+    assert (await accept(written_to(make_record(), number), ctx)).trigger == "accept"
+    assert outbox.read_from == [sender]
+
+
+async def test_a_message_to_another_number_is_ignored_without_a_read_receipt(
+    make_record: MakeRecord, context: StepContext, outbox: FakeOutbox
+) -> None:
+    """A number the app receives webhooks for but this service does not answer for: the
+    record ends `ignored` with its reason, and nothing is sent from any number."""
+    record = written_to(make_record(), "999999999999999")
+    outcome = await accept(record, replace(context, numbers=NUMBERS))
+    assert outcome == Ignored(reason="unknown_business_number")
+    assert outcome.changes(record).results.ignored_reason == "unknown_business_number"
+    assert outbox.read == []
+
+
+async def test_without_configured_numbers_any_number_is_answered(
+    make_record: MakeRecord, context: StepContext, outbox: FakeOutbox
+) -> None:
+    """A dry run without WHATSAPP_PHONE_NUMBER_ID answers whatever number was written to."""
+    record = written_to(make_record(), "999999999999999")
+    assert (await accept(record, context)).trigger == "accept"
+    assert outbox.read_from == ["999999999999999"]
+
+
+@pytest.mark.parametrize(("number", "sender"), [(SECOND, SECOND), ("", OURS)])
+async def test_the_reply_is_sent_from_the_number_written_to(
+    number: str, sender: str, make_record: MakeRecord, context: StepContext, outbox: FakeOutbox
+) -> None:
+    """The send names the business number the customer wrote to (the default for none)."""
+    record = written_to(make_record(state="sending", send_started_at=0.0), number)
+    ctx = replace(context, numbers=NUMBERS, claim_made_here=True)
+    assert (await send(record, ctx)).trigger == "send"
+    assert outbox.sent_from == [sender]
+
+
+async def test_a_reply_for_a_number_no_longer_configured_is_never_sent(
+    make_record: MakeRecord, context: StepContext, outbox: FakeOutbox
+) -> None:
+    """Accepted while the number was ours, sent after it was removed: dead-lettered, never
+    sent from another number."""
+    record = written_to(make_record(state="sending", send_started_at=0.0), "999999999999999")
+    with pytest.raises(PermanentStepError, match="no longer configured"):
+        await send(record, replace(context, numbers=NUMBERS, claim_made_here=True))
+    assert outbox.sent_from == []
+
+
+async def test_a_welcome_request_is_greeted_by_its_template_without_the_llm(
+    make_record: MakeRecord, context: StepContext
+) -> None:
+    """`request_welcome` (no body) falls back as `welcome` with the LLM off too (not as
+    `llm_disabled`), then gets the welcome template naming the business."""
+    record = make_record(kind="request_welcome", state="deduped", text=None)
+    outcome = await STEPS["deduped"](record, context)
+    assert outcome == FellBack(step="llm1", reason="welcome")
+    queued = await queue_reply(replace(record, state="fallback"), context)
+    assert queued.template == "welcome"
+    assert "nossa empresa" in queued.reply["text"]["body"]

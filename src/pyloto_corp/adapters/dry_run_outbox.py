@@ -7,6 +7,7 @@ sent?" is exact for every instance that shares the store.
 from __future__ import annotations
 
 import json
+import sqlite3
 import uuid
 from pathlib import Path
 from typing import Any
@@ -25,40 +26,57 @@ CREATE TABLE IF NOT EXISTS dry_run_outbox (
     outbound_message_id TEXT NOT NULL UNIQUE,
     callback_data TEXT,
     body TEXT NOT NULL,
+    phone_number_id TEXT NOT NULL DEFAULT '',
     created_at REAL NOT NULL DEFAULT ((julianday('now') - 2440587.5) * 86400.0)
 );
 CREATE INDEX IF NOT EXISTS dry_run_outbox_by_callback ON dry_run_outbox (callback_data);
 """
 
 
+def _add_number_column(connection: sqlite3.Connection) -> None:
+    """A file written before replies named their business number gets the column ('' for
+    the requests it already holds: they went from the default number)."""
+    columns = {row[1] for row in connection.execute("PRAGMA table_info(dry_run_outbox)")}
+    if "phone_number_id" not in columns:
+        connection.execute(
+            "ALTER TABLE dry_run_outbox ADD COLUMN phone_number_id TEXT NOT NULL DEFAULT ''"
+        )
+
+
 class DryRunOutbox:
-    """Outbox that appends every request it would have sent to a SQLite table."""
+    """Outbox that appends every request it would have sent, with the business number it
+    would have gone from (`default_number` for a request naming none), to a SQLite table."""
 
     # find_sent is exact (the log is written with the send): nothing to wait for.
     reconcile_seconds = 0.0
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, default_number: str = "") -> None:
         self.path = path
+        self.default_number = default_number
         # A failure to write means nothing was sent: the send step may retry at once.
-        self._db = SQLiteThread(path, _SCHEMA, TransientStepError, "pyloto-outbox")
+        self._db = SQLiteThread(
+            path, _SCHEMA, TransientStepError, "pyloto-outbox", migrate=_add_number_column
+        )
         self._run = self._db.run
         self._connect = self._db.connection
 
-    async def send(self, body: dict[str, Any]) -> str:
+    async def send(self, body: dict[str, Any], phone_number_id: str = "") -> str:
         outbound_id = f"wamid.dryrun.{uuid.uuid4().hex}"
-        row = (outbound_id, body.get("biz_opaque_callback_data"), json.dumps(body))
+        number = phone_number_id or self.default_number
+        row = (outbound_id, body.get("biz_opaque_callback_data"), json.dumps(body), number)
 
         def work() -> None:
             self._connect().execute(
-                "INSERT INTO dry_run_outbox (outbound_message_id, callback_data, body)"
-                " VALUES (?, ?, ?)",
+                "INSERT INTO dry_run_outbox"
+                " (outbound_message_id, callback_data, body, phone_number_id)"
+                " VALUES (?, ?, ?, ?)",
                 row,
             )
 
         await self._run(work)
         return outbound_id
 
-    async def mark_read(self, message_id: str) -> None:
+    async def mark_read(self, message_id: str, phone_number_id: str = "") -> None:
         """Nothing to mark: no message reached WhatsApp."""
 
     async def find_sent(self, message_id: str) -> str | None:
@@ -91,6 +109,23 @@ class DryRunOutbox:
 
         return await self._run(work)
 
+    async def sent_numbers(self, message_id: str) -> list[str]:
+        """The business number each reply to record `message_id` went from, oldest first."""
+
+        def work() -> list[str]:
+            rows = (
+                self._connect()
+                .execute(
+                    "SELECT phone_number_id FROM dry_run_outbox WHERE callback_data = ?"
+                    " ORDER BY seq",
+                    (reply_key(message_id),),
+                )
+                .fetchall()
+            )
+            return [str(row[0]) for row in rows]
+
+        return await self._run(work)
+
     async def purge(self, created_before: float) -> int:
         """Delete recorded requests older than the retention limit (they hold phone numbers)."""
 
@@ -113,15 +148,25 @@ class RedisDryRunOutbox:
     # find_sent is exact (the log is written with the send): nothing to wait for.
     reconcile_seconds = 0.0
 
-    def __init__(self, client: redis.Redis, keys: RedisKeys, retention_seconds: float) -> None:
+    def __init__(
+        self,
+        client: redis.Redis,
+        keys: RedisKeys,
+        retention_seconds: float,
+        default_number: str = "",
+    ) -> None:
         self.client = client
         self.keys = keys
         self.ttl = int(retention_seconds)
+        self.default_number = default_number
 
-    async def send(self, body: dict[str, Any]) -> str:
+    async def send(self, body: dict[str, Any], phone_number_id: str = "") -> str:
         outbound_id = f"wamid.dryrun.{uuid.uuid4().hex}"
         callback = str(body.get("biz_opaque_callback_data") or "")
-        entry = json.dumps({"outbound_message_id": outbound_id, "body": body})
+        number = phone_number_id or self.default_number
+        entry = json.dumps(
+            {"outbound_message_id": outbound_id, "body": body, "phone_number_id": number}
+        )
         try:
             async with self.client.pipeline(transaction=True) as pipe:
                 pipe.rpush(self.keys.dry_run_log, entry)
@@ -134,7 +179,7 @@ class RedisDryRunOutbox:
             raise TransientStepError(f"dry-run outbox: {error}") from error
         return outbound_id
 
-    async def mark_read(self, message_id: str) -> None:
+    async def mark_read(self, message_id: str, phone_number_id: str = "") -> None:
         """Nothing to mark: no message reached WhatsApp."""
 
     async def find_sent(self, message_id: str) -> str | None:
@@ -152,3 +197,15 @@ class RedisDryRunOutbox:
             return bodies
         key = reply_key(message_id)
         return [b for b in bodies if b.get("biz_opaque_callback_data") == key]
+
+    async def sent_numbers(self, message_id: str) -> list[str]:
+        """The business number each reply to record `message_id` went from, oldest first."""
+        key = reply_key(message_id)
+        entries = [
+            json.loads(entry) for entry in await self.client.lrange(self.keys.dry_run_log, 0, -1)
+        ]
+        return [
+            str(entry.get("phone_number_id", ""))
+            for entry in entries
+            if entry["body"].get("biz_opaque_callback_data") == key
+        ]

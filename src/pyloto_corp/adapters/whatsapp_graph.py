@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import ssl
+from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -128,7 +129,11 @@ def messages_url(base_url: str, version: str, phone_number_id: str) -> str:
 
 
 class GraphOutbox:
-    """Outbox on the Graph API messages endpoint.
+    """Outbox on the Graph API messages endpoints of the business numbers.
+
+    `clients` holds, by phone number id, the client (with that number's token) that sends
+    from it; the first is the default number, which answers a request naming none. A request
+    for any other number is refused before anything is sent.
 
     `find_sent` cannot ask Meta (it has no lookup by callback data): it answers from the
     delivery statuses already recorded, as status webhooks echo `biz_opaque_callback_data`
@@ -137,25 +142,29 @@ class GraphOutbox:
 
     def __init__(
         self,
-        client: GraphClient,
-        url: str,
+        clients: Mapping[str, GraphClient],
+        base_url: str,
+        version: str,
         store: StateStore,
         *,
         typing_indicator: bool = True,
         reconcile_seconds: float = DEFAULT_RECONCILE_SECONDS,
         telemetry: Telemetry | None = None,
     ) -> None:
+        if not clients:
+            raise ValueError("the Graph outbox needs at least one business number")
         self.telemetry = telemetry or Telemetry()
-        self.client = client
-        self.url = url
+        self.clients = dict(clients)
+        self.default_number = next(iter(self.clients))
+        self.urls = {number: messages_url(base_url, version, number) for number in clients}
         self.store = store
         self.typing_indicator = typing_indicator
         self.reconcile_seconds = reconcile_seconds
-        self.host = urlsplit(url).hostname or ""
+        self.host = urlsplit(base_url).hostname or ""
 
-    async def send(self, body: dict[str, Any]) -> str:
-        """POST the message; its outbound wamid."""
-        payload = await self._post(body, "send")
+    async def send(self, body: dict[str, Any], phone_number_id: str = "") -> str:
+        """POST the message from the business number; its outbound wamid."""
+        payload = await self._post(body, "send", phone_number_id)
         try:
             return str(payload["messages"][0]["id"])
         except (KeyError, IndexError, TypeError):
@@ -170,8 +179,9 @@ class GraphOutbox:
             return None
         return record.delivery_outbound_id or record.outbound_message_id
 
-    async def mark_read(self, message_id: str) -> None:
-        """Mark the inbound message read (with a typing indicator when enabled)."""
+    async def mark_read(self, message_id: str, phone_number_id: str = "") -> None:
+        """Mark the inbound message read through the number it was written to (with a
+        typing indicator when enabled)."""
         body: dict[str, Any] = {
             "messaging_product": "whatsapp",
             "status": "read",
@@ -179,20 +189,29 @@ class GraphOutbox:
         }
         if self.typing_indicator:
             body["typing_indicator"] = {"type": "text"}
-        await self._post(body, "mark_read")
+        await self._post(body, "mark_read", phone_number_id)
 
     async def close(self) -> None:
-        """Close the connection pool."""
-        await self.client.aclose()
+        """Close the connection pools (numbers sharing a token share one client)."""
+        for client in {id(client): client for client in self.clients.values()}.values():
+            await client.aclose()
 
-    async def _post(self, body: dict[str, Any], operation: str) -> dict[str, Any]:
+    async def _post(
+        self, body: dict[str, Any], operation: str, phone_number_id: str
+    ) -> dict[str, Any]:
         """One Graph call as a span: the operation, the HTTP status and Graph's error code."""
+        number = phone_number_id or self.default_number
+        client = self.clients.get(number)
+        if client is None:
+            # Never sent from another number: the customer wrote to one this app is not set
+            # up to send from. (The id is left out: it is a string of digits, as a phone is.)
+            raise PermanentStepError("graph: not a configured business number")
         attributes = {"pyloto.whatsapp.operation": operation, "server.address": self.host}
         with self.telemetry.span(
             f"whatsapp {operation}", kind=SpanKind.CLIENT, attributes=attributes
         ) as span:
             try:
-                answer = await self.client.post(self.url, _encode(body))
+                answer = await client.post(self.urls[number], _encode(body))
             except ConnectFailed as error:
                 # No connection was made: the request never left this process.
                 raise TransientStepError(f"graph: not sent: {error}") from error

@@ -2,7 +2,7 @@
 
 A failure never raises: it becomes a `FellBack` event with a reason (timeout,
 rate_limited, api_error, refusal, unparsable, invalid_output, llm_disabled, sampled_out,
-no_text), so a slow or broken LLM costs one step, not the queue's retries.
+no_text, welcome), so a slow or broken LLM costs one step, not the queue's retries.
 """
 
 from __future__ import annotations
@@ -28,8 +28,13 @@ log = logging.getLogger(__name__)
 
 # WhatsApp's customer-service window: later turns cannot be replied to freely anyway.
 CONVERSATION_WINDOW_SECONDS = 24 * 3600.0
-# Fallback reasons that are configuration, not failure.
-CHOSEN_FALLBACKS = frozenset({"llm_disabled", "sampled_out", "no_text"})
+# Fallback reasons that are configuration, not failure: `welcome` is a customer opening the
+# chat for the first time (a `request_welcome`, which carries no text), greeted by the
+# welcome template whether the LLM is on or off.
+CHOSEN_FALLBACKS = frozenset({"llm_disabled", "sampled_out", "no_text", "welcome"})
+# Kinds a template answers: with nothing to read, no LLM call is made for them.
+# https://docs.360dialog.com/partner/messaging/sending-and-receiving-messages/text-messages/conversational-components
+TEMPLATE_KINDS = {"request_welcome": "welcome"}
 # Turns of the conversation kept and shown to LLM#2.
 CONVERSATION_TURNS = 10
 
@@ -123,9 +128,13 @@ def fall_back(
 def route(
     record: Record, ctx: StepContext, need_text: bool = True
 ) -> tuple[LLMRouting | None, str | None]:
-    """The LLM routing of a step, or why the record falls back instead: the kill switch
-    (`llm_disabled`), the rollout (`sampled_out`), nothing to read (`no_text`, unless the
-    step makes the text itself, as the media step does)."""
+    """The LLM routing of a step, or why the record falls back instead: a kind a template
+    answers (`welcome`), the kill switch (`llm_disabled`), the rollout (`sampled_out`),
+    nothing to read (`no_text`, unless the step makes the text itself, as the media step
+    does)."""
+    chosen = TEMPLATE_KINDS.get(record.inbound.kind)
+    if chosen is not None:
+        return None, chosen
     if ctx.llm is None:
         return None, "llm_disabled"
     if not in_rollout(customer_key(record, ctx.hash_key), ctx.llm.rollout_percent):

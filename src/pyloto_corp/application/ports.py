@@ -345,14 +345,17 @@ class Outbox(Protocol):
 
     reconcile_seconds: float
 
-    async def send(self, body: dict[str, Any]) -> str:  # a Graph API request body
-        """Send `body`; the outbound wamid. TransientStepError/PermanentStepError on failure."""
+    async def send(self, body: dict[str, Any], phone_number_id: str = "") -> str:
+        """Send `body` (a Graph API request body) from the business number `phone_number_id`
+        ("": the default number); the outbound wamid. TransientStepError/PermanentStepError
+        on failure (PermanentStepError for a number the outbox cannot send from)."""
 
     async def find_sent(self, message_id: str) -> str | None:
         """The outbound id of an earlier reply to record `message_id`, if one is known."""
 
-    async def mark_read(self, message_id: str) -> None:
-        """Mark an inbound message as read (best effort; may raise step errors)."""
+    async def mark_read(self, message_id: str, phone_number_id: str = "") -> None:
+        """Mark an inbound message as read, through the business number it was written to
+        ("": the default number); best effort, may raise step errors."""
 
 
 ResultT = TypeVar("ResultT")

@@ -15,6 +15,7 @@ from pyloto_corp.application.ports import (
     TurnsWrite,
 )
 from pyloto_corp.domain.records import Turn
+from pyloto_corp.domain.replies import ReplyTemplates
 
 
 @dataclass(frozen=True)
@@ -25,6 +26,29 @@ class LLMRouting:
     rollout_percent: int = 100
     mask_pii: bool = True
     allowed_hosts: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
+class BusinessNumbers:
+    """The business numbers (phone number ids) this service answers for.
+
+    A Meta app receives the webhooks of every number it is subscribed for; each message is
+    read-receipted and answered from the number it was written to, never from another.
+    `default` answers a message that names no number (older records, `pyloto simulate`).
+    With no number configured (a dry run without WHATSAPP_PHONE_NUMBER_ID) any is answered.
+    """
+
+    default: str = ""
+    others: frozenset[str] = frozenset()
+
+    def sender_of(self, phone_number_id: str) -> str | None:
+        """The number that answers a message written to `phone_number_id`; None when that
+        is not one of ours."""
+        if not phone_number_id or phone_number_id == self.default:
+            return self.default
+        if not self.default or phone_number_id in self.others:
+            return phone_number_id
+        return None
 
 
 @dataclass(frozen=True)
@@ -60,6 +84,8 @@ class StepContext:
     store: StepStore
     outbox: Outbox
     clock: Callable[[], float]
+    # The fallback replies in the business's voice (bootstrap reads them from their files).
+    templates: ReplyTemplates
     instance_id: str = ""
     sole_instance: bool = False
     llm: LLMRouting | None = None
@@ -75,3 +101,5 @@ class StepContext:
     turns: list[Turn] | None = None
     # Where a step run by the Advancer leaves its deferred writes (None: it writes them itself).
     deferred: Deferred | None = None
+    # Which business numbers are ours, and which one answers a message.
+    numbers: BusinessNumbers = BusinessNumbers()

@@ -38,7 +38,7 @@ from pyloto_corp.domain.events import (
 )
 from pyloto_corp.domain.privacy import message_ref
 from pyloto_corp.domain.records import IGNORED_KINDS, Record, Turn
-from pyloto_corp.domain.replies import reply_body, template_for, text_reply_body
+from pyloto_corp.domain.replies import reply_body, text_reply_body
 
 # `after_dedupe` (the step of `deduped`: the media step, else LLM#1) registers on import.
 __all__ = ["HANDLED_TRIGGERS", "STEPS", "LLMRouting", "StepContext", "after_dedupe"]
@@ -53,7 +53,10 @@ SEND_LEASE_SECONDS = 30.0
 
 @step("received", Accepted, Ignored)
 async def accept(record: Record, ctx: StepContext) -> Accepted | Ignored:
-    """Reactions, edits, deletions and system notices need no reply."""
+    """Reactions, edits, deletions and system notices need no reply; nor does a message to
+    a business number that is not ours (never answered, nor marked read, from another)."""
+    if ctx.numbers.sender_of(record.inbound.phone_number_id) is None:
+        return Ignored(reason="unknown_business_number")
     if record.inbound.kind in IGNORED_KINDS:
         return Ignored(kind=record.inbound.kind)
     if not record.inbound.sender:
@@ -85,7 +88,7 @@ async def _mark_read(record: Record, ctx: StepContext) -> None:
     Best effort: a failure is logged and never holds the reply back.
     """
     try:
-        await ctx.outbox.mark_read(record.message_id)
+        await ctx.outbox.mark_read(record.message_id, _sender(record, ctx))
     except Exception as error:  # any failure: the read receipt is only a courtesy
         log.warning(
             "mark_read_failed",
@@ -95,6 +98,15 @@ async def _mark_read(record: Record, ctx: StepContext) -> None:
                 "error": f"{type(error).__name__}: {error}"[:200],
             },
         )
+
+
+def _sender(record: Record, ctx: StepContext) -> str:
+    """The business number that answers `record`: the one it was written to."""
+    number = ctx.numbers.sender_of(record.inbound.phone_number_id)
+    if number is None:
+        # Accepted while it was ours (or replayed since): never sent from another number.
+        raise PermanentStepError("the business number written to is no longer configured")
+    return number
 
 
 @step("llm3", ReplyQueued, FellBack)
@@ -112,7 +124,7 @@ async def queue_reply(record: Record, ctx: StepContext) -> ReplyQueued | FellBac
         if not broken:
             return ReplyQueued(reply=body)
         return fall_back(record, "llm3", "invalid_output", ", ".join(broken))
-    template, text = template_for(record.inbound, record.results.event)
+    template, text = ctx.templates.for_message(record.inbound, record.results.event)
     body = text_reply_body(record.inbound, text)
     if limits.problems(body):
         raise PermanentStepError("the template reply breaks a WhatsApp limit")
@@ -142,8 +154,9 @@ async def send(record: Record, ctx: StepContext) -> ReplySent | SendReleased | S
         if earlier is not None:
             return ReplySent(outbound_message_id=earlier)
         return await _claim(record, ctx)
+    sender = _sender(record, ctx)
     try:
-        outbound_id = await ctx.outbox.send(record.reply)
+        outbound_id = await ctx.outbox.send(record.reply, sender)
     except AmbiguousSend:
         raise  # the request may have reached WhatsApp: keep the claim, reconcile on retry
     except TransientStepError as error:

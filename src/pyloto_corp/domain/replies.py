@@ -1,4 +1,5 @@
-"""Deterministic Portuguese replies and the Graph API request bodies that carry them."""
+"""Deterministic replies (templates in the business's voice) and the Graph API request
+bodies that carry them."""
 
 from __future__ import annotations
 
@@ -6,6 +7,9 @@ import base64
 import functools
 import hashlib
 import hmac
+import string
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from pyloto_corp.domain.identity import recipient_fields
@@ -20,30 +24,46 @@ REPLY_KEY_PREFIX = "pyloto1."
 _REPLY_KEY = b"pyloto biz_opaque_callback_data"
 REPLY_KEY_LENGTH = len(REPLY_KEY_PREFIX) + 43  # an unpadded base64url SHA-256
 
-_GREETING = "Olá! Obrigado por falar com a gente."
-_TEMPLATES: dict[str, str] = {
-    "text": (
-        f"{_GREETING} Recebemos sua mensagem e um de nossos atendentes vai responder "
-        "em breve, dentro do nosso horário de atendimento."
-    ),
-    "media": (
-        f"{_GREETING} Recebemos seu arquivo. Se quiser, conte em uma mensagem de texto "
-        "como podemos ajudar."
-    ),
-    "audio": (
-        f"{_GREETING} Recebemos seu áudio. Para agilizar, você pode escrever sua dúvida "
-        "em uma mensagem de texto?"
-    ),
-    "location": f"{_GREETING} Recebemos sua localização e vamos considerá-la no atendimento.",
-    "contacts": f"{_GREETING} Recebemos o contato que você compartilhou.",
-    "choice": "Recebemos sua escolha: {choice}. Um de nossos atendentes vai continuar daqui.",
-    "order": (f"{_GREETING} Recebemos seu pedido e vamos confirmar os detalhes com você em breve."),
-    "unsupported": (
-        "Desculpe, não conseguimos ler esse tipo de mensagem. Pode nos enviar sua dúvida em texto?"
-    ),
+# The fallback templates, by key, and the placeholders each may use. Their texts are not
+# here: the Portuguese defaults ship as a data file and a business may override any of them
+# (bootstrap reads both and hands the result in as a `ReplyTemplates`).
+BUSINESS_PLACEHOLDERS = frozenset({"business_name", "business_hours"})
+EVENT_KEY_PREFIX = "event."
+TEMPLATE_PLACEHOLDERS: dict[str, frozenset[str]] = {
+    key: BUSINESS_PLACEHOLDERS
+    for key in (
+        "welcome",
+        "text",
+        "media",
+        "audio",
+        "location",
+        "contacts",
+        "order",
+        "unsupported",
+        # Replies for an event LLM#1 detected before a later step failed.
+        *(
+            EVENT_KEY_PREFIX + event
+            for event in (
+                "greeting",
+                "product_question",
+                "price",
+                "scheduling",
+                "order_status",
+                "support",
+                "human_handoff",
+                "opt_out",
+            )
+        ),
+    )
 }
+TEMPLATE_PLACEHOLDERS["choice"] = BUSINESS_PLACEHOLDERS | {"choice"}
+# A choice's title is quoted in its reply, cut to this many characters.
+CHOICE_CHARACTERS = 100
+# The longest `{choice}` a template is filled with: the cut title and its quotes.
+_LONGEST_CHOICE = "“" + "W" * CHOICE_CHARACTERS + "”"
 
 _KIND_TEMPLATE = {
+    "request_welcome": "welcome",
     "text": "text",
     "image": "media",
     "video": "media",
@@ -58,47 +78,84 @@ _KIND_TEMPLATE = {
 }
 
 
-# Replies for an event LLM#1 detected before a later step failed.
-_EVENT_TEMPLATES: dict[str, str] = {
-    "greeting": f"{_GREETING} Como podemos ajudar você hoje?",
-    "product_question": (
-        f"{_GREETING} Recebemos sua dúvida sobre nossos produtos e um atendente vai "
-        "responder em breve."
-    ),
-    "price": (
-        f"{_GREETING} Recebemos seu pedido de valores; um atendente vai enviar as "
-        "informações em breve."
-    ),
-    "scheduling": (
-        f"{_GREETING} Recebemos seu pedido de agendamento; um atendente vai confirmar o "
-        "horário com você em breve."
-    ),
-    "order_status": (
-        f"{_GREETING} Recebemos sua pergunta sobre o pedido; vamos verificar e responder em breve."
-    ),
-    "support": (
-        "Sentimos muito pelo transtorno. Recebemos sua mensagem e um atendente vai cuidar "
-        "disso com prioridade."
-    ),
-    "human_handoff": "Certo! Vamos transferir você para um de nossos atendentes.",
-    "opt_out": (
-        "Tudo bem, você não vai mais receber mensagens nossas por aqui. Se precisar, é só chamar."
-    ),
+def template_problem(key: str, text: object, business_name: str, business_hours: str) -> str | None:
+    """Why `text` cannot be the template `key` (None when it can): an unknown key, not a
+    string, empty, a placeholder other than the key's own (`{business_name}`, ...), or
+    longer than WhatsApp's text limit once filled in with the business's values."""
+    allowed = TEMPLATE_PLACEHOLDERS.get(key)
+    if allowed is None:
+        return "unknown key"
+    if not isinstance(text, str):
+        return f"must be text, not {_VALUE_KINDS.get(type(text).__name__, type(text).__name__)}"
+    if not text.strip():
+        return "empty text"
+    problem = _placeholder_problem(text, allowed)
+    if problem is not None:
+        return problem
+    filled = text.format(
+        business_name=business_name, business_hours=business_hours, choice=_LONGEST_CHOICE
+    )
+    if len(filled) > TEXT_BODY_LIMIT:
+        return (
+            f"over WhatsApp's {TEXT_BODY_LIMIT}-character text limit once filled in "
+            f"({len(filled)} characters)"
+        )
+    return None
+
+
+# How a value that is not text is named in an error (TOML's and JSON's kinds of value).
+_VALUE_KINDS = {
+    "int": "a number",
+    "float": "a number",
+    "bool": "true/false",
+    "list": "a list",
+    "dict": "a table",
+    "NoneType": "nothing",
 }
 
 
-def template_for(message: InboundMessage, event: str | None = None) -> tuple[str, str]:
-    """The template name and reply text: by the detected event if known, else by kind."""
-    if event in _EVENT_TEMPLATES and message.kind in ("text", "interactive", "button"):
-        return f"event:{event}", _EVENT_TEMPLATES[event]
-    name = _KIND_TEMPLATE.get(message.kind, "unsupported")
-    text = _TEMPLATES[name]
-    if name == "choice":
+def _placeholder_problem(text: str, allowed: frozenset[str]) -> str | None:
+    """What is wrong with the `{...}` of `text`: an unmatched brace, or a placeholder that
+    is not one of `allowed` (bare, with no conversion or format spec)."""
+    names = ", ".join("{" + name + "}" for name in sorted(allowed))
+    try:
+        parts = list(string.Formatter().parse(text))
+    except ValueError as error:  # an unmatched brace
+        return f"bad placeholder: {error} (write a literal brace as {{{{ or }}}})"
+    for _, name, spec, conversion in parts:
+        if name is not None and (name not in allowed or spec or conversion):
+            written = name + (f"!{conversion}" if conversion else "") + (f":{spec}" if spec else "")
+            return f"bad placeholder {{{written}}}: use only {names}"
+    return None
+
+
+@dataclass(frozen=True)
+class ReplyTemplates:
+    """Every fallback template's text (placeholders unfilled) and the business's values
+    that fill them; `template_problem` holds for each text."""
+
+    texts: Mapping[str, str]
+    business_name: str
+    business_hours: str
+
+    def render(self, key: str, choice: str = "") -> str:
+        """The reply of template `key`, in the business's voice."""
+        return self.texts[key].format(
+            business_name=self.business_name, business_hours=self.business_hours, choice=choice
+        )
+
+    def for_message(self, message: InboundMessage, event: str | None = None) -> tuple[str, str]:
+        """The template name and reply text: by the detected event if known, else by kind."""
+        event_key = f"{EVENT_KEY_PREFIX}{event}"
+        if event_key in self.texts and message.kind in ("text", "interactive", "button"):
+            return f"event:{event}", self.render(event_key)
+        name = _KIND_TEMPLATE.get(message.kind, "unsupported")
+        if name != "choice":
+            return name, self.render(name)
         choice = (message.text or "").strip()
         if not choice:
-            return "text", _TEMPLATES["text"]
-        text = text.format(choice=f"“{choice[:100]}”")
-    return name, text
+            return "text", self.render("text")
+        return name, self.render(name, choice=f"“{choice[:CHOICE_CHARACTERS]}”")
 
 
 @functools.lru_cache(maxsize=4096)  # a record's key is asked for at most of its transitions
