@@ -19,6 +19,7 @@ import pytest
 from litestar.testing import AsyncTestClient
 
 from pyloto_corp.ai.rollout import in_rollout
+from pyloto_corp.application.llm_steps import conversation_id
 from pyloto_corp.bootstrap import bootstrap
 from pyloto_corp.config import Settings
 from pyloto_corp.devtools.fake_openai import (
@@ -479,7 +480,7 @@ async def test_rollout_fifty_splits_senders_and_keeps_each_on_one_path(
         else:
             assert list(path) == FALLBACK_PATH
     assert 0 < len(on_llm) < len(senders), "both paths occur"
-    assert on_llm == {s for s in senders if in_rollout(s, 50, HASH_KEY)}
+    assert on_llm == {s for s in senders if in_rollout(conversation_id(s, HASH_KEY), 50)}
     assert len(fake_openai.seen(EVENT)) == 3 * len(on_llm)
 
 
