@@ -1,7 +1,10 @@
-"""Shared fixtures: settings on a temporary SQLite file, a running container, an app client."""
+"""Shared fixtures: settings on a temporary SQLite file, a running container, an app client,
+the peers (Redis, OpenAI, Graph) and the service's log lines."""
 
 from __future__ import annotations
 
+import io
+import logging
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -14,6 +17,8 @@ from pyloto_corp.bootstrap import Container, bootstrap
 from pyloto_corp.config import Settings, load_settings
 from pyloto_corp.devtools.fake_openai import FakeOpenAI
 from pyloto_corp.http.app import create_app
+from pyloto_corp.observability.logging import JsonFormatter
+from tests.e2e.support import not_the_test_client
 from tests.support.fake_graph import FakeGraph
 from tests.support.helpers import APP_SECRET, INTERNAL_TOKEN, VERIFY_TOKEN
 from tests.support.redis_server import RedisServer
@@ -115,3 +120,21 @@ async def client(
     app = create_app(bootstrap(make_settings()))
     async with AsyncTestClient(app=app) as test_client:
         yield test_client
+
+
+@pytest.fixture
+def log_lines(caplog: pytest.LogCaptureFixture) -> Iterator[io.StringIO]:
+    """Every record (DEBUG and up) of every logger but the test's HTTP client's, formatted by
+    the service's JsonFormatter."""
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonFormatter())
+    handler.setLevel(logging.DEBUG)
+    handler.addFilter(not_the_test_client)
+    caplog.set_level(logging.DEBUG)  # the root level, restored after the test
+    root = logging.getLogger()
+    root.addHandler(handler)
+    try:
+        yield stream
+    finally:
+        root.removeHandler(handler)

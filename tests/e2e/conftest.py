@@ -1,10 +1,9 @@
-"""End-to-end fixtures: a driver over the real app, apps with other settings, a clean CLI env,
-`pyloto serve` processes on Redis, and the service's log lines as it formats them."""
+"""End-to-end fixtures: a driver over the real app, apps with other settings, a clean CLI env
+and `pyloto serve` processes on Redis (the service's log lines are a fixture of the root
+conftest: tests/test_llm_pipeline_e2e.py reads them too)."""
 
 from __future__ import annotations
 
-import io
-import logging
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
@@ -15,9 +14,8 @@ from litestar.testing import AsyncTestClient
 from pyloto_corp.bootstrap import bootstrap
 from pyloto_corp.config import Settings
 from pyloto_corp.http.app import create_app
-from pyloto_corp.observability.logging import JsonFormatter
 from tests.e2e.servers import ServeProcess, process_env, redis_variables
-from tests.e2e.support import Pyloto, isolate_cli_environment, not_the_test_client
+from tests.e2e.support import Pyloto, isolate_cli_environment
 from tests.support.redis_server import RedisServer
 
 OpenPyloto = Callable[..., AbstractAsyncContextManager[Pyloto]]
@@ -67,21 +65,3 @@ def serve_on_redis(redis_prefix: str, tmp_path: Path) -> Iterator[ServeOnRedis]:
     yield create
     for server in built:
         server.cleanup()
-
-
-@pytest.fixture
-def log_lines(caplog: pytest.LogCaptureFixture) -> Iterator[io.StringIO]:
-    """Every record (DEBUG and up) of every logger but the test's HTTP client's, formatted by
-    the service's JsonFormatter."""
-    stream = io.StringIO()
-    handler = logging.StreamHandler(stream)
-    handler.setFormatter(JsonFormatter())
-    handler.setLevel(logging.DEBUG)
-    handler.addFilter(not_the_test_client)
-    caplog.set_level(logging.DEBUG)  # the root level, restored after the test
-    root = logging.getLogger()
-    root.addHandler(handler)
-    try:
-        yield stream
-    finally:
-        root.removeHandler(handler)

@@ -86,7 +86,8 @@ def test_lock_pins_every_runtime_dependency_with_hashes_and_no_dev_tools() -> No
 def test_locked_install_runs_in_a_fresh_virtualenv(tmp_path: Path) -> None:
     """The image's install, step by step in a new virtualenv: the lock with
     --require-hashes, then the project's wheel with --no-deps; `pyloto --help` runs, every
-    adapter and the app import, and the packaged statechart renders to the committed page."""
+    adapter and the app import, the packaged reply templates load, and the packaged
+    statechart renders to the committed page."""
     venv = tmp_path / "venv"
     wheels = tmp_path / "wheels"
     env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH")}
@@ -106,6 +107,13 @@ def test_locked_install_runs_in_a_fresh_virtualenv(tmp_path: Path) -> None:
     run(pip, "install", "--quiet", "--no-deps", wheel)
     assert "statecharts" in run(venv / "bin" / "pyloto", "--help")
     run(venv / "bin" / "python", "-c", "import pyloto_corp.bootstrap, pyloto_corp.http.app")
+    # The reply templates are a data file of the package: the wheel must carry them.
+    shipped = (
+        "from pyloto_corp.bootstrap import reply_templates\n"
+        "from pyloto_corp.config import load_settings\n"
+        "print(reply_templates(load_settings({'BUSINESS_NAME': 'Loja X'})).render('welcome'))"
+    )
+    assert "Loja X" in run(venv / "bin" / "python", "-c", shipped)
     docs = REPO / "docs" / "statecharts"
     checked = run(venv / "bin" / "pyloto", "statecharts", "check", "--out", docs)
     assert checked == f"state diagrams up to date (1 in {docs})\n"

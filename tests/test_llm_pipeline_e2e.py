@@ -1,13 +1,19 @@
 """The LLM pipeline end to end: a signed webhook runs LLM#1-3 on the real `openai` SDK to `sent`.
 
 The SDK is pointed by OPENAI_BASE_URL at `pyloto fake-openai`, a local HTTP server speaking the
-chat completions API, so everything between the webhook and the dry-run outbox is the real code:
-the SDK's request building, retries and parsing included. The server is told what to answer per
-step (by structured-output schema) and keeps every request body it received.
+chat completions API, so everything between the webhook and the dry-run outbox (or the local
+Graph API server of tests/support/fake_graph.py) is the real code: the SDK's request building,
+retries and parsing included. The server is told what to answer per step (by structured-output
+schema) and keeps every request body it received.
+
+The deploy guide runs this file by its path (`pytest tests/test_llm_pipeline_e2e.py -v`, and
+with `--cov` for its coverage bar) and greps the logs for the three LLM events: it lives at the
+top of tests/ for that, and needs only the root conftest's fixtures.
 """
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import time
@@ -15,6 +21,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
+import anyio
 import pytest
 from litestar.testing import AsyncTestClient
 
@@ -27,29 +34,42 @@ from pyloto_corp.devtools.fake_openai import (
     DEFAULTS,
     DRAFT,
     EVENT,
+    TRANSCRIPTION,
     Answer,
     FakeOpenAI,
     error,
     json_answer,
     raw_answer,
     refusal,
+    transcript,
 )
+from pyloto_corp.domain.privacy import message_ref
 from pyloto_corp.domain.records import InboundMessage
 from pyloto_corp.domain.replies import reply_key
 from pyloto_corp.http.app import create_app
 from tests.e2e.support import FALLBACK_PATH, LLM_PATH, Pyloto, trajectory
+from tests.support.fake_graph import PHONE_NUMBER_ID, FakeGraph, Fault
+from tests.support.fake_graph import TOKEN as GRAPH_TOKEN
 from tests.support.helpers import (
     CONTACT_NAME,
+    INTERNAL_TOKEN,
     SENDER,
     envelope,
+    eventually,
+    load_payload,
+    new_wamid,
     shipped_templates,
+    status,
     text_message,
 )
 from tests.support.llm_outputs import SATURDAY_SECTIONS, choice
+from tests.support.media_files import VOICE, voice_note
 
 pytestmark = pytest.mark.anyio
 
 SITE = "https://barbearia-navalha.example.com.br"
+BUSINESS_NAME = "Barbearia Navalha"
+BUSINESS_HOURS = "terça a sábado, das 9h às 19h"
 HASH_KEY = "llm-e2e-privacy-hash-key"
 # Down from the deploy guide's 10 s so the timeout cases stay quick.
 TIMEOUT_SECONDS = 0.5
@@ -73,8 +93,8 @@ def open_app(make_settings: Callable[..., Settings], fake_openai: FakeOpenAI) ->
             "OPENAI_BASE_URL": fake_openai.base_url,
             "OPENAI_TIMEOUT_SECONDS": "5",
             "OPENAI_MAX_RETRIES": "0",
-            "BUSINESS_NAME": "Barbearia Navalha",
-            "BUSINESS_HOURS": "terça a sábado, das 9h às 19h",
+            "BUSINESS_NAME": BUSINESS_NAME,
+            "BUSINESS_HOURS": BUSINESS_HOURS,
             "BUSINESS_FAQ": "Corte: R$ 50. Barba: R$ 30.",
             "BUSINESS_WEBSITE_URL": SITE,
             "PRIVACY_HASH_KEY": HASH_KEY,
@@ -311,7 +331,7 @@ async def test_each_failure_at_each_step_falls_back_with_its_reason(
 
     inbound = InboundMessage("wamid.x", SENDER, "text", 0)
     expected_event = None if step == "llm1" else "scheduling"
-    templates = shipped_templates("Barbearia Navalha", "terça a sábado, das 9h às 19h")
+    templates = shipped_templates(BUSINESS_NAME, BUSINESS_HOURS)
     template, text = templates.for_message(inbound, expected_event)
     assert view["results"]["template"] == template
     assert template == ("text" if step == "llm1" else "event:scheduling")
@@ -654,3 +674,296 @@ async def test_what_an_llm_writes_is_masked_before_the_next_llm_and_in_the_view(
     for secret in ("João", "Pereira", PHONE, "98765-4321"):
         assert secret not in shown, f"{secret!r} is in the record view"
     assert "[phone]" in view["results"]["summary"]
+
+
+# --- the deploy guide's checks --------------------------------------------------------------
+
+GUIDE_EVENTS = ("llm1_event_detected", "llm2_response_generated", "llm3_message_type_selected")
+
+
+async def test_the_deploy_guides_log_query_finds_the_three_events_in_order_for_one_message(
+    open_app: OpenApp, log_lines: io.StringIO
+) -> None:
+    """The runbook's check (`jsonPayload.event=(llm1_event_detected OR
+    llm2_response_generated OR llm3_message_type_selected)`, oldest first): one message on
+    the LLM path logs the three, once each and in that order, under one `ref`, in Cloud
+    Logging's shape."""
+    async with open_app() as app:
+        view, _ = await exchange(app, "Vocês cortam cabelo cacheado?")
+    assert trajectory(view) == LLM_PATH
+
+    entries = [json.loads(line) for line in log_lines.getvalue().splitlines()]
+    found = [entry for entry in entries if entry.get("event") in GUIDE_EVENTS]
+    assert [entry["event"] for entry in found] == list(GUIDE_EVENTS)
+    assert len({entry["ref"] for entry in found}) == 1
+    assert all(entry["severity"] == "INFO" for entry in found)
+    assert all(entry["message"] == entry["event"] for entry in found)
+
+
+# --- the welcome ----------------------------------------------------------------------------
+
+
+async def test_a_welcome_request_is_greeted_by_the_template_without_asking_the_llm(
+    open_app: OpenApp, fake_openai: FakeOpenAI
+) -> None:
+    """A customer opening the chat for the first time (`request_welcome`) has written
+    nothing: with the LLM on, no LLM call is made on nothing; the welcome template, naming
+    BUSINESS_NAME, is the reply, and the fallback reason says it was chosen (`welcome`)."""
+    payload = load_payload("corpus/request_welcome.json")
+    (message,) = payload["entry"][0]["changes"][0]["value"]["messages"]
+    async with open_app() as app:
+        assert (await app.post(payload)).status_code == 200
+        view = await app.wait_for(message["id"])
+        (body,) = await app.sent_for(message["id"])
+
+    assert trajectory(view) == FALLBACK_PATH
+    assert view["fallback_reason"] == "welcome"
+    assert view["results"]["template"] == "welcome"
+    assert fake_openai.requests == []
+    assert BUSINESS_NAME in body["text"]["body"]
+    assert BUSINESS_HOURS in body["text"]["body"]
+
+
+# --- through the Graph API ------------------------------------------------------------------
+
+SECOND_NUMBER = "106540352242933"
+
+
+@pytest.fixture
+def open_graph_app(open_app: OpenApp, graph: FakeGraph) -> OpenApp:
+    """The LLM app replying through the fake Graph API, from two business numbers."""
+    graph.add_number(SECOND_NUMBER)
+
+    def open_with(**overrides: str) -> AbstractAsyncContextManager[Pyloto]:
+        variables = {
+            "WHATSAPP_ACCESS_TOKEN": GRAPH_TOKEN,
+            "WHATSAPP_PHONE_NUMBER_ID": PHONE_NUMBER_ID,
+            "WHATSAPP_PHONE_NUMBER_IDS": SECOND_NUMBER,
+            "WHATSAPP_API_BASE_URL": graph.base_url,
+            "WHATSAPP_TIMEOUT_SECONDS": "2",
+        }
+        return open_app(**(variables | overrides))
+
+    return open_with
+
+
+async def post_to(app: Pyloto, text: str, phone_number_id: str) -> str:
+    """Post one signed text message written to the business number `phone_number_id`."""
+    message = text_message(text)
+    payload = envelope([message])
+    payload["entry"][0]["changes"][0]["value"]["metadata"]["phone_number_id"] = phone_number_id
+    response = await app.post(payload)
+    assert response.status_code == 200, response.text
+    return str(message["id"])
+
+
+async def test_an_llm_reply_goes_out_from_the_business_number_written_to(
+    open_graph_app: OpenApp, graph: FakeGraph
+) -> None:
+    """The three LLM steps' reply is sent through the Graph API from the second business
+    number the customer wrote to, and the message is marked read through it too."""
+    async with open_graph_app() as app:
+        message_id = await post_to(app, "Quanto custa a barba?", SECOND_NUMBER)
+        view = await app.wait_for(message_id)
+
+    assert trajectory(view) == LLM_PATH
+    (send,) = graph.sends_for(message_id)
+    assert send.phone_number_id == SECOND_NUMBER
+    assert send.body["type"] == "interactive"
+    assert view["outbound_message_id"] == send.outbound_id
+    assert graph.read_number(message_id) == [SECOND_NUMBER]
+
+
+async def test_an_llm_message_to_a_number_not_configured_costs_no_llm_call_nor_graph_request(
+    open_graph_app: OpenApp, graph: FakeGraph, fake_openai: FakeOpenAI
+) -> None:
+    """A message to another number of the Meta app ends `ignored` at once, with its reason:
+    no LLM step runs for it and no request reaches Graph."""
+    async with open_graph_app() as app:
+        message_id = await post_to(app, "Quanto custa a barba?", "999999999999999")
+        view = await app.wait_for(message_id)
+        await app.wait_idle()
+
+    assert trajectory(view) == ["received", "ignored"]
+    assert view["results"]["ignored_reason"] == "unknown_business_number"
+    assert fake_openai.requests == []
+    assert graph.requests == []
+
+
+async def test_an_llm_reply_graph_refuses_is_dead_lettered_then_replayed_once(
+    open_graph_app: OpenApp, graph: FakeGraph, fake_openai: FakeOpenAI
+) -> None:
+    """Graph refuses the LLM's reply permanently (131026): the record is dead-lettered with
+    its reply kept; `POST /internal/replay` sends that same reply once, from the same
+    number, with no new LLM call."""
+    graph.inject(Fault(code=131026))
+    async with open_graph_app() as app:
+        message_id = await post_to(app, "Vocês abrem domingo?", SECOND_NUMBER)
+        failed = await app.wait_for(message_id)
+        assert failed["state"] == "failed"
+        assert "131026" in failed["failure_reason"]
+        llm_requests = len(fake_openai.requests)
+        response = await app.client.post(
+            "/internal/replay",
+            json={"message_id": message_id},
+            headers={"X-Internal-Token": INTERNAL_TOKEN},
+        )
+        assert response.status_code == 200, response.text
+        assert response.json() == {"replayed": [message_id], "skipped": {}}
+        view = await app.wait_for(message_id, {"sent"})
+        await app.wait_idle()
+
+    assert [h["trigger"] for h in view["history"][-4:]] == [
+        "dead_letter",
+        "replay_send",
+        "claim_send",
+        "send",
+    ]
+    (send,) = graph.sends_for(message_id)
+    assert send.phone_number_id == SECOND_NUMBER
+    assert send.body == failed["reply"] | {"to": SENDER}
+    assert len(fake_openai.requests) == llm_requests
+
+
+async def test_a_voice_note_is_transcribed_then_answered_by_the_three_llm_steps(
+    open_graph_app: OpenApp, graph: FakeGraph, fake_openai: FakeOpenAI
+) -> None:
+    """A voice note is fetched from Graph, transcribed, and LLM#1 reads the transcript
+    (masked) instead of asking the customer to type."""
+    graph.add_media("4101", voice_note(), VOICE)
+    fake_openai.queue(TRANSCRIPTION, transcript(f"Quero marcar um corte, meu CPF é {CPF}"))
+    message = {
+        "from": SENDER,
+        "id": new_wamid(),
+        "timestamp": "1732500000",
+        "type": "audio",
+        "audio": {"mime_type": VOICE, "id": "4101", "voice": True},
+    }
+    async with open_graph_app(WHATSAPP_PACING_SECONDS="0") as app:
+        assert (await app.post(envelope([message]))).status_code == 200
+        view = await app.wait_for(message["id"])
+
+    assert trajectory(view) == [*LLM_PATH[:2], "media", *LLM_PATH[2:]]
+    (detect,) = fake_openai.seen(EVENT)
+    assert "Quero marcar um corte" in request_text(detect)
+    assert CPF not in request_text(detect)
+    assert len(graph.sends_for(message["id"])) == 1
+
+
+async def test_an_llm_reply_whose_graph_answer_is_lost_is_reconciled_not_resent(
+    open_graph_app: OpenApp, graph: FakeGraph, fake_openai: FakeOpenAI
+) -> None:
+    """Graph accepts the LLM's reply but answers after the client gave up: the send is in
+    doubt, so the retried task waits instead of sending again; the status webhook echoing
+    the reply's key records it as sent. One request to Graph, one run of each LLM step."""
+    graph.inject(Fault(delay=1.5))
+    settings = {
+        "WHATSAPP_TIMEOUT_SECONDS": "0.5",
+        "LOCAL_QUEUE_MIN_BACKOFF_SECONDS": "0.3",
+        "LOCAL_QUEUE_MAX_BACKOFF_SECONDS": "1.0",
+    }
+    async with open_graph_app(**settings) as app:
+        message_id = await post_to(app, "Tem horário amanhã?", PHONE_NUMBER_ID)
+        await eventually(lambda: len(graph.sends_for(message_id)) == 1)
+        (send,) = graph.sends_for(message_id)
+        await anyio.to_thread.run_sync(send.answered.wait, 10.0)
+        assert (await app.view(message_id))["state"] == "sending"
+        statuses = [status(send.outbound_id, "sent", 1_732_500_100, callback=message_id)]
+        assert (await app.post(envelope(statuses=statuses))).status_code == 200
+        view = await app.wait_for(message_id)
+
+    assert view["state"] == "sent"
+    assert view["outbound_message_id"] == send.outbound_id
+    assert len(graph.message_requests()) == 1
+    for schema in (EVENT, DRAFT, CHOICE):
+        assert len(fake_openai.seen(schema)) == 1
+
+
+async def test_a_rate_limited_send_of_an_llm_reply_is_retried_without_asking_the_llm_again(
+    open_graph_app: OpenApp, graph: FakeGraph, fake_openai: FakeOpenAI
+) -> None:
+    """Graph's throughput limit (130429) fails the send task; the outbound queue retries the
+    same reply, which is sent once: the LLM is not asked again."""
+    graph.inject(Fault(code=130429))
+    async with open_graph_app() as app:
+        message_id = await post_to(app, "Qual o preço do pacote?", PHONE_NUMBER_ID)
+        view = await app.wait_for(message_id)
+
+    assert trajectory(view)[-1] == "sent"
+    assert len(graph.message_requests()) == 2
+    assert len(graph.sends_for(message_id)) == 1
+    assert view["history"][-1]["attempt"] == 2
+    for schema in (EVENT, DRAFT, CHOICE):
+        assert len(fake_openai.seen(schema)) == 1
+
+
+async def test_a_redelivered_webhook_runs_the_llm_steps_once(
+    open_app: OpenApp, fake_openai: FakeOpenAI
+) -> None:
+    """Meta delivers at least once: the same message posted three times (twice at once)
+    makes one record, one run of each LLM step and one reply."""
+    message = text_message("Vocês fazem sobrancelha?")
+    payload = envelope([message])
+    async with open_app() as app:
+        first, second = await asyncio.gather(app.post(payload), app.post(payload))
+        third = await app.post(payload)
+        view = await app.wait_for(message["id"])
+        await app.wait_idle()
+        sent = await app.sent_for(message["id"])
+
+    assert [r.status_code for r in (first, second, third)] == [200, 200, 200]
+    assert sum(r.json()["created"] for r in (first, second, third)) == 1
+    assert trajectory(view) == LLM_PATH
+    assert len(sent) == 1
+    for schema in (EVENT, DRAFT, CHOICE):
+        assert len(fake_openai.seen(schema)) == 1
+
+
+async def test_the_ops_console_lists_llm_fallbacks_by_their_reason(
+    open_app: OpenApp, fake_openai: FakeOpenAI
+) -> None:
+    """An operator finds the message whose LLM#2 was rate limited by that reason, and only
+    it; the dashboard counts both messages' paths."""
+    fake_openai.queue(DRAFT, error(429))
+    async with open_app(OPS_CONSOLE_ENABLED="true") as app:
+        fallen, _ = await exchange(app, "Quanto custa a barba?")
+        on_llm, _ = await exchange(app, "E o corte?")
+        signed_in = await app.client.post(
+            "/ops/login", data={"token": INTERNAL_TOKEN}, follow_redirects=False
+        )
+        assert signed_in.status_code == 303
+        listed = await app.client.get("/ops/records", params={"reason": "rate_limited"})
+        summary = await app.client.get("/ops/api/summary")
+
+    assert fallen["fallback_reason"] == "rate_limited"
+    assert listed.status_code == 200
+    assert message_ref(fallen["message_id"]) in listed.text
+    assert message_ref(on_llm["message_id"]) not in listed.text
+    assert summary.status_code == 200
+    assert summary.json()["counts"]["sent"] == 2
+    assert summary.json()["taken"]["llm1>fallback"] == 1
+
+
+async def test_a_voice_note_over_metas_size_limit_falls_back_without_a_download(
+    open_graph_app: OpenApp, graph: FakeGraph, fake_openai: FakeOpenAI
+) -> None:
+    """A voice note Graph says is over 16 MB is never downloaded nor sent to the LLM: the
+    record falls back as `media_too_large` to the audio template, in the business's voice."""
+    graph.add_media("4102", voice_note(), VOICE, file_size=17 * 1024 * 1024)
+    message = {
+        "from": SENDER,
+        "id": new_wamid(),
+        "timestamp": "1732500000",
+        "type": "audio",
+        "audio": {"mime_type": VOICE, "id": "4102", "voice": True},
+    }
+    async with open_graph_app(WHATSAPP_PACING_SECONDS="0") as app:
+        assert (await app.post(envelope([message]))).status_code == 200
+        view = await app.wait_for(message["id"])
+
+    assert trajectory(view) == FALLBACK_PATH
+    assert view["fallback_reason"] == "media_too_large"
+    assert graph.media_requests("4102", "download") == 0
+    assert fake_openai.requests == []
+    (send,) = graph.sends_for(message["id"])
+    assert BUSINESS_NAME in send.body["text"]["body"]
