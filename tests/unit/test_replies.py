@@ -8,6 +8,7 @@ from pyloto_corp.adapters.whatsapp_webhook import parse_webhook
 from pyloto_corp.domain.records import InboundMessage
 from pyloto_corp.domain.replies import (
     REPLY_KEY_LENGTH,
+    TEMPLATED_EVENTS,
     TEXT_BODY_LIMIT,
     reply_key,
     status_key,
@@ -180,19 +181,7 @@ def test_the_text_and_welcome_templates_quote_the_opening_hours() -> None:
         assert "todos os dias, das 6h às 20h" in template_for(inbound(kind))[1]
 
 
-@pytest.mark.parametrize(
-    "event",
-    [
-        "greeting",
-        "product_question",
-        "price",
-        "scheduling",
-        "order_status",
-        "support",
-        "human_handoff",
-        "opt_out",
-    ],
-)
+@pytest.mark.parametrize("event", TEMPLATED_EVENTS)
 def test_each_event_template_names_the_business(event: str) -> None:
     """The reply for a detected event is in the business's voice too."""
     name, text = template_for(inbound("text"), event)

@@ -29,6 +29,17 @@ REPLY_KEY_LENGTH = len(REPLY_KEY_PREFIX) + 43  # an unpadded base64url SHA-256
 # (bootstrap reads both and hands the result in as a `ReplyTemplates`).
 BUSINESS_PLACEHOLDERS = frozenset({"business_name", "business_hours"})
 EVENT_KEY_PREFIX = "event."
+# LLM#1's events (ai/schemas.py `Event`) that have a reply template of their own.
+TEMPLATED_EVENTS = (
+    "greeting",
+    "product_question",
+    "price",
+    "scheduling",
+    "order_status",
+    "support",
+    "human_handoff",
+    "opt_out",
+)
 TEMPLATE_PLACEHOLDERS: dict[str, frozenset[str]] = {
     key: BUSINESS_PLACEHOLDERS
     for key in (
@@ -41,19 +52,7 @@ TEMPLATE_PLACEHOLDERS: dict[str, frozenset[str]] = {
         "order",
         "unsupported",
         # Replies for an event LLM#1 detected before a later step failed.
-        *(
-            EVENT_KEY_PREFIX + event
-            for event in (
-                "greeting",
-                "product_question",
-                "price",
-                "scheduling",
-                "order_status",
-                "support",
-                "human_handoff",
-                "opt_out",
-            )
-        ),
+        *(EVENT_KEY_PREFIX + event for event in TEMPLATED_EVENTS),
     )
 }
 TEMPLATE_PLACEHOLDERS["choice"] = BUSINESS_PLACEHOLDERS | {"choice"}
