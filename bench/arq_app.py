@@ -67,7 +67,7 @@ async def startup(ctx: dict[str, Any]) -> None:
         limits=httpx.Limits(max_connections=20, max_keepalive_connections=10),
     )
     base = os.environ["WHATSAPP_API_BASE_URL"].rstrip("/")
-    ctx["graph_url"] = f"{base}/v21.0/{os.environ['WHATSAPP_PHONE_NUMBER_ID']}/messages"
+    ctx["graph_url"] = f"{base}/v26.0/{os.environ['WHATSAPP_PHONE_NUMBER_ID']}/messages"
 
 
 async def shutdown(ctx: dict[str, Any]) -> None:

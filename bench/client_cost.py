@@ -42,15 +42,16 @@ from _common import Processes, machine, table, workspace, write_results
 from _services import Fakes, start_fakes
 from openai.types.chat import ChatCompletion
 
-from pyloto_corp.adapters.openai_llm import OpenAIAssistant, create_client, response_format
+from pyloto_corp.adapters.openai_llm import OpenAIAssistant, create_client
 from pyloto_corp.adapters.whatsapp_graph import create_client as create_graph_client
 from pyloto_corp.ai import prompts
 from pyloto_corp.ai.prompts import BusinessProfile
 from pyloto_corp.ai.schemas import EventDetection, MessageChoice, ReplyDraft
+from pyloto_corp.ai.structured import request_fields
 
 BUSINESS = BusinessProfile("Barbearia Navalha", "9h às 19h", "Corte: R$ 50. Barba: R$ 30.", None)
 SCHEMAS: list[type[pydantic.BaseModel]] = [EventDetection, ReplyDraft, MessageChoice]
-GRAPH_PATH = "/v23.0/106540352242922/messages"
+GRAPH_PATH = "/v26.0/106540352242922/messages"
 SEND = {
     "messaging_product": "whatsapp",
     "recipient_type": "individual",
@@ -101,8 +102,7 @@ async def old_llm(fakes: Fakes) -> tuple[Call, Callable[[], Awaitable[None]]]:
             cast_to=ChatCompletion,
             body={
                 "model": "gpt-4o-mini",
-                "messages": messages[index % 3],
-                "response_format": response_format(schema),
+                **request_fields(messages[index % 3], schema, "json_schema"),
                 "temperature": 0.2,
             },
         )
@@ -118,7 +118,7 @@ async def new_llm(fakes: Fakes) -> tuple[Call, Callable[[], Awaitable[None]]]:
     messages = step_messages()
 
     async def call(index: int) -> object:
-        return await assistant._parse(messages[index % 3], SCHEMAS[index % 3])
+        return await assistant._parse(messages[index % 3], SCHEMAS[index % 3], "gpt-4o-mini")
 
     return call, assistant.close
 

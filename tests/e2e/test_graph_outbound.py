@@ -9,6 +9,7 @@ message, and prints the sends it saw per scenario (for the closing note of the i
 from __future__ import annotations
 
 import asyncio
+import io
 import logging
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -22,19 +23,22 @@ from litestar.testing import AsyncTestClient
 from pyloto_corp.application.ports import TransientStepError
 from pyloto_corp.bootstrap import bootstrap
 from pyloto_corp.config import Settings
-from pyloto_corp.devtools.fake_openai import CHOICE, FakeOpenAI, json_answer
+from pyloto_corp.devtools.fake_openai import CHOICE, DRAFT, FakeOpenAI, json_answer
 from pyloto_corp.http.app import create_app
+from pyloto_corp.observability.pii_scan import scan_lines
 from tests.e2e.support import FALLBACK_PATH, LLM_PATH, Pyloto, message_ids, trajectory
 from tests.support.fake_graph import PHONE_NUMBER_ID, TOKEN, FakeGraph, Fault
 from tests.support.helpers import (
     BSUID,
     INTERNAL_TOKEN,
     SENDER,
+    USERNAME,
     customer_webhook,
     envelope,
     eventually,
     status,
     text_message,
+    user_id_changed,
 )
 from tests.support.llm_outputs import SATURDAY_SECTIONS, choice
 
@@ -287,6 +291,58 @@ async def test_131062_dead_letters_with_its_own_reason_and_no_retry(
     assert "graph error 131062" in view["failure_reason"]
     assert len(graph.message_requests()) == 1
     assert graph.sends == []
+
+
+NEW_BSUID = "BR.8712093345510278"
+PARENT_BSUID = "BR.ENT.99887766554433221"
+
+
+async def test_no_bsuid_or_username_in_clear_in_a_debug_log(
+    open_app: OpenApp, graph: FakeGraph, fake_openai: FakeOpenAI, log_lines: io.StringIO
+) -> None:
+    """A BSUID is personal data like a number: at DEBUG, through the LLM path, a reply in
+    `recipient`, a delivery status naming it, a changed BSUID (both shapes), a 131062 refusal
+    and a customer quoting it, no log line carries a BSUID, parent id or username, and
+    `pii-scan` finds nothing."""
+    fake_openai.always(DRAFT, json_answer({"text": f"Anotado, {BSUID}: corte às 15h."}))
+    async with open_app(llm=True) as app:
+        shown = customer_webhook(f"Meu id é {BSUID}, quero cortar o cabelo")
+        shown_value = shown["entry"][0]["changes"][0]["value"]
+        shown_value["messages"][0]["from_parent_user_id"] = PARENT_BSUID
+        shown_value["contacts"][0]["parent_user_id"] = PARENT_BSUID
+        hidden = customer_webhook("E a barba?", phone=None, username=USERNAME)
+        for payload in (shown, hidden):
+            assert (await app.post(payload)).status_code == 200
+            view = await app.wait_for(message_ids(payload)[0])
+            assert view["state"] == "sent", view
+        delivered = status(view["outbound_message_id"], "delivered", 1732500000)
+        del delivered["recipient_id"]
+        delivered["recipient_user_id"] = BSUID
+        assert (await app.post(envelope(statuses=[delivered]))).status_code == 200
+        for change in (
+            user_id_changed(BSUID, NEW_BSUID),
+            user_id_changed(NEW_BSUID, BSUID, "field"),
+        ):
+            assert (await app.post(change)).status_code == 200
+        # Graph's error quoting the recipient: the failure reason is logged.
+        graph.inject(Fault(code=131062, title=f"recipient {NEW_BSUID} not supported"))
+        refused = customer_webhook("Oi?", phone=None, user_id=NEW_BSUID, username=USERNAME)
+        assert (await app.post(refused)).status_code == 200
+        failed = await app.wait_for(message_ids(refused)[0])
+        await app.wait_idle()
+
+    assert failed["state"] == "failed"
+    (reply,) = graph.sends_for(message_ids(hidden)[0])
+    assert (reply.body["recipient"], "to" in reply.body) == (BSUID, False)
+    lines = log_lines.getvalue().splitlines()
+    text = "\n".join(lines)
+    for event in ("webhook_ingested", "llm2_response_generated", "customer_id_changed"):
+        assert f'"{event}"' in text, f"{event} was not logged"
+    assert '"severity": "DEBUG"' in text or '"severity":"DEBUG"' in text, "DEBUG was captured"
+    for secret in (BSUID, NEW_BSUID, PARENT_BSUID, USERNAME, "1502576394655843"):
+        assert secret.lower() not in text.lower(), f"{secret!r} is in a log line"
+    findings = scan_lines(lines)
+    assert findings == [], [str(finding) for finding in findings[:3]]
 
 
 # --- at most once ------------------------------------------------------------------------

@@ -71,6 +71,7 @@ class Fault:
     """What the server does to one message send instead of accepting it at once."""
 
     code: int | None = None  # a Graph error code from ERRORS
+    title: str | None = None  # the error's text instead of ERRORS' (a peer quoting someone)
     status: int | None = None  # a bare HTTP status (e.g. 503 with no Graph error body)
     delay: float = 0.0  # accept and record the send, then answer after this long
 
@@ -340,7 +341,7 @@ class FakeGraph:
         with self._lock:
             fault = self._faults.popleft() if self._faults else Fault()
         if fault.code is not None:
-            return *_graph_error(fault.code), None
+            return *_graph_error(fault.code, fault.title), None
         if fault.status is not None:
             return fault.status, {"error": {"message": "Service unavailable"}}, 0.0, None
         send = Send(f"wamid.GRAPH{uuid.uuid4().hex.upper()}", body, phone_number_id=number)
@@ -429,8 +430,9 @@ def _json_answer(status: int, payload: dict[str, Any]) -> tuple[int, dict[str, s
     return status, {"content-type": "application/json", "content-length": str(len(data))}, data
 
 
-def _graph_error(code: int) -> tuple[int, dict[str, Any], float]:
+def _graph_error(code: int, text: str | None = None) -> tuple[int, dict[str, Any], float]:
     status, title = ERRORS[code]
+    title = text or title
     error = {
         "message": f"({'#' if code < 1000 else ''}{code}) {title}",
         "type": "OAuthException",
