@@ -212,13 +212,15 @@ def media_source(settings: Settings, telemetry: Telemetry | None = None) -> Medi
     whatsapp = settings.whatsapp
     token = whatsapp.token_for(default_number(settings)) if whatsapp.sends else None
     if token:
-        # The default number's token: a media id names no number to choose another by.
+        # Each message's media with the token of the number it was sent to; the default
+        # number's for a message naming none.
         return GraphMedia(
             token,
             whatsapp.api_base_url,
             whatsapp.api_version,
             whatsapp.timeout_seconds,
             telemetry=telemetry,
+            tokens=whatsapp.own_tokens,
         )
     return LocalMedia(whatsapp.local_media_dir)
 

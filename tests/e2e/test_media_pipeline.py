@@ -224,6 +224,41 @@ MATRIX: list[tuple[str, dict[str, Any], list[MediaFault], Any, str, int, int, in
 ]
 
 
+SECOND_NUMBER = "106540352242933"
+SECOND_TOKEN = "EAAG-test-second-number-token"
+
+
+async def test_a_voice_note_to_a_second_number_is_fetched_with_its_token(
+    open_app: OpenApp, fake_openai: FakeOpenAI, graph: FakeGraph
+) -> None:
+    """Graph lets only the token of the number a voice note was sent to read it: with two
+    numbers of their own tokens, each note is fetched with its number's and transcribed."""
+    graph.add_number(SECOND_NUMBER, SECOND_TOKEN)
+    graph.add_media("4601", voice_note(), VOICE, number=SECOND_NUMBER)
+    graph.add_media("4602", voice_note(), VOICE)
+    fake_openai.always(TRANSCRIPTION, transcript(SPOKEN))
+    tokens = f"{SECOND_NUMBER}:{SECOND_TOKEN}"
+    async with open_app(
+        WHATSAPP_PHONE_NUMBER_IDS=SECOND_NUMBER, WHATSAPP_ACCESS_TOKENS=tokens
+    ) as app:
+        second = envelope([voice_message("4601")])
+        second["entry"][0]["changes"][0]["value"]["metadata"]["phone_number_id"] = SECOND_NUMBER
+        assert (await app.post(second)).status_code == 200
+        views = [await app.wait_for(message_ids_of(second))]
+        views.append(await run(app, voice_message("4602")))
+
+    assert [view["state"] for view in views] == ["sent", "sent"]
+    assert [view["results"]["media_kind"] for view in views] == ["transcript", "transcript"]
+    assert graph.violations == []  # a media request with another number's token is one
+    assert graph.media_requests("4601", "download") == 1
+
+
+def message_ids_of(payload: dict[str, Any]) -> str:
+    """The id of the one message of a webhook."""
+    (message,) = payload["entry"][0]["changes"][0]["value"]["messages"]
+    return str(message["id"])
+
+
 @pytest.mark.parametrize(
     ("case", "served", "faults", "answer", "reason", "infos", "downloads", "uploads"),
     MATRIX,

@@ -246,6 +246,29 @@ def test_resolved_environment_feeds_settings(secret_manager: FakeSecretManager) 
     assert settings.verify_token == "verify-from-sm"
 
 
+def test_the_numbers_tokens_may_be_one_secret_holding_every_pair(
+    secret_manager: FakeSecretManager,
+) -> None:
+    """WHATSAPP_ACCESS_TOKENS as one `sm://` reference: the secret's pairs give each number
+    its token, as the README says."""
+    secret_manager.add("number-tokens", b"106540352242933:EAAG-second,106540352242944:EAAG-third")
+    env = environ(
+        secret_manager,
+        GCP_PROJECT=PROJECT,
+        WHATSAPP_ACCESS_TOKEN="EAAG-default",
+        WHATSAPP_PHONE_NUMBER_ID="106540352242922",
+        WHATSAPP_PHONE_NUMBER_IDS="106540352242933,106540352242944",
+        WHATSAPP_ACCESS_TOKENS="sm://number-tokens",
+    )
+    whatsapp = load_settings(resolve_references(env)).whatsapp
+    assert whatsapp.token_problems() == []
+    assert [whatsapp.token_for(n) for n in whatsapp.business_numbers] == [
+        "EAAG-default",
+        "EAAG-second",
+        "EAAG-third",
+    ]
+
+
 # --- no references ---------------------------------------------------------------------------
 
 

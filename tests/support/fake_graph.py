@@ -97,6 +97,7 @@ class Media:
     sha256: str
     file_size: int
     content_length: bool = True  # False: the download is sent without its length
+    number: str = PHONE_NUMBER_ID  # the business number it was sent to: its token fetches it
 
 
 @dataclass
@@ -206,9 +207,11 @@ class FakeGraph:
         sha256: str | None = None,
         file_size: int | None = None,
         content_length: bool = True,
+        number: str = PHONE_NUMBER_ID,
     ) -> Media:
         """Serve `data` as media `media_id`, advertising `sha256` (hex; the data's own when
-        None) and `file_size` (its length when None)."""
+        None) and `file_size` (its length when None), sent to business number `number`
+        (whose token alone may fetch it)."""
         media = Media(
             media_id,
             data,
@@ -216,6 +219,7 @@ class FakeGraph:
             hashlib.sha256(data).hexdigest() if sha256 is None else sha256,
             len(data) if file_size is None else file_size,
             content_length,
+            number,
         )
         with self._lock:
             self.media[media_id] = media
@@ -254,7 +258,11 @@ class FakeGraph:
     def _media_answer(
         self, kind: str, media_id: str, auth: str
     ) -> tuple[int, dict[str, str], bytes]:
-        if auth != f"Bearer {self.token}":
+        with self._lock:
+            media = self.media.get(media_id)
+            number = media.number if media is not None else PHONE_NUMBER_ID
+            token = self.numbers.get(number, self.token)
+        if auth != f"Bearer {token}":
             self._violation(f"media {kind} with a bad bearer token: {auth[:12]}…")
             return _json_answer(*_graph_error(190)[:2])
         fault = self._take_media_fault(media_id, kind)

@@ -17,8 +17,8 @@ import base64
 import binascii
 import hashlib
 import logging
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, TypeVar
 from urllib.parse import quote, urlsplit
@@ -80,8 +80,10 @@ class _Info:
 
 @dataclass
 class _Tries:
-    """One fetch's count of requests and of transient failures, and the last HTTP status."""
+    """One fetch's authorization header, count of requests and of transient failures, and
+    the last HTTP status."""
 
+    auth: str = field(repr=False)
     requests: int = 0
     failures: int = 0
     status: int | None = None
@@ -104,23 +106,31 @@ class GraphMedia:
         telemetry: Telemetry | None = None,
         attempts: int = 3,
         backoff_seconds: tuple[float, ...] = (0.2, 0.5),
+        tokens: Mapping[str, str] | None = None,
     ) -> None:
         self.telemetry = telemetry or Telemetry()
+        # A media id is readable with the token of the business number it was sent to:
+        # `tokens` by number, `access_token` for the others (and for no number at all).
+        self._default_auth = f"Bearer {access_token}"
+        self._auth = {number: f"Bearer {token}" for number, token in (tokens or {}).items()}
         self.base_url = f"{base_url.rstrip('/')}/{api_version}"
         self.attempts = max(1, attempts)
         self.backoff_seconds = backoff_seconds or (0.0,)
         self.host = urlsplit(base_url).hostname or ""
         _QueryStripper.install()
         self._client = httpx.AsyncClient(
-            headers={"authorization": f"Bearer {access_token}", "user-agent": "pyloto"},
+            headers={"user-agent": "pyloto"},
             timeout=httpx.Timeout(timeout_seconds, connect=min(timeout_seconds, 5.0)),
-            # Should Meta redirect a download, httpx drops the token on a change of origin.
+            # Should Meta redirect a download, httpx drops the authorization header (set on each
+            # request) on a change of origin.
             follow_redirects=True,
         )
 
-    async def fetch(self, media_id: str, max_bytes: int) -> MediaFile:
-        """The media's bytes, checked against `max_bytes` and the advertised sha256."""
-        tries = _Tries()
+    async def fetch(self, media_id: str, max_bytes: int, phone_number_id: str = "") -> MediaFile:
+        """The media's bytes, checked against `max_bytes` and the advertised sha256; fetched
+        with the token of business number `phone_number_id` (the default token when it has
+        none of its own)."""
+        tries = _Tries(self._auth.get(phone_number_id, self._default_auth))
         attributes = {"server.address": self.host}
         with self.telemetry.span(
             "graph media fetch", kind=SpanKind.CLIENT, attributes=attributes
@@ -187,7 +197,8 @@ class GraphMedia:
         """`GET /{media-id}`: the media's URL, type, size and sha256."""
         url = f"{self.base_url}/{quote(media_id, safe='')}"
         try:
-            response = await self._client.get(url, headers={"accept": "application/json"})
+            headers = {"accept": "application/json", "authorization": tries.auth}
+            response = await self._client.get(url, headers=headers)
         except httpx.TimeoutException:
             raise _Transient("info timeout") from None
         except httpx.TransportError as error:
@@ -208,7 +219,8 @@ class GraphMedia:
     async def _download(self, url: str, max_bytes: int, tries: _Tries) -> bytes:
         """`GET url`, streamed: stops as soon as more than `max_bytes` arrive."""
         try:
-            async with self._client.stream("GET", url) as response:
+            headers = {"authorization": tries.auth}
+            async with self._client.stream("GET", url, headers=headers) as response:
                 tries.status = response.status_code
                 _check_download(response.status_code, response.headers, max_bytes)
                 body = bytearray()

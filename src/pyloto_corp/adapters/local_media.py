@@ -27,8 +27,9 @@ class LocalMedia:
     def __init__(self, folder: Path) -> None:
         self.folder = folder
 
-    async def fetch(self, media_id: str, max_bytes: int) -> MediaFile:
-        """The file's bytes, checked against `max_bytes` and its recorded sha256."""
+    async def fetch(self, media_id: str, max_bytes: int, phone_number_id: str = "") -> MediaFile:
+        """The file's bytes, checked against `max_bytes` and its recorded sha256 (one folder
+        for every business number)."""
         return await asyncio.to_thread(self._read, media_id, max_bytes)
 
     def _read(self, media_id: str, max_bytes: int) -> MediaFile:

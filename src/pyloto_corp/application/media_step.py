@@ -68,7 +68,7 @@ async def understand_media(record: Record, ctx: StepContext) -> MediaUnderstood 
         return fall_back(record, STEP, "media_unavailable", "the message names no media id")
     fetch_started = time.perf_counter()
     try:
-        media = await ctx.media.fetch(media_id, MEDIA_LIMITS[kind])
+        media = await ctx.media.fetch(media_id, MEDIA_LIMITS[kind], record.inbound.phone_number_id)
     except MediaRejected as rejected:
         metrics = {"latency_ms": _ms(fetch_started), "input_tokens": 0, "output_tokens": 0}
         return fall_back(record, STEP, rejected.reason, str(rejected), metrics)

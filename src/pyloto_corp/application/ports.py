@@ -410,10 +410,12 @@ class MediaSource(Protocol):
     type, size and sha256, then the URL with the access token), or a local folder in
     development."""
 
-    async def fetch(self, media_id: str, max_bytes: int) -> MediaFile:
+    async def fetch(self, media_id: str, max_bytes: int, phone_number_id: str = "") -> MediaFile:
         """The media's bytes, checked against `max_bytes` before the download and against
-        the sha256 after it. MediaRejected when it cannot be had (too large, gone, corrupt,
-        still failing after the adapter's own retries of transient errors)."""
+        the sha256 after it; `phone_number_id` is the business number the message was sent
+        to (Graph lets only its token read the media). MediaRejected when it cannot be had
+        (too large, gone, corrupt, still failing after the adapter's own retries of
+        transient errors)."""
 
 
 class Assistant(Protocol):
