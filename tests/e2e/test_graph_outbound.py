@@ -297,6 +297,46 @@ NEW_BSUID = "BR.8712093345510278"
 PARENT_BSUID = "BR.ENT.99887766554433221"
 
 
+def draft_turns(fake_openai: FakeOpenAI) -> list[list[str]]:
+    """The conversation LLM#2 was shown for each draft: the texts of its user and assistant
+    messages, oldest first (the system prompt left out)."""
+    return [
+        [m["content"] for m in body["messages"] if m["role"] != "system"]
+        for body in fake_openai.seen(DRAFT)
+    ]
+
+
+async def test_a_customer_keeps_one_memory_when_the_number_is_hidden_and_the_bsuid_changes(
+    open_app: OpenApp, graph: FakeGraph, fake_openai: FakeOpenAI
+) -> None:
+    """On the LLM path, through the webhook: written first with number and BSUID, then with
+    the BSUID alone, then (after `user_id_update`) with a new BSUID alone, LLM#2 is shown
+    every earlier exchange each time; the replies go to `to`, then `recipient` twice."""
+    async with open_app(llm=True) as app:
+        payloads = [customer_webhook("Quanto custa o corte?")]
+        payloads.append(customer_webhook("E a barba?", phone=None, username=USERNAME))
+        for payload in payloads:
+            assert (await app.post(payload)).status_code == 200
+            assert (await app.wait_for(message_ids(payload)[0]))["state"] == "sent"
+        assert (await app.post(user_id_changed(BSUID, NEW_BSUID, "field"))).status_code == 200
+        payloads.append(customer_webhook("Tem horário amanhã?", phone=None, user_id=NEW_BSUID))
+        assert (await app.post(payloads[-1])).status_code == 200
+        assert (await app.wait_for(message_ids(payloads[-1])[0]))["state"] == "sent"
+
+    first, second, third = draft_turns(fake_openai)
+    assert len(first) == 1
+    assert first[0].startswith("Quanto custa o corte?")
+    assert len(second) == 3, "the first turn and its reply, then the new message"
+    assert second[0] == "Quanto custa o corte?"
+    assert second[-1].startswith("E a barba?")
+    assert len(third) == 5
+    assert third[:3] == [*second[:2], "E a barba?"]
+    assert third[-1].startswith("Tem horário amanhã?")
+    recipients = [graph.sends_for(message_ids(p)[0])[0].body for p in payloads]
+    assert [r.get("to") for r in recipients] == [SENDER, None, None]
+    assert [r.get("recipient") for r in recipients] == [None, BSUID, NEW_BSUID]
+
+
 async def test_no_bsuid_or_username_in_clear_in_a_debug_log(
     open_app: OpenApp, graph: FakeGraph, fake_openai: FakeOpenAI, log_lines: io.StringIO
 ) -> None:
