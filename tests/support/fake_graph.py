@@ -11,8 +11,10 @@ asserts is empty. A reply names a WhatsApp id in `to` or a BSUID in `recipient` 
 once is a violation: Meta lets `to` win). A BSUID in `to` is answered as Meta does, 200 with
 a message id, but kept in `undelivered` (and `violations`), never in `sends`. Fault code
 131062 answers as Meta does to a BSUID recipient it cannot serve.
-Faults can be queued for the next message sends: a Graph error code, a 5xx, or a delay (the
-send is recorded as accepted first, as when Meta accepts a request whose answer is lost).
+Faults can be queued for the next message sends: a Graph error code, a 5xx, a 200 without a
+message id, or a delay or a hold (the send is recorded as accepted first, as when Meta accepts a
+request whose answer is lost). `accepted` says whether Meta took the send (it is kept in
+`sends`, as a message the customer receives) whatever the answer: a 500 after the send went out.
 
 Media added with `add_media` is served as Meta does: `GET /{version}/{media-id}` answers its
 URL, type, size and sha256, and the URL (on this server, with a signed-looking query, fresh
@@ -74,6 +76,19 @@ class Fault:
     title: str | None = None  # the error's text instead of ERRORS' (a peer quoting someone)
     status: int | None = None  # a bare HTTP status (e.g. 503 with no Graph error body)
     delay: float = 0.0  # accept and record the send, then answer after this long
+    # Meta took the send (kept in `sends`: the customer gets it) whatever it answers; None:
+    # not when it answers an error (`code`, `status`), yes otherwise.
+    accepted: bool | None = None
+    no_id: bool = False  # answer 200 without `messages[].id`
+    # The answer waits until the test sets this (a status webhook may arrive before it).
+    hold: threading.Event | None = None
+
+    @property
+    def takes_send(self) -> bool:
+        """Whether Meta keeps the send (delivers it) under this fault."""
+        if self.accepted is not None:
+            return self.accepted
+        return self.code is None and self.status is None
 
 
 @dataclass
@@ -348,21 +363,30 @@ class FakeGraph:
             return 200, {"success": True}, 0.0, None
         with self._lock:
             fault = self._faults.popleft() if self._faults else Fault()
-        if fault.code is not None:
-            return *_graph_error(fault.code, fault.title), None
-        if fault.status is not None:
-            return fault.status, {"error": {"message": "Service unavailable"}}, 0.0, None
         send = Send(f"wamid.GRAPH{uuid.uuid4().hex.upper()}", body, phone_number_id=number)
-        to = body.get("to")
-        if isinstance(to, str) and _BSUID.match(to):
-            # Meta accepts a BSUID in `to` and never delivers it (chatwoot/chatwoot#15150).
-            self._violation("a BSUID in `to` is accepted and never delivered: use `recipient`")
+        kept = None
+        if fault.takes_send:
+            kept = send
+            to = body.get("to")
+            if isinstance(to, str) and _BSUID.match(to):
+                # Meta accepts a BSUID in `to` and never delivers it (chatwoot/chatwoot#15150).
+                self._violation("a BSUID in `to` is accepted and never delivered: use `recipient`")
+                with self._lock:
+                    self.undelivered.append(send)
+                return 200, _accepted(body, send), 0.0, send
             with self._lock:
-                self.undelivered.append(send)
-            return 200, _accepted(body, send), 0.0, send
-        with self._lock:
-            self.sends.append(send)
-        return 200, _accepted(body, send), fault.delay, send
+                self.sends.append(send)
+        if fault.hold is not None:
+            fault.hold.wait(30.0)  # this request's own server thread
+        if fault.code is not None:
+            return *_graph_error(fault.code, fault.title)[:2], fault.delay, kept
+        if fault.status is not None:
+            error = {"error": {"message": "Service unavailable"}}
+            return fault.status, error, fault.delay, kept
+        answer = _accepted(body, send)
+        if fault.no_id:
+            del answer["messages"]
+        return 200, answer, fault.delay, kept
 
     def start(self) -> str:
         """Serve in a background thread; returns the base URL (WHATSAPP_API_BASE_URL)."""
