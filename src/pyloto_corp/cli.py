@@ -393,6 +393,8 @@ def _cmd_replay(settings: Settings, args: argparse.Namespace) -> int:
         body: dict[str, Any] = {"failed": True, "since": args.since}
     else:
         body = {"message_id": args.message_id}
+        if args.confirm_unknown:
+            body["confirm_unknown"] = True
     headers = {"X-Internal-Token": settings.internal_task_token}
     try:
         response = httpx.post(f"{base}/internal/replay", json=body, headers=headers, timeout=60)
@@ -540,6 +542,12 @@ def _parser() -> argparse.ArgumentParser:
         type=since_bound,
         default=None,
         help="with --failed: failed at or after this ISO 8601 time, or this many seconds ago",
+    )
+    replay.add_argument(
+        "--confirm-unknown",
+        action="store_true",
+        help="with MESSAGE_ID: replay it even though its send's outcome is unknown (the "
+        "reply may already have reached the customer)",
     )
     replay.add_argument("--url", default=None, help="server URL (default: local, $PORT)")
 
@@ -791,6 +799,8 @@ def _main(argv: Sequence[str] | None) -> int:
     args = parser.parse_args(argv)
     if args.command == "replay" and args.since is not None and not args.failed:
         parser.error("--since goes with --failed")
+    if args.command == "replay" and args.confirm_unknown and args.failed:
+        parser.error("--confirm-unknown goes with one MESSAGE_ID, not --failed")
     # These read files or stand in for a peer: they need no settings, secrets or environment.
     plain = {"pii-scan": _cmd_pii_scan, "fake-openai": _cmd_fake_openai}
     if args.command in plain:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import io
 import logging
+import threading
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -192,16 +193,15 @@ async def test_each_interactive_reply_type_is_accepted_by_graph(
         Fault(code=131056),
         Fault(code=80007),
         Fault(code=4),
-        Fault(code=131000),
-        Fault(status=503),
+        Fault(status=429),
     ],
-    ids=["130429", "131056", "80007", "4", "131000", "http-503"],
+    ids=["130429", "131056", "80007", "4", "http-429"],
 )
 async def test_a_transient_error_is_retried_then_sent_once(
     fault: Fault, open_app: OpenApp, graph: FakeGraph
 ) -> None:
-    """A retryable Graph error (400 with a rate-limit code, or a bare 5xx) fails the task;
-    the outbound queue retries and the reply is sent exactly once."""
+    """A rate-limit refusal (400 with a rate-limit code, or a bare 429: nothing was sent)
+    releases the claim; the outbound queue retries and the reply is sent exactly once."""
     graph.inject(fault)
     async with open_app() as app:
         message_id = await post_message(app)
@@ -573,3 +573,168 @@ async def test_a_message_naming_no_number_is_answered_from_the_default_one(
     (send,) = graph.sends_for(message_id)
     assert send.phone_number_id == PHONE_NUMBER_ID
     assert graph.read_number(message_id) == [PHONE_NUMBER_ID]
+
+
+# --- a send whose outcome is unknown ----------------------------------------------------------
+
+# Retries spread over seconds and a short reconcile window, so a wait for a status webhook
+# ends within the outbound queue's attempts.
+UNKNOWN_SETTINGS = {
+    "WHATSAPP_RECONCILE_SECONDS": "1",
+    "LOCAL_QUEUE_MIN_BACKOFF_SECONDS": "0.3",
+    "LOCAL_QUEUE_MAX_BACKOFF_SECONDS": "1.0",
+}
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+def store_settings(request: pytest.FixtureRequest, redis_prefix: str) -> dict[str, str]:
+    """The app's store: the embedded SQLite file, or the tests' private redis-server."""
+    if request.param == "sqlite":
+        return {}
+    server = request.getfixturevalue("redis_server")
+    return {"STATE_BACKEND": "redis", "REDIS_URL": server.url, "REDIS_KEY_PREFIX": redis_prefix}
+
+
+async def replay(app: Pyloto, message_id: str, **extra: Any) -> dict[str, Any]:
+    """POST /internal/replay for one record; the summary."""
+    response = await app.client.post(
+        "/internal/replay",
+        json={"message_id": message_id, **extra},
+        headers={"X-Internal-Token": INTERNAL_TOKEN},
+    )
+    assert response.status_code == 200, response.text
+    summary: dict[str, Any] = response.json()
+    return summary
+
+
+async def test_a_500_after_graph_took_the_send_is_recorded_from_its_status_not_resent(
+    open_app: OpenApp, graph: FakeGraph, store_settings: dict[str, str]
+) -> None:
+    """Graph takes the send, its `sent` status (echoing the record's key) arrives, then the
+    call answers HTTP 500 code 131000: the error proves nothing about the send, so the claim
+    is kept and the retry records the send its status names instead of sending again."""
+    answer = threading.Event()
+    graph.inject(Fault(code=131000, accepted=True, hold=answer))
+    async with open_app(WHATSAPP_TIMEOUT_SECONDS="20", **store_settings) as app:
+        message_id = await post_message(app)
+        await eventually(lambda: len(graph.sends_for(message_id)) == 1)
+        (send,) = graph.sends_for(message_id)
+        statuses = [status(send.outbound_id, "sent", 1_732_500_100, callback=message_id)]
+        assert (await app.post(envelope(statuses=statuses))).status_code == 200
+        answer.set()  # now Graph answers the send: 500, code 131000
+        view = await app.wait_for(message_id)
+        await app.wait_idle()
+
+    assert view["state"] == "sent"
+    assert view["outbound_message_id"] == send.outbound_id
+    assert len(graph.message_requests()) == 1, "no second request for the reply"
+
+
+@pytest.mark.parametrize(
+    ("fault", "settings", "why"),
+    [
+        (Fault(no_id=True), {}, "no_message_id"),
+        (Fault(delay=2.0), {"WHATSAPP_TIMEOUT_SECONDS": "0.5"}, "no_answer"),
+    ],
+    ids=["200-without-id", "no-answer-in-time"],
+)
+async def test_a_send_graph_took_without_a_usable_answer_is_never_sent_again(
+    fault: Fault,
+    settings: dict[str, str],
+    why: str,
+    open_app: OpenApp,
+    graph: FakeGraph,
+    store_settings: dict[str, str],
+) -> None:
+    """Graph takes the send and answers 200 without a message id, or never answers in time,
+    and no status webhook comes: after the reconcile window the record is dead-lettered as
+    `outcome unknown` (since the claim) without a second request, and a replay asks for a
+    confirmation that says the reply may already have arrived."""
+    graph.inject(fault)
+    async with open_app(**UNKNOWN_SETTINGS, **settings, **store_settings) as app:
+        message_id = await post_message(app)
+        view = await app.wait_for(message_id)
+        await app.wait_idle()
+        summary = await replay(app, message_id)
+        after = await app.view(message_id)
+
+    assert view["state"] == "failed"
+    assert len(graph.message_requests()) == 1, "sent once, never again"
+    assert len(graph.sends_for(message_id)) == 1
+    unknown = view["outcome_unknown"]
+    (claimed,) = [h["at"] for h in view["history"] if h["trigger"] == "claim_send"]
+    # Since the claim of the send (made in the step, saved just after).
+    assert view["created_at"] <= unknown.pop("since") <= claimed
+    assert unknown == {"sends": 1, "why": why}
+    assert view["failure_reason"].startswith("outcome unknown since ")
+    assert summary["replayed"] == []
+    assert "may already have arrived" in summary["skipped"][message_id]
+    assert after["state"] == "failed", "a replay without confirmation changes nothing"
+
+
+async def test_an_unknown_outcome_is_replayed_once_with_confirmation_then_never_again(
+    open_app: OpenApp, graph: FakeGraph
+) -> None:
+    """A confirmed replay of an outcome-unknown record sends it once more (the one attempt
+    the policy allows); when that send's outcome is unknown too, no replay sends it again,
+    confirmed or not."""
+    # Meta answers 200 without an id and, here, did not deliver: the customer got nothing.
+    graph.inject(Fault(no_id=True, accepted=False), Fault(no_id=True, accepted=False))
+    async with open_app(**UNKNOWN_SETTINGS) as app:
+        message_id = await post_message(app)
+        assert (await app.wait_for(message_id))["state"] == "failed"
+        await app.wait_idle()
+        first = await replay(app, message_id, confirm_unknown=True)
+        view = await app.wait_for(message_id)
+        await app.wait_idle()
+        second = await replay(app, message_id, confirm_unknown=True)
+
+    assert first["replayed"] == [message_id]
+    assert view["state"] == "failed"
+    assert view["outcome_unknown"]["sends"] == 2
+    assert len(graph.message_requests()) == 2, "the first request and the confirmed replay"
+    assert "no more attempts" in second["skipped"][message_id]
+
+
+async def test_a_confirmed_replay_of_an_unknown_outcome_sends_the_reply_once(
+    open_app: OpenApp, graph: FakeGraph
+) -> None:
+    """After a 200 without an id that Meta did not deliver, the operator's confirmed
+    replay sends the reply and the record ends `sent`, the unknown outcome cleared."""
+    graph.inject(Fault(no_id=True, accepted=False))
+    async with open_app(**UNKNOWN_SETTINGS) as app:
+        message_id = await post_message(app)
+        assert (await app.wait_for(message_id))["state"] == "failed"
+        await app.wait_idle()
+        summary = await replay(app, message_id, confirm_unknown=True)
+        view = await app.wait_for(message_id)
+
+    assert summary["replayed"] == [message_id]
+    assert view["state"] == "sent"
+    assert view["outcome_unknown"] is None
+    (send,) = graph.sends_for(message_id)
+    assert view["outbound_message_id"] == send.outbound_id
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [Fault(code=131000), Fault(status=503)],
+    ids=["131000", "http-503"],
+)
+async def test_a_graph_error_that_proves_nothing_waits_for_a_status_then_sends_once_more(
+    fault: Fault, open_app: OpenApp, graph: FakeGraph
+) -> None:
+    """131000 or a bare 5xx may come after Graph sent (it did not, here): the claim is
+    kept, the reconcile window passes without a status, and the reply is sent once more,
+    the one further attempt an unknown outcome allows."""
+    graph.inject(fault)
+    async with open_app(**UNKNOWN_SETTINGS) as app:
+        message_id = await post_message(app)
+        view = await app.wait_for(message_id)
+        await app.wait_idle()
+
+    assert view["state"] == "sent"
+    assert len(graph.message_requests()) == 2, "one request refused, one accepted"
+    (send,) = graph.sends_for(message_id)
+    assert view["outbound_message_id"] == send.outbound_id
+    assert "release_send" not in [h["trigger"] for h in view["history"]]

@@ -363,6 +363,12 @@ class FakeGraph:
             return 200, {"success": True}, 0.0, None
         with self._lock:
             fault = self._faults.popleft() if self._faults else Fault()
+        return self._answer_send(body, number, fault)
+
+    def _answer_send(
+        self, body: dict[str, Any], number: str, fault: Fault
+    ) -> tuple[int, dict[str, Any], float, Send | None]:
+        """Keep the send if Meta takes it under `fault`, then answer as the fault says."""
         send = Send(f"wamid.GRAPH{uuid.uuid4().hex.upper()}", body, phone_number_id=number)
         kept = None
         if fault.takes_send:

@@ -17,7 +17,9 @@ from pyloto_corp.application.steps import (
     claim_send,
     send,
 )
-from pyloto_corp.domain.events import ReplySent, SendClaimed
+from pyloto_corp.domain.events import DeadLettered, ReplySent, SendClaimed, SendUnknown
+from pyloto_corp.domain.outcome import CLAIM_ABANDONED, GRAPH_ERROR, NO_ANSWER, NO_MESSAGE_ID
+from pyloto_corp.domain.records import HistoryEntry
 from tests.unit.fakes import FakeClock, FakeOutbox, FakeQueue, FakeStore, MakeRecord, PutRecord
 
 pytestmark = pytest.mark.anyio
@@ -35,14 +37,23 @@ def reconciling(outbox: FakeOutbox, context: StepContext) -> StepContext:
 async def test_an_ambiguous_send_keeps_the_claim(
     put_record: PutRecord, store: FakeStore, outbox: FakeOutbox, advancer: Advancer
 ) -> None:
-    """A send that may have reached WhatsApp leaves the record `sending` with its claim, so
-    a retry reconciles."""
+    """A send that may have reached WhatsApp leaves the record `sending` with its claim
+    and its outcome noted as unknown since the claim, and fails the delivery, so a retry
+    reconciles (at once: nobody holds the claim any more)."""
     record = put_record(state="queued_outbound")
-    outbox.fail_with = AmbiguousSend("read timeout")
-    with pytest.raises(AmbiguousSend):
+    outbox.fail_with = AmbiguousSend("read timeout", why=NO_ANSWER)
+    with pytest.raises(TransientStepError, match="send_unknown: read timeout"):
         await advancer.advance(record.message_id, "queued_outbound")
     stored = store.stored(record.message_id)
-    assert (stored.state, stored.send_claimed_by) == ("sending", "instance-a")
+    assert stored.state == "sending"
+    assert stored.send_started_at is not None
+    assert stored.send_claimed_by is None
+    assert (stored.outcome_unknown_since, stored.outcome_unknown, stored.unknown_sends) == (
+        stored.send_started_at,
+        NO_ANSWER,
+        1,
+    )
+    assert [h.trigger for h in stored.history][-2:] == ["claim_send", "send_unknown"]
 
 
 async def test_a_transient_failure_releases_the_claim(
@@ -67,12 +78,18 @@ async def test_a_transient_failure_releases_the_claim(
 async def test_a_lost_send_waits_for_a_status_webhook_before_sending_again(
     put_record: PutRecord, outbox: FakeOutbox, clock: FakeClock, reconciling: StepContext
 ) -> None:
-    """Past the claim's lease but within reconcile_seconds the step waits; only a claim
-    reconcile_seconds old is sent again, once."""
+    """A claim whose holder is gone past its lease has an unknown outcome (noted first);
+    within reconcile_seconds the step waits; only a claim reconcile_seconds old is sent
+    again, once."""
     claimed_at = clock() - SEND_LEASE_SECONDS - 1
     record = put_record(
         state="sending", send_started_at=claimed_at, send_claimed_by="instance-gone"
     )
+    noted = await send(record, reconciling)
+    assert isinstance(noted, SendUnknown)
+    assert noted.why == CLAIM_ABANDONED
+    record = noted.changes(record)
+    assert (record.outcome_unknown_since, record.unknown_sends) == (claimed_at, 1)
     with pytest.raises(TransientStepError, match="waiting for a status webhook") as waiting:
         await send(record, reconciling)
     assert outbox.sent == []
@@ -193,3 +210,63 @@ async def test_a_live_claim_on_the_last_attempt_is_not_dead_lettered(
 
     clock.now += SEND_LEASE_SECONDS  # the claim's lease is over: reconciled, sent
     assert await advancer.deliver(record.message_id, "sending", 8, 8) == "sent"
+
+
+@pytest.mark.parametrize("why", [NO_MESSAGE_ID, NO_ANSWER])
+async def test_an_unknown_outcome_graph_likely_sent_is_dead_lettered_not_resent(
+    why: str, put_record: PutRecord, outbox: FakeOutbox, clock: FakeClock, reconciling: StepContext
+) -> None:
+    """After a 200 without an id or a request left unanswered, the reconcile window passes
+    without a status: the record is dead-lettered with its outcome unknown, nothing sent."""
+    claimed_at = clock() - RECONCILE_SECONDS
+    record = put_record(
+        state="sending",
+        send_started_at=claimed_at,
+        outcome_unknown_since=claimed_at,
+        outcome_unknown=why,
+        unknown_sends=1,
+    )
+    outcome = await send(record, reconciling)
+    assert isinstance(outcome, DeadLettered)
+    assert outcome.reason.startswith("outcome unknown since ")
+    assert "may already have arrived" in outcome.reason
+    assert outbox.sent == []
+
+
+async def test_a_graph_error_is_sent_once_more_then_never_again(
+    put_record: PutRecord, outbox: FakeOutbox, clock: FakeClock, reconciling: StepContext
+) -> None:
+    """After a 131000 or 5xx with no status in the window the reply is claimed anew (one
+    more attempt); once two sends ended unknown it is dead-lettered instead."""
+    claimed_at = clock() - RECONCILE_SECONDS
+    unknown = {
+        "state": "sending",
+        "send_started_at": claimed_at,
+        "outcome_unknown_since": claimed_at,
+        "outcome_unknown": GRAPH_ERROR,
+    }
+    once = put_record(**unknown, unknown_sends=1)
+    assert isinstance(await send(once, reconciling), SendClaimed)
+    twice = put_record(**unknown, unknown_sends=2)
+    outcome = await send(twice, reconciling)
+    assert isinstance(outcome, DeadLettered)
+    assert "no more attempts" in outcome.reason
+    assert outbox.sent == []
+
+
+async def test_a_status_recorded_before_a_retry_of_a_released_send_is_recorded_not_resent(
+    put_record: PutRecord, outbox: FakeOutbox, context: StepContext
+) -> None:
+    """A reply back in `queued_outbound` after a claim asks the outbox first: when a status
+    names its send, the claim is taken as not fresh, so the send step reconciles."""
+    earlier = [
+        HistoryEntry("queued_outbound", "sending", "claim_send", 1.0, 0.1, 1),
+        HistoryEntry("sending", "queued_outbound", "release_send", 2.0, 0.1, 1),
+    ]
+    released = put_record(state="queued_outbound", history=earlier)
+    outbox.known[released.message_id] = "wamid.EARLIER"
+    claim = await claim_send(released, context)
+    assert not claim.fresh
+    outcome = await send(claim.changes(released), context)
+    assert outcome == ReplySent(outbound_message_id="wamid.EARLIER")
+    assert outbox.sent == []

@@ -7,7 +7,10 @@ Errors are told apart by Graph's `error.code`, not the HTTP status (Meta answers
 retryable codes with 400). Whether a request may have reached Meta decides what a failure
 means for at-most-once: a connection that never opened sent nothing (retry at once); a
 timeout or a dropped connection after the request went out is ambiguous (`AmbiguousSend`),
-and the send step reconciles it through the status webhooks instead of sending again.
+and so are a 2xx without a message id and an error that does not prove nothing was sent
+(131000, any 5xx): the send step reconciles those through the status webhooks instead of
+sending again, and domain/outcome.py decides whether it ever does. Only a refusal by a
+rate-limit code (or a 429) proves the request was turned away.
 """
 
 from __future__ import annotations
@@ -35,12 +38,16 @@ from pyloto_corp.application.ports import (
     StateStore,
     TransientStepError,
 )
+from pyloto_corp.domain.outcome import GRAPH_ERROR, NO_ANSWER, NO_MESSAGE_ID
 from pyloto_corp.observability.instruments import Telemetry, mark_failed
 
 log = logging.getLogger(__name__)
 
 # Retry later: throughput (130429), pair rate (131056), rate limits (80007, 4), transient (131000).
 TRANSIENT_CODES = frozenset({130429, 131056, 80007, 4, 131000})
+# "Something went wrong": Graph may have sent the message before failing (a `sent` status for
+# it can arrive with this answer), so for a send it is no proof that nothing left.
+UNKNOWN_OUTCOME_CODES = frozenset({131000})
 # No retry can help: outside the 24-hour window, undeliverable, unsupported, invalid parameter.
 PERMANENT_CODES = frozenset({131047, 131026, 131051, 100})
 TOKEN_EXPIRED = 190
@@ -51,8 +58,8 @@ TOKEN_EXPIRED = 190
 BSUID_UNSUPPORTED = 131062
 BSUID_UNSUPPORTED_REASON = "bsuid_recipient_unsupported"
 
-# Meta's status webhooks usually arrive within seconds; after this long without one carrying
-# our callback data, a send whose outcome was unknown is taken as not sent.
+# Meta's status webhooks usually arrive within seconds; this long without one carrying our
+# callback data, a send whose outcome is unknown stays unknown (domain/outcome.py decides).
 DEFAULT_RECONCILE_SECONDS = 120.0
 
 
@@ -169,7 +176,7 @@ class GraphOutbox:
             return str(payload["messages"][0]["id"])
         except (KeyError, IndexError, TypeError):
             # Meta answered 2xx without an id: it may well have sent the message.
-            raise AmbiguousSend("graph: accepted without a message id") from None
+            raise AmbiguousSend("graph: accepted without a message id", why=NO_MESSAGE_ID) from None
 
     async def find_sent(self, message_id: str) -> str | None:
         """The outbound id of a delivery status that echoed this record's reply key, if any
@@ -216,7 +223,7 @@ class GraphOutbox:
                 # No connection was made: the request never left this process.
                 raise TransientStepError(f"graph: not sent: {error}") from error
             except ResponseFailed as error:
-                raise AmbiguousSend(f"graph: outcome unknown: {error}") from error
+                raise AmbiguousSend(f"graph: no answer: {error}", why=NO_ANSWER) from error
             status = answer.status
             span.set_attribute("http.response.status_code", status)
             try:
@@ -262,6 +269,8 @@ def _error(status: int, payload: dict[str, Any]) -> Exception:
         return PermanentStepError(f"{BSUID_UNSUPPORTED_REASON}: {described}")
     if code in PERMANENT_CODES:
         return PermanentStepError(described)
-    if code in TRANSIENT_CODES or status >= 500 or status == 429:
+    if code in UNKNOWN_OUTCOME_CODES or (code not in TRANSIENT_CODES and status >= 500):
+        return AmbiguousSend(described, why=GRAPH_ERROR)
+    if code in TRANSIENT_CODES or status == 429:
         return TransientStepError(described)
     return PermanentStepError(described)

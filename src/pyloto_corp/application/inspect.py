@@ -100,4 +100,16 @@ def record_view(record: Record) -> dict[str, Any]:
         "outbound_message_id": record.outbound_message_id,
         "delivery_status": record.delivery_status,
         "delivery_errors": record.delivery_errors,
+        "outcome_unknown": _outcome_unknown(record),
+    }
+
+
+def _outcome_unknown(record: Record) -> dict[str, Any] | None:
+    """A send whose outcome is unknown (domain/outcome.py): since when, how many, why."""
+    if record.outcome_unknown_since is None:
+        return None
+    return {
+        "since": record.outcome_unknown_since,
+        "sends": record.unknown_sends,
+        "why": record.outcome_unknown,
     }

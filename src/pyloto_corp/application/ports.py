@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
 
 from pyloto_corp.ai.schemas import EventDetection, MessageChoice, ReplyDraft
+from pyloto_corp.domain.outcome import NO_ANSWER
 from pyloto_corp.domain.records import Record, StatusUpdate, Turn
 from pyloto_corp.domain.statechart import QueueName
 
@@ -40,10 +41,16 @@ class PermanentStepError(Exception):
 
 
 class AmbiguousSend(TransientStepError):
-    """A send may have reached WhatsApp (timeout or dropped connection after the request).
+    """A send may have reached WhatsApp: a timeout or dropped connection after the request,
+    an error answer that does not prove nothing was sent, or a 2xx without a message id.
 
-    The send step keeps its claim, so a retry reconciles instead of sending at once.
+    The send step keeps its claim, so a retry reconciles instead of sending at once. `why`
+    is the reason's name in domain/outcome.py, which decides whether it is ever re-sent.
     """
+
+    def __init__(self, *args: object, why: str = NO_ANSWER) -> None:
+        super().__init__(*args)
+        self.why = why
 
 
 class RecordStore(Protocol):
@@ -340,7 +347,9 @@ class Outbox(Protocol):
     """Sends Graph API message requests.
 
     `reconcile_seconds`: how long after a claimed send whose outcome is unknown the send step
-    keeps asking `find_sent` before it sends again (0 when `find_sent` is exact).
+    keeps asking `find_sent` before it decides (domain/outcome.py) whether to send again; 0
+    only when `find_sent` is exact (its None proves nothing was sent, so no outcome stays
+    unknown).
     """
 
     reconcile_seconds: float

@@ -2,7 +2,10 @@
 
 A record that has its reply goes back to `queued_outbound` (`replay_send`); one that failed
 before a reply was built goes to `fallback` (`replay_reply`), where a template is built. A
-reply the outbox already knows was sent is never sent again: that record is skipped.
+reply the outbox already knows was sent is never sent again: that record is skipped. A reply
+whose send's outcome is unknown (domain/outcome.py) may already have reached the customer: it
+is replayed only when the operator confirms it (`confirm_unknown`), and never after a second
+send of it ended unknown too.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from typing import Any
 
 from pyloto_corp.application.advance import Advancer
 from pyloto_corp.domain.events import ReplayedToReply, ReplayedToSend
+from pyloto_corp.domain.outcome import replay_refusal
 from pyloto_corp.domain.privacy import message_ref
 from pyloto_corp.domain.records import FAILED_STATE
 
@@ -43,10 +47,16 @@ class Replayer:
     def __init__(self, advancer: Advancer) -> None:
         self.advancer = advancer
 
-    async def replay(self, message_id: str, summary: ReplaySummary | None = None) -> ReplaySummary:
-        """Replay one record: skipped (with the reason) unless it is `failed` and unsent."""
+    async def replay(
+        self,
+        message_id: str,
+        summary: ReplaySummary | None = None,
+        confirm_unknown: bool = False,
+    ) -> ReplaySummary:
+        """Replay one record: skipped (with the reason) unless it is `failed` and unsent,
+        and, when its send's outcome is unknown, unless `confirm_unknown`."""
         summary = summary if summary is not None else ReplaySummary()
-        reason = await self._replay(message_id)
+        reason = await self._replay(message_id, confirm_unknown)
         if reason is None:
             summary.replayed.append(message_id)
         else:
@@ -54,13 +64,14 @@ class Replayer:
         return summary
 
     async def replay_failed(self, since: float | None, limit: int = REPLAY_BATCH) -> ReplaySummary:
-        """Replay every `failed` record last updated at or after `since` (all if None)."""
+        """Replay every `failed` record last updated at or after `since` (all if None);
+        those whose send's outcome is unknown are left for a confirmed replay of their own."""
         summary = ReplaySummary()
         for message_id in await self.advancer.store.failed_records(since, limit):
             await self.replay(message_id, summary)
         return summary
 
-    async def _replay(self, message_id: str) -> str | None:
+    async def _replay(self, message_id: str, confirm_unknown: bool = False) -> str | None:
         """None when replayed, else why not."""
         record = await self.advancer.store.get(message_id)
         if record is None:
@@ -70,8 +81,13 @@ class Replayer:
         if record.reply is not None:
             if record.outbound_message_id is not None:
                 return "already sent"
-            if await self.advancer.context.outbox.find_sent(record.message_id) is not None:
+            outbox = self.advancer.context.outbox
+            if await outbox.find_sent(record.message_id) is not None:
                 return "already sent"
+            # An exact outbox has just said nothing was sent: nothing is unknown.
+            refusal = replay_refusal(record, confirm_unknown or outbox.reconcile_seconds == 0)
+            if refusal is not None:
+                return refusal
             event: ReplayedToSend = ReplayedToSend()
         else:
             event = ReplayedToReply()
@@ -85,6 +101,7 @@ class Replayer:
                 "ref": message_ref(message_id),
                 "trigger": event.trigger,
                 "dest": dest,
+                "outcome_unknown": record.outcome_unknown_since is not None,
             },
         )
         return None

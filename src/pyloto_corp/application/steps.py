@@ -29,13 +29,16 @@ from pyloto_corp.application.registry import REGISTRY, Step, handled_triggers, s
 from pyloto_corp.application.step_context import LLMRouting, StepContext
 from pyloto_corp.domain.events import (
     Accepted,
+    DeadLettered,
     FellBack,
     Ignored,
     ReplyQueued,
     ReplySent,
     SendClaimed,
     SendReleased,
+    SendUnknown,
 )
+from pyloto_corp.domain.outcome import CLAIM_ABANDONED, resend_refusal
 from pyloto_corp.domain.privacy import message_ref
 from pyloto_corp.domain.records import IGNORED_KINDS, Record, Turn
 from pyloto_corp.domain.replies import reply_body, text_reply_body
@@ -134,31 +137,44 @@ async def queue_reply(record: Record, ctx: StepContext) -> ReplyQueued | FellBac
 @step("queued_outbound", SendClaimed)
 async def claim_send(record: Record, ctx: StepContext) -> SendClaimed:
     """Pace the customer's replies, then claim the send: the claim is saved (the move to
-    `sending`) before any request leaves, and its maker sends at once."""
+    `sending`) before any request leaves, and its maker sends at once. A reply that was in
+    `sending` before is looked up first: a status about it means it left, and the send step
+    records it (reconciling) instead of sending it again."""
     if record.send_started_at is not None:
         # Claimed while the claim was not yet a state of its own: it may have been sent.
         return SendClaimed(record.send_started_at, record.send_claimed_by or "", fresh=False)
+    if _sent_before(record) and await ctx.outbox.find_sent(record.message_id) is not None:
+        return SendClaimed(ctx.clock(), ctx.instance_id, fresh=False)
     return await _claim(record, ctx)
 
 
-@step("sending", ReplySent, SendReleased, SendClaimed)
-async def send(record: Record, ctx: StepContext) -> ReplySent | SendReleased | SendClaimed:
+def _sent_before(record: Record) -> bool:
+    """Whether a send of this reply was claimed before (released, or replayed since)."""
+    return any(entry.dest == "sending" for entry in record.history)
+
+
+@step("sending", ReplySent, SendReleased, SendClaimed, SendUnknown, DeadLettered)
+async def send(
+    record: Record, ctx: StepContext
+) -> ReplySent | SendReleased | SendClaimed | SendUnknown | DeadLettered:
     """Send the reply at most once. The delivery that made the claim sends. Any other
     reconciles first: a send the outbox confirms is recorded, not repeated; a claim whose
     holder may still be sending, or whose send a status webhook may still confirm (for
-    `outbox.reconcile_seconds`), is waited for; after that the send is claimed anew (saved
-    before the request leaves again) and sent."""
+    `outbox.reconcile_seconds`), is waited for; after that domain/outcome.py decides: the
+    send is claimed anew (saved before the request leaves again) and sent, or the record is
+    dead-lettered with its outcome unknown."""
     assert record.reply is not None, "sending always carries a reply"
     if not ctx.claim_made_here:
-        earlier = await _reconcile(record, ctx)
-        if earlier is not None:
-            return ReplySent(outbound_message_id=earlier)
+        found = await _reconcile(record, ctx)
+        if found is not None:
+            return found
         return await _claim(record, ctx)
     sender = _sender(record, ctx)
     try:
         outbound_id = await ctx.outbox.send(record.reply, sender)
-    except AmbiguousSend:
-        raise  # the request may have reached WhatsApp: keep the claim, reconcile on retry
+    except AmbiguousSend as error:
+        # The request may have reached WhatsApp: keep the claim, reconcile on retry.
+        return SendUnknown(why=error.why, reason=str(error))
     except TransientStepError as error:
         return SendReleased(reason=str(error))  # nothing left: a retry may send at once
     await _remember(record, ctx)
@@ -171,22 +187,44 @@ async def _claim(record: Record, ctx: StepContext) -> SendClaimed:
     return SendClaimed(now, ctx.instance_id)
 
 
-async def _reconcile(record: Record, ctx: StepContext) -> str | None:
-    """The outbound id of an earlier send of this claim, if the outbox knows it; raises
-    TransientStepError while sending again could duplicate a send still in doubt."""
+async def _reconcile(
+    record: Record, ctx: StepContext
+) -> ReplySent | SendUnknown | DeadLettered | None:
+    """What an earlier send of this claim came to, as far as pyloto knows: its send (a
+    status named it), its outcome now noted as unknown (its holder ended without a word), a
+    dead letter (domain/outcome.py forbids sending it again), or None: it may be sent anew.
+    Raises TransientStepError while sending again could duplicate a send still in doubt."""
     earlier = await ctx.outbox.find_sent(record.message_id)
-    if earlier is not None or record.send_started_at is None:
-        return earlier
+    if earlier is not None:
+        return ReplySent(outbound_message_id=earlier)
+    if record.send_started_at is None:
+        return None
     now = ctx.clock()
     if _claim_alive(record, ctx, now):
         # Polled (a status webhook may confirm the send meanwhile), never dead-lettered for
         # it: the claim's lease ends within SEND_LEASE_SECONDS.
         raise TransientStepError("another attempt is sending this reply", waiting=True)
+    exact = ctx.outbox.reconcile_seconds == 0  # find_sent's None proves nothing left
+    if not exact and record.send_claimed_by is not None:
+        # The delivery that claimed it is gone without saying how the send ended.
+        return SendUnknown(CLAIM_ABANDONED, "the claim's holder ended without an answer")
     # No `retry_after` here: each retry asks `find_sent` again, so a status webhook that
     # arrives meanwhile completes the record at the next retry, not at the window's end.
     if now - record.send_started_at < ctx.outbox.reconcile_seconds:
         raise TransientStepError("waiting for a status webhook about an earlier send")
-    return None
+    refusal = None if exact else resend_refusal(record, ctx.outbox.reconcile_seconds)
+    if refusal is None:
+        return None
+    log.error(
+        "send_outcome_unknown",
+        extra={
+            "event": "send_outcome_unknown",
+            "ref": message_ref(record.message_id),
+            "why": record.outcome_unknown,
+            "sends": record.unknown_sends,
+        },
+    )
+    return DeadLettered(reason=refusal)
 
 
 async def _remember(record: Record, ctx: StepContext) -> None:
@@ -236,6 +274,8 @@ def pacing_wait(wait: float) -> TransientStepError:
 def _claim_alive(record: Record, ctx: StepContext, now: float) -> bool:
     """Whether an earlier claim may still be sending (so sending now could duplicate it)."""
     assert record.send_started_at is not None
+    if record.send_claimed_by is None:
+        return False  # its holder recorded the outcome as unknown: it sends no more
     if ctx.sole_instance and record.send_claimed_by != ctx.instance_id:
         return False  # its owner was a previous process on this store: it is gone
     return now - record.send_started_at < SEND_LEASE_SECONDS

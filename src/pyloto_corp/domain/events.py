@@ -201,14 +201,46 @@ class SendReleased(Event):
 
 
 @dataclass(frozen=True)
+class SendUnknown(Event):
+    """The send may have reached WhatsApp and no answer says what became of it (`why`, one
+    of domain/outcome.py's reasons): the claim stays, its holder lets go of it, and the
+    queue retries the task, which asks for a status about the reply before anything else.
+    The record notes the outcome unknown since the claim of its first such send."""
+
+    trigger: ClassVar[str] = "send_unknown"
+    retries: ClassVar[bool] = True
+    why: str
+    reason: str
+
+    def changes(self, record: Record) -> Record:
+        since = record.outcome_unknown_since or record.send_started_at
+        return replace(
+            record,
+            send_claimed_by=None,
+            outcome_unknown_since=since,
+            outcome_unknown=self.why,
+            unknown_sends=record.unknown_sends + 1,
+        )
+
+    def retry_reason(self) -> str:
+        return self.reason
+
+
+@dataclass(frozen=True)
 class ReplySent(Event):
-    """WhatsApp (or the dry-run outbox) accepted the reply under `outbound_message_id`."""
+    """WhatsApp (or the dry-run outbox) accepted the reply under `outbound_message_id`
+    (a status about it settles an unknown outcome too)."""
 
     trigger: ClassVar[str] = "send"
     outbound_message_id: str
 
     def changes(self, record: Record) -> Record:
-        return replace(record, outbound_message_id=self.outbound_message_id)
+        return replace(
+            record,
+            outbound_message_id=self.outbound_message_id,
+            outcome_unknown_since=None,
+            outcome_unknown=None,
+        )
 
 
 @dataclass(frozen=True)

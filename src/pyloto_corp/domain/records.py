@@ -141,7 +141,14 @@ class Record:
     failure_reason: str | None = None
     outbound_message_id: str | None = None
     send_started_at: float | None = None
+    # Who holds the send claim; cleared when the holder records that its send's outcome is
+    # unknown (nobody is sending then, so a retry need not wait out the claim's lease).
     send_claimed_by: str | None = None
+    # A send that may have reached WhatsApp without an answer saying so (domain/outcome.py):
+    # since when (the first such send's claim), why (the latest), and how many such sends.
+    outcome_unknown_since: float | None = None
+    outcome_unknown: str | None = None
+    unknown_sends: int = 0
     attempts: dict[str, int] = field(default_factory=dict)
     history: list[HistoryEntry] = field(default_factory=list)
     trace_context: dict[str, str] = field(default_factory=dict)

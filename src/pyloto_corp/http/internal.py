@@ -29,11 +29,14 @@ _task_decoder = msgspec.json.Decoder(AdvanceTask)
 
 
 class ReplayRequest(msgspec.Struct, forbid_unknown_fields=True):
-    """Body of a replay: one `message_id`, or `failed: true` with an optional `since`."""
+    """Body of a replay: one `message_id`, or `failed: true` with an optional `since`.
+    `confirm_unknown` (with `message_id`): replay it even though its send's outcome is
+    unknown, knowing the reply may already have reached the customer."""
 
     message_id: str | None = None
     failed: bool = False
     since: float | None = None
+    confirm_unknown: bool = False
 
 
 _replay_decoder = msgspec.json.Decoder(ReplayRequest)
@@ -49,6 +52,8 @@ def _replay_request(body: bytes) -> ReplayRequest:
         raise ClientException('give either {"message_id": ...} or {"failed": true}')
     if data.since is not None and not data.failed:
         raise ClientException('"since" goes with "failed": true')
+    if data.confirm_unknown and data.failed:
+        raise ClientException('"confirm_unknown" goes with one "message_id", not "failed"')
     return data
 
 
@@ -91,7 +96,7 @@ class InternalController(Controller):
         data = _replay_request(await request.body())
         replayer = Replayer(container_of(request).advancer)
         if data.message_id:
-            summary = await replayer.replay(data.message_id)
+            summary = await replayer.replay(data.message_id, confirm_unknown=data.confirm_unknown)
         else:
             summary = await replayer.replay_failed(data.since)
         return summary.as_dict()
