@@ -16,12 +16,16 @@ from pyloto_corp.adapters.redis_keys import RedisKeys
 from pyloto_corp.adapters.redis_store import RedisStore, connect
 from pyloto_corp.adapters.sqlite_store import SQLiteStore
 from pyloto_corp.application.ports import StateStore
+from pyloto_corp.domain.outcome import since_text
 from pyloto_corp.domain.privacy import message_ref
 from pyloto_corp.domain.records import HistoryEntry, InboundMessage, Record
+from pyloto_corp.domain.replies import text_reply_body
 from pyloto_corp.http import ops
 from pyloto_corp.observability.pii_scan import scan_lines
 from tests.e2e.conftest import OpenPyloto
 from tests.e2e.support import Pyloto
+from tests.support.fake_graph import PHONE_NUMBER_ID, FakeGraph
+from tests.support.fake_graph import TOKEN as GRAPH_TOKEN
 from tests.support.helpers import (
     CONTACT_NAME,
     CPF,
@@ -318,3 +322,85 @@ async def test_records_and_dead_letters_page_with_a_sealed_cursor(
         assert 'id="next-page"' not in second.text
         forged = await app.client.get("/ops/records", params={"before": "not-a-cursor"})
         assert forged.text.count('class="record"') == 2  # an unreadable cursor: the first page
+
+
+async def test_an_outcome_unknown_dead_letter_says_so_and_its_replay_warns_first(
+    open_pyloto: OpenPyloto, backend: dict[str, str], graph: FakeGraph
+) -> None:
+    """On the Graph API, a dead letter whose send's outcome is unknown shows `outcome
+    unknown since …` on the dead letters and its message page; replay-all leaves it alone;
+    its replay's confirmation says the reply may already have arrived, and only that
+    confirmation sends it (once). No page carries personal data."""
+    outbound = {
+        "WHATSAPP_ACCESS_TOKEN": GRAPH_TOKEN,
+        "WHATSAPP_PHONE_NUMBER_ID": PHONE_NUMBER_ID,
+        "WHATSAPP_API_BASE_URL": graph.base_url,
+    }
+    async with open_pyloto(**backend, **outbound) as app:
+        csrf = await _sign_in(app)
+        now = app.container.clock()
+        inbound = InboundMessage(
+            "wamid.UNKNOWN1", SENDER, "text", int(now), text="Olá", contact_name=CONTACT_NAME
+        )
+        since = now - 300
+        failed = replace(
+            Record.received(inbound, now),
+            state="failed",
+            version=4,
+            reply=text_reply_body(inbound, "Olá! Já respondemos."),
+            failure_reason="outcome unknown since (no_message_id): not sent again",
+            history=[HistoryEntry("sending", "failed", "dead_letter", now, 3.0, 3)],
+            conversation="c1",
+            send_started_at=since,
+            outcome_unknown_since=since,
+            outcome_unknown="no_message_id",
+            unknown_sends=1,
+        )
+        store = _store_beside(app, backend)
+        try:
+            assert await store.create_if_absent([failed]) == [True]
+        finally:
+            await store.close()
+        shown = f"outcome unknown since {since_text(since)}"
+        listed = await app.client.get("/ops/dead-letters")
+        assert shown in listed.text
+        _no_personal_data(listed.text)
+        token = re.search(r'name="message" value="([^"]+)"', listed.text)
+        assert token
+        message = await app.client.get(f"/ops/messages/{token.group(1)}")
+        assert 'id="outcome-unknown"' in message.text
+        assert shown in message.text
+        _no_personal_data(message.text)
+
+        every = await app.client.post("/ops/replay", data={"csrf": csrf, "all": "1"})
+        assert "outcome is unknown are left alone" in unescape(every.text)
+        all_done = await app.client.post(
+            "/ops/replay", data={"csrf": csrf, "all": "1", "confirm": "yes"}
+        )
+        assert all_done.text.count('class="skipped"') == 1
+        assert "may already have arrived" in all_done.text
+        confirm = await app.client.post(
+            "/ops/replay", data={"csrf": csrf, "message": token.group(1)}
+        )
+        assert "the reply may already have arrived" in confirm.text
+        assert 'name="confirm_unknown" value="yes"' in confirm.text
+        _no_personal_data(confirm.text)
+        unconfirmed = await app.client.post(
+            "/ops/replay", data={"csrf": csrf, "message": token.group(1), "confirm": "yes"}
+        )
+        assert unconfirmed.text.count('class="skipped"') == 1
+        assert graph.message_requests() == []
+        done = await app.client.post(
+            "/ops/replay",
+            data={
+                "csrf": csrf,
+                "message": token.group(1),
+                "confirm": "yes",
+                "confirm_unknown": "yes",
+            },
+        )
+        assert done.text.count('class="replayed"') == 1
+        view = await app.wait_for("wamid.UNKNOWN1", {"sent", "failed"})
+
+    assert view["state"] == "sent"
+    assert len(graph.sends_for("wamid.UNKNOWN1")) == 1

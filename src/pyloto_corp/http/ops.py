@@ -25,6 +25,7 @@ from pyloto_corp.application.inspect import record_view
 from pyloto_corp.application.ports import RecordQuery
 from pyloto_corp.application.replay import REPLAY_BATCH, Replayer
 from pyloto_corp.bootstrap import Container
+from pyloto_corp.domain.outcome import since_text
 from pyloto_corp.domain.privacy import message_ref, redact_text
 from pyloto_corp.domain.records import FAILED_STATE, Record
 from pyloto_corp.domain.statechart_layout import Layout, layout, render_svg
@@ -178,7 +179,40 @@ def _row(console: _Console, record: Record) -> dict[str, Any]:
         "created_at": record.created_at,
         "updated_at": record.updated_at,
         "reason": reason,
+        "unknown_since": _unknown_since(record),
     }
+
+
+def _unknown_since(record: Record) -> str | None:
+    """When the outcome of the record's send became unknown (UTC), while it is."""
+    if record.outcome_unknown_since is None or record.state == "sent":
+        return None
+    return since_text(record.outcome_unknown_since)
+
+
+async def _confirm_replay(
+    container: Container, token: str, message_id: str | None, csrf: str
+) -> Response[str]:
+    """The confirmation page of a replay; for a record whose send's outcome is unknown, it
+    says the reply may already have arrived, and its form confirms that too."""
+    if message_id is None:
+        failed = (await container.store.state_counts()).get(FAILED_STATE, 0)
+        what = (
+            f"Replay every dead letter ({failed} now; at most {REPLAY_BATCH} in one run)? "
+            "Those whose send's outcome is unknown are left alone: replay each on its own."
+        )
+        return _html(pages.confirm_page(what, {"all": "1"}, csrf))
+    what = f"Replay message {message_ref(message_id)}?"
+    fields = {"message": token}
+    record = await container.store.get(message_id)
+    since = _unknown_since(record) if record is not None else None
+    if since is not None:
+        what = (
+            f"Replay message {message_ref(message_id)}? Its send's outcome is unknown since "
+            f"{since}: the reply may already have arrived, and replaying sends it once more."
+        )
+        fields["confirm_unknown"] = "yes"
+    return _html(pages.confirm_page(what, fields, csrf, warning=since is not None))
 
 
 class OpsController(Controller):
@@ -352,15 +386,11 @@ class OpsController(Controller):
         if not form.get("all") and message_id is None:
             return _html(pages.not_found_page("No record behind this link.", csrf), 404)
         if form.get("confirm") != "yes":
-            if message_id is not None:
-                what = f"Replay message {message_ref(message_id)}?"
-                return _html(pages.confirm_page(what, {"message": token}, csrf))
-            failed = (await container.store.state_counts()).get(FAILED_STATE, 0)
-            what = f"Replay every dead letter ({failed} now; at most {REPLAY_BATCH} in one run)?"
-            return _html(pages.confirm_page(what, {"all": "1"}, csrf))
+            return await _confirm_replay(container, token, message_id, csrf)
         replayer = Replayer(container.advancer)
         if message_id is not None:
-            summary = await replayer.replay(message_id)
+            confirmed = form.get("confirm_unknown") == "yes"
+            summary = await replayer.replay(message_id, confirm_unknown=confirmed)
         else:
             summary = await replayer.replay_failed(None)
         log.warning(

@@ -16,6 +16,7 @@ from urllib.parse import urlencode
 
 from pyloto_corp.application.console import Dashboard, Window
 from pyloto_corp.domain.ops_metrics import Percentiles
+from pyloto_corp.domain.outcome import since_text
 
 Nav = str  # which page the header marks as current
 
@@ -308,6 +309,14 @@ def message_page(
         ),
         ("Delivery", e(view["delivery_status"] or "-")),
     ]
+    unknown = view.get("outcome_unknown")
+    if unknown and view["state"] != "sent":
+        since = since_text(unknown["since"])
+        note = (
+            f"outcome unknown since {since} ({unknown['why']}; {unknown['sends']} send(s) "
+            "may have reached the customer)"
+        )
+        facts.append(("Outcome", f'<span id="outcome-unknown" class="error">{e(note)}</span>'))
     if trace_id:
         link = f'<a href="{e(trace_href)}" rel="noreferrer">Cloud Trace</a>' if trace_href else ""
         facts.append(("Trace", f'<code id="trace-id">{e(trace_id)}</code> {link}'))
@@ -342,7 +351,7 @@ def dead_letters_page(rows: Sequence[dict[str, Any]], next_href: str | None, csr
     lines = "".join(
         f'<tr class="dead-letter"><td><a class="message-link" href="{e(r["href"])}">'
         f"<code>{e(r['ref'])}</code></a></td><td>{e(when(r['updated_at']))}</td>"
-        f'<td class="reason">{e(r["reason"] or "-")}</td><td>'
+        f'<td class="reason">{e(r["reason"] or "-")}{_unknown_note(r)}</td><td>'
         '<form class="replay-one inline" method="post" action="/ops/replay">'
         f"{_hidden(csrf, {'message': r['token']})}"
         '<button class="primary replay-button" type="submit">Replay…</button></form></td></tr>'
@@ -369,10 +378,20 @@ def dead_letters_page(rows: Sequence[dict[str, Any]], next_href: str | None, csr
     return page("Dead letters", body, "dead-letters", csrf)
 
 
-def confirm_page(what: str, fields: Mapping[str, str], csrf: str) -> str:
-    """The confirmation before a replay runs."""
+def _unknown_note(row: Mapping[str, Any]) -> str:
+    """'outcome unknown since …' under a dead letter's reason, when it is."""
+    since = row.get("unknown_since")
+    if not since:
+        return ""
+    return f'<br><span class="outcome-unknown">outcome unknown since {e(since)}</span>'
+
+
+def confirm_page(what: str, fields: Mapping[str, str], csrf: str, *, warning: bool = False) -> str:
+    """The confirmation before a replay runs (`warning`: the reply may already have
+    arrived, so the question is shown as an alert)."""
+    role = ' class="error" role="alert"' if warning else ""
     body = (
-        f'<h1>Replay?</h1><div class="card"><p id="confirm-what">{e(what)}</p>'
+        f'<h1>Replay?</h1><div class="card"><p id="confirm-what"{role}>{e(what)}</p>'
         '<form id="confirm-replay" method="post" action="/ops/replay">'
         f"{_hidden(csrf, {**fields, 'confirm': 'yes'})}"
         '<button class="danger" type="submit" id="confirm-button">Replay</button> '
