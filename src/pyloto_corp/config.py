@@ -153,10 +153,12 @@ class WhatsAppSettings(_Section):
     reconcile_seconds: float = Field(
         120.0,
         alias="WHATSAPP_RECONCILE_SECONDS",
-        ge=0,
+        gt=0,
         le=3600,
         description="After a send whose outcome is unknown, wait this long for a status "
-        "webhook carrying the record's id before sending again.",
+        "webhook carrying the record's reply key; then it is sent once more only after a "
+        "Graph error or a vanished claim, else dead-lettered as outcome unknown (above 0: "
+        "Graph cannot be asked what it sent).",
     )
     pacing_seconds: float = Field(
         6.0,

@@ -240,6 +240,8 @@ async def test_replay_of_a_reply_the_outbox_already_sent_is_skipped(
         b'{"failed": false}',
         b'{"failed": true, "since": "yesterday"}',
         b'{"failed": true, "colour": "red"}',
+        b'{"failed": true, "confirm_unknown": true}',
+        b'{"message_id": "wamid.X", "confirm_unknown": "yes"}',
     ],
 )
 async def test_a_bad_replay_body_is_400(app: Pyloto, body: bytes) -> None:
@@ -320,6 +322,15 @@ def test_cli_replay_prints_the_summary(
         assert "403" in err
     finally:
         server.cleanup()
+
+
+def test_confirm_unknown_goes_with_one_message_id(capsys: pytest.CaptureFixture[str]) -> None:
+    """`pyloto replay --failed --confirm-unknown` is refused before anything is sent: an
+    unknown outcome is confirmed record by record."""
+    with pytest.raises(SystemExit) as refused:
+        main(["replay", "--failed", "--confirm-unknown"])
+    assert refused.value.code == 2
+    assert "--confirm-unknown goes with one MESSAGE_ID" in capsys.readouterr().err
 
 
 def test_since_takes_an_iso_time_or_seconds_ago() -> None:
