@@ -45,8 +45,10 @@ log = logging.getLogger(__name__)
 
 # Retry later: throughput (130429), pair rate (131056), rate limits (80007, 4), transient (131000).
 TRANSIENT_CODES = frozenset({130429, 131056, 80007, 4, 131000})
-# "Something went wrong": Graph may have sent the message before failing (a `sent` status for
-# it can arrive with this answer), so for a send it is no proof that nothing left.
+# "Something went wrong", an error Meta does not explain
+# (https://developers.facebook.com/documentation/business-messaging/whatsapp/support/error-codes):
+# Graph may have sent the message before failing (a `sent` status for it can arrive before
+# this answer), so for a send it is no proof that nothing left.
 UNKNOWN_OUTCOME_CODES = frozenset({131000})
 # No retry can help: outside the 24-hour window, undeliverable, unsupported, invalid parameter.
 PERMANENT_CODES = frozenset({131047, 131026, 131051, 100})
