@@ -173,7 +173,7 @@ async def persistence_refusal(settings: Settings) -> str | None:
         return None
     finally:
         await store.close()
-    return refusal(persistence, required)
+    return refusal(persistence, required, settings.state.redis_appendfsync)
 
 
 def graph_outbox(
@@ -538,7 +538,12 @@ def bootstrap(
     # On Redis, webhooks are acknowledged only while it keeps them through a crash.
     gate = None
     if isinstance(store, RedisStore):
-        gate = DurabilityGate(store.persistence, settings.state.required_durability)
+        state = settings.state
+        gate = DurabilityGate(
+            store.persistence,
+            state.required_durability,
+            declared_fsync=state.redis_appendfsync,
+        )
     purge = outbox.purge if isinstance(outbox, DryRunOutbox) else None
     retention = settings.state.retention_days * 86400
     return Container(

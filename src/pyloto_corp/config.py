@@ -382,6 +382,12 @@ class StateSettings(_Section):
         "appendfsync always), everysec (AOF fsynced at least every second: a crash of Redis's "
         "machine loses up to ~1 s of acknowledged messages) or none (accept any loss).",
     )
+    redis_appendfsync: Literal["always", "everysec", "no"] | None = Field(
+        None,
+        alias="REDIS_APPENDFSYNC",
+        description="The AOF's appendfsync of a Redis that refuses CONFIG (Memorystore), as "
+        "its sync setting says; ignored where CONFIG GET answers.",
+    )
     redis_allow_no_persistence: bool = Field(
         False,
         alias="REDIS_ALLOW_NO_PERSISTENCE",

@@ -301,3 +301,22 @@ async def test_started_while_redis_is_down_then_up_without_persistence_acknowled
             assert stored(server, redis_prefix, accepted)
     finally:
         server.stop(kill=True)
+
+
+async def test_a_redis_that_refuses_config_is_taken_at_its_declared_fsync(
+    make_redis: MakeRedis, make_settings: Callable[..., Settings]
+) -> None:
+    """CONFIG refused, as on Memorystore: AOF is seen (INFO) but not its fsync policy, so
+    the default requirement refuses it until REDIS_APPENDFSYNC says what the service's sync
+    setting is; /ready shows `aof`."""
+    server = make_redis("managed")
+    refusal = await persistence_refusal(redis_settings(make_settings, server.url))
+    assert refusal is not None
+    assert "REDIS_APPENDFSYNC" in refusal
+    declared = redis_settings(make_settings, server.url, REDIS_APPENDFSYNC="always")
+    assert await persistence_refusal(declared) is None
+    async with AsyncTestClient(app=create_app(bootstrap(declared))) as client:
+        ready = await client.get("/ready")
+        assert ready.status_code == 200
+        assert ready.json()["durability"] == "aof"
+        assert (await post(client, "Oi"))[0] == 200

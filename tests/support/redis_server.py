@@ -45,7 +45,13 @@ PERSISTENCE = {
     "rdb": ["--save", "3600", "1", "--appendonly", "no"],
     "default": ["--save", "3600 1 300 100 60 10000", "--appendonly", "no"],
     "none": ["--save", "", "--appendonly", "no"],
-}
+    # As a managed Redis (Memorystore) is: AOF on, and CONFIG refused, so its fsync policy
+    # cannot be read.
+    "managed": [
+        "--save", "", "--appendonly", "yes", "--appendfsync", "always",
+        "--rename-command", "CONFIG", "",
+    ],
+}  # fmt: skip
 
 
 class RedisServer:

@@ -42,6 +42,15 @@ def test_what_each_requirement_accepts(persistence: Persistence, accepted_under:
     assert accepted == accepted_under
 
 
+def test_a_declared_fsync_stands_only_for_one_redis_does_not_show() -> None:
+    """Where CONFIG is refused (Memorystore), REDIS_APPENDFSYNC says what its AOF's sync
+    setting is; where CONFIG answers, what Redis says wins."""
+    assert refusal(MANAGED_AOF, "always", "always") is None
+    assert refusal(MANAGED_AOF, "always", "everysec") is not None
+    assert refusal(EVERYSEC, "always", "always") is not None
+    assert refusal(MANAGED_NO_AOF, "always", "always") is not None
+
+
 def test_a_refusal_names_the_setting_that_accepts_the_loss() -> None:
     for persistence in (EVERYSEC, FSYNC_NO, RDB, NONE, MANAGED_AOF, MANAGED_NO_AOF):
         reason = refusal(persistence, "always")

@@ -58,8 +58,12 @@ class Persistence:
         return "+".join(modes) or "none"
 
 
-def refusal(persistence: Persistence, required: Required) -> str | None:
-    """Why a store persisting so must not acknowledge webhooks under `required`, or None."""
+def refusal(
+    persistence: Persistence, required: Required, declared_fsync: str | None = None
+) -> str | None:
+    """Why a store persisting so must not acknowledge webhooks under `required`, or None.
+    `declared_fsync` (REDIS_APPENDFSYNC) stands for the fsync policy a Redis that refuses
+    CONFIG does not show; ignored where CONFIG answers."""
     if required == "none":
         return None
     where = "the Redis at REDIS_URL"
@@ -74,7 +78,7 @@ def refusal(persistence: Persistence, required: Required) -> str | None:
             f"{where} {kept}, so a crash of it loses acknowledged messages: enable "
             f"`appendonly yes` with `appendfsync always`, {_ACCEPT}"
         )
-    fsync = persistence.fsync
+    fsync = persistence.fsync or declared_fsync
     if fsync == "always" or (fsync == "everysec" and required == "everysec"):
         return None
     if fsync is None:
@@ -82,8 +86,8 @@ def refusal(persistence: Persistence, required: Required) -> str | None:
             return None  # AOF is on; Memorystore fsyncs at least every second
         return (
             f"{where} refuses CONFIG, so whether its AOF is fsynced on every write cannot be "
-            "checked: if it is (`appendfsync always`) or a second of acknowledged messages "
-            f"may be lost, set REDIS_DURABILITY=everysec, {_ACCEPT}"
+            "read: set REDIS_APPENDFSYNC to its sync setting (`always`), or "
+            f"REDIS_DURABILITY=everysec to accept losing up to a second, {_ACCEPT}"
         )
     window = "about a second" if fsync == "everysec" else "up to 30 s"
     allowed = "" if fsync == "no" else ", or set REDIS_DURABILITY=everysec to accept that"
@@ -102,10 +106,13 @@ class DurabilityGate:
         probe: Callable[[], Awaitable[Persistence]],
         required: Required,
         clock: Callable[[], float] = time.monotonic,
+        declared_fsync: str | None = None,
     ) -> None:
-        """`probe` reads the store's persistence (StoreUnavailable when it cannot)."""
+        """`probe` reads the store's persistence (StoreUnavailable when it cannot);
+        `declared_fsync` as in `refusal`."""
         self.probe = probe
         self.required = required
+        self.declared_fsync = declared_fsync
         self.clock = clock
         self.reason: str | None = _UNCHECKED
         self.mode: str | None = None
@@ -137,7 +144,7 @@ class DurabilityGate:
             return self.reason
         self._checked_at = self.clock()
         self.mode = persistence.mode
-        self._set(refusal(persistence, self.required))
+        self._set(refusal(persistence, self.required, self.declared_fsync))
         return self.reason
 
     def _set(self, reason: str | None, quiet: bool = False) -> None:
