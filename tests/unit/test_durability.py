@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 
 from pyloto_corp.application.durability import (
@@ -95,8 +97,9 @@ class Clock:
 async def test_nothing_is_admitted_before_a_check_has_passed() -> None:
     probe, clock = Probe(None), Clock()
     gate = DurabilityGate(probe, "always", clock)
-    with pytest.raises(StoreNotDurable):
+    with pytest.raises(StoreUnavailable) as refused:
         await gate.admit()
+    assert not isinstance(refused.value, StoreNotDurable), "an outage, not a refusal"
     probe.persistence = ALWAYS
     clock.now += RECHECK_SECONDS
     await gate.admit()
@@ -125,3 +128,31 @@ async def test_a_store_failure_makes_the_next_webhook_check_again() -> None:
     gate.invalidate()
     with pytest.raises(StoreNotDurable, match="neither AOF nor RDB"):
         await gate.admit()
+
+
+async def test_one_line_when_it_stops_holding_and_one_when_it_holds_again(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Not one per check or per webhook: a flood of refused webhooks logs nothing more, and
+    a start on a durable store or an outage logs nothing here at all."""
+    probe, clock = Probe(ALWAYS), Clock()
+    gate = DurabilityGate(probe, "always", clock)
+    caplog.set_level(logging.INFO, logger="pyloto_corp")
+    await gate.check()
+    probe.persistence = None
+    await gate.check()
+    probe.persistence = ALWAYS
+    await gate.check()
+    assert [r.__dict__.get("event") for r in caplog.records] == []
+
+    probe.persistence = RDB
+    for _ in range(5):
+        await gate.check()
+        clock.now += RECHECK_SECONDS
+        with pytest.raises(StoreNotDurable):
+            await gate.admit()
+    probe.persistence = ALWAYS
+    await gate.check()
+    await gate.admit()
+    events = [(r.__dict__.get("event"), r.levelno) for r in caplog.records]
+    assert events == [("store_not_durable", logging.ERROR), ("store_durable", logging.WARNING)]

@@ -115,7 +115,10 @@ class DurabilityGate:
         self.declared_fsync = declared_fsync
         self.clock = clock
         self.reason: str | None = _UNCHECKED
+        # How the store persists (None until it answered a check), and whether the last
+        # check found it refusing (rather than not answering).
         self.mode: str | None = None
+        self._refusing = False
         self._checked_at = float("-inf")
         self._checking: asyncio.Task[str | None] | None = None
         self._watch: asyncio.Task[None] | None = None
@@ -136,29 +139,29 @@ class DurabilityGate:
         try:
             persistence = await self.probe()
         except StoreUnavailable as error:
+            # Unknown until the store answers: nothing is acknowledged meanwhile. No line:
+            # the outage is logged where it is met.
             self._checked_at = self.clock()
             self.mode = None
-            # Unknown until the store answers: nothing is acknowledged meanwhile (the
-            # store's own failure would refuse it anyway).
-            self._set(f"the store did not answer: {error}", quiet=True)
+            self.reason = f"the store did not answer: {error}"
             return self.reason
         self._checked_at = self.clock()
         self.mode = persistence.mode
         self._set(refusal(persistence, self.required, self.declared_fsync))
         return self.reason
 
-    def _set(self, reason: str | None, quiet: bool = False) -> None:
-        """Keep the verdict; one line when it changes (never one per request)."""
-        before, self.reason = self.reason, reason
-        if reason == before:
-            return
-        if reason is None:
-            log.warning("store_durable", extra={"event": "store_durable", "mode": self.mode})
-        elif not quiet:
+    def _set(self, reason: str | None) -> None:
+        """Keep the verdict of a store that answered; one line when it starts or stops
+        refusing (never one per request)."""
+        self.reason = reason
+        if reason is not None and not self._refusing:
             log.error(
                 "store_not_durable",
                 extra={"event": "store_not_durable", "mode": self.mode, "detail": reason},
             )
+        elif reason is None and self._refusing:
+            log.warning("store_durable", extra={"event": "store_durable", "mode": self.mode})
+        self._refusing = reason is not None
 
     def invalidate(self) -> None:
         """A store call failed: check again before the next webhook is acknowledged (the
@@ -174,17 +177,21 @@ class DurabilityGate:
             return
         if self.clock() - self._checked_at >= RECHECK_SECONDS:
             await self.check()
-        if self.reason is not None:
-            raise StoreNotDurable(self.reason)
+        if self.reason is None:
+            return
+        if self.mode is None:
+            raise StoreUnavailable(self.reason)
+        raise StoreNotDurable(self.reason)
 
     def watch(self, interval_seconds: float = CHECK_INTERVAL_SECONDS) -> None:
         """Check every `interval_seconds` until `stop()`."""
         self._watch = asyncio.create_task(self._watching(interval_seconds), name="pyloto-durable")
 
     async def stop(self) -> None:
-        """Stop the periodic check."""
-        task, self._watch = self._watch, None
-        if task is not None:
+        """Stop the periodic check, and a check still running."""
+        tasks = [task for task in (self._watch, self._checking) if task is not None]
+        self._watch = None
+        for task in tasks:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task

@@ -31,8 +31,10 @@ async def ready(request: Request[Any, Any, Any]) -> Response[dict[str, str]]:
             checks["durability"] = await container.store.durability()
         else:
             reason = await gate.check()
-            checks["durability"] = gate.mode or "unknown"
-            if reason is not None and gate.mode is not None:
+            if gate.mode is None:  # it stopped answering since the ping
+                raise StoreUnavailable(reason or "")
+            checks["durability"] = gate.mode
+            if reason is not None:
                 checks["not_durable"] = reason
     except StoreUnavailable:
         checks["store"] = "unavailable"
