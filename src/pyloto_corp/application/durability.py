@@ -5,7 +5,8 @@ On Redis that means an append-only file (AOF) fsynced before Redis answers a wri
 commands it ran (https://redis.io/docs/latest/operate/oss_and_stack/management/persistence/).
 RDB snapshots keep only what the last snapshot held, and `appendfsync everysec` leaves up
 to about a second of answered writes in the operating system's cache, lost if Redis's
-machine goes down (not if only the Redis process dies). REDIS_DURABILITY says what is
+machine goes down (not if only the Redis process dies, unless its disk stalls: Redis then
+holds its AOF writes back for up to 2 s, still answering). REDIS_DURABILITY says what is
 accepted; anything less is refused at start-up and, while running, answered with 503 (Meta
 retries a webhook for 7 days) until it holds again.
 
