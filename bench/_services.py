@@ -86,6 +86,8 @@ def service_env(redis_url: str, fakes: Fakes) -> dict[str, str]:
     return {
         "STATE_BACKEND": "redis",
         "REDIS_URL": redis_url,
+        # The bench's Redis keeps nothing on disk (figures of the code, not of the disk).
+        "REDIS_DURABILITY": "none",
         "OPENAI_ENABLED": "true",
         "OPENAI_API_KEY": "sk-bench",
         "OPENAI_BASE_URL": f"{fakes.openai}/v1",

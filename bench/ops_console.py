@@ -161,6 +161,7 @@ def main() -> None:
             **common,
             "STATE_BACKEND": "redis",
             "REDIS_URL": redis.url,
+            "REDIS_DURABILITY": "none",  # the bench's Redis keeps nothing on disk
             "REDIS_KEY_PREFIX": "bench",
         }
         os.environ.pop("STATE_SQLITE_PATH", None)

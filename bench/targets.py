@@ -127,7 +127,12 @@ def pyloto_app(redis_url: str | None, sqlite_path: str | None) -> Any:
     from pyloto_corp.observability.logging import configure_logging
 
     backend = (
-        {"STATE_BACKEND": "redis", "REDIS_URL": redis_url, "REDIS_KEY_PREFIX": "bench"}
+        {
+            "STATE_BACKEND": "redis",
+            "REDIS_URL": redis_url,
+            "REDIS_KEY_PREFIX": "bench",
+            "REDIS_DURABILITY": "none",  # the bench's Redis keeps nothing on disk
+        }
         if redis_url
         else {"STATE_BACKEND": "sqlite", "STATE_SQLITE_PATH": str(sqlite_path)}
     )

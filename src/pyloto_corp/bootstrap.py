@@ -34,6 +34,7 @@ from pyloto_corp.adapters.whatsapp_graph import GraphClient, GraphOutbox
 from pyloto_corp.adapters.whatsapp_graph import create_client as create_graph_client
 from pyloto_corp.ai.prompts import BusinessProfile
 from pyloto_corp.application.advance import Advancer
+from pyloto_corp.application.durability import DurabilityGate, refusal
 from pyloto_corp.application.ingest import Ingestor
 from pyloto_corp.application.ports import (
     InstanceRegistry,
@@ -111,7 +112,11 @@ def _storage(
         client = redis_connect(settings.state.redis_url, settings.state.redis_timeout_seconds)
         keys = RedisKeys(settings.state.redis_key_prefix)
         retention = settings.state.retention_days * 86400
-        redis_store = RedisStore(client, terminal, retention, keys, instance_id, chart.states)
+        # The create script itself refuses to store while AOF is off (see DurabilityGate).
+        require_aof = settings.state.required_durability != "none"
+        redis_store = RedisStore(
+            client, terminal, retention, keys, instance_id, chart.states, require_aof
+        )
         dry_run = RedisDryRunOutbox(client, keys, retention, default_number(settings))
         return redis_store, dry_run, False
     path = settings.state.sqlite_path
@@ -151,28 +156,24 @@ def reading_store(settings: Settings) -> StateStore | None:
 
 
 async def persistence_refusal(settings: Settings) -> str | None:
-    """Why `pyloto serve` must not start on this Redis (it persists nothing), or None.
+    """Why `pyloto serve` must not start on this Redis (it would not keep what it
+    acknowledges through a crash, see DurabilityGate), or None.
 
     A Redis that cannot be reached is not refused here: the service starts and answers 503
-    until it can, and the refusal is then a matter for the next start.
+    until it can, and only once its persistence has been checked and holds.
     """
-    if settings.state.effective_backend != "redis" or settings.state.redis_allow_no_persistence:
+    required = settings.state.required_durability
+    if settings.state.effective_backend != "redis" or required == "none":
         return None
     store = reading_store(settings)
-    assert store is not None
+    assert isinstance(store, RedisStore)
     try:
-        mode = await store.durability()
+        persistence = await store.persistence()
     except StoreUnavailable:
         return None
     finally:
         await store.close()
-    if mode != "none":
-        return None
-    return (
-        "the Redis at REDIS_URL has neither AOF nor RDB persistence, so a restart of it "
-        "loses acknowledged messages: enable `appendonly yes` (or RDB snapshots), or set "
-        "REDIS_ALLOW_NO_PERSISTENCE=true to accept that"
-    )
+    return refusal(persistence, required, settings.state.redis_appendfsync)
 
 
 def graph_outbox(
@@ -384,6 +385,7 @@ class Container:
     oidc_verifier: OidcVerifier | None = None
     telemetry_runtime: TelemetryRuntime | None = None
     instances: InstanceRegistry | None = None
+    durability: DurabilityGate | None = None
     _stack: contextlib.AsyncExitStack = field(default_factory=contextlib.AsyncExitStack, repr=False)
 
     def __post_init__(self) -> None:
@@ -421,6 +423,11 @@ class Container:
             if self.sole_instance:
                 raise
             log.exception("store_unavailable_at_start", extra={"event": "store_unavailable"})
+        if self.durability is not None:
+            # Checked now, then every second: webhooks get 503 until it holds.
+            await self.durability.check()
+            self.durability.watch()
+            self._stack.push_async_callback(self.durability.stop)
         if not isinstance(self.queue, LocalQueue):
             # Cloud Tasks holds the work; Cloud Scheduler calls POST /internal/sweep. On Redis
             # the beat still checks that Redis keeps what it acknowledged.
@@ -528,6 +535,15 @@ def bootstrap(
         numbers=business_numbers(settings),
     )
     advancer = Advancer(machine, store, queue, context, runtime.telemetry)
+    # On Redis, webhooks are acknowledged only while it keeps them through a crash.
+    gate = None
+    if isinstance(store, RedisStore):
+        state = settings.state
+        gate = DurabilityGate(
+            store.persistence,
+            state.required_durability,
+            declared_fsync=state.redis_appendfsync,
+        )
     purge = outbox.purge if isinstance(outbox, DryRunOutbox) else None
     retention = settings.state.retention_days * 86400
     return Container(
@@ -539,11 +555,12 @@ def bootstrap(
         queue=queue,
         outbox=outbox,
         advancer=advancer,
-        ingestor=Ingestor(store, advancer, clock, runtime.telemetry),
+        ingestor=Ingestor(store, advancer, clock, runtime.telemetry, gate),
         sweeper=Sweeper(store, queue, chart, clock, retention, purge, runtime.telemetry),
         clock=clock,
         oidc_verifier=oidc_verifier(settings),
         telemetry_runtime=runtime,
         # Instances on Redis beat; with in-process queues they adopt what a dead one left.
         instances=store if isinstance(store, RedisStore) else None,
+        durability=gate,
     )

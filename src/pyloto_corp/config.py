@@ -377,10 +377,23 @@ class StateSettings(_Section):
         le=30,
         description="Connect and socket timeout of each Redis call.",
     )
+    redis_durability: Literal["always", "everysec", "none"] = Field(
+        "always",
+        alias="REDIS_DURABILITY",
+        description="What Redis must keep for a webhook to be acknowledged: always (AOF, "
+        "appendfsync always), everysec (AOF fsynced at least every second: a crash of Redis's "
+        "machine loses up to ~1 s of acknowledged messages) or none (accept any loss).",
+    )
+    redis_appendfsync: Literal["always", "everysec", "no"] | None = Field(
+        None,
+        alias="REDIS_APPENDFSYNC",
+        description="The AOF's appendfsync of a Redis that refuses CONFIG (Memorystore), as "
+        "its sync setting says; ignored where CONFIG GET answers.",
+    )
     redis_allow_no_persistence: bool = Field(
         False,
         alias="REDIS_ALLOW_NO_PERSISTENCE",
-        description="Start on a Redis with neither AOF nor RDB (a restart loses what it held).",
+        description="Accept losing acknowledged messages: the same as REDIS_DURABILITY=none.",
     )
     retention_days: float = Field(
         8.0,
@@ -393,6 +406,11 @@ class StateSettings(_Section):
     def effective_backend(self) -> Literal["sqlite", "redis"]:
         """STATE_BACKEND, else DEDUPE_BACKEND, else sqlite."""
         return self.backend or self.dedupe_backend or "sqlite"
+
+    @property
+    def required_durability(self) -> Literal["always", "everysec", "none"]:
+        """REDIS_DURABILITY, or none when REDIS_ALLOW_NO_PERSISTENCE=true."""
+        return "none" if self.redis_allow_no_persistence else self.redis_durability
 
 
 class QueueSettings(_Section):

@@ -52,3 +52,27 @@ def test_serve_starts_on_it_when_the_risk_is_accepted(
     finally:
         server.cleanup()
     assert ready["durability"] == "none"
+
+
+@pytest.mark.parametrize(
+    ("persistence", "kept"),
+    [("default", "persists only RDB snapshots"), ("everysec", "fsyncs its AOF `everysec`")],
+)
+def test_serve_refuses_redis_s_default_snapshots_and_aof_fsynced_every_second(
+    redis_prefix: str, tmp_path: Path, persistence: str, kept: str
+) -> None:
+    """Redis's own default (RDB snapshots, no AOF) and AOF fsynced every second: one line
+    naming what Redis keeps and the setting that accepts the loss."""
+    with running(RedisServer(tmp_path / "redis", persistence)) as redis_server:
+        server = ServeProcess(
+            process_env(redis_variables(redis_server.url, redis_prefix, tmp_path)),
+            tmp_path / "server.log",
+        )
+        done = subprocess.run(
+            server.command, env=server.env, capture_output=True, timeout=60, check=False
+        )
+    assert done.returncode == 1
+    error = done.stderr.decode()
+    assert error.count("\n") == 1, error
+    assert kept in error
+    assert "REDIS_ALLOW_NO_PERSISTENCE=true" in error

@@ -20,7 +20,8 @@ from pyloto_corp.bootstrap import bootstrap, load_chart, persistence_refusal
 from pyloto_corp.config import Settings
 from pyloto_corp.http.app import create_app
 from tests.integration.conftest import RETENTION_SECONDS, terminal_states
-from tests.support.redis_server import RedisServer, free_port
+from tests.support.helpers import encode, envelope, signed_headers, text_message
+from tests.support.redis_server import PERSISTENCE, RedisServer, free_port
 from tests.support.telemetry_capture import Captured
 from tests.unit.fakes import FakeQueue
 
@@ -82,7 +83,8 @@ async def test_a_redis_without_persistence_is_refused_unless_accepted(
     assert "REDIS_ALLOW_NO_PERSISTENCE=true" in refusal
     accepted = redis_settings(make_settings, bare.url, REDIS_ALLOW_NO_PERSISTENCE="true")
     assert await persistence_refusal(accepted) is None
-    assert await persistence_refusal(redis_settings(make_settings, kept.url)) is None
+    # RDB snapshots alone lose what came after the last one: refused too (see below).
+    assert await persistence_refusal(redis_settings(make_settings, kept.url)) is not None
     # Unreachable: not refused here (the service starts and answers 503 until it can).
     nowhere = f"redis://127.0.0.1:{free_port()}/0"
     assert await persistence_refusal(redis_settings(make_settings, nowhere)) is None
@@ -159,3 +161,162 @@ async def test_a_redis_that_restarts_with_its_data_is_not_data_lost(
         ("store_restarted", logging.WARNING)
     ]
     assert capture.points("pyloto.store.data_lost") == {}
+
+
+@pytest.mark.parametrize(
+    ("persistence", "kept"),
+    [
+        ("default", "persists only RDB snapshots"),
+        ("rdb", "persists only RDB snapshots"),
+        ("everysec", "fsyncs its AOF `everysec`"),
+    ],
+)
+async def test_a_redis_that_persists_less_than_every_write_is_refused_unless_accepted(
+    make_redis: MakeRedis, make_settings: Callable[..., Settings], persistence: str, kept: str
+) -> None:
+    """Redis's own default (RDB snapshots, no AOF) and AOF fsynced every second both leave
+    acknowledged writes a crash can take: refused at start, in one line naming what to set,
+    unless the loss is accepted."""
+    server = make_redis(persistence)
+
+    refusal = await persistence_refusal(redis_settings(make_settings, server.url))
+    assert refusal is not None
+    assert kept in refusal
+    assert "`appendfsync always`" in refusal
+    assert "REDIS_ALLOW_NO_PERSISTENCE=true" in refusal
+    accepting = redis_settings(make_settings, server.url, REDIS_DURABILITY="none")
+    assert await persistence_refusal(accepting) is None
+
+
+async def test_aof_fsynced_every_second_is_accepted_when_asked(
+    make_redis: MakeRedis, make_settings: Callable[..., Settings]
+) -> None:
+    everysec, default = make_redis("everysec"), make_redis("default")
+    accepting = {"REDIS_DURABILITY": "everysec"}
+    assert (
+        await persistence_refusal(redis_settings(make_settings, everysec.url, **accepting)) is None
+    )
+    refusal = await persistence_refusal(redis_settings(make_settings, default.url, **accepting))
+    assert refusal is not None, "everysec still needs an AOF"
+
+
+async def test_aof_fsynced_on_every_write_is_accepted(
+    make_redis: MakeRedis, make_settings: Callable[..., Settings]
+) -> None:
+    assert await persistence_refusal(redis_settings(make_settings, make_redis("aof").url)) is None
+
+
+async def post(client: AsyncTestClient, text: str) -> tuple[int, str]:  # type: ignore[type-arg]
+    """Post a one-message webhook: its status and message id."""
+    message = text_message(text)
+    body = encode(envelope([message]))
+    response = await client.post("/webhook", content=body, headers=signed_headers(body))
+    return response.status_code, message["id"]
+
+
+def stored(server: RedisServer, prefix: str, message_id: str) -> bool:
+    client = server.client()
+    try:
+        return bool(client.exists(RedisKeys(prefix).record(message_id)))
+    finally:
+        client.close()
+
+
+async def test_aof_switched_off_at_run_time_refuses_webhooks_until_it_is_on_again(
+    make_redis: MakeRedis, make_settings: Callable[..., Settings], redis_prefix: str
+) -> None:
+    """CONFIG SET appendonly no on a running Redis: the very next webhook is answered 503 and
+    stores nothing (the create script checks AOF in the same atomic step), /ready is 503 and
+    says why; once AOF is back on, webhooks are acknowledged again."""
+    server = make_redis("aof")
+    settings = redis_settings(make_settings, server.url, REDIS_KEY_PREFIX=redis_prefix)
+    admin = server.client()
+    async with AsyncTestClient(app=create_app(bootstrap(settings))) as client:
+        assert (await post(client, "Antes"))[0] == 200
+        admin.config_set("appendonly", "no")
+
+        status, refused = await post(client, "Depois")
+        assert status == 503
+        assert not stored(server, redis_prefix, refused), "a refused webhook stored nothing"
+        ready = await client.get("/ready")
+        assert ready.status_code == 503
+        assert ready.json()["durability"] == "none"
+        assert "neither AOF nor RDB" in ready.json()["not_durable"]
+
+        admin.config_set("appendonly", "yes")
+        assert (await client.get("/ready")).status_code == 200
+        status, accepted = await post(client, "De volta")
+        assert status == 200
+        assert stored(server, redis_prefix, accepted)
+    admin.close()
+
+
+async def test_fsync_relaxed_at_run_time_refuses_webhooks_once_checked(
+    make_redis: MakeRedis, make_settings: Callable[..., Settings]
+) -> None:
+    """CONFIG SET appendfsync everysec on a running Redis: seen by the next check (every
+    second, or /ready's), after which webhooks get 503 until it is `always` again."""
+    server = make_redis("aof")
+    admin = server.client()
+    async with AsyncTestClient(
+        app=create_app(bootstrap(redis_settings(make_settings, server.url)))
+    ) as client:
+        admin.config_set("appendfsync", "everysec")
+        ready = await client.get("/ready")
+        assert ready.status_code == 503
+        assert "`everysec`" in ready.json()["not_durable"]
+        assert (await post(client, "Oi"))[0] == 503
+
+        admin.config_set("appendfsync", "always")
+        assert (await client.get("/ready")).status_code == 200
+        assert (await post(client, "Oi de novo"))[0] == 200
+    admin.close()
+
+
+async def test_started_while_redis_is_down_then_up_without_persistence_acknowledges_nothing(
+    tmp_path: Path, make_settings: Callable[..., Settings], redis_prefix: str
+) -> None:
+    """pyloto starts with nothing listening at REDIS_URL; a Redis that persists nothing then
+    comes up there: webhooks still get 503 and nothing is stored, /ready says why. Restarted
+    with AOF, the same pyloto acknowledges again."""
+    server = RedisServer(tmp_path / "late-redis", "none")  # its port, not started yet
+    settings = redis_settings(make_settings, server.url, REDIS_KEY_PREFIX=redis_prefix)
+    try:
+        async with AsyncTestClient(app=create_app(bootstrap(settings))) as client:
+            assert (await post(client, "Alguém?"))[0] == 503
+            server.start()
+            status, refused = await post(client, "E agora?")
+            assert status == 503
+            assert not stored(server, redis_prefix, refused)
+            ready = await client.get("/ready")
+            assert ready.status_code == 503
+            assert "neither AOF nor RDB" in ready.json()["not_durable"]
+
+            server.stop(kill=True)
+            server.persistence = PERSISTENCE["aof"]
+            server.start()
+            assert (await client.get("/ready")).status_code == 200
+            status, accepted = await post(client, "Agora sim")
+            assert status == 200
+            assert stored(server, redis_prefix, accepted)
+    finally:
+        server.stop(kill=True)
+
+
+async def test_a_redis_that_refuses_config_is_taken_at_its_declared_fsync(
+    make_redis: MakeRedis, make_settings: Callable[..., Settings]
+) -> None:
+    """CONFIG refused, as on Memorystore: AOF is seen (INFO) but not its fsync policy, so
+    the default requirement refuses it until REDIS_APPENDFSYNC says what the service's sync
+    setting is; /ready shows `aof`."""
+    server = make_redis("managed")
+    refusal = await persistence_refusal(redis_settings(make_settings, server.url))
+    assert refusal is not None
+    assert "REDIS_APPENDFSYNC" in refusal
+    declared = redis_settings(make_settings, server.url, REDIS_APPENDFSYNC="always")
+    assert await persistence_refusal(declared) is None
+    async with AsyncTestClient(app=create_app(bootstrap(declared))) as client:
+        ready = await client.get("/ready")
+        assert ready.status_code == 200
+        assert ready.json()["durability"] == "aof"
+        assert (await post(client, "Oi"))[0] == 200

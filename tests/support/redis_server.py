@@ -34,13 +34,24 @@ def free_port() -> int:
         return port
 
 
-# What a restart keeps: `aof` every acknowledged write, `rdb` the last snapshot (taken only
-# on a clean shutdown within a test's time), `none` nothing.
+# What a restart keeps: `aof` every acknowledged write, `everysec` the same after a kill of
+# the process (the page cache keeps what Redis wrote; a crash of the machine would lose up to
+# a second of it), `rdb` the last snapshot (taken only on a clean shutdown within a test's
+# time), `default` Redis's own default (snapshots after 1 h/1 change, 5 min/100, 1 min/10000
+# changes, no AOF: a burst of a few hundred writes is in none), `none` nothing.
 PERSISTENCE = {
     "aof": ["--save", "", "--appendonly", "yes", "--appendfsync", "always"],
+    "everysec": ["--save", "", "--appendonly", "yes", "--appendfsync", "everysec"],
     "rdb": ["--save", "3600", "1", "--appendonly", "no"],
+    "default": ["--save", "3600 1 300 100 60 10000", "--appendonly", "no"],
     "none": ["--save", "", "--appendonly", "no"],
-}
+    # As a managed Redis (Memorystore) is: AOF on, and CONFIG refused, so its fsync policy
+    # cannot be read.
+    "managed": [
+        "--save", "", "--appendonly", "yes", "--appendfsync", "always",
+        "--rename-command", "CONFIG", "",
+    ],
+}  # fmt: skip
 
 
 class RedisServer:

@@ -26,6 +26,7 @@ from redis.exceptions import RedisError, ResponseError
 from pyloto_corp.adapters.ops_buckets import first_read
 from pyloto_corp.adapters.redis_keys import COUNTER_TTL_SECONDS, RECORD_TTL_GRACE_SECONDS, RedisKeys
 from pyloto_corp.adapters.redis_wire import RedisWire, Script
+from pyloto_corp.application.durability import Persistence
 from pyloto_corp.application.ports import (
     Adoption,
     CustomerRequest,
@@ -34,6 +35,7 @@ from pyloto_corp.application.ports import (
     SlotRequest,
     StepLoad,
     StepSave,
+    StoreNotDurable,
     StoreUnavailable,
     TurnsWrite,
 )
@@ -77,18 +79,25 @@ end
 # (see _ADOPT).
 # KEYS: record keys..., open index, created index, failed index, updated index, fallback
 # reasons. ARGV: ttl, failed state, owner, state index prefix, fallback index prefix,
-# counter names of a creation, then per record: id, version, state, created_at, updated_at,
-# data, conversation, fallback reason ('' for none), its minute and hour counter keys.
-# The counters of the records created are added once per bucket.
+# counter names of a creation, '1' to require AOF (else ''), then per record: id, version,
+# state, created_at, updated_at, data, conversation, fallback reason ('' for none), its
+# minute and hour counter keys. The counters of the records created are added once per
+# bucket. When AOF is required and off, nothing is written and the reply is a NOTDURABLE
+# error: the check and the write are one atomic step, so a Redis whose AOF was switched off
+# (CONFIG SET appendonly no) or that restarted without it acknowledges nothing from then on.
 _CREATE = (
     _OPS_FN
     + """
+if ARGV[7] == '1' and not string.find(redis.call('INFO', 'persistence'), 'aof_enabled:1', 1,
+    true) then
+  return redis.error_reply('NOTDURABLE the Redis has no append-only file')
+end
 local ttl = tonumber(ARGV[1])
 local n = #KEYS - 5
 local open, created, failed = KEYS[n + 1], KEYS[n + 2], KEYS[n + 3]
 local result, minutes, hours = {}, {}, {}
 for i = 1, n do
-  local a = 6 + (i - 1) * 10
+  local a = 7 + (i - 1) * 10
   if redis.call('EXISTS', KEYS[i]) == 1 then
     result[i] = 0
   else
@@ -560,11 +569,15 @@ class RedisStore:
         keys: RedisKeys | None = None,
         instance_id: str | None = None,
         states: Collection[str] = (),
+        require_aof: bool = False,
     ) -> None:
         """`instance_id` names this process in the records it writes (see `adopt_orphans`).
         `states`: every state of the statechart (the terminal ones are added), which the
-        console's counts per state read and purge clears a record that expired from."""
+        console's counts per state read and purge clears a record that expired from.
+        `require_aof`: creates fail with StoreNotDurable, writing nothing, while Redis has
+        no append-only file (see _CREATE)."""
         self.client = client
+        self.require_aof = require_aof
         self.keys = keys or RedisKeys()
         self.instance_id = instance_id or uuid.uuid4().hex
         self.ttl = int(retention_seconds)
@@ -611,6 +624,7 @@ class RedisStore:
         keys += [self.keys.updated_index, self.keys.fallback_reasons]
         args: list[EncodableT] = [self.record_ttl, FAILED_STATE, self.instance_id]
         args += [self.keys.state_index(""), self.keys.fallback_index(""), _CREATED_COUNTERS]
+        args.append("1" if self.require_aof else "")
         for r in records:
             args += [r.message_id, r.version, r.state, r.created_at, r.updated_at]
             args += [_encoder.encode(r), r.conversation, r.fallback_reason or ""]
@@ -620,6 +634,10 @@ class RedisStore:
             ]
         try:
             result = await self._hot(self._create, self._wire_create, keys, args)
+        except ResponseError as error:
+            if str(error).startswith("NOTDURABLE"):
+                raise StoreNotDurable(f"redis: {error}") from error
+            raise StoreUnavailable(f"redis: {error}") from error
         except RedisError as error:
             raise StoreUnavailable(f"redis: {error}") from error
         return [bool(flag) for flag in result]
@@ -1037,17 +1055,23 @@ class RedisStore:
     async def durability(self) -> str:
         """Redis's persistence: `aof`, `rdb`, `aof+rdb`, `none`, or `unknown` when CONFIG is
         refused (managed Redis such as Memorystore) and AOF is off."""
+        return (await self.persistence()).mode
+
+    async def persistence(self) -> Persistence:
+        """AOF on or off (INFO), its fsync policy and RDB's snapshots (CONFIG GET: None for
+        both when CONFIG is refused, as Memorystore does)."""
         try:
             aof = str((await self.client.info("persistence")).get("aof_enabled")) == "1"
             try:
+                # One pattern per call: Redis before 7.0 takes no more.
+                fsync = await self.client.config_get("appendfsync")
                 save = await self.client.config_get("save")
             except ResponseError:
-                return "aof" if aof else "unknown"
+                return Persistence(aof, None, None)
         except RedisError as error:
             raise StoreUnavailable(f"redis: {error}") from error
-        rdb = bool(str(save.get("save") or "").strip())
-        modes = [mode for mode, on in (("aof", aof), ("rdb", rdb)) if on]
-        return "+".join(modes) or "none"
+        policy = str(fsync.get("appendfsync") or "") or None
+        return Persistence(aof, policy, bool(str(save.get("save") or "").strip()))
 
     async def ping(self) -> None:
         try:

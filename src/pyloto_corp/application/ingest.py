@@ -12,9 +12,10 @@ from opentelemetry import trace
 from opentelemetry.trace import Link, Span
 
 from pyloto_corp.application.advance import Advancer
+from pyloto_corp.application.durability import DurabilityGate
 from pyloto_corp.application.group_commit import GroupCommit
 from pyloto_corp.application.llm_steps import conversation_id
-from pyloto_corp.application.ports import IngestStore
+from pyloto_corp.application.ports import IngestStore, StoreUnavailable
 from pyloto_corp.domain.privacy import message_ref
 from pyloto_corp.domain.records import ParsedWebhook, Record
 from pyloto_corp.observability.instruments import NEW_TRACE, Telemetry, traceparent_of
@@ -73,8 +74,12 @@ class Ingestor:
         advancer: Advancer,
         clock: Callable[[], float],
         telemetry: Telemetry | None = None,
+        durability: DurabilityGate | None = None,
     ) -> None:
+        """`durability`: asked before each webhook is stored (None: the store is always
+        durable, as SQLite is)."""
         self.store = store
+        self.durability = durability
         self.advancer = advancer
         self.clock = clock
         self.telemetry = telemetry or Telemetry()
@@ -87,6 +92,16 @@ class Ingestor:
         the 200 is only answered once it is kept, and the messages of the same webhook,
         queued after it, already find the customer under the new id.
         """
+        if self.durability is None:
+            return await self._ingest(parsed)
+        await self.durability.admit()
+        try:
+            return await self._ingest(parsed)
+        except StoreUnavailable:
+            self.durability.invalidate()
+            raise
+
+    async def _ingest(self, parsed: ParsedWebhook) -> IngestResult:
         await self._move_customers(parsed)
         now = self.clock()
         unique = {m.message_id: m for m in parsed.messages}  # a batch may repeat itself

@@ -16,6 +16,11 @@ class StoreUnavailable(Exception):
     """The store cannot be reached; callers answer 503 so the sender retries."""
 
 
+class StoreNotDurable(StoreUnavailable):
+    """The store answers but would not keep what it acknowledges through a crash (a Redis
+    without AOF, or fsyncing less often than REDIS_DURABILITY asks): 503 until it would."""
+
+
 class QueueUnavailable(Exception):
     """The queue cannot accept tasks; callers answer 503 so the sender retries."""
 

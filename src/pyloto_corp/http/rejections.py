@@ -1,8 +1,10 @@
-"""Refused webhooks, made visible: a rate-limited WARNING line and a counter per reason.
+"""Refused webhooks, made visible: a rate-limited line and a counter per reason.
 
 A secret rotated on one side only shows up as every webhook answered 403; without a line on
-the server it would go unnoticed until customers complain. The body is never logged (it is
-the customer's message), only why it was refused.
+the server it would go unnoticed until customers complain. A store outage answers every
+webhook 503: one ERROR line each would let a flood of posts fill the log bill and bury the
+real errors. The body is never logged (it is the customer's message), only why it was
+refused.
 """
 
 from __future__ import annotations
@@ -39,9 +41,12 @@ class Rejections:
     window_seconds: float = WINDOW_SECONDS
     _windows: dict[str, _Window] = field(default_factory=dict)
 
-    def note(self, reason: str, status: int, detail: str = "") -> None:
-        """Count a rejection (`reason` is a fixed word, `detail` a parser message, never
-        the body) and log it unless this reason already logged its share of the window."""
+    def note(
+        self, reason: str, status: int, detail: str = "", level: int = logging.WARNING
+    ) -> None:
+        """Count a rejection (`reason` is a fixed word, `detail` a parser or store message,
+        never the body) and log it at `level` unless this reason already logged its share of
+        the window."""
         self.counter.add(1, {"pyloto.reason": reason})
         now = self.clock()
         window = self._windows.get(reason)
@@ -58,4 +63,4 @@ class Rejections:
         if window.suppressed:
             extra["suppressed"] = window.suppressed  # lines not written since the last one
             window.suppressed = 0
-        log.warning("webhook_rejected: %s", reason, extra=extra)
+        log.log(level, "webhook_rejected: %s", reason, extra=extra)

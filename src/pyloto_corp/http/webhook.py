@@ -22,7 +22,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from pyloto_corp.adapters.whatsapp_webhook import InvalidWebhook, parse_webhook
 from pyloto_corp.application.ingest import BadSignature, MissingSignature, verify_signature
-from pyloto_corp.application.ports import QueueUnavailable, StoreUnavailable
+from pyloto_corp.application.ports import QueueUnavailable, StoreNotDurable, StoreUnavailable
 from pyloto_corp.bootstrap import Container
 from pyloto_corp.http.rejections import Rejections
 
@@ -152,10 +152,12 @@ def _refusal(error: Exception, rejections: Rejections) -> _Answer:
         rejections.note("invalid_body", 400, str(error))
         return _error(400, str(error))
     if isinstance(error, StoreUnavailable | QueueUnavailable):
-        log.error(
-            "dependency_unavailable",
-            extra={"event": "dependency_unavailable", "error": str(error)},
-        )
+        # Every webhook of an outage is refused alike: counted in full, a few lines logged.
+        if isinstance(error, StoreNotDurable):
+            rejections.note("store_not_durable", 503, str(error), logging.ERROR)
+            return _error(503, "storage not durable, retry later", _RETRY)
+        reason = "store_unavailable" if isinstance(error, StoreUnavailable) else "queue_unavailable"
+        rejections.note(reason, 503, str(error), logging.ERROR)
         return _error(503, "temporarily unavailable, retry later", _RETRY)
     log.error(
         "unhandled_error",

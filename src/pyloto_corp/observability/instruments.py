@@ -65,8 +65,8 @@ class Metrics:
         )
         self.webhook_rejections = meter.create_counter(
             "pyloto.webhook.rejected",
-            description="Webhook requests refused (signature, body, size, verification), "
-            "by reason.",
+            description="Webhook requests refused (signature, body, size, verification, "
+            "store or queue unavailable, store not durable), by reason.",
         )
         self.dedupe_hits = meter.create_counter(
             "pyloto.dedupe.hits", description="Inbound messages already stored (redeliveries)."
