@@ -32,6 +32,7 @@ from pyloto_corp.domain.statechart_layout import Layout, layout, render_svg
 from pyloto_corp.http import ops_pages as pages
 from pyloto_corp.http.deps import container_of
 from pyloto_corp.http.ops_auth import COOKIE, SESSION_SECONDS, ConsoleKeys
+from pyloto_corp.http.rejections import Rejections
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +106,10 @@ class _Console:
         self.keys = ConsoleKeys(container.settings.internal_task_token)
         self.layout: Layout = layout(container.chart)
         self.project = container.settings.queue.gcp_project
+        # Anyone may post a guess: every refusal is counted, a few a minute are logged.
+        self.refusals = Rejections(
+            container.telemetry.metrics.ops_signin_refusals, event="ops_signin_refused"
+        )
 
 
 def _console(request: Request[Any, Any, Any]) -> _Console:
@@ -249,7 +254,7 @@ class OpsController(Controller):
         console = _console(request)
         form = await _form(request)
         if not console.keys.token_matches(form.get("token", "")):
-            log.warning("ops_signin_refused", extra={"event": "ops_signin_refused"})
+            console.refusals.note("wrong_token", 401)
             return _html(pages.signin("That is not the internal token."), 401)
         secure = request.headers.get("x-forwarded-proto", request.url.scheme) == "https"
         cookie = Cookie(
