@@ -17,11 +17,12 @@ _TESTS = str(Path(__file__).parents[1])
 
 
 class IdentifierGuard(logging.Handler):
-    """Formats every record the service writes (at INFO and up, as in production, before
-    any redaction) and keeps what `pii-scan` reports in it as a wamid or a BSUID, masked."""
+    """Formats every record the service writes (at INFO and up, as in production, and at
+    DEBUG where a test turns it on; before any redaction) and keeps what `pii-scan` reports
+    in it as a wamid or a BSUID, masked."""
 
     def __init__(self) -> None:
-        super().__init__(logging.INFO)
+        super().__init__(logging.DEBUG)
         self.formatter = JsonFormatter()
         self.addFilter(not_the_test_client)
         self.found: list[str] = []
