@@ -18,9 +18,11 @@ from pyloto_corp.config import Settings, load_settings
 from pyloto_corp.devtools.fake_openai import FakeOpenAI
 from pyloto_corp.http.app import create_app
 from pyloto_corp.observability.logging import JsonFormatter
+from tests.e2e.servers import SERVER_LOGS
 from tests.e2e.support import not_the_test_client
 from tests.support.fake_graph import FakeGraph
 from tests.support.helpers import APP_SECRET, INTERNAL_TOKEN, VERIFY_TOKEN
+from tests.support.log_guard import IdentifierGuard, identifiers_in
 from tests.support.redis_server import RedisServer
 from tests.support.running import running
 
@@ -120,6 +122,27 @@ async def client(
     app = create_app(bootstrap(make_settings()))
     async with AsyncTestClient(app=app) as test_client:
         yield test_client
+
+
+@pytest.fixture(autouse=True)
+def no_message_id_or_bsuid_in_a_log_line() -> Iterator[None]:
+    """No log line of any test carries a wamid (it encodes the sender's number) or a BSUID
+    in clear: the service refers to a message by its `ref` and masks the rest itself."""
+    guard = IdentifierGuard()
+    servers_before = len(SERVER_LOGS)
+    root = logging.getLogger()
+    level = root.level
+    if root.getEffectiveLevel() > logging.INFO:
+        root.setLevel(logging.INFO)
+    root.addHandler(guard)
+    try:
+        yield
+    finally:
+        root.removeHandler(guard)
+        root.setLevel(level)
+    for log in SERVER_LOGS[servers_before:]:  # the `pyloto serve` processes it started
+        guard.found += identifiers_in(log)
+    assert guard.found == [], "wamid or BSUID in a log line:\n" + "\n".join(guard.found[:5])
 
 
 @pytest.fixture

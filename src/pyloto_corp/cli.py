@@ -481,9 +481,11 @@ def _cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     for warning in development_warnings(settings):
         logging.getLogger("pyloto_corp").warning(warning, extra={"event": "development_default"})
     _warn_graph_version(settings)
+    container = bootstrap(settings)
+    closed = container.telemetry.metrics.slow_clients_closed
     config = uvicorn.Config(
-        create_app(bootstrap(settings)),
-        http=read_deadline_protocol(settings.app.request_read_timeout_seconds),
+        create_app(container),
+        http=read_deadline_protocol(settings.app.request_read_timeout_seconds, closed),
         access_log=False,
         log_config=None,
         proxy_headers=True,

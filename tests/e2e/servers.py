@@ -56,10 +56,15 @@ def process_env(variables: dict[str, str], **extra: str) -> dict[str, str]:
     return {**clean, **variables, **extra}
 
 
+# The log file of every `pyloto serve` a test starts, in order.
+SERVER_LOGS: list[Path] = []
+
+
 class ServeProcess:
     """`pyloto serve --port N` in a child process, its output appended to `log`."""
 
     def __init__(self, env: dict[str, str], log: Path) -> None:
+        SERVER_LOGS.append(log)  # read by the suite's check for message ids in log lines
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = env

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import base64
 import io
 
 import pytest
 
 from tests.e2e.support import Pyloto, not_the_test_client
-from tests.support.helpers import envelope, status, text_message
+from tests.support.helpers import envelope, realistic_wamid, status, text_message
 
 SENDER = "5511987654321"
 NAME = "Maria Aparecida Nogueira"
@@ -30,12 +29,6 @@ PERSONAL = [
     "12345678909",
     CNPJ,
 ]
-
-
-def realistic_wamid(sender: str) -> str:
-    """A wamid shaped like Meta's: base64 of a blob that embeds the sender's number."""
-    blob = b"\x18\x0d" + sender.encode() + b"\x15\x02\x00\x12\x18\x14" + b"3EB0C7A1F05B49D318A0"
-    return "wamid." + base64.b64encode(blob).decode()
 
 
 @pytest.mark.anyio

@@ -10,11 +10,13 @@ import json
 import socket
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
 
 from pyloto_corp.cli import message_url
+from pyloto_corp.http.rejections import LINES_PER_WINDOW
 from tests.e2e.servers import ServeProcess, process_env
 from tests.support.helpers import (
     APP_SECRET,
@@ -32,11 +34,8 @@ GIVE_UP_SECONDS = 15.0
 STALLED = 50
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServeProcess]:
-    """`pyloto serve` with a 1 s read deadline, shared by this module's tests (each test's
-    clients are its own); killed at the end."""
-    directory = tmp_path_factory.mktemp("slow-clients")
+def _serve(directory: Path) -> ServeProcess:
+    """`pyloto serve` with a 1 s read deadline, started; the caller cleans it up."""
     variables = {
         "STATE_SQLITE_PATH": str(directory / "pyloto.db"),
         "WHATSAPP_APP_SECRET": APP_SECRET,
@@ -46,6 +45,14 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServeProcess]:
     }
     served = ServeProcess(process_env(variables), directory / "server.log")
     served.start("/health")
+    return served
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServeProcess]:
+    """`pyloto serve` with a 1 s read deadline, shared by this module's tests (each test's
+    clients are its own); killed at the end."""
+    served = _serve(tmp_path_factory.mktemp("slow-clients"))
     yield served
     served.cleanup()
 
@@ -160,3 +167,23 @@ def test_a_chunked_body_past_the_limit_is_refused_as_it_arrives(server: ServePro
         small_id = json.loads(small)["entry"][0]["changes"][0]["value"]["messages"][0]["id"]
         assert http.get(message_url("", small_id), headers=headers).status_code == 200
         assert http.get(message_url("", message["id"]), headers=headers).status_code == 404
+
+
+def test_a_flood_of_stalled_clients_is_logged_a_few_times(tmp_path: Path) -> None:
+    """Thirty clients closed at their deadline, on a server of this test's own: every one is
+    closed, and only the rate limit's share of `slow_client_closed` lines is written (a
+    flood cannot fill the log); the server answers meanwhile."""
+    served = _serve(tmp_path)
+    try:
+        stalled = [connect(served, partial_body_request()) for _ in range(30)]
+        try:
+            assert all(closed_by_server(client) for client in stalled)
+            with httpx.Client(base_url=served.url, timeout=GIVE_UP_SECONDS) as http:
+                assert http.get("/health").status_code == 200
+        finally:
+            for client in stalled:
+                client.close()
+    finally:
+        served.cleanup()
+    lines = [line for line in served.log.read_text().splitlines() if "slow_client_closed" in line]
+    assert 1 <= len(lines) <= LINES_PER_WINDOW, len(lines)

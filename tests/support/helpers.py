@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import json
@@ -50,6 +51,12 @@ def load_payload(name: str) -> dict[str, Any]:
 def new_wamid() -> str:
     """A unique inbound message id."""
     return f"wamid.TEST{uuid.uuid4().hex.upper()}"
+
+
+def realistic_wamid(sender: str) -> str:
+    """A wamid shaped like Meta's: base64 of a blob that embeds the sender's number."""
+    blob = b"\x18\x0d" + sender.encode() + b"\x15\x02\x00\x12\x18\x14" + b"3EB0C7A1F05B49D318A0"
+    return "wamid." + base64.b64encode(blob).decode()
 
 
 def text_message(body: str, message_id: str | None = None, sender: str = SENDER) -> dict[str, Any]:

@@ -6,6 +6,7 @@ from how people write them), so a property test can tell when a detector misses 
 
 from __future__ import annotations
 
+import base64
 import re
 import string
 from datetime import UTC, datetime
@@ -226,9 +227,24 @@ def bsuids(draw: st.DrawFn) -> str:
     return f"{country}.{parent}{tail}"
 
 
+@st.composite
+def wamids(draw: st.DrawFn) -> str:
+    """WhatsApp message ids as Meta writes them: `wamid.` and the base64 (standard, padded or
+    not, or URL-safe) of a blob that embeds the customer's number between a few framing bytes
+    and a random tail."""
+    number = draw(whatsapp_ids())
+    head = bytes([0x18, len(number)])
+    tail = draw(st.binary(min_size=8, max_size=24))
+    blob = head + number.encode() + b"\x15\x02\x00\x12\x18" + tail
+    encoded = draw(st.sampled_from([base64.b64encode, base64.urlsafe_b64encode]))(blob).decode()
+    if draw(st.booleans()):
+        encoded = encoded.rstrip("=")
+    return f"wamid.{encoded}"
+
+
 def personal_data() -> st.SearchStrategy[tuple[str, str]]:
-    """(kind, value) for every kind a detector must find: `phone`, `bsuid`, `email`, `cpf`,
-    `cnpj`.
+    """(kind, value) for every kind a detector must find: `phone`, `bsuid`, `wamid`,
+    `email`, `cpf`, `cnpj`.
 
     Names are not here: no pattern finds a name, only the names a caller passes to
     `redact_text` (see `brazilian_names`).
@@ -236,6 +252,7 @@ def personal_data() -> st.SearchStrategy[tuple[str, str]]:
     return st.one_of(
         phones().map(lambda value: ("phone", value)),
         bsuids().map(lambda value: ("bsuid", value)),
+        wamids().map(lambda value: ("wamid", value)),
         emails().map(lambda value: ("email", value)),
         cpfs().map(lambda value: ("cpf", value)),
         cnpjs().map(lambda value: ("cnpj", value)),

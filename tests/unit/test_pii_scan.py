@@ -27,9 +27,10 @@ from opentelemetry.sdk.trace.export import ConsoleSpanExporter, SimpleSpanProces
 from opentelemetry.trace import Tracer
 
 from pyloto_corp.cli import main
-from pyloto_corp.domain.privacy import find_personal_data, redact_text
+from pyloto_corp.domain.privacy import find_personal_data, message_ref, redact_text
 from pyloto_corp.observability.logging import configure_logging
 from pyloto_corp.observability.pii_scan import GREP_PATTERNS, scan_line, scan_lines
+from tests.support.helpers import SENDER, realistic_wamid
 from tests.support.pii_strategies import personal_data, safe_values
 
 README = Path(__file__).parents[2] / "README.md"
@@ -432,6 +433,28 @@ def test_cli_reports_each_match_and_exits_1(
         "line 4: cnpj: ...F *********09, CNPJ ************95",
         "pii-scan: 4 matches in 7 lines",
     ]
+
+
+def test_cli_flags_a_wamid_and_a_bsuid(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A line holding a phone-bearing wamid (an exception's text) and one holding a BSUID are
+    matches; the wamid is shown as its log reference, the BSUID masked."""
+    wamid = realistic_wamid(SENDER)
+    lines = [
+        json.dumps({"severity": "ERROR", "exception": f"ValueError: bad value: '{wamid}'"}),
+        "WARNING  graph error 131062: recipient BR.1502576394655843 not supported",
+    ]
+    log = tmp_path / "run.log"
+    log.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    assert main(["pii-scan", str(log)]) == 1
+    out = capsys.readouterr().out.splitlines()
+    assert out == [
+        f"line 1: wamid: exception: ...eError: bad value: 'wamid:{message_ref(wamid)}'",
+        "line 2: bsuid: ...r 131062: recipient BR.************5843 not supported",
+        "pii-scan: 2 matches in 2 lines",
+    ]
+    assert wamid not in "\n".join(out)
+    assert re.search(GREP_PATTERNS["wamid"], lines[0])
+    assert not re.search(GREP_PATTERNS["wamid"], redact_text(lines[0]))
 
 
 def test_cli_output_never_repeats_what_it_found(

@@ -17,6 +17,7 @@ from pyloto_corp.domain.privacy import (
     message_ref,
     redact_text,
 )
+from tests.support.helpers import BSUID, SENDER, realistic_wamid
 from tests.support.pii_strategies import (
     brazilian_names,
     cnpj_check_digits,
@@ -354,8 +355,11 @@ def test_look_alikes_are_not_personal_data(ordinary: str) -> None:
 
 def test_digits_inside_ids_are_not_personal_data() -> None:
     """A long digit stretch inside a hex id or a word is part of that id."""
-    for text in ("ab5511912345678cd", "wamid.HBgN5511912345678x", "0x5511912345678"):
+    for text in ("ab5511912345678cd", "0x5511912345678"):
         assert find_personal_data(text) == []
+    # A wamid is personal data as a whole (see below); its digits are not read as a phone.
+    wamid = "wamid.HBgN5511912345678x"
+    assert find_personal_data(wamid) == [("wamid", wamid)]
 
 
 def test_findings_come_in_text_order() -> None:
@@ -392,3 +396,32 @@ def test_mask_value_keeps_only_what_tells_data_apart(kind: str, value: str, mask
     """Masks keep the last digits or an e-mail's initial and top-level domain, nothing else."""
     assert mask_value(kind, value) == masked
     assert find_personal_data(masked) == []
+
+
+def test_a_wamid_is_found_and_redacted_to_its_message_ref() -> None:
+    """A wamid is base64 of a blob holding the sender's number: found as `wamid`, redacted to
+    `[wamid:<ref>]` (the `ref` every log line of the message carries), masked to its ref."""
+    wamid = realistic_wamid(SENDER)
+    text = f"could not convert string to float: '{wamid}'"
+    assert find_personal_data(text) == [("wamid", wamid)]
+    assert redact_text(text) == f"could not convert string to float: '[wamid:{message_ref(wamid)}]'"
+    assert mask_value("wamid", wamid) == f"wamid:{message_ref(wamid)}"
+    dry_run = "wamid.dryrun.0123456789abcdef0123456789abcdef"
+    assert find_personal_data(f"sent as {dry_run}.") == [("wamid", dry_run)]
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["a wamid.", "the wamid. field", "xwamid.ABC", "pyloto.wamid.ABC", "wamid_ABC", "WAMID"],
+)
+def test_text_that_only_names_a_wamid_is_left_alone(text: str) -> None:
+    assert find_personal_data(text) == []
+
+
+def test_a_graph_error_quoting_a_bsuid_and_a_wamid_keeps_its_code_and_words() -> None:
+    """What an operator reads of a Graph error survives redaction: its code and its words."""
+    wamid = realistic_wamid(SENDER)
+    text = f"graph error 131026: message {wamid} to {BSUID} undeliverable"
+    assert redact_text(text) == (
+        f"graph error 131026: message [wamid:{message_ref(wamid)}] to [bsuid] undeliverable"
+    )

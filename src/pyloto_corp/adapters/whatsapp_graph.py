@@ -39,6 +39,7 @@ from pyloto_corp.application.ports import (
     TransientStepError,
 )
 from pyloto_corp.domain.outcome import GRAPH_ERROR, NO_ANSWER, NO_MESSAGE_ID
+from pyloto_corp.domain.privacy import redact_text
 from pyloto_corp.observability.instruments import Telemetry, mark_failed
 
 log = logging.getLogger(__name__)
@@ -259,7 +260,11 @@ def _error(status: int, payload: dict[str, Any]) -> Exception:
     error = payload.get("error")
     details = error if isinstance(error, dict) else {}
     code = details.get("code")
-    title = str(details.get("error_user_title") or details.get("message") or "")[:200]
+    # Graph's text may quote the customer (their number, BSUID, a wamid): redacted here, where
+    # it enters pyloto, so no log line, record or page gets it; redacted before it is cut, so
+    # a number at the cut is not left half in clear.
+    title = redact_text(str(details.get("error_user_title") or details.get("message") or ""))
+    title = title[:200]
     described = f"graph error {code}: {title}" if code is not None else f"graph http {status}"
     if code == TOKEN_EXPIRED:
         log.error(

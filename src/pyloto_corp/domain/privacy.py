@@ -1,5 +1,5 @@
-"""Detectors for personal data (phones, WhatsApp ids, BSUIDs, e-mails, CPF, CNPJ) and ways to
-hide it.
+"""Detectors for personal data (phones, WhatsApp ids, wamids, BSUIDs, e-mails, CPF, CNPJ) and
+ways to hide it.
 
 `find_personal_data` is the one set of detectors: redaction (`redact_text`, used by the
 logging filter and the span exporter) and the log scanner (`observability.pii_scan`) both go
@@ -23,6 +23,13 @@ A business-scoped user id (BSUID, `BR.1502576394655843`, parent `BR.ENT.…`) is
 identifier of one person, found like a phone number: two capitals (the country), a dot, maybe
 `ENT.`, then 6 to 128 letters and digits with at least one digit, as a token of its own (not
 after a dot, so `pyloto.BR.x` or a dotted module path is not one).
+
+A WhatsApp message id (`wamid.HBgNNTUxMTk4NzY1NDMyMRUCABIYFDNFQjA…`) is base64 of a blob
+that embeds the sender's (or, for a reply, the recipient's) number: any token that starts
+with `wamid.` is one, whatever follows, so no guess about Meta's encoding is needed. Redacted,
+it becomes `[wamid:<ref>]`, its `message_ref`: the reference every log line of that message
+carries, so the line still names the message. (The base64 alone, without its `wamid.`, is not
+recognised: nothing in pyloto writes it so.)
 
 Digits inside a word or a hex id (trace and span ids, sha256 refs), either side of a decimal
 point (`12.345`), ISO timestamps and UUIDs are never personal data. A bare run of 11 digits
@@ -89,6 +96,11 @@ BSUID = re.compile(
 # A capital pair and a dot: the cheapest sign a text may hold a BSUID.
 _BSUID_HINT = re.compile(r"[A-Z]{2}\.")
 
+# `wamid.` and the rest of its token: base64 (`+`, `/`, `=`; `-` and `_` in the URL-safe
+# alphabet) and dotted parts (`wamid.dryrun.…`); not after a letter, digit or dot.
+WAMID_PREFIX = "wamid."
+WAMID = re.compile(r"(?<![0-9A-Za-z_.])wamid\.[0-9A-Za-z+/=_\-]+(?:\.[0-9A-Za-z+/=_\-]+)*")
+
 # Our own values that look like digits and dashes: found first and left alone.
 _NOT_PERSONAL = re.compile(
     rf"(?<!{_ALNUM})[0-9a-fA-F]{{8}}(?:-[0-9a-fA-F]{{4}}){{3}}-[0-9a-fA-F]{{12}}(?!{_ALNUM})"
@@ -143,6 +155,7 @@ def _phone_kind(value: str) -> str | None:
 # a phone number with its country code may end in 11 digits a CPF would otherwise take
 # (`+55 11912345678`).
 _DETECTORS: tuple[tuple[re.Pattern[str], Callable[[str], str | None]], ...] = (
+    (WAMID, lambda _: "wamid"),  # first: its base64 may hold digits, capitals and dots
     (EMAIL, lambda _: "email"),
     (BSUID, lambda _: "bsuid"),  # before phones: its digits would read as a WhatsApp id
     (_DIALLED, _phone_kind),
@@ -177,6 +190,7 @@ def _locate(text: str) -> list[tuple[str, int, int]]:
         and "/" not in text
         and _SEVEN_DIGITS.search(text) is None
         and _BSUID_HINT.search(text) is None
+        and WAMID_PREFIX not in text
     ):
         return []  # most log text is a word or two, a count, an id with a digit or two
     found: list[tuple[str, int, int]] = []
@@ -193,19 +207,23 @@ def _locate(text: str) -> list[tuple[str, int, int]]:
 
 
 def find_personal_data(text: str) -> list[tuple[str, str]]:
-    """(kind, text) of each phone number, WhatsApp id, BSUID, e-mail, CPF and CNPJ in `text`.
+    """(kind, text) of each phone number, WhatsApp id, wamid, BSUID, e-mail, CPF and CNPJ in
+    `text`.
 
-    Kinds are `phone`, `bsuid`, `email`, `cpf` and `cnpj`; the order is the order in the text.
+    Kinds are `phone`, `wamid`, `bsuid`, `email`, `cpf` and `cnpj`; the order is the order in
+    the text.
     """
     return [(kind, text[start:end]) for kind, start, end in _locate(text)]
 
 
 def redact_text(text: str, names: tuple[str, ...] = ()) -> str:
-    """`text` with e-mails, BSUIDs, CNPJ, CPF, phone numbers and the given names replaced."""
+    """`text` with wamids (by their `message_ref`), e-mails, BSUIDs, CNPJ, CPF, phone numbers
+    and the given names replaced."""
     pieces: list[str] = []
     cursor = 0
     for kind, start, end in _locate(text):
-        pieces += [text[cursor:start], f"[{kind}]"]
+        shown = f"[wamid:{message_ref(text[start:end])}]" if kind == "wamid" else f"[{kind}]"
+        pieces += [text[cursor:start], shown]
         cursor = end
     pieces.append(text[cursor:])
     return redact_names("".join(pieces), names)
@@ -261,7 +279,9 @@ def mask_user_id(user_id: str) -> str:
 def mask_value(kind: str, value: str) -> str:
     """A datum found by `find_personal_data`, hidden but for what tells two apart: a phone's
     or BSUID's last four characters, a document's last two, an e-mail's first letter and
-    top-level domain."""
+    top-level domain; a wamid is shown as its `message_ref`."""
+    if kind == "wamid":
+        return f"wamid:{message_ref(value)}"
     if kind == "bsuid":
         return mask_user_id(value)
     if kind == "email":

@@ -73,7 +73,9 @@ class InternalController(Controller):
         container = container_of(request)
         # Cloud Tasks counts earlier deliveries; this one is the next attempt.
         retries = request.headers.get("x-cloudtasks-taskretrycount", "0")
-        attempt = int(retries) + 1 if retries.isdigit() and len(retries) < 6 else 1
+        # ASCII digits only: a header is Latin-1, and `²` is a digit to isdigit, not to int.
+        readable = retries.isascii() and retries.isdigit() and len(retries) < 6
+        attempt = int(retries) + 1 if readable else 1
         max_attempts = container.max_attempts(data.state)
         outcome = await container.advancer.deliver(
             data.message_id,

@@ -12,6 +12,7 @@ from __future__ import annotations
 import calendar
 import functools
 import logging
+import math
 import time
 from importlib import resources
 from typing import Any
@@ -32,6 +33,7 @@ from pyloto_corp.domain.statechart_layout import Layout, layout, render_svg
 from pyloto_corp.http import ops_pages as pages
 from pyloto_corp.http.deps import container_of
 from pyloto_corp.http.ops_auth import COOKIE, SESSION_SECONDS, ConsoleKeys
+from pyloto_corp.http.rejections import Rejections
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +59,14 @@ class Forbidden(Exception):
     """A POST without its CSRF token, or from another origin."""
 
 
+class BadInput(Exception):
+    """A request the console cannot read (a form, a link): 400 with the one-line reason."""
+
+
+# More fields than any form of the console has (replay has four): refused unread.
+MAX_FORM_FIELDS = 20
+
+
 def _html(body: str, status: int = 200, cookies: list[Cookie] | None = None) -> Response[str]:
     return Response(
         body, status_code=status, media_type=MediaType.HTML, headers=_HEADERS, cookies=cookies
@@ -78,6 +88,17 @@ def _forbidden(_: Request[Any, Any, Any], error: Exception) -> Response[Any]:
     return _html(pages.page("Refused", f'<p class="error">{pages.e(error)}</p>'), 403)
 
 
+def _bad_input(request: Request[Any, Any, Any], error: Exception) -> Response[Any]:
+    csrf = None
+    try:
+        _, session = _session(request)
+        csrf = _console(request).keys.csrf(session)  # signed in: the page keeps its navigation
+    except SignInRequired:
+        pass
+    body = f'<h1>Bad request</h1><p class="error">{pages.e(error)}</p>'
+    return _html(pages.page("Bad request", body, csrf=csrf), 400)
+
+
 class _Console:
     """What one app's console needs, built once: keys, the statechart's drawing."""
 
@@ -86,6 +107,10 @@ class _Console:
         self.keys = ConsoleKeys(container.settings.internal_task_token)
         self.layout: Layout = layout(container.chart)
         self.project = container.settings.queue.gcp_project
+        # Anyone may post a guess: every refusal is counted, a few a minute are logged.
+        self.refusals = Rejections(
+            container.telemetry.metrics.ops_signin_refusals, event="ops_signin_refused"
+        )
 
 
 def _console(request: Request[Any, Any, Any]) -> _Console:
@@ -108,7 +133,10 @@ def _session(request: Request[Any, Any, Any]) -> tuple[_Console, str]:
 
 async def _form(request: Request[Any, Any, Any]) -> dict[str, str]:
     body = await request.body()
-    fields = parse_qs(body.decode("utf-8", errors="replace"), max_num_fields=20)
+    try:
+        fields = parse_qs(body.decode("utf-8", errors="replace"), max_num_fields=MAX_FORM_FIELDS)
+    except ValueError:  # the only one parse_qs raises unless strict: too many fields
+        raise BadInput(f"too many form fields (at most {MAX_FORM_FIELDS})") from None
     return {key: values[0] for key, values in fields.items()}
 
 
@@ -142,13 +170,24 @@ def _static_file(name: str) -> bytes:
     return resources.files("pyloto_corp.http").joinpath("ops_static", name).read_bytes()
 
 
+_STALE_LINK = "this page link is not valid (stale or edited): open the list from its first page"
+
+
 def _cursor(console: _Console, sealed: object) -> tuple[float, str] | None:
-    """The (last update, id) cursor a page link carried sealed; None without a valid one."""
-    opened = console.keys.unseal(str(sealed)) if sealed else None
-    if not opened:
+    """The (last update, id) cursor a page link carried sealed; None for the first page;
+    BadInput for anything else. Message links are sealed with the same keys, so a message's
+    token opens too: it is refused by its shape, and its text (a wamid) is never quoted."""
+    if not sealed:
         return None
-    at, _, message_id = opened.partition("|")
-    return float(at), message_id
+    opened = console.keys.unseal(str(sealed))
+    at, bar, message_id = (opened or "").partition("|")
+    try:
+        moment = float(at)
+    except ValueError:
+        moment = math.nan
+    if not bar or not math.isfinite(moment):
+        raise BadInput(_STALE_LINK)
+    return moment, message_id
 
 
 def _next_href(
@@ -219,7 +258,11 @@ class OpsController(Controller):
     """The console's pages, its summary API, sign-in and replay."""
 
     path = "/ops"
-    exception_handlers = {SignInRequired: _signin_required, Forbidden: _forbidden}  # noqa: RUF012
+    exception_handlers = {  # noqa: RUF012
+        SignInRequired: _signin_required,
+        Forbidden: _forbidden,
+        BadInput: _bad_input,
+    }
 
     @get("/static/{name:str}", media_type=MediaType.TEXT)
     async def static(self, request: Request[Any, Any, Any]) -> Response[bytes]:
@@ -245,7 +288,7 @@ class OpsController(Controller):
         console = _console(request)
         form = await _form(request)
         if not console.keys.token_matches(form.get("token", "")):
-            log.warning("ops_signin_refused", extra={"event": "ops_signin_refused"})
+            console.refusals.note("wrong_token", 401)
             return _html(pages.signin("That is not the internal token."), 401)
         secure = request.headers.get("x-forwarded-proto", request.url.scheme) == "https"
         cookie = Cookie(

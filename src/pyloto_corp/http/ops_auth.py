@@ -46,9 +46,12 @@ class ConsoleKeys:
         if not value:
             return False
         expires, _, signature = value.partition(".")
-        if not expires.isdigit() or int(expires) <= now:
+        # ASCII digits only (`²` is a digit to isdigit, not to int), and few enough to read.
+        if not (expires.isascii() and expires.isdigit() and len(expires) <= 12):
             return False
-        return hmac.compare_digest(signature, self._sign(f"session:{expires}"))
+        if int(expires) <= now:
+            return False
+        return _same(signature, self._sign(f"session:{expires}"))
 
     def csrf(self, session: str) -> str:
         """The CSRF token of a session: forms carry it, POSTs must return it."""
@@ -56,7 +59,7 @@ class ConsoleKeys:
 
     def csrf_valid(self, session: str, given: str | None) -> bool:
         """Whether `given` is the CSRF token of `session`."""
-        return bool(given) and hmac.compare_digest(str(given), self.csrf(session))
+        return bool(given) and _same(str(given), self.csrf(session))
 
     def _sign(self, text: str) -> str:
         return hmac.new(self._session, text.encode(), hashlib.sha256).hexdigest()[:40]
@@ -93,3 +96,9 @@ class ConsoleKeys:
             block = nonce + counter.to_bytes(4, "big")
             blocks.append(hmac.new(self._seal, block, hashlib.sha256).digest())
         return b"".join(blocks)[:size]
+
+
+def _same(given: str, expected: str) -> bool:
+    """Constant-time equality of a value a client sent and ours; compared as UTF-8 bytes,
+    since `hmac.compare_digest` refuses strings with non-ASCII characters."""
+    return hmac.compare_digest(given.encode("utf-8", "surrogatepass"), expected.encode())

@@ -10,6 +10,10 @@ armed when the connection opens or a request's first byte arrives, cleared when 
 request (headers and body) has been read. When it fires, the connection is closed; a handler
 already waiting for the body sees the client disconnect. Handling the request, however long
 (a task callback waiting for an LLM), is not bounded by it.
+
+Each closed connection is counted (`pyloto.http.slow_clients.closed`) and logged within the
+refusals' rate limit (`slow_client_closed`, INFO): a few lines a minute however many clients
+stall, so a flood of them cannot fill the log.
 """
 
 from __future__ import annotations
@@ -18,15 +22,17 @@ import asyncio
 import logging
 from typing import Any
 
+from opentelemetry.metrics import Counter, NoOpCounter
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-log = logging.getLogger(__name__)
+from pyloto_corp.http.rejections import Rejections
 
 
 class _ReadDeadlineProtocol(HttpToolsProtocol):
     """HttpToolsProtocol closing a connection whose request is not read in time."""
 
     read_timeout_seconds = 10.0
+    closed: Rejections  # notes each connection closed at its deadline
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -60,14 +66,16 @@ class _ReadDeadlineProtocol(HttpToolsProtocol):
     def _expired(self) -> None:
         self._deadline = None
         if not self.transport.is_closing():
-            log.info(
-                "slow_client_closed",
-                extra={"event": "slow_client_closed", "seconds": self.read_timeout_seconds},
-            )
+            self.closed.note("read_deadline")
             self.transport.close()
 
 
-def read_deadline_protocol(seconds: float) -> type[HttpToolsProtocol]:
+def read_deadline_protocol(
+    seconds: float, closed: Counter | None = None
+) -> type[HttpToolsProtocol]:
     """uvicorn's `http` protocol class, closing connections whose request takes longer than
-    `seconds` to arrive."""
-    return type("ReadDeadlineProtocol", (_ReadDeadlineProtocol,), {"read_timeout_seconds": seconds})
+    `seconds` to arrive, each counted in `closed` (if given) and logged within a rate limit."""
+    counter = closed if closed is not None else NoOpCounter("pyloto.http.slow_clients.closed")
+    notes = Rejections(counter, event="slow_client_closed", level=logging.INFO)
+    attributes = {"read_timeout_seconds": seconds, "closed": notes}
+    return type("ReadDeadlineProtocol", (_ReadDeadlineProtocol,), attributes)

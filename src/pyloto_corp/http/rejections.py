@@ -1,10 +1,14 @@
-"""Refused webhooks, made visible: a rate-limited line and a counter per reason.
+"""Refused requests, made visible: a rate-limited log line and a counter per reason.
 
 A secret rotated on one side only shows up as every webhook answered 403; without a line on
-the server it would go unnoticed until customers complain. A store outage answers every
-webhook 503: one ERROR line each would let a flood of posts fill the log bill and bury the
-real errors. The body is never logged (it is the customer's message), only why it was
-refused.
+the server it would go unnoticed until customers complain. The body is never logged (it is
+the customer's message), only why it was refused.
+
+Whatever a client can make happen as often as it likes is noted this way, so a flood is
+counted in full but cannot fill the log (nor its bill) or bury a real error: refused
+webhooks (`webhook_rejected`), refused console sign-ins (`ops_signin_refused`) and
+connections closed at their read deadline (`slow_client_closed`); a store outage's 503s
+(`webhook_rejected` at ERROR) too.
 """
 
 from __future__ import annotations
@@ -33,20 +37,24 @@ class _Window:
 
 @dataclass
 class Rejections:
-    """Notes each refused webhook request: counted always, logged within the rate limit."""
+    """Notes each refused request: counted always, logged (as `event`, at `level`) within
+    the rate limit."""
 
     counter: Counter
     clock: Callable[[], float] = time.monotonic
     lines_per_window: int = LINES_PER_WINDOW
     window_seconds: float = WINDOW_SECONDS
+    event: str = "webhook_rejected"
+    level: int = logging.WARNING
     _windows: dict[str, _Window] = field(default_factory=dict)
 
     def note(
-        self, reason: str, status: int, detail: str = "", level: int = logging.WARNING
+        self, reason: str, status: int | None = None, detail: str = "", level: int | None = None
     ) -> None:
         """Count a rejection (`reason` is a fixed word, `detail` a parser or store message,
-        never the body) and log it at `level` unless this reason already logged its share of
-        the window."""
+        never the body) and log it (at `level`, else the instance's) unless this reason
+        already logged its share of the window. `status` is the HTTP status answered, None
+        when the connection was closed instead."""
         self.counter.add(1, {"pyloto.reason": reason})
         now = self.clock()
         window = self._windows.get(reason)
@@ -57,10 +65,12 @@ class Rejections:
             window.suppressed += 1
             return
         window.lines += 1
-        extra: dict[str, object] = {"event": "webhook_rejected", "reason": reason, "status": status}
+        extra: dict[str, object] = {"event": self.event, "reason": reason}
+        if status is not None:
+            extra["status"] = status
         if detail:
             extra["detail"] = detail
         if window.suppressed:
             extra["suppressed"] = window.suppressed  # lines not written since the last one
             window.suppressed = 0
-        log.log(level, "webhook_rejected: %s", reason, extra=extra)
+        log.log(self.level if level is None else level, "%s: %s", self.event, reason, extra=extra)

@@ -68,6 +68,14 @@ class Metrics:
             description="Webhook requests refused (signature, body, size, verification, "
             "store or queue unavailable, store not durable), by reason.",
         )
+        self.ops_signin_refusals = meter.create_counter(
+            "pyloto.ops.signin.refused", description="Console sign-ins refused, by reason."
+        )
+        self.slow_clients_closed = meter.create_counter(
+            "pyloto.http.slow_clients.closed",
+            description="Connections closed because their request did not arrive within "
+            "REQUEST_READ_TIMEOUT_SECONDS.",
+        )
         self.dedupe_hits = meter.create_counter(
             "pyloto.dedupe.hits", description="Inbound messages already stored (redeliveries)."
         )

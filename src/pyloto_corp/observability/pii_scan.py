@@ -60,8 +60,11 @@ GREP_PHONE: Final = (
 GREP_BSUID: Final = (
     "(^|[^0-9A-Za-z.])[A-Z]{2}[.](ENT[.])?[0-9A-Za-z]*[0-9][0-9A-Za-z]*([^0-9A-Za-z]|$)"
 )
+# A WhatsApp message id (base64 of a blob holding a phone number): any `wamid.` token.
+GREP_WAMID: Final = "(^|[^0-9A-Za-z_.])wamid[.][0-9A-Za-z+/=_-]"
 GREP_PATTERNS: Final = {
     "phone": GREP_PHONE,
+    "wamid": GREP_WAMID,
     "bsuid": GREP_BSUID,
     "email": GREP_EMAIL,
     "cpf": GREP_CPF,
