@@ -1,5 +1,5 @@
 """The `pyloto` command: serve, simulate, inspect, replay, queues, llm check, statecharts,
-pii-scan, fake-openai."""
+config docs, pii-scan, fake-openai."""
 
 from __future__ import annotations
 
@@ -598,7 +598,63 @@ def _parser() -> argparse.ArgumentParser:
         chart_command.add_argument(
             "--out", type=Path, default=Path("docs/statecharts"), help="pages (docs/statecharts)"
         )
+    _config_parser(commands)
     return parser
+
+
+def _config_parser(commands: Any) -> None:
+    """`pyloto config docs [--check] [--out FILE]`: the generated configuration reference."""
+    config = commands.add_parser(
+        "config", help="the configuration reference, docs/configuration.md"
+    )
+    config_commands = config.add_subparsers(dest="config_command", required=True)
+    docs = config_commands.add_parser(
+        "docs", help="write every variable's type, default and description to <out>"
+    )
+    docs.add_argument(
+        "--out", type=Path, default=None, help="the page (default: docs/configuration.md)"
+    )
+    docs.add_argument(
+        "--check",
+        action="store_true",
+        help="write nothing; exit 1 with a diff if <out> is missing or out of date",
+    )
+
+
+def _cmd_config(args: argparse.Namespace) -> int:
+    """Write the configuration reference, or with --check exit 1 while it is stale."""
+    from pyloto_corp.config_docs import (
+        DEFAULT_PAGE,
+        RENDER_COMMAND,
+        UndocumentedSetting,
+        drifted_variables,
+        render_markdown,
+        stale_diff,
+    )
+
+    page: Path = args.out or DEFAULT_PAGE
+    try:
+        markdown = render_markdown(Settings)
+    except UndocumentedSetting as error:
+        print(f"pyloto: {error}", file=sys.stderr)
+        return 2
+    if not args.check:
+        page.parent.mkdir(parents=True, exist_ok=True)
+        page.write_bytes(markdown.encode())
+        print(f"wrote {page}")
+        return 0
+    committed = page.read_bytes().decode(errors="replace") if page.is_file() else None
+    diff = stale_diff(markdown, committed, str(page))
+    if diff:
+        sys.stdout.write(diff)
+        print(
+            f"pyloto: {page} is out of date ({', '.join(drifted_variables(diff)) or 'its text'}): "
+            f"run `{RENDER_COMMAND}`",
+            file=sys.stderr,
+        )
+        return 1
+    print(f"configuration reference up to date ({page})")
+    return 0
 
 
 async def _ensure_queues(settings: Settings, dry_run: bool) -> list[str]:
@@ -804,7 +860,7 @@ def _main(argv: Sequence[str] | None) -> int:
     if args.command == "replay" and args.confirm_unknown and args.failed:
         parser.error("--confirm-unknown goes with one MESSAGE_ID, not --failed")
     # These read files or stand in for a peer: they need no settings, secrets or environment.
-    plain = {"pii-scan": _cmd_pii_scan, "fake-openai": _cmd_fake_openai}
+    plain = {"pii-scan": _cmd_pii_scan, "fake-openai": _cmd_fake_openai, "config": _cmd_config}
     if args.command in plain:
         return plain[args.command](args)
     try:

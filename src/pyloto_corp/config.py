@@ -60,7 +60,7 @@ class AppSettings(_Section):
         description="development | staging | production; staging/production demand secrets.",
     )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = Field(
-        "INFO", alias="LOG_LEVEL", description="Minimum level of the JSON log lines."
+        "INFO", alias="LOG_LEVEL", description="Minimum level of the JSON log lines on stdout."
     )
     webhook_max_body_bytes: int = Field(
         3 * 1024 * 1024,
@@ -68,7 +68,9 @@ class AppSettings(_Section):
         gt=0,
         description="Larger webhook bodies are answered 413 (Meta sends at most 3 MB).",
     )
-    port: int = Field(8000, alias="PORT", ge=1, le=65535, description="`pyloto serve` port.")
+    port: int = Field(
+        8000, alias="PORT", ge=1, le=65535, description="`pyloto serve` port (Cloud Run sets it)."
+    )
     request_read_timeout_seconds: float = Field(
         10.0,
         alias="REQUEST_READ_TIMEOUT_SECONDS",
@@ -87,7 +89,8 @@ class AppSettings(_Section):
     hash_key: str | None = Field(
         None,
         alias="PRIVACY_HASH_KEY",
-        description="Keys the hashes that stand for a customer (defaults to the app secret).",
+        description="Keys the hashes that stand for a customer (rollout bucket, conversation).",
+        json_schema_extra={"unset": "the app secret"},
     )
 
 
@@ -95,10 +98,16 @@ class WhatsAppSettings(_Section):
     """Meta WhatsApp Cloud API credentials and endpoints."""
 
     app_secret: str | None = Field(
-        None, alias="WHATSAPP_APP_SECRET", description="Signs webhooks (X-Hub-Signature-256)."
+        None,
+        alias="WHATSAPP_APP_SECRET",
+        description="App secret that signs webhooks (X-Hub-Signature-256).",
+        json_schema_extra={"unset": "dev value (development only)"},
     )
     verify_token: str | None = Field(
-        None, alias="WHATSAPP_VERIFY_TOKEN", description="Answers GET /webhook verification."
+        None,
+        alias="WHATSAPP_VERIFY_TOKEN",
+        description="Token of the GET /webhook subscription check.",
+        json_schema_extra={"unset": "dev value (development only)"},
     )
     access_token: str | None = Field(
         None,
@@ -109,7 +118,8 @@ class WhatsAppSettings(_Section):
         None,
         alias="WHATSAPP_PHONE_NUMBER_ID",
         pattern=r"^\d+$",
-        description="The business number's id: the default sender (a message naming no number).",
+        description="The business number's id: the default sender (a message naming no number); "
+        "required with a token unless WHATSAPP_PHONE_NUMBER_IDS is set.",
     )
     phone_number_ids: Annotated[tuple[str, ...], BeforeValidator(_comma_list)] = Field(
         (),
@@ -129,14 +139,17 @@ class WhatsAppSettings(_Section):
         repr=False,
     )
     api_base_url: str = Field(
-        "https://graph.facebook.com", alias="WHATSAPP_API_BASE_URL", description="Graph API."
+        "https://graph.facebook.com",
+        alias="WHATSAPP_API_BASE_URL",
+        description="Graph API host (a local fake in tests).",
     )
     api_version: str = Field(
         "v26.0",
         alias="WHATSAPP_API_VERSION",
         pattern=r"^v\d+\.\d+$",
-        description="Graph API version in the messages URL; `pyloto serve` warns 90 days "
-        "before Meta retires it.",
+        description="Graph API version in the messages URL; `pyloto serve` logs one "
+        "graph_version_ending WARNING from 90 days before Meta retires it (dates in "
+        "adapters/graph_versions.py, from Meta's changelog).",
     )
     timeout_seconds: float = Field(
         10.0,
@@ -250,15 +263,22 @@ class OpenAISettings(_Section):
     enabled: bool | None = Field(
         None,
         alias="OPENAI_ENABLED",
-        description="Run the LLM steps; defaults to true when OPENAI_API_KEY is set.",
+        description="Run the LLM steps.",
+        json_schema_extra={"unset": "true if OPENAI_API_KEY is set"},
     )
     api_key: str | None = Field(None, alias="OPENAI_API_KEY", description="OpenAI API key.")
-    model: str = Field("gpt-4o-mini", alias="OPENAI_MODEL", min_length=1, description="Model.")
+    model: str = Field(
+        "gpt-4o-mini",
+        alias="OPENAI_MODEL",
+        min_length=1,
+        description="Model of the three LLM steps.",
+    )
     transcription_model: str = Field(
         "gpt-4o-mini-transcribe",
         alias="OPENAI_TRANSCRIPTION_MODEL",
         min_length=1,
-        description="Model that transcribes voice notes (audio transcriptions endpoint).",
+        description="Model that transcribes voice notes (audio transcriptions endpoint, "
+        "Portuguese hinted).",
     )
     timeout_seconds: float = Field(
         10.0, alias="OPENAI_TIMEOUT_SECONDS", gt=0, le=120, description="Per-call timeout."
@@ -267,7 +287,11 @@ class OpenAISettings(_Section):
         None, alias="OPENAI_BASE_URL", description="Any OpenAI-compatible server."
     )
     rollout_percent: int = Field(
-        100, alias="OPENAI_ROLLOUT_PERCENT", ge=0, le=100, description="Share of senders on LLM."
+        100,
+        alias="OPENAI_ROLLOUT_PERCENT",
+        ge=0,
+        le=100,
+        description="Share of senders routed to the LLM.",
     )
     max_retries: int = Field(
         1,
@@ -294,23 +318,26 @@ class OpenAISettings(_Section):
         le=2,
         description="Sampling temperature of the chat steps; unset sends none (the model's "
         "default). Dropped for the process when the server refuses it.",
+        json_schema_extra={"unset": "none sent"},
     )
     vision_model: str | None = Field(
         None,
         alias="OPENAI_VISION_MODEL",
         min_length=1,
-        description="Model that describes pictures (chat server); defaults to OPENAI_MODEL.",
+        description="Model that describes pictures (on the chat server).",
+        json_schema_extra={"unset": "OPENAI_MODEL"},
     )
     transcription_base_url: str | None = Field(
         None,
         alias="OPENAI_TRANSCRIPTION_BASE_URL",
-        description="OpenAI-compatible server of voice note transcriptions; defaults to "
-        "OPENAI_BASE_URL.",
+        description="OpenAI-compatible server of voice note transcriptions.",
+        json_schema_extra={"unset": "OPENAI_BASE_URL"},
     )
     transcription_api_key: str | None = Field(
         None,
         alias="OPENAI_TRANSCRIPTION_API_KEY",
-        description="API key of the transcription server; defaults to OPENAI_API_KEY.",
+        description="API key of the transcription server.",
+        json_schema_extra={"unset": "OPENAI_API_KEY"},
     )
 
     @property
@@ -322,13 +349,24 @@ class OpenAISettings(_Section):
 class BusinessSettings(_Section):
     """What LLM#2 may say about the business."""
 
-    name: str = Field("nossa empresa", alias="BUSINESS_NAME", min_length=1, description="Name.")
-    hours: str = Field(
-        "segunda a sexta, das 9h às 18h", alias="BUSINESS_HOURS", description="Opening hours."
+    name: str = Field(
+        "nossa empresa",
+        alias="BUSINESS_NAME",
+        min_length=1,
+        description="The business the replies speak for.",
     )
-    faq: str = Field("", alias="BUSINESS_FAQ", description="A short FAQ, inline.")
+    hours: str = Field(
+        "segunda a sexta, das 9h às 18h",
+        alias="BUSINESS_HOURS",
+        description="Opening hours the replies may quote.",
+    )
+    faq: str = Field(
+        "",
+        alias="BUSINESS_FAQ",
+        description="A short FAQ, inline (the only facts the replies may use).",
+    )
     faq_file: Path | None = Field(
-        None, alias="BUSINESS_FAQ_FILE", description="A file with the FAQ (UTF-8 text)."
+        None, alias="BUSINESS_FAQ_FILE", description="The FAQ from a UTF-8 file instead."
     )
     reply_templates_file: Path | None = Field(
         None,
@@ -350,13 +388,20 @@ class StateSettings(_Section):
     """Where records live (state and dedupe are one store)."""
 
     backend: Literal["sqlite", "redis"] | None = Field(
-        None, alias="STATE_BACKEND", description="sqlite (default) | redis."
+        None,
+        alias="STATE_BACKEND",
+        description="Where records live.",
+        json_schema_extra={"unset": "DEDUPE_BACKEND, else `sqlite`"},
     )
     dedupe_backend: Literal["sqlite", "redis"] | None = Field(
-        None, alias="DEDUPE_BACKEND", description="Deploy guide's name for the same store."
+        None,
+        alias="DEDUPE_BACKEND",
+        description="The deploy guide's name for the same store; must agree with STATE_BACKEND.",
     )
     sqlite_path: Path = Field(
-        Path("./pyloto.db"), alias="STATE_SQLITE_PATH", description="SQLite database file."
+        Path("./pyloto.db"),
+        alias="STATE_SQLITE_PATH",
+        description="SQLite database file (with SQLite state, the dry-run outbox shares it).",
     )
     redis_url: str | None = Field(
         None,
@@ -417,24 +462,38 @@ class QueueSettings(_Section):
     """How transitions are scheduled."""
 
     backend: Literal["local", "cloud_tasks"] | None = Field(
-        None, alias="QUEUE_BACKEND", description="local (in-process, default) | cloud_tasks."
+        None,
+        alias="QUEUE_BACKEND",
+        description="local (in-process) or cloud_tasks.",
+        json_schema_extra={"unset": "`local` (or CLOUD_TASKS_ENABLED's)"},
     )
     cloud_tasks_enabled: bool | None = Field(
         None, alias="CLOUD_TASKS_ENABLED", description="Deploy guide's switch; true = cloud_tasks."
     )
-    gcp_project: str | None = Field(None, alias="GCP_PROJECT", description="GCP project id.")
-    gcp_location: str = Field("us-central1", alias="GCP_LOCATION", description="Queue region.")
+    gcp_project: str | None = Field(
+        None,
+        alias="GCP_PROJECT",
+        description="Project of the Cloud Tasks queues and of short sm:// references.",
+    )
+    gcp_location: str = Field(
+        "us-central1", alias="GCP_LOCATION", description="Region of the queues."
+    )
     internal_task_base_url: str | None = Field(
         None, alias="INTERNAL_TASK_BASE_URL", description="Public URL tasks call back."
     )
     internal_task_token: str | None = Field(
-        None, alias="INTERNAL_TASK_TOKEN", description="X-Internal-Token of /internal routes."
+        None,
+        alias="INTERNAL_TASK_TOKEN",
+        description="X-Internal-Token of the /internal routes (and the console's sign-in).",
+        json_schema_extra={"unset": "dev value (development only)"},
     )
     inbound_queue_name: str = Field(
-        "whatsapp-inbound", alias="INBOUND_TASK_QUEUE_NAME", description="LLM/dedupe steps."
+        "whatsapp-inbound",
+        alias="INBOUND_TASK_QUEUE_NAME",
+        description="Queue of the dedupe and LLM steps.",
     )
     outbound_queue_name: str = Field(
-        "whatsapp-outbound", alias="OUTBOUND_TASK_QUEUE_NAME", description="Send step."
+        "whatsapp-outbound", alias="OUTBOUND_TASK_QUEUE_NAME", description="Queue of the send step."
     )
     cloud_tasks_emulator_host: str | None = Field(
         None, alias="CLOUD_TASKS_EMULATOR_HOST", description="host:port of a local emulator."
@@ -449,7 +508,8 @@ class QueueSettings(_Section):
     cloud_tasks_oidc_audience: str | None = Field(
         None,
         alias="CLOUD_TASKS_OIDC_AUDIENCE",
-        description="Audience of the tasks' OIDC tokens (default: INTERNAL_TASK_BASE_URL).",
+        description="Audience of the tasks' OIDC tokens.",
+        json_schema_extra={"unset": "INTERNAL_TASK_BASE_URL"},
     )
     google_oidc_certs_url: str = Field(
         "https://www.googleapis.com/oauth2/v1/certs",
@@ -466,10 +526,16 @@ class QueueSettings(_Section):
         description="Accept the in-process queue on Cloud Run (work is lost on scale-in).",
     )
     local_min_backoff_seconds: float = Field(
-        5.0, alias="LOCAL_QUEUE_MIN_BACKOFF_SECONDS", gt=0, description="First retry delay."
+        5.0,
+        alias="LOCAL_QUEUE_MIN_BACKOFF_SECONDS",
+        gt=0,
+        description="First retry delay of the local queue.",
     )
     local_max_backoff_seconds: float = Field(
-        600.0, alias="LOCAL_QUEUE_MAX_BACKOFF_SECONDS", gt=0, description="Retry delay cap."
+        600.0,
+        alias="LOCAL_QUEUE_MAX_BACKOFF_SECONDS",
+        gt=0,
+        description="Longest retry delay of the local queue.",
     )
 
     @property
