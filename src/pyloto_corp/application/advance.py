@@ -30,6 +30,7 @@ from pyloto_corp.domain.events import DeadLettered, Event, SendClaimed
 from pyloto_corp.domain.machine import LifecycleMachine
 from pyloto_corp.domain.privacy import message_ref
 from pyloto_corp.domain.records import Record, Turn
+from pyloto_corp.domain.writes import NO_WRITES
 from pyloto_corp.observability.instruments import Telemetry, context_of, traceparent_of
 from pyloto_corp.observability.logging import names_in_scope, scrub_exception
 
@@ -184,7 +185,7 @@ class Advancer:
     ) -> tuple[str, Then | None]:
         """Take the step's lease and load the record (one call to the store; none when the
         previous step's save took the lease), run the step, then save and give the lease
-        back (one call, with the step's deferred writes): at most two round trips a
+        back (one call, with what the step's event writes): at most two round trips a
         transition."""
         turns: list[Turn] | None = None
         record: Record | None
@@ -416,6 +417,9 @@ class Advancer:
         """The save, as one `StepCommit` with what the event writes; raises the pacing wait
         when the claim's token was not free, so nothing was saved and the queue retries."""
         if lease is None:
+            # Only a dead letter or an operator's event is saved outside a step's lease, and
+            # neither writes anything besides the record.
+            assert event.writes() == NO_WRITES, f"{event.trigger} needs a step's commit"
             return await self.store.save(moved, expected_version), None
         following = next_lease.hold(STEP_LEASE_SECONDS) if next_lease is not None else None
         commit = StepCommit.of(moved, expected_version, lease.hold(), event.writes(), following)
