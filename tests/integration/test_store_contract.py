@@ -12,10 +12,12 @@ import pytest
 
 from pyloto_corp.application.ports import (
     CustomerRequest,
+    LeaseHold,
     RecordPage,
     RecordQuery,
     SlotRequest,
     StateStore,
+    StepCommit,
     StepLoad,
     StepSave,
     TurnsWrite,
@@ -466,15 +468,17 @@ async def test_finish_step_saves_under_the_version_check_and_frees_the_lease(
     await store.create_if_absent([stored])
     moved = replace(stored, state="deduped", version=1)
     assert await store.acquire_lease("step", "a", 30)
-    assert (await store.finish_step(moved, 0, "step", "a")).saved is True
+    assert (await store.finish_step(StepCommit(moved, 0, LeaseHold("step", "a")))).saved is True
     assert (await store.get(stored.message_id)) == moved
     assert await store.acquire_lease("step", "b", 30) is True, "released"
 
     again = replace(moved, state="llm1", version=2)
-    assert (await store.finish_step(again, 0, "step", "a")).saved is False, "stale version"
+    assert (await store.finish_step(StepCommit(again, 0, LeaseHold("step", "a")))).saved is False, (
+        "stale version"
+    )
     assert await store.acquire_lease("step", "c", 30) is False, "b's lease is untouched"
     await store.release_lease("step", "b")
-    assert (await store.finish_step(again, 1, "step", "c")).saved is True
+    assert (await store.finish_step(StepCommit(again, 1, LeaseHold("step", "c")))).saved is True
     assert (await store.get(stored.message_id)) == again
 
 
@@ -514,7 +518,12 @@ async def test_finish_step_saves_releases_and_takes_the_next_lease(store: StateS
     moved = replace(stored, state="sending", version=1, conversation="conv-f")
     assert await store.acquire_lease("m:queued_outbound", "a", 30)
     done = await store.finish_step(
-        moved, 0, "m:queued_outbound", "a", next_lease=("m:sending", "a2", 30)
+        StepCommit(
+            moved,
+            0,
+            LeaseHold("m:queued_outbound", "a"),
+            next_lease=LeaseHold("m:sending", "a2", 30),
+        )
     )
     assert done == StepSave(True, 0.0, True)
     assert await store.get(stored.message_id) == moved
@@ -523,19 +532,27 @@ async def test_finish_step_saves_releases_and_takes_the_next_lease(store: StateS
 
     # The same name released and taken again (a claim made anew in `sending`).
     again = replace(moved, version=2)
-    done = await store.finish_step(again, 1, "m:sending", "a2", next_lease=("m:sending", "a3", 30))
+    done = await store.finish_step(
+        StepCommit(
+            again, 1, LeaseHold("m:sending", "a2"), next_lease=LeaseHold("m:sending", "a3", 30)
+        )
+    )
     assert done == StepSave(True, 0.0, True)
     assert await store.acquire_lease("m:sending", "b", 30) is False, "taken for a3"
 
     stale = replace(moved, version=9)
-    done = await store.finish_step(stale, 1, "m:sending", "a3", next_lease=("m:next", "x", 30))
+    done = await store.finish_step(
+        StepCommit(stale, 1, LeaseHold("m:sending", "a3"), next_lease=LeaseHold("m:next", "x", 30))
+    )
     assert done == StepSave(False, 0.0, False)
     assert await store.acquire_lease("m:sending", "b", 30), "released although stale"
     assert await store.acquire_lease("m:next", "b", 30), "not taken: nothing was saved"
 
     await store.acquire_lease("m:other", "c", 30)
     third = replace(again, version=3)
-    done = await store.finish_step(third, 2, "m:x", "nobody", next_lease=("m:other", "d", 30))
+    done = await store.finish_step(
+        StepCommit(third, 2, LeaseHold("m:x", "nobody"), next_lease=LeaseHold("m:other", "d", 30))
+    )
     assert done == StepSave(True, 0.0, False), "held by c"
 
 
@@ -546,16 +563,24 @@ async def test_finish_step_saves_a_claim_only_with_a_pacing_token(store: StateSt
     await store.create_if_absent([first, second])
     slot = SlotRequest("pace-f", 1000.0, 6.0, 1)
     claim = replace(first, state="sending", version=1)
-    assert await store.finish_step(claim, 5, "l", "a", slot=slot) == StepSave(False)
-    assert await store.finish_step(claim, 0, "l", "a", slot=slot) == StepSave(True)
+    assert await store.finish_step(
+        StepCommit(claim, 5, LeaseHold("l", "a"), slot=slot)
+    ) == StepSave(False)
+    assert await store.finish_step(
+        StepCommit(claim, 0, LeaseHold("l", "a"), slot=slot)
+    ) == StepSave(True)
     other = replace(second, state="sending", version=1)
-    refused = await store.finish_step(other, 0, "l", "a", slot=slot, next_lease=("n", "a", 30))
+    refused = await store.finish_step(
+        StepCommit(other, 0, LeaseHold("l", "a"), slot=slot, next_lease=LeaseHold("n", "a", 30))
+    )
     assert refused.saved is False
     assert refused.next_taken is False
     assert refused.wait == pytest.approx(6.0)
     assert await store.get(second.message_id) == second
     later = SlotRequest("pace-f", 1006.0, 6.0, 1)
-    assert (await store.finish_step(other, 0, "l", "a", slot=later)).saved is True
+    assert (
+        await store.finish_step(StepCommit(other, 0, LeaseHold("l", "a"), slot=later))
+    ).saved is True
 
 
 async def test_finish_step_appends_turns_whatever_the_save(store: StateStore) -> None:
@@ -566,9 +591,13 @@ async def test_finish_step_appends_turns_whatever_the_save(store: StateStore) ->
     turns = [Turn("customer", "oi", 10.0), Turn("business", "olá", 10.0)]
     write = TurnsWrite("conv-t", turns, 86400, 20)
     sent = replace(stored, state="sent", version=1)
-    assert (await store.finish_step(sent, 0, "l", "a", turns=write)).saved is True
+    assert (
+        await store.finish_step(StepCommit(sent, 0, LeaseHold("l", "a"), turns=write))
+    ).saved is True
     late = TurnsWrite("conv-t", [Turn("business", "de novo", 11.0)], 86400, 3)
-    assert (await store.finish_step(sent, 0, "l", "a", turns=late)).saved is False
+    assert (
+        await store.finish_step(StepCommit(sent, 0, LeaseHold("l", "a"), turns=late))
+    ).saved is False
     assert [t.text for t in await store.recent_turns("conv-t", 0.0, 10)] == [
         "oi",
         "olá",
@@ -731,12 +760,16 @@ async def test_finish_step_counts_only_what_it_saved(store: StateStore) -> None:
     first, second = record(created_at=now - 7200), record(created_at=now - 7200)
     await store.create_if_absent([first, second])
     step = moved(first, "deduped", now, 2.0)
-    assert (await store.finish_step(step, 0, "l1", "a")).saved
-    assert not (await store.finish_step(moved(first, "ignored", now), 0, "l1", "a")).saved
+    assert (await store.finish_step(StepCommit(step, 0, LeaseHold("l1", "a")))).saved
+    assert not (
+        await store.finish_step(StepCommit(moved(first, "ignored", now), 0, LeaseHold("l1", "a")))
+    ).saved
     slot = SlotRequest(new_wamid(), now, 60.0, 1)
     claim = moved(second, "sending", now, 2.0)
-    assert (await store.finish_step(claim, 0, "l2", "a", slot=slot)).saved
-    refused = await store.finish_step(moved(step, "llm1", now), 1, "l3", "a", slot=slot)
+    assert (await store.finish_step(StepCommit(claim, 0, LeaseHold("l2", "a"), slot=slot))).saved
+    refused = await store.finish_step(
+        StepCommit(moved(step, "llm1", now), 1, LeaseHold("l3", "a"), slot=slot)
+    )
     assert (refused.saved, refused.wait > 0) == (False, True)
 
     assert await bucket(store, MINUTE, now) == {
@@ -759,9 +792,15 @@ async def test_state_counts_follow_each_write_and_purge(store: StateStore) -> No
     assert await store.save(moved(old[0], "deduped", 200.0), expected_version=0)
     assert not await store.save(moved(old[0], "ignored", 200.0), expected_version=0)
     assert await store.save(moved(old[1], "ignored", 200.0), expected_version=0)
-    assert (await store.finish_step(moved(young[0], "deduped", 950.0), 0, "l", "a")).saved
+    assert (
+        await store.finish_step(
+            StepCommit(moved(young[0], "deduped", 950.0), 0, LeaseHold("l", "a"))
+        )
+    ).saved
     deduped = moved(young[0], "deduped", 950.0)
-    assert (await store.finish_step(moved(deduped, "llm1", 960.0), 1, "l", "a")).saved
+    assert (
+        await store.finish_step(StepCommit(moved(deduped, "llm1", 960.0), 1, LeaseHold("l", "a")))
+    ).saved
     assert nonzero(await store.state_counts()) == {
         "received": 2,
         "deduped": 1,
@@ -976,12 +1015,14 @@ async def test_finish_step_resolves_the_customer_with_the_save(store: StateStore
     request = CustomerRequest(phone, user)
 
     stale = await store.finish_step(
-        replace(moved, version=5), 4, "k:received", "a", customer=request
+        StepCommit(replace(moved, version=5), 4, LeaseHold("k:received", "a"), customer=request)
     )
     assert stale == StepSave(False)
     assert await store.resolve_customer(phone, None) == phone, "nothing resolved when stale"
 
-    done = await store.finish_step(moved, 0, "k:received", "a", customer=request)
+    done = await store.finish_step(
+        StepCommit(moved, 0, LeaseHold("k:received", "a"), customer=request)
+    )
     assert done == StepSave(True, customer=user)
     loaded = await store.get(stored.message_id)
     assert loaded == replace(moved, conversation=user)

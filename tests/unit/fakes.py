@@ -14,14 +14,12 @@ from typing import Any
 import anyio
 
 from pyloto_corp.application.ports import (
-    CustomerRequest,
     RecordPage,
     RecordQuery,
-    SlotRequest,
+    StepCommit,
     StepLoad,
     StepSave,
     Task,
-    TurnsWrite,
 )
 from pyloto_corp.domain.ops_metrics import (
     HOUR,
@@ -203,18 +201,10 @@ class FakeStore:
             return StepLoad(taken, record)
         return StepLoad(taken, record, list(self.turns.get(record.conversation, [])[-turns:]))
 
-    async def finish_step(
-        self,
-        record: Record,
-        expected_version: int,
-        name: str,
-        owner: str,
-        *,
-        slot: SlotRequest | None = None,
-        turns: TurnsWrite | None = None,
-        next_lease: tuple[str, str, float] | None = None,
-        customer: CustomerRequest | None = None,
-    ) -> StepSave:
+    async def finish_step(self, commit: StepCommit) -> StepSave:
+        record, expected_version = commit.record, commit.expected_version
+        name, owner, next_lease = commit.lease.name, commit.lease.owner, commit.next_lease
+        slot, turns, customer = commit.slot, commit.turns, commit.customer
         stored = self.records.get(record.message_id)
         saved, wait, taken, key = False, 0.0, False, ""
         if stored is not None and stored.version == expected_version:
@@ -231,7 +221,7 @@ class FakeStore:
             )
         await self.release_lease(name, owner)
         if saved and next_lease is not None:
-            taken = await self.acquire_lease(*next_lease)
+            taken = await self.acquire_lease(next_lease.name, next_lease.owner, next_lease.seconds)
         return StepSave(saved, wait, taken, key if saved else "")
 
     async def state_counts(self) -> dict[str, int]:

@@ -17,6 +17,7 @@ from pyloto_corp.ai import limits
 from pyloto_corp.ai.limits import TEXT_BODY
 from pyloto_corp.ai.schemas import EventDetection, MessageChoice, ReplyDraft
 from pyloto_corp.application import llm_steps
+from pyloto_corp.application.advance import Advancer
 from pyloto_corp.application.llm_steps import (
     CONVERSATION_TURNS,
     CONVERSATION_WINDOW_SECONDS,
@@ -31,10 +32,9 @@ from pyloto_corp.application.ports import (
     LLMFailure,
     LLMResult,
     PermanentStepError,
-    StoreUnavailable,
 )
 from pyloto_corp.application.step_context import LLMRouting, StepContext
-from pyloto_corp.application.steps import queue_reply, send
+from pyloto_corp.application.steps import queue_reply
 from pyloto_corp.domain.events import FellBack, ReplyQueued
 from pyloto_corp.domain.records import Turn
 from pyloto_corp.domain.replies import reply_body
@@ -458,15 +458,19 @@ async def test_a_template_breaking_a_limit_is_never_queued(
 
 
 async def test_sending_remembers_the_masked_exchange(
-    make_record: MakeRecord, store: FakeStore, context: StepContext, clock: FakeClock
+    make_record: MakeRecord,
+    store: FakeStore,
+    context: StepContext,
+    clock: FakeClock,
+    advancer: Advancer,
 ) -> None:
     """After a send the customer's text (masked) and the reply's body join the sender's
-    conversation, for LLM#2's next prompt."""
+    conversation, for LLM#2's next prompt: written by the save of the send."""
     message = {"type": "interactive", "interactive": {"type": "button", "body": {"text": "Quer?"}}}
-    record = make_record(state="sending", text=PERSONAL)
+    record = make_record(state="queued_outbound", text=PERSONAL)
     record = replace(record, reply=reply_body(record.inbound, message))
     store.put(record)
-    await send(record, replace(context, claim_made_here=True))
+    assert await advancer.advance(record.message_id, "queued_outbound") == "sent"
     conversation = conversation_id(SENDER, context.hash_key)
     assert store.turns[conversation] == [
         Turn("customer", MASKED, clock()),
@@ -475,32 +479,13 @@ async def test_sending_remembers_the_masked_exchange(
 
 
 async def test_a_caption_less_image_remembers_only_the_reply(
-    put_record: PutRecord, store: FakeStore, context: StepContext
+    put_record: PutRecord, store: FakeStore, context: StepContext, advancer: Advancer
 ) -> None:
     """Nothing the customer wrote: only the business's reply is remembered."""
-    record = put_record(kind="image", state="sending", text=None)
-    await send(record, replace(context, claim_made_here=True))
+    record = put_record(kind="image", state="queued_outbound", text=None)
+    assert await advancer.advance(record.message_id, "queued_outbound") == "sent"
     (turn,) = store.turns[conversation_id(SENDER, context.hash_key)]
     assert turn.role == "business"
-
-
-async def test_memory_is_best_effort_when_the_store_fails(
-    put_record: PutRecord,
-    store: FakeStore,
-    context: StepContext,
-    monkeypatch: pytest.MonkeyPatch,
-    caplog: pytest.LogCaptureFixture,
-) -> None:
-    """The store failing to keep the turns does not fail the send: a warning is logged."""
-
-    async def unavailable(*args: Any) -> None:
-        raise StoreUnavailable("down")
-
-    monkeypatch.setattr(store, "append_turns", unavailable)
-    record = put_record(state="sending")
-    outcome = await send(record, replace(context, claim_made_here=True))
-    assert outcome.trigger == "send"
-    assert [r.getMessage() for r in caplog.records] == ["conversation_not_saved"]
 
 
 def test_chosen_fallbacks_are_configuration_not_failures() -> None:

@@ -133,23 +133,37 @@ async def test_a_send_confirmed_by_a_status_is_recorded_not_repeated(
 
 
 async def test_pacing_defers_a_customers_send_beyond_the_burst(
-    make_record: MakeRecord, context: StepContext
+    put_record: PutRecord,
+    store: FakeStore,
+    queue: FakeQueue,
+    outbox: FakeOutbox,
+    context: StepContext,
+    advancer: Advancer,
+    clock: FakeClock,
 ) -> None:
-    """With a burst of 2 the third reply to one customer is retried later (no claim taken);
-    another customer is not held back, and the slot refills with time."""
-    paced = replace(context, pacing=Pacing(per_seconds=6.0, burst=2))
-    records = [make_record(state="queued_outbound") for _ in range(3)]
+    """With a burst of 2 the third reply to one customer is retried later: the claim's save
+    needs a pacing token, so nothing is saved and nothing sent. Another customer is not held
+    back, and the bucket refills with time."""
+    paced = Advancer(
+        advancer.machine, store, queue, replace(context, pacing=Pacing(per_seconds=6.0, burst=2))
+    )
+    records = [put_record(state="queued_outbound") for _ in range(3)]
     for record in records[:2]:
-        assert isinstance(await claim_send(record, paced), SendClaimed)
-    with pytest.raises(TransientStepError, match="pacing"):
-        await claim_send(records[2], paced)
+        assert await paced.advance(record.message_id, "queued_outbound") == "sent"
+    with pytest.raises(TransientStepError, match="pacing") as waited:
+        await paced.advance(records[2].message_id, "queued_outbound")
+    assert waited.value.retry_after == pytest.approx(6.0)
+    held = store.stored(records[2].message_id)
+    assert (held.state, held.send_started_at, held.version) == ("queued_outbound", None, 0)
+    assert len(outbox.sent) == 2
 
-    other = make_record(state="queued_outbound")
-    other = replace(other, inbound=replace(other.inbound, sender="5521912345678"))
-    assert isinstance(await claim_send(other, paced), SendClaimed)
+    other = put_record(state="queued_outbound")
+    store.put(replace(other, inbound=replace(other.inbound, sender="5521912345678")))
+    assert await paced.advance(other.message_id, "queued_outbound") == "sent"
 
-    later = replace(paced, clock=lambda: context.clock() + 6.0)
-    assert isinstance(await claim_send(records[2], later), SendClaimed)
+    clock.advance(6.0)
+    assert await paced.advance(records[2].message_id, "queued_outbound") == "sent"
+    assert len(outbox.sent) == 4
 
 
 async def test_accept_marks_the_message_read_once(

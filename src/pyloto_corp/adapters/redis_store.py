@@ -29,15 +29,14 @@ from pyloto_corp.adapters.redis_wire import RedisWire, Script
 from pyloto_corp.application.durability import Persistence
 from pyloto_corp.application.ports import (
     Adoption,
-    CustomerRequest,
     RecordPage,
     RecordQuery,
     SlotRequest,
+    StepCommit,
     StepLoad,
     StepSave,
     StoreNotDurable,
     StoreUnavailable,
-    TurnsWrite,
 )
 from pyloto_corp.domain.ops_metrics import (
     HOUR,
@@ -684,29 +683,21 @@ class RedisStore:
         except RedisError as error:
             raise StoreUnavailable(f"redis: {error}") from error
 
-    async def finish_step(
-        self,
-        record: Record,
-        expected_version: int,
-        name: str,
-        owner: str,
-        *,
-        slot: SlotRequest | None = None,
-        turns: TurnsWrite | None = None,
-        next_lease: tuple[str, str, float] | None = None,
-        customer: CustomerRequest | None = None,
-    ) -> StepSave:
+    async def finish_step(self, commit: StepCommit) -> StepSave:
+        record, expected_version = commit.record, commit.expected_version
+        name, owner, next_lease = commit.lease.name, commit.lease.owner, commit.next_lease
+        slot, turns, customer = commit.slot, commit.turns, commit.customer
         keys, args = self._save_call(record, expected_version)
         record_key = keys[0]
         keys += [
             self.keys.lease(name),
-            self.keys.lease(next_lease[0]) if next_lease else record_key,
+            self.keys.lease(next_lease.name) if next_lease else record_key,
             self.keys.pacing(slot.key) if slot else record_key,
             self.keys.conversation(turns.conversation) if turns else record_key,
         ]
         args.append(owner)
         if next_lease is not None:
-            args += [next_lease[1], max(1, int(next_lease[2] * 1000))]
+            args += [next_lease.owner, max(1, int(next_lease.seconds * 1000))]
         else:
             args += ["", 0]
         if slot is not None:

@@ -25,14 +25,12 @@ import msgspec
 from pyloto_corp.adapters.ops_buckets import WIDTHS, first_kept, first_read
 from pyloto_corp.adapters.sqlite_base import SQLiteThread
 from pyloto_corp.application.ports import (
-    CustomerRequest,
     RecordPage,
     RecordQuery,
-    SlotRequest,
+    StepCommit,
     StepLoad,
     StepSave,
     StoreUnavailable,
-    TurnsWrite,
 )
 from pyloto_corp.domain.ops_metrics import bucket_of, created_counters, transition_counters
 from pyloto_corp.domain.records import DELIVERY_RANK, FAILED_STATE, Record, StatusUpdate, Turn
@@ -350,18 +348,10 @@ class SQLiteStore:
 
         return await self._db.run(work)
 
-    async def finish_step(
-        self,
-        record: Record,
-        expected_version: int,
-        name: str,
-        owner: str,
-        *,
-        slot: SlotRequest | None = None,
-        turns: TurnsWrite | None = None,
-        next_lease: tuple[str, str, float] | None = None,
-        customer: CustomerRequest | None = None,
-    ) -> StepSave:
+    async def finish_step(self, commit: StepCommit) -> StepSave:
+        record, expected_version = commit.record, commit.expected_version
+        name, owner, next_lease = commit.lease.name, commit.lease.owner, commit.next_lease
+        slot, turns, customer = commit.slot, commit.turns, commit.customer
         args, counts = self._save_call(record, expected_version)
 
         def work(conn: sqlite3.Connection) -> StepSave:
@@ -386,7 +376,7 @@ class SQLiteStore:
                 )
             conn.execute("DELETE FROM leases WHERE name = ? AND owner = ?", (name, owner))
             if saved and next_lease is not None:
-                taken = self._acquire(conn, *next_lease)
+                taken = self._acquire(conn, next_lease.name, next_lease.owner, next_lease.seconds)
             return StepSave(saved, wait, taken, key if saved else "")
 
         return await self._db.run(lambda: self._db.transaction(work))

@@ -14,7 +14,9 @@ from opentelemetry import trace
 from pyloto_corp.application.llm_steps import CONVERSATION_TURNS, record_names
 from pyloto_corp.application.ports import (
     AdvancerStore,
+    LeaseHold,
     PermanentStepError,
+    StepCommit,
     StoreUnavailable,
     Task,
     TaskQueue,
@@ -22,12 +24,13 @@ from pyloto_corp.application.ports import (
 )
 from pyloto_corp.application.queues import STEP_LEASE_SECONDS
 from pyloto_corp.application.registry import REGISTRY
-from pyloto_corp.application.step_context import Deferred, StepContext
-from pyloto_corp.application.steps import STEPS, pacing_wait
+from pyloto_corp.application.step_context import StepContext
+from pyloto_corp.application.steps import STEPS
 from pyloto_corp.domain.events import DeadLettered, Event, SendClaimed
 from pyloto_corp.domain.machine import LifecycleMachine
 from pyloto_corp.domain.privacy import message_ref
 from pyloto_corp.domain.records import Record, Turn
+from pyloto_corp.domain.writes import NO_WRITES
 from pyloto_corp.observability.instruments import Telemetry, context_of, traceparent_of
 from pyloto_corp.observability.logging import names_in_scope, scrub_exception
 
@@ -51,6 +54,16 @@ class Lease:
     name: str
     owner: str
     released: bool = False
+
+    def hold(self, seconds: float = 0.0) -> LeaseHold:
+        return LeaseHold(self.name, self.owner, seconds)
+
+
+def pacing_wait(wait: float) -> TransientStepError:
+    """The error that defers a send until the customer's pacing bucket has a token."""
+    return TransientStepError(
+        f"pacing: next send to this customer in {wait:.1f} s", retry_after=wait
+    )
 
 
 @dataclass(frozen=True)
@@ -172,7 +185,7 @@ class Advancer:
     ) -> tuple[str, Then | None]:
         """Take the step's lease and load the record (one call to the store; none when the
         previous step's save took the lease), run the step, then save and give the lease
-        back (one call, with the step's deferred writes): at most two round trips a
+        back (one call, with what the step's event writes): at most two round trips a
         transition."""
         turns: list[Turn] | None = None
         record: Record | None
@@ -245,9 +258,8 @@ class Advancer:
             await self._requeue_current(record)
             return "stale", None  # moved on, or terminal: a terminal state has no step
         started = self.context.clock()
-        deferred = Deferred()
         try:
-            event = await self._run_step(record, claim_made_here, turns, deferred)
+            event = await self._run_step(record, claim_made_here, turns)
         except PermanentStepError as error:
             # Under the step's lease, the record as loaded: one call to the store.
             await self._dead_letter_loaded(record, f"permanent: {error}", 0, lease)
@@ -256,7 +268,7 @@ class Advancer:
         if event.continues:
             following = self._new_lease(message_id, self.machine.fire(record.state, event.trigger))
         dest, held = await self._commit(
-            record, event, started, attempt, lease=lease, deferred=deferred, next_lease=following
+            record, event, started, attempt, lease=lease, next_lease=following
         )
         if dest == "stale":
             return dest, None
@@ -280,7 +292,6 @@ class Advancer:
         record: Record,
         claim_made_here: bool,
         turns: list[Turn] | None,
-        deferred: Deferred,
     ) -> Event:
         """The step of the record's state. Its exceptions leave with personal data redacted
         from their text: queues log them, and the last one becomes the failure reason."""
@@ -289,7 +300,6 @@ class Advancer:
             self.context,
             claim_made_here=claim_made_here or self.context.claim_made_here,
             turns=turns,
-            deferred=deferred,
         )
         with names_in_scope(*names):
             try:
@@ -362,11 +372,10 @@ class Advancer:
         attempt: int,
         generation: str = "",
         lease: Lease | None = None,
-        deferred: Deferred | None = None,
         next_lease: Lease | None = None,
     ) -> tuple[str, Held | None]:
-        """Save the transition `event` fires (giving back `lease`, writing what the step
-        `deferred` and taking `next_lease` in the same call), then queue the next step.
+        """Save the transition `event` fires (giving back `lease`, writing what the event
+        writes and taking `next_lease` in the same call), then queue the next step.
         "stale" when the record changed since it was loaded; the next lease as held."""
         dest = self.machine.fire(record.state, event.trigger)
         now = self.context.clock()
@@ -375,7 +384,7 @@ class Advancer:
             record.apply(event, dest, now, duration_ms, attempt),
             trace_context=self._trace_context(record),
         )
-        saved, held = await self._save(moved, record.version, lease, deferred, next_lease)
+        saved, held = await self._save(moved, record.version, event, lease, next_lease)
         if not saved:
             return "stale", None
         self._describe(record, moved, event.trigger, duration_ms)
@@ -401,29 +410,21 @@ class Advancer:
         self,
         moved: Record,
         expected_version: int,
+        event: Event,
         lease: Lease | None,
-        deferred: Deferred | None,
         next_lease: Lease | None,
     ) -> tuple[bool, Held | None]:
-        """The save (and what goes with it); raises the pacing wait when the claim's slot
-        was not free, so nothing was saved and the queue retries later."""
+        """The save, as one `StepCommit` with what the event writes; raises the pacing wait
+        when the claim's token was not free, so nothing was saved and the queue retries."""
         if lease is None:
+            # Only a dead letter or an operator's event is saved outside a step's lease, and
+            # neither writes anything besides the record.
+            assert event.writes() == NO_WRITES, f"{event.trigger} needs a step's commit"
             return await self.store.save(moved, expected_version), None
-        deferred = deferred or Deferred()
-        following = None
-        if next_lease is not None:
-            following = (next_lease.name, next_lease.owner, STEP_LEASE_SECONDS)
+        following = next_lease.hold(STEP_LEASE_SECONDS) if next_lease is not None else None
+        commit = StepCommit.of(moved, expected_version, lease.hold(), event.writes(), following)
         try:
-            result = await self.store.finish_step(
-                moved,
-                expected_version,
-                lease.name,
-                lease.owner,
-                slot=deferred.slot,
-                turns=deferred.turns,
-                next_lease=following,
-                customer=deferred.customer,
-            )
+            result = await self.store.finish_step(commit)
         except StoreUnavailable:
             if next_lease is not None:  # the call may have taken it before its answer was lost
                 _remember(self._unreleased, next_lease.name, next_lease.owner, STEP_LEASE_SECONDS)

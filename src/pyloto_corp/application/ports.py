@@ -10,6 +10,11 @@ from pyloto_corp.ai.schemas import EventDetection, MessageChoice, ReplyDraft
 from pyloto_corp.domain.outcome import NO_ANSWER
 from pyloto_corp.domain.records import Record, StatusUpdate, Turn
 from pyloto_corp.domain.statechart import QueueName
+from pyloto_corp.domain.writes import CustomerRequest, SlotRequest, TurnsWrite, Writes
+
+# The values a step's event carries for its save (domain/writes.py), named here too because
+# the stores that apply them implement these ports.
+__all__ = ["CustomerRequest", "SlotRequest", "TurnsWrite", "Writes"]
 
 
 class StoreUnavailable(Exception):
@@ -85,32 +90,48 @@ class RecordStore(Protocol):
 
 
 @dataclass(frozen=True)
-class SlotRequest:
-    """One token of a recipient's pacing bucket (see `SendPacing.take_slot`)."""
+class LeaseHold:
+    """A step's lease on (record, state): its name, who holds it, for how long when taken."""
 
-    key: str
-    now: float
-    per_seconds: float
-    burst: int
-
-
-@dataclass(frozen=True)
-class TurnsWrite:
-    """Turns to add to a conversation (see `ConversationMemory.append_turns`)."""
-
-    conversation: str
-    turns: Sequence[Turn]
-    window_seconds: float
-    keep: int
+    name: str
+    owner: str
+    seconds: float = 0.0
 
 
 @dataclass(frozen=True)
-class CustomerRequest:
-    """The keyed hashes of a customer's number and BSUID (None where the message named
-    none), to be resolved to their key (see `CustomerKeys.resolve_customer`)."""
+class StepCommit:
+    """Everything one transition writes, as one value the store applies atomically (one
+    SQLite transaction, one Redis script call): the record as moved and the version it was
+    loaded at, the lease given back, the next step's lease taken with the save, and what
+    the step's event writes besides the record (pacing token, turns, customer key)."""
 
-    phone_key: str | None
-    user_key: str | None
+    record: Record
+    expected_version: int
+    lease: LeaseHold
+    next_lease: LeaseHold | None = None
+    slot: SlotRequest | None = None
+    turns: TurnsWrite | None = None
+    customer: CustomerRequest | None = None
+
+    @classmethod
+    def of(
+        cls,
+        record: Record,
+        expected_version: int,
+        lease: LeaseHold,
+        writes: Writes,
+        next_lease: LeaseHold | None = None,
+    ) -> StepCommit:
+        """The commit of a transition whose event writes `writes`."""
+        return cls(
+            record,
+            expected_version,
+            lease,
+            next_lease,
+            slot=writes.slot,
+            turns=writes.turns,
+            customer=writes.customer,
+        )
 
 
 @dataclass(frozen=True)
@@ -151,46 +172,24 @@ class StepLeases(Protocol):
         last `turns` turns of the conversation the record names (`Record.conversation`), as
         one call to the store."""
 
-    async def finish_step(
-        self,
-        record: Record,
-        expected_version: int,
-        name: str,
-        owner: str,
-        *,
-        slot: SlotRequest | None = None,
-        turns: TurnsWrite | None = None,
-        next_lease: tuple[str, str, float] | None = None,
-        customer: CustomerRequest | None = None,
-    ) -> StepSave:
-        """`save`, then `release_lease` whatever the save's outcome, with a step's other
-        writes, as one call to the store.
+    async def finish_step(self, commit: StepCommit) -> StepSave:
+        """Apply everything one transition writes, atomically, as one call to the store:
+        save `commit.record` if its version is still `commit.expected_version`, give back
+        `commit.lease` whatever the outcome, and with the save:
 
-        `customer`: resolved as `CustomerKeys.resolve_customer` does, only if the version
-        matches, and saved as the record's `conversation` (the record's own is replaced).
-
-        `slot`: the save happens only if the version matches and a pacing token is taken
-        (none is taken on a version conflict). `turns`: appended whatever the save's outcome.
-        `next_lease` (name, owner, seconds): taken only if the record was saved, for the
-        step of its new state run at once by the same delivery.
+        - `customer`: resolved as `CustomerKeys` describes, only if the version
+          matches, and saved as the record's `conversation` (the record's own is replaced);
+        - `slot`: the save happens only if a pacing token is taken too (none is taken on a
+          version conflict; the wait is answered instead);
+        - `turns`: appended whatever the save's outcome (the send they tell of happened);
+        - `next_lease`: taken only if the record was saved, for the step of its new state
+          run at once by the same delivery.
         """
 
 
-class SendPacing(Protocol):
-    """Per-recipient token buckets, shared by every instance."""
-
-    async def take_slot(self, key: str, now: float, per_seconds: float, burst: int) -> float:
-        """Take one token from the bucket `key` (refilled one per `per_seconds`, holding at
-        most `burst`), atomically; 0 when taken, else the seconds until one is free."""
-
-
 class ConversationMemory(Protocol):
-    """The last turns of each customer's conversation, for LLM#2's prompt."""
-
-    async def append_turns(
-        self, conversation: str, turns: Sequence[Turn], window_seconds: float, keep: int
-    ) -> None:
-        """Add turns to a conversation, dropping those older than the window or the `keep` last."""
+    """The last turns of each customer's conversation, for LLM#2's prompt (written by the
+    save of a send: `StepCommit.turns`)."""
 
     async def recent_turns(self, conversation: str, since: float, limit: int) -> list[Turn]:
         """The conversation's last `limit` turns at or after `since`, oldest first."""
@@ -202,23 +201,22 @@ class CustomerKeys(Protocol):
 
     Aliases live as long as records do (the retention), renewed by each message naming both
     ids. Keys are keyed hashes (`llm_steps.conversation_id`), never the ids themselves.
-    """
 
-    async def resolve_customer(self, phone_key: str | None, user_key: str | None) -> str:
-        """The customer's key, atomically. With `user_key` (the BSUID's hash): that key, or
-        the one a changed BSUID moved to; when `phone_key` is given too, the number's turns
-        move to it if it has none, and the number becomes its alias. With `phone_key` only:
-        the customer key its alias names, else `phone_key` itself (the key every customer
-        had before BSUIDs). Empty when neither is given."""
+    The save of an accept resolves the key (`StepCommit.customer`), atomically. With the
+    BSUID's hash: that key, or the one a changed BSUID moved to; with the number's hash too,
+    the number's turns move to it if it has none, and the number becomes its alias. With the
+    number's hash only: the customer key its alias names, else that hash itself (the key
+    every customer had before BSUIDs). Empty when neither is given.
+    """
 
     async def move_customer(self, previous_key: str, current_key: str) -> None:
         """A BSUID changed: the turns of `previous_key` move to `current_key` (unless it has
         its own already), and `previous_key` becomes its alias, atomically."""
 
 
-class StepStore(SendPacing, ConversationMemory, CustomerKeys, Protocol):
-    """What the steps may use of the store: pacing, conversation memory and the customer's
-    key, never records (the Advancer alone saves those)."""
+class StepStore(ConversationMemory, Protocol):
+    """What the steps may use of the store: reading the conversation's turns. Steps never
+    write: what a transition writes travels in its event to the Advancer's `StepCommit`."""
 
 
 class IngestStore(RecordStore, CustomerKeys, Protocol):
@@ -306,7 +304,7 @@ class OpsReadModel(Protocol):
         """One page of records matching `query`, without their delivery status."""
 
 
-class StateStore(AdvancerStore, StepStore, OpsReadModel, Protocol):
+class StateStore(AdvancerStore, StepStore, CustomerKeys, OpsReadModel, Protocol):
     """Everything one backend (SQLite or Redis) provides; bootstrap builds one."""
 
     async def ping(self) -> None:

@@ -5,15 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from pyloto_corp.application.ports import (
-    Assistant,
-    CustomerRequest,
-    MediaSource,
-    Outbox,
-    SlotRequest,
-    StepStore,
-    TurnsWrite,
-)
+from pyloto_corp.application.ports import Assistant, MediaSource, Outbox, StepStore
 from pyloto_corp.domain.records import Turn
 from pyloto_corp.domain.replies import ReplyTemplates
 
@@ -59,20 +51,9 @@ class Pacing:
     burst: int
 
 
-@dataclass
-class Deferred:
-    """Store writes a step leaves to the save of its transition, so they cost no call of
-    their own: the pacing token its claim needs (no token, no claim saved), the turns
-    its send adds to the conversation, and the customer key its accept resolves."""
-
-    slot: SlotRequest | None = None
-    turns: TurnsWrite | None = None
-    customer: CustomerRequest | None = None
-
-
 @dataclass(frozen=True)
 class StepContext:
-    """What steps may use: the store (pacing and turns only), the outbox, the clock, the LLM.
+    """What steps may use: the store (to read turns only), the outbox, the clock, the LLM.
 
     `instance_id` names this process in send claims; `sole_instance` says no other process
     can use the store (SQLite holds an exclusive lock), so a claim by another instance was
@@ -99,7 +80,5 @@ class StepContext:
     # The last turns of the conversation the record names, loaded with the record for a step
     # that reads them (None: not loaded, the step reads them itself).
     turns: list[Turn] | None = None
-    # Where a step run by the Advancer leaves its deferred writes (None: it writes them itself).
-    deferred: Deferred | None = None
     # Which business numbers are ours, and which one answers a message.
     numbers: BusinessNumbers = BusinessNumbers()

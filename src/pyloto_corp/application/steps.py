@@ -18,12 +18,8 @@ from pyloto_corp.application.llm_steps import (
 from pyloto_corp.application.media_step import after_dedupe
 from pyloto_corp.application.ports import (
     AmbiguousSend,
-    CustomerRequest,
     PermanentStepError,
-    SlotRequest,
-    StoreUnavailable,
     TransientStepError,
-    TurnsWrite,
 )
 from pyloto_corp.application.registry import REGISTRY, Step, handled_triggers, step
 from pyloto_corp.application.step_context import LLMRouting, StepContext
@@ -42,6 +38,7 @@ from pyloto_corp.domain.outcome import CLAIM_ABANDONED, resend_refusal
 from pyloto_corp.domain.privacy import message_ref
 from pyloto_corp.domain.records import IGNORED_KINDS, Record, Turn
 from pyloto_corp.domain.replies import reply_body, text_reply_body
+from pyloto_corp.domain.writes import CustomerRequest, SlotRequest, TurnsWrite
 
 # `after_dedupe` (the step of `deduped`: the media step, else LLM#1) registers on import.
 __all__ = ["HANDLED_TRIGGERS", "STEPS", "LLMRouting", "StepContext", "after_dedupe"]
@@ -66,23 +63,18 @@ async def accept(record: Record, ctx: StepContext) -> Accepted | Ignored:
         # Kept (nothing accepted is dropped) but there is nobody to answer.
         return Ignored(reason="no_sender")
     await _mark_read(record, ctx)
-    return Accepted(conversation=await _resolve_customer(record, ctx))
+    return Accepted(customer=_customer(record, ctx))
 
 
-async def _resolve_customer(record: Record, ctx: StepContext) -> str:
-    """The customer's key, resolved once for the record (memory, pacing and the rollout
-    read it from `Record.conversation` after this): their BSUID's hash whenever the webhook
-    carried one, their number's hash standing for it as an alias. Resolved by the save of
-    the accept when the Advancer runs the step ('' here), so it costs no call of its own."""
+def _customer(record: Record, ctx: StepContext) -> CustomerRequest:
+    """What stands for the customer, resolved once for the record by the save of the accept
+    (memory, pacing and the rollout read it from `Record.conversation` after this): their
+    BSUID's hash whenever the webhook carried one, their number's hash as its alias."""
     inbound = record.inbound
-    request = CustomerRequest(
+    return CustomerRequest(
         conversation_id(inbound.phone, ctx.hash_key) if inbound.phone else None,
         conversation_id(inbound.bsuid, ctx.hash_key) if inbound.bsuid else None,
     )
-    if ctx.deferred is not None:
-        ctx.deferred.customer = request
-        return ""
-    return await ctx.store.resolve_customer(request.phone_key, request.user_key)
 
 
 async def _mark_read(record: Record, ctx: StepContext) -> None:
@@ -145,7 +137,7 @@ async def claim_send(record: Record, ctx: StepContext) -> SendClaimed:
         return SendClaimed(record.send_started_at, record.send_claimed_by or "", fresh=False)
     if _sent_before(record) and await ctx.outbox.find_sent(record.message_id) is not None:
         return SendClaimed(ctx.clock(), ctx.instance_id, fresh=False)
-    return await _claim(record, ctx)
+    return _claim(record, ctx)
 
 
 def _sent_before(record: Record) -> bool:
@@ -168,7 +160,7 @@ async def send(
         found = await _reconcile(record, ctx)
         if found is not None:
             return found
-        return await _claim(record, ctx)
+        return _claim(record, ctx)
     sender = _sender(record, ctx)
     try:
         outbound_id = await ctx.outbox.send(record.reply, sender)
@@ -177,14 +169,12 @@ async def send(
         return SendUnknown(why=error.why, reason=str(error))
     except TransientStepError as error:
         return SendReleased(reason=str(error))  # nothing left: a retry may send at once
-    await _remember(record, ctx)
-    return ReplySent(outbound_message_id=outbound_id)
+    return ReplySent(outbound_message_id=outbound_id, turns=_exchange(record, ctx))
 
 
-async def _claim(record: Record, ctx: StepContext) -> SendClaimed:
+def _claim(record: Record, ctx: StepContext) -> SendClaimed:
     now = ctx.clock()
-    await _pace(record, ctx, now)
-    return SendClaimed(now, ctx.instance_id)
+    return SendClaimed(now, ctx.instance_id, slot=_slot(record, ctx, now))
 
 
 async def _reconcile(
@@ -227,8 +217,8 @@ async def _reconcile(
     return DeadLettered(reason=refusal)
 
 
-async def _remember(record: Record, ctx: StepContext) -> None:
-    """Keep the exchange for LLM#2's next prompt; memory is best effort, the send is not."""
+def _exchange(record: Record, ctx: StepContext) -> TurnsWrite:
+    """The exchange kept for LLM#2's next prompt, written by the save of the send."""
     reply = record.reply or {}
     text = reply.get("text", {}).get("body") or reply.get("interactive", {}).get("body", {}).get(
         "text"
@@ -240,35 +230,16 @@ async def _remember(record: Record, ctx: StepContext) -> None:
         # The reply an LLM wrote may repeat the customer: kept as masked as their own words.
         turns.append(Turn("business", for_llm(text, record, mask_pii=True), now))
     conversation = customer_key(record, ctx.hash_key)
-    write = TurnsWrite(conversation, turns, CONVERSATION_WINDOW_SECONDS, CONVERSATION_TURNS)
-    if ctx.deferred is not None:
-        ctx.deferred.turns = write  # written with the save of the send
-        return
-    try:
-        await ctx.store.append_turns(write.conversation, turns, write.window_seconds, write.keep)
-    except StoreUnavailable:
-        log.warning("conversation_not_saved", extra={"event": "conversation_not_saved"})
+    return TurnsWrite(conversation, turns, CONVERSATION_WINDOW_SECONDS, CONVERSATION_TURNS)
 
 
-async def _pace(record: Record, ctx: StepContext, now: float) -> None:
-    """Keep one customer's replies under Meta's pair rate: wait (via the queue) for a slot."""
+def _slot(record: Record, ctx: StepContext, now: float) -> SlotRequest | None:
+    """The pacing token the claim's save needs, keeping one customer's replies under Meta's
+    pair rate (no token: nothing is saved and the queue retries when one is free)."""
     if ctx.pacing is None:
-        return
+        return None
     bucket = customer_key(record, ctx.hash_key)
-    slot = SlotRequest(bucket, now, ctx.pacing.per_seconds, ctx.pacing.burst)
-    if ctx.deferred is not None:
-        ctx.deferred.slot = slot  # taken with the save of the claim, which needs it
-        return
-    wait = await ctx.store.take_slot(slot.key, slot.now, slot.per_seconds, slot.burst)
-    if wait > 0:
-        raise pacing_wait(wait)
-
-
-def pacing_wait(wait: float) -> TransientStepError:
-    """The error that defers a send until the customer's pacing bucket has a token."""
-    return TransientStepError(
-        f"pacing: next send to this customer in {wait:.1f} s", retry_after=wait
-    )
+    return SlotRequest(bucket, now, ctx.pacing.per_seconds, ctx.pacing.burst)
 
 
 def _claim_alive(record: Record, ctx: StepContext, now: float) -> bool:

@@ -7,6 +7,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from pyloto_corp.domain.results import LLMCall
+from pyloto_corp.domain.writes import NO_WRITES, CustomerRequest, SlotRequest, TurnsWrite, Writes
 
 if TYPE_CHECKING:
     from pyloto_corp.domain.records import Record
@@ -18,7 +19,8 @@ class Event:
 
     `continues`: the next state's step runs at once in the same delivery (no task is
     queued for it). `retries`: after the transition is saved the delivery fails, so its
-    queue retries the task with backoff (no task is queued either).
+    queue retries the task with backoff (no task is queued either). `writes()`: what the
+    transition's save writes besides the record (domain/writes.py).
     """
 
     trigger: ClassVar[str]
@@ -33,18 +35,21 @@ class Event:
         """Why the delivery is retried, for an event that `retries`."""
         return ""
 
+    def writes(self) -> Writes:
+        """What the save of this transition writes besides the record."""
+        return NO_WRITES
+
 
 @dataclass(frozen=True)
 class Accepted(Event):
-    """The message needs a reply; `conversation` stands for its customer (a keyed hash)."""
+    """The message needs a reply; `customer` names the keyed hashes of its number and BSUID,
+    resolved to the customer's key by the save, which writes it as `Record.conversation`."""
 
     trigger: ClassVar[str] = "accept"
-    conversation: str = ""
+    customer: CustomerRequest | None = None
 
-    def changes(self, record: Record) -> Record:
-        if not self.conversation:
-            return record
-        return replace(record, conversation=self.conversation)
+    def writes(self) -> Writes:
+        return Writes(customer=self.customer)
 
 
 @dataclass(frozen=True)
@@ -179,9 +184,14 @@ class SendClaimed(Event):
     at: float
     by: str
     fresh: bool = True
+    # The customer's pacing token: no token, no claim saved (the queue retries later).
+    slot: SlotRequest | None = None
 
     def changes(self, record: Record) -> Record:
         return replace(record, send_started_at=self.at, send_claimed_by=self.by)
+
+    def writes(self) -> Writes:
+        return Writes(slot=self.slot)
 
 
 @dataclass(frozen=True)
@@ -233,6 +243,11 @@ class ReplySent(Event):
 
     trigger: ClassVar[str] = "send"
     outbound_message_id: str
+    # The exchange kept for LLM#2's next prompt (None: nothing to keep, as on a reconcile).
+    turns: TurnsWrite | None = None
+
+    def writes(self) -> Writes:
+        return Writes(turns=self.turns)
 
     def changes(self, record: Record) -> Record:
         return replace(

@@ -1,0 +1,54 @@
+"""What a transition writes besides its record: values a step's event carries, applied by
+the store together with the record's save (one SQLite transaction, one Redis script call).
+
+A step never writes to the store itself; it says what the save must also do."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from pyloto_corp.domain.records import Turn
+
+
+@dataclass(frozen=True)
+class SlotRequest:
+    """One token of a recipient's pacing bucket (refilled one per `per_seconds`, holding at
+    most `burst`): the save of a send claim happens only if it is taken."""
+
+    key: str
+    now: float
+    per_seconds: float
+    burst: int
+
+
+@dataclass(frozen=True)
+class TurnsWrite:
+    """Turns added to a conversation, dropping those older than `window_seconds` or beyond
+    the `keep` last."""
+
+    conversation: str
+    turns: Sequence[Turn]
+    window_seconds: float
+    keep: int
+
+
+@dataclass(frozen=True)
+class CustomerRequest:
+    """The keyed hashes of a customer's number and BSUID (None where the message named
+    none), resolved to their customer key by the save (see `ports.CustomerKeys`)."""
+
+    phone_key: str | None
+    user_key: str | None
+
+
+@dataclass(frozen=True)
+class Writes:
+    """What a transition writes besides its record; nothing by default."""
+
+    slot: SlotRequest | None = None
+    turns: TurnsWrite | None = None
+    customer: CustomerRequest | None = None
+
+
+NO_WRITES = Writes()
