@@ -15,7 +15,7 @@ import pytest
 from pyloto_corp.adapters.redis_keys import RedisKeys
 from pyloto_corp.adapters.redis_store import RedisStore
 from pyloto_corp.adapters.redis_store import connect as redis_connect
-from pyloto_corp.adapters.sqlite_store import SQLiteStore
+from pyloto_corp.adapters.sqlite import SQLiteStore
 from pyloto_corp.application.ports import StateStore
 from pyloto_corp.bootstrap import load_chart
 from tests.support.redis_server import RedisServer

@@ -11,7 +11,7 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from pyloto_corp.adapters.sqlite_store import SQLiteStore
+from pyloto_corp.adapters.sqlite import SQLiteStore
 from pyloto_corp.application.ports import RecordQuery, StoreUnavailable
 from pyloto_corp.domain.results import LLMCall, Results
 from tests.integration.conftest import terminal_states

@@ -1,6 +1,6 @@
 """SQLite store: the embedded default.
 
-Calls are serialised on one thread (see sqlite_base); each statement is its own transaction,
+Calls are serialised on one thread (see base.py); each statement is its own transaction,
 or one explicit transaction where several statements must agree (a save and the console's
 counters it adds, for one).
 
@@ -23,7 +23,7 @@ from typing import Any
 import msgspec
 
 from pyloto_corp.adapters.ops_buckets import WIDTHS, first_kept, first_read
-from pyloto_corp.adapters.sqlite_base import SQLiteThread
+from pyloto_corp.adapters.sqlite.base import SQLiteThread
 from pyloto_corp.application.ports import (
     CustomerRequest,
     RecordPage,
