@@ -406,34 +406,40 @@ async def test_ping_on_healthy_store_passes(store: StateStore) -> None:
 # --- leases -------------------------------------------------------------------------------
 
 
+async def take(store: StateStore, name: str, owner: str, seconds: float) -> bool:
+    """Whether `owner` takes the lease `name`, as a step takes it (with lease_step; no
+    record is stored under the id it loads)."""
+    return (await store.lease_step(name, owner, seconds, "wamid.NO-RECORD")).taken
+
+
 async def test_a_held_lease_cannot_be_taken_again(store: StateStore) -> None:
     """While held, a lease refuses every taker, its own owner included (no re-entry)."""
-    assert await store.acquire_lease("wamid.L:deduped", "instance-a", 30) is True
-    assert await store.acquire_lease("wamid.L:deduped", "instance-b", 30) is False
-    assert await store.acquire_lease("wamid.L:deduped", "instance-a", 30) is False
-    assert await store.acquire_lease("wamid.L:llm1", "instance-b", 30) is True
+    assert await take(store, "wamid.L:deduped", "instance-a", 30) is True
+    assert await take(store, "wamid.L:deduped", "instance-b", 30) is False
+    assert await take(store, "wamid.L:deduped", "instance-a", 30) is False
+    assert await take(store, "wamid.L:llm1", "instance-b", 30) is True
 
 
 async def test_only_the_owner_releases_a_lease(store: StateStore) -> None:
     """A release by someone else changes nothing; the owner's release frees the lease."""
-    assert await store.acquire_lease("wamid.R:llm1", "instance-a", 30)
+    assert await take(store, "wamid.R:llm1", "instance-a", 30)
     await store.release_lease("wamid.R:llm1", "instance-b")
-    assert await store.acquire_lease("wamid.R:llm1", "instance-b", 30) is False
+    assert await take(store, "wamid.R:llm1", "instance-b", 30) is False
     await store.release_lease("wamid.R:llm1", "instance-a")
-    assert await store.acquire_lease("wamid.R:llm1", "instance-b", 30) is True
+    assert await take(store, "wamid.R:llm1", "instance-b", 30) is True
 
 
 async def test_an_expired_lease_can_be_taken(store: StateStore) -> None:
     """A holder that never releases (it crashed) blocks others only until the lease expires."""
-    assert await store.acquire_lease("wamid.E:llm2", "crashed", 0.05)
+    assert await take(store, "wamid.E:llm2", "crashed", 0.05)
     await asyncio.sleep(0.2)
-    assert await store.acquire_lease("wamid.E:llm2", "survivor", 30) is True
+    assert await take(store, "wamid.E:llm2", "survivor", 30) is True
 
 
 async def test_concurrent_lease_takers_one_wins(store: StateStore) -> None:
     """Twenty deliveries racing for one step's lease: exactly one gets it."""
     results = await asyncio.gather(
-        *(store.acquire_lease("wamid.C:received", f"owner-{n}", 30) for n in range(20))
+        *(take(store, "wamid.C:received", f"owner-{n}", 30) for n in range(20))
     )
     assert sum(results) == 1
 
@@ -447,14 +453,14 @@ async def test_lease_step_takes_the_lease_then_loads_the_record(store: StateStor
     assert (first.taken, first.record) == (True, stored)
     second = await store.lease_step(lease, "b", 30, stored.message_id)
     assert (second.taken, second.record) == (False, None)
-    assert await store.acquire_lease(lease, "b", 30) is False, "still held by a"
+    assert await take(store, lease, "b", 30) is False, "still held by a"
 
 
 async def test_lease_step_of_an_unknown_record_takes_the_lease(store: StateStore) -> None:
     """No record: the lease is taken all the same (the caller gives it back)."""
     load = await store.lease_step("wamid.NONE:received", "a", 30, "wamid.NONE")
     assert (load.taken, load.record) == (True, None)
-    assert await store.acquire_lease("wamid.NONE:received", "b", 30) is False
+    assert await take(store, "wamid.NONE:received", "b", 30) is False
 
 
 async def test_finish_step_saves_under_the_version_check_and_frees_the_lease(
@@ -465,14 +471,14 @@ async def test_finish_step_saves_under_the_version_check_and_frees_the_lease(
     stored = record()
     await store.create_if_absent([stored])
     moved = replace(stored, state="deduped", version=1)
-    assert await store.acquire_lease("step", "a", 30)
+    assert await take(store, "step", "a", 30)
     assert (await store.finish_step(moved, 0, "step", "a")).saved is True
     assert (await store.get(stored.message_id)) == moved
-    assert await store.acquire_lease("step", "b", 30) is True, "released"
+    assert await take(store, "step", "b", 30) is True, "released"
 
     again = replace(moved, state="llm1", version=2)
     assert (await store.finish_step(again, 0, "step", "a")).saved is False, "stale version"
-    assert await store.acquire_lease("step", "c", 30) is False, "b's lease is untouched"
+    assert await take(store, "step", "c", 30) is False, "b's lease is untouched"
     await store.release_lease("step", "b")
     assert (await store.finish_step(again, 1, "step", "c")).saved is True
     assert (await store.get(stored.message_id)) == again
@@ -512,28 +518,28 @@ async def test_finish_step_saves_releases_and_takes_the_next_lease(store: StateS
     stored = record()
     await store.create_if_absent([stored])
     moved = replace(stored, state="sending", version=1, conversation="conv-f")
-    assert await store.acquire_lease("m:queued_outbound", "a", 30)
+    assert await take(store, "m:queued_outbound", "a", 30)
     done = await store.finish_step(
         moved, 0, "m:queued_outbound", "a", next_lease=("m:sending", "a2", 30)
     )
     assert done == StepSave(True, 0.0, True)
     assert await store.get(stored.message_id) == moved
-    assert await store.acquire_lease("m:queued_outbound", "b", 30), "released"
-    assert await store.acquire_lease("m:sending", "b", 30) is False, "taken for a2"
+    assert await take(store, "m:queued_outbound", "b", 30), "released"
+    assert await take(store, "m:sending", "b", 30) is False, "taken for a2"
 
     # The same name released and taken again (a claim made anew in `sending`).
     again = replace(moved, version=2)
     done = await store.finish_step(again, 1, "m:sending", "a2", next_lease=("m:sending", "a3", 30))
     assert done == StepSave(True, 0.0, True)
-    assert await store.acquire_lease("m:sending", "b", 30) is False, "taken for a3"
+    assert await take(store, "m:sending", "b", 30) is False, "taken for a3"
 
     stale = replace(moved, version=9)
     done = await store.finish_step(stale, 1, "m:sending", "a3", next_lease=("m:next", "x", 30))
     assert done == StepSave(False, 0.0, False)
-    assert await store.acquire_lease("m:sending", "b", 30), "released although stale"
-    assert await store.acquire_lease("m:next", "b", 30), "not taken: nothing was saved"
+    assert await take(store, "m:sending", "b", 30), "released although stale"
+    assert await take(store, "m:next", "b", 30), "not taken: nothing was saved"
 
-    await store.acquire_lease("m:other", "c", 30)
+    await take(store, "m:other", "c", 30)
     third = replace(again, version=3)
     done = await store.finish_step(third, 2, "m:x", "nobody", next_lease=("m:other", "d", 30))
     assert done == StepSave(True, 0.0, False), "held by c"

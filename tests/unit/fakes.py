@@ -173,7 +173,7 @@ class FakeStore:
         self._move_turns(previous_key, current_key)
         self.aliases[previous_key] = current_key
 
-    async def acquire_lease(self, name: str, owner: str, seconds: float) -> bool:
+    def _acquire(self, name: str, owner: str, seconds: float) -> bool:
         holder = self.leases.get(name)
         if holder is not None and holder != owner:
             return False
@@ -197,7 +197,7 @@ class FakeStore:
     async def lease_step(
         self, name: str, owner: str, seconds: float, message_id: str, turns: int = 0
     ) -> StepLoad:
-        taken = await self.acquire_lease(name, owner, seconds)
+        taken = self._acquire(name, owner, seconds)
         record = await self.get(message_id) if taken else None
         if record is None or turns <= 0 or not record.conversation:
             return StepLoad(taken, record)
@@ -231,7 +231,7 @@ class FakeStore:
             )
         await self.release_lease(name, owner)
         if saved and next_lease is not None:
-            taken = await self.acquire_lease(*next_lease)
+            taken = self._acquire(*next_lease)
         return StepSave(saved, wait, taken, key if saved else "")
 
     async def state_counts(self) -> dict[str, int]:

@@ -555,11 +555,6 @@ class SQLiteStore:
             return
         conn.execute("UPDATE turns SET conversation = ? WHERE conversation = ?", (target, source))
 
-    async def acquire_lease(self, name: str, owner: str, seconds: float) -> bool:
-        return await self._db.run(
-            lambda: self._db.transaction(lambda conn: self._acquire(conn, name, owner, seconds))
-        )
-
     @staticmethod
     def _acquire(conn: sqlite3.Connection, name: str, owner: str, seconds: float) -> bool:
         now = time.time()
