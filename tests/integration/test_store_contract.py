@@ -1,10 +1,13 @@
-"""The StateStore contract: every store adapter passes these, through the port's methods only."""
+"""The StateStore contract: every store adapter passes these, through the port's methods
+only, and so does the unit tests' in-memory FakeStore (so what unit tests learn from it holds
+of the real stores); the one test of persistence runs on the real stores alone."""
 
 from __future__ import annotations
 
 import asyncio
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
@@ -24,13 +27,34 @@ from pyloto_corp.domain.ops_metrics import HOUR, MINUTE, bucket_of, duration_bin
 from pyloto_corp.domain.records import HistoryEntry, Record, StatusUpdate, Turn
 from pyloto_corp.domain.replies import reply_key
 from pyloto_corp.domain.results import Results
-from tests.integration.conftest import StoreBackend
+from tests.integration.conftest import STORE_ADAPTERS, StoreBackend, terminal_states
 from tests.integration.factories import UNICODE_TEXT, record, rich_record
 from tests.support.helpers import new_wamid
+from tests.unit.fakes import FakeStore
 
 pytestmark = pytest.mark.anyio
 
 NOW = 1_732_500_000
+
+
+def _fake_backend(request: pytest.FixtureRequest) -> StoreBackend:
+    terminal = terminal_states()
+    return StoreBackend("fake", lambda: FakeStore(terminal))
+
+
+@pytest.fixture(params=[*STORE_ADAPTERS, pytest.param(_fake_backend, id="fake")])
+def store_backend(request: pytest.FixtureRequest) -> StoreBackend:
+    """Each store adapter in turn, then the FakeStore unit tests use."""
+    factory: Callable[[pytest.FixtureRequest], StoreBackend] = request.param
+    return factory(request)
+
+
+@pytest.fixture(params=STORE_ADAPTERS)
+def real_store_backend(request: pytest.FixtureRequest) -> StoreBackend:
+    """Each store adapter in turn, without FakeStore: for what outlives one client, which
+    an object in memory has no storage for."""
+    factory: Callable[[pytest.FixtureRequest], StoreBackend] = request.param
+    return factory(request)
 
 
 def status(
@@ -372,9 +396,10 @@ async def test_purge_removes_old_records_and_their_statuses(store: StateStore) -
 # --- lifecycle ----------------------------------------------------------------------------
 
 
-async def test_data_survives_reopening(store_backend: StoreBackend) -> None:
-    """Records, versions and statuses written by one client are read back by a new one."""
-    first = store_backend.open()
+async def test_data_survives_reopening(real_store_backend: StoreBackend) -> None:
+    """Records, versions and statuses written by one client are read back by a new one
+    (real stores only: FakeStore's data lives in the object, so no second client sees it)."""
+    first = real_store_backend.open()
     original = rich_record()
     try:
         assert await first.create_if_absent([original]) == [True]
@@ -384,7 +409,7 @@ async def test_data_survives_reopening(store_backend: StoreBackend) -> None:
     finally:
         await first.close()
 
-    second = store_backend.open()
+    second = real_store_backend.open()
     try:
         stored = await second.get(original.message_id)
         assert stored == replace(
