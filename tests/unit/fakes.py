@@ -321,6 +321,9 @@ class FakeStore:
     async def ping(self) -> None:
         return None
 
+    async def durability(self) -> str:
+        return "none"  # in memory: nothing survives a crash
+
     async def close(self) -> None:
         return None
 
