@@ -28,7 +28,7 @@ from pyloto_corp.adapters.redis_keys import RedisKeys
 from pyloto_corp.adapters.redis_store import RedisStore
 from pyloto_corp.adapters.redis_store import connect as redis_connect
 from pyloto_corp.adapters.reply_templates import load_reply_templates
-from pyloto_corp.adapters.sqlite_store import SQLiteStore
+from pyloto_corp.adapters.sqlite import SQLiteStore
 from pyloto_corp.adapters.statechart_yaml import load_statechart
 from pyloto_corp.adapters.whatsapp_graph import GraphClient, GraphOutbox
 from pyloto_corp.adapters.whatsapp_graph import create_client as create_graph_client

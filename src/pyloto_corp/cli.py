@@ -320,7 +320,7 @@ def _simulated_body(settings: Settings, args: argparse.Namespace) -> bytes | Non
 
 def _sqlite_in_use(settings: Settings) -> bool:
     """Whether the configured SQLite file is held by another process (a running server)."""
-    from pyloto_corp.adapters.sqlite_base import in_use
+    from pyloto_corp.adapters.sqlite import in_use
 
     return settings.state.effective_backend == "sqlite" and in_use(settings.state.sqlite_path)
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from pyloto_corp.adapters.sqlite_store import SQLiteStore
+from pyloto_corp.adapters.sqlite import SQLiteStore
 from pyloto_corp.cli import main
 from tests.e2e.servers import ServeProcess, process_env, pyloto_command
 from tests.support.redis_server import RedisServer, free_port

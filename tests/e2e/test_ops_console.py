@@ -14,7 +14,7 @@ import pytest
 
 from pyloto_corp.adapters.redis_keys import RedisKeys
 from pyloto_corp.adapters.redis_store import RedisStore, connect
-from pyloto_corp.adapters.sqlite_store import SQLiteStore
+from pyloto_corp.adapters.sqlite import SQLiteStore
 from pyloto_corp.application.ports import StateStore
 from pyloto_corp.domain.outcome import since_text
 from pyloto_corp.domain.privacy import message_ref

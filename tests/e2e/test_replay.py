@@ -17,7 +17,7 @@ import httpx
 import pytest
 from litestar.testing import AsyncTestClient
 
-from pyloto_corp.adapters.sqlite_store import SQLiteStore
+from pyloto_corp.adapters.sqlite import SQLiteStore
 from pyloto_corp.application.ports import PermanentStepError
 from pyloto_corp.bootstrap import bootstrap, load_chart
 from pyloto_corp.cli import main

@@ -1,7 +1,7 @@
 """Integration fixtures: the StateStore contract runs once per store adapter.
 
 To run the contract against another adapter, write a factory like `_redis_backend` and
-add one `pytest.param` to `store_backend`.
+add one `pytest.param` to `STORE_ADAPTERS`.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import pytest
 from pyloto_corp.adapters.redis_keys import RedisKeys
 from pyloto_corp.adapters.redis_store import RedisStore
 from pyloto_corp.adapters.redis_store import connect as redis_connect
-from pyloto_corp.adapters.sqlite_store import SQLiteStore
+from pyloto_corp.adapters.sqlite import SQLiteStore
 from pyloto_corp.application.ports import StateStore
 from pyloto_corp.bootstrap import load_chart
 from tests.support.redis_server import RedisServer
@@ -75,12 +75,14 @@ def _sqlite_from_request(request: pytest.FixtureRequest) -> StoreBackend:
 RETENTION_SECONDS = 8 * 86400.0
 
 
-@pytest.fixture(
-    params=[
-        pytest.param(_sqlite_from_request, id="sqlite"),
-        pytest.param(_redis_backend, id="redis"),
-    ]
-)
+# The store adapters, each on storage of its own.
+STORE_ADAPTERS = [
+    pytest.param(_sqlite_from_request, id="sqlite"),
+    pytest.param(_redis_backend, id="redis"),
+]
+
+
+@pytest.fixture(params=STORE_ADAPTERS)
 def store_backend(request: pytest.FixtureRequest) -> StoreBackend:
     """Each store adapter in turn, on storage private to the test."""
     factory: Callable[[pytest.FixtureRequest], StoreBackend] = request.param

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from pyloto_corp.adapters.dry_run_outbox import DryRunOutbox
-from pyloto_corp.adapters.sqlite_store import SQLiteStore
+from pyloto_corp.adapters.sqlite import SQLiteStore
 from pyloto_corp.adapters.whatsapp_webhook import parse_webhook
 from pyloto_corp.application.ingest import verify_signature
 from pyloto_corp.application.ports import Outbox, PermanentStepError, TransientStepError

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from pyloto_corp.adapters.sqlite_store import SQLiteStore
+from pyloto_corp.adapters.sqlite import SQLiteStore
 from pyloto_corp.adapters.whatsapp_graph import GraphOutbox, create_client
 from pyloto_corp.application.ports import PermanentStepError, TransientStepError
 from pyloto_corp.domain.privacy import find_personal_data, message_ref

@@ -11,7 +11,7 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from pyloto_corp.adapters.sqlite_store import SQLiteStore
+from pyloto_corp.adapters.sqlite import SQLiteStore
 from pyloto_corp.application.ports import RecordQuery, StoreUnavailable
 from pyloto_corp.domain.results import LLMCall, Results
 from tests.integration.conftest import terminal_states
@@ -200,6 +200,14 @@ async def test_a_file_from_before_the_read_model_gets_its_counts_and_reasons(
     finally:
         await store.close()
 
+    fresh = tmp_path / "fresh.db"
+    made = SQLiteStore(fresh, terminal_states())
+    try:
+        await made.ping()
+    finally:
+        await made.close()
+    assert shape(path) == shape(fresh), "the old file now holds all a new one does"
+
     again = SQLiteStore(path, terminal_states())
     try:
         assert await again.state_counts() == {"sent": 2, "fallback": 1, "received": 1}
@@ -214,3 +222,38 @@ async def test_a_file_from_before_the_read_model_gets_its_counts_and_reasons(
 
 def encode(value: object) -> bytes:
     return msgspec.json.encode(value)
+
+
+def shape(path: Path) -> dict[str, object]:
+    """Every table, index and trigger of the file at `path`, with each table's columns."""
+    with sqlite3.connect(path) as conn:
+        rows = conn.execute("SELECT type, name FROM sqlite_master").fetchall()
+        found: dict[str, object] = {f"{kind} {name}": None for kind, name in rows}
+        for kind, name in rows:
+            if kind == "table":
+                columns = conn.execute(f'PRAGMA table_info("{name}")').fetchall()
+                found[f"table {name}"] = sorted((c[1], c[2], c[3]) for c in columns)
+    conn.close()
+    return found
+
+
+async def test_a_current_file_opens_without_writing(tmp_path: Path) -> None:
+    """A file already at this version's schema is opened with reads only, so a reader
+    beside a writer that holds the file's write lock is not kept waiting for it."""
+    path = tmp_path / "current.db"
+    stored = record()
+    writer = SQLiteStore(path, terminal_states())
+    try:
+        assert await writer.create_if_absent([stored]) == [True]
+    finally:
+        await writer.close()
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")  # the write lock, held for the whole open below
+    reader = SQLiteStore(path, terminal_states())
+    try:
+        assert await reader.get(stored.message_id) == stored
+        assert await reader.state_counts() == {"received": 1}
+    finally:
+        await reader.close()
+        holder.execute("ROLLBACK")
+        holder.close()

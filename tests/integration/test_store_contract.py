@@ -1,10 +1,13 @@
-"""The StateStore contract: every store adapter passes these, through the port's methods only."""
+"""The StateStore contract: every store adapter passes these, through the port's methods
+only, and so does the unit tests' in-memory FakeStore (so what unit tests learn from it holds
+of the real stores); the one test of persistence runs on the real stores alone."""
 
 from __future__ import annotations
 
 import asyncio
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
@@ -26,13 +29,34 @@ from pyloto_corp.domain.ops_metrics import HOUR, MINUTE, bucket_of, duration_bin
 from pyloto_corp.domain.records import HistoryEntry, Record, StatusUpdate, Turn
 from pyloto_corp.domain.replies import reply_key
 from pyloto_corp.domain.results import Results
-from tests.integration.conftest import StoreBackend
+from tests.integration.conftest import STORE_ADAPTERS, StoreBackend, terminal_states
 from tests.integration.factories import UNICODE_TEXT, record, rich_record
 from tests.support.helpers import new_wamid
+from tests.unit.fakes import FakeStore
 
 pytestmark = pytest.mark.anyio
 
 NOW = 1_732_500_000
+
+
+def _fake_backend(request: pytest.FixtureRequest) -> StoreBackend:
+    terminal = terminal_states()
+    return StoreBackend("fake", lambda: FakeStore(terminal))
+
+
+@pytest.fixture(params=[*STORE_ADAPTERS, pytest.param(_fake_backend, id="fake")])
+def store_backend(request: pytest.FixtureRequest) -> StoreBackend:
+    """Each store adapter in turn, then the FakeStore unit tests use."""
+    factory: Callable[[pytest.FixtureRequest], StoreBackend] = request.param
+    return factory(request)
+
+
+@pytest.fixture(params=STORE_ADAPTERS)
+def real_store_backend(request: pytest.FixtureRequest) -> StoreBackend:
+    """Each store adapter in turn, without FakeStore: for what outlives one client, which
+    an object in memory has no storage for."""
+    factory: Callable[[pytest.FixtureRequest], StoreBackend] = request.param
+    return factory(request)
 
 
 def status(
@@ -374,9 +398,10 @@ async def test_purge_removes_old_records_and_their_statuses(store: StateStore) -
 # --- lifecycle ----------------------------------------------------------------------------
 
 
-async def test_data_survives_reopening(store_backend: StoreBackend) -> None:
-    """Records, versions and statuses written by one client are read back by a new one."""
-    first = store_backend.open()
+async def test_data_survives_reopening(real_store_backend: StoreBackend) -> None:
+    """Records, versions and statuses written by one client are read back by a new one
+    (real stores only: FakeStore's data lives in the object, so no second client sees it)."""
+    first = real_store_backend.open()
     original = rich_record()
     try:
         assert await first.create_if_absent([original]) == [True]
@@ -386,7 +411,7 @@ async def test_data_survives_reopening(store_backend: StoreBackend) -> None:
     finally:
         await first.close()
 
-    second = store_backend.open()
+    second = real_store_backend.open()
     try:
         stored = await second.get(original.message_id)
         assert stored == replace(
@@ -408,34 +433,40 @@ async def test_ping_on_healthy_store_passes(store: StateStore) -> None:
 # --- leases -------------------------------------------------------------------------------
 
 
+async def take(store: StateStore, name: str, owner: str, seconds: float) -> bool:
+    """Whether `owner` takes the lease `name`, as a step takes it (with lease_step; no
+    record is stored under the id it loads)."""
+    return (await store.lease_step(name, owner, seconds, "wamid.NO-RECORD")).taken
+
+
 async def test_a_held_lease_cannot_be_taken_again(store: StateStore) -> None:
     """While held, a lease refuses every taker, its own owner included (no re-entry)."""
-    assert await store.acquire_lease("wamid.L:deduped", "instance-a", 30) is True
-    assert await store.acquire_lease("wamid.L:deduped", "instance-b", 30) is False
-    assert await store.acquire_lease("wamid.L:deduped", "instance-a", 30) is False
-    assert await store.acquire_lease("wamid.L:llm1", "instance-b", 30) is True
+    assert await take(store, "wamid.L:deduped", "instance-a", 30) is True
+    assert await take(store, "wamid.L:deduped", "instance-b", 30) is False
+    assert await take(store, "wamid.L:deduped", "instance-a", 30) is False
+    assert await take(store, "wamid.L:llm1", "instance-b", 30) is True
 
 
 async def test_only_the_owner_releases_a_lease(store: StateStore) -> None:
     """A release by someone else changes nothing; the owner's release frees the lease."""
-    assert await store.acquire_lease("wamid.R:llm1", "instance-a", 30)
+    assert await take(store, "wamid.R:llm1", "instance-a", 30)
     await store.release_lease("wamid.R:llm1", "instance-b")
-    assert await store.acquire_lease("wamid.R:llm1", "instance-b", 30) is False
+    assert await take(store, "wamid.R:llm1", "instance-b", 30) is False
     await store.release_lease("wamid.R:llm1", "instance-a")
-    assert await store.acquire_lease("wamid.R:llm1", "instance-b", 30) is True
+    assert await take(store, "wamid.R:llm1", "instance-b", 30) is True
 
 
 async def test_an_expired_lease_can_be_taken(store: StateStore) -> None:
     """A holder that never releases (it crashed) blocks others only until the lease expires."""
-    assert await store.acquire_lease("wamid.E:llm2", "crashed", 0.05)
+    assert await take(store, "wamid.E:llm2", "crashed", 0.05)
     await asyncio.sleep(0.2)
-    assert await store.acquire_lease("wamid.E:llm2", "survivor", 30) is True
+    assert await take(store, "wamid.E:llm2", "survivor", 30) is True
 
 
 async def test_concurrent_lease_takers_one_wins(store: StateStore) -> None:
     """Twenty deliveries racing for one step's lease: exactly one gets it."""
     results = await asyncio.gather(
-        *(store.acquire_lease("wamid.C:received", f"owner-{n}", 30) for n in range(20))
+        *(take(store, "wamid.C:received", f"owner-{n}", 30) for n in range(20))
     )
     assert sum(results) == 1
 
@@ -449,14 +480,14 @@ async def test_lease_step_takes_the_lease_then_loads_the_record(store: StateStor
     assert (first.taken, first.record) == (True, stored)
     second = await store.lease_step(lease, "b", 30, stored.message_id)
     assert (second.taken, second.record) == (False, None)
-    assert await store.acquire_lease(lease, "b", 30) is False, "still held by a"
+    assert await take(store, lease, "b", 30) is False, "still held by a"
 
 
 async def test_lease_step_of_an_unknown_record_takes_the_lease(store: StateStore) -> None:
     """No record: the lease is taken all the same (the caller gives it back)."""
     load = await store.lease_step("wamid.NONE:received", "a", 30, "wamid.NONE")
     assert (load.taken, load.record) == (True, None)
-    assert await store.acquire_lease("wamid.NONE:received", "b", 30) is False
+    assert await take(store, "wamid.NONE:received", "b", 30) is False
 
 
 async def test_finish_step_saves_under_the_version_check_and_frees_the_lease(
@@ -467,16 +498,16 @@ async def test_finish_step_saves_under_the_version_check_and_frees_the_lease(
     stored = record()
     await store.create_if_absent([stored])
     moved = replace(stored, state="deduped", version=1)
-    assert await store.acquire_lease("step", "a", 30)
+    assert await take(store, "step", "a", 30)
     assert (await store.finish_step(StepCommit(moved, 0, LeaseHold("step", "a")))).saved is True
     assert (await store.get(stored.message_id)) == moved
-    assert await store.acquire_lease("step", "b", 30) is True, "released"
+    assert await take(store, "step", "b", 30) is True, "released"
 
     again = replace(moved, state="llm1", version=2)
     assert (await store.finish_step(StepCommit(again, 0, LeaseHold("step", "a")))).saved is False, (
         "stale version"
     )
-    assert await store.acquire_lease("step", "c", 30) is False, "b's lease is untouched"
+    assert await take(store, "step", "c", 30) is False, "b's lease is untouched"
     await store.release_lease("step", "b")
     assert (await store.finish_step(StepCommit(again, 1, LeaseHold("step", "c")))).saved is True
     assert (await store.get(stored.message_id)) == again
@@ -516,7 +547,7 @@ async def test_finish_step_saves_releases_and_takes_the_next_lease(store: StateS
     stored = record()
     await store.create_if_absent([stored])
     moved = replace(stored, state="sending", version=1, conversation="conv-f")
-    assert await store.acquire_lease("m:queued_outbound", "a", 30)
+    assert await take(store, "m:queued_outbound", "a", 30)
     done = await store.finish_step(
         StepCommit(
             moved,
@@ -527,8 +558,8 @@ async def test_finish_step_saves_releases_and_takes_the_next_lease(store: StateS
     )
     assert done == StepSave(True, 0.0, True)
     assert await store.get(stored.message_id) == moved
-    assert await store.acquire_lease("m:queued_outbound", "b", 30), "released"
-    assert await store.acquire_lease("m:sending", "b", 30) is False, "taken for a2"
+    assert await take(store, "m:queued_outbound", "b", 30), "released"
+    assert await take(store, "m:sending", "b", 30) is False, "taken for a2"
 
     # The same name released and taken again (a claim made anew in `sending`).
     again = replace(moved, version=2)
@@ -538,17 +569,17 @@ async def test_finish_step_saves_releases_and_takes_the_next_lease(store: StateS
         )
     )
     assert done == StepSave(True, 0.0, True)
-    assert await store.acquire_lease("m:sending", "b", 30) is False, "taken for a3"
+    assert await take(store, "m:sending", "b", 30) is False, "taken for a3"
 
     stale = replace(moved, version=9)
     done = await store.finish_step(
         StepCommit(stale, 1, LeaseHold("m:sending", "a3"), next_lease=LeaseHold("m:next", "x", 30))
     )
     assert done == StepSave(False, 0.0, False)
-    assert await store.acquire_lease("m:sending", "b", 30), "released although stale"
-    assert await store.acquire_lease("m:next", "b", 30), "not taken: nothing was saved"
+    assert await take(store, "m:sending", "b", 30), "released although stale"
+    assert await take(store, "m:next", "b", 30), "not taken: nothing was saved"
 
-    await store.acquire_lease("m:other", "c", 30)
+    await take(store, "m:other", "c", 30)
     third = replace(again, version=3)
     done = await store.finish_step(
         StepCommit(third, 2, LeaseHold("m:x", "nobody"), next_lease=LeaseHold("m:other", "d", 30))

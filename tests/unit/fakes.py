@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import anyio
 
+from pyloto_corp.adapters.ops_buckets import first_kept, first_read
 from pyloto_corp.application.ports import (
     RecordPage,
     RecordQuery,
@@ -29,6 +31,7 @@ from pyloto_corp.domain.ops_metrics import (
     transition_counters,
 )
 from pyloto_corp.domain.records import Record, StatusUpdate, Turn
+from pyloto_corp.domain.replies import reply_key
 from tests.support.helpers import shipped_templates
 
 # The type of the `make_record` fixture (tests/unit/conftest.py).
@@ -55,7 +58,9 @@ class FakeClock:
 
 
 class FakeStore:
-    """StateStore in a dict. Records are copied on the way in and out, like a real store.
+    """StateStore in a dict. Records are copied on the way in and out, like a real store,
+    and it passes the store contract (tests/integration/test_store_contract.py) that the
+    real stores pass.
 
     `get` yields to the event loop once, so two concurrent tasks can both read a record
     before either saves it (the race the version check exists for).
@@ -65,10 +70,12 @@ class FakeStore:
         self.records: dict[str, Record] = {}
         self.statuses: dict[str, StatusUpdate] = {}
         self.saves: list[Record] = []
-        self.leases: dict[str, str] = {}
+        self.leases: dict[str, str] = {}  # lease name -> owner
+        self.lease_ends: dict[str, float] = {}  # lease name -> when it expires (monotonic)
         self.turns: dict[str, list[Turn]] = {}
         self.buckets: dict[str, tuple[float, float]] = {}
         self.aliases: dict[str, str] = {}  # alias key -> customer key
+        self.aliased_at: dict[str, float] = {}  # alias key -> when last named (wall clock)
         self.terminal = frozenset(terminal_states)
         # The console's counters: {(width, bucket start): {name: count}}.
         self.counters: dict[tuple[int, int], dict[str, int]] = {}
@@ -92,7 +99,22 @@ class FakeStore:
     async def get(self, message_id: str) -> Record | None:
         await anyio.lowlevel.checkpoint()
         record = self.records.get(message_id)
-        return copy.deepcopy(record) if record is not None else None
+        if record is None:
+            return None
+        found = copy.deepcopy(record)
+        # The most advanced status about the reply: by its outbound id, or by the callback
+        # data it echoed (the record's reply key, or its id from older replies).
+        callbacks = (reply_key(message_id), message_id)
+        known = [
+            u
+            for u in self.statuses.values()
+            if u.outbound_message_id == record.outbound_message_id or u.callback_data in callbacks
+        ]
+        best = max(known, key=lambda u: u.rank, default=None)
+        found.delivery_status = best.status if best else None
+        found.delivery_errors = copy.deepcopy(best.errors) if best else []
+        found.delivery_outbound_id = best.outbound_message_id if best else None
+        return found
 
     async def save(self, record: Record, expected_version: int) -> bool:
         stored = self.records.get(record.message_id)
@@ -109,7 +131,9 @@ class FakeStore:
         known = self.statuses.get(update.outbound_message_id)
         if known is not None and known.rank >= update.rank:
             return False
-        self.statuses[update.outbound_message_id] = update
+        if known is not None and known.callback_data:  # the first callback data is kept
+            update = dataclasses.replace(update, callback_data=known.callback_data)
+        self.statuses[update.outbound_message_id] = copy.deepcopy(update)
         return True
 
     async def open_records(self, older_than: float) -> list[tuple[str, str]]:
@@ -127,9 +151,28 @@ class FakeStore:
         ]
 
     async def purge(self, created_before: float) -> int:
-        old = [key for key, r in self.records.items() if r.created_at < created_before]
-        for key in old:
-            del self.records[key]
+        old = [r for r in self.records.values() if r.created_at < created_before]
+        outbound = {r.outbound_message_id for r in old if r.outbound_message_id}
+        callbacks = {key for r in old for key in (reply_key(r.message_id), r.message_id)}
+        self.statuses = {
+            name: u
+            for name, u in self.statuses.items()
+            if name not in outbound
+            and u.callback_data not in callbacks
+            and u.timestamp >= created_before
+        }
+        for conversation, turns in list(self.turns.items()):
+            self.turns[conversation] = [t for t in turns if t.at >= created_before]
+        self.buckets = {k: v for k, v in self.buckets.items() if v[1] >= created_before}
+        for alias in [a for a, at in self.aliased_at.items() if at < created_before]:
+            self.aliases.pop(alias, None)
+            del self.aliased_at[alias]
+        now = time.time()
+        for width, start in list(self.counters):
+            if start < first_kept(width, now):
+                del self.counters[(width, start)]
+        for r in old:
+            del self.records[r.message_id]
         return len(old)
 
     async def append_turns(
@@ -160,7 +203,7 @@ class FakeStore:
         customer = self._follow(user_key)
         if phone_key and phone_key != customer:
             self._move_turns(phone_key, customer)
-            self.aliases[phone_key] = customer
+            self._alias(phone_key, customer)
         return customer
 
     async def move_customer(self, previous_key: str, current_key: str) -> None:
@@ -168,15 +211,22 @@ class FakeStore:
             return
         if self._follow(current_key) == previous_key:
             self.aliases.pop(current_key, None)
+            self.aliased_at.pop(current_key, None)
         self._move_turns(previous_key, current_key)
-        self.aliases[previous_key] = current_key
+        self._alias(previous_key, current_key)
 
-    async def acquire_lease(self, name: str, owner: str, seconds: float) -> bool:
-        holder = self.leases.get(name)
-        if holder is not None and holder != owner:
+    def _alias(self, alias: str, customer: str) -> None:
+        self.aliases[alias] = customer
+        self.aliased_at[alias] = time.time()
+
+    def _acquire(self, name: str, owner: str, seconds: float) -> bool:
+        """Taken only when no one holds it (its owner included) or it has expired."""
+        now = time.monotonic()
+        if name in self.leases and self.lease_ends.get(name, now) > now:
             return False
         self.leases[name] = owner
-        return holder is None
+        self.lease_ends[name] = now + seconds
+        return True
 
     async def take_slot(self, key: str, now: float, per_seconds: float, burst: int) -> float:
         tokens, at = self.buckets.get(key, (float(burst), now))
@@ -191,11 +241,12 @@ class FakeStore:
     async def release_lease(self, name: str, owner: str) -> None:
         if self.leases.get(name) == owner:
             del self.leases[name]
+            self.lease_ends.pop(name, None)
 
     async def lease_step(
         self, name: str, owner: str, seconds: float, message_id: str, turns: int = 0
     ) -> StepLoad:
-        taken = await self.acquire_lease(name, owner, seconds)
+        taken = self._acquire(name, owner, seconds)
         record = await self.get(message_id) if taken else None
         if record is None or turns <= 0 or not record.conversation:
             return StepLoad(taken, record)
@@ -221,7 +272,7 @@ class FakeStore:
             )
         await self.release_lease(name, owner)
         if saved and next_lease is not None:
-            taken = await self.acquire_lease(next_lease.name, next_lease.owner, next_lease.seconds)
+            taken = self._acquire(next_lease.name, next_lease.owner, next_lease.seconds)
         return StepSave(saved, wait, taken, key if saved else "")
 
     async def state_counts(self) -> dict[str, int]:
@@ -231,7 +282,7 @@ class FakeStore:
         return counts
 
     async def counter_buckets(self, width: int, since: float) -> list[tuple[int, dict[str, int]]]:
-        first = bucket_of(since, width)
+        first = first_read(width, since, time.time())  # ValueError for an unknown width
         return sorted(
             (start, dict(counts))
             for (w, start), counts in self.counters.items()
@@ -259,6 +310,9 @@ class FakeStore:
 
     async def ping(self) -> None:
         return None
+
+    async def durability(self) -> str:
+        return "none"  # in memory: nothing survives a crash
 
     async def close(self) -> None:
         return None

@@ -78,7 +78,8 @@ async def test_another_deliverys_lease_is_still_respected(
     """Only this process's own unreleased lease is freed, never one another delivery holds."""
     record = make_record()
     unanswered.put(record)
-    await unanswered.acquire_lease(f"{record.message_id}:received", "elsewhere", 60)
+    lease = f"{record.message_id}:received"
+    assert (await unanswered.lease_step(lease, "elsewhere", 60, record.message_id)).taken
     with pytest.raises(TransientStepError):
         await advancer_on.advance(record.message_id, "received")
     assert unanswered.leases == {f"{record.message_id}:received": "elsewhere"}

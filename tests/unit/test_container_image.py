@@ -107,6 +107,16 @@ def test_locked_install_runs_in_a_fresh_virtualenv(tmp_path: Path) -> None:
     run(pip, "install", "--quiet", "--no-deps", wheel)
     assert "statecharts" in run(venv / "bin" / "pyloto", "--help")
     run(venv / "bin" / "python", "-c", "import pyloto_corp.bootstrap, pyloto_corp.http.app")
+    # So is the SQLite store's schema: a store made from the installed wheel opens a file.
+    opened = (
+        "import asyncio, pathlib\n"
+        "from pyloto_corp.adapters.sqlite import SQLiteStore\n"
+        f"store = SQLiteStore(pathlib.Path({str(tmp_path / 'wheel.db')!r}), ['sent'])\n"
+        "async def main():\n"
+        "    print(await store.state_counts()); await store.close()\n"
+        "asyncio.run(main())"
+    )
+    assert run(venv / "bin" / "python", "-c", opened) == "{}\n"
     # The reply templates are a data file of the package: the wheel must carry them.
     shipped = (
         "from pyloto_corp.bootstrap import reply_templates\n"

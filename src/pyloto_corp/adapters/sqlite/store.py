@@ -1,6 +1,6 @@
 """SQLite store: the embedded default.
 
-Calls are serialised on one thread (see sqlite_base); each statement is its own transaction,
+Calls are serialised on one thread (see base.py); each statement is its own transaction,
 or one explicit transaction where several statements must agree (a save and the console's
 counters it adds, for one).
 
@@ -17,13 +17,14 @@ import sqlite3
 import time
 from collections.abc import Collection, Sequence
 from dataclasses import replace
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import msgspec
 
 from pyloto_corp.adapters.ops_buckets import WIDTHS, first_kept, first_read
-from pyloto_corp.adapters.sqlite_base import SQLiteThread
+from pyloto_corp.adapters.sqlite.base import SQLiteThread
 from pyloto_corp.application.ports import (
     RecordPage,
     RecordQuery,
@@ -36,96 +37,64 @@ from pyloto_corp.domain.ops_metrics import bucket_of, created_counters, transiti
 from pyloto_corp.domain.records import DELIVERY_RANK, FAILED_STATE, Record, StatusUpdate, Turn
 from pyloto_corp.domain.replies import reply_key
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS records (
-    message_id TEXT PRIMARY KEY,
-    state TEXT NOT NULL,
-    version INTEGER NOT NULL,
-    outbound_message_id TEXT,
-    created_at REAL NOT NULL,
-    updated_at REAL NOT NULL,
-    data BLOB NOT NULL,
-    fallback_reason TEXT
-);
-CREATE INDEX IF NOT EXISTS records_by_state ON records (state, updated_at);
-CREATE INDEX IF NOT EXISTS records_by_outbound ON records (outbound_message_id);
-CREATE INDEX IF NOT EXISTS records_by_created ON records (created_at);
-CREATE TABLE IF NOT EXISTS deliveries (
-    outbound_message_id TEXT PRIMARY KEY,
-    message_id TEXT,
-    status TEXT NOT NULL,
-    rank INTEGER NOT NULL,
-    at INTEGER NOT NULL,
-    errors BLOB NOT NULL
-);
-CREATE INDEX IF NOT EXISTS deliveries_by_message ON deliveries (message_id);
-CREATE TABLE IF NOT EXISTS turns (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    conversation TEXT NOT NULL,
-    role TEXT NOT NULL,
-    text TEXT NOT NULL,
-    at REAL NOT NULL
-);
-CREATE INDEX IF NOT EXISTS turns_by_conversation ON turns (conversation, seq);
--- A customer key (a BSUID's keyed hash) that another key (their number's, or an earlier
--- BSUID's) stands for; `at`: last named, so purge ends it with the records at the retention.
-CREATE TABLE IF NOT EXISTS aliases (
-    alias TEXT PRIMARY KEY,
-    customer TEXT NOT NULL,
-    at REAL NOT NULL
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS pacing (
-    key TEXT PRIMARY KEY,
-    tokens REAL NOT NULL,
-    at REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS leases (
-    name TEXT PRIMARY KEY,
-    owner TEXT NOT NULL,
-    expires_at REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS ops_counters (
-    width INTEGER NOT NULL,
-    bucket INTEGER NOT NULL,
-    name TEXT NOT NULL,
-    n INTEGER NOT NULL,
-    PRIMARY KEY (width, bucket, name)
-) WITHOUT ROWID;
-"""
+# The schema as this version writes it, run statement by statement (see _prepare).
+SCHEMA = (
+    resources.files("pyloto_corp.adapters.sqlite")
+    .joinpath("schema.sql")
+    .read_text(encoding="utf-8")
+)
 
-# What a file written before the console's read model lacks, added by _migrate in one
-# transaction. The column comes first: the indexes name it.
+
+def _statements(script: str) -> list[str]:
+    """The statements of `script`, each whole (a trigger's body keeps its own semicolons)."""
+    statements: list[str] = []
+    pending = ""
+    for line in script.splitlines(keepends=True):
+        pending += line
+        if sqlite3.complete_statement(pending):
+            statements.append(pending.strip())
+            pending = ""
+    if any(line.strip() and not line.strip().startswith("--") for line in pending.splitlines()):
+        raise ValueError(f"schema.sql ends inside a statement: {pending.strip()[:60]!r}")
+    return statements
+
+
+def _shape(conn: sqlite3.Connection) -> tuple[set[str], dict[str, set[str]]]:
+    """The names a file holds (tables, indexes, triggers) and the columns of each table."""
+    rows = conn.execute("SELECT name, type FROM sqlite_master").fetchall()
+    names = {str(name) for name, _ in rows}
+    columns = {
+        str(name): {str(col[1]) for col in conn.execute(f'PRAGMA table_info("{name}")')}
+        for name, kind in rows
+        if kind == "table"
+    }
+    return names, columns
+
+
+def _expected_shape() -> tuple[set[str], dict[str, set[str]]]:
+    """What a file made from SCHEMA holds."""
+    conn = sqlite3.connect(":memory:")
+    try:
+        conn.executescript(SCHEMA)
+        return _shape(conn)
+    finally:
+        conn.close()
+
+
+_STATEMENTS = _statements(SCHEMA)
+_NAMES, _COLUMNS = _expected_shape()
+
+# Migrations: what a file written before the console's read model lacks that an IF NOT
+# EXISTS cannot add. The column comes first (an index in SCHEMA names it); the counts per
+# state start from the rows already there.
 _FALLBACK_COLUMN = "ALTER TABLE records ADD COLUMN fallback_reason TEXT"
 _FALLBACK_BACKFILL = (
     "UPDATE records SET fallback_reason = json_extract(CAST(data AS TEXT), '$.fallback_reason')"
 )
-_PAGE_INDEXES = {
-    "records_by_updated": "CREATE INDEX IF NOT EXISTS records_by_updated"
-    " ON records (updated_at, message_id)",
-    # Partial: records that never fell back (most) pay nothing for it on a save.
-    "records_by_fallback": "CREATE INDEX IF NOT EXISTS records_by_fallback"
-    " ON records (fallback_reason, updated_at, message_id) WHERE fallback_reason IS NOT NULL",
-}
-# Records per state, from the rows already there when the table is first made.
 _STATE_COUNTS = (
     "CREATE TABLE state_counts (state TEXT PRIMARY KEY, n INTEGER NOT NULL) WITHOUT ROWID",
     "INSERT INTO state_counts (state, n) SELECT state, count(*) FROM records GROUP BY state",
 )
-_COUNT_STATE = """
-  INSERT INTO state_counts (state, n) VALUES (new.state, 1)
-    ON CONFLICT (state) DO UPDATE SET n = n + 1;"""
-_UNCOUNT_STATE = """
-  UPDATE state_counts SET n = n - 1 WHERE state = old.state;"""
-_STATE_TRIGGERS = {
-    "records_count_insert": "CREATE TRIGGER IF NOT EXISTS records_count_insert"
-    f" AFTER INSERT ON records BEGIN{_COUNT_STATE}\nEND",
-    "records_count_state": "CREATE TRIGGER IF NOT EXISTS records_count_state"
-    " AFTER UPDATE OF state ON records WHEN old.state <> new.state"
-    f" BEGIN{_UNCOUNT_STATE}{_COUNT_STATE}\nEND",
-    "records_count_delete": "CREATE TRIGGER IF NOT EXISTS records_count_delete"
-    f" AFTER DELETE ON records BEGIN{_UNCOUNT_STATE}\nEND",
-}
-_READ_MODEL = {*_PAGE_INDEXES, *_STATE_TRIGGERS, "state_counts"}
 
 _GET = """
 SELECT r.data, d.status, d.errors, d.outbound_message_id FROM records r
@@ -171,22 +140,23 @@ CounterRow = tuple[int, int, str, int]
 SaveArgs = tuple[str, int, str | None, float, str | None, bytes, str, int]
 
 
-def _migrate(conn: sqlite3.Connection) -> None:
-    """Bring a file written before the console's read model up to date, in one transaction
-    (nothing is written when nothing is missing, so a reader beside a server takes no lock)."""
-    if not _missing(conn):
+def _prepare(conn: sqlite3.Connection) -> None:
+    """Make a new file, or bring one written by an earlier version up to SCHEMA, in one
+    transaction; nothing is written when nothing is missing (so a reader beside a server
+    takes no lock)."""
+    if _current(conn):
         return
     conn.execute("BEGIN IMMEDIATE")
     try:
-        if "fallback_reason" not in _columns(conn):
-            conn.execute(_FALLBACK_COLUMN)
-            conn.execute(_FALLBACK_BACKFILL)
-        for statement in _PAGE_INDEXES.values():
-            conn.execute(statement)
-        if "state_counts" not in _names(conn):
-            for statement in _STATE_COUNTS:
-                conn.execute(statement)
-        for statement in _STATE_TRIGGERS.values():
+        names, columns = _shape(conn)
+        if "records" in names:  # a file of an earlier version
+            if "fallback_reason" not in columns["records"]:
+                conn.execute(_FALLBACK_COLUMN)
+                conn.execute(_FALLBACK_BACKFILL)
+            if "state_counts" not in names:
+                for statement in _STATE_COUNTS:
+                    conn.execute(statement)
+        for statement in _STATEMENTS:
             conn.execute(statement)
         conn.execute("COMMIT")
     except BaseException:
@@ -194,16 +164,12 @@ def _migrate(conn: sqlite3.Connection) -> None:
         raise
 
 
-def _names(conn: sqlite3.Connection) -> set[str]:
-    return {str(row[0]) for row in conn.execute("SELECT name FROM sqlite_master")}
-
-
-def _columns(conn: sqlite3.Connection) -> set[str]:
-    return {str(row[1]) for row in conn.execute("PRAGMA table_info(records)")}
-
-
-def _missing(conn: sqlite3.Connection) -> bool:
-    return bool(_READ_MODEL - _names(conn)) or "fallback_reason" not in _columns(conn)
+def _current(conn: sqlite3.Connection) -> bool:
+    """Whether the file holds every table, column, index and trigger of SCHEMA."""
+    names, columns = _shape(conn)
+    return names >= _NAMES and all(
+        wanted <= columns.get(table, set()) for table, wanted in _COLUMNS.items()
+    )
 
 
 def _counter_rows(names: Sequence[str], at: float, n: int = 1) -> list[CounterRow]:
@@ -249,10 +215,14 @@ class SQLiteStore:
     ) -> None:
         """`exclusive`: hold a lock so no other process serves from the same file."""
         self.path = path
-        # The sole process on this file: leases left by a previous (dead) one mean nothing.
-        schema = _SCHEMA + ("DELETE FROM leases;" if exclusive else "")  # noqa: S608 - constant
+
+        def prepare(conn: sqlite3.Connection) -> None:
+            _prepare(conn)
+            if exclusive:  # the sole process on this file: a dead one's leases mean nothing
+                conn.execute("DELETE FROM leases")
+
         self._db = SQLiteThread(
-            path, schema, StoreUnavailable, "pyloto-sqlite", exclusive, migrate=_migrate
+            path, "", StoreUnavailable, "pyloto-sqlite", exclusive, migrate=prepare
         )
         self._terminal = sorted(terminal_states)
 
@@ -574,11 +544,6 @@ class SQLiteStore:
         if conn.execute("SELECT 1 FROM turns WHERE conversation = ?", (target,)).fetchone():
             return
         conn.execute("UPDATE turns SET conversation = ? WHERE conversation = ?", (target, source))
-
-    async def acquire_lease(self, name: str, owner: str, seconds: float) -> bool:
-        return await self._db.run(
-            lambda: self._db.transaction(lambda conn: self._acquire(conn, name, owner, seconds))
-        )
 
     @staticmethod
     def _acquire(conn: sqlite3.Connection, name: str, owner: str, seconds: float) -> bool:

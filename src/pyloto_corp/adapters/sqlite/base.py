@@ -9,8 +9,9 @@ from __future__ import annotations
 import asyncio
 import fcntl
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, TypeVar
 
@@ -42,6 +43,16 @@ def in_use(path: Path) -> bool:
     return False
 
 
+@contextmanager
+def unavailable_on_failure(unavailable: type[Exception]) -> Iterator[None]:
+    """The one place a failure to reach the file (locked, unopenable or corrupt, or a
+    directory that cannot be created) becomes the adapter's `unavailable` error."""
+    try:
+        yield
+    except (sqlite3.DatabaseError, OSError) as error:
+        raise unavailable(f"sqlite: {error}") from error
+
+
 class SQLiteThread:
     """A lazily opened connection (WAL, fsync on commit) and the thread that uses it."""
 
@@ -54,9 +65,11 @@ class SQLiteThread:
         exclusive: bool = False,
         migrate: Callable[[sqlite3.Connection], None] | None = None,
     ) -> None:
-        """`exclusive`: hold a lock so no other process opens the same file this way.
+        """`schema`: a script run on every open (its statements IF NOT EXISTS; may be empty).
+        `exclusive`: hold a lock so no other process opens the same file this way.
         `migrate`: run once the schema script has run, to bring a file written by an
-        earlier version up to date (it opens its own transactions)."""
+        earlier version up to date, or to make the schema itself when it needs more than
+        a script (it opens its own transactions)."""
         self.path = path
         self.schema = schema
         self.migrate = migrate
@@ -94,11 +107,8 @@ class SQLiteThread:
         """Run `work` on the connection's thread; failures to reach the file → unavailable."""
         if self._closed:
             raise self.unavailable(f"sqlite: {self.path} is closed")
-        try:
+        with unavailable_on_failure(self.unavailable):
             return await asyncio.get_running_loop().run_in_executor(self._executor, work)
-        except (sqlite3.DatabaseError, OSError) as error:
-            # Locked, unopenable or corrupt file, or a directory that cannot be created.
-            raise self.unavailable(f"sqlite: {error}") from error
 
     def transaction(self, work: Callable[[sqlite3.Connection], T]) -> T:
         """Run `work` in one write transaction (only call from work given to `run`)."""
