@@ -23,16 +23,19 @@ lint:
 	.venv/bin/mypy --strict src
 	.venv/bin/pyloto statecharts check
 	.venv/bin/pyloto config docs --check
+	.venv/bin/pyloto docs architecture --check
 	.venv/bin/hadolint Dockerfile
 
 fmt:
 	.venv/bin/ruff check --fix .
 	.venv/bin/ruff format .
 
-# Regenerate what the drift checks compare: the state diagrams and the configuration reference.
+# Regenerate what the drift checks compare: the state diagrams, the configuration reference,
+# and the generated parts of docs/architecture.md and the README.
 docs:
 	.venv/bin/pyloto statecharts render
 	.venv/bin/pyloto config docs
+	.venv/bin/pyloto docs architecture
 
 # Each benchmark, tiny, so they keep working; no timing is asserted.
 bench-smoke:

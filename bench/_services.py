@@ -82,7 +82,8 @@ def start_fakes(procs: Processes, llm_delay: float = 0.0) -> Fakes:
 
 
 def service_env(redis_url: str, fakes: Fakes) -> dict[str, str]:
-    """pyloto's settings for a run: Redis, the fakes, no pacing (README variable names)."""
+    """pyloto's settings for a run: Redis, the fakes, no pacing (the variables of
+    docs/configuration.md)."""
     return {
         "STATE_BACKEND": "redis",
         "REDIS_URL": redis_url,

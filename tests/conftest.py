@@ -34,9 +34,33 @@ hypothesis.settings.register_profile(
 hypothesis.settings.load_profile("pyloto")
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test that can drive Chromium (it uses the `chrome` fixture, or its module holds
+    Selenium) is marked `browser`, so `-m "not browser"` runs on a machine without one."""
+    unmarked = [
+        item.nodeid
+        for item in items
+        if isinstance(item, pytest.Function)
+        and item.get_closest_marker("browser") is None
+        and ("chrome" in item.fixturenames or _holds_selenium(item.module))
+    ]
+    if unmarked:
+        raise pytest.UsageError(
+            "tests that need Chromium without the `browser` marker: " + ", ".join(unmarked)
+        )
+
+
+def _holds_selenium(module: object) -> bool:
+    return any(
+        str(getattr(value, "__module__", "")).startswith("selenium")
+        for value in vars(module).values()
+    )
+
+
 def pytest_addoption(parser: pytest.Parser) -> None:
     """`--update-docs-screenshot`: the ops console's browser test of the machine page also
-    writes docs/images/ops-console.png, the README's picture of the console."""
+    writes docs/images/ops-console.png, the console's picture in the README and docs/console.md."""
     parser.addoption(
         "--update-docs-screenshot",
         action="store_true",

@@ -1,5 +1,5 @@
 """The `pyloto` command: serve, simulate, inspect, replay, queues, llm check, statecharts,
-config docs, pii-scan, fake-openai."""
+config docs, docs architecture, pii-scan, fake-openai."""
 
 from __future__ import annotations
 
@@ -599,6 +599,7 @@ def _parser() -> argparse.ArgumentParser:
             "--out", type=Path, default=Path("docs/statecharts"), help="pages (docs/statecharts)"
         )
     _config_parser(commands)
+    _docs_parser(commands)
     return parser
 
 
@@ -619,6 +620,78 @@ def _config_parser(commands: Any) -> None:
         action="store_true",
         help="write nothing; exit 1 with a diff if <out> is missing or out of date",
     )
+
+
+def _docs_parser(commands: Any) -> None:
+    """`pyloto docs architecture [--check]`: the generated parts of the architecture page."""
+    docs = commands.add_parser("docs", help="the generated parts of docs/ and the README")
+    docs_commands = docs.add_subparsers(dest="docs_command", required=True)
+    architecture = docs_commands.add_parser(
+        "architecture",
+        help="write each state's step (docs/architecture.md) and the README's state diagram",
+    )
+    architecture.add_argument(
+        "--page", type=Path, default=None, help="the page (default: docs/architecture.md)"
+    )
+    architecture.add_argument(
+        "--readme", type=Path, default=None, help="the README (default: README.md)"
+    )
+    architecture.add_argument(
+        "--check",
+        action="store_true",
+        help="write nothing; exit 1 with a diff if a generated part is out of date",
+    )
+
+
+def _cmd_docs(args: argparse.Namespace) -> int:
+    """Fill the generated parts, or with --check exit 1 while one is stale."""
+    from pyloto_corp.application.steps import STEPS
+    from pyloto_corp.architecture_docs import (
+        DEFAULT_PAGE,
+        DEFAULT_README,
+        RENDER_COMMAND,
+        MissingMarkers,
+        diagram_block,
+        fill,
+        step_rows,
+        steps_table,
+    )
+    from pyloto_corp.bootstrap import STATECHART_FILE, load_chart
+    from pyloto_corp.domain.statechart_docs import stale_diff
+
+    local = Path("statecharts") / STATECHART_FILE
+    chart = load_chart(local if local.is_file() else None)
+    page: Path = args.page or DEFAULT_PAGE
+    readme: Path = args.readme or DEFAULT_README
+    parts = (
+        (page, "steps", steps_table(step_rows(chart, STEPS))),
+        (readme, "diagram", diagram_block(chart)),
+    )
+    pages = []  # every page is read and filled before any is written
+    for path, part, generated in parts:
+        if not path.is_file():
+            print(f"pyloto: {path}: no such file", file=sys.stderr)
+            return 2
+        committed = path.read_bytes().decode(errors="replace")
+        try:
+            pages.append((path, committed, fill(committed, part, generated, str(path))))
+        except MissingMarkers as error:
+            print(f"pyloto: {error}", file=sys.stderr)
+            return 2
+    stale = [(path, old, new) for path, old, new in pages if old != new]
+    for path, committed, rendered in stale:
+        if args.check:
+            sys.stdout.write(stale_diff(rendered, committed, str(path)))
+        else:
+            path.write_bytes(rendered.encode())
+            print(f"wrote {path}")
+    if stale and args.check:
+        names = ", ".join(str(path) for path, _, _ in stale)
+        print(f"pyloto: {names} out of date: run `{RENDER_COMMAND}`", file=sys.stderr)
+        return 1
+    if args.check:
+        print(f"generated docs up to date ({page}, {readme})")
+    return 0
 
 
 def _cmd_config(args: argparse.Namespace) -> int:
@@ -866,6 +939,8 @@ def _main(argv: Sequence[str] | None) -> int:
     try:
         if args.command == "statecharts":
             return _cmd_statecharts(args)
+        if args.command == "docs":
+            return _cmd_docs(args)
         settings = load_settings(resolve_references(os.environ))
         return _settings_commands()[args.command](settings, args)
     except (ConfigError, StatechartError) as error:

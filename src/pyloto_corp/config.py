@@ -29,7 +29,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 Environment = Literal["development", "staging", "production"]
 
 # Development values used only when ENVIRONMENT=development and the variable is unset.
-# They are public (they are in the README), so they protect nothing: staging and production
+# They are public (the README and docs/ print them), so they protect nothing: staging and production
 # refuse to start without real values.
 DEV_APP_SECRET = "pyloto-dev-app-secret"  # noqa: S105
 DEV_VERIFY_TOKEN = "pyloto-dev-verify-token"  # noqa: S105

@@ -64,9 +64,9 @@ def render_markdown(settings_cls: type[BaseModel]) -> str:
         "",
         "Every environment variable pyloto reads, read once at start-up; an empty value counts",
         "as unset. An invalid value stops the start with a message naming the variable, and",
-        "combinations that would lose data or split state are refused (see the README,",
-        '"Configuration"). Any value may be a Secret Manager reference, `sm://…` (README,',
-        '"Secrets").',
+        "combinations that would lose data or split state are refused (see",
+        "[Configuration](settings.md)). Any value may be a Secret Manager reference, `sm://…`",
+        "([Secrets](settings.md#secrets)).",
     ]
     for _, section in _sections(settings_cls):
         title = section.__name__.removesuffix("Settings")

@@ -250,7 +250,7 @@ def test_the_numbers_tokens_may_be_one_secret_holding_every_pair(
     secret_manager: FakeSecretManager,
 ) -> None:
     """WHATSAPP_ACCESS_TOKENS as one `sm://` reference: the secret's pairs give each number
-    its token, as the README says."""
+    its token, as docs/settings.md says."""
     secret_manager.add("number-tokens", b"106540352242933:EAAG-second,106540352242944:EAAG-third")
     env = environ(
         secret_manager,

@@ -39,6 +39,7 @@ def test_make_lint_runs_what_ci_runs() -> None:
     lint = recipe("lint")
     assert ".venv/bin/pyloto statecharts check" in lint
     assert ".venv/bin/pyloto config docs --check" in lint
+    assert ".venv/bin/pyloto docs architecture --check" in lint
     assert contiguous(lint, ci_lines())
 
 
@@ -56,9 +57,18 @@ def test_make_test_is_the_readme_command_without_the_install() -> None:
     assert "&& .venv/bin/pytest\n```" in readme
 
 
+def test_make_docs_regenerates_what_each_drift_check_compares() -> None:
+    """`make docs` runs the render of every `--check` (or `check`) line of `make lint`."""
+    docs = recipe("docs")
+    assert ".venv/bin/pyloto statecharts render" in docs
+    for line in recipe("lint"):
+        if line.startswith(".venv/bin/pyloto ") and line.endswith("--check"):
+            assert line.removesuffix(" --check") in docs, line
+
+
 def test_pre_commit_hooks_are_local_and_run_the_lint_checks() -> None:
     """Every hook is a local, system one (nothing downloaded), and together they run ruff,
-    the type check and both drift checks with the commands `make lint` runs."""
+    the type check and every drift check with the commands `make lint` runs."""
     config = yaml.safe_load((REPO / ".pre-commit-config.yaml").read_text(encoding="utf-8"))
     hooks = [hook for repo in config["repos"] for hook in repo["hooks"]]
     assert {repo["repo"] for repo in config["repos"]} == {"local"}
@@ -71,6 +81,7 @@ def test_pre_commit_hooks_are_local_and_run_the_lint_checks() -> None:
         ".venv/bin/mypy --strict src",
         ".venv/bin/pyloto statecharts check",
         ".venv/bin/pyloto config docs --check",
+        ".venv/bin/pyloto docs architecture --check",
     ):
         assert any(entry.startswith(command) for entry in entries), command
         assert any(line.startswith(command) for line in lint), command

@@ -33,7 +33,7 @@ from pyloto_corp.observability.pii_scan import GREP_PATTERNS, scan_line, scan_li
 from tests.support.helpers import SENDER, realistic_wamid
 from tests.support.pii_strategies import personal_data, safe_values
 
-README = Path(__file__).parents[2] / "README.md"
+PII_PAGE = Path(__file__).parents[2] / "docs" / "pii-scanning.md"
 LOG = logging.getLogger("pyloto_corp.application.advance")
 TRACE = "projects/my-project/traces/4bf92f3577b34da6a3ce929d0e0e4736"
 
@@ -390,11 +390,11 @@ def test_grep_patterns_work_in_grep(tmp_path: Path) -> None:
         assert len(lines) > 20, kind
 
 
-def test_readme_quotes_the_grep_patterns() -> None:
-    """The runbook's patterns in the README are exactly the tested ones."""
-    readme = README.read_text(encoding="utf-8")
+def test_the_docs_quote_the_grep_patterns() -> None:
+    """The patterns docs/pii-scanning.md gives for `grep -E` are exactly the tested ones."""
+    page = PII_PAGE.read_text(encoding="utf-8")
     for pattern in GREP_PATTERNS.values():
-        assert f"'{pattern}'" in readme
+        assert f"'{pattern}'" in page
 
 
 # --- pyloto pii-scan ---------------------------------------------------------------------------

@@ -2,7 +2,7 @@
 
 Meta cannot be asked whether a request was delivered; the only word is a status webhook that
 echoes the reply's key. A send is "outcome unknown" when the request may have reached Meta
-and no answer says what became of it. The policy (README, *Guarantees*):
+and no answer says what became of it. The policy (docs/guarantees.md):
 
 - the claim is kept and the record notes the outcome as unknown since the claim was made;
 - each retry asks for a status about the reply; one that arrives records the send;
