@@ -1,7 +1,7 @@
 """Render the generated parts of docs/architecture.md and the README from the code.
 
 The architecture page lists every state of the message statechart with the step function
-the registry holds for it (qualified name, source file and line); the README embeds the
+the registry holds for it (qualified name and source file); the README embeds the
 statechart's Mermaid diagram, the one `pyloto statecharts render` draws. Each generated part
 sits between two marker comments, so the prose around it is written by hand and kept.
 Built from the registry and the chart the service loads, in chart order: rendering twice
@@ -50,7 +50,6 @@ class StepRow:
     terminal: bool
     qualified_name: str | None = None
     source: str | None = None  # relative to the repository: src/pyloto_corp/...
-    line: int | None = None  # the step's `def` line
 
 
 def step_rows(chart: Statechart, steps: Mapping[str, Callable[..., Any]]) -> list[StepRow]:
@@ -61,9 +60,9 @@ def step_rows(chart: Statechart, steps: Mapping[str, Callable[..., Any]]) -> lis
         if spec.terminal or run is None:
             rows.append(StepRow(name, "—" if spec.terminal else spec.queue, spec.terminal))
             continue
-        source, line = _definition(run)
+        source = _definition(run)
         qualified = f"{run.__module__}.{run.__qualname__}"
-        rows.append(StepRow(name, spec.queue, False, qualified, source, line))
+        rows.append(StepRow(name, spec.queue, False, qualified, source))
     return rows
 
 
@@ -81,8 +80,8 @@ def steps_table(rows: list[StepRow]) -> list[str]:
         elif row.qualified_name is None:
             lines.append(f"| `{row.state}` | {row.queue} | **no step registered** | — |")
         else:
-            where = f"{row.source}:{row.line}"
-            link = f"[`{where}`]({up}{row.source}#L{row.line})"
+            # The file, not the line: a line number would go stale with every edit above it.
+            link = f"[`{row.source}`]({up}{row.source})"
             lines.append(f"| `{row.state}` | {row.queue} | `{row.qualified_name}` | {link} |")
     return lines
 
@@ -105,17 +104,11 @@ def fill(text: str, part: str, generated: list[str], path: str) -> str:
     return pattern.sub(lambda _: body, text)
 
 
-def _definition(run: Callable[..., Any]) -> tuple[str, int]:
-    """The source file (relative to the repository) and `def` line of a step function."""
+def _definition(run: Callable[..., Any]) -> str:
+    """The source file (relative to the repository) that defines a step function."""
     function = inspect.unwrap(run)
     filename = inspect.getsourcefile(function)
     if filename is None:
         raise ValueError(f"no source file for {function!r}")
     relative = Path(filename).resolve().relative_to(PACKAGE_DIR).as_posix()
-    lines, start = inspect.getsourcelines(function)
-    offset = next(
-        index
-        for index, text in enumerate(lines)
-        if text.lstrip().startswith(("def ", "async def "))
-    )
-    return f"{PACKAGE_PREFIX}/{relative}", start + offset
+    return f"{PACKAGE_PREFIX}/{relative}"
