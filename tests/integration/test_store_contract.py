@@ -59,6 +59,52 @@ def real_store_backend(request: pytest.FixtureRequest) -> StoreBackend:
     return factory(request)
 
 
+# Turns, pacing tokens and customer keys are written only by a step's save (`finish_step`
+# with a StepCommit), as production writes them; these three write them that way.
+
+
+async def append_turns(
+    store: StateStore, conversation: str, turns: list[Turn], window_seconds: float, keep: int
+) -> None:
+    """Turns appended as a send's save appends them: whatever the save's outcome (here a
+    stale one, so nothing else changes)."""
+    stored = record()
+    await store.create_if_absent([stored])
+    write = TurnsWrite(conversation, turns, window_seconds, keep)
+    commit = StepCommit(stored, 99, LeaseHold(f"{stored.message_id}:t", "t"), turns=write)
+    assert (await store.finish_step(commit)).saved is False
+
+
+async def take_slot(
+    store: StateStore, key: str, now: float, per_seconds: float, burst: int
+) -> float:
+    """A pacing token taken as a send claim's save takes it: 0 when taken (and the claim
+    saved), else the seconds until one is free (and nothing saved)."""
+    stored = record()
+    await store.create_if_absent([stored])
+    claim = replace(stored, state="sending", version=1)
+    slot = SlotRequest(key, now, per_seconds, burst)
+    lease = LeaseHold(f"{stored.message_id}:q", "q")
+    done = await store.finish_step(StepCommit(claim, 0, lease, slot=slot))
+    assert done.saved is (done.wait <= 0)
+    return done.wait
+
+
+async def resolve_customer(store: StateStore, phone_key: str | None, user_key: str | None) -> str:
+    """The customer key as an accept's save resolves it (and saves it on the record)."""
+    stored = record()
+    await store.create_if_absent([stored])
+    accepted = replace(stored, state="deduped", version=1)
+    request = CustomerRequest(phone_key, user_key)
+    lease = LeaseHold(f"{stored.message_id}:r", "r")
+    done = await store.finish_step(StepCommit(accepted, 0, lease, customer=request))
+    assert done.saved
+    loaded = await store.get(stored.message_id)
+    assert loaded is not None
+    assert loaded.conversation == done.customer
+    return done.customer
+
+
 def status(
     outbound_id: str, state: str, callback: str | None = None, at: int = NOW
 ) -> StatusUpdate:
@@ -520,7 +566,7 @@ async def test_lease_step_loads_the_conversation_the_record_names(store: StateSt
     """Asked for turns, the lease also brings the last ones of the record's conversation,
     oldest first; none asked, none named or lease refused: no turns."""
     turns = [Turn("customer", f"t{n}", float(n)) for n in range(5)]
-    await store.append_turns("conv-step", turns, 86400, 20)
+    await append_turns(store, "conv-step", turns, 86400, 20)
     named = replace(rich_record(), conversation="conv-step")
     unnamed = record()
     await store.create_if_absent([named, unnamed])
@@ -645,8 +691,8 @@ async def test_turns_come_back_oldest_first(store: StateStore) -> None:
         Turn("customer", "Olá, quanto custa a revisão? 🚗", 100.0),
         Turn("business", "Olá! A revisão custa a partir de R$ 200.", 101.0),
     ]
-    await store.append_turns("conv-a", turns, window_seconds=86400, keep=20)
-    await store.append_turns("conv-a", [Turn("customer", "E aos sábados?", 102.0)], 86400, 20)
+    await append_turns(store, "conv-a", turns, window_seconds=86400, keep=20)
+    await append_turns(store, "conv-a", [Turn("customer", "E aos sábados?", 102.0)], 86400, 20)
     got = await store.recent_turns("conv-a", since=0.0, limit=10)
     assert got == [*turns, Turn("customer", "E aos sábados?", 102.0)]
 
@@ -654,7 +700,7 @@ async def test_turns_come_back_oldest_first(store: StateStore) -> None:
 async def test_turns_respect_since_limit_and_keep(store: StateStore) -> None:
     """Only turns in the window come back, at most `limit`, and only `keep` are kept."""
     turns = [Turn("customer", f"mensagem {n}", float(n)) for n in range(10)]
-    await store.append_turns("conv-b", turns, window_seconds=86400, keep=6)
+    await append_turns(store, "conv-b", turns, window_seconds=86400, keep=6)
     assert [t.text for t in await store.recent_turns("conv-b", since=0.0, limit=10)] == [
         f"mensagem {n}" for n in range(4, 10)
     ]
@@ -664,15 +710,15 @@ async def test_turns_respect_since_limit_and_keep(store: StateStore) -> None:
 
 async def test_turns_outside_the_window_are_not_returned(store: StateStore) -> None:
     """A conversation that went quiet for longer than the window starts afresh."""
-    await store.append_turns("conv-c", [Turn("customer", "antiga", 1000.0)], 3600, 20)
-    await store.append_turns("conv-c", [Turn("customer", "nova", 1000.0 + 7200)], 3600, 20)
+    await append_turns(store, "conv-c", [Turn("customer", "antiga", 1000.0)], 3600, 20)
+    await append_turns(store, "conv-c", [Turn("customer", "nova", 1000.0 + 7200)], 3600, 20)
     recent = await store.recent_turns("conv-c", since=1000.0 + 7200 - 3600, limit=10)
     assert [t.text for t in recent] == ["nova"]
 
 
 async def test_conversations_are_isolated(store: StateStore) -> None:
     """One customer's turns never show in another's conversation."""
-    await store.append_turns("conv-d", [Turn("customer", "meu pedido", 5.0)], 86400, 20)
+    await append_turns(store, "conv-d", [Turn("customer", "meu pedido", 5.0)], 86400, 20)
     assert await store.recent_turns("conv-e", since=0.0, limit=10) == []
 
 
@@ -682,37 +728,37 @@ async def test_conversations_are_isolated(store: StateStore) -> None:
 async def test_take_slot_allows_the_burst_then_names_the_wait(store: StateStore) -> None:
     """A fresh bucket gives `burst` slots at once; the next one waits one refill period."""
     key = new_wamid()
-    assert [await store.take_slot(key, 1000.0, 6.0, 3) for _ in range(3)] == [0.0] * 3
+    assert [await take_slot(store, key, 1000.0, 6.0, 3) for _ in range(3)] == [0.0] * 3
 
-    assert await store.take_slot(key, 1000.0, 6.0, 3) == pytest.approx(6.0)
-    assert await store.take_slot(key, 1003.0, 6.0, 3) == pytest.approx(3.0)
+    assert await take_slot(store, key, 1000.0, 6.0, 3) == pytest.approx(6.0)
+    assert await take_slot(store, key, 1003.0, 6.0, 3) == pytest.approx(3.0)
 
 
 async def test_take_slot_refills_over_time_up_to_the_burst(store: StateStore) -> None:
     """Slots come back one per period, never more than the burst however long the pause."""
     key = new_wamid()
     for _ in range(2):
-        assert await store.take_slot(key, 1000.0, 6.0, 2) == 0.0
-    assert await store.take_slot(key, 1006.0, 6.0, 2) == 0.0
-    assert await store.take_slot(key, 1006.0, 6.0, 2) > 0
+        assert await take_slot(store, key, 1000.0, 6.0, 2) == 0.0
+    assert await take_slot(store, key, 1006.0, 6.0, 2) == 0.0
+    assert await take_slot(store, key, 1006.0, 6.0, 2) > 0
 
     later = 1006.0 + 600.0
-    assert [await store.take_slot(key, later, 6.0, 2) for _ in range(2)] == [0.0, 0.0]
-    assert await store.take_slot(key, later, 6.0, 2) > 0
+    assert [await take_slot(store, key, later, 6.0, 2) for _ in range(2)] == [0.0, 0.0]
+    assert await take_slot(store, key, later, 6.0, 2) > 0
 
 
 async def test_take_slot_keys_are_isolated(store: StateStore) -> None:
     """An empty bucket for one recipient leaves another's full."""
     first, second = new_wamid(), new_wamid()
-    assert await store.take_slot(first, 1000.0, 6.0, 1) == 0.0
-    assert await store.take_slot(first, 1000.0, 6.0, 1) > 0
-    assert await store.take_slot(second, 1000.0, 6.0, 1) == 0.0
+    assert await take_slot(store, first, 1000.0, 6.0, 1) == 0.0
+    assert await take_slot(store, first, 1000.0, 6.0, 1) > 0
+    assert await take_slot(store, second, 1000.0, 6.0, 1) == 0.0
 
 
 async def test_concurrent_take_slot_gives_exactly_the_burst(store: StateStore) -> None:
     """20 simultaneous takers of a bucket of 5: exactly 5 get a slot (the take is atomic)."""
     key = new_wamid()
-    waits = await asyncio.gather(*(store.take_slot(key, 1000.0, 6.0, 5) for _ in range(20)))
+    waits = await asyncio.gather(*(take_slot(store, key, 1000.0, 6.0, 5) for _ in range(20)))
     assert sum(1 for wait in waits if wait == 0.0) == 5
 
 
@@ -982,9 +1028,9 @@ async def test_a_customer_key_is_the_bsuid_hash_else_the_number_hash(store: Stat
     """With a BSUID's hash, that; with a number's alone, that (the key customers had before
     BSUIDs, so their stored memory stays reachable); with neither, nothing."""
     phone, user = customer("phone"), customer("user")
-    assert await store.resolve_customer(None, user) == user
-    assert await store.resolve_customer(phone, None) == phone
-    assert await store.resolve_customer(None, None) == ""
+    assert await resolve_customer(store, None, user) == user
+    assert await resolve_customer(store, phone, None) == phone
+    assert await resolve_customer(store, None, None) == ""
 
 
 async def test_a_number_with_memory_hands_it_to_its_bsuid(store: StateStore) -> None:
@@ -993,45 +1039,45 @@ async def test_a_number_with_memory_hands_it_to_its_bsuid(store: StateStore) -> 
     with the number alone later finds the same customer."""
     phone, user = customer("phone"), customer("user")
     turns = [Turn("customer", "oi", 10.0), Turn("business", "olá", 11.0)]
-    await store.append_turns(phone, turns, 86400, 10)
+    await append_turns(store, phone, turns, 86400, 10)
 
-    assert await store.resolve_customer(phone, user) == user
+    assert await resolve_customer(store, phone, user) == user
     assert await store.recent_turns(user, 0.0, 10) == turns
     assert await store.recent_turns(phone, 0.0, 10) == []
-    assert await store.resolve_customer(phone, None) == user
-    assert await store.resolve_customer(phone, user) == user, "resolving again changes nothing"
+    assert await resolve_customer(store, phone, None) == user
+    assert await resolve_customer(store, phone, user) == user, "resolving again changes nothing"
     assert await store.recent_turns(user, 0.0, 10) == turns
 
 
 async def test_a_bsuid_with_memory_keeps_its_own(store: StateStore) -> None:
     """When the BSUID's key has turns already, the number's are not moved over them."""
     phone, user = customer("phone"), customer("user")
-    await store.append_turns(phone, [Turn("customer", "antigo", 1.0)], 86400, 10)
-    await store.append_turns(user, [Turn("customer", "novo", 2.0)], 86400, 10)
+    await append_turns(store, phone, [Turn("customer", "antigo", 1.0)], 86400, 10)
+    await append_turns(store, user, [Turn("customer", "novo", 2.0)], 86400, 10)
 
-    assert await store.resolve_customer(phone, user) == user
+    assert await resolve_customer(store, phone, user) == user
     assert await store.recent_turns(user, 0.0, 10) == [Turn("customer", "novo", 2.0)]
-    assert await store.resolve_customer(phone, None) == user
+    assert await resolve_customer(store, phone, None) == user
 
 
 async def test_a_changed_bsuid_moves_the_customer(store: StateStore) -> None:
     """move_customer: the turns follow to the new key, and the old BSUID and the number
     that stood for it both resolve to the new one; changing back makes no loop."""
     phone, old, new = customer("phone"), customer("old"), customer("new")
-    await store.append_turns(old, [Turn("customer", "oi", 1.0)], 86400, 10)
-    assert await store.resolve_customer(phone, old) == old
+    await append_turns(store, old, [Turn("customer", "oi", 1.0)], 86400, 10)
+    assert await resolve_customer(store, phone, old) == old
 
     await store.move_customer(old, new)
 
     assert await store.recent_turns(new, 0.0, 10) == [Turn("customer", "oi", 1.0)]
     assert await store.recent_turns(old, 0.0, 10) == []
-    assert await store.resolve_customer(None, new) == new
-    assert await store.resolve_customer(None, old) == new, "a late message of the old id"
-    assert await store.resolve_customer(phone, None) == new
+    assert await resolve_customer(store, None, new) == new
+    assert await resolve_customer(store, None, old) == new, "a late message of the old id"
+    assert await resolve_customer(store, phone, None) == new
 
     await store.move_customer(new, old)
-    assert await store.resolve_customer(None, old) == old
-    assert await store.resolve_customer(None, new) == old
+    assert await resolve_customer(store, None, old) == old
+    assert await resolve_customer(store, None, new) == old
     assert await store.recent_turns(old, 0.0, 10) == [Turn("customer", "oi", 1.0)]
 
 
@@ -1039,7 +1085,7 @@ async def test_finish_step_resolves_the_customer_with_the_save(store: StateStore
     """Asked to, finish_step resolves the customer key (moving a number's turns) only when
     it saves, and the record is saved and loaded with that key as its conversation."""
     phone, user = customer("phone"), customer("user")
-    await store.append_turns(phone, [Turn("customer", "oi", 1.0)], 86400, 10)
+    await append_turns(store, phone, [Turn("customer", "oi", 1.0)], 86400, 10)
     stored = record()
     await store.create_if_absent([stored])
     moved = replace(stored, state="deduped", version=1)
@@ -1049,7 +1095,7 @@ async def test_finish_step_resolves_the_customer_with_the_save(store: StateStore
         StepCommit(replace(moved, version=5), 4, LeaseHold("k:received", "a"), customer=request)
     )
     assert stale == StepSave(False)
-    assert await store.resolve_customer(phone, None) == phone, "nothing resolved when stale"
+    assert await resolve_customer(store, phone, None) == phone, "nothing resolved when stale"
 
     done = await store.finish_step(
         StepCommit(moved, 0, LeaseHold("k:received", "a"), customer=request)

@@ -175,7 +175,7 @@ class FakeStore:
             del self.records[r.message_id]
         return len(old)
 
-    async def append_turns(
+    def _append_turns(
         self, conversation: str, turns: Sequence[Turn], window_seconds: float, keep: int
     ) -> None:
         kept = [*self.turns.get(conversation, []), *turns]
@@ -197,7 +197,7 @@ class FakeStore:
         if source in self.turns and not self.turns.get(target):
             self.turns[target] = self.turns.pop(source)
 
-    async def resolve_customer(self, phone_key: str | None, user_key: str | None) -> str:
+    def _resolve_customer(self, phone_key: str | None, user_key: str | None) -> str:
         if not user_key:
             return self._follow(phone_key) if phone_key else ""
         customer = self._follow(user_key)
@@ -228,7 +228,7 @@ class FakeStore:
         self.lease_ends[name] = now + seconds
         return True
 
-    async def take_slot(self, key: str, now: float, per_seconds: float, burst: int) -> float:
+    def _take_slot(self, key: str, now: float, per_seconds: float, burst: int) -> float:
         tokens, at = self.buckets.get(key, (float(burst), now))
         if now > at:
             tokens, at = min(float(burst), tokens + (now - at) / per_seconds), now
@@ -260,16 +260,14 @@ class FakeStore:
         saved, wait, taken, key = False, 0.0, False, ""
         if stored is not None and stored.version == expected_version:
             if slot is not None:
-                wait = await self.take_slot(slot.key, slot.now, slot.per_seconds, slot.burst)
+                wait = self._take_slot(slot.key, slot.now, slot.per_seconds, slot.burst)
             if wait <= 0:
                 if customer is not None:
-                    key = await self.resolve_customer(customer.phone_key, customer.user_key)
+                    key = self._resolve_customer(customer.phone_key, customer.user_key)
                     record = dataclasses.replace(record, conversation=key)
                 saved = await self.save(record, expected_version)
         if turns is not None and turns.turns:
-            await self.append_turns(
-                turns.conversation, turns.turns, turns.window_seconds, turns.keep
-            )
+            self._append_turns(turns.conversation, turns.turns, turns.window_seconds, turns.keep)
         await self.release_lease(name, owner)
         if saved and next_lease is not None:
             taken = self._acquire(next_lease.name, next_lease.owner, next_lease.seconds)

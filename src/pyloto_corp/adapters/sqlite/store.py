@@ -461,15 +461,6 @@ class SQLiteStore:
         last = rows[limit - 1] if len(rows) > limit else None
         return RecordPage(records, None if last is None else (float(last[1]), str(last[2])))
 
-    async def append_turns(
-        self, conversation: str, turns: Sequence[Turn], window_seconds: float, keep: int
-    ) -> None:
-        await self._db.run(
-            lambda: self._db.transaction(
-                lambda conn: self._append(conn, conversation, turns, window_seconds, keep)
-            )
-        )
-
     @staticmethod
     def _append(
         conn: sqlite3.Connection,
@@ -500,15 +491,11 @@ class SQLiteStore:
         )
         return [Turn(str(r), str(t), float(a)) for r, t, a in reversed(rows.fetchall())]
 
-    async def resolve_customer(self, phone_key: str | None, user_key: str | None) -> str:
-        return await self._db.run(
-            lambda: self._db.transaction(lambda conn: self._resolve(conn, phone_key, user_key))
-        )
-
     def _resolve(
         self, conn: sqlite3.Connection, phone_key: str | None, user_key: str | None
     ) -> str:
-        """`resolve_customer` inside the caller's transaction."""
+        """The customer key a `CustomerRequest` stands for (see `ports.CustomerKeys`), inside
+        the caller's transaction."""
         if not user_key:
             return self._follow(conn, phone_key) if phone_key else ""
         customer = self._follow(conn, user_key)
@@ -554,13 +541,6 @@ class SQLiteStore:
             (name, owner, now + seconds),
         )
         return inserted.rowcount == 1
-
-    async def take_slot(self, key: str, now: float, per_seconds: float, burst: int) -> float:
-        return await self._db.run(
-            lambda: self._db.transaction(
-                lambda conn: self._take(conn, key, now, per_seconds, burst)
-            )
-        )
 
     @staticmethod
     def _take(
