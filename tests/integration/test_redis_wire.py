@@ -1,6 +1,6 @@
-"""The store's pipelined script connection (adapters/redis/wire.py) against a real redis-server, on
-asyncio and on uvloop: many calls at once, error replies, a flushed script cache, Redis
-killed and restarted, a command deadline passing, AUTH and SELECT."""
+"""The store's pipelined script connection (adapters/redis/wire.py) against a real
+redis-server, on asyncio and on uvloop: many calls at once, error replies, a flushed script
+cache, Redis killed and restarted, a command deadline passing, AUTH and SELECT."""
 
 from __future__ import annotations
 

@@ -104,51 +104,56 @@ FINISH = Layout(
 LAYOUTS: dict[str, Layout] = {"save": SAVE, "finish": FINISH}
 
 
-def _folder() -> Traversable:
+def folder() -> Traversable:
+    """scripts/, inside the installed package."""
     return resources.files("pyloto_corp.adapters.redis").joinpath("scripts")
 
 
-def names() -> list[str]:
+def names(where: Traversable | None = None) -> list[str]:
     """The name of every script (scripts/*.lua, without the includes)."""
     return sorted(
         entry.name.removesuffix(".lua")
-        for entry in _folder().iterdir()
+        for entry in (where or folder()).iterdir()
         if entry.is_file() and entry.name.endswith(".lua")
     )
 
 
-def include_names() -> list[str]:
+def include_names(where: Traversable | None = None) -> list[str]:
     """The name of every include (scripts/include/*.lua)."""
-    return sorted(
-        entry.name.removesuffix(".lua")
-        for entry in _folder().joinpath("include").iterdir()
-        if entry.is_file() and entry.name.endswith(".lua")
-    )
+    return names((where or folder()).joinpath("include"))
 
 
-def source(name: str, include: bool = False) -> str:
-    """The text of script `name` (or of include `name`) as the file holds it."""
-    folder = _folder().joinpath("include") if include else _folder()
-    return folder.joinpath(f"{name}.lua").read_text(encoding="utf-8")
+def source(name: str, where: Traversable | None = None, include: bool = False) -> str:
+    """The text of script `name` (or of include `name`) as its file holds it."""
+    base = where or folder()
+    path = base.joinpath("include", f"{name}.lua") if include else base.joinpath(f"{name}.lua")
+    if not path.is_file():
+        kind = "include" if include else "script"
+        raise ValueError(f"no Lua {kind} named {name!r}")
+    return path.read_text(encoding="utf-8")
 
 
-def _expand(text: str, seen: set[str], chain: tuple[str, ...]) -> str:
-    def included(match: re.Match[str]) -> str:
-        name = match.group(1)
-        if name in chain:
-            raise ValueError(f"Lua include cycle: {' -> '.join((*chain, name))}")
-        if name in seen:
-            return ""
-        seen.add(name)
-        return _expand(source(name, include=True), seen, (*chain, name)).rstrip("\n")
-
-    return _INCLUDE.sub(included, text)
-
-
-def assemble(name: str) -> str:
+def assemble(
+    name: str, where: Traversable | None = None, layouts: dict[str, Layout] | None = None
+) -> str:
     """Script `name` as Redis runs it: its includes put in, its tokens filled in."""
-    body = _expand(source(name), set(), ())
-    layout = LAYOUTS.get(name)
+    seen: set[str] = set()
+
+    def expand(text: str, chain: tuple[str, ...]) -> str:
+        def included(match: re.Match[str]) -> str:
+            wanted = match.group(1)
+            if wanted in chain:
+                raise ValueError(f"Lua include cycle: {' -> '.join((*chain, wanted))}")
+            if wanted in seen:
+                return ""
+            seen.add(wanted)
+            text = source(wanted, where, include=True)
+            return expand(text, (*chain, wanted)).rstrip("\n")
+
+        return _INCLUDE.sub(included, text)
+
+    body = expand(source(name, where), ())
+    layout = (LAYOUTS if layouts is None else layouts).get(name)
     tokens: dict[str, int] = {**CONSTANTS, **(layout.tokens() if layout else {})}
 
     def filled(match: re.Match[str]) -> str:
