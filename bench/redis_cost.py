@@ -1,5 +1,5 @@
 """CPU per Redis script call of the store's two clients: redis-py's AsyncScript (the way the
-hot path was) and redis_wire (the way it is).
+hot path was) and the wire (adapters/redis/wire.py, the way it is).
 
     .venv/bin/python bench/redis_cost.py [--calls 5000] [--concurrency 50] [--smoke]
 
@@ -9,7 +9,7 @@ over --concurrency callers, reading time.process_time() around each run: this pr
 per call, the client's only. Two scripts:
 
   trivial     `return 1`: the cost of the call machinery alone
-  lease_get   the store's step lease and load (_LEASE_GET) of a stored record, as each step
+  lease_get   the store's step lease and load (lease_get.lua) of a stored record, as each step
               begins: a record's ~700 bytes come back
 
 Writes bench/results/redis_cost.json. Numbers only, no verdict.
@@ -39,8 +39,15 @@ from _common import (
     write_results,
 )
 
-from pyloto_corp.adapters.redis_store import _LEASE_GET, connect
-from pyloto_corp.adapters.redis_wire import RedisWire, Script
+try:  # the store's own folder, with its scripts as files
+    from pyloto_corp.adapters.redis import RedisWire, Script, connect
+    from pyloto_corp.adapters.redis.scripts import BODIES
+
+    LEASE_GET = BODIES["lease_get"]
+except ImportError:  # a tree from before it (a --baseline or an older checkout)
+    from pyloto_corp.adapters.redis_store import _LEASE_GET as LEASE_GET  # type: ignore
+    from pyloto_corp.adapters.redis_store import connect  # type: ignore
+    from pyloto_corp.adapters.redis_wire import RedisWire, Script  # type: ignore
 
 Call = Callable[[int], Awaitable[object]]
 RECORD_DATA = b'{"message_id":"wamid.BENCH","state":"llm2","text":"' + b"x" * 640 + b'"}'
@@ -74,7 +81,7 @@ async def measure(url: str, calls: int, concurrency: int) -> list[list[Any]]:
     wire = RedisWire.for_client(client)
     assert wire is not None
     await client.hset("bench:rec:m", mapping={"d": RECORD_DATA, "o": ""})
-    bodies = {"trivial": "return 1", "lease_get": _LEASE_GET}
+    bodies = {"trivial": "return 1", "lease_get": LEASE_GET}
     rows: list[list[Any]] = []
     try:
         for name, body in bodies.items():

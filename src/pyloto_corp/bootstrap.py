@@ -24,9 +24,9 @@ from pyloto_corp.adapters.local_media import LocalMedia
 from pyloto_corp.adapters.local_queue import LocalQueue
 from pyloto_corp.adapters.openai_llm import OpenAIAssistant
 from pyloto_corp.adapters.openai_llm import create_client as create_openai_client
-from pyloto_corp.adapters.redis_keys import RedisKeys
-from pyloto_corp.adapters.redis_store import RedisStore
-from pyloto_corp.adapters.redis_store import connect as redis_connect
+from pyloto_corp.adapters.redis.keys import RedisKeys
+from pyloto_corp.adapters.redis.store import RedisStore
+from pyloto_corp.adapters.redis.store import connect as redis_connect
 from pyloto_corp.adapters.reply_templates import load_reply_templates
 from pyloto_corp.adapters.sqlite import SQLiteStore
 from pyloto_corp.adapters.statechart_yaml import load_statechart

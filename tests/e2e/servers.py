@@ -23,8 +23,7 @@ from typing import Any
 import httpx
 import redis
 
-from pyloto_corp.adapters.redis_keys import RedisKeys
-from pyloto_corp.adapters.redis_store import RedisStore, connect
+from pyloto_corp.adapters.redis import RedisKeys, RedisStore, connect
 from pyloto_corp.adapters.whatsapp_webhook import parse_webhook
 from pyloto_corp.domain.records import Record
 from tests.e2e.support import SETTINGS_VARIABLES

@@ -12,8 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
-from pyloto_corp.adapters.redis_keys import RedisKeys
-from pyloto_corp.adapters.redis_store import RedisStore, connect
+from pyloto_corp.adapters.redis import RedisKeys, RedisStore, connect
 from pyloto_corp.adapters.sqlite import SQLiteStore
 from pyloto_corp.application.ports import StateStore
 from pyloto_corp.domain.outcome import since_text

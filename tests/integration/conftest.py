@@ -12,9 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from pyloto_corp.adapters.redis_keys import RedisKeys
-from pyloto_corp.adapters.redis_store import RedisStore
-from pyloto_corp.adapters.redis_store import connect as redis_connect
+from pyloto_corp.adapters.redis import RedisKeys, RedisStore
+from pyloto_corp.adapters.redis import connect as redis_connect
 from pyloto_corp.adapters.sqlite import SQLiteStore
 from pyloto_corp.application.ports import StateStore
 from pyloto_corp.bootstrap import load_chart

@@ -15,8 +15,7 @@ from dataclasses import replace
 
 import pytest
 
-from pyloto_corp.adapters.redis_keys import RedisKeys
-from pyloto_corp.adapters.redis_store import ADOPT_SLICE, RedisStore, connect
+from pyloto_corp.adapters.redis import ADOPT_SLICE, RedisKeys, RedisStore, connect
 from pyloto_corp.application.ports import Adoption, StoreUnavailable
 from pyloto_corp.application.queues import DEAD_AFTER_SECONDS
 from pyloto_corp.application.sweeper import Sweeper
@@ -187,8 +186,9 @@ async def test_adopting_a_record_frees_its_step_lease_held_by_the_dead_instance(
     await dead.create_if_absent([mid_step, other])
     held = await dead.lease_step("wamid.MIDSTEP:received", "dead:1", 60, "wamid.MIDSTEP")
     assert held.taken
-    assert await dead.acquire_lease("wamid.OTHERSTEP:deduped", "dead:2", 60)  # not its state
-    assert await live.acquire_lease("wamid.LIVE:received", "live:3", 60)
+    other_step = await dead.lease_step("wamid.OTHERSTEP:deduped", "dead:2", 60, "wamid.OTHERSTEP")
+    assert other_step.taken  # not the record's state
+    assert (await live.lease_step("wamid.LIVE:received", "live:3", 60, "wamid.LIVE")).taken
 
     assert not (
         await live.lease_step("wamid.MIDSTEP:received", "live:4", 60, "wamid.MIDSTEP")
@@ -199,5 +199,7 @@ async def test_adopting_a_record_frees_its_step_lease_held_by_the_dead_instance(
     again = await live.lease_step("wamid.MIDSTEP:received", "live:5", 60, "wamid.MIDSTEP")
     assert again.taken
     assert again.record == mid_step
-    assert not await live.acquire_lease("wamid.OTHERSTEP:deduped", "live:6", 60)
-    assert not await live.acquire_lease("wamid.LIVE:received", "live:7", 60)
+    assert not (
+        await live.lease_step("wamid.OTHERSTEP:deduped", "live:6", 60, "wamid.OTHERSTEP")
+    ).taken
+    assert not (await live.lease_step("wamid.LIVE:received", "live:7", 60, "wamid.LIVE")).taken

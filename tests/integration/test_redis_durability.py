@@ -12,8 +12,7 @@ from pathlib import Path
 import pytest
 from litestar.testing import AsyncTestClient
 
-from pyloto_corp.adapters.redis_keys import RedisKeys
-from pyloto_corp.adapters.redis_store import RedisStore, connect
+from pyloto_corp.adapters.redis import RedisKeys, RedisStore, connect
 from pyloto_corp.application.queues import DEAD_AFTER_SECONDS
 from pyloto_corp.application.sweeper import Sweeper
 from pyloto_corp.bootstrap import bootstrap, load_chart, persistence_refusal

@@ -16,8 +16,7 @@ import redis.asyncio as aioredis
 
 from pyloto_corp.adapters.dry_run_outbox import RedisDryRunOutbox
 from pyloto_corp.adapters.local_queue import LocalQueue
-from pyloto_corp.adapters.redis_keys import RedisKeys
-from pyloto_corp.adapters.redis_store import RedisStore, connect
+from pyloto_corp.adapters.redis import RedisKeys, RedisStore, connect
 from pyloto_corp.adapters.whatsapp_webhook import parse_webhook
 from pyloto_corp.application.ingest import sign, verify_signature
 from pyloto_corp.application.ports import Task, TransientStepError
@@ -174,7 +173,9 @@ async def test_a_held_lease_stops_the_other_instance_until_released(
         queued = queued_record(created_at=time.time())
         assert await holder.store.create_if_absent([queued]) == [True]
         lease = f"{queued.message_id}:queued_outbound"
-        assert await holder.store.acquire_lease(lease, "holder", STEP_LEASE_SECONDS)
+        assert (
+            await holder.store.lease_step(lease, "holder", STEP_LEASE_SECONDS, queued.message_id)
+        ).taken
 
         with pytest.raises(TransientStepError):
             await other.advancer.advance(queued.message_id, "queued_outbound")
@@ -214,7 +215,9 @@ async def test_held_lease_on_the_first_step_delays_it_without_losing_it(
 
     async with instances(settings, count=2) as (holder, other):
         lease = f"{message_id}:received"
-        assert await holder.store.acquire_lease(lease, "holder", STEP_LEASE_SECONDS)
+        assert (
+            await holder.store.lease_step(lease, "holder", STEP_LEASE_SECONDS, message_id)
+        ).taken
         assert (await other.ingestor.ingest(parse_webhook(body))).created == 1
         await asyncio.sleep(0.1)  # at least a couple of the queue's retries
         waiting = await holder.store.get(message_id)

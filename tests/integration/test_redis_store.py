@@ -30,14 +30,16 @@ import redis
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from pyloto_corp.adapters import dry_run_outbox, redis_store
+from pyloto_corp.adapters import dry_run_outbox
 from pyloto_corp.adapters.dry_run_outbox import RedisDryRunOutbox
-from pyloto_corp.adapters.redis_keys import (
+from pyloto_corp.adapters.redis import (
     DEDUPE_WINDOW_SECONDS,
     RECORD_TTL_GRACE_SECONDS,
     RedisKeys,
+    RedisStore,
+    connect,
 )
-from pyloto_corp.adapters.redis_store import RedisStore, connect
+from pyloto_corp.adapters.redis import store as redis_store
 from pyloto_corp.adapters.whatsapp_webhook import parse_webhook
 from pyloto_corp.application.ingest import sign, verify_signature
 from pyloto_corp.application.ports import (
@@ -200,6 +202,7 @@ async def test_step_store_calls_are_one_command_each(
         await store.get(original.message_id)  # warm-up: every script loaded once
         await store.save(replace(original, version=1), expected_version=0)
         await store.record_status(StatusUpdate("wamid.OUT.W", "sent", 1, original.message_id))
+        await store.lease_step("warm", "me", 5, original.message_id)
         await store.release_lease("warm", "me")
         measured: dict[str, list[str]] = {}
         calls: dict[str, Callable[[], Awaitable[object]]] = {
@@ -210,7 +213,7 @@ async def test_step_store_calls_are_one_command_each(
                     "wamid.OUT.1", "delivered", 2, callback_data=reply_key(original.message_id)
                 )
             ),
-            "acquire_lease": lambda: store.acquire_lease("step", "me", 5),
+            "lease_step": lambda: store.lease_step("step", "me", 5, original.message_id),
             "release_lease": lambda: store.release_lease("step", "me"),
         }
         for name, call in calls.items():
@@ -224,7 +227,7 @@ async def test_step_store_calls_are_one_command_each(
         "get": ["EVALSHA"],
         "save": ["EVALSHA"],
         "record_status": ["EVALSHA"],
-        "acquire_lease": ["SET"],
+        "lease_step": ["EVALSHA"],
         "release_lease": ["EVALSHA"],
     }
 
@@ -441,19 +444,19 @@ async def test_lease_key_expires_within_the_lease_and_belongs_to_its_owner(
     """A lease is a key holding its owner with a millisecond TTL no longer than the lease;
     others cannot take it or release it; it frees itself when it expires."""
     key = rstore.keys.lease("wamid.X:received")
-    assert await rstore.acquire_lease("wamid.X:received", "owner-a", 1.5)
+    assert (await rstore.lease_step("wamid.X:received", "owner-a", 1.5, "wamid.X")).taken
 
     assert 0 < await raw.pttl(key) <= 1500
     assert await raw.get(key) == b"owner-a"
-    assert not await rstore.acquire_lease("wamid.X:received", "owner-b", 1.5)
+    assert not (await rstore.lease_step("wamid.X:received", "owner-b", 1.5, "wamid.X")).taken
     await rstore.release_lease("wamid.X:received", "owner-b")
     assert await raw.get(key) == b"owner-a"
     await rstore.release_lease("wamid.X:received", "owner-a")
     assert await raw.exists(key) == 0
 
-    assert await rstore.acquire_lease("short", "owner-a", 0.05)
+    assert (await rstore.lease_step("short", "owner-a", 0.05, "wamid.X")).taken
     await anyio.sleep(0.1)  # at least the lease's length
-    assert await rstore.acquire_lease("short", "owner-b", 1)
+    assert (await rstore.lease_step("short", "owner-b", 1, "wamid.X")).taken
 
 
 async def test_every_key_has_the_prefix_and_only_indexes_live_forever(
@@ -473,7 +476,7 @@ async def test_every_key_has_the_prefix_and_only_indexes_live_forever(
         await store.create_if_absent([record()])
         await store.record_status(StatusUpdate("o1", "delivered", 5, original.message_id))
         await store.append_turns("conv-1", [Turn("customer", "oi", time.time())], 3600, 10)
-        await store.acquire_lease("lease-1", "me", 30)
+        assert (await store.lease_step("lease-1", "me", 30, original.message_id)).taken
         await outbox.send(reply(original.message_id))
 
         found = {key.decode(): check.ttl(key) for key in check.scan_iter(count=1000)}
@@ -514,10 +517,10 @@ async def test_two_prefixes_on_one_server_do_not_see_each_other(
         moved = replace(mine, state="sent", version=1, outbound_message_id="wamid.OUT.L")
         assert await left.save(moved, expected_version=0)
         assert await left.record_status(StatusUpdate("wamid.OUT.L", "read", 9, message_id))
-        assert await left.acquire_lease("shared-name", "left", 30)
+        assert (await left.lease_step("shared-name", "left", 30, message_id)).taken
 
         assert await right.get(message_id) == theirs
-        assert await right.acquire_lease("shared-name", "right", 30)
+        assert (await right.lease_step("shared-name", "right", 30, message_id)).taken
         assert await right.open_records(older_than=5_000.0) == [(message_id, "received")]
         assert await left.open_records(older_than=5_000.0) == []
 
@@ -743,7 +746,7 @@ async def test_store_down_raises_store_unavailable_then_the_same_store_reconnect
         assert sorted(await store.open_records(older_than=2_000.0)) == sorted(
             [(known.message_id, "deduped"), (fresh.message_id, "received")]
         )
-        assert await store.acquire_lease("after", "me", 5)
+        assert (await store.lease_step("after", "me", 5, fresh.message_id)).taken
     finally:
         await store.close()
 

@@ -1,6 +1,6 @@
-"""The store's pipelined script connection (redis_wire) against a real redis-server, on
-asyncio and on uvloop: many calls at once, error replies, a flushed script cache, Redis
-killed and restarted, a command deadline passing, AUTH and SELECT."""
+"""The store's pipelined script connection (adapters/redis/wire.py) against a real
+redis-server, on asyncio and on uvloop: many calls at once, error replies, a flushed script
+cache, Redis killed and restarted, a command deadline passing, AUTH and SELECT."""
 
 from __future__ import annotations
 
@@ -18,9 +18,7 @@ from redis.exceptions import AuthenticationError, ResponseError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from pyloto_corp.adapters.redis_keys import RedisKeys
-from pyloto_corp.adapters.redis_store import RedisStore, connect
-from pyloto_corp.adapters.redis_wire import RedisWire, Script
+from pyloto_corp.adapters.redis import RedisKeys, RedisStore, RedisWire, Script, connect
 from pyloto_corp.application.ports import StoreUnavailable
 from tests.integration.conftest import terminal_states
 from tests.support.redis_server import RedisServer

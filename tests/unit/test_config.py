@@ -8,7 +8,7 @@ import pytest
 
 from pyloto_corp.adapters.cloud_tasks import CloudTasksQueue
 from pyloto_corp.adapters.dry_run_outbox import RedisDryRunOutbox
-from pyloto_corp.adapters.redis_store import RedisStore
+from pyloto_corp.adapters.redis import RedisStore
 from pyloto_corp.adapters.whatsapp_graph import GraphOutbox
 from pyloto_corp.bootstrap import bootstrap
 from pyloto_corp.config import (

@@ -86,8 +86,8 @@ def test_lock_pins_every_runtime_dependency_with_hashes_and_no_dev_tools() -> No
 def test_locked_install_runs_in_a_fresh_virtualenv(tmp_path: Path) -> None:
     """The image's install, step by step in a new virtualenv: the lock with
     --require-hashes, then the project's wheel with --no-deps; `pyloto --help` runs, every
-    adapter and the app import, the packaged reply templates load, and the packaged
-    statechart renders to the committed page."""
+    adapter and the app import, the packaged reply templates and Redis scripts load, and the
+    packaged statechart renders to the committed page."""
     venv = tmp_path / "venv"
     wheels = tmp_path / "wheels"
     env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH")}
@@ -124,6 +124,12 @@ def test_locked_install_runs_in_a_fresh_virtualenv(tmp_path: Path) -> None:
         "print(reply_templates(load_settings({'BUSINESS_NAME': 'Loja X'})).render('welcome'))"
     )
     assert "Loja X" in run(venv / "bin" / "python", "-c", shipped)
+    # So are the Redis store's Lua scripts: every file of the tree loads from the install.
+    listed = "from pyloto_corp.adapters.redis import scripts\nprint(*sorted(scripts.BODIES))"
+    here = REPO / "src" / "pyloto_corp" / "adapters" / "redis" / "scripts"
+    assert run(venv / "bin" / "python", "-c", listed).split() == sorted(
+        path.stem for path in here.glob("*.lua")
+    )
     docs = REPO / "docs" / "statecharts"
     checked = run(venv / "bin" / "pyloto", "statecharts", "check", "--out", docs)
     assert checked == f"state diagrams up to date (1 in {docs})\n"

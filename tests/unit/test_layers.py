@@ -77,18 +77,18 @@ import yaml
 from typing import TYPE_CHECKING
 from pyloto_corp.domain.records import Record
 if TYPE_CHECKING:
-    from pyloto_corp.adapters.redis_store import RedisStore
+    from pyloto_corp.adapters.redis.store import RedisStore
 def late():
     import litestar.exceptions
     from pyloto_corp.http.app import create_app
 """
     assert domain_violations(source) == [
         "yaml",
-        "pyloto_corp.adapters.redis_store",
+        "pyloto_corp.adapters.redis.store",
         "litestar.exceptions",
         "pyloto_corp.http.app",
     ]
     assert application_violations(source) == [
-        "pyloto_corp.adapters.redis_store",
+        "pyloto_corp.adapters.redis.store",
         "pyloto_corp.http.app",
     ]

@@ -15,7 +15,7 @@ from typing import Any
 import redis.asyncio as redis
 from redis.exceptions import RedisError
 
-from pyloto_corp.adapters.redis_keys import DRY_RUN_LOG_LENGTH, RedisKeys
+from pyloto_corp.adapters.redis.keys import DRY_RUN_LOG_LENGTH, RedisKeys
 from pyloto_corp.adapters.sqlite.base import SQLiteThread
 from pyloto_corp.application.ports import TransientStepError
 from pyloto_corp.domain.replies import reply_key

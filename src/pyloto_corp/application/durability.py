@@ -12,8 +12,8 @@ retries a webhook for 7 days) until it holds again.
 
 The check runs at start-up, every CHECK_INTERVAL_SECONDS, again before a webhook is
 accepted after any store failure (a reconnect may reach a Redis started otherwise), and
-inside the very script that creates the records (AOF on, see redis_store._CREATE), so a
-Redis whose AOF is switched off acknowledges nothing more from that instant.
+inside the very script that creates the records (AOF on, see adapters/redis/scripts/create.lua),
+so a Redis whose AOF is switched off acknowledges nothing more from that instant.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Every Redis key pyloto writes, and how long each lives (with the reason why).
 
 All keys start with a configurable prefix (REDIS_KEY_PREFIX) so several environments can
-share one Redis. The scripts in redis_store compute delivery keys from the prefix, so the
+share one Redis. The scripts (scripts/*.lua) compute delivery keys from the prefix, so the
 store expects a single-shard Redis (Memorystore basic or standard tier), not Redis Cluster.
 """
 

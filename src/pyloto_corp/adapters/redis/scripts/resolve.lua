@@ -1,0 +1,11 @@
+-- resolve: the customer key of a message's number and BSUID keys (see include/customer.lua).
+-- KEYS: none.
+-- ARGV
+--   1   conversation key prefix
+--   2   alias key prefix
+--   3   alias TTL (s)
+--   4   the number's key ('' for none)
+--   5   the BSUID's key ('' for none)
+-- Returns the customer key ('' when neither is given).
+-- @include customer
+return resolve(ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5])

@@ -1,0 +1,32 @@
+-- save: a version-checked save of one record, with the console's indexes and counters.
+-- Positions by name from scripts.SAVE (the loader puts them in; tests hold this list to it).
+-- KEYS
+--   1   record            the record's hash
+--   2   open_index        ids of non-terminal records by last update
+--   3   failed_index      ids of failed records by last update
+--   4   updated_index     ids of every record by last update
+--   5   minute_counters   the minute bucket's counters (any key when there are none)
+--   6   hour_counters     the hour bucket's counters (any key when there are none)
+--   7   fallback_reasons  set of every fallback reason with an index
+-- ARGV
+--   1   expected_version  the version the stored record must have
+--   2   version           the record's new version
+--   3   state             its state
+--   4   outbound_id       its outbound message id ('' for none)
+--   5   data              its JSON
+--   6   updated_at        its last update (the indexes' score)
+--   7   terminal          '1' when the state is terminal, else '0'
+--   8   message_id        its id (the indexes' member)
+--   9   failed            '1' when the state is the failed one, else '0'
+--   10  instance          this instance's id (field 'q')
+--   11  conversation      its conversation (field 'c')
+--   12  state_prefix      state index prefix
+--   13  fallback_prefix   fallback index prefix
+--   14  fallback_reason   its fallback reason ('' for none)
+--   15  counters          counter names of the transition, by spaces ('' for none)
+-- Returns 1 when saved, 0 when the stored version is another (nothing changes).
+-- @include save
+local current = redis.call('HMGET', KEYS[1], 'v', 's', 'f')
+if current[1] ~= ARGV[$argv.expected_version] then return 0 end
+save(current)
+return 1
