@@ -12,7 +12,13 @@ import redis.asyncio as aioredis
 
 from pyloto_corp.adapters.redis import RedisStore, Script
 from pyloto_corp.adapters.redis.scripts import BODIES, FINISH, SAVE
-from pyloto_corp.application.ports import CustomerRequest, SlotRequest, TurnsWrite
+from pyloto_corp.application.ports import (
+    CustomerRequest,
+    LeaseHold,
+    SlotRequest,
+    StepCommit,
+    TurnsWrite,
+)
 from pyloto_corp.domain.records import Turn
 from tests.integration.factories import record
 from tests.integration.test_redis_store import every_store_call, open_store
@@ -67,14 +73,15 @@ async def test_every_store_operation_works_after_script_flush(
         assert lease.taken
         assert lease.record == fresh
         done = await store.finish_step(
-            record(fresh.message_id, state="deduped", updated_at=1_001.0),
-            fresh.version,
-            "s:received",
-            "me",
-            slot=SlotRequest("pace", 1.0, 6.0, 5),
-            turns=TurnsWrite("conv", [Turn("business", "oi", 1.0)], 60, 5),
-            next_lease=("s:deduped", "me", 5),
-            customer=CustomerRequest("p" * 32, "u" * 32),
+            StepCommit(
+                record(fresh.message_id, state="deduped", updated_at=1_001.0),
+                fresh.version,
+                LeaseHold("s:received", "me"),
+                next_lease=LeaseHold("s:deduped", "me", 5),
+                slot=SlotRequest("pace", 1.0, 6.0, 5),
+                turns=TurnsWrite("conv", [Turn("business", "oi", 1.0)], 60, 5),
+                customer=CustomerRequest("p" * 32, "u" * 32),
+            )
         )
         # The first round moved customer u to v: u's alias is followed.
         assert (done.saved, done.next_taken, done.customer) == (True, True, "v" * 32)
@@ -139,14 +146,15 @@ async def test_save_and_finish_fill_the_positions_their_layouts_name(
         finishes = capture(store, "_hot")
         turns = [Turn("business", "um", 1.0), Turn("business", "dois", 2.0)]
         await store.finish_step(
-            record(stored.message_id, state="llm1", updated_at=1_003.0),
-            moved.version,
-            "lease-now",
-            "owner-now",
-            slot=SlotRequest("pace-key", 7.0, 6.0, 5),
-            turns=TurnsWrite("conv-key", turns, 60, 9),
-            next_lease=("lease-next", "owner-next", 2),
-            customer=CustomerRequest("p" * 32, "u" * 32),
+            StepCommit(
+                record(stored.message_id, state="llm1", updated_at=1_003.0),
+                moved.version,
+                LeaseHold("lease-now", "owner-now"),
+                next_lease=LeaseHold("lease-next", "owner-next", 2),
+                slot=SlotRequest("pace-key", 7.0, 6.0, 5),
+                turns=TurnsWrite("conv-key", turns, 60, 9),
+                customer=CustomerRequest("p" * 32, "u" * 32),
+            )
         )
         [(keys, args)] = finishes
         assert len(keys) == len(FINISH.keys)

@@ -475,7 +475,8 @@ async def test_every_key_has_the_prefix_and_only_indexes_live_forever(
         await store.create_if_absent([fell_back])
         await store.create_if_absent([record()])
         await store.record_status(StatusUpdate("o1", "delivered", 5, original.message_id))
-        await store.append_turns("conv-1", [Turn("customer", "oi", time.time())], 3600, 10)
+        turns = TurnsWrite("conv-1", [Turn("customer", "oi", time.time())], 3600, 10)
+        await store.finish_step(StepCommit(original, 9, LeaseHold("l-t", "me"), turns=turns))
         assert (await store.lease_step("lease-1", "me", 30, original.message_id)).taken
         await outbox.send(reply(original.message_id))
 
@@ -774,7 +775,8 @@ async def test_writes_acknowledged_before_a_sigkill_survive_the_restart(
         assert await store.record_status(
             StatusUpdate("wamid.OUT.K", "delivered", 3, records[0].message_id)
         )
-        await store.append_turns("conv", [Turn("customer", "olá", 10.0)], 3600, 10)
+        turns = TurnsWrite("conv", [Turn("customer", "olá", 10.0)], 3600, 10)
+        await store.finish_step(StepCommit(sent, 9, LeaseHold("l-t", "me"), turns=turns))
 
         private_redis.stop(kill=True)
         private_redis.start()

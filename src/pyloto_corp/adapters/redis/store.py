@@ -186,20 +186,17 @@ class RedisStore:
         self._status = register(BODIES["status"])
         self._purge = register(BODIES["purge"])
         self._release = register(BODIES["release"])
-        self._take_slot = register(BODIES["take_slot"])
         self._lease_get = register(BODIES["lease_get"])
         self._finish = register(BODIES["finish"])
         self._adopt = register(BODIES["adopt"])
         self._beat = register(BODIES["beat"])
         self._page = register(BODIES["page"])
-        self._resolve = register(BODIES["resolve"])
         self._move = register(BODIES["move"])
         self._wire = RedisWire.for_client(client)
         self._wire_create = WIRED["create"]
         self._wire_lease_get = WIRED["lease_get"]
         self._wire_finish = WIRED["finish"]
         self._wire_status = WIRED["status"]
-        self._wire_resolve = WIRED["resolve"]
 
     async def _hot(
         self, script: AsyncScript, wired: Script, keys: list[str], args: list[EncodableT]
@@ -496,18 +493,6 @@ class RedisStore:
             return self.keys.state_index(query.state), ""
         return self.keys.updated_index, ""
 
-    async def append_turns(
-        self, conversation: str, turns: Sequence[Turn], window_seconds: float, keep: int
-    ) -> None:
-        key = self.keys.conversation(conversation)
-        entries = [_turn_encoder.encode(turn) for turn in turns]
-        with _redis_errors:
-            async with self.client.pipeline(transaction=True) as pipe:
-                pipe.rpush(key, *entries)
-                pipe.ltrim(key, -keep, -1)
-                pipe.expire(key, max(1, int(window_seconds)))
-                await pipe.execute()
-
     async def recent_turns(self, conversation: str, since: float, limit: int) -> list[Turn]:
         with _redis_errors:
             entries = await self.client.lrange(self.keys.conversation(conversation), -limit, -1)
@@ -518,22 +503,9 @@ class RedisStore:
         prefixes = [self.keys.conversation(""), self.keys.alias("")]
         return [*prefixes, self.ttl, first or "", second or ""]
 
-    async def resolve_customer(self, phone_key: str | None, user_key: str | None) -> str:
-        args = self._customer_args(phone_key, user_key)
-        with _redis_errors:  # on the hot path: one round trip of every accepted message
-            customer = await self._hot(self._resolve, self._wire_resolve, [], args)
-        return _text(customer)
-
     async def move_customer(self, previous_key: str, current_key: str) -> None:
         with _redis_errors:
             await self._move(keys=[], args=self._customer_args(previous_key, current_key))
-
-    async def take_slot(self, key: str, now: float, per_seconds: float, burst: int) -> float:
-        ttl_ms = _bucket_ttl_ms(SlotRequest(key, now, per_seconds, burst))
-        args: list[EncodableT] = [repr(now), repr(per_seconds), burst, ttl_ms]
-        with _redis_errors:
-            wait = await self._take_slot(keys=[self.keys.pacing(key)], args=args)
-        return float(wait)
 
     async def release_lease(self, name: str, owner: str) -> None:
         with _redis_errors:

@@ -1,9 +1,9 @@
--- Customer keys (see CustomerKeys), shared by resolve.lua, move.lua and finish.lua.
+-- Customer keys (see CustomerKeys), shared by move.lua and finish.lua.
 -- follow() is the customer key `key` stands for through its aliases (`aliases` .. key), at
 -- most ALIAS_HOPS of them (redis.scripts.ALIAS_HOPS, put in by the loader); move_turns()
 -- renames the turns of one key to another unless that one has its own (RENAME keeps the
--- list's expiry); resolve() is `resolve_customer` ('' for a key not given). Keys are
--- computed from prefixes, as the store expects a single-shard Redis (see redis.keys).
+-- list's expiry); resolve() is the key an accept's save resolves ('' for a key not given,
+-- see ports.CustomerKeys). Keys are computed from prefixes, as the store expects a single-shard Redis (see redis.keys).
 local function follow(aliases, key)
   for _ = 1, $ALIAS_HOPS do
     local next = redis.call('GET', aliases .. key)

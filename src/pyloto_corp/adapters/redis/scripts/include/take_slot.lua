@@ -1,5 +1,5 @@
 -- take_slot(): a token bucket at `key`, {tokens, at}; returns the wait in seconds (0 when
--- a token was taken). Shared by take_slot.lua and finish.lua.
+-- a token was taken). Used by finish.lua, with the save of a send claim.
 local function take_slot(key, now, per, burst, ttl)
   local b = redis.call('HMGET', key, 't', 'a')
   local tokens, at = burst, now
