@@ -166,7 +166,8 @@ def run_target(
         shipped = target in SHIPPED + BASELINE_SHIPPED
         if target.endswith("-redis"):
             # `pyloto serve` refuses to acknowledge on a Redis that would not keep it.
-            redis = RedisServer(procs, cpu=CLIENT_CPU, appendfsync="always" if shipped else None)
+            appendfsync = "always" if shipped else args.redis_appendfsync
+            redis = RedisServer(procs, cpu=CLIENT_CPU, appendfsync=appendfsync)
             extra = ["--redis-url", redis.url]
             pids["redis"] = redis.process.pid
         elif target.endswith("-sqlite"):
@@ -324,6 +325,12 @@ def main() -> None:
     parser.add_argument(
         "--baseline", default=None, help="a checkout of earlier code: its pyloto targets too"
     )
+    parser.add_argument(
+        "--redis-appendfsync",
+        choices=["always", "everysec"],
+        default=None,
+        help="the pyloto targets' Redis with the AOF too (the shipped ones always have it)",
+    )
     parser.add_argument("--smoke", action="store_true", help="1 s, 10 connections (CI)")
     args = parser.parse_args()
     if args.smoke:
@@ -363,7 +370,15 @@ def main() -> None:
             "machine": facts,
             "settings": {
                 key: getattr(args, key)
-                for key in ("duration", "warmup", "connections", "duplicates", "rounds", "smoke")
+                for key in (
+                    "duration",
+                    "warmup",
+                    "connections",
+                    "duplicates",
+                    "rounds",
+                    "smoke",
+                    "redis_appendfsync",
+                )
             }
             | {"client": client},
             "results": results,
