@@ -204,21 +204,30 @@ def wait_http(url: str, process: subprocess.Popen[bytes], procs: Processes, name
 
 
 class RedisServer:
-    """A private, in-memory redis-server (no persistence: the figures are the code's, not
-    the disk's) on a free port."""
+    """A private redis-server on a free port: in memory (no persistence: the figures are the
+    code's, not the disk's), or with the AOF fsynced as `appendfsync` says."""
 
-    def __init__(self, procs: Processes, name: str = "redis", cpu: int | None = None) -> None:
+    def __init__(
+        self,
+        procs: Processes,
+        name: str = "redis",
+        cpu: int | None = None,
+        appendfsync: str | None = None,
+    ) -> None:
         self.port = free_port()
         self.name = name
         directory = procs.workdir / name
         directory.mkdir(parents=True, exist_ok=True)
+        aof = ["--appendonly", "no"]
+        if appendfsync is not None:
+            aof = ["--appendonly", "yes", "--appendfsync", appendfsync]
         command = [
             redis_binary(),
             "--port", str(self.port),
             "--bind", "127.0.0.1",
             "--dir", str(directory),
             "--save", "",
-            "--appendonly", "no",
+            *aof,
             "--protected-mode", "yes",
         ]  # fmt: skip
         self.process = procs.start(name, command, cpu=cpu)

@@ -1,5 +1,6 @@
 """Webhook ingest: requests/s and latency of pyloto's webhook path next to a bare Litestar
-endpoint and pywa, under the same load and the same uvicorn settings.
+endpoint and pywa, under the same load and the same uvicorn settings, and of `pyloto serve`
+as shipped.
 
     .venv/bin/python bench/ingest.py [--duration 10] [--warmup 2] [--connections 50]
                                      [--rounds 3] [--client auto|wrk|python] [--profile]
@@ -12,6 +13,13 @@ core 0 with the client. Every request is a signed single-message webhook with a 
 except a share (5 %) that re-posts an earlier body. Each target gets a warm-up first. The
 targets run in turn, --rounds times (3), each time in fresh processes, and the round with
 the median requests/s is reported (this machine is a VM whose speed varies between runs).
+
+pyloto-sqlite and pyloto-redis (bench/targets.py) give pyloto's app a queue that only
+counts: the webhook path alone. shipped-sqlite and shipped-redis are `pyloto serve` itself,
+started as a user starts it, with nothing but the store and the secrets set: its local
+queue runs the whole pipeline in the same process at the deploy guide's rates (dry-run
+outbox, template replies), LOG_LEVEL at its default, and on Redis the durability it
+demands by default (a private redis-server with the AOF, appendfsync always).
 
 Prints a table and writes bench/results/ingest.json. --profile then loads pyloto once more
 under py-spy and lists its hot spots (those figures are not the measured ones).
@@ -34,6 +42,7 @@ from _common import (
     APP_SECRET,
     BENCH,
     CLIENT_CPU,
+    INTERNAL_TOKEN,
     PYTHON,
     RESULTS,
     SERVER_CPU,
@@ -50,11 +59,13 @@ from _common import (
     write_results,
 )
 
-TARGETS = ("bare", "pywa", "pyloto-sqlite", "pyloto-redis")
+TARGETS = ("bare", "pywa", "pyloto-sqlite", "pyloto-redis", "shipped-sqlite", "shipped-redis")
 PYLOTO = ("pyloto-sqlite", "pyloto-redis")
-# --baseline DIR: the same two pyloto targets on the code in DIR/src (a checkout of an
-# earlier commit), measured in the same run, so old and new compare within one run.
+SHIPPED = ("shipped-sqlite", "shipped-redis")
+# --baseline DIR: the same pyloto targets on the code in DIR/src (a checkout of an earlier
+# commit), measured in the same run, so old and new compare within one run.
 BASELINE = ("baseline-sqlite", "baseline-redis")
+BASELINE_SHIPPED = ("baseline-shipped-sqlite", "baseline-shipped-redis")
 # The issue's targets on a 2-core machine, for each pyloto target.
 GOALS = {"c/a": 0.6, "c/b": 1.0, "p99 ms": 30.0}
 
@@ -122,6 +133,27 @@ def median_round(found: list[dict[str, Any]]) -> dict[str, Any]:
     return median
 
 
+def shipped_command(port: int) -> list[str]:
+    """`pyloto serve` as a user runs it (the module, so a --baseline checkout's code runs)."""
+    return [PYTHON, "-m", "pyloto_corp.cli", "serve", "--port", str(port)]
+
+
+def shipped_env(redis_url: str | None, sqlite_path: Path) -> dict[str, str]:
+    """The store and the secrets: everything else at `pyloto serve`'s defaults."""
+    from pyloto_corp.config import AppSettings
+
+    env = {
+        "WHATSAPP_APP_SECRET": APP_SECRET,
+        "INTERNAL_TASK_TOKEN": INTERNAL_TOKEN,
+        # The default, whatever the shell running the bench has set.
+        "LOG_LEVEL": str(AppSettings.model_fields["log_level"].default),
+        "STATE_SQLITE_PATH": str(sqlite_path),
+    }
+    if redis_url is not None:
+        env |= {"STATE_BACKEND": "redis", "REDIS_URL": redis_url, "REDIS_KEY_PREFIX": "bench"}
+    return env
+
+
 def run_target(
     target: str, client: str, args: argparse.Namespace, profile_it: bool = True
 ) -> dict[str, Any]:
@@ -131,31 +163,40 @@ def run_target(
         pids: dict[str, int] = {}
         redis = None
         env: dict[str, str] = {}
+        shipped = target in SHIPPED + BASELINE_SHIPPED
         if target.endswith("-redis"):
-            redis = RedisServer(procs, cpu=CLIENT_CPU)
+            # `pyloto serve` refuses to acknowledge on a Redis that would not keep it.
+            appendfsync = "always" if shipped else args.redis_appendfsync
+            redis = RedisServer(procs, cpu=CLIENT_CPU, appendfsync=appendfsync)
             extra = ["--redis-url", redis.url]
             pids["redis"] = redis.process.pid
         elif target.endswith("-sqlite"):
             extra = ["--sqlite-path", str(work / "pyloto.db")]
-        if target in BASELINE:
+        if target in BASELINE + BASELINE_SHIPPED:
             env = {"PYTHONPATH": str(Path(args.baseline).resolve() / "src")}
         port = free_port()
-        name = "pyloto" if target in PYLOTO + BASELINE else target
-        command = [PYTHON, str(BENCH / "targets.py"), name, "--port", str(port)]
-        server = procs.start(target, [*command, "--cpu", str(SERVER_CPU), *extra], env=env)
-        stats_url = f"http://127.0.0.1:{port}/bench/stats"
-        wait_http(stats_url, server, procs, target)
+        if shipped:
+            env |= shipped_env(redis.url if redis else None, work / "pyloto.db")
+            server = procs.start(target, shipped_command(port), env=env, cpu=SERVER_CPU)
+            stats_url = None  # `pyloto serve` serves no bench statistics
+            wait_http(f"http://127.0.0.1:{port}/ready", server, procs, target)
+        else:
+            name = "pyloto" if target in PYLOTO + BASELINE else target
+            command = [PYTHON, str(BENCH / "targets.py"), name, "--port", str(port)]
+            server = procs.start(target, [*command, "--cpu", str(SERVER_CPU), *extra], env=env)
+            stats_url = f"http://127.0.0.1:{port}/bench/stats"
+            wait_http(stats_url, server, procs, target)
         pids["server"] = server.pid
         meter = ProcessMeter(pids)
         if args.warmup > 0:
             load(procs, client, port, args.warmup, "W", args)
             time.sleep(0.5)  # requests in flight when the warm-up stopped
-        counted_before = http_json(stats_url)
+        counted_before = http_json(stats_url) if stats_url else {}
         meter.start()
         result = load(procs, client, port, args.duration, "M", args)
         usage = meter.stop()
         time.sleep(0.2)  # pywa handles each update after answering
-        counted_after = http_json(stats_url)
+        counted_after = http_json(stats_url) if stats_url else {}
         result["server"] = usage["server"]
         result["server"]["cpu_ms_per_request"] = (
             usage["server"]["cpu_seconds"] * 1000 / max(1, result["requests"])
@@ -167,7 +208,7 @@ def run_target(
         result["counted"] = {
             key: counted_after[key] - counted_before.get(key, 0) for key in counted_after
         }
-        if args.profile and profile_it and target in PYLOTO:
+        if args.profile and profile_it and target in PYLOTO + SHIPPED:
             result["profile"] = profile(procs, client, port, server.pid, args, target)
         if redis is not None:
             redis.close()
@@ -245,7 +286,7 @@ def report(results: dict[str, dict[str, Any]]) -> tuple[str, dict[str, Any]]:
         rows,
     )
     ratios: dict[str, Any] = {}
-    for target in PYLOTO + BASELINE:
+    for target in PYLOTO + SHIPPED + BASELINE + BASELINE_SHIPPED:
         if target not in results:
             continue
         pyloto = results[target]["requests_per_second"]
@@ -253,7 +294,7 @@ def report(results: dict[str, dict[str, Any]]) -> tuple[str, dict[str, Any]]:
             if other in results:
                 ratios[f"{target} {key}"] = pyloto / results[other]["requests_per_second"]
         ratios[f"{target} p99 ms"] = results[target]["latency_ms"]["p99"]
-    for new, old in zip(PYLOTO, BASELINE, strict=True):
+    for new, old in zip(PYLOTO + SHIPPED, BASELINE + BASELINE_SHIPPED, strict=True):
         if new in results and old in results:
             ratios[f"{new} ÷ {old}"] = (
                 results[new]["requests_per_second"] / results[old]["requests_per_second"]
@@ -284,6 +325,12 @@ def main() -> None:
     parser.add_argument(
         "--baseline", default=None, help="a checkout of earlier code: its pyloto targets too"
     )
+    parser.add_argument(
+        "--redis-appendfsync",
+        choices=["always", "everysec"],
+        default=None,
+        help="the pyloto targets' Redis with the AOF too (the shipped ones always have it)",
+    )
     parser.add_argument("--smoke", action="store_true", help="1 s, 10 connections (CI)")
     args = parser.parse_args()
     if args.smoke:
@@ -291,8 +338,10 @@ def main() -> None:
     client = choose_client(args.client)
     targets = [t for t in args.targets.split(",") if t]
     if args.baseline:
-        targets += [t for t in BASELINE if t not in targets]
-    unknown = set(targets) - set(TARGETS) - set(BASELINE)
+        # Each pyloto target's counterpart on the old code, after every new target.
+        old_of = dict(zip(PYLOTO + SHIPPED, BASELINE + BASELINE_SHIPPED, strict=True))
+        targets += [old_of[t] for t in list(targets) if t in old_of and old_of[t] not in targets]
+    unknown = set(targets) - set(TARGETS) - set(BASELINE) - set(BASELINE_SHIPPED)
     if unknown:
         parser.error(f"unknown targets: {', '.join(sorted(unknown))}")
     print(
@@ -321,7 +370,15 @@ def main() -> None:
             "machine": facts,
             "settings": {
                 key: getattr(args, key)
-                for key in ("duration", "warmup", "connections", "duplicates", "rounds", "smoke")
+                for key in (
+                    "duration",
+                    "warmup",
+                    "connections",
+                    "duplicates",
+                    "rounds",
+                    "smoke",
+                    "redis_appendfsync",
+                )
             }
             | {"client": client},
             "results": results,

@@ -466,7 +466,7 @@ def _cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     from pyloto_corp.http.app import create_app
     from pyloto_corp.http.read_deadline import read_deadline_protocol
     from pyloto_corp.observability.logging import configure_logging
-    from pyloto_corp.runtime import freeze_startup_heap
+    from pyloto_corp.runtime import freeze_startup_heap, serve
 
     try:
         _check_store_free(settings)
@@ -493,8 +493,7 @@ def _cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     )
     freeze_startup_heap()
     with sock:
-        uvicorn.Server(config).run(sockets=[sock])
-    return 0
+        return serve(config, sock, settings.app.ops_console_enabled)
 
 
 def _parser() -> argparse.ArgumentParser:

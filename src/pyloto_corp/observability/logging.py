@@ -231,3 +231,7 @@ def configure_logging(
     for name in ("uvicorn", "uvicorn.error"):
         logging.getLogger(name).handlers[:] = []
         logging.getLogger(name).propagate = True
+    # uvicorn's own start and stop lines ("Started server process", "Uvicorn running on",
+    # "Waiting for application shutdown" …, eight in all) say what `pyloto serve`'s one line
+    # each way says; its warnings and errors (a failed start-up, a protocol error) still come.
+    logging.getLogger("uvicorn.error").setLevel(logging.WARNING)
