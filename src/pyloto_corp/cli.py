@@ -11,6 +11,7 @@ import hashlib
 import json
 import logging
 import os
+import signal
 import socket
 import sys
 import time
@@ -460,6 +461,24 @@ def _warn_graph_version(settings: Settings) -> None:
 
 
 def _cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
+    """Serve until SIGINT or SIGTERM (runtime.serve). One that arrives before serving (while
+    the store is checked, say on a Redis slow to answer) stops it too, in one line and with
+    exit code 0: nothing has been acknowledged yet."""
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        return _serve(settings, args)
+    except KeyboardInterrupt:
+        print("pyloto: stopped before serving", file=sys.stderr)
+        return 0
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def _serve(settings: Settings, args: argparse.Namespace) -> int:
     import uvicorn
 
     from pyloto_corp.bootstrap import bootstrap, persistence_refusal

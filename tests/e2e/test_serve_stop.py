@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import signal
+import socket
 import sqlite3
 import threading
 import time
@@ -191,3 +192,61 @@ def test_a_stop_under_load_is_clean_and_loses_nothing_acknowledged(
     assert {m: sends[m] for m in acknowledged if sends[m] != 1} == {}, "one reply each"
     code, _ = _stop(second, signum)
     assert code == 0, second.log.read_text()
+
+
+class _SilentRedis:
+    """A TCP server that accepts connections and never answers: a Redis slow to reply."""
+
+    def __init__(self) -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.accepted = threading.Event()
+        self.connections: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                connection, _ = self.listener.accept()
+            except OSError:
+                return
+            self.connections.append(connection)
+            self.accepted.set()
+
+    def close(self) -> None:
+        for connection in self.connections:
+            connection.close()
+        self.listener.close()
+
+
+@pytest.mark.parametrize("signum", STOPS)
+def test_a_stop_before_serving_is_one_line_and_exit_zero(
+    servers: list[ServeProcess], tmp_path: Path, signum: int
+) -> None:
+    """Stopped while start-up waits on its store (here a Redis that never answers the
+    durability check), `pyloto serve` ends with code 0 and one line, no traceback."""
+    redis = _SilentRedis()
+    try:
+        server = _server(
+            tmp_path / "unused.db",
+            tmp_path / "server.log",
+            STATE_BACKEND="redis",
+            REDIS_URL=f"redis://127.0.0.1:{redis.port}/0",
+            REDIS_TIMEOUT_SECONDS="30",
+        )
+        servers.append(server)
+        server.launch()
+        assert server.process is not None
+        deadline = time.monotonic() + 60
+        while not redis.accepted.wait(0.1):
+            assert server.process.poll() is None, server.log.read_text()
+            assert time.monotonic() < deadline, server.log.read_text()
+        time.sleep(0.2)  # the check's command is written and waits for its answer
+        assert server.process.poll() is None, server.log.read_text()
+        code, after = _stop(server, signum)
+    finally:
+        redis.close()
+    log = server.log.read_text()
+    assert code == 0, log
+    assert "Traceback" not in log, log
+    assert after.strip() == "pyloto: stopped before serving", log
