@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 
 from pyloto_corp.adapters.whatsapp_webhook import parse_webhook
+from pyloto_corp.domain.intents import TEMPLATED_EVENTS
 from pyloto_corp.domain.records import InboundMessage
 from pyloto_corp.domain.replies import (
     REPLY_KEY_LENGTH,
-    TEMPLATED_EVENTS,
     TEXT_BODY_LIMIT,
     reply_key,
     status_key,

@@ -7,18 +7,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-Event = Literal[
-    "greeting",
-    "product_question",
-    "price",
-    "scheduling",
-    "order_status",
-    "support",
-    "human_handoff",
-    "opt_out",
-    "spam",
-    "other",
-]
+# LLM#1's events live in the domain: the reply templates key on them too.
+from pyloto_corp.domain.intents import Event
 
 EVENT_DESCRIPTIONS: dict[str, str] = {
     "greeting": "saudação sem outro pedido (oi, bom dia)",

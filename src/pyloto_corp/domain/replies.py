@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pyloto_corp.domain.identity import recipient_fields
+from pyloto_corp.domain.intents import TEMPLATED_EVENTS
 from pyloto_corp.domain.records import InboundMessage
 
 TEXT_BODY_LIMIT = 4096
@@ -29,17 +30,6 @@ REPLY_KEY_LENGTH = len(REPLY_KEY_PREFIX) + 43  # an unpadded base64url SHA-256
 # (bootstrap reads both and hands the result in as a `ReplyTemplates`).
 BUSINESS_PLACEHOLDERS = frozenset({"business_name", "business_hours"})
 EVENT_KEY_PREFIX = "event."
-# LLM#1's events (ai/schemas.py `Event`) that have a reply template of their own.
-TEMPLATED_EVENTS = (
-    "greeting",
-    "product_question",
-    "price",
-    "scheduling",
-    "order_status",
-    "support",
-    "human_handoff",
-    "opt_out",
-)
 TEMPLATE_PLACEHOLDERS: dict[str, frozenset[str]] = {
     key: BUSINESS_PLACEHOLDERS
     for key in (
