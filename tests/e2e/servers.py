@@ -133,6 +133,20 @@ class ServeProcess:
 # --- Servers on Redis -----------------------------------------------------------------------
 
 
+def sqlite_server(database: Path, log: Path, **extra: str) -> ServeProcess:
+    """`pyloto serve` on a private SQLite database, with the test secrets and quick retries."""
+    variables = {
+        "STATE_SQLITE_PATH": str(database),
+        "WHATSAPP_APP_SECRET": APP_SECRET,
+        "WHATSAPP_VERIFY_TOKEN": VERIFY_TOKEN,
+        "INTERNAL_TASK_TOKEN": INTERNAL_TOKEN,
+        "LOCAL_QUEUE_MIN_BACKOFF_SECONDS": "0.05",
+        "LOCAL_QUEUE_MAX_BACKOFF_SECONDS": "0.5",
+        **extra,
+    }
+    return ServeProcess(process_env(variables), log)
+
+
 def redis_variables(url: str, prefix: str, state_dir: Path, **extra: str) -> dict[str, str]:
     """Variables of a `pyloto serve` on Redis (the SQLite path points at an unused tmp file)."""
     return {

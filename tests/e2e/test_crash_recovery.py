@@ -13,11 +13,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.e2e.servers import ServeProcess, process_env
+from tests.e2e.servers import ServeProcess, sqlite_server
 from tests.support.helpers import (
-    APP_SECRET,
-    INTERNAL_TOKEN,
-    VERIFY_TOKEN,
     encode,
     envelope,
     signed_headers,
@@ -30,23 +27,10 @@ BATCHES = 8
 PER_BATCH = 10
 
 
-def _server(database: Path, log: Path) -> ServeProcess:
-    """`pyloto serve` on a private SQLite database."""
-    variables = {
-        "STATE_SQLITE_PATH": str(database),
-        "WHATSAPP_APP_SECRET": APP_SECRET,
-        "WHATSAPP_VERIFY_TOKEN": VERIFY_TOKEN,
-        "INTERNAL_TASK_TOKEN": INTERNAL_TOKEN,
-        "LOCAL_QUEUE_MIN_BACKOFF_SECONDS": "0.05",
-        "LOCAL_QUEUE_MAX_BACKOFF_SECONDS": "0.5",
-    }
-    return ServeProcess(process_env(variables), log)
-
-
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[ServeProcess]:
     """A server that is stopped at the end of the test, whatever happened."""
-    running = _server(tmp_path / "pyloto.db", tmp_path / "server.log")
+    running = sqlite_server(tmp_path / "pyloto.db", tmp_path / "server.log")
     yield running
     running.stop()
 
@@ -122,7 +106,7 @@ def test_second_server_on_the_same_database_refuses_to_start(
 ) -> None:
     """Two processes never serve one SQLite file: the second exits with a clear error."""
     server.start()
-    second = _server(tmp_path / "pyloto.db", tmp_path / "second.log")
+    second = sqlite_server(tmp_path / "pyloto.db", tmp_path / "second.log")
     result = subprocess.run(
         second.command, env=second.env, capture_output=True, timeout=30, check=False
     )

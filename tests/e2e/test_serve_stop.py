@@ -16,11 +16,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.e2e.servers import ServeProcess, process_env
+from tests.e2e.servers import ServeProcess, sqlite_server
 from tests.support.helpers import (
-    APP_SECRET,
-    INTERNAL_TOKEN,
-    VERIFY_TOKEN,
     encode,
     envelope,
     signed_headers,
@@ -31,20 +28,6 @@ STOPS = [pytest.param(signal.SIGINT, id="SIGINT"), pytest.param(signal.SIGTERM, 
 POSTERS = 4
 POSTS_A_SECOND = 15  # each poster's; the outbound queue sends 10 replies a second
 MIN_ACKNOWLEDGED = 40  # webhooks answered before the stop signal
-
-
-def _server(database: Path, log: Path, **extra: str) -> ServeProcess:
-    """`pyloto serve` on a private SQLite database."""
-    variables = {
-        "STATE_SQLITE_PATH": str(database),
-        "WHATSAPP_APP_SECRET": APP_SECRET,
-        "WHATSAPP_VERIFY_TOKEN": VERIFY_TOKEN,
-        "INTERNAL_TASK_TOKEN": INTERNAL_TOKEN,
-        "LOCAL_QUEUE_MIN_BACKOFF_SECONDS": "0.05",
-        "LOCAL_QUEUE_MAX_BACKOFF_SECONDS": "0.5",
-        **extra,
-    }
-    return ServeProcess(process_env(variables), log)
 
 
 @pytest.fixture
@@ -76,7 +59,7 @@ def test_idle_server_names_its_url_then_stops_in_one_line(
 ) -> None:
     """One start-up line names the URL (and the console's when enabled) instead of uvicorn's
     lines; a stop signal ends the process with code 0, one line and no traceback."""
-    server = _server(
+    server = sqlite_server(
         tmp_path / "pyloto.db", tmp_path / "server.log", OPS_CONSOLE_ENABLED=str(ops).lower()
     )
     servers.append(server)
@@ -147,7 +130,7 @@ def test_a_stop_under_load_is_clean_and_loses_nothing_acknowledged(
     traceback, and after a restart on the same database every webhook it answered 200 is
     stored and its reply sent, once."""
     database = tmp_path / "pyloto.db"
-    first = _server(database, tmp_path / "first.log")
+    first = sqlite_server(database, tmp_path / "first.log")
     servers.append(first)
     first.start()
     stop = threading.Event()
@@ -178,7 +161,7 @@ def test_a_stop_under_load_is_clean_and_loses_nothing_acknowledged(
     assert set(acknowledged) <= set(states), "every acknowledged webhook is stored"
     assert [m for m in acknowledged if states[m] != "sent"], "the stop cut the pipeline short"
 
-    second = _server(database, tmp_path / "second.log")
+    second = sqlite_server(database, tmp_path / "second.log")
     servers.append(second)
     second.start()
     deadline = time.monotonic() + 60
@@ -227,7 +210,7 @@ def test_a_stop_before_serving_is_one_line_and_exit_zero(
     durability check), `pyloto serve` ends with code 0 and one line, no traceback."""
     redis = _SilentRedis()
     try:
-        server = _server(
+        server = sqlite_server(
             tmp_path / "unused.db",
             tmp_path / "server.log",
             STATE_BACKEND="redis",
