@@ -363,20 +363,8 @@ class RedisStore:
                 list[bytes],
                 await self.client.zrangebyscore(self.keys.open_index, "-inf", f"({older_than}"),
             )
-            if not ids:
-                return []
-            async with self.client.pipeline(transaction=False) as pipe:
-                for raw in ids:
-                    pipe.hget(self.keys.record(raw.decode()), "s")
-                states = await pipe.execute()
-            gone = [raw for raw, state in zip(ids, states, strict=True) if state is None]
-            if gone:  # expired by TTL: drop them from the index
-                await self.client.zrem(self.keys.open_index, *gone)
-        return [
-            (raw.decode(), state.decode())
-            for raw, state in zip(ids, states, strict=True)
-            if state is not None and state.decode() not in self._terminal
-        ]
+            found = await self._states_in(self.keys.open_index, ids)
+        return [(message_id, state) for message_id, state in found if state not in self._terminal]
 
     async def failed_records(self, since: float | None, limit: int) -> list[str]:
         low = "-inf" if since is None else repr(since)
@@ -386,19 +374,25 @@ class RedisStore:
                 list[bytes],
                 await self.client.zrangebyscore(index, low, "+inf", start=0, num=limit),
             )
-            if not ids:
-                return []
-            async with self.client.pipeline(transaction=False) as pipe:
-                for raw in ids:
-                    pipe.hget(self.keys.record(raw.decode()), "s")
-                states = await pipe.execute()
-            gone = [raw for raw, state in zip(ids, states, strict=True) if state is None]
-            if gone:  # expired by TTL: drop them from the index
-                await self.client.zrem(index, *gone)
+            found = await self._states_in(index, ids)
+        return [message_id for message_id, state in found if state == FAILED_STATE]
+
+    async def _states_in(self, index: str, ids: list[bytes]) -> list[tuple[str, str]]:
+        """(message id, state) of the records `ids` of `index` names, in one pipelined read;
+        the ids of records expired by their TTL are dropped from the index."""
+        if not ids:
+            return []
+        async with self.client.pipeline(transaction=False) as pipe:
+            for raw in ids:
+                pipe.hget(self.keys.record(raw.decode()), "s")
+            states = await pipe.execute()
+        gone = [raw for raw, state in zip(ids, states, strict=True) if state is None]
+        if gone:
+            await self.client.zrem(index, *gone)
         return [
-            raw.decode()
+            (raw.decode(), state.decode())
             for raw, state in zip(ids, states, strict=True)
-            if state is not None and state.decode() == FAILED_STATE
+            if state is not None
         ]
 
     async def purge(self, created_before: float) -> int:
