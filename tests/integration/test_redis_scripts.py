@@ -18,6 +18,7 @@ from pyloto_corp.application.ports import (
     SlotRequest,
     StepCommit,
     TurnsWrite,
+    Writes,
 )
 from pyloto_corp.domain.records import Turn
 from tests.integration.factories import record
@@ -78,9 +79,11 @@ async def test_every_store_operation_works_after_script_flush(
                 fresh.version,
                 LeaseHold("s:received", "me"),
                 next_lease=LeaseHold("s:deduped", "me", 5),
-                slot=SlotRequest("pace", 1.0, 6.0, 5),
-                turns=TurnsWrite("conv", [Turn("business", "oi", 1.0)], 60, 5),
-                customer=CustomerRequest("p" * 32, "u" * 32),
+                writes=Writes(
+                    slot=SlotRequest("pace", 1.0, 6.0, 5),
+                    turns=TurnsWrite("conv", [Turn("business", "oi", 1.0)], 60, 5),
+                    customer=CustomerRequest("p" * 32, "u" * 32),
+                ),
             )
         )
         # The first round moved customer u to v: u's alias is followed.
@@ -151,9 +154,11 @@ async def test_save_and_finish_fill_the_positions_their_layouts_name(
                 moved.version,
                 LeaseHold("lease-now", "owner-now"),
                 next_lease=LeaseHold("lease-next", "owner-next", 2),
-                slot=SlotRequest("pace-key", 7.0, 6.0, 5),
-                turns=TurnsWrite("conv-key", turns, 60, 9),
-                customer=CustomerRequest("p" * 32, "u" * 32),
+                writes=Writes(
+                    slot=SlotRequest("pace-key", 7.0, 6.0, 5),
+                    turns=TurnsWrite("conv-key", turns, 60, 9),
+                    customer=CustomerRequest("p" * 32, "u" * 32),
+                ),
             )
         )
         [(keys, args)] = finishes

@@ -54,6 +54,7 @@ from pyloto_corp.application.ports import (
     Task,
     TransientStepError,
     TurnsWrite,
+    Writes,
 )
 from pyloto_corp.bootstrap import bootstrap
 from pyloto_corp.config import Settings
@@ -476,7 +477,9 @@ async def test_every_key_has_the_prefix_and_only_indexes_live_forever(
         await store.create_if_absent([record()])
         await store.record_status(StatusUpdate("o1", "delivered", 5, original.message_id))
         turns = TurnsWrite("conv-1", [Turn("customer", "oi", time.time())], 3600, 10)
-        await store.finish_step(StepCommit(original, 9, LeaseHold("l-t", "me"), turns=turns))
+        await store.finish_step(
+            StepCommit(original, 9, LeaseHold("l-t", "me"), writes=Writes(turns=turns))
+        )
         assert (await store.lease_step("lease-1", "me", 30, original.message_id)).taken
         await outbox.send(reply(original.message_id))
 
@@ -698,10 +701,12 @@ def every_store_call(store: RedisStore, known: str) -> dict[str, Callable[[], Aw
                 record(known, state="deduped"),
                 0,
                 LeaseHold("l3", "me"),
-                slot=SlotRequest("p", 1.0, 6.0, 5),
-                turns=TurnsWrite("c", [Turn("business", "oi", 1.0)], 60, 5),
                 next_lease=LeaseHold("l4", "me", 5),
-                customer=CustomerRequest("p" * 32, "u" * 32),
+                writes=Writes(
+                    slot=SlotRequest("p", 1.0, 6.0, 5),
+                    turns=TurnsWrite("c", [Turn("business", "oi", 1.0)], 60, 5),
+                    customer=CustomerRequest("p" * 32, "u" * 32),
+                ),
             )
         ),
         "move_customer": lambda: store.move_customer("u" * 32, "v" * 32),
@@ -776,7 +781,9 @@ async def test_writes_acknowledged_before_a_sigkill_survive_the_restart(
             StatusUpdate("wamid.OUT.K", "delivered", 3, records[0].message_id)
         )
         turns = TurnsWrite("conv", [Turn("customer", "olá", 10.0)], 3600, 10)
-        await store.finish_step(StepCommit(sent, 9, LeaseHold("l-t", "me"), turns=turns))
+        await store.finish_step(
+            StepCommit(sent, 9, LeaseHold("l-t", "me"), writes=Writes(turns=turns))
+        )
 
         private_redis.stop(kill=True)
         private_redis.start()

@@ -24,6 +24,7 @@ from pyloto_corp.application.ports import (
     StepLoad,
     StepSave,
     TurnsWrite,
+    Writes,
 )
 from pyloto_corp.domain.ops_metrics import HOUR, MINUTE, bucket_of, duration_bin
 from pyloto_corp.domain.records import HistoryEntry, Record, StatusUpdate, Turn
@@ -71,7 +72,9 @@ async def append_turns(
     stored = record()
     await store.create_if_absent([stored])
     write = TurnsWrite(conversation, turns, window_seconds, keep)
-    commit = StepCommit(stored, 99, LeaseHold(f"{stored.message_id}:t", "t"), turns=write)
+    commit = StepCommit(
+        stored, 99, LeaseHold(f"{stored.message_id}:t", "t"), writes=Writes(turns=write)
+    )
     assert (await store.finish_step(commit)).saved is False
 
 
@@ -85,7 +88,7 @@ async def take_slot(
     claim = replace(stored, state="sending", version=1)
     slot = SlotRequest(key, now, per_seconds, burst)
     lease = LeaseHold(f"{stored.message_id}:q", "q")
-    done = await store.finish_step(StepCommit(claim, 0, lease, slot=slot))
+    done = await store.finish_step(StepCommit(claim, 0, lease, writes=Writes(slot=slot)))
     assert done.saved is (done.wait <= 0)
     return done.wait
 
@@ -97,7 +100,7 @@ async def resolve_customer(store: StateStore, phone_key: str | None, user_key: s
     accepted = replace(stored, state="deduped", version=1)
     request = CustomerRequest(phone_key, user_key)
     lease = LeaseHold(f"{stored.message_id}:r", "r")
-    done = await store.finish_step(StepCommit(accepted, 0, lease, customer=request))
+    done = await store.finish_step(StepCommit(accepted, 0, lease, writes=Writes(customer=request)))
     assert done.saved
     loaded = await store.get(stored.message_id)
     assert loaded is not None
@@ -641,14 +644,20 @@ async def test_finish_step_saves_a_claim_only_with_a_pacing_token(store: StateSt
     slot = SlotRequest("pace-f", 1000.0, 6.0, 1)
     claim = replace(first, state="sending", version=1)
     assert await store.finish_step(
-        StepCommit(claim, 5, LeaseHold("l", "a"), slot=slot)
+        StepCommit(claim, 5, LeaseHold("l", "a"), writes=Writes(slot=slot))
     ) == StepSave(False)
     assert await store.finish_step(
-        StepCommit(claim, 0, LeaseHold("l", "a"), slot=slot)
+        StepCommit(claim, 0, LeaseHold("l", "a"), writes=Writes(slot=slot))
     ) == StepSave(True)
     other = replace(second, state="sending", version=1)
     refused = await store.finish_step(
-        StepCommit(other, 0, LeaseHold("l", "a"), slot=slot, next_lease=LeaseHold("n", "a", 30))
+        StepCommit(
+            other,
+            0,
+            LeaseHold("l", "a"),
+            next_lease=LeaseHold("n", "a", 30),
+            writes=Writes(slot=slot),
+        )
     )
     assert refused.saved is False
     assert refused.next_taken is False
@@ -656,7 +665,9 @@ async def test_finish_step_saves_a_claim_only_with_a_pacing_token(store: StateSt
     assert await store.get(second.message_id) == second
     later = SlotRequest("pace-f", 1006.0, 6.0, 1)
     assert (
-        await store.finish_step(StepCommit(other, 0, LeaseHold("l", "a"), slot=later))
+        await store.finish_step(
+            StepCommit(other, 0, LeaseHold("l", "a"), writes=Writes(slot=later))
+        )
     ).saved is True
 
 
@@ -669,11 +680,13 @@ async def test_finish_step_appends_turns_whatever_the_save(store: StateStore) ->
     write = TurnsWrite("conv-t", turns, 86400, 20)
     sent = replace(stored, state="sent", version=1)
     assert (
-        await store.finish_step(StepCommit(sent, 0, LeaseHold("l", "a"), turns=write))
+        await store.finish_step(
+            StepCommit(sent, 0, LeaseHold("l", "a"), writes=Writes(turns=write))
+        )
     ).saved is True
     late = TurnsWrite("conv-t", [Turn("business", "de novo", 11.0)], 86400, 3)
     assert (
-        await store.finish_step(StepCommit(sent, 0, LeaseHold("l", "a"), turns=late))
+        await store.finish_step(StepCommit(sent, 0, LeaseHold("l", "a"), writes=Writes(turns=late)))
     ).saved is False
     assert [t.text for t in await store.recent_turns("conv-t", 0.0, 10)] == [
         "oi",
@@ -843,9 +856,13 @@ async def test_finish_step_counts_only_what_it_saved(store: StateStore) -> None:
     ).saved
     slot = SlotRequest(new_wamid(), now, 60.0, 1)
     claim = moved(second, "sending", now, 2.0)
-    assert (await store.finish_step(StepCommit(claim, 0, LeaseHold("l2", "a"), slot=slot))).saved
+    assert (
+        await store.finish_step(
+            StepCommit(claim, 0, LeaseHold("l2", "a"), writes=Writes(slot=slot))
+        )
+    ).saved
     refused = await store.finish_step(
-        StepCommit(moved(step, "llm1", now), 1, LeaseHold("l3", "a"), slot=slot)
+        StepCommit(moved(step, "llm1", now), 1, LeaseHold("l3", "a"), writes=Writes(slot=slot))
     )
     assert (refused.saved, refused.wait > 0) == (False, True)
 
@@ -1092,13 +1109,18 @@ async def test_finish_step_resolves_the_customer_with_the_save(store: StateStore
     request = CustomerRequest(phone, user)
 
     stale = await store.finish_step(
-        StepCommit(replace(moved, version=5), 4, LeaseHold("k:received", "a"), customer=request)
+        StepCommit(
+            replace(moved, version=5),
+            4,
+            LeaseHold("k:received", "a"),
+            writes=Writes(customer=request),
+        )
     )
     assert stale == StepSave(False)
     assert await resolve_customer(store, phone, None) == phone, "nothing resolved when stale"
 
     done = await store.finish_step(
-        StepCommit(moved, 0, LeaseHold("k:received", "a"), customer=request)
+        StepCommit(moved, 0, LeaseHold("k:received", "a"), writes=Writes(customer=request))
     )
     assert done == StepSave(True, customer=user)
     loaded = await store.get(stored.message_id)

@@ -255,7 +255,7 @@ class FakeStore:
     async def finish_step(self, commit: StepCommit) -> StepSave:
         record, expected_version = commit.record, commit.expected_version
         name, owner, next_lease = commit.lease.name, commit.lease.owner, commit.next_lease
-        slot, turns, customer = commit.slot, commit.turns, commit.customer
+        slot, turns, customer = commit.writes.slot, commit.writes.turns, commit.writes.customer
         stored = self.records.get(record.message_id)
         saved, wait, taken, key = False, 0.0, False, ""
         if stored is not None and stored.version == expected_version:

@@ -422,7 +422,7 @@ class Advancer:
             assert event.writes() == NO_WRITES, f"{event.trigger} needs a step's commit"
             return await self.store.save(moved, expected_version), None
         following = next_lease.hold(STEP_LEASE_SECONDS) if next_lease is not None else None
-        commit = StepCommit.of(moved, expected_version, lease.hold(), event.writes(), following)
+        commit = StepCommit(moved, expected_version, lease.hold(), following, event.writes())
         try:
             result = await self.store.finish_step(commit)
         except StoreUnavailable:

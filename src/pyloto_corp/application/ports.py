@@ -10,7 +10,7 @@ from pyloto_corp.ai.schemas import EventDetection, MessageChoice, ReplyDraft
 from pyloto_corp.domain.outcome import NO_ANSWER
 from pyloto_corp.domain.records import Record, StatusUpdate, Turn
 from pyloto_corp.domain.statechart import QueueName
-from pyloto_corp.domain.writes import CustomerRequest, SlotRequest, TurnsWrite, Writes
+from pyloto_corp.domain.writes import NO_WRITES, CustomerRequest, SlotRequest, TurnsWrite, Writes
 
 # The values a step's event carries for its save (domain/writes.py), named here too because
 # the stores that apply them implement these ports.
@@ -109,29 +109,7 @@ class StepCommit:
     expected_version: int
     lease: LeaseHold
     next_lease: LeaseHold | None = None
-    slot: SlotRequest | None = None
-    turns: TurnsWrite | None = None
-    customer: CustomerRequest | None = None
-
-    @classmethod
-    def of(
-        cls,
-        record: Record,
-        expected_version: int,
-        lease: LeaseHold,
-        writes: Writes,
-        next_lease: LeaseHold | None = None,
-    ) -> StepCommit:
-        """The commit of a transition whose event writes `writes`."""
-        return cls(
-            record,
-            expected_version,
-            lease,
-            next_lease,
-            slot=writes.slot,
-            turns=writes.turns,
-            customer=writes.customer,
-        )
+    writes: Writes = NO_WRITES
 
 
 @dataclass(frozen=True)
@@ -177,11 +155,11 @@ class StepLeases(Protocol):
         save `commit.record` if its version is still `commit.expected_version`, give back
         `commit.lease` whatever the outcome, and with the save:
 
-        - `customer`: resolved as `CustomerKeys` describes, only if the version
+        - `writes.customer`: resolved as `CustomerKeys` describes, only if the version
           matches, and saved as the record's `conversation` (the record's own is replaced);
-        - `slot`: the save happens only if a pacing token is taken too (none is taken on a
+        - `writes.slot`: the save happens only if a pacing token is taken too (none is taken on a
           version conflict; the wait is answered instead);
-        - `turns`: appended whatever the save's outcome (the send they tell of happened);
+        - `writes.turns`: appended whatever the save's outcome (the send they tell of happened);
         - `next_lease`: taken only if the record was saved, for the step of its new state
           run at once by the same delivery.
         """

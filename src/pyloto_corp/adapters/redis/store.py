@@ -265,7 +265,7 @@ class RedisStore:
     async def finish_step(self, commit: StepCommit) -> StepSave:
         record, expected_version = commit.record, commit.expected_version
         name, owner, next_lease = commit.lease.name, commit.lease.owner, commit.next_lease
-        slot, turns, customer = commit.slot, commit.turns, commit.customer
+        slot, turns, customer = commit.writes.slot, commit.writes.turns, commit.writes.customer
         keys, args = self._save_call(record, expected_version)
         record_key = keys[0]
         keys += [
