@@ -30,7 +30,9 @@ from pyloto_corp.domain.ops_metrics import (
     created_counters,
     transition_counters,
 )
+from pyloto_corp.domain.conversation import Conversation, apply_write
 from pyloto_corp.domain.records import Record, StatusUpdate, Turn
+from pyloto_corp.domain.writes import ConversationWrite
 from pyloto_corp.domain.replies import reply_key
 from tests.support.helpers import shipped_templates
 
@@ -79,6 +81,7 @@ class FakeStore:
         self.terminal = frozenset(terminal_states)
         # The console's counters: {(width, bucket start): {name: count}}.
         self.counters: dict[tuple[int, int], dict[str, int]] = {}
+        self.conversations: dict[str, Conversation] = {}
 
     async def create_if_absent(self, records: Sequence[Record]) -> list[bool]:
         created = []
@@ -248,30 +251,64 @@ class FakeStore:
     ) -> StepLoad:
         taken = self._acquire(name, owner, seconds)
         record = await self.get(message_id) if taken else None
-        if record is None or turns <= 0 or not record.conversation:
+        if record is None or not record.conversation:
             return StepLoad(taken, record)
-        return StepLoad(taken, record, list(self.turns.get(record.conversation, [])[-turns:]))
+        conversation = self.conversations.get(record.conversation)
+        if turns <= 0:
+            return StepLoad(taken, record, conversation=conversation)
+        found = list(self.turns.get(record.conversation, [])[-turns:])
+        return StepLoad(taken, record, found, conversation)
 
     async def finish_step(self, commit: StepCommit) -> StepSave:
         record, expected_version = commit.record, commit.expected_version
         name, owner, next_lease = commit.lease.name, commit.lease.owner, commit.next_lease
         slot, turns, customer = commit.writes.slot, commit.writes.turns, commit.writes.customer
+        chat = commit.writes.conversation
         stored = self.records.get(record.message_id)
-        saved, wait, taken, key = False, 0.0, False, ""
+        saved, wait, taken, key, mode_changed = False, 0.0, False, "", False
         if stored is not None and stored.version == expected_version:
-            if slot is not None:
+            chat_key = chat.key if chat is not None else ""
+            if chat is not None and not chat_key and customer is not None:
+                chat_key = self._follow(customer.user_key or customer.phone_key or "")
+            if (
+                chat is not None
+                and apply_write(self.conversations.get(chat_key), chat_key, chat) is None
+            ):
+                mode_changed = True
+            elif slot is not None:
                 wait = self._take_slot(slot.key, slot.now, slot.per_seconds, slot.burst)
-            if wait <= 0:
+            if wait <= 0 and not mode_changed:
                 if customer is not None:
                     key = self._resolve_customer(customer.phone_key, customer.user_key)
                     record = dataclasses.replace(record, conversation=key)
                 saved = await self.save(record, expected_version)
+                if chat is not None:
+                    await self.change_conversation(chat.key or key, chat)
         if turns is not None and turns.turns:
             self._append_turns(turns.conversation, turns.turns, turns.window_seconds, turns.keep)
         await self.release_lease(name, owner)
         if saved and next_lease is not None:
             taken = self._acquire(next_lease.name, next_lease.owner, next_lease.seconds)
-        return StepSave(saved, wait, taken, key if saved else "")
+        return StepSave(saved, wait, taken, key if saved else "", mode_changed)
+
+    async def get_conversation(self, key: str) -> Conversation | None:
+        return self.conversations.get(key)
+
+    async def change_conversation(self, key: str, write: ConversationWrite) -> Conversation | None:
+        changed = apply_write(self.conversations.get(key), key, write)
+        if changed is not None:
+            self.conversations[key] = changed
+        return changed
+
+    async def list_conversations(self, mode: str | None, limit: int) -> list[Conversation]:
+        found = [c for c in self.conversations.values() if mode in (None, c.mode)]
+        found.sort(key=lambda c: (c.since, c.key))
+        return [dataclasses.replace(c, audit=()) for c in found[:limit]]
+
+    async def conversation_records(self, key: str, limit: int) -> list[Record]:
+        found = [r for r in self.records.values() if r.conversation == key]
+        found.sort(key=lambda r: (r.created_at, r.message_id))
+        return [copy.deepcopy(r) for r in found[-limit:]] if limit > 0 else []
 
     async def state_counts(self) -> dict[str, int]:
         counts: dict[str, int] = {}

@@ -7,10 +7,18 @@ from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
 
 from pyloto_corp.ai.schemas import EventDetection, MessageChoice, ReplyDraft
+from pyloto_corp.domain.conversation import Conversation
 from pyloto_corp.domain.outcome import NO_ANSWER
 from pyloto_corp.domain.records import Record, StatusUpdate, Turn
 from pyloto_corp.domain.statechart import QueueName
-from pyloto_corp.domain.writes import NO_WRITES, CustomerRequest, SlotRequest, TurnsWrite, Writes
+from pyloto_corp.domain.writes import (
+    NO_WRITES,
+    ConversationWrite,
+    CustomerRequest,
+    SlotRequest,
+    TurnsWrite,
+    Writes,
+)
 
 # The values a step's event carries for its save (domain/writes.py), named here too because
 # the stores that apply them implement these ports.
@@ -121,6 +129,8 @@ class StepLoad:
     taken: bool
     record: Record | None = None
     turns: list[Turn] | None = None
+    # The conversation the record names (None: it names none, or none is stored yet).
+    conversation: Conversation | None = None
 
 
 @dataclass(frozen=True)
@@ -133,6 +143,8 @@ class StepSave:
     wait: float = 0.0
     next_taken: bool = False
     customer: str = ""
+    # The conversation was not in the mode the write expected: nothing was saved.
+    mode_changed: bool = False
 
 
 class StepLeases(Protocol):
@@ -160,6 +172,9 @@ class StepLeases(Protocol):
         - `writes.slot`: the save happens only if a pacing token is taken too (none is taken on a
           version conflict; the wait is answered instead);
         - `writes.turns`: appended whatever the save's outcome (the send they tell of happened);
+        - `writes.conversation`: applied with the save, and a condition of it
+          (`ConversationWrite.expect_mode`: no save, `mode_changed`, when not met); its key
+          '' names the customer key the same save resolves;
         - `next_lease`: taken only if the record was saved, for the step of its new state
           run at once by the same delivery.
         """
@@ -190,6 +205,24 @@ class CustomerKeys(Protocol):
     async def move_customer(self, previous_key: str, current_key: str) -> None:
         """A BSUID changed: the turns of `previous_key` move to `current_key` (unless it has
         its own already), and `previous_key` becomes its alias, atomically."""
+
+
+class ConversationStore(Protocol):
+    """Customers' conversations: their mode, window and audit trail, and their records."""
+
+    async def get_conversation(self, key: str) -> Conversation | None:
+        """The conversation (with its audit trail), or None if none is stored."""
+
+    async def change_conversation(self, key: str, write: ConversationWrite) -> Conversation | None:
+        """Apply `write` to the conversation `key` (made in `bot` if missing), atomically;
+        None, and nothing written, when `write.expect_mode` is not its mode."""
+
+    async def list_conversations(self, mode: str | None, limit: int) -> list[Conversation]:
+        """Conversations in `mode` (any when None), the longest in it first (no audit)."""
+
+    async def conversation_records(self, key: str, limit: int) -> list[Record]:
+        """The conversation's last `limit` records (its customer's messages and the replies
+        agents sent), oldest first."""
 
 
 class StepStore(ConversationMemory, Protocol):
@@ -282,7 +315,7 @@ class OpsReadModel(Protocol):
         """One page of records matching `query`, without their delivery status."""
 
 
-class StateStore(AdvancerStore, StepStore, CustomerKeys, OpsReadModel, Protocol):
+class StateStore(AdvancerStore, StepStore, CustomerKeys, OpsReadModel, ConversationStore, Protocol):
     """Everything one backend (SQLite or Redis) provides; bootstrap builds one."""
 
     async def ping(self) -> None:

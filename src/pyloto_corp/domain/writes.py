@@ -43,12 +43,38 @@ class CustomerRequest:
 
 
 @dataclass(frozen=True)
+class ConversationWrite:
+    """What a transition writes to the customer's conversation (domain/conversation.py).
+
+    `key`: the conversation ('' for the customer key the same save resolves, an accept's).
+    `customer_at`: Meta's timestamp of a customer message, kept if newer than the one held
+    (with `message_id`, that message's record): it moves the 24-hour window.
+    `expect_mode`: the save (record included) happens only if the conversation is in this
+    mode, a missing conversation being in `bot`; otherwise nothing is saved and the store
+    answers `StepSave.mode_changed`. `mode`: the mode it moves to (with `reason`, `owner`,
+    since `at`, its version one up). `agent_activity`: an agent acted at `at` (the idle
+    timeout restarts). `audit`: (who, action) added to its trail at `at`."""
+
+    key: str = ""
+    customer_at: float | None = None
+    message_id: str = ""
+    expect_mode: str | None = None
+    mode: str | None = None
+    reason: str = ""
+    owner: str = ""
+    at: float = 0.0
+    agent_activity: bool = False
+    audit: tuple[str, str] | None = None
+
+
+@dataclass(frozen=True)
 class Writes:
     """What a transition writes besides its record; nothing by default."""
 
     slot: SlotRequest | None = None
     turns: TurnsWrite | None = None
     customer: CustomerRequest | None = None
+    conversation: ConversationWrite | None = None
 
 
 NO_WRITES = Writes()
