@@ -197,7 +197,8 @@ async def test_a_step_moves_the_mode_with_its_save(store: StateStore) -> None:
     done = await store.finish_step(
         StepCommit(moved, first.version, lease, writes=Writes(conversation=write))
     )
-    assert done.saved and not done.mode_changed
+    assert done.saved
+    assert not done.mode_changed
     stored = await store.get_conversation(key)
     assert stored is not None
     assert (stored.mode, stored.reason, stored.since, stored.version) == (

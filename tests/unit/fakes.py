@@ -23,6 +23,7 @@ from pyloto_corp.application.ports import (
     StepSave,
     Task,
 )
+from pyloto_corp.domain.conversation import Conversation, apply_write
 from pyloto_corp.domain.ops_metrics import (
     HOUR,
     MINUTE,
@@ -30,10 +31,9 @@ from pyloto_corp.domain.ops_metrics import (
     created_counters,
     transition_counters,
 )
-from pyloto_corp.domain.conversation import Conversation, apply_write
 from pyloto_corp.domain.records import Record, StatusUpdate, Turn
-from pyloto_corp.domain.writes import ConversationWrite
 from pyloto_corp.domain.replies import reply_key
+from pyloto_corp.domain.writes import ConversationWrite
 from tests.support.helpers import shipped_templates
 
 # The type of the `make_record` fixture (tests/unit/conftest.py).
