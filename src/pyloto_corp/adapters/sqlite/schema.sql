@@ -12,7 +12,8 @@ CREATE TABLE IF NOT EXISTS records (
     created_at REAL NOT NULL,
     updated_at REAL NOT NULL,
     data BLOB NOT NULL,
-    fallback_reason TEXT
+    fallback_reason TEXT,
+    conversation TEXT
 );
 CREATE INDEX IF NOT EXISTS records_by_state ON records (state, updated_at);
 CREATE INDEX IF NOT EXISTS records_by_outbound ON records (outbound_message_id);
@@ -22,6 +23,35 @@ CREATE INDEX IF NOT EXISTS records_by_updated ON records (updated_at, message_id
 -- Partial: records that never fell back (most) pay nothing for it on a save.
 CREATE INDEX IF NOT EXISTS records_by_fallback
     ON records (fallback_reason, updated_at, message_id) WHERE fallback_reason IS NOT NULL;
+
+-- A conversation's records (the agent inbox): its customer's messages and agents' replies.
+CREATE INDEX IF NOT EXISTS records_by_conversation
+    ON records (conversation, created_at, message_id) WHERE conversation IS NOT NULL;
+
+-- One row per customer's conversation (domain/conversation.py), keyed by the customer key.
+CREATE TABLE IF NOT EXISTS conversations (
+    key TEXT PRIMARY KEY,
+    mode TEXT NOT NULL,
+    since REAL NOT NULL,
+    reason TEXT NOT NULL,
+    owner TEXT NOT NULL,
+    customer_at REAL NOT NULL,
+    last_message TEXT NOT NULL,
+    agent_at REAL NOT NULL,
+    version INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS conversations_by_mode ON conversations (mode, since, key);
+CREATE INDEX IF NOT EXISTS conversations_by_since ON conversations (since, key);
+
+-- Who did what to a conversation (take over, reply, release), newest last.
+CREATE TABLE IF NOT EXISTS conversation_audit (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    conversation TEXT NOT NULL,
+    at REAL NOT NULL,
+    who TEXT NOT NULL,
+    action TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS conversation_audit_by_key ON conversation_audit (conversation, seq);
 
 -- The latest delivery status of each reply sent.
 CREATE TABLE IF NOT EXISTS deliveries (

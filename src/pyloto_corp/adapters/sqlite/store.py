@@ -26,6 +26,7 @@ import msgspec
 from pyloto_corp.adapters.ops_buckets import WIDTHS, first_kept, first_read
 from pyloto_corp.adapters.sqlite.base import SQLiteThread
 from pyloto_corp.application.ports import (
+    CustomerRequest,
     RecordPage,
     RecordQuery,
     StepCommit,
@@ -33,9 +34,11 @@ from pyloto_corp.application.ports import (
     StepSave,
     StoreUnavailable,
 )
+from pyloto_corp.domain.conversation import AUDIT_KEPT, AuditEntry, Conversation, apply_write
 from pyloto_corp.domain.ops_metrics import bucket_of, created_counters, transition_counters
 from pyloto_corp.domain.records import DELIVERY_RANK, FAILED_STATE, Record, StatusUpdate, Turn
 from pyloto_corp.domain.replies import reply_key
+from pyloto_corp.domain.writes import ConversationWrite
 
 # The schema as this version writes it, run statement by statement (see _prepare).
 SCHEMA = (
@@ -91,6 +94,11 @@ _FALLBACK_COLUMN = "ALTER TABLE records ADD COLUMN fallback_reason TEXT"
 _FALLBACK_BACKFILL = (
     "UPDATE records SET fallback_reason = json_extract(CAST(data AS TEXT), '$.fallback_reason')"
 )
+_CONVERSATION_COLUMN = "ALTER TABLE records ADD COLUMN conversation TEXT"
+_CONVERSATION_BACKFILL = (
+    "UPDATE records SET conversation ="
+    " NULLIF(json_extract(CAST(data AS TEXT), '$.conversation'), '')"
+)
 _STATE_COUNTS = (
     "CREATE TABLE state_counts (state TEXT PRIMARY KEY, n INTEGER NOT NULL) WITHOUT ROWID",
     "INSERT INTO state_counts (state, n) SELECT state, count(*) FROM records GROUP BY state",
@@ -121,11 +129,23 @@ _COUNT = (
 )
 _INSERT = (
     "INSERT OR IGNORE INTO records (message_id, state, version, created_at, updated_at,"
-    " fallback_reason, data) VALUES (?, ?, ?, ?, ?, ?, ?)"
+    " fallback_reason, data, conversation) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
 )
 _UPDATE = (
     "UPDATE records SET state = ?, version = ?, outbound_message_id = ?, updated_at = ?,"
-    " fallback_reason = ?, data = ? WHERE message_id = ? AND version = ?"
+    " fallback_reason = ?, data = ?, conversation = ? WHERE message_id = ? AND version = ?"
+)
+_CONVERSATION = (
+    "SELECT key, mode, since, reason, owner, customer_at, last_message, agent_at, version"
+    " FROM conversations"
+)
+_CONVERSATION_PUT = (
+    "INSERT INTO conversations (key, mode, since, reason, owner, customer_at, last_message,"
+    " agent_at, version) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (key) DO UPDATE SET"
+    " mode = excluded.mode, since = excluded.since, reason = excluded.reason,"
+    " owner = excluded.owner, customer_at = excluded.customer_at,"
+    " last_message = excluded.last_message, agent_at = excluded.agent_at,"
+    " version = excluded.version"
 )
 # The most records one page of list_records returns.
 MAX_PAGE = 500
@@ -137,7 +157,15 @@ _ALIAS = (
 )
 
 CounterRow = tuple[int, int, str, int]
-SaveArgs = tuple[str, int, str | None, float, str | None, bytes, str, int]
+SaveArgs = tuple[str, int, str | None, float, str | None, bytes, str | None, str, int]
+ConversationRow = tuple[str, str, float, str, str, float, str, float, int]
+
+
+def _conversation(row: ConversationRow, audit: tuple[AuditEntry, ...] = ()) -> Conversation:
+    key, mode, since, reason, owner, customer_at, last_message, agent_at, version = row
+    return Conversation(
+        key, mode, since, reason, owner, customer_at, last_message, agent_at, version, audit
+    )
 
 
 def _prepare(conn: sqlite3.Connection) -> None:
@@ -153,6 +181,9 @@ def _prepare(conn: sqlite3.Connection) -> None:
             if "fallback_reason" not in columns["records"]:
                 conn.execute(_FALLBACK_COLUMN)
                 conn.execute(_FALLBACK_BACKFILL)
+            if "conversation" not in columns["records"]:
+                conn.execute(_CONVERSATION_COLUMN)
+                conn.execute(_CONVERSATION_BACKFILL)
             if "state_counts" not in names:
                 for statement in _STATE_COUNTS:
                     conn.execute(statement)
@@ -236,6 +267,7 @@ class SQLiteStore:
                 r.updated_at,
                 r.fallback_reason,
                 _encoder.encode(r),
+                r.conversation or None,
             )
             for r in records
         ]
@@ -290,6 +322,7 @@ class SQLiteStore:
             record.updated_at,
             record.fallback_reason,
             _encoder.encode(record),
+            record.conversation or None,
             record.message_id,
             expected_version,
         )
@@ -312,9 +345,12 @@ class SQLiteStore:
             if not taken:
                 return StepLoad(False)
             record = self._get(message_id)
-            if record is None or turns <= 0 or not record.conversation:
+            if record is None or not record.conversation:
                 return StepLoad(True, record)
-            return StepLoad(True, record, self._recent(record.conversation, None, turns))
+            conn = self._db.connection()
+            conversation = self._conversation(conn, record.conversation, audit=False)
+            recent = self._recent(record.conversation, None, turns) if turns > 0 else None
+            return StepLoad(True, record, recent, conversation)
 
         return await self._db.run(work)
 
@@ -324,15 +360,19 @@ class SQLiteStore:
         slot, turns, customer = commit.writes.slot, commit.writes.turns, commit.writes.customer
         args, counts = self._save_call(record, expected_version)
 
+        chat = commit.writes.conversation
+
         def work(conn: sqlite3.Connection) -> StepSave:
-            saved, taken, wait, key = False, False, 0.0, ""
+            saved, taken, wait, key, mode_changed = False, False, 0.0, "", False
             found = conn.execute(
                 "SELECT version FROM records WHERE message_id = ?", (record.message_id,)
             ).fetchone()
             if found is not None and found[0] == expected_version:
-                if slot is not None:  # no token is taken for a stale save
+                # The mode the conversation write expects is checked before anything.
+                mode_changed = chat is not None and self._refused(conn, chat, customer)
+                if slot is not None and not mode_changed:  # none taken for a stale save
                     wait = self._take(conn, slot.key, slot.now, slot.per_seconds, slot.burst)
-                if wait <= 0:
+                if wait <= 0 and not mode_changed:
                     save_args = args
                     if customer is not None:  # saved as the record's own conversation
                         key = self._resolve(conn, customer.phone_key, customer.user_key)
@@ -340,6 +380,9 @@ class SQLiteStore:
                             replace(record, conversation=key), expected_version
                         )
                     saved = self._save(conn, save_args, counts)
+                    if saved and chat is not None:
+                        # Resolved again (the accept's key follows the same aliases).
+                        self._change(conn, chat.key or key, chat)
             if turns is not None and turns.turns:
                 self._append(
                     conn, turns.conversation, turns.turns, turns.window_seconds, turns.keep
@@ -347,9 +390,109 @@ class SQLiteStore:
             conn.execute("DELETE FROM leases WHERE name = ? AND owner = ?", (name, owner))
             if saved and next_lease is not None:
                 taken = self._acquire(conn, next_lease.name, next_lease.owner, next_lease.seconds)
-            return StepSave(saved, wait, taken, key if saved else "")
+            return StepSave(saved, wait, taken, key if saved else "", mode_changed)
 
         return await self._db.run(lambda: self._db.transaction(work))
+
+    def _refused(
+        self, conn: sqlite3.Connection, write: ConversationWrite, customer: CustomerRequest | None
+    ) -> bool:
+        """Whether the conversation is not in the mode `write` expects; its key '' is the
+        customer key the save resolves (looked up here without writing anything)."""
+        key = write.key
+        if not key and customer is not None:
+            key = self._follow(conn, customer.user_key or customer.phone_key or "")
+        return apply_write(self._conversation(conn, key, audit=False), key, write) is None
+
+    def _conversation(
+        self, conn: sqlite3.Connection, key: str, audit: bool = True
+    ) -> Conversation | None:
+        row = conn.execute(f"{_CONVERSATION} WHERE key = ?", (key,)).fetchone()
+        if row is None:
+            return None
+        if not audit:
+            return _conversation(row)
+        entries = conn.execute(
+            "SELECT at, who, action FROM conversation_audit WHERE conversation = ?"
+            " ORDER BY seq DESC LIMIT ?",
+            (key, AUDIT_KEPT),
+        ).fetchall()
+        return _conversation(row, tuple(AuditEntry(*entry) for entry in reversed(entries)))
+
+    def _change(
+        self, conn: sqlite3.Connection, key: str, write: ConversationWrite
+    ) -> Conversation | None:
+        """`write` applied to the conversation `key` inside the caller's transaction."""
+        changed = apply_write(self._conversation(conn, key, audit=False), key, write)
+        if changed is None:
+            return None
+        conn.execute(
+            _CONVERSATION_PUT,
+            (
+                key,
+                changed.mode,
+                changed.since,
+                changed.reason,
+                changed.owner,
+                changed.customer_at,
+                changed.last_message,
+                changed.agent_at,
+                changed.version,
+            ),
+        )
+        if write.audit is not None:
+            who, action = write.audit
+            conn.execute(
+                "INSERT INTO conversation_audit (conversation, at, who, action)"
+                " VALUES (?, ?, ?, ?)",
+                (key, write.at, who, action),
+            )
+            conn.execute(
+                "DELETE FROM conversation_audit WHERE conversation = ? AND seq <= ("
+                " SELECT seq FROM conversation_audit WHERE conversation = ?"
+                " ORDER BY seq DESC LIMIT 1 OFFSET ?)",
+                (key, key, AUDIT_KEPT),
+            )
+        return self._conversation(conn, key)
+
+    async def get_conversation(self, key: str) -> Conversation | None:
+        return await self._db.run(lambda: self._conversation(self._db.connection(), key))
+
+    async def change_conversation(self, key: str, write: ConversationWrite) -> Conversation | None:
+        return await self._db.run(
+            lambda: self._db.transaction(lambda conn: self._change(conn, key, write))
+        )
+
+    async def list_conversations(self, mode: str | None, limit: int) -> list[Conversation]:
+        def work() -> list[Conversation]:
+            conn = self._db.connection()
+            if mode is None:
+                rows = conn.execute(
+                    f"{_CONVERSATION} ORDER BY since, key LIMIT ?", (limit,)
+                ).fetchall()
+            else:
+                rows = conn.execute(
+                    f"{_CONVERSATION} WHERE mode = ? ORDER BY since, key LIMIT ?", (mode, limit)
+                ).fetchall()
+            return [_conversation(row) for row in rows]
+
+        return await self._db.run(work)
+
+    async def conversation_records(self, key: str, limit: int) -> list[Record]:
+        def work() -> list[Record]:
+            rows = (
+                self._db.connection()
+                .execute(
+                    "SELECT message_id FROM records WHERE conversation = ?"
+                    " ORDER BY created_at DESC, message_id DESC LIMIT ?",
+                    (key, max(0, limit)),
+                )
+                .fetchall()
+            )
+            found = [self._get(message_id) for (message_id,) in reversed(rows)]
+            return [record for record in found if record is not None]
+
+        return await self._db.run(work)
 
     async def record_status(self, update: StatusUpdate) -> bool:
         rank = DELIVERY_RANK.get(update.status)
@@ -414,6 +557,16 @@ class SQLiteStore:
             conn.execute("DELETE FROM turns WHERE at < ?", (created_before,))
             conn.execute("DELETE FROM pacing WHERE at < ?", (created_before,))
             conn.execute("DELETE FROM aliases WHERE at < ?", (created_before,))
+            # A conversation nobody wrote in since the retention, back with the bot, goes.
+            conn.execute(
+                "DELETE FROM conversation_audit WHERE conversation IN (SELECT key FROM"
+                " conversations WHERE mode = 'bot' AND customer_at < ? AND since < ?)",
+                (created_before, created_before),
+            )
+            conn.execute(
+                "DELETE FROM conversations WHERE mode = 'bot' AND customer_at < ? AND since < ?",
+                (created_before, created_before),
+            )
             conn.executemany(
                 "DELETE FROM ops_counters WHERE width = ? AND bucket < ?",
                 [(width, first_kept(width, now)) for width in WIDTHS],
