@@ -29,7 +29,7 @@ from pyloto_corp.adapters.redis.store import RedisStore
 from pyloto_corp.adapters.redis.store import connect as redis_connect
 from pyloto_corp.adapters.reply_templates import load_reply_templates
 from pyloto_corp.adapters.sqlite import SQLiteStore
-from pyloto_corp.adapters.statechart_yaml import load_statechart
+from pyloto_corp.adapters.statechart_yaml import load_statechart, parse_statechart
 from pyloto_corp.adapters.whatsapp_graph import GraphClient, GraphOutbox
 from pyloto_corp.adapters.whatsapp_graph import create_client as create_graph_client
 from pyloto_corp.ai.prompts import BusinessProfile
@@ -65,6 +65,7 @@ from pyloto_corp.application.step_context import (
 from pyloto_corp.application.steps import HANDLED_TRIGGERS
 from pyloto_corp.application.sweeper import Sweeper
 from pyloto_corp.config import ConfigError, OpenAISettings, Settings
+from pyloto_corp.domain.conversation import check_chart as check_conversation_chart
 from pyloto_corp.domain.machine import LifecycleMachine
 from pyloto_corp.domain.replies import ReplyTemplates
 from pyloto_corp.domain.statechart import Statechart, StatechartError
@@ -79,6 +80,7 @@ from pyloto_corp.observability.setup import TelemetryRuntime, build_telemetry
 log = logging.getLogger(__name__)
 
 STATECHART_FILE = "inbound_message.yaml"
+CONVERSATION_CHART_FILE = "conversation.yaml"
 
 
 def statechart_dir() -> Path:
@@ -91,10 +93,15 @@ def statechart_dir() -> Path:
 
 
 def load_chart(path: Path | None = None) -> Statechart:
-    """Read and validate the inbound message statechart against the code's step handlers."""
+    """Read and validate the inbound message statechart against the code's step handlers
+    (or, for conversation.yaml, the conversation chart against the modes the code has)."""
     path = path or statechart_dir() / STATECHART_FILE
     shown = f"statecharts/{path.name}" if path.parent.name == "statecharts" else str(path)
     text = path.read_text(encoding="utf-8")
+    if path.name == CONVERSATION_CHART_FILE:
+        conversation = parse_statechart(text, shown)
+        check_conversation_chart(conversation)
+        return conversation
     chart = load_statechart(text, shown, HANDLED_TRIGGERS, MANUAL_TRIGGERS)
     problems = undeclared_in_chart(chart)
     if problems:

@@ -8,6 +8,7 @@ from dataclasses import replace
 import pytest
 
 from pyloto_corp.application.advance import Advancer
+from pyloto_corp.application.handoff import gate
 from pyloto_corp.application.ports import AmbiguousSend, TransientStepError
 from pyloto_corp.application.step_context import Pacing
 from pyloto_corp.application.steps import (
@@ -99,7 +100,9 @@ async def test_a_lost_send_waits_for_a_status_webhook_before_sending_again(
 
     clock.now = claimed_at + RECONCILE_SECONDS
     claimed = await send(record, reconciling)
-    assert claimed == SendClaimed(clock.now, "instance-a"), "claimed anew before resending"
+    assert isinstance(claimed, SendClaimed)
+    fresh = replace(claimed, conversation=None)
+    assert fresh == SendClaimed(clock.now, "instance-a"), "claimed anew before resending"
     assert outbox.sent == []
     outcome = await send(claimed.changes(record), replace(reconciling, claim_made_here=True))
     assert outcome.trigger == "send"
@@ -169,9 +172,11 @@ async def test_pacing_defers_a_customers_send_beyond_the_burst(
 async def test_accept_marks_the_message_read_once(
     make_record: MakeRecord, outbox: FakeOutbox, context: StepContext
 ) -> None:
-    """A message that needs a reply is marked read; a reaction (no reply) is not."""
+    """A message that needs a reply is marked read (in `deduped`, where the conversation is
+    known); a reaction (no reply) is not."""
     record = make_record()
     assert (await accept(record, context)).trigger == "accept"
+    assert await gate(replace(record, state="deduped"), context) is None
     await accept(make_record(kind="reaction"), context)
     assert outbox.read == [record.message_id]
 
@@ -189,6 +194,7 @@ async def test_a_failed_read_receipt_never_fails_accept(
     """mark_read failing is logged as `mark_read_failed` and the message is still accepted."""
     broken = replace(context, outbox=BrokenReadOutbox())
     assert (await accept(make_record(), broken)).trigger == "accept"
+    assert await gate(make_record(state="deduped"), broken) is None
     assert "mark_read_failed" in caplog.text
 
 

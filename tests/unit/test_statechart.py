@@ -72,12 +72,13 @@ def test_shipped_statechart_loads() -> None:
     assert chart.initial == "received"
     assert set(chart.states) == {
         "received", "deduped", "media", "llm1", "llm2", "llm3", "fallback",
-        "queued_outbound", "sending", "sent", "failed", "ignored",
+        "queued_outbound", "sending", "sent", "failed", "ignored", "with_agent",
     }  # fmt: skip
     assert {name for name, spec in chart.states.items() if spec.terminal} == {
         "sent",
         "failed",
         "ignored",
+        "with_agent",
     }
     assert chart.states["queued_outbound"].queue == "outbound"
     assert chart.states["sending"].queue == "outbound"

@@ -7,6 +7,7 @@ from dataclasses import replace
 import pytest
 
 from pyloto_corp.application.advance import Advancer
+from pyloto_corp.application.handoff import gate
 from pyloto_corp.application.ports import PermanentStepError
 from pyloto_corp.application.step_context import BusinessNumbers
 from pyloto_corp.application.steps import (
@@ -139,7 +140,10 @@ async def test_claim_send_claims_now_for_this_instance(
     """The claim names the time and this instance; applied, it sets the record's claim."""
     record = make_record(state="queued_outbound")
     event = await claim_send(record, context)
-    assert event == SendClaimed(context.clock(), "instance-a")
+    assert replace(event, conversation=None) == SendClaimed(context.clock(), "instance-a")
+    # A bot reply's claim expects the conversation still in `bot` (no talking over a person).
+    assert event.conversation is not None
+    assert (event.conversation.expect_mode, event.conversation.mode) == ("bot", None)
     claimed = event.changes(record)
     assert (claimed.send_started_at, claimed.send_claimed_by) == (context.clock(), "instance-a")
 
@@ -173,7 +177,10 @@ async def test_the_read_receipt_goes_through_the_number_written_to(
     """A message to either configured number is marked read through that number; one that
     names none (an older record, `pyloto simulate`) through the default number."""
     ctx = replace(context, numbers=NUMBERS)
-    assert (await accept(written_to(make_record(), number), ctx)).trigger == "accept"
+    record = written_to(make_record(), number)
+    assert (await accept(record, ctx)).trigger == "accept"
+    assert outbox.read_from == []  # read in `deduped`, once the conversation is known
+    assert await gate(replace(record, state="deduped"), ctx) is None
     assert outbox.read_from == [sender]
 
 
@@ -195,6 +202,7 @@ async def test_without_configured_numbers_any_number_is_answered(
     """A dry run without WHATSAPP_PHONE_NUMBER_ID answers whatever number was written to."""
     record = written_to(make_record(), "999999999999999")
     assert (await accept(record, context)).trigger == "accept"
+    assert await gate(replace(record, state="deduped"), context) is None
     assert outbox.read_from == ["999999999999999"]
 
 

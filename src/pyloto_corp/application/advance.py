@@ -11,6 +11,8 @@ from typing import TypeVar
 
 from opentelemetry import trace
 
+from pyloto_corp.application.conversations import ModeRules
+from pyloto_corp.application.handoff import gate
 from pyloto_corp.application.llm_steps import CONVERSATION_TURNS, record_names
 from pyloto_corp.application.ports import (
     AdvancerStore,
@@ -23,9 +25,10 @@ from pyloto_corp.application.ports import (
     TransientStepError,
 )
 from pyloto_corp.application.queues import STEP_LEASE_SECONDS
-from pyloto_corp.application.registry import REGISTRY
+from pyloto_corp.application.registry import GATED_STATES, REGISTRY
 from pyloto_corp.application.step_context import StepContext
 from pyloto_corp.application.steps import STEPS
+from pyloto_corp.domain.conversation import BOT, Conversation
 from pyloto_corp.domain.events import DeadLettered, Event, SendClaimed
 from pyloto_corp.domain.machine import LifecycleMachine
 from pyloto_corp.domain.privacy import message_ref
@@ -99,12 +102,16 @@ class Advancer:
         queue: TaskQueue,
         context: StepContext,
         telemetry: Telemetry | None = None,
+        modes: ModeRules | None = None,
     ) -> None:
         self.machine = machine
         self.store = store
         self.queue = queue
         self.context = context
         self.telemetry = telemetry or Telemetry()
+        # The conversation chart's rules: each mode change a step's save makes is drawn as a
+        # span and announced (without a chart, as in unit tests, only drawn).
+        self.modes = modes or ModeRules(None)
         # Leases (name → owner) this process could not give back because the store failed
         # mid-step: the task's next delivery here frees them instead of burning attempts on
         # "running in another delivery" until they expire.
@@ -188,6 +195,7 @@ class Advancer:
         back (one call, with what the step's event writes): at most two round trips a
         transition."""
         turns: list[Turn] | None = None
+        conversation: Conversation | None = None
         record: Record | None
         if held is not None:
             lease, taken, record = held.lease, held.taken, held.record
@@ -204,11 +212,19 @@ class Advancer:
                 _remember(self._unreleased, lease.name, lease.owner, STEP_LEASE_SECONDS)
                 raise
             taken, record, turns = load.taken, load.record, load.turns
+            conversation = load.conversation
         if not taken:
             raise StepBusy("this step is running in another delivery of the task")
         try:
             return await self._advance(
-                record, message_id, expected_state, attempt, lease, claim_made_here, turns
+                record,
+                message_id,
+                expected_state,
+                attempt,
+                lease,
+                claim_made_here,
+                turns,
+                conversation,
             )
         finally:
             if not lease.released:
@@ -246,6 +262,7 @@ class Advancer:
         lease: Lease,
         claim_made_here: bool,
         turns: list[Turn] | None,
+        conversation: Conversation | None = None,
     ) -> tuple[str, Then | None]:
         """The outcome, and whether the next step runs at once in this delivery."""
         if record is None:
@@ -259,7 +276,7 @@ class Advancer:
             return "stale", None  # moved on, or terminal: a terminal state has no step
         started = self.context.clock()
         try:
-            event = await self._run_step(record, claim_made_here, turns)
+            event = await self._run_step(record, claim_made_here, turns, conversation)
         except PermanentStepError as error:
             # Under the step's lease, the record as loaded: one call to the store.
             await self._dead_letter_loaded(record, f"permanent: {error}", 0, lease)
@@ -292,18 +309,26 @@ class Advancer:
         record: Record,
         claim_made_here: bool,
         turns: list[Turn] | None,
+        conversation: Conversation | None = None,
     ) -> Event:
-        """The step of the record's state. Its exceptions leave with personal data redacted
-        from their text: queues log them, and the last one becomes the failure reason."""
+        """The step of the record's state, after the conversation's gate (which may hold
+        the message for an agent instead, or hand the conversation to one). Its exceptions
+        leave with personal data redacted from their text: queues log them, and the last one
+        becomes the failure reason."""
         names = record_names(record)
         context = replace(
             self.context,
             claim_made_here=claim_made_here or self.context.claim_made_here,
             turns=turns,
+            conversation=conversation,
         )
         with names_in_scope(*names):
             try:
-                return await STEPS[record.state](record, context)
+                gated = await gate(record, context) if record.state in GATED_STATES else None
+                if isinstance(gated, Event):
+                    return gated
+                event = await STEPS[record.state](record, context)
+                return event if gated is None else replace(event, conversation=gated)
             except Exception as error:
                 scrub_exception(error, names)
                 raise
@@ -378,6 +403,9 @@ class Advancer:
         writes and taking `next_lease` in the same call), then queue the next step.
         "stale" when the record changed since it was loaded; the next lease as held."""
         dest = self.machine.fire(record.state, event.trigger)
+        write = event.conversation
+        if write is not None and write.mode is not None:
+            self.modes.check(write.expect_mode or BOT, write)  # the conversation chart's rule
         now = self.context.clock()
         duration_ms = round((now - started) * 1000, 3)
         moved = replace(
@@ -388,6 +416,9 @@ class Advancer:
         if not saved:
             return "stale", None
         self._describe(record, moved, event.trigger, duration_ms)
+        if write is not None and write.mode is not None:
+            key = write.key or moved.conversation
+            await self.modes.changed(key, write.expect_mode or BOT, write, 0)
         log.info(
             "transition",
             extra={
@@ -430,6 +461,10 @@ class Advancer:
                 _remember(self._unreleased, next_lease.name, next_lease.owner, STEP_LEASE_SECONDS)
             raise
         lease.released = True
+        if result.mode_changed:
+            # Another message or an agent moved the conversation meanwhile: nothing was
+            # saved, and the retry runs the gate again on the conversation as it is now.
+            raise TransientStepError("the conversation's mode changed while the step ran")
         if result.customer:  # resolved by the save itself (the accept's customer key)
             moved = replace(moved, conversation=result.customer)
         if result.wait > 0:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from pyloto_corp.application.step_context import StepContext
-from pyloto_corp.domain.events import DeadLettered, Event
+from pyloto_corp.domain.events import DeadLettered, Event, FellBack, HeldForAgent
 from pyloto_corp.domain.records import Record
 from pyloto_corp.domain.statechart import ANY_STATE, Statechart
 
@@ -29,6 +29,16 @@ class StepSpec:
 
 REGISTRY: dict[str, StepSpec] = {}
 
+# States whose step the conversation's gate runs before (application/handoff.py): those a
+# bot reply goes through until its send is claimed. The gate may hold the message for an
+# agent instead, and where the customer's text is first read (or LLM#1's event), hand the
+# conversation to a person with the acknowledgment (a fallback).
+GATED_STATES = ("deduped", "media", "llm1", "llm2", "llm3", "fallback", "queued_outbound")
+_GATE_EVENTS: dict[str, tuple[type[Event], ...]] = {
+    state: (HeldForAgent, FellBack) if state in ("deduped", "media", "llm1") else (HeldForAgent,)
+    for state in GATED_STATES
+}
+
 
 def step(state: str, *emits: type[Event], reads_turns: bool = False) -> Callable[[S], S]:
     """Register the decorated function as the step of `state`, returning `emits`."""
@@ -46,7 +56,8 @@ def handled_triggers() -> Mapping[str, frozenset[str]]:
     """The triggers each state's step can fire (and, from any state, the Advancer's dead
     letter): every step transition of the statechart must be one of them."""
     handled = {
-        state: frozenset(event.trigger for event in spec.emits) for state, spec in REGISTRY.items()
+        state: frozenset(event.trigger for event in (*spec.emits, *_GATE_EVENTS.get(state, ())))
+        for state, spec in REGISTRY.items()
     }
     return {**handled, ANY_STATE: frozenset({DeadLettered.trigger})}
 
@@ -63,7 +74,7 @@ def undeclared_in_chart(chart: Statechart) -> list[str]:
         problems.extend(
             f"step {spec.run.__name__} in '{state}' may return {event.__name__}, but the "
             f"statechart has no '{event.trigger}' transition from '{state}'"
-            for event in spec.emits
+            for event in (*spec.emits, *_GATE_EVENTS.get(state, ()))
             if (state, event.trigger) not in exits
         )
     return problems

@@ -6,6 +6,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from pyloto_corp.application.ports import Assistant, MediaSource, Outbox, StepStore
+from pyloto_corp.domain.conversation import (
+    DEFAULT_ACKNOWLEDGMENT,
+    NO_KEYWORDS,
+    Conversation,
+    Keywords,
+)
 from pyloto_corp.domain.records import Turn
 from pyloto_corp.domain.replies import ReplyTemplates
 
@@ -52,6 +58,24 @@ class Pacing:
 
 
 @dataclass(frozen=True)
+class Handoff:
+    """When the bot hands a conversation to a person, and what it says then.
+
+    `keywords`: what asks for a person (the LLM off or on); `release_keywords`: what hands
+    it back to the bot (none by default); `acknowledgment`: the one reply sent on entering
+    `waiting_human`; `reengagement`: the approved template (name, language) sent instead of
+    any reply outside the 24-hour window (None: such a reply is held, `window_closed`)."""
+
+    keywords: Keywords = NO_KEYWORDS
+    release_keywords: Keywords = NO_KEYWORDS
+    acknowledgment: str = DEFAULT_ACKNOWLEDGMENT
+    reengagement: tuple[str, str] | None = None
+
+
+NO_HANDOFF = Handoff()
+
+
+@dataclass(frozen=True)
 class StepContext:
     """What steps may use: the store (to read turns only), the outbox, the clock, the LLM.
 
@@ -82,3 +106,6 @@ class StepContext:
     turns: list[Turn] | None = None
     # Which business numbers are ours, and which one answers a message.
     numbers: BusinessNumbers = BusinessNumbers()
+    handoff: Handoff = NO_HANDOFF
+    # The customer's conversation, loaded with the record (None: none is stored yet).
+    conversation: Conversation | None = None

@@ -6,6 +6,13 @@ import logging
 from collections.abc import Mapping
 
 from pyloto_corp.ai import limits
+from pyloto_corp.application.handoff import (
+    AGENT_REPLY_KIND,
+    ECHO_KIND,
+    HANDOFF_REASON,
+    bot_guard,
+    speaks_for_bot,
+)
 from pyloto_corp.application.llm_steps import (
     CONVERSATION_TURNS,
     CONVERSATION_WINDOW_SECONDS,
@@ -23,8 +30,10 @@ from pyloto_corp.application.ports import (
 )
 from pyloto_corp.application.registry import REGISTRY, Step, handled_triggers, step
 from pyloto_corp.application.step_context import LLMRouting, StepContext
+from pyloto_corp.domain.conversation import window_closes
 from pyloto_corp.domain.events import (
     Accepted,
+    AgentReplyQueued,
     DeadLettered,
     FellBack,
     Ignored,
@@ -37,8 +46,14 @@ from pyloto_corp.domain.events import (
 from pyloto_corp.domain.outcome import CLAIM_ABANDONED, resend_refusal
 from pyloto_corp.domain.privacy import message_ref
 from pyloto_corp.domain.records import IGNORED_KINDS, Record, Turn
-from pyloto_corp.domain.replies import reply_body, text_reply_body
-from pyloto_corp.domain.writes import CustomerRequest, SlotRequest, TurnsWrite
+from pyloto_corp.domain.replies import (
+    agent_reply_body,
+    is_template,
+    reply_body,
+    template_reply_body,
+    text_reply_body,
+)
+from pyloto_corp.domain.writes import ConversationWrite, CustomerRequest, SlotRequest, TurnsWrite
 
 # `after_dedupe` (the step of `deduped`: the media step, else LLM#1) registers on import.
 __all__ = ["HANDLED_TRIGGERS", "STEPS", "LLMRouting", "StepContext", "after_dedupe"]
@@ -49,21 +64,41 @@ log = logging.getLogger(__name__)
 # How long a claimed send belongs to the task that claimed it (above the Graph API timeout):
 # another delivery of the task waits this long before it may reconcile and send itself.
 SEND_LEASE_SECONDS = 30.0
+# The reason of a reply held outside the 24-hour window (no re-engagement template set).
+WINDOW_CLOSED = (
+    "window_closed: the customer wrote more than 24 hours ago and WhatsApp accepts only an"
+    " approved template then; set WHATSAPP_REENGAGEMENT_TEMPLATE to send one"
+)
 
 
-@step("received", Accepted, Ignored)
-async def accept(record: Record, ctx: StepContext) -> Accepted | Ignored:
+@step("received", Accepted, Ignored, AgentReplyQueued)
+async def accept(record: Record, ctx: StepContext) -> Accepted | Ignored | AgentReplyQueued:
     """Reactions, edits, deletions and system notices need no reply; nor does a message to
-    a business number that is not ours (never answered, nor marked read, from another)."""
+    a business number that is not ours (never answered, nor marked read, from another).
+    An agent's reply is built at once. An accepted customer message moves the conversation's
+    24-hour window (it is marked read in `deduped`, where the conversation is known)."""
     if ctx.numbers.sender_of(record.inbound.phone_number_id) is None:
         return Ignored(reason="unknown_business_number")
+    if record.inbound.kind == AGENT_REPLY_KIND:
+        return _agent_reply(record)
     if record.inbound.kind in IGNORED_KINDS:
         return Ignored(kind=record.inbound.kind)
     if not record.inbound.sender:
         # Kept (nothing accepted is dropped) but there is nobody to answer.
         return Ignored(reason="no_sender")
-    await _mark_read(record, ctx)
-    return Accepted(customer=_customer(record, ctx))
+    if record.inbound.kind == ECHO_KIND:  # the business wrote it: no window, no receipt
+        return Accepted(customer=_customer(record, ctx))
+    window = ConversationWrite(
+        customer_at=float(record.inbound.timestamp), message_id=record.message_id
+    )
+    return Accepted(customer=_customer(record, ctx), conversation=window)
+
+
+def _agent_reply(record: Record) -> AgentReplyQueued:
+    body = agent_reply_body(record.inbound, record.inbound.text or "")
+    if limits.problems(body):
+        raise PermanentStepError("the agent's reply breaks a WhatsApp limit")
+    return AgentReplyQueued(reply=body)
 
 
 def _customer(record: Record, ctx: StepContext) -> CustomerRequest:
@@ -75,24 +110,6 @@ def _customer(record: Record, ctx: StepContext) -> CustomerRequest:
         conversation_id(inbound.phone, ctx.hash_key) if inbound.phone else None,
         conversation_id(inbound.bsuid, ctx.hash_key) if inbound.bsuid else None,
     )
-
-
-async def _mark_read(record: Record, ctx: StepContext) -> None:
-    """Show the customer the message was read (and, if enabled, that a reply is coming).
-
-    Best effort: a failure is logged and never holds the reply back.
-    """
-    try:
-        await ctx.outbox.mark_read(record.message_id, _sender(record, ctx))
-    except Exception as error:  # any failure: the read receipt is only a courtesy
-        log.warning(
-            "mark_read_failed",
-            extra={
-                "event": "mark_read_failed",
-                "ref": message_ref(record.message_id),
-                "error": f"{type(error).__name__}: {error}"[:200],
-            },
-        )
 
 
 def _sender(record: Record, ctx: StepContext) -> str:
@@ -119,15 +136,18 @@ async def queue_reply(record: Record, ctx: StepContext) -> ReplyQueued | FellBac
         if not broken:
             return ReplyQueued(reply=body)
         return fall_back(record, "llm3", "invalid_output", ", ".join(broken))
-    template, text = ctx.templates.for_message(record.inbound, record.results.event)
+    if record.fallback_reason == HANDOFF_REASON:  # the one reply a handoff sends
+        template, text = HANDOFF_REASON, ctx.handoff.acknowledgment
+    else:
+        template, text = ctx.templates.for_message(record.inbound, record.results.event)
     body = text_reply_body(record.inbound, text)
     if limits.problems(body):
         raise PermanentStepError("the template reply breaks a WhatsApp limit")
     return ReplyQueued(reply=body, template=template)
 
 
-@step("queued_outbound", SendClaimed)
-async def claim_send(record: Record, ctx: StepContext) -> SendClaimed:
+@step("queued_outbound", SendClaimed, DeadLettered)
+async def claim_send(record: Record, ctx: StepContext) -> SendClaimed | DeadLettered:
     """Pace the customer's replies, then claim the send: the claim is saved (the move to
     `sending`) before any request leaves, and its maker sends at once. A reply that was in
     `sending` before is looked up first: a status about it means it left, and the send step
@@ -172,9 +192,34 @@ async def send(
     return ReplySent(outbound_message_id=outbound_id, turns=_exchange(record, ctx))
 
 
-def _claim(record: Record, ctx: StepContext) -> SendClaimed:
+def _claim(record: Record, ctx: StepContext) -> SendClaimed | DeadLettered:
+    """The claim, under the customer's pacing token and, for a bot reply, the conversation
+    still in `bot`. Outside WhatsApp's 24-hour window a free-form reply is never sent (Meta
+    refuses it, 131047): the re-engagement template goes instead, or, with none configured,
+    the record is dead-lettered `window_closed` (replayable once the customer writes)."""
     now = ctx.clock()
-    return SendClaimed(now, ctx.instance_id, slot=_slot(record, ctx, now))
+    guard = bot_guard(record, ctx)
+    slot = _slot(record, ctx, now)
+    closes = window_closes_at(record, ctx)
+    if closes and now >= closes and not is_template(record.reply):
+        if ctx.handoff.reengagement is None:
+            return DeadLettered(reason=WINDOW_CLOSED, conversation=guard)
+        name, language = ctx.handoff.reengagement
+        body = template_reply_body(record.inbound, name, language)
+        return SendClaimed(
+            now, ctx.instance_id, slot=slot, reply=body, template=name, conversation=guard
+        )
+    return SendClaimed(now, ctx.instance_id, slot=slot, conversation=guard)
+
+
+def window_closes_at(record: Record, ctx: StepContext) -> float:
+    """When the customer-service window of the record's reply closes: 24 h after the
+    customer's newest message (the conversation's, or this record's own if it is a customer
+    message); 0 when unknown (nothing to go by: the send is not held)."""
+    newest = ctx.conversation.customer_at if ctx.conversation is not None else 0.0
+    if speaks_for_bot(record) and record.inbound.kind != ECHO_KIND:
+        newest = max(newest, float(record.inbound.timestamp or 0))
+    return window_closes(newest)
 
 
 async def _reconcile(
@@ -224,11 +269,12 @@ def _exchange(record: Record, ctx: StepContext) -> TurnsWrite:
         "text"
     )
     now = ctx.clock()
-    said = llm_text(record, mask_pii=True)
+    agent = record.inbound.kind == AGENT_REPLY_KIND
+    said = "" if agent else llm_text(record, mask_pii=True)
     turns = [Turn("customer", said, now)] if said.strip() else []
     if isinstance(text, str):
         # The reply an LLM wrote may repeat the customer: kept as masked as their own words.
-        turns.append(Turn("business", for_llm(text, record, mask_pii=True), now))
+        turns.append(Turn("agent" if agent else "business", for_llm(text, record, True), now))
     conversation = customer_key(record, ctx.hash_key)
     return TurnsWrite(conversation, turns, CONVERSATION_WINDOW_SECONDS, CONVERSATION_TURNS)
 

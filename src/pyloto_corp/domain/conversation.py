@@ -12,6 +12,7 @@ import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 
+from pyloto_corp.domain.statechart import Statechart, fail
 from pyloto_corp.domain.writes import ConversationWrite
 
 BOT, WAITING_HUMAN, HUMAN = "bot", "waiting_human", "human"
@@ -119,6 +120,8 @@ class Keywords:
         return None
 
 
+NO_KEYWORDS = Keywords()
+
 # What a customer writes to ask for a person, in Brazilian Portuguese.
 DEFAULT_HANDOFF_KEYWORDS = (
     "atendente",
@@ -160,3 +163,24 @@ def apply_write(
         who, action = write.audit
         changes["audit"] = (*conversation.audit, AuditEntry(write.at, who, action))[-AUDIT_KEPT:]
     return replace(conversation, **changes)  # type: ignore[arg-type]
+
+
+def check_chart(chart: Statechart) -> None:
+    """The conversation statechart must be the one the code implements: the three modes,
+    `bot` first, and each transition the code fires (REASONS) leading to its mode
+    (TARGET); every mode reachable. Raises StatechartError naming the line."""
+    if set(chart.states) != set(MODES) or chart.initial != BOT:
+        raise fail(chart.path, chart.initial_line, f"the modes are {', '.join(MODES)}, from bot")
+    fired = set(TARGET)
+    for transition in chart.transitions:
+        if transition.trigger not in fired:
+            raise fail(chart.path, transition.line, f"the code never fires '{transition.trigger}'")
+        if transition.dest != TARGET[transition.trigger]:
+            raise fail(
+                chart.path,
+                transition.line,
+                f"'{transition.trigger}' leads to '{TARGET[transition.trigger]}' in the code",
+            )
+    missing = fired - {t.trigger for t in chart.transitions}
+    if missing:
+        raise fail(chart.path, 1, f"no transition for {', '.join(sorted(missing))}")

@@ -3,11 +3,18 @@ what it changes on the record (`Record.apply` does the rest: state, version, his
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from pyloto_corp.domain.results import LLMCall
-from pyloto_corp.domain.writes import NO_WRITES, CustomerRequest, SlotRequest, TurnsWrite, Writes
+from pyloto_corp.domain.writes import (
+    NO_WRITES,
+    ConversationWrite,
+    CustomerRequest,
+    SlotRequest,
+    TurnsWrite,
+    Writes,
+)
 
 if TYPE_CHECKING:
     from pyloto_corp.domain.records import Record
@@ -20,12 +27,15 @@ class Event:
     `continues`: the next state's step runs at once in the same delivery (no task is
     queued for it). `retries`: after the transition is saved the delivery fails, so its
     queue retries the task with backoff (no task is queued either). `writes()`: what the
-    transition's save writes besides the record (domain/writes.py).
+    transition's save writes besides the record (domain/writes.py). `conversation`: what it
+    writes to the customer's conversation; any event may carry it (the mode it expects, a
+    handoff).
     """
 
     trigger: ClassVar[str]
     continues: ClassVar[bool] = False
     retries: ClassVar[bool] = False
+    conversation: ConversationWrite | None = field(default=None, kw_only=True)
 
     def changes(self, record: Record) -> Record:
         """`record` with this event's facts written in (before state, version, history)."""
@@ -37,6 +47,11 @@ class Event:
 
     def writes(self) -> Writes:
         """What the save of this transition writes besides the record."""
+        own = self.own_writes()
+        return own if self.conversation is None else replace(own, conversation=self.conversation)
+
+    def own_writes(self) -> Writes:
+        """What this kind of event writes (the conversation write aside)."""
         return NO_WRITES
 
 
@@ -48,7 +63,7 @@ class Accepted(Event):
     trigger: ClassVar[str] = "accept"
     customer: CustomerRequest | None = None
 
-    def writes(self) -> Writes:
+    def own_writes(self) -> Writes:
         return Writes(customer=self.customer)
 
 
@@ -186,11 +201,19 @@ class SendClaimed(Event):
     fresh: bool = True
     # The customer's pacing token: no token, no claim saved (the queue retries later).
     slot: SlotRequest | None = None
+    # The reply sent instead (the re-engagement template, outside the 24-hour window), and
+    # its name; the reply built before is kept as `Results.window_replaced`.
+    reply: dict[str, Any] | None = None
+    template: str | None = None
 
     def changes(self, record: Record) -> Record:
-        return replace(record, send_started_at=self.at, send_claimed_by=self.by)
+        claimed = replace(record, send_started_at=self.at, send_claimed_by=self.by)
+        if self.reply is None:
+            return claimed
+        results = replace(record.results, template=self.template, window_replaced=record.reply)
+        return replace(claimed, reply=self.reply, results=results)
 
-    def writes(self) -> Writes:
+    def own_writes(self) -> Writes:
         return Writes(slot=self.slot)
 
 
@@ -246,7 +269,7 @@ class ReplySent(Event):
     # The exchange kept for LLM#2's next prompt (None: nothing to keep, as on a reconcile).
     turns: TurnsWrite | None = None
 
-    def writes(self) -> Writes:
+    def own_writes(self) -> Writes:
         return Writes(turns=self.turns)
 
     def changes(self, record: Record) -> Record:
@@ -256,6 +279,35 @@ class ReplySent(Event):
             outcome_unknown_since=None,
             outcome_unknown=None,
         )
+
+
+@dataclass(frozen=True)
+class HeldForAgent(Event):
+    """A person was asked for or owns the customer's conversation (`mode`): the bot says
+    nothing (no LLM call, no typing indicator, no reply); the customer's words are kept for
+    the agents and, as a turn, for LLM#2 once the bot answers again (`turns`)."""
+
+    trigger: ClassVar[str] = "hold_for_agent"
+    mode: str
+    turns: TurnsWrite | None = None
+
+    def changes(self, record: Record) -> Record:
+        return replace(record, results=replace(record.results, held_mode=self.mode))
+
+    def own_writes(self) -> Writes:
+        return Writes(turns=self.turns)
+
+
+@dataclass(frozen=True)
+class AgentReplyQueued(Event):
+    """An agent's reply (a record pyloto made for it) is built: it goes out through the
+    same send path as the bot's (pacing, send claim, reconciling, dead letter, replay)."""
+
+    trigger: ClassVar[str] = "queue_agent_reply"
+    reply: dict[str, Any]
+
+    def changes(self, record: Record) -> Record:
+        return replace(record, reply=self.reply)
 
 
 @dataclass(frozen=True)

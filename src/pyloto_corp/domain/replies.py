@@ -172,14 +172,36 @@ def text_reply_body(message: InboundMessage, body: str) -> dict[str, Any]:
     return reply_body(message, part)
 
 
-def reply_body(message: InboundMessage, part: dict[str, Any]) -> dict[str, Any]:
+def reply_body(message: InboundMessage, part: dict[str, Any], quote: bool = True) -> dict[str, Any]:
     """The Graph API request body replying to `message` with a message `part` (its type
-    and content); status webhooks echo its `reply_key` back."""
+    and content), quoting it unless `quote` is False; status webhooks echo its `reply_key`
+    back."""
+    context = {"context": {"message_id": message.message_id}} if quote else {}
     return {
         "messaging_product": "whatsapp",
         "recipient_type": "individual",
         **recipient_fields(message),  # `to` (the number) or `recipient` (the BSUID)
-        "context": {"message_id": message.message_id},
+        **context,
         **part,
         "biz_opaque_callback_data": reply_key(message.message_id),
     }
+
+
+def agent_reply_body(message: InboundMessage, body: str) -> dict[str, Any]:
+    """An agent's text to the customer `message` names (a record pyloto made for the
+    reply: there is no customer message of its own to quote)."""
+    part = {"type": "text", "text": {"preview_url": False, "body": body}}
+    return reply_body(message, part, quote=False)
+
+
+def template_reply_body(message: InboundMessage, name: str, language: str) -> dict[str, Any]:
+    """The approved template `name` in `language` (a Graph `type: template` message), the
+    only message WhatsApp delivers outside the customer-service window.
+    https://developers.facebook.com/docs/whatsapp/cloud-api/guides/send-message-templates"""
+    part = {"type": "template", "template": {"name": name, "language": {"code": language}}}
+    return reply_body(message, part, quote=False)
+
+
+def is_template(body: dict[str, Any] | None) -> bool:
+    """Whether a Graph request body sends an approved template."""
+    return body is not None and body.get("type") == "template"

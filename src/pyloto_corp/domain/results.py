@@ -47,6 +47,11 @@ class Results:
     template: str | None = None
     fallback_step: str | None = None
     previous_failure: str | None = None
+    # The conversation's mode that held the message for an agent (the bot said nothing).
+    held_mode: str | None = None
+    # The reply built before the 24-hour window closed, replaced by the re-engagement
+    # template at the send claim (WhatsApp's shape).
+    window_replaced: dict[str, Any] | None = None
 
     def view(self) -> dict[str, Any]:
         """The findings as JSON-ready data, for operators (a serialization boundary)."""

@@ -21,6 +21,21 @@ _MERMAID_ID = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
 _MERMAID_PLAIN = re.compile(r"[A-Za-z0-9_ .,()'-]")
 
 
+def _preamble(chart: Statechart) -> list[str]:
+    """What the page says of the machine: a message's steps, or a conversation's modes."""
+    if not any(spec.terminal for spec in chart.states.values()):
+        return [
+            f"Every {chart.name} starts in `{chart.initial}`; it has no end, only modes.",
+            "Each transition is saved with the message transition or the operator's request",
+            "that causes it.",
+        ]
+    return [
+        f"Every message starts in `{chart.initial}`.",
+        "A state's step runs on its queue; a terminal state has no step.",
+        "A manual transition is fired only by an operator (`pyloto replay`), never by a step.",
+    ]
+
+
 def render_markdown(chart: Statechart, source: str) -> str:
     """The page for `chart`, read from `source` (a path relative to the repository)."""
     lines = [
@@ -31,9 +46,7 @@ def render_markdown(chart: Statechart, source: str) -> str:
         f"# Statechart `{chart.name}`",
         "",
         f"The states and transitions of `{source}`, as the service loads them.",
-        f"Every message starts in `{chart.initial}`.",
-        "A state's step runs on its queue; a terminal state has no step.",
-        "A manual transition is fired only by an operator (`pyloto replay`), never by a step.",
+        *_preamble(chart),
         "",
         "```mermaid",
         *mermaid(chart),

@@ -69,12 +69,14 @@ def _back_edges(chart: Statechart, edges: list[TransitionSpec]) -> set[tuple[str
 
 def _main_row(chart: Statechart, edges: list[TransitionSpec]) -> list[str]:
     """The happy path: the longest path from the initial state that avoids funnels (states
-    entered from three states or more, such as the fallback and the dead letter); `edges`
+    entered from three states or more, such as the fallback and the dead letter, a shortcut
+    from the initial state not counted: an agent's reply starts at the send); `edges`
     hold no back edge (a depth-first walk, exits in file order: one file, one drawing)."""
     sources: dict[str, set[str]] = {}
     exits: dict[str, list[str]] = {}
     for t in edges:
-        sources.setdefault(t.dest, set()).add(t.source)
+        if t.source != chart.initial:
+            sources.setdefault(t.dest, set()).add(t.source)
         exits.setdefault(t.source, []).append(t.dest)
     funnels = {name for name, found in sources.items() if len(found) >= 3}
     best: list[str] = [chart.initial]
