@@ -72,7 +72,7 @@ def arguments(script: str, index: int) -> tuple[list[str], list[Any]]:
     if script == "trivial":
         return [], []
     keys = ["bench:rec:m", "bench:ref:m", f"bench:lease:{index}"]
-    return keys, ["bench:delivery:", "owner", 1000, 0, "bench:conv:"]
+    return keys, ["bench:delivery:", "owner", 1000, 0, "bench:conv:", "bench:chat:"]
 
 
 async def measure(url: str, calls: int, concurrency: int) -> list[list[Any]]:

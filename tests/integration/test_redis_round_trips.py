@@ -15,14 +15,27 @@ from typing import Any
 
 import pytest
 
+from pyloto_corp.adapters.redis.store import RedisStore
 from pyloto_corp.adapters.whatsapp_webhook import parse_webhook
 from pyloto_corp.ai.schemas import EventDetection, MessageChoice, ReplyDraft
-from pyloto_corp.application.ports import LLMFailure, LLMResult
+from pyloto_corp.application.ports import (
+    CustomerRequest,
+    LeaseHold,
+    LLMFailure,
+    LLMResult,
+    SlotRequest,
+    StepCommit,
+    StepSave,
+    Writes,
+)
 from pyloto_corp.application.step_context import LLMRouting, Pacing
 from pyloto_corp.bootstrap import Container, bootstrap
 from pyloto_corp.config import Settings
+from pyloto_corp.domain.conversation import BOT, HUMAN
 from pyloto_corp.domain.records import Record, Turn
-from tests.integration.test_redis_store import client_commands, signed_body
+from pyloto_corp.domain.writes import ConversationWrite
+from tests.integration.factories import record
+from tests.integration.test_redis_store import client_commands, open_store, signed_body
 from tests.support.redis_server import RedisServer
 from tests.unit.fakes import FakeOutbox, FakeQueue
 
@@ -165,3 +178,61 @@ async def test_each_transition_costs_at_most_two_round_trips(
         shown = assistant.histories[-1]  # the first message and its reply
         assert [(t.role, t.text) for t in shown][:1] == [("customer", "Oi, quanto custa o corte?")]
         assert [t.role for t in shown] == ["customer", "business"]
+
+
+async def _accept_and_claim(
+    store: RedisStore, url: str, user_key: str, at: float
+) -> tuple[list[StepSave], list[str]]:
+    """A message's accept, resolving its customer and writing their conversation, then its
+    send claim (a pacing token) guarded by the conversation's mode, on the wire: what each
+    answered, and the commands the client sent for both."""
+    created = record(created_at=at, updated_at=at)
+    assert await store.create_if_absent([created]) == [True]
+    accepted = replace(created, state="deduped", version=1)
+    claimed = replace(accepted, state="sending", version=2)
+    accept = StepCommit(
+        accepted,
+        0,
+        LeaseHold(f"{created.message_id}:received", "me"),
+        writes=Writes(
+            customer=CustomerRequest(None, user_key),
+            conversation=ConversationWrite(customer_at=at, message_id=created.message_id),
+        ),
+    )
+    async with client_commands(url) as commands:
+        done = [await store.finish_step(accept)]
+        conversation = done[0].customer
+        claim = StepCommit(
+            replace(claimed, conversation=conversation),
+            1,
+            LeaseHold(f"{created.message_id}:deduped", "me"),
+            writes=Writes(
+                slot=SlotRequest(conversation, at, 1.0, 5),
+                conversation=ConversationWrite(key=conversation, expect_mode=BOT),
+            ),
+        )
+        done.append(await store.finish_step(claim))
+    return done, commands
+
+
+async def test_a_transition_writing_the_conversation_is_still_one_call(
+    private_redis: RedisServer, redis_prefix: str
+) -> None:
+    """An accept that writes its customer's conversation and a send claim guarded by the
+    conversation's mode are one script call each, whether the guard lets the claim through
+    or refuses it (an agent took the conversation over)."""
+    store = open_store(private_redis.url, redis_prefix)
+    try:
+        user = "u" * 32
+        await _accept_and_claim(store, private_redis.url, user, 1_000.0)  # loads the scripts
+        done, commands = await _accept_and_claim(store, private_redis.url, user, 1_001.0)
+        assert [(d.saved, d.mode_changed) for d in done] == [(True, False), (True, False)]
+        assert commands == ["EVALSHA", "EVALSHA"]
+
+        taken = ConversationWrite(mode=HUMAN, owner="ana", at=1_002.0)
+        assert await store.change_conversation(done[0].customer, taken) is not None
+        done, commands = await _accept_and_claim(store, private_redis.url, user, 1_003.0)
+        assert [(d.saved, d.mode_changed) for d in done] == [(True, False), (False, True)]
+        assert commands == ["EVALSHA", "EVALSHA"]
+    finally:
+        await store.close()

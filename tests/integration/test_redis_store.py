@@ -61,6 +61,7 @@ from pyloto_corp.config import Settings
 from pyloto_corp.domain.records import StatusUpdate, Turn
 from pyloto_corp.domain.replies import reply_key, text_reply_body
 from pyloto_corp.domain.results import Results
+from pyloto_corp.domain.writes import ConversationWrite
 from tests.integration.conftest import RETENTION_SECONDS, all_states, terminal_states
 from tests.integration.factories import UNICODE_TEXT, record
 from tests.support.helpers import APP_SECRET, encode, envelope, eventually, new_wamid, text_message
@@ -706,9 +707,16 @@ def every_store_call(store: RedisStore, known: str) -> dict[str, Callable[[], Aw
                     slot=SlotRequest("p", 1.0, 6.0, 5),
                     turns=TurnsWrite("c", [Turn("business", "oi", 1.0)], 60, 5),
                     customer=CustomerRequest("p" * 32, "u" * 32),
+                    conversation=ConversationWrite(customer_at=1.0, message_id=known),
                 ),
             )
         ),
+        "get_conversation": lambda: store.get_conversation("u" * 32),
+        "change_conversation": lambda: store.change_conversation(
+            "u" * 32, ConversationWrite(mode="human", owner="ana", at=2.0, audit=("ana", "take"))
+        ),
+        "list_conversations": lambda: store.list_conversations("human", 10),
+        "conversation_records": lambda: store.conversation_records("u" * 32, 10),
         "move_customer": lambda: store.move_customer("u" * 32, "v" * 32),
         "ping": store.ping,
         "durability": store.durability,
@@ -931,3 +939,57 @@ async def test_outbox_with_redis_down_raises_transient_step_error(
         assert await outbox.sent() == [before, after]
     finally:
         await client.aclose()
+
+
+# --- conversations ------------------------------------------------------------------------
+
+
+async def test_a_conversation_expires_with_the_records_and_listings_drop_the_gone(
+    rstore: RedisStore, raw: aioredis.Redis
+) -> None:
+    """A conversation's hash, its trail and its index of records live as long as the records
+    (renewed by each write); once its hash is gone, listing a mode drops it from the index,
+    and a record purged leaves its conversation's records."""
+    keys = rstore.keys
+    key = "k" * 32
+    reply = replace(record(created_at=1_000.0), conversation=key)
+    await rstore.create_if_absent([reply])
+    write = ConversationWrite(mode="waiting_human", at=1_000.0, audit=("pyloto", "asked"))
+    assert await rstore.change_conversation(key, write) is not None
+    for name in (keys.chat(key), keys.chat_audit(key), keys.chat_records(key)):
+        ttl = await raw.ttl(name)
+        assert rstore.record_ttl - 5 <= ttl <= rstore.record_ttl, name
+
+    await raw.delete(keys.chat(key))  # as its TTL would
+    assert await rstore.list_conversations("waiting_human", 10) == []
+    assert await rstore.list_conversations(None, 10) == []
+    assert await raw.zscore(keys.chat_mode("waiting_human"), key) is None
+    assert await raw.zscore(keys.chats, key) is None
+
+    assert [r.message_id for r in await rstore.conversation_records(key, 10)] == [reply.message_id]
+    assert await rstore.purge(created_before=2_000.0) == 1
+    assert await raw.zcard(keys.chat_records(key)) == 0
+
+
+async def test_a_claim_refused_by_the_conversations_mode_takes_no_token(
+    rstore: RedisStore, raw: aioredis.Redis
+) -> None:
+    """A send claim whose conversation is no longer in `bot` saves nothing, answers
+    mode_changed and leaves the customer's pacing bucket as it was."""
+    key = "h" * 32
+    stored = replace(record(state="queued_outbound"), conversation=key)
+    await rstore.create_if_absent([stored])
+    await rstore.change_conversation(key, ConversationWrite(mode="human", owner="ana", at=1.0))
+    claim = StepCommit(
+        replace(stored, state="sending", version=stored.version + 1),
+        stored.version,
+        LeaseHold(f"{stored.message_id}:queued_outbound", "me"),
+        writes=Writes(
+            slot=SlotRequest(key, 10.0, 1.0, 5),
+            conversation=ConversationWrite(key=key, expect_mode="bot"),
+        ),
+    )
+    done = await rstore.finish_step(claim)
+    assert (done.saved, done.mode_changed, done.wait) == (False, True, 0.0)
+    assert await raw.exists(rstore.keys.pacing(key)) == 0
+    assert await rstore.get(stored.message_id) == stored

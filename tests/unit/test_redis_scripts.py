@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from pyloto_corp.adapters.redis import scripts
-from pyloto_corp.adapters.redis.scripts import FINISH, SAVE, Layout
+from pyloto_corp.adapters.redis.scripts import CHAT_WRITE, FINISH, SAVE, Layout
 
 SRC = Path(__file__).resolve().parents[2] / "src"
 FOLDER = SRC / "pyloto_corp" / "adapters" / "redis" / "scripts"
@@ -103,11 +103,16 @@ def test_a_laid_out_scripts_header_names_the_positions_of_its_python_layout(
 
 def test_the_finish_layout_keeps_the_positions_the_store_builds() -> None:
     """The positions the store's finish_step fills in order: the save's first, then the
-    lease, bucket and turns, the console's, the customer's, the turns last."""
+    lease, bucket and turns, the console's, the customer's, the conversation's (its write in
+    CHAT_WRITE's order, as include/chat.lua reads it from its first), the turns last."""
     assert FINISH.keys[:3] == SAVE.keys[:3]
-    assert FINISH.argv[:11] == SAVE.argv[:11]
-    assert FINISH.argv[20:24] == SAVE.argv[11:]
-    assert FINISH.tokens()["argv.turns"] == 31
+    assert FINISH.keys[-1] == "chats"
+    assert FINISH.argv[:14] == SAVE.argv[:14]
+    assert FINISH.argv[23:27] == SAVE.argv[14:]
+    first = FINISH.argv.index(CHAT_WRITE[0])
+    assert FINISH.argv[first - 2 : first] == ("chat", "chat_key")
+    assert FINISH.argv[first : first + len(CHAT_WRITE)] == CHAT_WRITE
+    assert FINISH.tokens()["argv.turns"] == 48
 
 
 def test_no_lua_is_left_inside_python_under_src() -> None:

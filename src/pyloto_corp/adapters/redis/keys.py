@@ -121,6 +121,35 @@ class RedisKeys:
         WhatsApp's 24-hour customer-service window, renewed by every new turn."""
         return f"{self.prefix}:conv:{ref}"
 
+    def chat(self, key: str) -> str:
+        """Hash of one customer's conversation (domain.conversation.Conversation: mode, since,
+        reason, owner, customer_at, last_message, agent_at, version, as strings); `key` is
+        the customer key. TTL=retention + RECORD_TTL_GRACE_SECONDS, like the records that
+        name it, renewed by every write."""
+        return f"{self.prefix}:chat:{key}"
+
+    def chat_audit(self, key: str) -> str:
+        """List of a conversation's audit entries (JSON {at, who, action}, newest last),
+        trimmed to domain.conversation.AUDIT_KEPT; expires with the conversation's hash."""
+        return f"{self.prefix}:chatlog:{key}"
+
+    def chat_records(self, key: str) -> str:
+        """Sorted set of the ids of the records naming conversation `key` (field 'c'), by
+        creation time: its records, oldest first. Kept by the scripts that write records,
+        left by purge; expires like the records, renewed by each one added."""
+        return f"{self.prefix}:chatrec:{key}"
+
+    def chat_mode(self, mode: str) -> str:
+        """Sorted set of the keys of the conversations in `mode` now, by when they entered it
+        (the longest waiting first). A mode change moves the key; members whose hash has
+        expired are dropped when listed."""
+        return f"{self.prefix}:chats:{mode}"
+
+    @property
+    def chats(self) -> str:
+        """Sorted set of every conversation's key, by when it entered its mode."""
+        return f"{self.prefix}:chats"
+
     def alias(self, ref: str) -> str:
         """The customer key (a keyed hash of their BSUID) that the keyed hash of their
         number, or of a BSUID they had before, stands for; TTL=retention, like the records

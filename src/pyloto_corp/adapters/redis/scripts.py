@@ -24,6 +24,7 @@ from importlib import resources
 from importlib.resources.abc import Traversable
 
 from pyloto_corp.adapters.redis.keys import COUNTER_TTL_SECONDS
+from pyloto_corp.domain.conversation import AUDIT_KEPT
 from pyloto_corp.domain.ops_metrics import HOUR, MINUTE
 
 # How many aliases follow() goes through before it stops (include/customer.lua).
@@ -33,6 +34,7 @@ CONSTANTS: dict[str, int] = {
     "MINUTE_TTL": COUNTER_TTL_SECONDS[MINUTE],
     "HOUR_TTL": COUNTER_TTL_SECONDS[HOUR],
     "ALIAS_HOPS": ALIAS_HOPS,
+    "AUDIT_KEPT": AUDIT_KEPT,
 }
 
 _INCLUDE = re.compile(r"^-- @include ([a-z_]+)[ \t]*$", re.MULTILINE)
@@ -58,6 +60,20 @@ class Layout:
         return found
 
 
+# A conversation write (domain.writes.ConversationWrite) as include/chat.lua reads it: in
+# this order, from its first position.
+CHAT_WRITE = (
+    "chat_customer_at",
+    "chat_message_id",
+    "chat_expect_mode",
+    "chat_mode",
+    "chat_reason",
+    "chat_owner",
+    "chat_at",
+    "chat_agent",
+    "chat_audit",
+)
+
 # A save's record and its fields, then the console's (include/save.lua): save.lua's whole
 # layout, and the frame of finish.lua's.
 SAVE_KEYS = ("record", "open_index", "failed_index")
@@ -73,13 +89,16 @@ SAVE_ARGV = (
     "failed",
     "instance",
     "conversation",
+    "created_at",
+    "records_prefix",
+    "record_ttl",
 )
 OPS_KEYS = ("updated_index", "minute_counters", "hour_counters", "fallback_reasons")
 OPS_ARGV = ("state_prefix", "fallback_prefix", "fallback_reason", "counters")
 
 SAVE = Layout(SAVE_KEYS + OPS_KEYS, SAVE_ARGV + OPS_ARGV)
 FINISH = Layout(
-    (*SAVE_KEYS, "lease", "next_lease", "bucket", "turns_list", *OPS_KEYS),
+    (*SAVE_KEYS, "lease", "next_lease", "bucket", "turns_list", *OPS_KEYS, "chats"),
     (
         *SAVE_ARGV,
         "owner",
@@ -98,6 +117,12 @@ FINISH = Layout(
         "conversation_prefix",
         "alias_prefix",
         "alias_ttl",
+        "chat",
+        "chat_key",
+        *CHAT_WRITE,
+        "chat_prefix",
+        "chat_audit_prefix",
+        "chat_mode_prefix",
     ),
     rest="turns",
 )

@@ -40,6 +40,7 @@ from pyloto_corp.application.ports import (
     StoreNotDurable,
     StoreUnavailable,
 )
+from pyloto_corp.domain.conversation import AuditEntry, Conversation
 from pyloto_corp.domain.ops_metrics import (
     HOUR,
     MINUTE,
@@ -49,6 +50,7 @@ from pyloto_corp.domain.ops_metrics import (
 )
 from pyloto_corp.domain.records import DELIVERY_RANK, FAILED_STATE, Record, StatusUpdate, Turn
 from pyloto_corp.domain.replies import reply_key
+from pyloto_corp.domain.writes import ConversationWrite
 
 EncodableT = bytes | str | int | float
 # Records of the open index looked at per adoption call, so one call never blocks Redis long.
@@ -66,6 +68,8 @@ _decoder = msgspec.json.Decoder(Record)
 _errors_decoder = msgspec.json.Decoder(list[dict[str, Any]])
 _turn_encoder = msgspec.json.Encoder()
 _turn_decoder = msgspec.json.Decoder(Turn)
+_audit_encoder = msgspec.json.Encoder()
+_audit_decoder = msgspec.json.Decoder(AuditEntry)
 
 # The wire's form of each script (its body and SHA1), made once for every store.
 WIRED: dict[str, Script] = {name: Script(body) for name, body in BODIES.items()}
@@ -149,6 +153,49 @@ def _record(row: Sequence[Any]) -> Record:
     return record
 
 
+def _chat_write(write: ConversationWrite) -> list[EncodableT]:
+    """A conversation write as include/chat.lua reads it (scripts.CHAT_WRITE)."""
+    audit = ""
+    if write.audit is not None:
+        who, action = write.audit
+        audit = _audit_encoder.encode(AuditEntry(write.at, who, action)).decode()
+    return [
+        "" if write.customer_at is None else repr(float(write.customer_at)),
+        write.message_id,
+        write.expect_mode or "",
+        write.mode or "",
+        write.reason,
+        write.owner,
+        repr(float(write.at)),
+        "1" if write.agent_activity else "",
+        audit,
+    ]
+
+
+def _conversation(
+    key: str, fields: Sequence[Any] | None, audit: Sequence[Any] = ()
+) -> Conversation | None:
+    """A conversation from its hash's fields (include/chat.lua's CHAT_FIELDS; None, or the
+    first None, when there is none) and its audit trail."""
+    if not fields or fields[0] is None:
+        return None
+    mode, since, reason, owner, customer_at, last, agent_at, version = (
+        "" if value is None else _text(value) for value in fields
+    )
+    return Conversation(
+        key,
+        mode,
+        float(since or 0),
+        reason,
+        owner,
+        float(customer_at or 0),
+        last,
+        float(agent_at or 0),
+        int(version or 0),
+        tuple(_audit_decoder.decode(entry) for entry in audit),
+    )
+
+
 class RedisStore:
     """StateStore on Redis, safe for many instances at once."""
 
@@ -192,6 +239,10 @@ class RedisStore:
         self._beat = register(BODIES["beat"])
         self._page = register(BODIES["page"])
         self._move = register(BODIES["move"])
+        self._change = register(BODIES["change"])
+        self._chat_get = register(BODIES["chat_get"])
+        self._chats = register(BODIES["chats"])
+        self._chat_records = register(BODIES["chat_records"])
         self._wire = RedisWire.for_client(client)
         self._wire_create = WIRED["create"]
         self._wire_lease_get = WIRED["lease_get"]
@@ -214,7 +265,7 @@ class RedisStore:
         keys += [self.keys.updated_index, self.keys.fallback_reasons]
         args: list[EncodableT] = [self.record_ttl, FAILED_STATE, self.instance_id]
         args += [self.keys.state_index(""), self.keys.fallback_index(""), _CREATED_COUNTERS]
-        args.append("1" if self.require_aof else "")
+        args += ["1" if self.require_aof else "", self.keys.chat_records("")]
         for r in records:
             args += [r.message_id, r.version, r.state, r.created_at, r.updated_at]
             args += [_encoder.encode(r), r.conversation, r.fallback_reason or ""]
@@ -246,13 +297,16 @@ class RedisStore:
             max(1, int(seconds * 1000)),
             max(0, turns),
             self.keys.conversation(""),
+            self.keys.chat(""),
         ]
         with _redis_errors:
             row = await self._hot(self._lease_get, self._wire_lease_get, keys, args)
         if not row[0] or len(row) == 1:
             return StepLoad(bool(row[0]))
         found = None if row[6] is None else [_turn_decoder.decode(entry) for entry in row[6]]
-        return StepLoad(True, _record(row[1:6]), found)
+        record = _record(row[1:6])
+        conversation = _conversation(record.conversation, row[7]) if record.conversation else None
+        return StepLoad(True, record, found, conversation)
 
     async def save(self, record: Record, expected_version: int) -> bool:
         keys, args = self._save_call(record, expected_version)
@@ -266,6 +320,7 @@ class RedisStore:
         record, expected_version = commit.record, commit.expected_version
         name, owner, next_lease = commit.lease.name, commit.lease.owner, commit.next_lease
         slot, turns, customer = commit.writes.slot, commit.writes.turns, commit.writes.customer
+        chat = commit.writes.conversation
         keys, args = self._save_call(record, expected_version)
         record_key = keys[0]
         keys += [
@@ -295,11 +350,21 @@ class RedisStore:
         else:
             args += ["", "", ""]
         args += self._customer_args(None, None)[:3]
+        keys.append(self.keys.chats)
+        if chat is not None:
+            args += ["1", chat.key, *_chat_write(chat)]
+        else:
+            args += ["", "", *_chat_write(ConversationWrite())]
+        args += [self.keys.chat(""), self.keys.chat_audit(""), self.keys.chat_mode("")]
         if turns is not None and turns.turns:
             args += [_turn_encoder.encode(turn) for turn in turns.turns]
         with _redis_errors:
-            saved, taken, wait, key = await self._hot(self._finish, self._wire_finish, keys, args)
-        return StepSave(bool(saved), float(wait), bool(taken), _text(key) if saved else "")
+            saved, taken, wait, key, mode_changed = await self._hot(
+                self._finish, self._wire_finish, keys, args
+            )
+        return StepSave(
+            bool(saved), float(wait), bool(taken), _text(key) if saved else "", bool(mode_changed)
+        )
 
     def _save_call(
         self, record: Record, expected_version: int
@@ -317,6 +382,9 @@ class RedisStore:
             1 if record.state == FAILED_STATE else 0,
             self.instance_id,
             record.conversation,
+            record.created_at,
+            self.keys.chat_records(""),
+            self.record_ttl,
         ]
         return keys, args
 
@@ -404,6 +472,7 @@ class RedisStore:
             self.keys.delivery_ref(""),
             self.keys.state_index(""),
             self.keys.fallback_index(""),
+            self.keys.chat_records(""),
             len(self._states),
             *self._states,
         ]
@@ -492,6 +561,55 @@ class RedisStore:
             entries = await self.client.lrange(self.keys.conversation(conversation), -limit, -1)
         turns = [_turn_decoder.decode(entry) for entry in entries]
         return [turn for turn in turns if turn.at >= since]
+
+    async def get_conversation(self, key: str) -> Conversation | None:
+        keys = [self.keys.chat(key), self.keys.chat_audit(key)]
+        with _redis_errors:
+            fields, audit = await self._chat_get(keys=keys, args=[])
+        return _conversation(key, fields, audit)
+
+    async def change_conversation(self, key: str, write: ConversationWrite) -> Conversation | None:
+        args: list[EncodableT] = [
+            self.keys.chat(""),
+            self.keys.chat_audit(""),
+            self.keys.chat_mode(""),
+            self.record_ttl,
+            key,
+            *_chat_write(write),
+        ]
+        with _redis_errors:
+            row = await self._change(keys=[self.keys.chats], args=args)
+        if not row[0]:
+            return None
+        return _conversation(key, row[1], row[2])
+
+    async def list_conversations(self, mode: str | None, limit: int) -> list[Conversation]:
+        if limit <= 0:
+            return []
+        index = self.keys.chats if mode is None else self.keys.chat_mode(mode)
+        with _redis_errors:
+            row = await self._chats(keys=[index], args=[self.keys.chat(""), limit, mode or ""])
+        width = 9  # the key, then include/chat.lua's CHAT_FIELDS
+        found = (
+            _conversation(_text(row[i]), row[i + 1 : i + width]) for i in range(0, len(row), width)
+        )
+        return [conversation for conversation in found if conversation is not None]
+
+    async def conversation_records(self, key: str, limit: int) -> list[Record]:
+        if limit <= 0:
+            return []
+        with _redis_errors:
+            row = await self._chat_records(
+                keys=[self.keys.chat_records(key)], args=[self.keys.record(""), limit]
+            )
+        records = []
+        for data, conversation in zip(row[::2], row[1::2], strict=True):
+            found = _decoder.decode(data)
+            if not found.conversation and conversation:
+                found.conversation = _text(conversation)
+            records.append(found)
+        records.reverse()
+        return records
 
     def _customer_args(self, first: str | None, second: str | None) -> list[EncodableT]:
         prefixes = [self.keys.conversation(""), self.keys.alias("")]

@@ -14,7 +14,8 @@
 --   5      fallback index prefix
 --   6      counter names of a creation (separated by spaces)
 --   7      '1' to require AOF, else ''
---   then 10 per record (from a = 7 + (i - 1) * 10):
+--   8      conversation records index prefix
+--   then 10 per record (from a = 8 + (i - 1) * 10):
 --   a+1    message id
 --   a+2    version
 --   a+3    state
@@ -28,7 +29,8 @@
 -- Returns {1 if created else 0, per record}.
 -- Every record hash names, in field 'q', the instance that wrote it last: with the local
 -- queue that instance holds the record's next task, so if it dies the record is an orphan
--- (see adopt.lua). The counters of the records created are added once per bucket. When AOF
+-- (see adopt.lua). A record created naming its conversation (an agent's reply) is added to
+-- that one's index of records, which expires with the records. The counters of the records created are added once per bucket. When AOF
 -- is required and off, nothing is written and the reply is a NOTDURABLE error: the check and
 -- the write are one atomic step, so a Redis whose AOF was switched off (CONFIG SET
 -- appendonly no) or that restarted without it acknowledges nothing from then on.
@@ -42,7 +44,7 @@ local n = #KEYS - 5
 local open, created, failed = KEYS[n + 1], KEYS[n + 2], KEYS[n + 3]
 local result, minutes, hours = {}, {}, {}
 for i = 1, n do
-  local a = 7 + (i - 1) * 10
+  local a = 8 + (i - 1) * 10
   if redis.call('EXISTS', KEYS[i]) == 1 then
     result[i] = 0
   else
@@ -50,6 +52,11 @@ for i = 1, n do
     redis.call('HSET', KEYS[i], 'v', ARGV[a + 2], 's', state, 'o', '', 'd', ARGV[a + 6],
       'q', ARGV[3], 'c', ARGV[a + 7], 'f', reason)
     redis.call('EXPIRE', KEYS[i], ttl)
+    if ARGV[a + 7] ~= '' then
+      local records = ARGV[8] .. ARGV[a + 7]
+      redis.call('ZADD', records, ARGV[a + 4], id)
+      redis.call('EXPIRE', records, ttl)
+    end
     redis.call('ZADD', open, at, id)
     redis.call('ZADD', created, ARGV[a + 4], id)
     if state == ARGV[2] then redis.call('ZADD', failed, at, id) end

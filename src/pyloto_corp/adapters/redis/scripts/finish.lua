@@ -1,7 +1,8 @@
--- finish: a step's end in one round trip: its save (as save.lua), under a pacing token when
--- its claim needs one, the turns its send adds, the release of its lease and the next step's
--- lease. Positions by name from scripts.FINISH (the loader puts them in; tests hold this list
--- to it).
+-- finish: a step's end in one round trip: its save (as save.lua), under its conversation's
+-- mode when its write expects one and under a pacing token when its claim needs one, the
+-- write to its conversation, the turns its send adds, the release of its lease and the next
+-- step's lease. Positions by name from scripts.FINISH (the loader puts them in; tests hold
+-- this list to it).
 -- KEYS
 --   1   record            the record's hash
 --   2   open_index        ids of non-terminal records by last update
@@ -14,6 +15,7 @@
 --   9   minute_counters   the minute bucket's counters (any key when there are none)
 --   10  hour_counters     the hour bucket's counters (any key when there are none)
 --   11  fallback_reasons  set of every fallback reason with an index
+--   12  chats             the index of all conversations
 -- ARGV
 --   1   expected_version  the version the stored record must have
 --   2   version           the record's new version
@@ -27,41 +29,80 @@
 --   10  instance          this instance's id (field 'q')
 --   11  conversation      its conversation (field 'c'; the resolved customer key instead
 --                         when resolve is '1')
---   12  owner             owner of the step's lease
---   13  next_owner        owner of the next step's lease ('' for none)
---   14  next_lease_ms     the next lease's length (ms)
---   15  bucket_now        now for the pacing bucket (s; '' for no token)
---   16  per_token         seconds per token
---   17  burst             the bucket's burst
---   18  bucket_ttl_ms     the bucket's TTL (ms)
---   19  turns_window      the turns' TTL (s)
---   20  turns_kept        how many turns the list keeps
---   21  state_prefix      state index prefix
---   22  fallback_prefix   fallback index prefix
---   23  fallback_reason   its fallback reason ('' for none)
---   24  counters          counter names of the transition, by spaces ('' for none)
---   25  phone_key         the customer's number key ('' for none)
---   26  user_key          the customer's BSUID key ('' for none)
---   27  resolve           '1' to resolve the customer key (saved in field 'c'), else ''
---   28  conversation_prefix  conversation key prefix
---   29  alias_prefix      alias key prefix
---   30  alias_ttl         alias TTL (s)
---   31+ turns             the turns to append (JSON each), none or more
--- Returns {saved, next lease taken, wait as a string, customer key resolved or ''}. The
--- version is checked before the token is taken, so a stale claim costs none; the lease is
--- released before the next is taken, as both may have the same name (a claim made anew in
--- `sending`).
+--   12  created_at        its creation (the score in its conversation's records)
+--   13  records_prefix    conversation records index prefix
+--   14  record_ttl        the records' TTL (s), and the conversation's
+--   15  owner             owner of the step's lease
+--   16  next_owner        owner of the next step's lease ('' for none)
+--   17  next_lease_ms     the next lease's length (ms)
+--   18  bucket_now        now for the pacing bucket (s; '' for no token)
+--   19  per_token         seconds per token
+--   20  burst             the bucket's burst
+--   21  bucket_ttl_ms     the bucket's TTL (ms)
+--   22  turns_window      the turns' TTL (s)
+--   23  turns_kept        how many turns the list keeps
+--   24  state_prefix      state index prefix
+--   25  fallback_prefix   fallback index prefix
+--   26  fallback_reason   its fallback reason ('' for none)
+--   27  counters          counter names of the transition, by spaces ('' for none)
+--   28  phone_key         the customer's number key ('' for none)
+--   29  user_key          the customer's BSUID key ('' for none)
+--   30  resolve           '1' to resolve the customer key (saved in field 'c'), else ''
+--   31  conversation_prefix  conversation key prefix
+--   32  alias_prefix      alias key prefix
+--   33  alias_ttl         alias TTL (s)
+--   34  chat              '1' when the step writes its conversation, else ''
+--   35  chat_key          the conversation written ('' for the customer key resolved)
+--   36  chat_customer_at  the write (scripts.CHAT_WRITE, see include/chat.lua): Meta's
+--                         timestamp of the customer's message ('' for none)
+--   37  chat_message_id   that message's record
+--   38  chat_expect_mode  the mode the save needs the conversation in ('' for any)
+--   39  chat_mode         the mode it moves to ('' for none)
+--   40  chat_reason       why
+--   41  chat_owner        the agent who owns it then
+--   42  chat_at           when
+--   43  chat_agent        '1' when an agent acted, else ''
+--   44  chat_audit        the audit entry (JSON; '' for none)
+--   45  chat_prefix       conversation hash prefix
+--   46  chat_audit_prefix  audit trail prefix
+--   47  chat_mode_prefix  mode index prefix
+--   48+ turns             the turns to append (JSON each), none or more
+-- Returns {saved, next lease taken, wait as a string, customer key resolved or '', 1 when
+-- the conversation was not in the mode expected else 0}. The version is checked first, then
+-- the conversation's mode (on the key given, or the one the customer's keys resolve to,
+-- read without resolving them), then the token is taken: a stale or refused save costs
+-- none, and a refused one resolves nothing; the lease is released before the next is taken,
+-- as both may have the same name (a claim made anew in `sending`).
 -- @include save
 -- @include take_slot
 -- @include customer
-local saved, taken, wait, customer = 0, 0, 0, ''
-local current = redis.call('HMGET', KEYS[1], 'v', 's', 'f')
+-- @include chat
+local saved, taken, wait, customer, mode_changed = 0, 0, 0, '', 0
+local current = redis.call('HMGET', KEYS[1], 'v', 's', 'f', 'c')
 if current[1] == ARGV[$argv.expected_version] then
-  if ARGV[$argv.bucket_now] ~= '' then
+  local chatting = ARGV[$argv.chat] == '1'
+  if chatting then
+    local key = ARGV[$argv.chat_key]
+    if key == '' and ARGV[$argv.resolve] == '1' then
+      local user, phone = ARGV[$argv.user_key], ARGV[$argv.phone_key]
+      if user ~= '' then
+        key = follow(ARGV[$argv.alias_prefix], user)
+      elseif phone ~= '' then
+        key = follow(ARGV[$argv.alias_prefix], phone)
+      end
+    end
+    local expect = ARGV[$argv.chat_expect_mode]
+    if key ~= '' and not chat_allows(ARGV[$argv.chat_prefix] .. key, expect) then
+      mode_changed = 1
+    elseif key == '' and expect ~= '' and expect ~= 'bot' then
+      mode_changed = 1
+    end
+  end
+  if mode_changed == 0 and ARGV[$argv.bucket_now] ~= '' then
     wait = take_slot(KEYS[$keys.bucket], tonumber(ARGV[$argv.bucket_now]),
       tonumber(ARGV[$argv.per_token]), tonumber(ARGV[$argv.burst]), ARGV[$argv.bucket_ttl_ms])
   end
-  if wait == 0 then
+  if mode_changed == 0 and wait == 0 then
     if ARGV[$argv.resolve] == '1' then
       customer = resolve(ARGV[$argv.conversation_prefix], ARGV[$argv.alias_prefix],
         ARGV[$argv.alias_ttl], ARGV[$argv.phone_key], ARGV[$argv.user_key])
@@ -69,6 +110,14 @@ if current[1] == ARGV[$argv.expected_version] then
     end
     save(current)
     saved = 1
+    local key = ARGV[$argv.chat_key]
+    if key == '' then key = customer end
+    if chatting and key ~= '' then
+      local where = {hash = ARGV[$argv.chat_prefix], audit = ARGV[$argv.chat_audit_prefix],
+        modes = ARGV[$argv.chat_mode_prefix], all = KEYS[$keys.chats],
+        ttl = ARGV[$argv.record_ttl]}
+      chat_apply(where, key, chat_write_at($argv.chat_customer_at))
+    end
   end
 end
 if #ARGV >= $argv.turns then
@@ -85,4 +134,4 @@ if saved == 1 and ARGV[$argv.next_owner] ~= '' then
     taken = 1
   end
 end
-return {saved, taken, tostring(wait), customer}
+return {saved, taken, tostring(wait), customer, mode_changed}

@@ -11,12 +11,14 @@
 --   3   delivery ref prefix
 --   4   state index prefix
 --   5   fallback index prefix
---   6   s: the number of states
---   7..6+s   the states
+--   6   conversation records index prefix
+--   7   s: the number of states
+--   8..7+s   the states
 --   then pairs: a record id, its reply key
 -- Returns the number of record hashes deleted.
 -- A record is taken out of the console's indexes of its state and reason, or, when its hash
--- is already gone (expired), of every state's and reason's.
+-- is already gone (expired), of every state's and reason's; and out of its conversation's
+-- index of records (when its hash is gone, listing that index drops it).
 local function unindex(id, state, reason, states)
   redis.call('ZREM', KEYS[4], id)
   if state then
@@ -34,13 +36,14 @@ local function unindex(id, state, reason, states)
 end
 local count = 0
 local states = {}
-local s = tonumber(ARGV[6])
-for j = 1, s do states[j] = ARGV[6 + j] end
-for i = 7 + s, #ARGV, 2 do
+local s = tonumber(ARGV[7])
+for j = 1, s do states[j] = ARGV[7 + j] end
+for i = 8 + s, #ARGV, 2 do
   local id = ARGV[i]
   local rec = ARGV[1] .. id
-  local row = redis.call('HMGET', rec, 'o', 's', 'f')
+  local row = redis.call('HMGET', rec, 'o', 's', 'f', 'c')
   local outbound = row[1]
+  if row[4] and row[4] ~= '' then redis.call('ZREM', ARGV[6] .. row[4], id) end
   unindex(id, row[2], row[3], states)
   if outbound and outbound ~= '' then redis.call('DEL', ARGV[2] .. outbound) end
   for _, name in ipairs({ARGV[i + 1], id}) do

@@ -20,13 +20,16 @@
 --   9   failed            '1' when the state is the failed one, else '0'
 --   10  instance          this instance's id (field 'q')
 --   11  conversation      its conversation (field 'c')
---   12  state_prefix      state index prefix
---   13  fallback_prefix   fallback index prefix
---   14  fallback_reason   its fallback reason ('' for none)
---   15  counters          counter names of the transition, by spaces ('' for none)
+--   12  created_at        its creation (the score in its conversation's records)
+--   13  records_prefix    conversation records index prefix
+--   14  record_ttl        the records' TTL (s)
+--   15  state_prefix      state index prefix
+--   16  fallback_prefix   fallback index prefix
+--   17  fallback_reason   its fallback reason ('' for none)
+--   18  counters          counter names of the transition, by spaces ('' for none)
 -- Returns 1 when saved, 0 when the stored version is another (nothing changes).
 -- @include save
-local current = redis.call('HMGET', KEYS[1], 'v', 's', 'f')
+local current = redis.call('HMGET', KEYS[1], 'v', 's', 'f', 'c')
 if current[1] ~= ARGV[$argv.expected_version] then return 0 end
 save(current)
 return 1
