@@ -34,6 +34,7 @@ from pyloto_corp.adapters.whatsapp_graph import GraphClient, GraphOutbox
 from pyloto_corp.adapters.whatsapp_graph import create_client as create_graph_client
 from pyloto_corp.ai.prompts import BusinessProfile
 from pyloto_corp.application.advance import Advancer
+from pyloto_corp.application.conversations import Conversations, ModeRules
 from pyloto_corp.application.durability import DurabilityGate, refusal
 from pyloto_corp.application.ingest import Ingestor
 from pyloto_corp.application.ports import (
@@ -58,6 +59,7 @@ from pyloto_corp.application.registry import undeclared_in_chart
 from pyloto_corp.application.replay import MANUAL_TRIGGERS
 from pyloto_corp.application.step_context import (
     BusinessNumbers,
+    Handoff,
     LLMRouting,
     Pacing,
     StepContext,
@@ -65,6 +67,7 @@ from pyloto_corp.application.step_context import (
 from pyloto_corp.application.steps import HANDLED_TRIGGERS
 from pyloto_corp.application.sweeper import Sweeper
 from pyloto_corp.config import ConfigError, OpenAISettings, Settings
+from pyloto_corp.domain.conversation import Keywords
 from pyloto_corp.domain.conversation import check_chart as check_conversation_chart
 from pyloto_corp.domain.machine import LifecycleMachine
 from pyloto_corp.domain.replies import ReplyTemplates
@@ -393,6 +396,7 @@ class Container:
     telemetry_runtime: TelemetryRuntime | None = None
     instances: InstanceRegistry | None = None
     durability: DurabilityGate | None = None
+    conversations: Conversations | None = None
     _stack: contextlib.AsyncExitStack = field(default_factory=contextlib.AsyncExitStack, repr=False)
 
     def __post_init__(self) -> None:
@@ -492,6 +496,18 @@ class Container:
         )
 
 
+def handoff_policy(settings: Settings) -> Handoff:
+    """The handoff settings as the steps use them."""
+    handoff, whatsapp = settings.handoff, settings.whatsapp
+    template = whatsapp.reengagement_template
+    return Handoff(
+        keywords=Keywords.of(handoff.keywords),
+        release_keywords=Keywords.of(handoff.release_keywords),
+        acknowledgment=handoff.acknowledgment,
+        reengagement=(template, whatsapp.reengagement_language) if template else None,
+    )
+
+
 def bootstrap(
     settings: Settings,
     *,
@@ -540,8 +556,10 @@ def bootstrap(
         pacing=send_pacing(settings),
         media=media_source(settings, runtime.telemetry) if media is None else media,
         numbers=business_numbers(settings),
+        handoff=handoff_policy(settings),
     )
-    advancer = Advancer(machine, store, queue, context, runtime.telemetry)
+    modes = ModeRules(LifecycleMachine(load_chart(statechart_dir() / CONVERSATION_CHART_FILE)))
+    advancer = Advancer(machine, store, queue, context, runtime.telemetry, modes)
     # On Redis, webhooks are acknowledged only while it keeps them through a crash.
     gate = None
     if isinstance(store, RedisStore):
@@ -553,6 +571,7 @@ def bootstrap(
         )
     purge = outbox.purge if isinstance(outbox, DryRunOutbox) else None
     retention = settings.state.retention_days * 86400
+    conversations = Conversations(store, store, queue, advancer.task_for, modes, clock)
     return Container(
         sole_instance=sole_instance,
         settings=settings,
@@ -563,7 +582,17 @@ def bootstrap(
         outbox=outbox,
         advancer=advancer,
         ingestor=Ingestor(store, advancer, clock, runtime.telemetry, gate),
-        sweeper=Sweeper(store, queue, chart, clock, retention, purge, runtime.telemetry),
+        sweeper=Sweeper(
+            store,
+            queue,
+            chart,
+            clock,
+            retention,
+            purge,
+            runtime.telemetry,
+            release_idle=lambda: conversations.release_idle(settings.handoff.idle_seconds),
+        ),
+        conversations=conversations,
         clock=clock,
         oidc_verifier=oidc_verifier(settings),
         telemetry_runtime=runtime,

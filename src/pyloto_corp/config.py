@@ -26,6 +26,8 @@ from pydantic import (
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from pyloto_corp.domain.conversation import DEFAULT_ACKNOWLEDGMENT, DEFAULT_HANDOFF_KEYWORDS
+
 Environment = Literal["development", "staging", "production"]
 
 # Development values used only when ENVIRONMENT=development and the variable is unset.
@@ -191,6 +193,18 @@ class WhatsAppSettings(_Section):
     pacing_burst: int = Field(
         5, alias="WHATSAPP_PACING_BURST", ge=1, description="Messages a customer may get at once."
     )
+    reengagement_template: str | None = Field(
+        None,
+        alias="WHATSAPP_REENGAGEMENT_TEMPLATE",
+        description="Approved template sent instead of a reply outside the 24-hour "
+        "customer-service window (unset: such a reply is held as `window_closed`).",
+    )
+    reengagement_language: str = Field(
+        "pt_BR",
+        alias="WHATSAPP_REENGAGEMENT_TEMPLATE_LANGUAGE",
+        min_length=2,
+        description="Language code of the re-engagement template.",
+    )
 
     @field_validator("phone_number_ids")
     @classmethod
@@ -255,6 +269,37 @@ class WhatsAppSettings(_Section):
                 if not self.token_for(number)
             )
         return problems
+
+
+class HandoffSettings(_Section):
+    """When the bot hands a conversation to a person (docs/handoff.md)."""
+
+    keywords: Annotated[tuple[str, ...], BeforeValidator(_comma_list)] = Field(
+        DEFAULT_HANDOFF_KEYWORDS,
+        alias="HANDOFF_KEYWORDS",
+        description="Comma-separated phrases that ask for a person (whole words; case, "
+        "accents and punctuation aside); empty: only LLM#1 and agents hand off.",
+    )
+    release_keywords: Annotated[tuple[str, ...], BeforeValidator(_comma_list)] = Field(
+        (),
+        alias="HANDOFF_RELEASE_KEYWORDS",
+        description="Comma-separated phrases with which a customer hands the conversation "
+        "back to the bot (none by default).",
+    )
+    acknowledgment: str = Field(
+        DEFAULT_ACKNOWLEDGMENT,
+        alias="HANDOFF_ACKNOWLEDGMENT",
+        min_length=1,
+        max_length=1024,
+        description="The one reply sent when a conversation starts waiting for a person.",
+    )
+    idle_seconds: float = Field(
+        7200.0,
+        alias="HANDOFF_IDLE_SECONDS",
+        gt=0,
+        description="A conversation with a person and no agent activity this long goes "
+        "back to the bot (checked by the sweeper).",
+    )
 
 
 class OpenAISettings(_Section):
@@ -631,6 +676,7 @@ class Settings(BaseSettings):
     app: AppSettings = Field(default_factory=AppSettings)  # type: ignore[arg-type]
     whatsapp: WhatsAppSettings = Field(default_factory=WhatsAppSettings)  # type: ignore[arg-type]
     openai: OpenAISettings = Field(default_factory=OpenAISettings)  # type: ignore[arg-type]
+    handoff: HandoffSettings = Field(default_factory=HandoffSettings)  # type: ignore[arg-type]
     business: BusinessSettings = Field(default_factory=BusinessSettings)  # type: ignore[arg-type]
     state: StateSettings = Field(default_factory=StateSettings)  # type: ignore[arg-type]
     queue: QueueSettings = Field(default_factory=QueueSettings)  # type: ignore[arg-type]

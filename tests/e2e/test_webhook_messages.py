@@ -107,21 +107,29 @@ async def test_reaction_is_ignored_without_a_reply(pyloto: Pyloto) -> None:
 async def test_batch_of_three_entries_with_two_messages_each_sends_six_replies(
     pyloto: Pyloto,
 ) -> None:
-    """3 entries x 2 messages in one POST → 6 records, all `sent`, 6 outbox rows (one each)."""
+    """3 entries x 2 messages in one POST → 6 records and one reply each, except that the
+    third customer's button asks for a person ("Quero falar com atendente"): that one is
+    answered with the handoff's acknowledgment and their voice note after it is kept for
+    the agent (`with_agent`, no reply) unless its own reply was claimed before the handoff
+    was saved (the two run side by side)."""
     payload = load_payload("batches/three_entries_two_messages.json")
     ids = message_ids(payload)
     assert len(set(ids)) == 6
     response = await pyloto.post(payload)
     assert response.status_code == 200
     assert response.json() == {"created": 6, "duplicates": 0, "statuses": 0, "skipped": 0}
+    asked, held = "wamid.BATCH.E3.M1", "wamid.BATCH.E3.M2"
     for message_id in ids:
-        view = await pyloto.wait_for(message_id)
-        assert view["state"] == "sent", view
+        await pyloto.wait_for(message_id)
     await pyloto.wait_idle()
-    assert await pyloto.records() == dict.fromkeys(ids, "sent")
+    states = await pyloto.records()
+    assert states[held] in ("with_agent", "sent")
+    assert {**states, held: "sent"} == dict.fromkeys(ids, "sent")
     for message_id in ids:
-        assert len(await pyloto.sent_for(message_id)) == 1
-    assert await pyloto.outbox_count() == 6
+        replies = 0 if states[message_id] == "with_agent" else 1
+        assert len(await pyloto.sent_for(message_id)) == replies
+    assert (await pyloto.view(asked))["results"]["template"] == "handoff"
+    assert await pyloto.outbox_count() == (5 if states[held] == "with_agent" else 6)
 
 
 async def test_batch_that_repeats_a_message_id_stores_one_record(pyloto: Pyloto) -> None:

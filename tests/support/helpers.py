@@ -6,6 +6,7 @@ import base64
 import hashlib
 import hmac
 import json
+import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -43,9 +44,30 @@ def shipped_templates(
 
 
 def load_payload(name: str) -> dict[str, Any]:
-    """A payload fixture from tests/data/."""
+    """A payload fixture from tests/data/, its messages stamped now: a message is answered
+    with free text only within 24 hours of its timestamp (WhatsApp's window), so a fixture's
+    fixed date would be too old to answer."""
     value: dict[str, Any] = json.loads((DATA / name).read_text(encoding="utf-8"))
-    return value
+    return restamped(value)
+
+
+def now_stamp() -> str:
+    """Meta's timestamp (Unix seconds, a string) of a message written now."""
+    return str(int(time.time()))
+
+
+def restamped(payload: dict[str, Any], stamp: str | None = None) -> dict[str, Any]:
+    """`payload` with each message's timestamp set to `stamp` (now by default)."""
+    stamp = stamp or now_stamp()
+    for entry in payload.get("entry") or []:
+        for change in entry.get("changes") or []:
+            value = change.get("value")
+            if not isinstance(value, dict):
+                continue
+            for message in value.get("messages") or []:
+                if isinstance(message, dict) and "timestamp" in message:
+                    message["timestamp"] = stamp
+    return payload
 
 
 def new_wamid() -> str:
@@ -64,7 +86,7 @@ def text_message(body: str, message_id: str | None = None, sender: str = SENDER)
     return {
         "from": sender,
         "id": message_id or new_wamid(),
-        "timestamp": "1732500000",
+        "timestamp": now_stamp(),
         "type": "text",
         "text": {"body": body},
     }

@@ -63,11 +63,14 @@ def record_view(record: Record) -> dict[str, Any]:
     # The transcript or description is the customer's words (or what they showed).
     for key in ("summary", "draft", "message", "previous_failure", "media_text"):
         results[key] = _masked(results[key], names)
+    results["window_replaced"] = _reply_view(record.results.window_replaced, names)
     return {
         "message_id": record.message_id,
         "log_ref": message_ref(record.message_id),
         "state": record.state,
         "version": record.version,
+        # The customer's conversation (a keyed hash: GET /internal/conversations/{id}).
+        "conversation": record.conversation or None,
         "created_at": record.created_at,
         "updated_at": record.updated_at,
         "inbound": {

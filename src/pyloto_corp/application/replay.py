@@ -11,14 +11,18 @@ send of it ended unknown too.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from pyloto_corp.application.advance import Advancer
+from pyloto_corp.application.handoff import speaks_for_bot
+from pyloto_corp.application.ports import ConversationStore
+from pyloto_corp.application.steps import window_closes_at
 from pyloto_corp.domain.events import ReplayedToReply, ReplayedToSend
 from pyloto_corp.domain.outcome import replay_refusal
 from pyloto_corp.domain.privacy import message_ref
-from pyloto_corp.domain.records import FAILED_STATE
+from pyloto_corp.domain.records import FAILED_STATE, Record
+from pyloto_corp.domain.replies import is_template
 
 log = logging.getLogger(__name__)
 
@@ -44,8 +48,11 @@ class ReplaySummary:
 class Replayer:
     """Re-drives dead-lettered records through the Advancer's machine and queue."""
 
-    def __init__(self, advancer: Advancer) -> None:
+    def __init__(self, advancer: Advancer, conversations: ConversationStore | None = None) -> None:
+        """`conversations`: where the records' conversations are read (a bot reply is not
+        replayed while a person is asked for or owns the conversation)."""
         self.advancer = advancer
+        self.conversations = conversations
 
     async def replay(
         self,
@@ -78,6 +85,9 @@ class Replayer:
             return "no such record"
         if record.state != FAILED_STATE:
             return f"state is {record.state}"
+        refusal = await self._conversation_refusal(record)
+        if refusal is not None:
+            return refusal
         if record.reply is not None:
             if record.outbound_message_id is not None:
                 return "already sent"
@@ -104,4 +114,23 @@ class Replayer:
                 "outcome_unknown": record.outcome_unknown_since is not None,
             },
         )
+        return None
+
+    async def _conversation_refusal(self, record: Record) -> str | None:
+        """Why the conversation forbids replaying `record` now: a bot reply while a person
+        is asked for or owns it, or a free-form reply outside the 24-hour window with no
+        re-engagement template to send instead."""
+        if self.conversations is None or not record.conversation:
+            return None
+        conversation = await self.conversations.get_conversation(record.conversation)
+        if conversation is not None and conversation.silenced and speaks_for_bot(record):
+            return (
+                f"the conversation is {conversation.mode}: a person answers it, so the bot's "
+                "reply is not replayed"
+            )
+        context = replace(self.advancer.context, conversation=conversation)
+        closes = window_closes_at(record, context)
+        closed = bool(closes) and self.advancer.context.clock() >= closes
+        if closed and context.handoff.reengagement is None and not is_template(record.reply):
+            return "window_closed: the customer wrote more than 24 hours ago"
         return None

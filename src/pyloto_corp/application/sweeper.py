@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from pyloto_corp.application.ports import (
     Adoption,
@@ -28,6 +28,8 @@ class SweepResult:
 
     requeued: int
     purged: int
+    # Conversations given back to the bot after HANDOFF_IDLE_SECONDS without an agent.
+    released: int = 0
 
 
 async def sweep(
@@ -68,8 +70,12 @@ class Sweeper:
         retention_seconds: float,
         purge_outbox: Callable[[float], Awaitable[int]] | None = None,
         telemetry: Telemetry | None = None,
+        release_idle: Callable[[], Awaitable[int]] | None = None,
     ) -> None:
-        """`purge_outbox(created_before)` drops what the dry-run outbox keeps past retention."""
+        """`purge_outbox(created_before)` drops what the dry-run outbox keeps past retention;
+        `release_idle()` gives back to the bot the conversations no agent touched for
+        HANDOFF_IDLE_SECONDS (how many)."""
+        self.release_idle = release_idle
         self.store = store
         self.queue = queue
         self.chart = chart
@@ -94,6 +100,8 @@ class Sweeper:
         )
         if self.purge_outbox is not None:
             await self.purge_outbox(self.clock() - self.retention_seconds)
+        if self.release_idle is not None:
+            result = replace(result, released=await self.release_idle())
         return result
 
     def start(self, interval_seconds: float, stuck_after_seconds: float) -> None:

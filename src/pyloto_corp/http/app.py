@@ -15,6 +15,7 @@ from pyloto_corp.application.ports import (
     TransientStepError,
 )
 from pyloto_corp.bootstrap import Container
+from pyloto_corp.http.conversations import ConversationController
 from pyloto_corp.http.health import health, ready
 from pyloto_corp.http.internal import InternalController
 from pyloto_corp.http.ops import OpsController
@@ -58,7 +59,7 @@ def _internal(request: Request[Any, Any, Any], error: Exception) -> Response[Any
 
 def create_app(container: Container) -> Litestar:
     """The HTTP app; the container's workers start and stop with it."""
-    handlers: list[Any] = [webhook, InternalController, health, ready]
+    handlers: list[Any] = [webhook, InternalController, ConversationController, health, ready]
     if container.settings.app.ops_console_enabled:
         handlers.append(OpsController)
     return Litestar(

@@ -90,13 +90,13 @@ class InternalController(Controller):
     async def sweep(self, request: Request[Any, Any, Any]) -> dict[str, int]:
         """Re-queue stuck records and purge expired ones (for Cloud Scheduler)."""
         result = await container_of(request).sweeper.sweep(STUCK_AFTER_SECONDS)
-        return {"requeued": result.requeued, "purged": result.purged}
+        return {"requeued": result.requeued, "purged": result.purged, "released": result.released}
 
     @post("/replay", status_code=200)
     async def replay(self, request: Request[Any, Any, Any]) -> dict[str, Any]:
         """Re-drive dead-lettered records through the outbound step; what was done."""
         data = _replay_request(await request.body())
-        replayer = Replayer(container_of(request).advancer)
+        replayer = Replayer(container_of(request).advancer, container_of(request).store)
         if data.message_id:
             summary = await replayer.replay(data.message_id, confirm_unknown=data.confirm_unknown)
         else:

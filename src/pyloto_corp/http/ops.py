@@ -430,7 +430,7 @@ class OpsController(Controller):
             return _html(pages.not_found_page("No record behind this link.", csrf), 404)
         if form.get("confirm") != "yes":
             return await _confirm_replay(container, token, message_id, csrf)
-        replayer = Replayer(container.advancer)
+        replayer = Replayer(container.advancer, container.store)
         if message_id is not None:
             confirmed = form.get("confirm_unknown") == "yes"
             summary = await replayer.replay(message_id, confirm_unknown=confirmed)

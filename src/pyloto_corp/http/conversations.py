@@ -1,0 +1,170 @@
+"""/internal/conversations: a helpdesk's (or the console's) way into conversations.
+
+Authenticated like the other internal routes. The token caller sees no personal data: the
+last turns are kept masked (as LLM#2 reads them); only the agent inbox shows the customer's
+words, to a signed-in agent.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import msgspec
+from litestar import Controller, Request, get, post
+from litestar.exceptions import ClientException, HTTPException, NotFoundException
+
+from pyloto_corp.application.conversations import (
+    ConversationMissing,
+    ConversationRefused,
+    Conversations,
+)
+from pyloto_corp.application.llm_steps import CONVERSATION_TURNS, CONVERSATION_WINDOW_SECONDS
+from pyloto_corp.domain.conversation import MODES, Conversation
+from pyloto_corp.http.deps import container_of, internal_guard
+
+# A conversation id is a keyed hash: 32 hex digits (llm_steps.conversation_id).
+_ID = re.compile(r"[0-9a-f]{32}")
+MAX_LIST = 500
+
+
+class AgentMessage(msgspec.Struct, forbid_unknown_fields=True):
+    """Body of POST /internal/conversations/{id}/messages."""
+
+    text: str
+
+
+_message_decoder = msgspec.json.Decoder(AgentMessage)
+
+
+class ConflictException(HTTPException):
+    status_code = 409
+
+
+def caller(request: Request[Any, Any, Any]) -> str:
+    """Who acts, for the audit trail: the signed-in account, else the machine token."""
+    name = request.scope.get("state", {}).get("pyloto_principal")
+    return str(name) if name else "token"
+
+
+def _service(request: Request[Any, Any, Any]) -> Conversations:
+    conversations = container_of(request).conversations
+    assert conversations is not None, "the container builds its conversations"
+    return conversations
+
+
+def _key(conversation_id: str) -> str:
+    if not _ID.fullmatch(conversation_id):
+        raise NotFoundException("no conversation with this id")
+    return conversation_id
+
+
+def conversation_view(conversation: Conversation, now: float) -> dict[str, Any]:
+    """The conversation as JSON-ready data (no personal data: the key is a keyed hash, the
+    owner an account name)."""
+    closes = conversation.window_closes_at
+    return {
+        "id": conversation.key,
+        "mode": conversation.mode,
+        "since": conversation.since or None,
+        "reason": conversation.reason or None,
+        "owner": conversation.owner or None,
+        "customer_at": conversation.customer_at or None,
+        "window_closes_at": closes or None,
+        "window_open": conversation.window_open(now),
+        "agent_at": conversation.agent_at or None,
+        "version": conversation.version,
+        "last_message": conversation.last_message or None,
+    }
+
+
+class ConversationController(Controller):
+    """List, read, take over, release and answer conversations."""
+
+    path = "/internal/conversations"
+    guards = [internal_guard]  # noqa: RUF012
+
+    @get("/")
+    async def list_conversations(
+        self, request: Request[Any, Any, Any], mode: str | None = None, limit: int = 100
+    ) -> dict[str, Any]:
+        """Conversations in `mode` (any when absent), the longest waiting first."""
+        if mode is not None and mode not in MODES:
+            raise ClientException(f"mode must be one of {', '.join(MODES)}")
+        if not 1 <= limit <= MAX_LIST:
+            raise ClientException(f"limit must be between 1 and {MAX_LIST}")
+        service = _service(request)
+        now = service.clock()
+        found = await service.store.list_conversations(mode, limit)
+        items = []
+        for conversation in found:
+            view = conversation_view(conversation, now)
+            view["waiting_seconds"] = (
+                round(now - conversation.since, 1) if conversation.since else None
+            )
+            items.append(view)
+        return {"conversations": items}
+
+    @get("/{conversation_id:str}")
+    async def show(self, request: Request[Any, Any, Any], conversation_id: str) -> dict[str, Any]:
+        """The conversation, its audit trail and its last turns (masked)."""
+        service = _service(request)
+        key = _key(conversation_id)
+        try:
+            conversation = await service.get(key)
+        except ConversationMissing as missing:
+            raise NotFoundException(str(missing)) from None
+        now = service.clock()
+        memory = container_of(request).store
+        turns = await memory.recent_turns(
+            key, now - CONVERSATION_WINDOW_SECONDS, CONVERSATION_TURNS
+        )
+        view = conversation_view(conversation, now)
+        view["audit"] = [{"at": e.at, "who": e.who, "action": e.action} for e in conversation.audit]
+        view["turns"] = [{"role": t.role, "text": t.text, "at": t.at} for t in turns]
+        return view
+
+    @post("/{conversation_id:str}/takeover", status_code=200)
+    async def take_over(
+        self, request: Request[Any, Any, Any], conversation_id: str
+    ) -> dict[str, Any]:
+        service = _service(request)
+        async with _answers():
+            changed = await service.take_over(_key(conversation_id), caller(request))
+        return conversation_view(changed, service.clock())
+
+    @post("/{conversation_id:str}/release", status_code=200)
+    async def release(
+        self, request: Request[Any, Any, Any], conversation_id: str
+    ) -> dict[str, Any]:
+        service = _service(request)
+        async with _answers():
+            changed = await service.release(_key(conversation_id), caller(request))
+        return conversation_view(changed, service.clock())
+
+    @post("/{conversation_id:str}/messages", status_code=202)
+    async def reply(self, request: Request[Any, Any, Any], conversation_id: str) -> dict[str, str]:
+        """Queue an agent's reply: 202 with the id of the record that sends it."""
+        try:
+            data = _message_decoder.decode(await request.body())
+        except msgspec.DecodeError as error:
+            raise ClientException(f'invalid body: {error}; give {{"text": "..."}}') from None
+        service = _service(request)
+        async with _answers():
+            message_id = await service.reply(_key(conversation_id), caller(request), data.text)
+        return {"message_id": message_id}
+
+
+class _answers:
+    """The service's refusals as HTTP answers: 404, 409, 400."""
+
+    async def __aenter__(self) -> None:
+        return None
+
+    async def __aexit__(self, kind: object, error: BaseException | None, trace: object) -> None:
+        if isinstance(error, ConversationMissing):
+            raise NotFoundException(str(error)) from None
+        if isinstance(error, ConversationRefused):
+            raise ConflictException(detail=str(error)) from None
+        if isinstance(error, ValueError):
+            raise ClientException(str(error)) from None
