@@ -10,15 +10,21 @@ import json
 import logging
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import pytest
+from litestar import Litestar
+from litestar.testing import AsyncTestClient
 
+from pyloto_corp.adapters.cloud_tasks import CallbackTarget, CloudTasksQueue
 from pyloto_corp.adapters.local_queue import LocalQueue
-from pyloto_corp.application.handoff_notices import NOTICE_TYPE, HandoffNotice
+from pyloto_corp.application.handoff_notices import NOTICE_TYPE, NOTIFY_STATE, HandoffNotice
+from pyloto_corp.application.ports import Task
 from pyloto_corp.application.queues import OUTBOUND
 from pyloto_corp.bootstrap import Container, bootstrap
 from pyloto_corp.config import Settings
-from tests.support.helpers import SENDER, eventually
+from pyloto_corp.http.app import create_app
+from tests.support.helpers import INTERNAL_TOKEN, SENDER, eventually
 from tests.support.notice_receiver import NoticeReceiver
 
 pytestmark = pytest.mark.anyio
@@ -189,3 +195,87 @@ async def test_the_same_notice_queued_twice_while_pending_is_delivered_once(
         await eventually(lambda: len(receiver.received) >= 2)
         await idle(container)
     assert [item.answered for item in receiver.received] == [503, 200]
+
+
+# --- The Cloud Tasks route ------------------------------------------------------------------
+
+
+@asynccontextmanager
+async def app_client(settings: Settings) -> AsyncIterator[AsyncTestClient[Litestar]]:
+    async with AsyncTestClient(app=create_app(bootstrap(settings))) as client:
+        yield client
+
+
+def notify_task(key: str, retries: int | None = None) -> dict[str, Any]:
+    headers = {"X-Internal-Token": INTERNAL_TOKEN}
+    if retries is not None:
+        headers["X-CloudTasks-TaskRetryCount"] = str(retries)
+    return {"content": json.dumps({"notice": key}).encode(), "headers": headers}
+
+
+async def test_the_notify_route_delivers_and_answers_503_while_the_webhook_fails(
+    make_settings: Callable[..., Settings], receiver: NoticeReceiver
+) -> None:
+    """Cloud Tasks' delivery: 503 (so Cloud Tasks retries) while the webhook answers 503,
+    `sent` once it accepts; the last attempt (by Cloud Tasks' retry count) gives up with 200."""
+    receiver.script = [503, 503]
+    async with app_client(notifying(make_settings, receiver)) as client:
+        failed = await client.post("/internal/tasks/notify", **notify_task(NOTICE.key))
+        assert failed.status_code == 503
+        last = await client.post(
+            "/internal/tasks/notify", **notify_task(NOTICE.key, OUTBOUND.max_attempts - 1)
+        )
+        assert last.status_code == 200
+        assert last.json() == {"outcome": "gave_up"}
+        sent = await client.post("/internal/tasks/notify", **notify_task(NOTICE.key, 2))
+        assert sent.status_code == 200
+        assert sent.json() == {"outcome": "sent"}
+    assert [item.answered for item in receiver.received] == [503, 503, 200]
+    assert all(verified(i.body, i.headers["x-pyloto-signature-256"]) for i in receiver.received)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"", b"{", b"[]", b'{"notice": 1}', b'{"notice": "x", "more": 1}', b'{"notice": "handoff:x"}'],
+)
+async def test_the_notify_route_refuses_a_body_it_did_not_write_with_400(
+    make_settings: Callable[..., Settings], receiver: NoticeReceiver, body: bytes
+) -> None:
+    async with app_client(notifying(make_settings, receiver)) as client:
+        response = await client.post(
+            "/internal/tasks/notify", content=body, headers={"X-Internal-Token": INTERNAL_TOKEN}
+        )
+    assert response.status_code == 400
+    assert receiver.received == []
+
+
+@pytest.mark.parametrize(("token", "status"), [(None, 401), ("wrong", 403)])
+async def test_the_notify_route_needs_the_internal_token(
+    make_settings: Callable[..., Settings],
+    receiver: NoticeReceiver,
+    token: str | None,
+    status: int,
+) -> None:
+    headers = {} if token is None else {"X-Internal-Token": token}
+    async with app_client(notifying(make_settings, receiver)) as client:
+        response = await client.post(
+            "/internal/tasks/notify",
+            content=json.dumps({"notice": NOTICE.key}).encode(),
+            headers=headers,
+        )
+    assert response.status_code == status
+    assert receiver.received == []
+
+
+def test_cloud_tasks_sends_a_notice_to_the_notify_route_and_a_step_to_advance() -> None:
+    """The adapter picks each task's route; a notice's body is the notice, nothing else."""
+    target = CallbackTarget(base_url="https://pyloto.example.run.app/", internal_token="t")
+    names = {"inbound": "whatsapp-inbound", "outbound": "whatsapp-outbound"}
+    queue = CloudTasksQueue(lambda: pytest.fail("no client is needed"), "p", "l", names, target)
+    notice_task = queue.build(Task(NOTICE.key, NOTIFY_STATE, "outbound"))
+    step_task = queue.build(Task("wamid.A", "deduped", "inbound"))
+    assert notice_task.http_request.url == "https://pyloto.example.run.app/internal/tasks/notify"
+    assert json.loads(notice_task.http_request.body) == {"notice": NOTICE.key}
+    assert "/queues/whatsapp-outbound/" in notice_task.name
+    assert step_task.http_request.url == "https://pyloto.example.run.app/internal/tasks/advance"
+    assert json.loads(step_task.http_request.body) == {"message_id": "wamid.A", "state": "deduped"}

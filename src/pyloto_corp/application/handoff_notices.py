@@ -32,7 +32,8 @@ NOTICE_TYPE = "pyloto.conversation.mode_changed"
 SIGNATURE_HEADER = "X-Pyloto-Signature-256"
 MODES = frozenset({"bot", "waiting_human", "human"})
 _KEY_PREFIX = "handoff"
-_CONVERSATION = re.compile(r"[0-9a-f]{8,128}")
+# 16 hex digits at least: longer than any phone number (E.164 has 15 digits at most).
+_CONVERSATION = re.compile(r"[0-9a-f]{16,128}")
 _REASON = re.compile(r"[a-z][a-z0-9_]{0,39}")
 # Statuses a later attempt may turn into a success; any other non-2xx is final.
 _RETRIED_STATUSES = frozenset({408, 429})
