@@ -24,8 +24,10 @@ from pyloto_corp.application.queues import OUTBOUND
 from pyloto_corp.bootstrap import Container, bootstrap
 from pyloto_corp.config import Settings
 from pyloto_corp.http.app import create_app
+from pyloto_corp.observability.setup import TelemetryRuntime
 from tests.support.helpers import INTERNAL_TOKEN, SENDER, eventually
 from tests.support.notice_receiver import NoticeReceiver
+from tests.support.telemetry_capture import Captured
 
 pytestmark = pytest.mark.anyio
 
@@ -43,8 +45,10 @@ def receiver() -> Iterator[NoticeReceiver]:
 
 
 @asynccontextmanager
-async def started(settings: Settings) -> AsyncIterator[Container]:
-    container = bootstrap(settings)
+async def started(
+    settings: Settings, telemetry: TelemetryRuntime | None = None
+) -> AsyncIterator[Container]:
+    container = bootstrap(settings, telemetry=telemetry)
     await container.start()
     try:
         yield container
@@ -135,12 +139,14 @@ async def test_a_webhook_that_never_accepts_is_given_up_after_the_queues_attempt
     make_settings: Callable[..., Settings],
     receiver: NoticeReceiver,
     caplog: pytest.LogCaptureFixture,
+    captured: Captured,
 ) -> None:
     """Always 503: the outbound queue's attempts, then one `handoff_notice_gave_up` line
-    and no more deliveries."""
+    and no more deliveries; the metric counts the retries and the give-up."""
     receiver.then = 503
     caplog.set_level(logging.INFO, "pyloto_corp")
-    async with started(notifying(make_settings, receiver)) as container:
+    settings = notifying(make_settings, receiver)
+    async with started(settings, captured.runtime) as container:
         await container.notifier.notify(NOTICE)
         await eventually(lambda: len(receiver.received) >= OUTBOUND.max_attempts)
         await idle(container)
@@ -149,6 +155,10 @@ async def test_a_webhook_that_never_accepts_is_given_up_after_the_queues_attempt
     assert messages.count("handoff_notice_gave_up") == 1
     assert messages.count("handoff_notice_retry") == OUTBOUND.max_attempts - 1
     assert "task_dropped" not in messages
+    assert captured.points("pyloto.handoff.notices") == {
+        (("pyloto.outcome", "retried"),): OUTBOUND.max_attempts - 1,
+        (("pyloto.outcome", "gave_up"),): 1,
+    }
 
 
 async def test_a_timeout_is_retried(
