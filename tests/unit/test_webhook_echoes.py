@@ -33,7 +33,7 @@ def only_echo(payload: dict[str, Any]) -> InboundMessage:
 def test_a_text_echo_is_a_message_of_kind_echo_from_the_customer() -> None:
     """The echo's id, its recipient (as a wa_id: the `+` the business typed is dropped) as
     the sender, the business number it went from, its time and its body."""
-    echo = only_echo(load_payload("messages/echo_text.json"))
+    echo = only_echo(load_payload("echoes/text.json"))
     assert echo.kind == "echo"
     assert echo.message_id == "wamid.HBgNNTUxMTkxMjM0NTY3OBUCABEYEkVDSE9URVhUMDAwMDAwMDEA"
     assert echo.sender == CUSTOMER
@@ -48,7 +48,7 @@ def test_a_text_echo_is_a_message_of_kind_echo_from_the_customer() -> None:
 def test_a_media_echo_keeps_its_type_and_object_and_has_no_text() -> None:
     """An image echo: no text, `details` names the type and keeps the image object; the
     recipient's BSUID (`to_user_id`) is the user id beside the number."""
-    echo = only_echo(load_payload("messages/echo_image.json"))
+    echo = only_echo(load_payload("echoes/image.json"))
     assert echo.kind == "echo"
     assert echo.text is None
     assert echo.sender == CUSTOMER
