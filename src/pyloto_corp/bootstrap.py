@@ -20,6 +20,7 @@ from pyloto_corp.adapters.dry_run_outbox import DryRunOutbox, RedisDryRunOutbox
 from pyloto_corp.adapters.google_oidc import OidcVerifier
 from pyloto_corp.adapters.google_oidc import create_http_client as create_oidc_http_client
 from pyloto_corp.adapters.graph_media import GraphMedia
+from pyloto_corp.adapters.handoff_webhook import HttpWebhookPoster
 from pyloto_corp.adapters.local_media import LocalMedia
 from pyloto_corp.adapters.local_queue import LocalQueue
 from pyloto_corp.adapters.openai_llm import OpenAIAssistant
@@ -36,6 +37,12 @@ from pyloto_corp.ai.prompts import BusinessProfile
 from pyloto_corp.application.advance import Advancer
 from pyloto_corp.application.conversations import Conversations, ModeRules
 from pyloto_corp.application.durability import DurabilityGate, refusal
+from pyloto_corp.application.handoff_notices import (
+    NOTIFY_STATE,
+    HandoffNotice,
+    HandoffNotifier,
+    InvalidNotice,
+)
 from pyloto_corp.application.ingest import Ingestor
 from pyloto_corp.application.ports import (
     InstanceRegistry,
@@ -359,6 +366,18 @@ def cloud_tasks_queue(settings: Settings) -> CloudTasksQueue:
     )
 
 
+def handoff_notifier(
+    settings: Settings, queue: TaskQueue, telemetry: Telemetry | None = None
+) -> HandoffNotifier:
+    """The mode-change notifier: posting to HANDOFF_WEBHOOK_URL, or doing nothing unset."""
+    handoff = settings.handoff
+    poster = None
+    if handoff.webhook_url:
+        poster = HttpWebhookPoster(handoff.webhook_url, handoff.webhook_timeout_seconds)
+    # The settings refuse a URL without a secret; unset, nothing is ever signed.
+    return HandoffNotifier(queue, poster, handoff.webhook_secret or "", telemetry)
+
+
 def oidc_verifier(settings: Settings) -> OidcVerifier | None:
     """The task routes' ID-token check, or None when CLOUD_TASKS_SERVICE_ACCOUNT is unset."""
     queue = settings.queue
@@ -392,6 +411,8 @@ class Container:
     ingestor: Ingestor
     sweeper: Sweeper
     clock: Callable[[], float]
+    # Tells a person when a conversation changes mode (application/handoff_notices.py).
+    notifier: HandoffNotifier
     oidc_verifier: OidcVerifier | None = None
     telemetry_runtime: TelemetryRuntime | None = None
     instances: InstanceRegistry | None = None
@@ -405,7 +426,7 @@ class Container:
         if self.telemetry_runtime is not None:
             # Exports what is buffered; in a thread, as exporters block on the network.
             stack.push_async_callback(asyncio.to_thread, self.telemetry_runtime.shutdown)
-        for resource in (self.outbox, self.oidc_verifier, self.store):
+        for resource in (self.outbox, self.oidc_verifier, self.notifier, self.store):
             close = getattr(resource, "close", None)
             if close is not None:
                 stack.push_async_callback(close)
@@ -485,8 +506,11 @@ class Container:
         return (OUTBOUND if spec and spec.queue == "outbound" else INBOUND).max_attempts
 
     async def _run_task(self, task: Task, attempt: int) -> None:
-        # The same delivery path as the Cloud Tasks route: retries, the last attempt's dead
+        # The same delivery paths as the Cloud Tasks routes: retries, the last attempt's dead
         # letter and lease handling are one piece of code for both queues.
+        if task.state == NOTIFY_STATE:
+            await self._notify(task.message_id, attempt)
+            return
         await self.advancer.deliver(
             task.message_id,
             task.state,
@@ -494,6 +518,14 @@ class Container:
             self.max_attempts(task.state),
             task.traceparent,
         )
+
+    async def _notify(self, key: str, attempt: int) -> None:
+        try:
+            notice = HandoffNotice.from_key(key)
+        except InvalidNotice:  # never written by this code: nothing a retry could fix
+            log.error("handoff_notice_invalid", extra={"event": "handoff_notice_invalid"})
+            return
+        await self.notifier.deliver(notice, attempt)
 
 
 def handoff_policy(settings: Settings) -> Handoff:
@@ -594,6 +626,7 @@ def bootstrap(
         ),
         conversations=conversations,
         clock=clock,
+        notifier=handoff_notifier(settings, queue, runtime.telemetry),
         oidc_verifier=oidc_verifier(settings),
         telemetry_runtime=runtime,
         # Instances on Redis beat; with in-process queues they adopt what a dead one left.

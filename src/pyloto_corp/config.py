@@ -429,6 +429,33 @@ class BusinessSettings(_Section):
     )
 
 
+class HandoffSettings(_Section):
+    """Where a person is told that a conversation changed mode (docs/handoff.md)."""
+
+    webhook_url: str | None = Field(
+        None,
+        alias="HANDOFF_WEBHOOK_URL",
+        pattern=r"^https?://[^\s]+$",
+        description="POSTed a signed JSON notice, through the outbound queue with its "
+        "retries, whenever a conversation changes mode; unset, no notice is sent.",
+        repr=False,  # a Slack or n8n webhook URL is a credential in itself
+    )
+    webhook_secret: str | None = Field(
+        None,
+        alias="HANDOFF_WEBHOOK_SECRET",
+        description="Key of the notices' X-Pyloto-Signature-256 (HMAC-SHA256 of the body); "
+        "required with HANDOFF_WEBHOOK_URL.",
+        repr=False,
+    )
+    webhook_timeout_seconds: float = Field(
+        10.0,
+        alias="HANDOFF_WEBHOOK_TIMEOUT_SECONDS",
+        gt=0,
+        le=30,
+        description="Timeout of one notice's POST; a timeout is retried like a 5xx.",
+    )
+
+
 class StateSettings(_Section):
     """Where records live (state and dedupe are one store)."""
 
@@ -678,6 +705,7 @@ class Settings(BaseSettings):
     openai: OpenAISettings = Field(default_factory=OpenAISettings)  # type: ignore[arg-type]
     handoff: HandoffSettings = Field(default_factory=HandoffSettings)  # type: ignore[arg-type]
     business: BusinessSettings = Field(default_factory=BusinessSettings)  # type: ignore[arg-type]
+    handoff: HandoffSettings = Field(default_factory=HandoffSettings)  # type: ignore[arg-type]
     state: StateSettings = Field(default_factory=StateSettings)  # type: ignore[arg-type]
     queue: QueueSettings = Field(default_factory=QueueSettings)  # type: ignore[arg-type]
     secrets: SecretSettings = Field(default_factory=SecretSettings)  # type: ignore[arg-type]
@@ -791,6 +819,10 @@ def _secret_problems(settings: Settings) -> list[str]:
             if not value
         )
     problems.extend(settings.whatsapp.token_problems())
+    if settings.handoff.webhook_url and not settings.handoff.webhook_secret:
+        problems.append(
+            "HANDOFF_WEBHOOK_URL needs HANDOFF_WEBHOOK_SECRET: notices are always signed"
+        )
     if settings.openai.enabled and not settings.openai.api_key:
         problems.append(
             "OPENAI_ENABLED=true needs OPENAI_API_KEY (any value for a local compatible server)"

@@ -8,6 +8,7 @@ attempt limit), which is what the fault tests lean on.
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 import time
 from collections.abc import Iterator
@@ -19,7 +20,10 @@ import pytest
 import redis
 
 from pyloto_corp.adapters.cloud_tasks import create_client, ensure_queues
+from pyloto_corp.application.handoff_notices import HandoffNotice, signature
 from pyloto_corp.application.queues import INBOUND, OUTBOUND
+from pyloto_corp.bootstrap import cloud_tasks_queue, handoff_notifier
+from pyloto_corp.config import load_settings
 from pyloto_corp.devtools.local_http import LocalServer
 from tests.e2e.servers import (
     RedisView,
@@ -31,6 +35,7 @@ from tests.e2e.servers import (
     write_records,
 )
 from tests.support.helpers import envelope, text_message
+from tests.support.notice_receiver import NoticeReceiver
 from tests.support.redis_server import RedisServer, free_port
 from tests.support.tasks_emulator import TasksEmulator
 
@@ -104,7 +109,7 @@ class FlakyProxy:
 
 def _serve(
     tmp_path: Path, redis_server: RedisServer, prefix: str, emulator: TasksEmulator, port: int,
-    base_url: str | None = None,
+    base_url: str | None = None, **extra: str,
 ) -> ServeProcess:  # fmt: skip
     variables = redis_variables(
         redis_server.url,
@@ -115,6 +120,7 @@ def _serve(
         GCP_LOCATION=LOCATION,
         CLOUD_TASKS_EMULATOR_HOST=emulator.host,
         INTERNAL_TASK_BASE_URL=base_url or f"http://127.0.0.1:{port}",
+        **extra,
     )
     server = ServeProcess(process_env(variables), tmp_path / "serve.log")
     server.port, server.url = port, f"http://127.0.0.1:{port}"
@@ -220,3 +226,45 @@ def test_last_attempt_dead_letters_instead_of_losing_the_task(
         assert view.replies() == {}, "nothing was sent"
     finally:
         server.stop()
+
+
+def test_a_handoff_notice_goes_through_cloud_tasks_and_is_retried_until_accepted(
+    tmp_path: Path, redis_server: RedisServer, redis_prefix: str, emulator: TasksEmulator
+) -> None:
+    """A notice queued on Cloud Tasks is delivered by the service's notify route: the
+    webhook's two 503s make the route answer 503, the emulator retries, the third is
+    accepted, signed, and the task is done (nothing more arrives)."""
+    receiver = NoticeReceiver([503, 503])
+    port = free_port()
+    server = _serve(
+        tmp_path, redis_server, redis_prefix, emulator, port,
+        HANDOFF_WEBHOOK_URL=receiver.url, HANDOFF_WEBHOOK_SECRET="e2e-handoff-secret",
+    )  # fmt: skip
+    notice = HandoffNotice("c0ffee" * 5 + "00", "waiting_human", "bot", "llm_handoff", 1765.5, 1)
+
+    async def enqueue() -> None:
+        # What an instance with the same settings does when a conversation changes mode.
+        settings = load_settings(server.env)
+        queue = cloud_tasks_queue(settings)
+        notifier = handoff_notifier(settings, queue)
+        try:
+            await notifier.notify(notice)
+        finally:
+            await notifier.close()
+            await queue.close()
+
+    try:
+        server.start()
+        asyncio.run(enqueue())
+        deadline = time.monotonic() + 60
+        while len(receiver.received) < 3 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.5)  # room for a fourth delivery, which must not come
+    finally:
+        server.stop()
+        receiver.stop()
+    assert [item.answered for item in receiver.received] == [503, 503, 200]
+    for item in receiver.received:
+        expected = signature(item.body, "e2e-handoff-secret")
+        assert item.headers["x-pyloto-signature-256"] == expected
+        assert json.loads(item.body)["id"] == notice.id

@@ -202,3 +202,27 @@ async def eventually(condition: Callable[[], bool], within: float = 15.0) -> Non
             if condition():
                 return
             await anyio.sleep(0.005)
+
+
+def message_echoes(echoes: list[dict[str, Any]]) -> dict[str, Any]:
+    """A coexistence webhook: what the business sent from the WhatsApp Business app, as the
+    `smb_message_echoes` field's `message_echoes[]`."""
+    value = {
+        "messaging_product": "whatsapp",
+        "metadata": {"display_phone_number": "15550783881", "phone_number_id": "106540352242922"},
+        "message_echoes": echoes,
+    }
+    change = {"field": "smb_message_echoes", "value": value}
+    return {"object": "whatsapp_business_account", "entry": [{"id": "1", "changes": [change]}]}
+
+
+def text_echo(body: str, to: str = SENDER, message_id: str | None = None) -> dict[str, Any]:
+    """One `message_echoes[]` item: a text the business sent to `to` from the app."""
+    return {
+        "from": "15550783881",
+        "to": to,
+        "id": message_id or new_wamid(),
+        "timestamp": "1739321024",
+        "type": "text",
+        "text": {"body": body},
+    }

@@ -417,3 +417,17 @@ def test_cloud_tasks_settings_build_the_cloud_tasks_queue() -> None:
     assert container.queue._client is None, "no channel before the serving loop runs"
     assert container.queue.target.dispatch_deadline_seconds > 10
     assert container.queue.target.service_account is None
+
+
+def test_a_handoff_webhook_url_needs_its_secret_and_neither_is_shown() -> None:
+    """Notices are always signed: a URL without HANDOFF_WEBHOOK_SECRET is refused, naming
+    both; set, neither the URL (a credential for Slack or n8n) nor the secret is in the repr."""
+    url = "https://hooks.example.com/services/T000/B000/XXXXSECRETPATH"
+    assert "HANDOFF_WEBHOOK_SECRET" in config_error({"HANDOFF_WEBHOOK_URL": url})
+    settings = load_settings({"HANDOFF_WEBHOOK_URL": url, "HANDOFF_WEBHOOK_SECRET": "k3y-s3cret"})
+    assert settings.handoff.webhook_url == url
+    assert settings.handoff.webhook_timeout_seconds == 10.0
+    shown = repr(settings)
+    assert "XXXXSECRETPATH" not in shown
+    assert "k3y-s3cret" not in shown
+    assert "HANDOFF_WEBHOOK_URL" in config_error({"HANDOFF_WEBHOOK_URL": "not a url"})

@@ -1,9 +1,10 @@
 """Google Cloud Tasks: each transition is an HTTP task that calls the service back.
 
-Task names are a hash of (message id, state), so a second enqueue of the same step is
-refused by Cloud Tasks (ALREADY_EXISTS) and taken as success; the sweeper adds a suffix per
-sweep window so it can re-queue a record whose task is gone. Nothing here keeps per-process
-state: any instance can enqueue or run any task.
+A task calls the route of its kind (`route`): a handoff notice's delivery the notify route,
+every other task the advance route. Task names are a hash of (message id, state), so a
+second enqueue of the same step is refused by Cloud Tasks (ALREADY_EXISTS) and taken as
+success; the sweeper adds a suffix per sweep window so it can re-queue a record whose task
+is gone. Nothing here keeps per-process state: any instance can enqueue or run any task.
 """
 
 from __future__ import annotations
@@ -20,10 +21,12 @@ from google.cloud import tasks_v2
 from google.cloud.tasks_v2.services.cloud_tasks.transports import CloudTasksGrpcAsyncIOTransport
 from google.protobuf import duration_pb2, field_mask_pb2
 
+from pyloto_corp.application.handoff_notices import NOTIFY_STATE
 from pyloto_corp.application.ports import QueueUnavailable, Task
 from pyloto_corp.application.queues import QueueSpec
 
 ADVANCE_PATH = "/internal/tasks/advance"
+NOTIFY_PATH = "/internal/tasks/notify"
 CALL_TIMEOUT_SECONDS = 10.0
 
 
@@ -37,6 +40,13 @@ def create_client(emulator_host: str | None) -> tasks_v2.CloudTasksAsyncClient:
         )
         return tasks_v2.CloudTasksAsyncClient(transport=transport)
     return tasks_v2.CloudTasksAsyncClient()
+
+
+def route(task: Task) -> tuple[str, dict[str, str]]:
+    """The path a task calls and its JSON body: the one place task kinds part."""
+    if task.state == NOTIFY_STATE:
+        return NOTIFY_PATH, {"notice": task.message_id}
+    return ADVANCE_PATH, {"message_id": task.message_id, "state": task.state}
 
 
 def task_id(task: Task) -> str:
@@ -95,15 +105,17 @@ class CloudTasksQueue:
         )
 
     def build(self, task: Task) -> tasks_v2.Task:
-        """The Cloud Tasks task that advances `task`'s record from its state."""
+        """The Cloud Tasks task that runs `task`: advances its record from its state, or
+        delivers its notice."""
         headers = {"Content-Type": "application/json"}
         if task.traceparent:
             headers["traceparent"] = task.traceparent
+        path, body = route(task)
         request = tasks_v2.HttpRequest(
-            url=self.target.base_url.rstrip("/") + ADVANCE_PATH,
+            url=self.target.base_url.rstrip("/") + path,
             http_method=tasks_v2.HttpMethod.POST,
             headers=headers,
-            body=json.dumps({"message_id": task.message_id, "state": task.state}).encode(),
+            body=json.dumps(body).encode(),
         )
         if self.target.service_account:
             request.oidc_token = tasks_v2.OidcToken(

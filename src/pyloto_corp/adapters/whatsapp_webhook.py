@@ -17,6 +17,18 @@ Payloads shaped as first announced, `field: "user_id_update"` with `value.user_i
 {user_id: {previous, current}, wa_id?, timestamp}`, are read too. Either is read leniently:
 an odd one is skipped, never refused.
 
+Coexistence numbers (a WhatsApp Business app number onboarded to Cloud API) report what the
+business sends from the app or a linked device as `field: "smb_message_echoes"`, value
+`message_echoes[]: {from: business number, to: customer, id, timestamp, type, <type>: {...}}`,
+per Meta's smb_message_echoes webhook reference (mirrored at
+https://support.chatarchitect.com/books/meta-whatsapp/page/smb-message-echoes-webhook-reference-developer-documentation,
+"Updated: Oct 22, 2025"; https://dualhook.com/docs/webhook-smb-message-echoes shows edits and
+revokes there too). They become messages of kind `echo` whose `sender` is the customer (`to`);
+the BSUID is read from `to_user_id` or `recipient_user_id` (BSUID payloads name the recipient
+so; YCloud's relay of the same webhook calls it `toUserId`,
+https://docs.ycloud.com/en/api-reference/webhook-reference/whatsapp-smb-message-echoes.md),
+and is the sender when no number is given. An unreadable echo is skipped.
+
 Text that JSON allows but Python strings cannot carry on to UTF-8 (a lone surrogate escape
 such as `"\\ud83d"`, from a client that cut an emoji in half) or bytes that are not UTF-8 are
 read with the bad sequence replaced by U+FFFD: only a body that is not JSON at all is refused.
@@ -114,6 +126,16 @@ class _Message(msgspec.Struct):
     context: _Context | None = None
 
 
+class _Echo(msgspec.Struct):
+    id: str
+    type: str = "unsupported"
+    timestamp: str | int = 0
+    # `from` is the business's own number; the customer is the recipient.
+    to: str | None = None
+    to_user_id: str | None = None
+    recipient_user_id: str | None = None
+
+
 class _Error(msgspec.Struct):
     code: int | None = None
     title: str | None = None
@@ -166,6 +188,8 @@ def _read_change(change: _Change, parsed: ParsedWebhook) -> None:
         _read_value(change.value, parsed)
     elif change.field == "user_id_update":
         _read_user_id_updates(change.value, parsed)
+    elif change.field == "smb_message_echoes":
+        _read_echoes(change.value, parsed)
 
 
 def _decode_repaired(body: bytes, error: msgspec.DecodeError) -> _Envelope:
@@ -325,6 +349,57 @@ def _message(raw: Any, metadata: _Metadata, contacts: list[_Contact]) -> Inbound
         parent_user_id=parent if is_bsuid(parent) else None,
         username=_text_or_none(profile.username),
     )
+
+
+def _read_echoes(value: dict[str, Any], parsed: ParsedWebhook) -> None:
+    """`message_echoes[]`: what the business sent from the WhatsApp Business app."""
+    metadata = _convert(value.get("metadata"), _Metadata) or _Metadata()
+    for raw in _items(value.get("message_echoes")):
+        echo = _echo(raw, metadata)
+        if echo is None:
+            log.warning("webhook_echo_unreadable", extra={"event": "webhook_echo_unreadable"})
+            parsed.skipped += 1
+        else:
+            parsed.messages.append(echo)
+
+
+def _echo(raw: Any, metadata: _Metadata) -> InboundMessage | None:
+    """One echo as a message of kind `echo` from the customer it was sent to, or None when
+    it names no id or no recipient."""
+    item = _convert(raw, _Echo)
+    if item is None or not item.id:
+        return None
+    user_id = next((u for u in (item.to_user_id, item.recipient_user_id) if is_bsuid(u)), None)
+    sender = _customer_number(item.to) or user_id
+    if not sender:
+        return None
+    echo_type = item.type[:64]
+    body = raw.get(item.type)
+    details: dict[str, Any] = {"echo_type": echo_type}
+    # A text echo's body is `text`; any other type keeps its object (media ids, captions...).
+    if isinstance(body, dict) and item.type != "text":
+        details[echo_type] = body
+    return InboundMessage(
+        message_id=item.id,
+        sender=sender,
+        kind="echo",
+        timestamp=_timestamp(item.timestamp),
+        phone_number_id=metadata.phone_number_id,
+        text=_str(body.get("body")) if item.type == "text" and isinstance(body, dict) else None,
+        details=details,
+        user_id=user_id,
+    )
+
+
+def _customer_number(value: str | None) -> str | None:
+    """The recipient as a wa_id: an echo's `to` is the number as the business typed it
+    (Meta's example has a `+`), where inbound `from` has digits only."""
+    if not value:
+        return None
+    if is_bsuid(value):
+        return value
+    digits = "".join(char for char in value if char.isascii() and char.isdigit())
+    return digits or None
 
 
 def _content(kind: str, body: dict[str, Any]) -> tuple[str | None, dict[str, Any]]:

@@ -331,7 +331,9 @@ class StateStore(AdvancerStore, StepStore, CustomerKeys, OpsReadModel, Conversat
 
 @dataclass(frozen=True)
 class Task:
-    """Advance `message_id` from `state`; `queue` is the state's queue.
+    """Advance `message_id` from `state`; `queue` is the state's queue. A task whose
+    `state` is `handoff_notices.NOTIFY_STATE` delivers the notice `message_id` writes out
+    instead (no record is involved).
 
     `generation` tells a deliberate re-queue (the sweeper's) apart from a duplicate of the
     same step; `traceparent` carries the message's trace to the task.

@@ -12,6 +12,7 @@ import msgspec
 from litestar import Controller, Request, get, post
 from litestar.exceptions import ClientException, NotFoundException
 
+from pyloto_corp.application.handoff_notices import HandoffNotice, InvalidNotice
 from pyloto_corp.application.inspect import record_view
 from pyloto_corp.application.queues import STUCK_AFTER_SECONDS
 from pyloto_corp.application.replay import Replayer
@@ -26,6 +27,23 @@ class AdvanceTask(msgspec.Struct, forbid_unknown_fields=True):
 
 
 _task_decoder = msgspec.json.Decoder(AdvanceTask)
+
+
+class NotifyTask(msgspec.Struct, forbid_unknown_fields=True):
+    """Body of a notice's task: the notice as `HandoffNotice.key` writes it."""
+
+    notice: str
+
+
+_notify_decoder = msgspec.json.Decoder(NotifyTask)
+
+
+def _attempt(request: Request[Any, Any, Any]) -> int:
+    """This delivery's attempt: Cloud Tasks counts the earlier ones."""
+    retries = request.headers.get("x-cloudtasks-taskretrycount", "0")
+    # ASCII digits only: a header is Latin-1, and `²` is a digit to isdigit, not to int.
+    readable = retries.isascii() and retries.isdigit() and len(retries) < 6
+    return int(retries) + 1 if readable else 1
 
 
 class ReplayRequest(msgspec.Struct, forbid_unknown_fields=True):
@@ -71,11 +89,7 @@ class InternalController(Controller):
         except msgspec.DecodeError as error:
             raise ClientException(f"invalid task body: {error}") from None
         container = container_of(request)
-        # Cloud Tasks counts earlier deliveries; this one is the next attempt.
-        retries = request.headers.get("x-cloudtasks-taskretrycount", "0")
-        # ASCII digits only: a header is Latin-1, and `²` is a digit to isdigit, not to int.
-        readable = retries.isascii() and retries.isdigit() and len(retries) < 6
-        attempt = int(retries) + 1 if readable else 1
+        attempt = _attempt(request)
         max_attempts = container.max_attempts(data.state)
         outcome = await container.advancer.deliver(
             data.message_id,
@@ -84,6 +98,16 @@ class InternalController(Controller):
             max_attempts,
             traceparent=request.headers.get("traceparent"),
         )
+        return {"outcome": outcome}
+
+    @post("/tasks/notify", status_code=200, opt=TASK_ROUTE)
+    async def notify(self, request: Request[Any, Any, Any]) -> dict[str, str]:
+        """Deliver one handoff notice; 503 (the queue retries) while its webhook fails."""
+        try:
+            notice = HandoffNotice.from_key(_notify_decoder.decode(await request.body()).notice)
+        except (msgspec.DecodeError, InvalidNotice) as error:
+            raise ClientException(f"invalid notify task: {error}") from None
+        outcome = await container_of(request).notifier.deliver(notice, _attempt(request))
         return {"outcome": outcome}
 
     @post("/sweep", status_code=200, opt=TASK_ROUTE)

@@ -85,6 +85,11 @@ class Metrics:
         self.send_errors = meter.create_counter(
             "pyloto.send.errors", description="Graph API errors on sends, by error code."
         )
+        self.handoff_notices = meter.create_counter(
+            "pyloto.handoff.notices",
+            description="Deliveries of mode-change notices to HANDOFF_WEBHOOK_URL, by outcome "
+            "(sent, retried, rejected, gave_up, unconfigured).",
+        )
         self.store_data_lost = meter.create_counter(
             "pyloto.store.data_lost",
             description="Times the shared store was found to have lost writes (a Redis that "
