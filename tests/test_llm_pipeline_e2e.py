@@ -58,6 +58,7 @@ from tests.support.helpers import (
     eventually,
     load_payload,
     new_wamid,
+    now_stamp,
     shipped_templates,
     status,
     text_message,
@@ -835,7 +836,7 @@ async def test_a_voice_note_is_transcribed_then_answered_by_the_three_llm_steps(
     message = {
         "from": SENDER,
         "id": new_wamid(),
-        "timestamp": "1732500000",
+        "timestamp": now_stamp(),
         "type": "audio",
         "audio": {"mime_type": VOICE, "id": "4101", "voice": True},
     }
@@ -953,7 +954,7 @@ async def test_a_voice_note_over_metas_size_limit_falls_back_without_a_download(
     message = {
         "from": SENDER,
         "id": new_wamid(),
-        "timestamp": "1732500000",
+        "timestamp": now_stamp(),
         "type": "audio",
         "audio": {"mime_type": VOICE, "id": "4102", "voice": True},
     }

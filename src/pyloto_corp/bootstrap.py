@@ -35,7 +35,7 @@ from pyloto_corp.adapters.whatsapp_graph import GraphClient, GraphOutbox
 from pyloto_corp.adapters.whatsapp_graph import create_client as create_graph_client
 from pyloto_corp.ai.prompts import BusinessProfile
 from pyloto_corp.application.advance import Advancer
-from pyloto_corp.application.conversations import Conversations, ModeRules
+from pyloto_corp.application.conversations import Conversations, ModeChange, ModeRules
 from pyloto_corp.application.durability import DurabilityGate, refusal
 from pyloto_corp.application.handoff_notices import (
     NOTIFY_STATE,
@@ -590,7 +590,22 @@ def bootstrap(
         numbers=business_numbers(settings),
         handoff=handoff_policy(settings),
     )
-    modes = ModeRules(LifecycleMachine(load_chart(statechart_dir() / CONVERSATION_CHART_FILE)))
+    notifier = handoff_notifier(settings, queue, runtime.telemetry)
+
+    async def announce(change: ModeChange) -> None:
+        await notifier.notify(
+            HandoffNotice(
+                change.conversation,
+                change.mode,
+                change.previous,
+                change.reason,
+                change.at,
+                change.version,
+            )
+        )
+
+    conversation_chart = load_chart(statechart_dir() / CONVERSATION_CHART_FILE)
+    modes = ModeRules(LifecycleMachine(conversation_chart), announce)
     advancer = Advancer(machine, store, queue, context, runtime.telemetry, modes)
     # On Redis, webhooks are acknowledged only while it keeps them through a crash.
     gate = None
@@ -626,7 +641,7 @@ def bootstrap(
         ),
         conversations=conversations,
         clock=clock,
-        notifier=handoff_notifier(settings, queue, runtime.telemetry),
+        notifier=notifier,
         oidc_verifier=oidc_verifier(settings),
         telemetry_runtime=runtime,
         # Instances on Redis beat; with in-process queues they adopt what a dead one left.

@@ -272,7 +272,8 @@ class WhatsAppSettings(_Section):
 
 
 class HandoffSettings(_Section):
-    """When the bot hands a conversation to a person (docs/handoff.md)."""
+    """When the bot hands a conversation to a person, and where a person is told that a
+    conversation changed mode (docs/handoff.md)."""
 
     keywords: Annotated[tuple[str, ...], BeforeValidator(_comma_list)] = Field(
         DEFAULT_HANDOFF_KEYWORDS,
@@ -299,6 +300,28 @@ class HandoffSettings(_Section):
         gt=0,
         description="A conversation with a person and no agent activity this long goes "
         "back to the bot (checked by the sweeper).",
+    )
+    webhook_url: str | None = Field(
+        None,
+        alias="HANDOFF_WEBHOOK_URL",
+        pattern=r"^https?://[^\s]+$",
+        description="POSTed a signed JSON notice, through the outbound queue with its "
+        "retries, whenever a conversation changes mode; unset, no notice is sent.",
+        repr=False,  # a Slack or n8n webhook URL is a credential in itself
+    )
+    webhook_secret: str | None = Field(
+        None,
+        alias="HANDOFF_WEBHOOK_SECRET",
+        description="Key of the notices' X-Pyloto-Signature-256 (HMAC-SHA256 of the body); "
+        "required with HANDOFF_WEBHOOK_URL.",
+        repr=False,
+    )
+    webhook_timeout_seconds: float = Field(
+        10.0,
+        alias="HANDOFF_WEBHOOK_TIMEOUT_SECONDS",
+        gt=0,
+        le=30,
+        description="Timeout of one notice's POST; a timeout is retried like a 5xx.",
     )
 
 
@@ -426,33 +449,6 @@ class BusinessSettings(_Section):
         alias="BUSINESS_WEBSITE_URL",
         pattern=r"^https://[^/\s]+",
         description="https site; the only host CTA buttons may link to.",
-    )
-
-
-class HandoffSettings(_Section):
-    """Where a person is told that a conversation changed mode (docs/handoff.md)."""
-
-    webhook_url: str | None = Field(
-        None,
-        alias="HANDOFF_WEBHOOK_URL",
-        pattern=r"^https?://[^\s]+$",
-        description="POSTed a signed JSON notice, through the outbound queue with its "
-        "retries, whenever a conversation changes mode; unset, no notice is sent.",
-        repr=False,  # a Slack or n8n webhook URL is a credential in itself
-    )
-    webhook_secret: str | None = Field(
-        None,
-        alias="HANDOFF_WEBHOOK_SECRET",
-        description="Key of the notices' X-Pyloto-Signature-256 (HMAC-SHA256 of the body); "
-        "required with HANDOFF_WEBHOOK_URL.",
-        repr=False,
-    )
-    webhook_timeout_seconds: float = Field(
-        10.0,
-        alias="HANDOFF_WEBHOOK_TIMEOUT_SECONDS",
-        gt=0,
-        le=30,
-        description="Timeout of one notice's POST; a timeout is retried like a 5xx.",
     )
 
 
@@ -705,7 +701,6 @@ class Settings(BaseSettings):
     openai: OpenAISettings = Field(default_factory=OpenAISettings)  # type: ignore[arg-type]
     handoff: HandoffSettings = Field(default_factory=HandoffSettings)  # type: ignore[arg-type]
     business: BusinessSettings = Field(default_factory=BusinessSettings)  # type: ignore[arg-type]
-    handoff: HandoffSettings = Field(default_factory=HandoffSettings)  # type: ignore[arg-type]
     state: StateSettings = Field(default_factory=StateSettings)  # type: ignore[arg-type]
     queue: QueueSettings = Field(default_factory=QueueSettings)  # type: ignore[arg-type]
     secrets: SecretSettings = Field(default_factory=SecretSettings)  # type: ignore[arg-type]

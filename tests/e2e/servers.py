@@ -39,7 +39,7 @@ from tests.support.helpers import (
 from tests.support.redis_server import free_port
 
 START_SECONDS = 30.0
-TERMINAL_STATES = ("sent", "failed", "ignored")
+TERMINAL_STATES = ("sent", "failed", "ignored", "with_agent")
 RETENTION_SECONDS = 8 * 86400  # STATE_RETENTION_DAYS' default
 
 

@@ -32,7 +32,7 @@ from tests.support.helpers import (
     signed_headers,
 )
 
-TERMINAL = frozenset({"sent", "failed", "ignored"})
+TERMINAL = frozenset({"sent", "failed", "ignored", "with_agent"})
 WAIT_SECONDS = 15.0
 # The states a text message passes through on the template reply and on the LLM steps.
 FALLBACK_PATH = ["received", "deduped", "fallback", "queued_outbound", "sending", "sent"]

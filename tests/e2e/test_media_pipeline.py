@@ -36,7 +36,7 @@ from pyloto_corp.observability.logging import JsonFormatter
 from pyloto_corp.observability.setup import TelemetryRuntime
 from tests.e2e.support import Pyloto, not_the_test_client, trajectory
 from tests.support.fake_graph import PHONE_NUMBER_ID, TOKEN, FakeGraph, MediaFault
-from tests.support.helpers import CONTACT_NAME, CPF, SENDER, envelope, new_wamid
+from tests.support.helpers import CONTACT_NAME, CPF, SENDER, envelope, new_wamid, now_stamp
 from tests.support.media_files import VOICE, png, voice_note
 from tests.support.telemetry_capture import HASH_KEY, Captured
 
@@ -94,7 +94,7 @@ def voice_message(media_id: str, message_id: str | None = None) -> dict[str, Any
     return {
         "from": SENDER,
         "id": message_id or new_wamid(),
-        "timestamp": "1732500000",
+        "timestamp": now_stamp(),
         "type": "audio",
         "audio": {"mime_type": VOICE, "id": media_id, "voice": True},
     }
@@ -108,7 +108,7 @@ def image_message(media_id: str, caption: str | None = None) -> dict[str, Any]:
     return {
         "from": SENDER,
         "id": new_wamid(),
-        "timestamp": "1732500000",
+        "timestamp": now_stamp(),
         "type": "image",
         "image": image,
     }

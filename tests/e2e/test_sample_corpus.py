@@ -14,7 +14,7 @@ import pytest
 
 from pyloto_corp.domain.records import IGNORED_KINDS
 from tests.e2e.support import Pyloto
-from tests.support.helpers import new_wamid
+from tests.support.helpers import new_wamid, restamped
 
 pytestmark = pytest.mark.anyio
 
@@ -37,6 +37,10 @@ def items(payload: dict[str, Any], key: str) -> list[dict[str, Any]]:
         for item in change["value"].get(key, [])
         if isinstance(item, dict)
     ]
+
+
+# Messages sent right after one asking for a person (in the same batch, so either order).
+AFTER_HANDOFF = frozenset({"wamid.BATCH.E3.M2"})
 
 
 def expected_states(payload: dict[str, Any]) -> dict[str, str]:
@@ -64,7 +68,7 @@ def test_the_corpus_covers_every_documented_kind() -> None:
 
 @pytest.mark.parametrize("name", SAMPLES)
 async def test_each_sample_is_acknowledged_and_handled(pyloto: Pyloto, name: str) -> None:
-    payload = copy.deepcopy(SAMPLES[name])
+    payload = restamped(copy.deepcopy(SAMPLES[name]))
     expected = expected_states(payload)
 
     response = await pyloto.post(payload)
@@ -74,7 +78,10 @@ async def test_each_sample_is_acknowledged_and_handled(pyloto: Pyloto, name: str
     assert answer["created"] == len(expected)
     assert answer["statuses"] == len(items(payload, "statuses"))
     for message_id, state in expected.items():
-        assert (await pyloto.wait_for(message_id))["state"] == state, message_id
+        ended = (await pyloto.wait_for(message_id))["state"]
+        # A customer who asked for a person ("Quero falar com atendente") gets the handoff's
+        # acknowledgment; what they sent alongside may be held for the agent.
+        assert ended == state or (message_id in AFTER_HANDOFF and ended == "with_agent"), message_id
 
 
 async def test_a_batch_of_1000_updates_is_acknowledged_and_stored(pyloto: Pyloto) -> None:

@@ -170,6 +170,9 @@ async def test_same_batch_posted_twenty_times_concurrently_is_handled_once(
 ) -> None:
     """20 concurrent POSTs of one 6-message batch → all 200, one record and one send per message."""
     payload = load_payload("batches/three_entries_two_messages.json")
+    # The batch's button asks for a person; here every message wants the bot's reply.
+    value = payload["entry"][2]["changes"][0]["value"]
+    value["messages"][0]["button"]["text"] = "Ver horários"
     ids = message_ids(payload)
     body = encode(payload)
     responses = await asyncio.gather(*(pyloto.post(body) for _ in range(20)))

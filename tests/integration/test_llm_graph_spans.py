@@ -226,8 +226,8 @@ async def test_a_graph_send_is_a_client_span_with_the_http_status(
 ) -> None:
     """A reply sent through Graph gives a `whatsapp send` CLIENT span under `step
     queued_outbound` with http.response.status_code 200, the server's host and no error;
-    the read receipt is a `whatsapp mark_read` span under `step received`; no send error is
-    counted."""
+    the read receipt is a `whatsapp mark_read` span under `step deduped` (where the
+    conversation is known); no send error is counted."""
     async with open_app(**graph_variables(graph)) as app:
         view = await run_message(app, "Qual o horário de vocês?")
     assert view["state"] == "sent"
@@ -249,7 +249,7 @@ async def test_a_graph_send_is_a_client_span_with_the_http_status(
     (read,) = captured.named("whatsapp mark_read")
     assert attributes_of(read)["http.response.status_code"] == 200
     assert read.parent is not None
-    assert read.parent.span_id == step_span(spans, "received").context.span_id
+    assert read.parent.span_id == step_span(spans, "deduped").context.span_id
     assert captured.points("pyloto.send.errors") == {}
     for span in spans:
         assert SENDER not in span.to_json()

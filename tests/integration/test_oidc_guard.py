@@ -98,7 +98,7 @@ async def test_a_task_with_a_valid_oidc_token_runs(oidc_app: Client, key: KeyPai
     assert response.json() == {"outcome": "unknown"}
     response = await oidc_app.post(SWEEP, headers=bearer(valid_token(key)))
     assert response.status_code == 200
-    assert set(response.json()) == {"requeued", "purged"}
+    assert set(response.json()) == {"requeued", "purged", "released"}
 
 
 @pytest.mark.parametrize("route", [ADVANCE, SWEEP])

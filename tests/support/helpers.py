@@ -43,12 +43,12 @@ def shipped_templates(
     return load_reply_templates(None, name, hours)
 
 
-def load_payload(name: str) -> dict[str, Any]:
-    """A payload fixture from tests/data/, its messages stamped now: a message is answered
-    with free text only within 24 hours of its timestamp (WhatsApp's window), so a fixture's
-    fixed date would be too old to answer."""
+def load_payload(name: str, restamp: bool = True) -> dict[str, Any]:
+    """A payload fixture from tests/data/, its messages stamped now unless not `restamp`: a
+    message is answered with free text only within 24 hours of its timestamp (WhatsApp's
+    window), so a fixture's fixed date would be too old to answer."""
     value: dict[str, Any] = json.loads((DATA / name).read_text(encoding="utf-8"))
-    return restamped(value)
+    return restamped(value) if restamp else value
 
 
 def now_stamp() -> str:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from pyloto_corp.domain.records import InboundMessage
 from tests.support.helpers import CONTACT_NAME, SENDER, new_wamid
 
@@ -10,14 +12,15 @@ def inbound(
     message_id: str | None = None,
     text: str | None = "Olá, quero saber o preço",
     kind: str = "text",
-    timestamp: int = 1_732_500_000,
+    timestamp: int | None = None,
 ) -> InboundMessage:
-    """A normalised inbound message of `kind` from the test sender (a new id when not given)."""
+    """A normalised inbound message of `kind` from the test sender (a new id when not given),
+    written now unless `timestamp` says when (a reply is free text only within 24 hours)."""
     return InboundMessage(
         message_id=message_id or new_wamid(),
         sender=SENDER,
         kind=kind,
-        timestamp=timestamp,
+        timestamp=int(time.time()) if timestamp is None else timestamp,
         phone_number_id="106540352242922",
         text=text,
         contact_name=CONTACT_NAME,

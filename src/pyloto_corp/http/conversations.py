@@ -13,6 +13,7 @@ from typing import Any
 import msgspec
 from litestar import Controller, Request, get, post
 from litestar.exceptions import ClientException, HTTPException, NotFoundException
+from litestar.params import FromPath
 
 from pyloto_corp.application.conversations import (
     ConversationMissing,
@@ -85,12 +86,14 @@ class ConversationController(Controller):
     guards = [internal_guard]  # noqa: RUF012
 
     @get("/")
-    async def list_conversations(
-        self, request: Request[Any, Any, Any], mode: str | None = None, limit: int = 100
-    ) -> dict[str, Any]:
-        """Conversations in `mode` (any when absent), the longest waiting first."""
+    async def list_conversations(self, request: Request[Any, Any, Any]) -> dict[str, Any]:
+        """Conversations in `?mode=` (any when absent), the longest waiting first, at most
+        `?limit=` (100)."""
+        mode = request.query_params.get("mode") or None
         if mode is not None and mode not in MODES:
             raise ClientException(f"mode must be one of {', '.join(MODES)}")
+        given = request.query_params.get("limit", "100")
+        limit = int(given) if given.isascii() and given.isdigit() and len(given) < 5 else 0
         if not 1 <= limit <= MAX_LIST:
             raise ClientException(f"limit must be between 1 and {MAX_LIST}")
         service = _service(request)
@@ -106,7 +109,9 @@ class ConversationController(Controller):
         return {"conversations": items}
 
     @get("/{conversation_id:str}")
-    async def show(self, request: Request[Any, Any, Any], conversation_id: str) -> dict[str, Any]:
+    async def show(
+        self, request: Request[Any, Any, Any], conversation_id: FromPath[str]
+    ) -> dict[str, Any]:
         """The conversation, its audit trail and its last turns (masked)."""
         service = _service(request)
         key = _key(conversation_id)
@@ -126,7 +131,7 @@ class ConversationController(Controller):
 
     @post("/{conversation_id:str}/takeover", status_code=200)
     async def take_over(
-        self, request: Request[Any, Any, Any], conversation_id: str
+        self, request: Request[Any, Any, Any], conversation_id: FromPath[str]
     ) -> dict[str, Any]:
         service = _service(request)
         async with _answers():
@@ -135,7 +140,7 @@ class ConversationController(Controller):
 
     @post("/{conversation_id:str}/release", status_code=200)
     async def release(
-        self, request: Request[Any, Any, Any], conversation_id: str
+        self, request: Request[Any, Any, Any], conversation_id: FromPath[str]
     ) -> dict[str, Any]:
         service = _service(request)
         async with _answers():
@@ -143,7 +148,9 @@ class ConversationController(Controller):
         return conversation_view(changed, service.clock())
 
     @post("/{conversation_id:str}/messages", status_code=202)
-    async def reply(self, request: Request[Any, Any, Any], conversation_id: str) -> dict[str, str]:
+    async def reply(
+        self, request: Request[Any, Any, Any], conversation_id: FromPath[str]
+    ) -> dict[str, str]:
         """Queue an agent's reply: 202 with the id of the record that sends it."""
         try:
             data = _message_decoder.decode(await request.body())
