@@ -279,3 +279,50 @@ async def test_the_stores_apply_writes_as_the_domain_rule_does(store: StateStore
                 (e.at, e.who, e.action)
                 for e in (await store.get_conversation(key)).audit  # type: ignore[union-attr]
             ]
+
+
+async def test_a_changed_bsuid_takes_the_conversation_along(store: StateStore) -> None:
+    """A customer whose BSUID changes keeps their conversation: its mode (a person owning
+    it), window and audit trail move to the new key, unless that one has its own."""
+    previous, current = _key(), _key()
+    await store.change_conversation(
+        previous,
+        ConversationWrite(
+            customer_at=NOW, mode=HUMAN, owner="ana", at=NOW, audit=("ana", "took over")
+        ),
+    )
+    await store.move_customer(previous, current)
+    moved = await store.get_conversation(current)
+    assert moved is not None
+    assert (moved.mode, moved.owner, moved.customer_at) == (HUMAN, "ana", NOW)
+    assert [e.action for e in moved.audit] == ["took over"]
+    assert await store.get_conversation(previous) is None
+    assert [
+        c.key for c in await store.list_conversations(HUMAN, 100) if c.key in (previous, current)
+    ] == [current]
+    # A key with its own conversation keeps it.
+    other = _key()
+    await store.change_conversation(other, ConversationWrite(mode=WAITING_HUMAN, at=NOW))
+    await store.move_customer(current, other)
+    kept = await store.get_conversation(other)
+    assert kept is not None
+    assert kept.mode == WAITING_HUMAN
+
+
+async def test_a_number_that_becomes_an_alias_hands_its_conversation_to_the_bsuid(
+    store: StateStore,
+) -> None:
+    """A conversation kept under a customer's number (before WhatsApp named their BSUID)
+    moves to the BSUID's key when a message names both."""
+    phone, user = _key(), _key()
+    await store.change_conversation(phone, ConversationWrite(mode=HUMAN, owner="ana", at=NOW))
+    stored = record(created_at=NOW)
+    await store.create_if_absent([stored])
+    accepted = replace(stored, state="deduped", version=1)
+    writes = Writes(customer=CustomerRequest(phone, user))
+    lease = LeaseHold(f"{stored.message_id}:received", "me")
+    done = await store.finish_step(StepCommit(accepted, 0, lease, writes=writes))
+    assert done.customer == user
+    moved = await store.get_conversation(user)
+    assert moved is not None
+    assert (moved.mode, moved.owner) == (HUMAN, "ana")

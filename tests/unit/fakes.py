@@ -197,8 +197,14 @@ class FakeStore:
         return key
 
     def _move_turns(self, source: str, target: str) -> None:
+        """The turns and the conversation of `source` become `target`'s, each unless
+        `target` has its own."""
         if source in self.turns and not self.turns.get(target):
             self.turns[target] = self.turns.pop(source)
+        if source in self.conversations and target not in self.conversations:
+            self.conversations[target] = dataclasses.replace(
+                self.conversations.pop(source), key=target
+            )
 
     def _resolve_customer(self, phone_key: str | None, user_key: str | None) -> str:
         if not user_key:

@@ -617,7 +617,14 @@ class RedisStore:
 
     async def move_customer(self, previous_key: str, current_key: str) -> None:
         with _redis_errors:
-            await self._move(keys=[], args=self._customer_args(previous_key, current_key))
+            chats = [
+                self.keys.chat(""),
+                self.keys.chat_audit(""),
+                self.keys.chat_mode(""),
+                self.keys.chats,
+            ]
+            args = [*self._customer_args(previous_key, current_key), *chats]
+            await self._move(keys=[], args=args)
 
     async def release_lease(self, name: str, owner: str) -> None:
         with _redis_errors:

@@ -680,10 +680,19 @@ class SQLiteStore:
 
     @staticmethod
     def _move_turns(conn: sqlite3.Connection, source: str, target: str) -> None:
-        """The turns of `source` become `target`'s, unless `target` has its own."""
-        if conn.execute("SELECT 1 FROM turns WHERE conversation = ?", (target,)).fetchone():
+        """The turns and the conversation (mode, window, audit trail) of `source` become
+        `target`'s, each unless `target` has its own."""
+        if not conn.execute("SELECT 1 FROM turns WHERE conversation = ?", (target,)).fetchone():
+            conn.execute(
+                "UPDATE turns SET conversation = ? WHERE conversation = ?", (target, source)
+            )
+        if conn.execute("SELECT 1 FROM conversations WHERE key = ?", (target,)).fetchone():
             return
-        conn.execute("UPDATE turns SET conversation = ? WHERE conversation = ?", (target, source))
+        conn.execute("UPDATE conversations SET key = ? WHERE key = ?", (target, source))
+        conn.execute(
+            "UPDATE conversation_audit SET conversation = ? WHERE conversation = ?",
+            (target, source),
+        )
 
     @staticmethod
     def _acquire(conn: sqlite3.Connection, name: str, owner: str, seconds: float) -> bool:

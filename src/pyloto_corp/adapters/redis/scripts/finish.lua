@@ -103,19 +103,23 @@ if current[1] == ARGV[$argv.expected_version] then
       tonumber(ARGV[$argv.per_token]), tonumber(ARGV[$argv.burst]), ARGV[$argv.bucket_ttl_ms])
   end
   if mode_changed == 0 and wait == 0 then
+    local where = {hash = ARGV[$argv.chat_prefix], audit = ARGV[$argv.chat_audit_prefix],
+      modes = ARGV[$argv.chat_mode_prefix], all = KEYS[$keys.chats],
+      ttl = ARGV[$argv.record_ttl]}
     if ARGV[$argv.resolve] == '1' then
       customer = resolve(ARGV[$argv.conversation_prefix], ARGV[$argv.alias_prefix],
         ARGV[$argv.alias_ttl], ARGV[$argv.phone_key], ARGV[$argv.user_key])
       ARGV[$argv.conversation] = customer
+      -- A number that becomes the BSUID's alias hands its conversation over with its turns.
+      if ARGV[$argv.user_key] ~= '' and ARGV[$argv.phone_key] ~= '' then
+        chat_move(where, ARGV[$argv.phone_key], customer)
+      end
     end
     save(current)
     saved = 1
     local key = ARGV[$argv.chat_key]
     if key == '' then key = customer end
     if chatting and key ~= '' then
-      local where = {hash = ARGV[$argv.chat_prefix], audit = ARGV[$argv.chat_audit_prefix],
-        modes = ARGV[$argv.chat_mode_prefix], all = KEYS[$keys.chats],
-        ttl = ARGV[$argv.record_ttl]}
       chat_apply(where, key, chat_write_at($argv.chat_customer_at))
     end
   end

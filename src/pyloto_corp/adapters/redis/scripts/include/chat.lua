@@ -68,3 +68,22 @@ local function chat_apply(where, key, w)
   end
   return true
 end
+-- chat_move() gives the conversation of `source` (its hash, trail and index entries) to
+-- `target` unless that one has its own: a customer whose key changed keeps their mode.
+local function chat_move(where, source, target)
+  local from, to = where.hash .. source, where.hash .. target
+  if source == target or redis.call('EXISTS', from) == 0 or redis.call('EXISTS', to) == 1 then
+    return
+  end
+  local row = redis.call('HMGET', from, 'mode', 'since')
+  local mode, since = row[1] or 'bot', row[2] or '0.0'
+  redis.call('RENAME', from, to)
+  if redis.call('EXISTS', where.audit .. source) == 1 then
+    redis.call('DEL', where.audit .. target)
+    redis.call('RENAME', where.audit .. source, where.audit .. target)
+  end
+  redis.call('ZREM', where.modes .. mode, source)
+  redis.call('ZADD', where.modes .. mode, since, target)
+  redis.call('ZREM', where.all, source)
+  redis.call('ZADD', where.all, since, target)
+end
