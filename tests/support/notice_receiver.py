@@ -59,6 +59,11 @@ class NoticeReceiver:
         """The webhook URL to configure (HANDOFF_WEBHOOK_URL)."""
         return self.server.url + "/hooks/pyloto"
 
+    def accepted(self) -> list[Received]:
+        """The POSTs answered with a 2xx, in order."""
+        with self.lock:
+            return [item for item in self.received if 200 <= item.answered < 300]
+
     def bodies(self) -> list[bytes]:
         """The bodies received so far, in order."""
         with self.lock:
