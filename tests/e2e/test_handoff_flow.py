@@ -1,4 +1,4 @@
-"""The handoff webhook end to end: a customer asks for a person, an operator takes over and
+"""Handoff end to end: a customer asks for a person, an operator takes over and
 releases, and each mode change reaches the webhook signed, retried and free of anything
 personal."""
 
@@ -18,6 +18,8 @@ from tests.support.helpers import (
     SENDER,
     envelope,
     eventually,
+    message_echoes,
+    text_echo,
     text_message,
 )
 from tests.support.notice_receiver import NoticeReceiver
@@ -76,3 +78,33 @@ async def test_each_mode_change_reaches_the_webhook_signed_and_clean(
         text = item.body.decode()
         for personal in (SENDER, CONTACT_NAME, "12345", "atendente"):
             assert personal not in text
+
+
+async def test_a_reply_from_the_business_app_pauses_the_bot(open_pyloto: OpenPyloto) -> None:
+    """The manager answers from the WhatsApp Business app (an `smb_message_echoes` echo):
+    the echo is never answered, the conversation is the person's, and the customer's next
+    message is kept for them with no bot reply (the bot does not talk over the human)."""
+    token = {"X-Internal-Token": INTERNAL_TOKEN}
+    async with open_pyloto() as app:
+        first = text_message("Vocês têm o modelo azul?")
+        assert (await app.post(envelope([first]))).status_code == 200
+        assert (await app.wait_for(first["id"]))["state"] == "sent"
+        echo = text_echo("Temos sim! Separei um para você.")
+        assert (await app.post(message_echoes([echo]))).status_code == 200
+        echoed = await app.wait_for(echo["id"])
+        assert (echoed["inbound"]["kind"], echoed["state"]) == ("echo", "with_agent")
+        conversation = echoed["conversation"]
+        assert conversation == (await app.view(first["id"]))["conversation"]
+        shown = await app.client.get(f"/internal/conversations/{conversation}", headers=token)
+        assert (shown.json()["mode"], shown.json()["owner"]) == ("human", "whatsapp_business_app")
+
+        after = text_message("Ótimo, pode reservar")
+        assert (await app.post(envelope([after]))).status_code == 200
+        assert (await app.wait_for(after["id"]))["state"] == "with_agent"
+        await app.wait_idle()
+        assert await app.sent_for(echo["id"]) == []
+        assert await app.sent_for(after["id"]) == []
+        assert await app.outbox_count() == 1  # the first message's reply, nothing since
+        # The manager's words are a turn LLM#2 reads once the bot answers again.
+        turns = shown.json()["turns"]
+        assert [t["role"] for t in turns][-1] == "agent"
