@@ -1,6 +1,6 @@
-"""Handoff end to end: a customer asks for a person, an operator takes over and
-releases, and each mode change reaches the webhook signed, retried and free of anything
-personal."""
+"""Handoff end to end: a customer asks for a person, an operator takes over and releases
+(each mode change reaching the webhook signed, retried and free of anything personal), and
+the business answering from the WhatsApp Business app silences the bot."""
 
 from __future__ import annotations
 
