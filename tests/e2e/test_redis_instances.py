@@ -99,7 +99,7 @@ def test_sweep_needs_the_token_and_requeues_stuck_records(
         assert wrong.status_code == 403
         first = client.post("/internal/sweep", headers=TOKEN)
         assert first.status_code == 200
-        assert first.json() == {"requeued": 0, "purged": 0}
+        assert first.json() == {"requeued": 0, "purged": 0, "released": 0}
 
         an_hour_ago = time.time() - 3600  # stuck: untouched for longer than the sweep's limit
         stuck = [
