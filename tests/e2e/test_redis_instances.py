@@ -88,7 +88,7 @@ def test_sweep_needs_the_token_and_requeues_stuck_records(
     serve_on_redis: ServeOnRedis, redis_server: RedisServer, redis_prefix: str, view: RedisView
 ) -> None:
     """POST /internal/sweep: 401 without a token, 403 with a wrong one, 200 with
-    {"requeued", "purged"}. Records left mid-way with an old updated_at and no task queued
+    {"requeued", "purged", "released"}. Records left mid-way with an old updated_at and no task queued
     (as a crashed instance leaves them) are re-queued by the sweep and reach `sent`; a
     record past retention is purged."""
     server = serve_on_redis(redis_server)
@@ -115,7 +115,7 @@ def test_sweep_needs_the_token_and_requeues_stuck_records(
 
         swept = client.post("/internal/sweep", headers=TOKEN)
         assert swept.status_code == 200
-        assert swept.json() == {"requeued": 2, "purged": 1}
+        assert swept.json() == {"requeued": 2, "purged": 1, "released": 0}
 
     assert view.wait_for(stuck_ids) == dict.fromkeys(stuck_ids, "sent")
     assert view.replies() == dict.fromkeys(stuck_ids, 1)
