@@ -20,7 +20,13 @@ from pyloto_corp.domain.conversation import (
     Conversation,
     Keywords,
 )
-from pyloto_corp.domain.events import DeadLettered, FellBack, HeldForAgent, SendClaimed
+from pyloto_corp.domain.events import (
+    DeadLettered,
+    FellBack,
+    HeldForAgent,
+    ReplyQueued,
+    SendClaimed,
+)
 from pyloto_corp.domain.writes import ConversationWrite
 from tests.unit.fakes import FakeClock, FakeOutbox, MakeRecord
 
@@ -36,10 +42,14 @@ STAMP = 1_732_531_200  # the records' timestamp (tests/unit/conftest.py's make_r
 
 
 def with_conversation(
-    context: StepContext, mode: str | None, customer_at: float = STAMP, **handoff: object
+    context: StepContext,
+    mode: str | None,
+    customer_at: float = STAMP,
+    reengagement: tuple[str, str] | None = None,
 ) -> StepContext:
     conversation = None if mode is None else Conversation(KEY, mode, customer_at=customer_at)
-    return replace(context, handoff=replace(HANDOFF, **handoff), conversation=conversation)
+    handoff = replace(HANDOFF, reengagement=reengagement)
+    return replace(context, handoff=handoff, conversation=conversation)
 
 
 @pytest.mark.parametrize("mode", [None, BOT])
@@ -93,6 +103,7 @@ async def test_while_a_person_is_asked_for_or_owns_it_every_bot_step_is_held(
     record = make_record(state=state, text="atendente, por favor", results={"event": "price"})
     event = await gate(record, with_conversation(context, mode))
     assert isinstance(event, HeldForAgent)
+    assert event.conversation is not None
     assert event.conversation == ConversationWrite(key=event.conversation.key, expect_mode=mode)
     assert outbox.read == []
 
@@ -127,8 +138,9 @@ async def test_the_acknowledgment_is_the_setting(
 ) -> None:
     record = make_record(state="fallback", fallback_reason=HANDOFF_REASON)
     event = await queue_reply(record, with_conversation(context, WAITING_HUMAN))
-    assert event.reply["text"]["body"] == DEFAULT_ACKNOWLEDGMENT  # type: ignore[union-attr]
-    assert "context" in event.reply  # type: ignore[operator]
+    assert isinstance(event, ReplyQueued)
+    assert event.reply["text"]["body"] == DEFAULT_ACKNOWLEDGMENT
+    assert "context" in event.reply, "the acknowledgment answers the customer's message"
 
 
 # --- the 24-hour window at the send claim ---------------------------------------------------
