@@ -360,3 +360,26 @@ def test_a_dead_lettered_bot_reply_is_not_replayed_while_an_agent_owns_the_conve
     assert "human" in replay.json()["skipped"][message_id]
     assert serve.record(message_id)["state"] == "failed"
     assert graph.sends == []
+
+
+def test_a_takeover_while_llm2_drafts_leaves_the_draft_unsent(
+    start: Start, graph: FakeGraph, fake_openai: FakeOpenAI
+) -> None:
+    """An agent takes the conversation over while LLM#2 is still drafting: the bot's reply
+    is never sent (its claim expects `bot`) and the message ends `with_agent`."""
+    serve = start(llm=True)
+    first = serve.message("oi")
+    view = serve.wait(first)
+    assert view["state"] == "sent"
+    sends = len(graph.sends)
+    draft = {"text": "O corte custa R$ 50."}
+    fake_openai.queue(DRAFT, json_answer(draft, delay=1.5))
+    drafting = serve.message("quanto custa o corte?")
+    deadline = time.monotonic() + WAIT_SECONDS
+    while len(fake_openai.seen(DRAFT)) < 2:
+        assert time.monotonic() < deadline, "LLM#2 was never asked"
+        time.sleep(0.02)
+    taken = serve.post(f"/internal/conversations/{view['conversation']}/takeover")
+    assert taken.status_code == 200, taken.text
+    assert serve.wait(drafting)["state"] == "with_agent"
+    assert len(graph.sends) == sends, "the bot's draft went out after the takeover"
