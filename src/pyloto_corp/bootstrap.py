@@ -605,7 +605,7 @@ def bootstrap(
         )
 
     conversation_chart = load_chart(statechart_dir() / CONVERSATION_CHART_FILE)
-    modes = ModeRules(LifecycleMachine(conversation_chart), announce)
+    modes = ModeRules(LifecycleMachine(conversation_chart), announce, runtime.telemetry.tracer)
     advancer = Advancer(machine, store, queue, context, runtime.telemetry, modes)
     # On Redis, webhooks are acknowledged only while it keeps them through a crash.
     gate = None

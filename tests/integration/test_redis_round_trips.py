@@ -107,7 +107,11 @@ async def one_message(container: Container, queue: FakeQueue, text: str) -> str:
 
 
 async def measure(
-    redis: RedisServer, settings: Settings, assistant: ScriptedAssistant | None, paced: bool
+    redis: RedisServer,
+    settings: Settings,
+    assistant: ScriptedAssistant | None,
+    paced: bool,
+    texts: tuple[str, str] = ("Oi, quanto custa o corte?", "E a barba?"),
 ) -> tuple[Record, list[str]]:
     """A warm-up message, then the commands the store sent for a second one."""
     queue = FakeQueue()
@@ -118,9 +122,9 @@ async def measure(
             container.advancer.context, pacing=Pacing(per_seconds=0.01, burst=5)
         )
     try:
-        await one_message(container, queue, "Oi, quanto custa o corte?")
+        await one_message(container, queue, texts[0])
         async with client_commands(redis.url) as commands:
-            message_id = await one_message(container, queue, "E a barba?")
+            message_id = await one_message(container, queue, texts[1])
         done = await container.store.get(message_id)
     finally:
         await container.stop()
@@ -236,3 +240,42 @@ async def test_a_transition_writing_the_conversation_is_still_one_call(
         assert commands == ["EVALSHA", "EVALSHA"]
     finally:
         await store.close()
+
+
+HANDOFF_PATHS: dict[str, tuple[tuple[str, str], list[str]]] = {
+    # A keyword: the conversation to `waiting_human` in the save that falls back.
+    "keyword": (
+        ("Oi, quanto custa o corte?", "quero falar com um atendente"),
+        ["received", "deduped", "fallback", "queued_outbound", "sending", "sent"],
+    ),
+    # Held for the agent: the guard on the conversation's mode and the customer's turn.
+    "held": (
+        ("quero falar com um atendente", "E a barba?"),
+        ["received", "deduped", "with_agent"],
+    ),
+}
+
+
+@pytest.mark.parametrize("path", list(HANDOFF_PATHS))
+async def test_handoff_transitions_cost_at_most_two_round_trips(
+    private_redis: RedisServer,
+    redis_prefix: str,
+    make_settings: Callable[..., Settings],
+    path: str,
+) -> None:
+    """A handoff by keyword and a message held for an agent write the conversation in the
+    transition's own script call: still at most two round trips a transition (the ingest's
+    one call aside: a held message's path is too short to spread it, 5 calls for 2)."""
+    texts, states = HANDOFF_PATHS[path]
+    settings = make_settings(
+        STATE_BACKEND="redis", REDIS_URL=private_redis.url, REDIS_KEY_PREFIX=redis_prefix
+    )
+
+    done, commands = await measure(private_redis, settings, None, False, texts)
+
+    transitions = len(done.history)
+    assert [done.history[0].source, *(h.dest for h in done.history)] == states
+    print(f"\n{path}: {round_trips(commands)} round trips, {transitions} transitions")
+    ingest = 1  # the record's create
+    assert round_trips(commands) - ingest <= ROUND_TRIPS_PER_TRANSITION * transitions, commands
+    assert set(commands) == {"EVALSHA"}, "no separate read, write or claim"

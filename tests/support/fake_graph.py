@@ -492,7 +492,7 @@ def validate(body: dict[str, Any]) -> list[str]:
         found.append("recipient_type must be 'individual'")
     found += _addressee_problems(body.get("to"), body.get("recipient"))
     kind = body.get("type")
-    if kind not in ("text", "interactive"):
+    if kind not in ("text", "interactive", "template"):
         found.append(f"unexpected type {kind!r}")
     elif not isinstance(body.get(kind), dict):
         found.append(f"type {kind} without its `{kind}` object")

@@ -411,6 +411,10 @@ def test_a_valid_text_body_has_no_problems() -> None:
     assert problems(full_body(text_message("Olá"))) == []
 
 
+def _template(name: str, language: str) -> dict[str, Any]:
+    return {"type": "template", "template": {"name": name, "language": {"code": language}}}
+
+
 @pytest.mark.parametrize(
     ("body", "found"),
     [
@@ -419,8 +423,20 @@ def test_a_valid_text_body_has_no_problems() -> None:
         (full_body({"type": "text"}), ["text body length"]),
         (full_body({"type": "image"}), ["unsupported type 'image'"]),
         (interactive("carousel", {}), ["unsupported interactive type 'carousel'"]),
+        (full_body(_template("retomar", "pt_BR")), []),
+        (full_body(_template("", "pt_BR")), ["template name length"]),
+        (full_body({"type": "template", "template": {"name": "x"}}), ["template language code"]),
     ],
-    ids=["empty-text", "long-text", "no-text", "image", "carousel"],
+    ids=[
+        "empty-text",
+        "long-text",
+        "no-text",
+        "image",
+        "carousel",
+        "template",
+        "no-name",
+        "no-lang",
+    ],
 )
 def test_problems_of_text_and_unknown_types(body: dict[str, Any], found: list[str]) -> None:
     """Empty or over-long texts, unsupported types and interactive kinds are named."""

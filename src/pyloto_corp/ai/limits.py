@@ -14,6 +14,9 @@ from urllib.parse import urlsplit
 from pyloto_corp.ai.schemas import Button, MessageChoice, Section
 
 TEXT_BODY = 4096
+# A template's name and language code (Meta: names up to 512 characters; codes like pt_BR).
+TEMPLATE_NAME = 512
+TEMPLATE_LANGUAGE = 15
 INTERACTIVE_BODY = 1024
 HEADER = 60
 FOOTER = 60
@@ -182,9 +185,22 @@ def problems(body: dict[str, Any]) -> list[str]:
     if kind == "text":
         text = body.get("text", {}).get("body", "")
         return [] if 0 < len(text) <= TEXT_BODY else ["text body length"]
+    if kind == "template":
+        return _template_problems(body.get("template", {}))
     if kind != "interactive":
         return [f"unsupported type {kind!r}"]
     return _interactive_problems(body.get("interactive", {}))
+
+
+def _template_problems(template: dict[str, Any]) -> list[str]:
+    """An approved template is named by its name and language code (Meta checks the rest:
+    that it is approved and its parameters match)."""
+    found = []
+    if not _within(template.get("name"), TEMPLATE_NAME):
+        found.append("template name length")
+    if not _within(template.get("language", {}).get("code"), TEMPLATE_LANGUAGE):
+        found.append("template language code")
+    return found
 
 
 def _interactive_problems(interactive: dict[str, Any]) -> list[str]:

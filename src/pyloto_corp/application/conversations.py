@@ -31,7 +31,6 @@ from pyloto_corp.domain.records import Record
 from pyloto_corp.domain.writes import ConversationWrite
 
 log = logging.getLogger(__name__)
-tracer = trace.get_tracer("pyloto.conversation")
 
 # The longest agent reply pyloto takes (WhatsApp's text body limit).
 AGENT_TEXT_LIMIT = 4096
@@ -70,9 +69,17 @@ class ModeRules:
     """The conversation statechart as a machine: each mode change is one of its
     transitions (its trigger named by the reason), drawn as a span and announced."""
 
-    def __init__(self, machine: LifecycleMachine | None, announce: Announce = _silent) -> None:
+    def __init__(
+        self,
+        machine: LifecycleMachine | None,
+        announce: Announce = _silent,
+        tracer: trace.Tracer | None = None,
+    ) -> None:
+        """`tracer`: the container's (telemetry's) tracer; the spans are exported only
+        through it (pyloto sets no global tracer provider)."""
         self.machine = machine
         self.announce = announce
+        self.tracer = tracer or trace.NoOpTracer()
 
     def check(self, previous: str, write: ConversationWrite) -> str:
         """The transition's trigger; IllegalTransition when the chart does not allow it."""
@@ -93,7 +100,7 @@ class ModeRules:
         a queue that refuses it is logged; the change itself is saved)."""
         assert write.mode is not None
         trigger = REASONS.get(write.reason, "change")
-        with tracer.start_as_current_span(f"conversation {trigger}") as span:
+        with self.tracer.start_as_current_span(f"conversation {trigger}") as span:
             span.set_attribute("pyloto.conversation.id", key)
             span.set_attribute("pyloto.conversation.from", previous)
             span.set_attribute("pyloto.conversation.to", write.mode)
