@@ -88,9 +88,9 @@ def test_sweep_needs_the_token_and_requeues_stuck_records(
     serve_on_redis: ServeOnRedis, redis_server: RedisServer, redis_prefix: str, view: RedisView
 ) -> None:
     """POST /internal/sweep: 401 without a token, 403 with a wrong one, 200 with
-    {"requeued", "purged", "released"}. Records left mid-way with an old updated_at and no task queued
-    (as a crashed instance leaves them) are re-queued by the sweep and reach `sent`; a
-    record past retention is purged."""
+    {"requeued", "purged", "released"}. Records left mid-way with an old updated_at and no
+    task queued (as a crashed instance leaves them) are re-queued by the sweep and reach
+    `sent`; a record past retention is purged."""
     server = serve_on_redis(redis_server)
     server.start()
     with httpx.Client(base_url=server.url, timeout=10) as client:

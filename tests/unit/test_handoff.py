@@ -57,7 +57,8 @@ async def test_a_keyword_asks_for_a_person_in_the_save_of_the_acknowledgment(
     make_record: MakeRecord, context: StepContext, outbox: FakeOutbox, mode: str | None
 ) -> None:
     """'Quero falar com um ATENDENTE!' in `deduped`: the acknowledgment's fallback and the
-    conversation to `waiting_human` (expected in `bot`) in one event; no read receipt."""
+    conversation to `waiting_human` (expected in `bot`) in one event; the message is marked
+    read (its acknowledgment answers it at once)."""
     record = make_record(state="deduped", text="Quero falar com um ATENDENTE!")
     event = await gate(record, with_conversation(context, mode))
     assert isinstance(event, FellBack)
@@ -65,7 +66,7 @@ async def test_a_keyword_asks_for_a_person_in_the_save_of_the_acknowledgment(
     write = event.conversation
     assert write is not None
     assert (write.expect_mode, write.mode, write.reason) == (BOT, WAITING_HUMAN, "keyword")
-    assert outbox.read == []
+    assert outbox.read == [record.message_id]
 
 
 async def test_llm1s_human_handoff_asks_for_a_person(

@@ -74,6 +74,8 @@ async def gate(record: Record, ctx: StepContext) -> Event | ConversationWrite | 
             return _change(record, ctx, mode, BOT, "customer_keyword", "customer")
         return _held(record, ctx, mode)
     if fresh and ctx.handoff.keywords.match(text):
+        if record.state == "deduped":
+            await mark_read(record, ctx)  # the acknowledgment answers it at once
         return _request_human(record, ctx, "keyword")
     if record.state == "llm1" and record.results.event == HANDOFF_EVENT:
         return _request_human(record, ctx, "llm_handoff")
