@@ -11,6 +11,7 @@ import inspect
 import io
 import re
 from collections.abc import Callable
+from dataclasses import replace
 from html import unescape
 
 import pytest
@@ -18,10 +19,16 @@ from litestar.testing import AsyncTestClient
 
 from pyloto_corp.bootstrap import bootstrap
 from pyloto_corp.config import Settings
-from pyloto_corp.domain.conversation import WINDOW_SECONDS
+from pyloto_corp.domain.conversation import WINDOW_SECONDS, Conversation
 from pyloto_corp.http import ops_inbox
+from pyloto_corp.http import ops_pages as pages
 from pyloto_corp.http.app import create_app
-from pyloto_corp.http.ops_inbox import CUSTOMER_WORDS_PREFIX, duration_text, inbox_principal
+from pyloto_corp.http.ops_inbox import (
+    CUSTOMER_WORDS_PREFIX,
+    duration_text,
+    inbox_principal,
+    window_text,
+)
 from pyloto_corp.observability.pii_scan import scan_lines
 from tests.e2e.conftest import OpenPyloto
 from tests.e2e.support import Pyloto
@@ -299,3 +306,24 @@ def test_the_inbox_access_check_is_one_function_that_names_the_actor() -> None:
 )
 def test_durations_read_as_an_agent_says_them(seconds: float, text: str) -> None:
     assert duration_text(seconds) == text
+
+
+def test_a_closed_window_says_how_a_reply_goes() -> None:
+    now = 1_800_000_000.0
+    open_ = Conversation("a" * 32, mode="human", customer_at=now - 3600 - 40 * 60)
+    closed = replace(open_, customer_at=now - WINDOW_SECONDS - 1)
+    assert window_text(open_, now) == "window closes in 22 h 20 min"
+    assert window_text(closed, now) == "window closed"
+    assert window_text(Conversation("b" * 32), now).startswith("no window")
+    page = pages.conversation_page(
+        conversation=closed,
+        entries=[],
+        window=window_text(closed, now),
+        window_open=False,
+        in_mode="5 min",
+        csrf="c",
+    )
+    note = re.search(r'id="window-note">(.*?)</p>', page)
+    assert note
+    assert "re-engagement template" in unescape(note.group(1))
+    assert "held" in note.group(1)

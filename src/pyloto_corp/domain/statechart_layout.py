@@ -218,6 +218,8 @@ def render_svg(
         path, lx, ly = _edge_path(placed[t.source], placed[t.dest], rows)
         kind = "edge manual" if t.manual else "edge"
         if taken is None:
+            if " L" in path:  # a straight edge: its name, wider than the gap, above the boxes
+                ly = placed[t.source].y - BOX_HEIGHT / 2 - 8
             label = f'<text class="edge-label" x="{lx:.0f}" y="{ly:.0f}">{escape(t.trigger)}</text>'
         else:
             n = taken.get(key, 0)
