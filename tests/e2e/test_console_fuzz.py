@@ -77,7 +77,7 @@ console_query = st.dictionaries(
     max_size=6,
 ).map(_query) | odd_text.map(lambda t: t.encode("utf-8", "surrogatepass").decode("latin-1"))
 console_form = st.dictionaries(
-    st.sampled_from(["token", "csrf", "id", "message", "all", "confirm"]) | odd_text,
+    st.sampled_from(["token", "csrf", "id", "message", "all", "confirm", "text"]) | odd_text,
     tokens | st.sampled_from(["yes", "1", INTERNAL_TOKEN, WAMID]),
     max_size=6,
 )
@@ -127,6 +127,11 @@ CONSOLE_ROUTES = [
     ("POST", "/ops/logout"),
     ("POST", "/ops/search"),
     ("POST", "/ops/replay"),
+    ("GET", "/ops/inbox"),
+    ("GET", "/ops/inbox/{}"),
+    ("POST", "/ops/inbox/{}/takeover"),
+    ("POST", "/ops/inbox/{}/release"),
+    ("POST", "/ops/inbox/{}/reply"),
 ]
 INTERNAL_ROUTES = [
     ("POST", "/internal/tasks/advance"),

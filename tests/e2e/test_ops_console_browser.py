@@ -449,3 +449,81 @@ def test_no_page_shows_a_message_id_in_clear(open_console: OpenConsole) -> None:
         problems.extend(personal_data_in(console, forbidden))
         console.open("/ops/records")
     assert not problems, "\n".join(problems)
+
+
+def fits_the_phone(console: Console) -> None:
+    """Nothing on the page is wider than a phone's screen (no sideways scrolling)."""
+    wide = console.script(
+        "var w = document.documentElement.clientWidth; return Array.from("
+        "document.querySelectorAll('main *')).filter(function (e) {"
+        " return e.getBoundingClientRect().right > w + 1; }).map(function (e) {"
+        " return e.tagName + '#' + e.id + '.' + e.className; }).slice(0, 8);"
+    )
+    assert wide == [], f"wider than the screen: {wide}"
+
+
+def test_an_agent_takes_over_replies_and_releases_from_the_inbox(
+    open_console: OpenConsole,
+) -> None:
+    """A customer asks for a person; in the inbox the conversation waits, its page shows
+    their words; Take over, a reply and Release each change the page, and a second Release
+    is refused on the page (409), not an error. Screenshots at desktop and phone widths."""
+    console = signed_in(open_console())
+    asking = "Oi, quero falar com um atendente sobre o pedido 4471"
+    post_texts(console.server, [asking])
+
+    def listed() -> bool:
+        console.open("/ops/inbox")
+        return bool(console.all("tr.conversation[data-mode='waiting_human']"))
+
+    wait_until(listed, lambda: console.visible_text()[:1000])
+    row = console.find("tr.conversation")
+    assert "window closes in 23 h 59 min" in row.text
+    assert console.first("svg#conversation-chart") is not None
+    console.driver.set_window_size(1280, 900)
+    console.screenshot("inbox-desktop")
+    console.driver.set_window_size(390, 1600)  # tall: no scrollbar narrows it
+    fits_the_phone(console)
+    console.screenshot("inbox-phone")
+    console.driver.set_window_size(1280, 900)
+
+    row.find_element(By.CSS_SELECTOR, "a.conversation-link").click()
+    console.find("ol#thread")
+    assert asking in console.text_of("ol#thread li.customer")
+    assert console.text_of("#mode") == "waiting_human"
+    console.find("#takeover-button").click()
+    wait_until(lambda: console.text_of("#mode") == "human", lambda: console.text_of("#mode"))
+    assert console.text_of("#owner") == "console"
+
+    console.find("#reply-text").send_keys("Olá! Sou a Ana, vou ver o seu pedido.")
+    console.find("#reply-button").click()
+    wait_until(
+        lambda: console.first("ol#thread li.agent") is not None,
+        lambda: console.visible_text()[:1500],
+    )
+    page = console.path
+
+    def delivered() -> bool:
+        console.open(page)
+        return console.text_of("ol#thread li.agent .state") == "sent"
+
+    wait_until(delivered, lambda: console.text_of("ol#thread li.agent"))
+    assert "Sou a Ana" in console.text_of("ol#thread li.agent .words")
+    console.screenshot("conversation-desktop")
+    console.driver.set_window_size(390, 1600)  # tall: no scrollbar narrows it
+    fits_the_phone(console)
+    console.screenshot("conversation-phone")
+    console.driver.set_window_size(1280, 900)
+
+    console.find("#release-button").click()
+    wait_until(lambda: console.text_of("#mode") == "bot", lambda: console.text_of("#mode"))
+    audit = [entry.text for entry in console.all("#audit .audit-entry")]
+    assert [a.split(" · ", 2)[2] for a in audit[-3:]] == [
+        "waiting_human -> human (operator_takeover)",
+        "replied",
+        "human -> bot (agent_release)",
+    ]
+    console.find("#release-button").click()
+    notice = console.find("#notice")
+    assert "cannot move to 'bot'" in notice.text
+    console.screenshot("conversation-refused")

@@ -12,7 +12,7 @@ import pytest
 
 from pyloto_corp.application.console import dashboard
 from pyloto_corp.application.ports import RecordPage, RecordQuery
-from pyloto_corp.bootstrap import load_chart
+from pyloto_corp.bootstrap import CONVERSATION_CHART_FILE, load_chart, statechart_dir
 from pyloto_corp.domain.ops_metrics import (
     HOUR,
     MINUTE,
@@ -74,6 +74,46 @@ def test_boxes_do_not_overlap_and_the_happy_path_is_one_row() -> None:
         "sent",
     ]
     assert placed["fallback"].slot < 0 < placed["failed"].slot
+
+
+def test_the_conversation_chart_with_its_cycles_and_no_end_is_drawn_whole() -> None:
+    """statecharts/conversation.yaml loops back to `bot` from both other modes and has no
+    terminal state: every mode gets its own box, every transition its edge, named."""
+    chart = load_chart(statechart_dir() / CONVERSATION_CHART_FILE)
+    lay = layout(chart)
+    boxes = list(lay.states.values())
+    assert {p.name for p in boxes} == {"bot", "waiting_human", "human"}
+    for i, a in enumerate(boxes):
+        for b in boxes[i + 1 :]:
+            assert abs(a.x - b.x) >= BOX_WIDTH or abs(a.y - b.y) >= BOX_HEIGHT, (a.name, b.name)
+        assert a.x - BOX_WIDTH / 2 > 0
+        assert a.x + BOX_WIDTH / 2 < lay.width
+    svg = render_svg(
+        chart, {"waiting_human": 2, "human": 1}, None, lay, svg_id="conversation-chart"
+    )
+    root = ElementTree.fromstring(svg)  # noqa: S314 - markup this test just rendered
+    assert root.get("id") == "conversation-chart"
+    edges = {g.get("data-transition") for g in root.iter(f"{SVG}g") if g.get("data-transition")}
+    assert edges == {
+        "bot>waiting_human",
+        "bot>human",
+        "waiting_human>human",
+        "waiting_human>bot",
+        "human>bot",
+    }
+    labels = [t.text for t in root.iter(f"{SVG}text") if t.get("class") == "edge-label"]
+    assert sorted(labels) == sorted(
+        ["request_human", "take_over", "take_over", "release", "release"]
+    )
+    assert not [t for t in root.iter(f"{SVG}text") if t.get("class", "").startswith("edge-count")]
+    counts = {t.get("id"): t.text for t in root.iter(f"{SVG}text") if t.get("class") == "count"}
+    assert counts == {
+        "conversation-chart-count-bot": "0",
+        "conversation-chart-count-waiting_human": "2",
+        "conversation-chart-count-human": "1",
+    }
+    for text in root.iter(f"{SVG}text"):  # every label inside the drawing
+        assert 0 <= float(text.get("y", "0")) <= lay.height
 
 
 def test_a_new_state_in_the_statechart_file_shows_up_without_touching_the_console() -> None:

@@ -183,22 +183,30 @@ def _edge_path(a: Placed, b: Placed, rows: set[tuple[int, int]]) -> tuple[str, f
 
 def render_svg(
     chart: Statechart,
-    counts: Mapping[str, int],
-    taken: Mapping[str, int],
+    counts: Mapping[str, object],
+    taken: Mapping[str, int] | None,
     layout_: Layout | None = None,
+    *,
+    svg_id: str = "machine",
+    caption: str = "records per state now, transitions taken in the last hour",
 ) -> str:
     """The statechart as an SVG element: each state with how many records are in it now
-    (`counts`), each edge with how many records took it (`taken`, keyed `source>dest`)."""
+    (`counts`), each edge with how many records took it
+    (`taken`, keyed `source>dest`; None draws the edges without counts). `svg_id` names the
+    element (the main page's `machine`: its state counts are `count-<state>`; another
+    drawing's are `<svg_id>-count-<state>`, so two charts can share a page)."""
     lay = layout_ or layout(chart)
     placed = lay.states
+    count_id = "count-" if svg_id == "machine" else f"{svg_id}-count-"
     parts = [
-        f'<svg id="machine" xmlns="http://www.w3.org/2000/svg" role="img" '
-        f'aria-labelledby="machine-title" viewBox="0 0 {lay.width:.0f} {lay.height:.0f}">',
-        f'<title id="machine-title">Statechart {escape(chart.name)}: records per state now, '
-        "transitions taken in the last hour</title>",
-        '<defs><marker id="arrow" viewBox="0 0 10 10" refX="9" refY="5" markerWidth="7" '
-        'markerHeight="7" orient="auto-start-reverse"><path d="M0,0 L10,5 L0,10 z"/></marker>'
-        "</defs>",
+        f'<svg id="{escape(svg_id)}" class="statechart" xmlns="http://www.w3.org/2000/svg" '
+        f'role="img" aria-labelledby="{escape(svg_id)}-title" '
+        f'viewBox="0 0 {lay.width:.0f} {lay.height:.0f}">',
+        f'<title id="{escape(svg_id)}-title">Statechart {escape(chart.name)}: '
+        f"{escape(caption)}</title>",
+        f'<defs><marker id="{escape(svg_id)}-arrow" viewBox="0 0 10 10" refX="9" refY="5" '
+        'markerWidth="7" markerHeight="7" orient="auto-start-reverse">'
+        '<path d="M0,0 L10,5 L0,10 z"/></marker></defs>',
     ]
     seen: set[str] = set()
     rows = {(p.column, p.slot) for p in placed.values()}
@@ -209,20 +217,27 @@ def render_svg(
         seen.add(key)
         path, lx, ly = _edge_path(placed[t.source], placed[t.dest], rows)
         kind = "edge manual" if t.manual else "edge"
-        n = taken.get(key, 0)
+        if taken is None:
+            if " L" in path:  # a straight edge: its name, wider than the gap, above the boxes
+                ly = placed[t.source].y - BOX_HEIGHT / 2 - 8
+            label = f'<text class="edge-label" x="{lx:.0f}" y="{ly:.0f}">{escape(t.trigger)}</text>'
+        else:
+            n = taken.get(key, 0)
+            label = (
+                f'<text class="edge-count{" zero" if n == 0 else ""}" '
+                f'data-transition="{escape(key)}" x="{lx:.0f}" y="{ly:.0f}">{n}</text>'
+            )
         parts.append(
             f'<g class="{kind}" data-transition="{escape(key)}">'
             f"<title>{escape(t.trigger)}: {escape(t.source)} to {escape(t.dest)}</title>"
-            f'<path d="{path}" marker-end="url(#arrow)"/>'
-            f'<text class="edge-count{" zero" if n == 0 else ""}" '
-            f'data-transition="{escape(key)}" x="{lx:.0f}" y="{ly:.0f}">{n}</text></g>'
+            f'<path d="{path}" marker-end="url(#{escape(svg_id)}-arrow)"/>{label}</g>'
         )
     for name, spec in chart.states.items():
         p = placed[name]
         kind = "state terminal" if spec.terminal else "state"
         if name == "failed":
             kind += " dead-letter"
-        n = counts.get(name, 0)
+        shown = counts.get(name, 0)
         x0, y0 = p.x - BOX_WIDTH / 2, p.y - BOX_HEIGHT / 2
         parts.append(
             f'<g class="{kind}" data-state="{escape(name)}">'
@@ -230,8 +245,8 @@ def render_svg(
             f'<rect x="{x0:.0f}" y="{y0:.0f}" width="{BOX_WIDTH}" height="{BOX_HEIGHT}" '
             'rx="10"/>'
             f'<text class="name" x="{p.x:.0f}" y="{p.y - 6:.0f}">{escape(name)}</text>'
-            f'<text class="count" id="count-{escape(name)}" x="{p.x:.0f}" '
-            f'y="{p.y + 16:.0f}">{n}</text></g>'
+            f'<text class="count" id="{escape(count_id + name)}" x="{p.x:.0f}" '
+            f'y="{p.y + 16:.0f}">{escape(str(shown))}</text></g>'
         )
     parts.append("</svg>")
     return "".join(parts)

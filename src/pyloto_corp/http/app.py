@@ -19,6 +19,7 @@ from pyloto_corp.http.conversations import ConversationController
 from pyloto_corp.http.health import health, ready
 from pyloto_corp.http.internal import InternalController
 from pyloto_corp.http.ops import OpsController
+from pyloto_corp.http.ops_inbox import InboxController
 from pyloto_corp.http.rejections import Rejections
 from pyloto_corp.http.webhook import webhook
 
@@ -61,7 +62,7 @@ def create_app(container: Container) -> Litestar:
     """The HTTP app; the container's workers start and stop with it."""
     handlers: list[Any] = [webhook, InternalController, ConversationController, health, ready]
     if container.settings.app.ops_console_enabled:
-        handlers.append(OpsController)
+        handlers.extend([OpsController, InboxController])
     return Litestar(
         route_handlers=handlers,
         state=State(

@@ -15,6 +15,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 from pyloto_corp.application.console import Dashboard, Window
+from pyloto_corp.domain.conversation import Conversation
 from pyloto_corp.domain.ops_metrics import Percentiles
 from pyloto_corp.domain.outcome import since_text
 
@@ -50,6 +51,7 @@ def page(
         ("machine", "/ops", "Machine"),
         ("records", "/ops/records", "Records"),
         ("dead-letters", "/ops/dead-letters", "Dead letters"),
+        ("inbox", "/ops/inbox", "Inbox"),
     ]
     header = '<span class="brand">pyloto ops</span>'
     if csrf is not None:
@@ -425,3 +427,124 @@ def replay_result_page(
 def not_found_page(message: str, csrf: str | None) -> str:
     """A 404 inside the console."""
     return page("Not found", f'<h1>Not found</h1><p class="error">{e(message)}</p>', "", csrf)
+
+
+# ---- the agent inbox (the only pages with a customer's words) -----------------------------
+
+
+def inbox_page(rows: Sequence[Mapping[str, Any]], chart_svg: str, csrf: str) -> str:
+    """The conversations waiting for a person or owned by one, the longest waiting first."""
+    lines = "".join(
+        f'<tr class="conversation" data-mode="{e(r["mode"])}">'
+        f'<td><a class="conversation-link" href="/ops/inbox/{e(r["id"])}">'
+        f"<code>{e(r['id'][:12])}</code></a></td>"
+        f'<td><span class="badge {e(r["mode"])}">{e(r["mode"])}</span></td>'
+        f'<td class="waiting">{e(r["waiting"])}</td>'
+        f'<td class="owner">{e(r["owner"] or "-")}</td>'
+        f'<td class="window{"" if r["window_open"] else " window-closed"}">{e(r["window"])}</td>'
+        "</tr>"
+        for r in rows
+    )
+    table = (
+        '<table id="inbox"><thead><tr><th>Conversation</th><th>Mode</th><th>In it for</th>'
+        "<th>Owner</th><th>Reply window</th></tr></thead>"
+        f"<tbody>{lines}</tbody></table>"
+    )
+    if not rows:
+        table += '<p class="muted" id="no-conversations">No one is waiting for a person.</p>'
+    body = (
+        "<h1>Inbox</h1>"
+        '<p class="muted">Conversations where a customer asked for a person '
+        "(<code>waiting_human</code>) or an agent answers (<code>human</code>), the longest "
+        "waiting first. The bot is silent in both until the conversation is released (or "
+        "left idle).</p>"
+        f"{table}"
+        '<h2>Conversation modes</h2><div class="card">'
+        f"{chart_svg}</div>"
+    )
+    return page("Inbox", body, "inbox", csrf)
+
+
+def _thread(entries: Sequence[Mapping[str, Any]]) -> str:
+    labels = {"customer": "Customer", "agent": "Agent", "bot": "Bot"}
+    items = "".join(
+        f'<li class="{e(x["who"])}"><div class="who">{e(labels.get(x["who"], x["who"]))}</div>'
+        f'<div class="words">{e(x["text"])}</div>'
+        f'<div class="meta">{e(when(x["at"]))} · <span class="state">{e(x["state"])}</span>'
+        "</div></li>"
+        for x in entries
+    )
+    if not items:
+        return '<p class="muted" id="thread">No message kept (retention).</p>'
+    return f'<ol id="thread">{items}</ol>'
+
+
+def conversation_page(
+    *,
+    conversation: Conversation,
+    entries: Sequence[Mapping[str, Any]],
+    window: str,
+    window_open: bool,
+    in_mode: str,
+    csrf: str,
+    notice: str | None = None,
+    draft: str = "",
+) -> str:
+    """One conversation: facts, the thread (the customer's words in clear), the actions, the
+    audit trail."""
+    key = conversation.key
+    base = f"/ops/inbox/{e(key)}"
+    closed = (
+        ""
+        if window_open
+        else '<p class="window-closed" id="window-note">WhatsApp\'s 24-hour window is closed: a '
+        "reply goes as the re-engagement template when one is set, else it is held.</p>"
+    )
+    facts = [
+        ("Conversation", f'<code id="conversation-id">{e(key[:12])}</code>'),
+        (
+            "Mode",
+            f'<span id="mode" class="badge {e(conversation.mode)}">{e(conversation.mode)}</span>',
+        ),
+        ("In it for", f'<span id="in-mode">{e(in_mode)}</span>'),
+        ("Why", e(conversation.reason or "-")),
+        ("Owner", f'<span id="owner">{e(conversation.owner or "-")}</span>'),
+        ("Reply window", f'<span id="window">{e(window)}</span>'),
+    ]
+    dl = "".join(f"<dt>{label}</dt><dd>{value}</dd>" for label, value in facts)
+    warn = f'<p class="error" role="alert" id="notice">{e(notice)}</p>' if notice else ""
+    take = (
+        f'<form id="takeover" class="inline" method="post" action="{base}/takeover">'
+        f'{_hidden(csrf)}<button class="primary" type="submit" id="takeover-button">'
+        "Take over</button></form>"
+    )
+    release = (
+        f'<form id="release" class="inline" method="post" action="{base}/release">'
+        f'{_hidden(csrf)}<button class="danger" type="submit" id="release-button">'
+        "Release to the bot</button></form>"
+    )
+    reply = (
+        f'<form id="reply-form" class="card" method="post" action="{base}/reply">{_hidden(csrf)}'
+        '<label for="reply-text">Reply to the customer</label>'
+        '<textarea id="reply-text" name="text" maxlength="4096" required>'
+        f"{e(draft)}</textarea>"
+        '<button class="primary" type="submit" id="reply-button">Send reply</button></form>'
+    )
+    audit = "".join(
+        f'<li class="audit-entry"><span class="at">{e(when(a.at))}</span> · '
+        f'<b class="who">{e(a.who)}</b> · <span class="action">{e(a.action)}</span></li>'
+        for a in conversation.audit
+    )
+    audit_html = (
+        f'<ol id="audit">{audit}</ol>' if audit else '<p class="muted" id="audit">None yet.</p>'
+    )
+    body = (
+        f"<h1>Conversation <code>{e(key[:12])}</code></h1>{warn}"
+        f'<div class="card"><dl class="facts">{dl}</dl>{closed}</div>'
+        f'<div class="actions card">{take}{release}</div>'
+        '<h2>Messages <span class="muted">(the customer\'s words, in clear)</span></h2>'
+        f"{_thread(entries)}{reply}"
+        f"<h2>Audit trail</h2>{audit_html}"
+        '<p><a href="/ops/inbox" id="back-to-inbox">← Inbox</a></p>'
+    )
+    return page("Conversation", body, "inbox", csrf)
