@@ -141,6 +141,8 @@ async def test_the_origin_check_refuses_null_other_hosts_and_other_schemes(
                 headers={"origin": origin, "X-CSRF-Token": csrf},
             )
             assert internal.status_code == 403, origin
+        login = await post_sign_in(app.client, origin="null")
+        assert login.status_code == 403
         own = await app.client.post(
             "/ops/search", data=form, headers={"origin": "http://testserver.local"}
         )

@@ -76,3 +76,12 @@ def test_refs_and_session_keys_do_not_show_what_they_stand_for() -> None:
     assert account_ref("ana") != account_ref("bia")
     assert len(session_key("id")) == 64
     assert session_key("id") != "id"
+
+
+def test_the_account_scripts_are_files_that_name_their_keys_and_arguments() -> None:
+    from pyloto_corp.adapters.redis.accounts import BODIES
+
+    assert sorted(BODIES) == ["ops_account_add", "ops_account_end", "ops_session_add"]
+    for name, body in BODIES.items():
+        for part in ("-- KEYS", "-- ARGV", "-- Returns"):
+            assert part in body, (name, part)

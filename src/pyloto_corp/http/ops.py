@@ -132,14 +132,13 @@ def _bad_input(request: Request[Any, Any, Any], error: Exception) -> Response[An
 
 
 class _Console:
-    """What one app's console needs, built once: keys, the statechart's drawing."""
+    """What one app's console needs, built once: keys, accounts, the statechart's drawing."""
 
-    def __init__(self, container: Container) -> None:
+    def __init__(self, container: Container, keys: ConsoleKeys) -> None:
         self.container = container
-        self.keys: ConsoleKeys
+        self.keys = keys
         self.accounts = container.accounts
-        hops = container.settings.console.client_address_hops
-        self.client_hops = hops
+        self.client_hops = container.settings.console.client_address_hops
         self.layout: Layout = layout(container.chart)
         self.project = container.settings.queue.gcp_project
         # Anyone may post a guess: every refusal is counted, a few a minute are logged.
@@ -152,8 +151,7 @@ def _console(request: Request[Any, Any, Any]) -> _Console:
     state = request.app.state
     console: _Console | None = state.get("ops_console")
     if console is None:
-        console = _Console(container_of(request))
-        console.keys = console_keys(request)
+        console = _Console(container_of(request), console_keys(request))
         state["ops_console"] = console
     return console
 
@@ -341,6 +339,8 @@ class OpsController(Controller):
     async def signin(self, request: Request[Any, Any, Any]) -> Response[str]:
         """Check the name and password; on success a new session's cookie and /ops."""
         console = _console(request)
+        if foreign_origin(request):  # no signing a visitor in to someone else's account
+            raise Forbidden("this form was posted from another site")
         form = await _form(request)
         if console.accounts is None:
             return _html(pages.signin("Sign-in is not available on this store."), 503)

@@ -2,7 +2,7 @@
 
 Their keys are listed here, beside the statements that write them, under the store's prefix
 (REDIS_KEY_PREFIX). What must change together (an account and its sessions) changes in one
-small Lua script, so no instance sees an account gone and its sessions still open.
+Lua script (scripts/accounts/*.lua), so no instance sees an account gone and its sessions open.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from typing import Any
 import redis.asyncio as redis
 from redis.exceptions import RedisError
 
+from pyloto_corp.adapters.redis.scripts import assemble, folder, names
 from pyloto_corp.application.accounts import Account, Session
 from pyloto_corp.application.ports import StoreUnavailable
 
@@ -49,44 +50,10 @@ class AccountKeys:
         return f"{self.prefix}:ops:signin-failures:{key}:{bucket}"
 
 
-# KEYS: account, names, sessions_of. ARGV: name, role, hash, created at. 1 if added.
-_ADD = """
-if redis.call('SADD', KEYS[2], ARGV[1]) == 0 then return 0 end
-redis.call('HSET', KEYS[1], 'r', ARGV[2], 'h', ARGV[3], 't', ARGV[4])
-return 1
-"""
-
-# KEYS: sessions_of, and (with ARGV[2] = 1) account, names. ARGV: session key prefix,
-# remove the account too (1) or only end its sessions (0), name. Sessions ended; -1 when the
-# account was to be removed and there was none.
-_REVOKE = """
-local ended = 0
-for _, key in ipairs(redis.call('SMEMBERS', KEYS[1])) do
-  ended = ended + redis.call('DEL', ARGV[1] .. key)
-end
-redis.call('DEL', KEYS[1])
-if ARGV[2] == '1' then
-  redis.call('DEL', KEYS[2])
-  if redis.call('SREM', KEYS[3], ARGV[3]) == 0 then return -1 end
-end
-return ended
-"""
-
-# KEYS: session, sessions_of. ARGV: name, role, csrf, end (s), end (ms), session key prefix,
-# session key, its lifetime (ms). Drops the members of ended sessions from sessions_of,
-# then adds this one.
-_SESSION = """
-redis.call('HSET', KEYS[1], 'n', ARGV[1], 'r', ARGV[2], 'c', ARGV[3], 'e', ARGV[4])
-redis.call('PEXPIREAT', KEYS[1], ARGV[5])
-for _, key in ipairs(redis.call('SMEMBERS', KEYS[2])) do
-  if redis.call('EXISTS', ARGV[6] .. key) == 0 then redis.call('SREM', KEYS[2], key) end
-end
-redis.call('SADD', KEYS[2], ARGV[7])
-if redis.call('PTTL', KEYS[2]) < tonumber(ARGV[8]) then
-  redis.call('PEXPIREAT', KEYS[2], ARGV[5])
-end
-return 1
-"""
+# The scripts of accounts (scripts/accounts/*.lua, apart from the store's own scripts/*.lua),
+# read by the same loader when this module is imported.
+_SCRIPTS = folder().joinpath("accounts")
+BODIES: dict[str, str] = {name: assemble(name, _SCRIPTS) for name in names(_SCRIPTS)}
 
 
 def _text(value: Any) -> str:
@@ -99,9 +66,9 @@ class RedisAccounts:
     def __init__(self, client: redis.Redis, prefix: str = "pyloto") -> None:
         self.client = client
         self.keys = AccountKeys(prefix)
-        self._add = client.register_script(_ADD)
-        self._revoke = client.register_script(_REVOKE)
-        self._session = client.register_script(_SESSION)
+        self._add = client.register_script(BODIES["ops_account_add"])
+        self._revoke = client.register_script(BODIES["ops_account_end"])
+        self._session = client.register_script(BODIES["ops_session_add"])
 
     async def add_account(self, account: Account) -> bool:
         keys = [self.keys.account(account.name), self.keys.names]
