@@ -149,6 +149,7 @@ async def test_failures_are_counted_per_key_and_window(opened: Opened) -> None:
     assert await store.failures("other", 60, now) == 0
     assert await store.failures("k", 60, now + 60) == 0  # the next window starts afresh
     assert await store.count_failure("k", 60, now + 60) == 1
+    assert await store.failures("k", 60, now) == 3  # the window before it is still read
 
 
 async def test_a_second_connection_sees_the_same_accounts_and_sessions(opened: Opened) -> None:
@@ -199,6 +200,22 @@ async def test_a_session_ends_after_its_lifetime(opened: Opened) -> None:
     assert await accounts.session(signed.session_id) is not None
     now[0] += 2
     assert await accounts.session(signed.session_id) is None
+
+
+async def test_a_limit_holds_across_the_edge_of_a_window(opened: Opened) -> None:
+    """Failures late in one window still count early in the next; two windows on, gone."""
+    now = [float(int(time.time() // 300) * 300 + 299)]  # the last second of a window
+    accounts = Accounts(opened.accounts, clock=lambda: now[0])
+    await accounts.add("ana", OPERATOR, "a long password")
+    for _ in range(5):
+        with pytest.raises(SignInRefused):
+            await accounts.sign_in("ana", "wrong password", "client")
+    now[0] += 2  # the next window
+    with pytest.raises(SignInRefused) as refused:
+        await accounts.sign_in("ana", "a long password", "client")
+    assert refused.value.reason == "rate_limited_account"
+    now[0] += 300  # the window after that: the failures are out of reach
+    assert (await accounts.sign_in("ana", "a long password", "client")).session.name == "ana"
 
 
 async def test_wrong_credentials_are_refused_alike_and_counted(opened: Opened) -> None:

@@ -183,7 +183,8 @@ class AccountStore(Protocol):
 
     async def count_failure(self, key: str, window_seconds: float, now: float) -> int:
         """Count one failed sign-in under `key` in the fixed window of `window_seconds`
-        holding `now`; the window's count with it."""
+        holding `now`; the window's count with it. A window's count is kept until the end of
+        the window after it (the limits read both)."""
 
     async def failures(self, key: str, window_seconds: float, now: float) -> int:
         """The failed sign-ins counted under `key` in the window holding `now`."""

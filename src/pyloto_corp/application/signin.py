@@ -2,9 +2,10 @@
 the session cookie and `pyloto users`.
 
 Failed sign-ins are counted in the state store, per client address and per account, in fixed
-windows (so the limits hold across instances); over a limit, a sign-in is refused before its
-password is even checked. The keys of those counts are hashes: neither an address nor a name
-is stored in clear.
+windows (so the limits hold across instances); a limit applies to the current window and the
+one before it together, so an attack does not start afresh at a window's edge. Over a limit,
+a sign-in is refused before its password is even checked. The keys of those counts are
+hashes: neither an address nor a name is stored in clear.
 """
 
 from __future__ import annotations
@@ -117,13 +118,11 @@ class Accounts:
         except AccountError:
             folded = ""
         account_key = _limit_key("account", folded)
-        if await self.store.failures(client_key, limits.client_window_seconds, now) >= (
-            limits.per_client
-        ):
+        if await self._failures(client_key, limits.client_window_seconds) >= limits.per_client:
             raise SignInRefused("rate_limited_client")
-        if folded and await self.store.failures(
-            account_key, limits.account_window_seconds, now
-        ) >= (limits.per_account):
+        if folded and (
+            await self._failures(account_key, limits.account_window_seconds) >= limits.per_account
+        ):
             raise SignInRefused("rate_limited_account")
         account = await self.store.get_account(folded) if folded else None
         stored = account.password_hash if account is not None else decoy_hash()
@@ -136,6 +135,12 @@ class Accounts:
                 "bad_credentials", "unknown_account" if account is None else "wrong_password"
             )
         return await self.open_session(account)
+
+    async def _failures(self, key: str, window_seconds: float) -> int:
+        """The failures under `key` in this window and the one before it."""
+        now = self.clock()
+        current = await self.store.failures(key, window_seconds, now)
+        return current + await self.store.failures(key, window_seconds, now - window_seconds)
 
     async def open_session(self, account: Account) -> SignedIn:
         """A new session of `account` (a fresh random id each time)."""

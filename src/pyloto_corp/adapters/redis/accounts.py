@@ -46,7 +46,8 @@ class AccountKeys:
         return f"{self.prefix}:ops:sessions:{name}"
 
     def failures(self, key: str, bucket: int) -> str:
-        """Count of failed sign-ins of one hashed key in one fixed window; expires with it."""
+        """Count of failed sign-ins of one hashed key in one fixed window; expires at the end
+        of the window after it (the limits read the previous window too)."""
         return f"{self.prefix}:ops:signin-failures:{key}:{bucket}"
 
 
@@ -149,7 +150,7 @@ class RedisAccounts:
     async def count_failure(self, key: str, window_seconds: float, now: float) -> int:
         bucket = math.floor(now / window_seconds)
         name = self.keys.failures(key, bucket)
-        ends_ms = math.ceil((bucket + 1) * window_seconds * 1000)
+        ends_ms = math.ceil((bucket + 2) * window_seconds * 1000)  # read in the next window too
         try:
             async with self.client.pipeline(transaction=True) as pipe:
                 pipe.incr(name)

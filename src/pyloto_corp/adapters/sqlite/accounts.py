@@ -162,7 +162,7 @@ class SQLiteAccounts:
 
     async def count_failure(self, key: str, window_seconds: float, now: float) -> int:
         bucket = _bucket(window_seconds, now)
-        ends = (bucket + 1) * window_seconds
+        ends = (bucket + 2) * window_seconds  # read until the next window ends too
 
         def work() -> int:
             conn = self._conn()
