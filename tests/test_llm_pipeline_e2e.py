@@ -48,6 +48,7 @@ from pyloto_corp.domain.records import InboundMessage
 from pyloto_corp.domain.replies import reply_key
 from pyloto_corp.http.app import create_app
 from tests.e2e.support import FALLBACK_PATH, LLM_PATH, Pyloto, trajectory
+from tests.support.accounts import ensure_account, post_sign_in
 from tests.support.fake_graph import PHONE_NUMBER_ID, FakeGraph, Fault
 from tests.support.fake_graph import TOKEN as GRAPH_TOKEN
 from tests.support.helpers import (
@@ -929,9 +930,8 @@ async def test_the_ops_console_lists_llm_fallbacks_by_their_reason(
     async with open_app(OPS_CONSOLE_ENABLED="true") as app:
         fallen, _ = await exchange(app, "Quanto custa a barba?")
         on_llm, _ = await exchange(app, "E o corte?")
-        signed_in = await app.client.post(
-            "/ops/login", data={"token": INTERNAL_TOKEN}, follow_redirects=False
-        )
+        await ensure_account(app.container.settings)
+        signed_in = await post_sign_in(app.client)
         assert signed_in.status_code == 303
         listed = await app.client.get("/ops/records", params={"reason": "rate_limited"})
         summary = await app.client.get("/ops/api/summary")

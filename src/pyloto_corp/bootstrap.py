@@ -7,7 +7,7 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -17,6 +17,7 @@ from openai import AsyncOpenAI
 from pyloto_corp.adapters.cloud_tasks import CallbackTarget, CloudTasksQueue
 from pyloto_corp.adapters.cloud_tasks import create_client as create_tasks_client
 from pyloto_corp.adapters.dry_run_outbox import DryRunOutbox, RedisDryRunOutbox
+from pyloto_corp.adapters.google_iap import IapVerifier
 from pyloto_corp.adapters.google_oidc import OidcVerifier
 from pyloto_corp.adapters.google_oidc import create_http_client as create_oidc_http_client
 from pyloto_corp.adapters.graph_media import GraphMedia
@@ -25,15 +26,18 @@ from pyloto_corp.adapters.local_media import LocalMedia
 from pyloto_corp.adapters.local_queue import LocalQueue
 from pyloto_corp.adapters.openai_llm import OpenAIAssistant
 from pyloto_corp.adapters.openai_llm import create_client as create_openai_client
+from pyloto_corp.adapters.redis.accounts import RedisAccounts
 from pyloto_corp.adapters.redis.keys import RedisKeys
 from pyloto_corp.adapters.redis.store import RedisStore
 from pyloto_corp.adapters.redis.store import connect as redis_connect
 from pyloto_corp.adapters.reply_templates import load_reply_templates
 from pyloto_corp.adapters.sqlite import SQLiteStore
+from pyloto_corp.adapters.sqlite.accounts import SQLiteAccounts
 from pyloto_corp.adapters.statechart_yaml import load_statechart, parse_statechart
 from pyloto_corp.adapters.whatsapp_graph import GraphClient, GraphOutbox
 from pyloto_corp.adapters.whatsapp_graph import create_client as create_graph_client
 from pyloto_corp.ai.prompts import BusinessProfile
+from pyloto_corp.application.accounts import AccountStore
 from pyloto_corp.application.advance import Advancer
 from pyloto_corp.application.conversations import Conversations, ModeChange, ModeRules
 from pyloto_corp.application.durability import DurabilityGate, refusal
@@ -64,6 +68,7 @@ from pyloto_corp.application.queues import (
 )
 from pyloto_corp.application.registry import undeclared_in_chart
 from pyloto_corp.application.replay import MANUAL_TRIGGERS
+from pyloto_corp.application.signin import Accounts, SignInLimits
 from pyloto_corp.application.step_context import (
     BusinessNumbers,
     Handoff,
@@ -140,6 +145,39 @@ def _storage(
     # Locked to this process: no other instance can hold its records or leases.
     store = SQLiteStore(path, terminal, exclusive=True)
     return store, DryRunOutbox(path, default_number(settings)), True
+
+
+def account_store(settings: Settings, store: StateStore) -> AccountStore | None:
+    """The console's accounts beside the state store (on its connection), or None for a
+    store of neither kind (the tests' fakes; they pass their own)."""
+    if isinstance(store, RedisStore):
+        return RedisAccounts(store.client, settings.state.redis_key_prefix)
+    if isinstance(store, SQLiteStore):
+        return SQLiteAccounts(store.db)
+    return None
+
+
+def accounts_beside(settings: Settings) -> tuple[AccountStore, Callable[[], Awaitable[None]]]:
+    """The accounts for a command beside a running server (`pyloto users`), on their own
+    connection, and what closes it."""
+    if settings.state.effective_backend == "redis":
+        assert settings.state.redis_url is not None  # checked by the settings
+        client = redis_connect(settings.state.redis_url, settings.state.redis_timeout_seconds)
+        return RedisAccounts(client, settings.state.redis_key_prefix), client.aclose
+    accounts = SQLiteAccounts.at(settings.state.sqlite_path)
+    return accounts, accounts.close
+
+
+def console_accounts(settings: Settings, store: AccountStore) -> Accounts:
+    """Sign-in and sessions over `store`, with the settings' lifetime and limits."""
+    console = settings.console
+    limits = SignInLimits(
+        per_account=console.signin_failures_per_account,
+        account_window_seconds=console.signin_account_window_seconds,
+        per_client=console.signin_failures_per_client,
+        client_window_seconds=console.signin_client_window_seconds,
+    )
+    return Accounts(store, console.session_hours * 3600, limits)
 
 
 def default_number(settings: Settings) -> str:
@@ -378,6 +416,15 @@ def handoff_notifier(
     return HandoffNotifier(queue, poster, handoff.webhook_secret or "", telemetry)
 
 
+def iap_verifier(settings: Settings) -> IapVerifier | None:
+    """The check of Cloud Run IAP's signed assertion when OPS_TRUST_IAP is on, else None."""
+    console = settings.console
+    if not console.trust_iap:
+        return None
+    assert console.iap_audience is not None  # checked by the settings
+    return IapVerifier(console.iap_audience, console.iap_keys_url, create_oidc_http_client())
+
+
 def oidc_verifier(settings: Settings) -> OidcVerifier | None:
     """The task routes' ID-token check, or None when CLOUD_TASKS_SERVICE_ACCOUNT is unset."""
     queue = settings.queue
@@ -414,6 +461,8 @@ class Container:
     # Tells a person when a conversation changes mode (application/handoff_notices.py).
     notifier: HandoffNotifier
     oidc_verifier: OidcVerifier | None = None
+    accounts: Accounts | None = None
+    iap_verifier: IapVerifier | None = None
     telemetry_runtime: TelemetryRuntime | None = None
     instances: InstanceRegistry | None = None
     durability: DurabilityGate | None = None
@@ -426,7 +475,16 @@ class Container:
         if self.telemetry_runtime is not None:
             # Exports what is buffered; in a thread, as exporters block on the network.
             stack.push_async_callback(asyncio.to_thread, self.telemetry_runtime.shutdown)
-        for resource in (self.outbox, self.oidc_verifier, self.notifier, self.store):
+        accounts = self.accounts.store if self.accounts is not None else None
+        resources = (
+            self.outbox,
+            self.oidc_verifier,
+            self.notifier,
+            self.iap_verifier,
+            accounts,
+            self.store,
+        )
+        for resource in resources:
             close = getattr(resource, "close", None)
             if close is not None:
                 stack.push_async_callback(close)
@@ -550,6 +608,7 @@ def bootstrap(
     telemetry: TelemetryRuntime | None = None,
     queue: TaskQueue | None = None,
     media: MediaSource | None = None,
+    accounts: AccountStore | None = None,
 ) -> Container:
     """Build the container; no connection is opened until `start()`.
 
@@ -607,6 +666,7 @@ def bootstrap(
     conversation_chart = load_chart(statechart_dir() / CONVERSATION_CHART_FILE)
     modes = ModeRules(LifecycleMachine(conversation_chart), announce, runtime.telemetry.tracer)
     advancer = Advancer(machine, store, queue, context, runtime.telemetry, modes)
+    accounts = accounts or account_store(settings, store)
     # On Redis, webhooks are acknowledged only while it keeps them through a crash.
     gate = None
     if isinstance(store, RedisStore):
@@ -643,6 +703,8 @@ def bootstrap(
         clock=clock,
         notifier=notifier,
         oidc_verifier=oidc_verifier(settings),
+        accounts=console_accounts(settings, accounts) if accounts is not None else None,
+        iap_verifier=iap_verifier(settings),
         telemetry_runtime=runtime,
         # Instances on Redis beat; with in-process queues they adopt what a dead one left.
         instances=store if isinstance(store, RedisStore) else None,

@@ -24,7 +24,7 @@ from urllib.parse import quote
 
 import httpx
 
-from pyloto_corp import __version__
+from pyloto_corp import __version__, cli_users
 from pyloto_corp.adapters.secret_manager import resolve_references
 from pyloto_corp.application.ingest import sign, verify_signature
 from pyloto_corp.application.inspect import record_view
@@ -571,6 +571,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     replay.add_argument("--url", default=None, help="server URL (default: local, $PORT)")
 
+    cli_users.add_parser(commands)
+
     queues = commands.add_parser("queues", help="manage the Cloud Tasks queues")
     queue_commands = queues.add_subparsers(dest="queue_command", required=True)
     ensure = queue_commands.add_parser(
@@ -929,6 +931,7 @@ def _settings_commands() -> dict[str, Callable[[Settings, argparse.Namespace], i
         "replay": _cmd_replay,
         "queues": _cmd_queues,
         "llm": _cmd_llm,
+        "users": cli_users.run,
     }
 
 

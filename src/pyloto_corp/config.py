@@ -86,13 +86,81 @@ class AppSettings(_Section):
     ops_console_enabled: bool = Field(
         False,
         alias="OPS_CONSOLE_ENABLED",
-        description=("Serve the operations console under /ops (sign-in with INTERNAL_TASK_TOKEN)."),
+        description=(
+            "Serve the operations console under /ops (sign-in with an account of "
+            "`pyloto users add`, see docs/accounts.md)."
+        ),
     )
     hash_key: str | None = Field(
         None,
         alias="PRIVACY_HASH_KEY",
         description="Keys the hashes that stand for a customer (rollout bucket, conversation).",
         json_schema_extra={"unset": "the app secret"},
+    )
+
+
+class ConsoleSettings(_Section):
+    """The console's accounts: sessions, sign-in limits, Cloud Run IAP (docs/accounts.md)."""
+
+    session_hours: float = Field(
+        12.0,
+        alias="OPS_SESSION_HOURS",
+        gt=0,
+        le=24 * 30,
+        description="How long a console session lasts after its sign-in.",
+    )
+    signin_failures_per_account: int = Field(
+        5,
+        alias="OPS_SIGNIN_FAILURES_PER_ACCOUNT",
+        ge=1,
+        description="Failed sign-ins to one account within OPS_SIGNIN_ACCOUNT_WINDOW_SECONDS "
+        "after which its sign-ins are refused (429) until the window ends.",
+    )
+    signin_account_window_seconds: float = Field(
+        300.0,
+        alias="OPS_SIGNIN_ACCOUNT_WINDOW_SECONDS",
+        gt=0,
+        description="The window of OPS_SIGNIN_FAILURES_PER_ACCOUNT.",
+    )
+    signin_failures_per_client: int = Field(
+        20,
+        alias="OPS_SIGNIN_FAILURES_PER_CLIENT",
+        ge=1,
+        description="Failed sign-ins from one client address within "
+        "OPS_SIGNIN_CLIENT_WINDOW_SECONDS after which its sign-ins are refused (429).",
+    )
+    signin_client_window_seconds: float = Field(
+        60.0,
+        alias="OPS_SIGNIN_CLIENT_WINDOW_SECONDS",
+        gt=0,
+        description="The window of OPS_SIGNIN_FAILURES_PER_CLIENT.",
+    )
+    client_address_hops: int = Field(
+        0,
+        alias="OPS_CLIENT_ADDRESS_HOPS",
+        ge=0,
+        le=10,
+        description="Where the sign-in limit reads the client's address: 0 the connection's "
+        "peer; N the Nth entry from the right of X-Forwarded-For (1 behind Cloud Run's front "
+        "end, 2 behind a load balancer in front of it).",
+    )
+    trust_iap: bool = Field(
+        False,
+        alias="OPS_TRUST_IAP",
+        description="Sign in whoever Cloud Run IAP names (X-Goog-Authenticated-User-Email) "
+        "as the account of that name; only with OPS_IAP_AUDIENCE, whose signed assertion "
+        "(X-Goog-IAP-JWT-Assertion) is checked.",
+    )
+    iap_audience: str | None = Field(
+        None,
+        alias="OPS_IAP_AUDIENCE",
+        description="The audience of IAP's signed assertion, e.g. "
+        "/projects/NUMBER/locations/REGION/services/SERVICE.",
+    )
+    iap_keys_url: str = Field(
+        "https://www.gstatic.com/iap/verify/public_key-jwk",
+        alias="OPS_IAP_KEYS_URL",
+        description="Where IAP's public keys (JWKS, ES256) are fetched.",
     )
 
 
@@ -697,6 +765,7 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(extra="ignore", frozen=True)
 
     app: AppSettings = Field(default_factory=AppSettings)  # type: ignore[arg-type]
+    console: ConsoleSettings = Field(default_factory=ConsoleSettings)  # type: ignore[arg-type]
     whatsapp: WhatsAppSettings = Field(default_factory=WhatsAppSettings)  # type: ignore[arg-type]
     openai: OpenAISettings = Field(default_factory=OpenAISettings)  # type: ignore[arg-type]
     handoff: HandoffSettings = Field(default_factory=HandoffSettings)  # type: ignore[arg-type]
@@ -792,6 +861,11 @@ def _backend_problems(settings: Settings) -> list[str]:
 
 def _oidc_problems(settings: Settings) -> list[str]:
     queue = settings.queue
+    if settings.console.trust_iap and not settings.console.iap_audience:
+        return [
+            "OPS_TRUST_IAP=true needs OPS_IAP_AUDIENCE: the audience IAP's signed "
+            "assertion is checked against (an unchecked header could be sent by anyone)"
+        ]
     if queue.cloud_tasks_service_account and not queue.oidc_audience:
         return [
             "CLOUD_TASKS_SERVICE_ACCOUNT needs CLOUD_TASKS_OIDC_AUDIENCE or "

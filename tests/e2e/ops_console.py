@@ -24,6 +24,7 @@ from selenium.webdriver.remote.webelement import WebElement
 
 from pyloto_corp.observability.pii_scan import scan_lines
 from tests.e2e.servers import ServeProcess, post_webhook
+from tests.support.accounts import ACCOUNT, PASSWORD
 from tests.support.helpers import (
     CONTACT_NAME,
     INTERNAL_TOKEN,
@@ -36,7 +37,7 @@ from tests.support.helpers import (
 SCREENSHOTS = REPO / "tests" / "artifacts" / "screenshots"
 DOCS_SCREENSHOT = REPO / "docs" / "images" / "ops-console.png"
 WAIT_SECONDS = 20.0
-# The console's own variables: on, and signed in with the internal token.
+# The console's own variables: on (sign-in is with an account, tests/support/accounts.py).
 CONSOLE_VARIABLES = {"OPS_CONSOLE_ENABLED": "true", "INTERNAL_TASK_TOKEN": INTERNAL_TOKEN}
 
 T = TypeVar("T")
@@ -102,12 +103,13 @@ class Console:
         current = str(self.driver.current_url)
         return current.removeprefix(self.server.url)
 
-    def sign_in(self, token: str = INTERNAL_TOKEN) -> None:
+    def sign_in(self, name: str = ACCOUNT, password: str = PASSWORD) -> None:
         """Fill and submit the sign-in form (from wherever the browser is)."""
         self.open("/ops/login")
-        field = self.find("#signin input[name='token']")
-        field.clear()
-        field.send_keys(token)
+        for field_name, value in (("name", name), ("password", password)):
+            field = self.find(f"#signin input[name='{field_name}']")
+            field.clear()
+            field.send_keys(value)
         self.find("#signin-submit").click()
 
     # --- reading the page -------------------------------------------------------------------

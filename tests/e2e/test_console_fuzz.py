@@ -9,6 +9,7 @@ ASGI transport on the test client's own event loop.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import re
@@ -26,6 +27,7 @@ from pyloto_corp.bootstrap import bootstrap
 from pyloto_corp.config import Settings
 from pyloto_corp.http.app import create_app
 from pyloto_corp.http.ops_auth import COOKIE, ConsoleKeys
+from tests.support.accounts import ACCOUNT, PASSWORD, ensure_account
 from tests.support.helpers import (
     INTERNAL_TOKEN,
     SENDER,
@@ -254,7 +256,9 @@ class Console:
 @pytest.fixture
 def console(make_settings: Callable[..., Settings]) -> Iterator[Console]:
     """The app with the console on and a record in it, signed in once for all examples."""
-    app = create_app(bootstrap(make_settings(OPS_CONSOLE_ENABLED="true")))
+    settings = make_settings(OPS_CONSOLE_ENABLED="true")
+    asyncio.run(ensure_account(settings))
+    app = create_app(bootstrap(settings))
     errors = _Errors()
     logging.getLogger().addHandler(errors)
     try:
@@ -262,7 +266,9 @@ def console(make_settings: Callable[..., Settings]) -> Iterator[Console]:
             body = encode(envelope([text_message("Olá", message_id=WAMID)]))
             assert client.post("/webhook", content=body, headers=signed_headers(body)).is_success
             signed = client.post(
-                "/ops/login", data={"token": INTERNAL_TOKEN}, follow_redirects=False
+                "/ops/login",
+                data={"name": ACCOUNT, "password": PASSWORD},
+                follow_redirects=False,
             )
             session = signed.cookies[COOKIE]
             page = client.get("/ops")

@@ -16,10 +16,10 @@ from pyloto_corp.bootstrap import bootstrap
 from pyloto_corp.http.app import create_app
 from pyloto_corp.observability.pii_scan import scan_lines
 from tests.e2e.support import Pyloto, message_ids
+from tests.support.accounts import ensure_account, post_sign_in
 from tests.support.fake_graph import PHONE_NUMBER_ID, TOKEN, FakeGraph, Fault
 from tests.support.helpers import (
     BSUID,
-    INTERNAL_TOKEN,
     SENDER,
     customer_webhook,
     realistic_wamid,
@@ -71,9 +71,8 @@ async def test_a_graph_error_quoting_the_customer_is_stored_and_shown_redacted(
         view = await app.wait_for(message_id, {"failed"})
         await app.wait_idle()
         stored = await app.container.store.get(message_id)
-        signed = await app.client.post(
-            "/ops/login", data={"token": INTERNAL_TOKEN}, follow_redirects=False
-        )
+        await ensure_account(app.container.settings)
+        signed = await post_sign_in(app.client)
         assert signed.status_code == 303
         page = (await app.client.get("/ops/dead-letters")).text
 

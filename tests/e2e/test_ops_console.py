@@ -23,6 +23,7 @@ from pyloto_corp.http import ops
 from pyloto_corp.observability.pii_scan import scan_lines
 from tests.e2e.conftest import OpenPyloto
 from tests.e2e.support import Pyloto
+from tests.support.accounts import PASSWORD, ensure_account, post_sign_in
 from tests.support.fake_graph import PHONE_NUMBER_ID, FakeGraph
 from tests.support.fake_graph import TOKEN as GRAPH_TOKEN
 from tests.support.helpers import (
@@ -75,10 +76,9 @@ def _csrf(html: str) -> str:
 
 
 async def _sign_in(app: Pyloto) -> str:
-    """Sign in; the CSRF token of the session."""
-    response = await app.client.post(
-        "/ops/login", data={"token": INTERNAL_TOKEN}, follow_redirects=False
-    )
+    """Sign in with an account made as `pyloto users add` makes it; the session's CSRF token."""
+    await ensure_account(app.container.settings)
+    response = await post_sign_in(app.client)
     assert response.status_code == 303
     assert response.headers["location"] == "/ops"
     page = await app.client.get("/ops")
@@ -120,29 +120,37 @@ async def test_without_a_session_every_page_is_the_sign_in_form_and_no_data(
         app.client.cookies.set("pyloto_ops", "9999999999.abc")
         forged = await app.client.get("/ops")
         assert forged.status_code == 401
+        with_token = await app.client.get("/ops", headers={"X-Internal-Token": INTERNAL_TOKEN})
+        assert with_token.status_code == 401  # the console is for people
 
 
-async def test_sign_in_sets_a_strict_http_only_cookie_without_the_token(
+async def test_sign_in_sets_a_strict_http_only_cookie_of_a_random_session(
     open_pyloto: OpenPyloto,
 ) -> None:
     async with open_pyloto(OPS_CONSOLE_ENABLED="true") as app:
-        wrong = await app.client.post("/ops/login", data={"token": "not-it"})
+        await ensure_account(app.container.settings)
+        wrong = await post_sign_in(app.client, password="not-the-password")
         assert wrong.status_code == 401
         assert 'class="error"' in wrong.text
         assert "set-cookie" not in wrong.headers
-        right = await app.client.post(
-            "/ops/login", data={"token": INTERNAL_TOKEN}, follow_redirects=False
-        )
+        token = await app.client.post("/ops/login", data={"token": INTERNAL_TOKEN})
+        assert token.status_code == 401  # the machine's token opens no console session
+        assert "set-cookie" not in token.headers
+        right = await post_sign_in(app.client)
         cookie = right.headers["set-cookie"]
         assert "HttpOnly" in cookie
         assert "samesite=strict" in cookie.lower()
-        assert "Path=/ops" in cookie
+        assert "Path=/;" in cookie
         assert INTERNAL_TOKEN not in cookie
+        assert PASSWORD not in cookie
         assert "Secure" not in cookie  # plain HTTP here; behind HTTPS it is Secure
         assert (await app.client.get("/ops")).status_code == 200
-        behind_tls = await httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app.client.app), base_url="http://x"
-        ).post("/ops/login", data={"token": INTERNAL_TOKEN}, headers={"x-forwarded-proto": "https"})
+        behind_tls = await post_sign_in(
+            httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=app.client.app), base_url="http://x"
+            ),
+            **{"x-forwarded-proto": "https"},
+        )
         assert "Secure" in behind_tls.headers["set-cookie"]
 
 

@@ -31,9 +31,10 @@ from tests.e2e.ops_console import (
     post_texts,
     wait_until,
 )
-from tests.e2e.servers import ServeProcess, process_env, redis_variables
+from tests.e2e.servers import ServeProcess, process_env, pyloto_command, redis_variables
 from tests.e2e.support import FALLBACK_PATH
 from tests.support import browser
+from tests.support.accounts import add_with_cli
 from tests.support.fake_graph import PHONE_NUMBER_ID, TOKEN, FakeGraph, Fault
 from tests.support.helpers import (
     APP_SECRET,
@@ -103,6 +104,9 @@ def open_console(
         server = ServeProcess(env, tmp_path / f"server-{len(servers)}.log")
         servers.append(server)
         server.start()
+        # The account an operator adds beside the running server, as the README says.
+        added = add_with_cli(pyloto_command(), env)
+        assert added.returncode == 0, added.stderr
         consoles.append(Console(chrome, server, request.node.name))
         return consoles[-1]
 
@@ -117,7 +121,7 @@ def open_console(
 
 
 def signed_in(console: Console) -> Console:
-    """Sign in with the right token and wait for the machine page."""
+    """Sign in with the test's account and wait for the machine page."""
     console.sign_in()
     console.find("svg#machine")
     return console
@@ -199,11 +203,11 @@ def refused_without_csrf(console: Console, form_css: str) -> None:
 # --- 1. sign-in -------------------------------------------------------------------------
 
 
-def test_signing_in_a_wrong_token_is_refused_and_no_page_shows_data_without_it(
+def test_signing_in_a_wrong_password_is_refused_and_no_page_shows_data_without_it(
     open_console: OpenConsole,
 ) -> None:
     """Without the cookie every console path answers 401 with the sign-in page and no count;
-    a wrong token shows the error; the right one lands on the machine, with an HttpOnly,
+    a wrong password shows the error; the right one lands on the machine, with an HttpOnly,
     SameSite=Strict cookie that the page's scripts cannot read."""
     console = open_console()
     with httpx.Client(base_url=console.server.url, timeout=10) as client:
@@ -221,7 +225,7 @@ def test_signing_in_a_wrong_token_is_refused_and_no_page_shows_data_without_it(
     assert console.first("svg#machine") is None
     console.screenshot("signin")
 
-    console.sign_in("not-the-token")
+    console.sign_in(password="not-the-password")
     assert console.find(".error").is_displayed()
     assert console.first("svg#machine") is None
     console.screenshot("signin-refused")

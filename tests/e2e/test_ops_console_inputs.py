@@ -13,6 +13,7 @@ import pytest
 from pyloto_corp.observability.pii_scan import scan_lines
 from tests.e2e.conftest import OpenPyloto
 from tests.e2e.support import Pyloto
+from tests.support.accounts import ensure_account, post_sign_in
 from tests.support.helpers import (
     INTERNAL_TOKEN,
     SENDER,
@@ -27,10 +28,9 @@ CONSOLE = {"OPS_CONSOLE_ENABLED": "true"}
 
 
 async def _sign_in(app: Pyloto) -> str:
-    """Sign in; the CSRF token of the session."""
-    response = await app.client.post(
-        "/ops/login", data={"token": INTERNAL_TOKEN}, follow_redirects=False
-    )
+    """Sign in with an account; the CSRF token of the session."""
+    await ensure_account(app.container.settings)
+    response = await post_sign_in(app.client)
     assert response.status_code == 303
     found = re.search(r'name="csrf" value="([^"]+)"', (await app.client.get("/ops")).text)
     assert found

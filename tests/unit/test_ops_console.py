@@ -24,7 +24,7 @@ from pyloto_corp.domain.ops_metrics import (
 from pyloto_corp.domain.records import HistoryEntry, InboundMessage, Record
 from pyloto_corp.domain.statechart import StateSpec
 from pyloto_corp.domain.statechart_layout import BOX_HEIGHT, BOX_WIDTH, layout, render_svg
-from pyloto_corp.http.ops_auth import SESSION_SECONDS, ConsoleKeys
+from pyloto_corp.http.ops_auth import ConsoleKeys
 
 SVG = "{http://www.w3.org/2000/svg}"
 
@@ -147,19 +147,16 @@ def test_sealed_links_round_trip_and_refuse_tampering() -> None:
     assert keys.unseal("!!!") is None
 
 
-def test_sessions_expire_and_belong_to_their_token() -> None:
+def test_a_sealed_link_is_aes_gcm_bound_to_links() -> None:
+    """A ciphertext of the same key made for another purpose (no link context) never opens,
+    and a link cut short is refused, not an error."""
     keys = ConsoleKeys("token-a")
-    session = keys.session(1000.0)
-    assert keys.session_valid(session, 1000.0 + SESSION_SECONDS - 1)
-    assert not keys.session_valid(session, 1000.0 + SESSION_SECONDS)
-    assert not ConsoleKeys("token-b").session_valid(session, 1000.0)
-    expires, _, signature = session.partition(".")
-    assert not keys.session_valid(f"{int(expires) + 999}.{signature}", 1000.0)
-    assert keys.csrf_valid(session, keys.csrf(session))
-    assert not keys.csrf_valid(session, None)
-    assert not keys.csrf_valid(keys.session(2000.0), keys.csrf(session))
-    assert keys.token_matches("token-a")
-    assert not keys.token_matches("token-b")
+    sealed = keys.seal("wamid.X")
+    assert keys.unseal(sealed[:20]) is None
+    assert keys.unseal(sealed + "AAAA") is None
+    assert keys.iap_csrf("ana") == keys.iap_csrf("ana")
+    assert keys.iap_csrf("ana") != keys.iap_csrf("bia")
+    assert keys.iap_csrf("ana") != ConsoleKeys("token-b").iap_csrf("ana")
 
 
 def test_percentiles_read_back_within_a_bin() -> None:

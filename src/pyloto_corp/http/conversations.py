@@ -12,7 +12,14 @@ from typing import Any
 
 import msgspec
 from litestar import Controller, Request, get, post
-from litestar.exceptions import ClientException, HTTPException, NotFoundException
+from litestar.connection import ASGIConnection
+from litestar.exceptions import (
+    ClientException,
+    HTTPException,
+    NotFoundException,
+    PermissionDeniedException,
+)
+from litestar.handlers.base import BaseRouteHandler
 from litestar.params import FromPath
 
 from pyloto_corp.application.conversations import (
@@ -23,6 +30,7 @@ from pyloto_corp.application.conversations import (
 from pyloto_corp.application.llm_steps import CONVERSATION_TURNS, CONVERSATION_WINDOW_SECONDS
 from pyloto_corp.domain.conversation import MODES, Conversation
 from pyloto_corp.http.deps import container_of, internal_guard
+from pyloto_corp.http.principal import known_principal, principal_of
 
 # A conversation id is a keyed hash: 32 hex digits (llm_steps.conversation_id).
 _ID = re.compile(r"[0-9a-f]{32}")
@@ -44,8 +52,19 @@ class ConflictException(HTTPException):
 
 def caller(request: Request[Any, Any, Any]) -> str:
     """Who acts, for the audit trail: the signed-in account, else the machine token."""
-    name = request.scope.get("state", {}).get("pyloto_principal")
-    return str(name) if name else "token"
+    principal = known_principal(request)
+    return principal.name if principal is not None else "token"
+
+
+async def agents_or_machine(
+    connection: ASGIConnection,  # type: ignore[type-arg]
+    _: BaseRouteHandler,
+) -> None:
+    """After the internal guard: a person needs the `agent` role (an operator never reads
+    or answers conversations); the machine token (a helpdesk) may."""
+    principal = await principal_of(connection)
+    if principal is not None and principal.kind != "token" and not principal.may("agent"):
+        raise PermissionDeniedException("the conversations are for agents")
 
 
 def _service(request: Request[Any, Any, Any]) -> Conversations:
@@ -83,7 +102,7 @@ class ConversationController(Controller):
     """List, read, take over, release and answer conversations."""
 
     path = "/internal/conversations"
-    guards = [internal_guard]  # noqa: RUF012
+    guards = [internal_guard, agents_or_machine]  # noqa: RUF012
 
     @get("/")
     async def list_conversations(self, request: Request[Any, Any, Any]) -> dict[str, Any]:

@@ -1,4 +1,5 @@
-"""Shared pieces of the HTTP layer: the container lookup and the /internal guards."""
+"""Shared pieces of the HTTP layer: the container lookup and the /internal guards (who the
+caller is: http/principal.py)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,9 @@ from litestar.exceptions import (
 from litestar.handlers.base import BaseRouteHandler
 
 from pyloto_corp.adapters.google_oidc import CertsUnavailable, InvalidToken, OidcVerifier
+from pyloto_corp.application.accounts import OPERATOR
 from pyloto_corp.bootstrap import Container
+from pyloto_corp.http.principal import require_role
 
 log = logging.getLogger(__name__)
 
@@ -56,21 +59,33 @@ def internal_token_guard(
         raise PermissionDeniedException("invalid X-Internal-Token")
 
 
-# Marks the routes Cloud Tasks and Cloud Scheduler call (`opt=TASK_ROUTE`); every other
-# /internal route stays on X-Internal-Token, so a new route is never left open by default.
+# Marks the routes Cloud Tasks and Cloud Scheduler call (`opt=TASK_ROUTE`): they accept the
+# machine's credential only (the OIDC token when configured, else X-Internal-Token), never a
+# person's session, so no one at the console can run a step or dead-letter a record by hand.
 TASK_ROUTE = {"task_route": True}
+
+# Every other /internal route: the token, or a person signed in with at least this role
+# (a route asks for more with `guards=[require_role("agent")]`).
+_people = require_role(OPERATOR)
 
 
 async def internal_guard(
     connection: ASGIConnection,  # type: ignore[type-arg]
     handler: BaseRouteHandler,
 ) -> None:
-    """Guard of /internal: the OIDC check on task routes when configured, else the token."""
-    verifier = container_of(connection).oidc_verifier
-    if verifier is None or not handler.opt.get("task_route"):
+    """Guard of /internal: task routes take the OIDC token when configured, else the token;
+    the others the token or a console session (a person's POSTs with their CSRF token)."""
+    if handler.opt.get("task_route"):
+        verifier = container_of(connection).oidc_verifier
+        if verifier is None:
+            internal_token_guard(connection, handler)
+        else:
+            await _oidc_bearer(connection, verifier)
+        return
+    if connection.headers.get("x-internal-token"):
         internal_token_guard(connection, handler)
         return
-    await _oidc_bearer(connection, verifier)
+    await _people(connection, handler)
 
 
 async def _oidc_bearer(

@@ -1,7 +1,8 @@
 """Internal routes for the task queue and operators.
 
-Operators use X-Internal-Token; the task routes take an OIDC bearer token instead when
-CLOUD_TASKS_SERVICE_ACCOUNT is set (routes marked `TASK_ROUTE`, see `internal_guard`).
+The task routes (marked `TASK_ROUTE`) take X-Internal-Token, or an OIDC bearer token instead
+when CLOUD_TASKS_SERVICE_ACCOUNT is set, and never a person's console session; the others
+take the token or a console session (see `internal_guard` and http/principal.py).
 """
 
 from __future__ import annotations

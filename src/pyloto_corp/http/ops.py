@@ -1,10 +1,13 @@
 """The operations console under /ops (OPS_CONSOLE_ENABLED=true): the machine live, the
 records, one message's timeline, and the replay of dead letters.
 
-Access: the internal token, posted once to /ops/login, gives an HttpOnly SameSite=Strict
-cookie (see ops_auth); without it every page answers 401 with the sign-in form and the
-summary API a 401, never data. Every POST that changes something carries the session's CSRF
-token and, when the browser sends one, an Origin naming this host.
+Access: an account's name and password (`pyloto users add`), posted to /ops/login, open a
+session in the state store and give its random id in an HttpOnly SameSite=Strict cookie
+(application/signin.py); with Cloud Run IAP trusted, IAP's signed identity names the
+account instead (http/principal.py). Without either every page answers 401 with the sign-in
+form and the summary API a 401, never data. Sign-ins are limited per account and per client
+address. Every POST that changes something carries the session's CSRF token and, when the
+browser sends one, an Origin that is this service's own (never `null`).
 """
 
 from __future__ import annotations
@@ -16,15 +19,18 @@ import math
 import time
 from importlib import resources
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs
 
 from litestar import Controller, MediaType, Request, Response, get, post
 from litestar.datastructures import Cookie
+from litestar.exceptions import HTTPException, NotAuthorizedException, PermissionDeniedException
 
+from pyloto_corp.application.accounts import account_ref
 from pyloto_corp.application.console import dashboard
 from pyloto_corp.application.inspect import record_view
 from pyloto_corp.application.ports import RecordQuery
 from pyloto_corp.application.replay import REPLAY_BATCH, Replayer
+from pyloto_corp.application.signin import SignInRefused
 from pyloto_corp.bootstrap import Container
 from pyloto_corp.domain.outcome import since_text
 from pyloto_corp.domain.privacy import message_ref, redact_text
@@ -32,7 +38,16 @@ from pyloto_corp.domain.records import FAILED_STATE, Record
 from pyloto_corp.domain.statechart_layout import Layout, layout, render_svg
 from pyloto_corp.http import ops_pages as pages
 from pyloto_corp.http.deps import container_of
-from pyloto_corp.http.ops_auth import COOKIE, SESSION_SECONDS, ConsoleKeys
+from pyloto_corp.http.ops_auth import COOKIE, ConsoleKeys
+from pyloto_corp.http.principal import (
+    Principal,
+    audit,
+    console_keys,
+    csrf_matches,
+    foreign_origin,
+    known_principal,
+    principal_of,
+)
 from pyloto_corp.http.rejections import Rejections
 
 log = logging.getLogger(__name__)
@@ -43,7 +58,9 @@ _HEADERS = {
     "Cache-Control": "no-store",
     "X-Frame-Options": "DENY",
     "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
+    # same-origin, not no-referrer: under no-referrer a browser posts its forms with
+    # `Origin: null`, which the Origin check refuses; nothing leaves for another site.
+    "Referrer-Policy": "same-origin",
     "Content-Security-Policy": (
         "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
         "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
@@ -67,10 +84,24 @@ class BadInput(Exception):
 MAX_FORM_FIELDS = 20
 
 
-def _html(body: str, status: int = 200, cookies: list[Cookie] | None = None) -> Response[str]:
+def _html(
+    body: str,
+    status: int = 200,
+    cookies: list[Cookie] | None = None,
+    headers: dict[str, str] | None = None,
+) -> Response[str]:
     return Response(
-        body, status_code=status, media_type=MediaType.HTML, headers=_HEADERS, cookies=cookies
+        body,
+        status_code=status,
+        media_type=MediaType.HTML,
+        headers={**_HEADERS, **(headers or {})},
+        cookies=cookies,
     )
+
+
+def _https(request: Request[Any, Any, Any]) -> bool:
+    """Whether the browser reached us over HTTPS (directly or through a proxy's TLS)."""
+    return request.headers.get("x-forwarded-proto", request.url.scheme) == "https"
 
 
 def _signin_required(request: Request[Any, Any, Any], _: Exception) -> Response[Any]:
@@ -88,23 +119,26 @@ def _forbidden(_: Request[Any, Any, Any], error: Exception) -> Response[Any]:
     return _html(pages.page("Refused", f'<p class="error">{pages.e(error)}</p>'), 403)
 
 
+def _denied(_: Request[Any, Any, Any], error: Exception) -> Response[Any]:
+    detail = error.detail if isinstance(error, HTTPException) else "refused"
+    return _html(pages.page("Refused", f'<p class="error">{pages.e(detail)}</p>'), 403)
+
+
 def _bad_input(request: Request[Any, Any, Any], error: Exception) -> Response[Any]:
-    csrf = None
-    try:
-        _, session = _session(request)
-        csrf = _console(request).keys.csrf(session)  # signed in: the page keeps its navigation
-    except SignInRequired:
-        pass
+    principal = known_principal(request)  # signed in: the page keeps its navigation
+    csrf = principal.csrf if principal is not None else None
     body = f'<h1>Bad request</h1><p class="error">{pages.e(error)}</p>'
     return _html(pages.page("Bad request", body, csrf=csrf), 400)
 
 
 class _Console:
-    """What one app's console needs, built once: keys, the statechart's drawing."""
+    """What one app's console needs, built once: keys, accounts, the statechart's drawing."""
 
-    def __init__(self, container: Container) -> None:
+    def __init__(self, container: Container, keys: ConsoleKeys) -> None:
         self.container = container
-        self.keys = ConsoleKeys(container.settings.internal_task_token)
+        self.keys = keys
+        self.accounts = container.accounts
+        self.client_hops = container.settings.console.client_address_hops
         self.layout: Layout = layout(container.chart)
         self.project = container.settings.queue.gcp_project
         # Anyone may post a guess: every refusal is counted, a few a minute are logged.
@@ -117,18 +151,34 @@ def _console(request: Request[Any, Any, Any]) -> _Console:
     state = request.app.state
     console: _Console | None = state.get("ops_console")
     if console is None:
-        console = _Console(container_of(request))
+        console = _Console(container_of(request), console_keys(request))
         state["ops_console"] = console
     return console
 
 
-def _session(request: Request[Any, Any, Any]) -> tuple[_Console, str]:
-    """The console and the session cookie, or SignInRequired."""
+async def _session(request: Request[Any, Any, Any]) -> tuple[_Console, Principal]:
+    """The console and the signed-in person (a session or IAP), or SignInRequired. The
+    machine's token does not open the console: its pages are for people."""
     console = _console(request)
-    value = request.cookies.get(COOKIE)
-    if value is None or not console.keys.session_valid(value, time.time()):
+    principal = await principal_of(request)
+    if principal is None or principal.kind == "token":
         raise SignInRequired
-    return console, value
+    return console, principal
+
+
+def _csrf(principal: Principal) -> str:
+    """The CSRF token of a person's pages (every session and IAP principal has one)."""
+    return principal.csrf or ""
+
+
+def _client_address(request: Request[Any, Any, Any], hops: int) -> str:
+    """The address the sign-in limit counts: the peer, or the `hops`-th X-Forwarded-For
+    entry from the right (the one the nearest trusted proxy saw)."""
+    if hops:
+        entries = [e.strip() for e in request.headers.get("x-forwarded-for", "").split(",")]
+        if len(entries) >= hops and entries[-hops]:
+            return entries[-hops]
+    return request.client.host if request.client else "unknown"
 
 
 async def _form(request: Request[Any, Any, Any]) -> dict[str, str]:
@@ -140,16 +190,16 @@ async def _form(request: Request[Any, Any, Any]) -> dict[str, str]:
     return {key: values[0] for key, values in fields.items()}
 
 
-async def _post(request: Request[Any, Any, Any]) -> tuple[_Console, str, dict[str, str]]:
-    """A signed-in POST with its CSRF token, from this host: (console, csrf, form)."""
-    console, session = _session(request)
-    origin = request.headers.get("origin")
-    if origin and origin != "null" and urlsplit(origin).netloc != request.headers.get("host"):
+async def _post(request: Request[Any, Any, Any]) -> tuple[_Console, Principal, dict[str, str]]:
+    """A signed-in POST with its CSRF token, from this service's own origin (or none):
+    (console, principal, form)."""
+    console, principal = await _session(request)
+    if foreign_origin(request):
         raise Forbidden("this form was posted from another site")
     form = await _form(request)
-    if not console.keys.csrf_valid(session, form.get("csrf")):
+    if not csrf_matches(principal, form.get("csrf")):
         raise Forbidden("the form is stale or forged (no valid CSRF token): reload the page")
-    return console, console.keys.csrf(session), form
+    return console, principal, form
 
 
 def _utc(value: str) -> float | None:
@@ -260,6 +310,9 @@ class OpsController(Controller):
     path = "/ops"
     exception_handlers = {  # noqa: RUF012
         SignInRequired: _signin_required,
+        # From a route's `require_role` guard (http/principal.py): the form, or a refusal.
+        NotAuthorizedException: _signin_required,
+        PermissionDeniedException: _denied,
         Forbidden: _forbidden,
         BadInput: _bad_input,
     }
@@ -284,33 +337,56 @@ class OpsController(Controller):
 
     @post("/login", status_code=303)
     async def signin(self, request: Request[Any, Any, Any]) -> Response[str]:
-        """Check the token; on success the session cookie and a redirect to /ops."""
+        """Check the name and password; on success a new session's cookie and /ops."""
         console = _console(request)
+        if foreign_origin(request):  # no signing a visitor in to someone else's account
+            raise Forbidden("this form was posted from another site")
         form = await _form(request)
-        if not console.keys.token_matches(form.get("token", "")):
-            console.refusals.note("wrong_token", 401)
-            return _html(pages.signin("That is not the internal token."), 401)
-        secure = request.headers.get("x-forwarded-proto", request.url.scheme) == "https"
+        if console.accounts is None:
+            return _html(pages.signin("Sign-in is not available on this store."), 503)
+        client = _client_address(request, console.client_hops)
+        name = form.get("name", "")
+        try:
+            signed = await console.accounts.sign_in(name, form.get("password", ""), client)
+        except SignInRefused as refused:
+            ref = account_ref(name.strip().lower())
+            if refused.rate_limited:
+                console.refusals.note(refused.reason, 429, detail=f"account {ref}")
+                wait = {"Retry-After": "60"}
+                text = "Too many failed sign-ins: wait a few minutes and try again."
+                return _html(pages.signin(text), 429, headers=wait)
+            console.refusals.note(refused.detail, 401, detail=f"account {ref}")
+            return _html(pages.signin("That name and password do not match an account."), 401)
         cookie = Cookie(
             key=COOKIE,
-            value=console.keys.session(time.time()),
-            path="/ops",
-            max_age=SESSION_SECONDS,
+            value=signed.session_id,
+            path="/",
+            max_age=int(console.accounts.session_seconds),
             httponly=True,
             samesite="strict",
-            secure=secure,
+            secure=_https(request),
         )
-        log.info("ops_signin", extra={"event": "ops_signin"})
+        principal = Principal(signed.session.name, signed.session.role, "session")
+        audit(principal, "signin")
         return Response(
             "", status_code=303, headers={**_HEADERS, "Location": "/ops"}, cookies=[cookie]
         )
 
     @post("/logout", status_code=303)
     async def signout(self, request: Request[Any, Any, Any]) -> Response[str]:
-        """Forget the session cookie."""
-        await _post(request)
+        """End the session (its cookie and CSRF token are refused from now on)."""
+        console, principal, _ = await _post(request)
+        if principal.session is not None and console.accounts is not None:
+            await console.accounts.sign_out(principal.session)
+        audit(principal, "signout")
         gone = Cookie(
-            key=COOKIE, value="", path="/ops", max_age=0, httponly=True, samesite="strict"
+            key=COOKIE,
+            value="",
+            path="/",
+            max_age=0,
+            httponly=True,
+            samesite="strict",
+            secure=_https(request),
         )
         return Response(
             "", status_code=303, headers={**_HEADERS, "Location": "/ops/login"}, cookies=[gone]
@@ -319,22 +395,22 @@ class OpsController(Controller):
     @get("/")
     async def machine(self, request: Request[Any, Any, Any]) -> Response[str]:
         """The live machine and the charts."""
-        console, session = _session(request)
+        console, principal = await _session(request)
         board = await dashboard(console.container.store, console.container.chart, time.time())
         svg = render_svg(console.container.chart, board.counts, board.hour.taken, console.layout)
-        return _html(pages.machine_page(board, svg, console.keys.csrf(session)))
+        return _html(pages.machine_page(board, svg, _csrf(principal)))
 
     @get("/api/summary")
     async def summary(self, request: Request[Any, Any, Any]) -> Response[bytes]:
         """What the machine page polls."""
-        console, _ = _session(request)
+        console, _ = await _session(request)
         board = await dashboard(console.container.store, console.container.chart, time.time())
         return Response(pages.summary_json(board), media_type=MediaType.JSON, headers=_HEADERS)
 
     @get("/records")
     async def records(self, request: Request[Any, Any, Any]) -> Response[str]:
         """Records by state, fallback reason and time, newest first, a page at a time."""
-        console, session = _session(request)
+        console, principal = await _session(request)
         params = {k: str(v) for k, v in request.query_params.items()}
         filters = {k: params.get(k, "") for k in ("state", "reason", "since", "until")}
         notice = None
@@ -363,13 +439,14 @@ class OpsController(Controller):
         )
         next_href = _next_href(console, "/ops/records", filters, found.next_before)
         rows = [_row(console, r) for r in found.records]
-        csrf = console.keys.csrf(session)
+        csrf = _csrf(principal)
         return _html(pages.records_page(rows, states, filters, next_href, csrf, notice))
 
     @post("/search", status_code=303)
     async def search(self, request: Request[Any, Any, Any]) -> Response[str]:
         """Open a message by its wamid (posted, so the id is in no URL or access log)."""
-        console, csrf, form = await _post(request)
+        console, principal, form = await _post(request)
+        csrf = _csrf(principal)
         message_id = form.get("id", "").strip()
         record = await console.container.store.get(message_id) if message_id else None
         if record is None:
@@ -382,9 +459,9 @@ class OpsController(Controller):
     @get("/messages/{token:str}")
     async def message(self, request: Request[Any, Any, Any]) -> Response[str]:
         """One message: facts, timeline, reply, failure, trace."""
-        console, session = _session(request)
+        console, principal = await _session(request)
         token = str(request.path_params["token"])
-        csrf = console.keys.csrf(session)
+        csrf = _csrf(principal)
         message_id = console.keys.unseal(token)
         record = await console.container.store.get(message_id) if message_id else None
         if record is None:
@@ -410,19 +487,20 @@ class OpsController(Controller):
     @get("/dead-letters")
     async def dead_letters(self, request: Request[Any, Any, Any]) -> Response[str]:
         """Records in `failed`, newest first, with their reasons."""
-        console, session = _session(request)
+        console, principal = await _session(request)
         before = _cursor(console, request.query_params.get("before"))
         found = await console.container.store.list_records(
             RecordQuery(state=FAILED_STATE, before=before, limit=PAGE_SIZE)
         )
         next_href = _next_href(console, "/ops/dead-letters", {}, found.next_before)
         rows = [_row(console, r) for r in found.records]
-        return _html(pages.dead_letters_page(rows, next_href, console.keys.csrf(session)))
+        return _html(pages.dead_letters_page(rows, next_href, _csrf(principal)))
 
     @post("/replay", status_code=200)
     async def replay(self, request: Request[Any, Any, Any]) -> Response[str]:
         """Ask for confirmation, then replay one dead letter or all (as `pyloto replay`)."""
-        console, csrf, form = await _post(request)
+        console, principal, form = await _post(request)
+        csrf = _csrf(principal)
         container = console.container
         token = form.get("message", "")
         message_id = console.keys.unseal(token) if token else None

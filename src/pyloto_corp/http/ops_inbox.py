@@ -32,14 +32,12 @@ from pyloto_corp.domain.statechart import Statechart
 from pyloto_corp.domain.statechart_layout import Layout, layout, render_svg
 from pyloto_corp.http import ops
 from pyloto_corp.http import ops_pages as pages
-from pyloto_corp.http.ops_auth import COOKIE
+from pyloto_corp.http.principal import Principal, known_principal
 
 log = logging.getLogger(__name__)
 
 # The pages that may show a customer's words: the inbox, and nothing else of the console.
 CUSTOMER_WORDS_PREFIX = "/ops/inbox"
-# The actor the console's shared sign-in session acts as in the audit trail.
-CONSOLE_ACTOR = "console"
 # Where the HTTP layer keeps who acts (http/conversations.py `caller` reads it).
 PRINCIPAL_STATE = "pyloto_principal"
 LISTED = 200  # conversations listed per mode
@@ -47,15 +45,16 @@ THREAD = 100  # records shown in one conversation's thread
 _ID = re.compile(r"[0-9a-f]{32}")
 
 
-def inbox_principal(request: Request[Any, Any, Any]) -> str:
-    """The one access check of the inbox: who acts, for the audit trail, or SignInRequired.
-
-    Today any signed-in console session may use the inbox and acts as `console`. With named
-    accounts this becomes the agent role's guard (the signed-in account's name), here and
-    nowhere else. The name is also kept where `http.conversations.caller` reads it."""
-    ops._session(request)  # SignInRequired without a valid session
-    request.scope.setdefault("state", {})[PRINCIPAL_STATE] = CONSOLE_ACTOR
-    return CONSOLE_ACTOR
+async def inbox_principal(request: Request[Any, Any, Any]) -> Principal:
+    """The one access check of the inbox: the signed-in agent (SignInRequired without a
+    session, Forbidden for an account without the `agent` role: an operator sees the
+    console's masked pages, never a customer's words). The name acts in the audit trail and
+    is kept where `http.conversations.caller` reads it."""
+    _, principal = await ops._session(request)
+    if not principal.may("agent"):
+        raise ops.Forbidden("the inbox is for agents: this account's role is " + principal.role)
+    request.scope.setdefault("state", {})[PRINCIPAL_STATE] = principal.name
+    return principal
 
 
 def duration_text(seconds: float) -> str:
@@ -107,8 +106,9 @@ def _service(request: Request[Any, Any, Any]) -> Conversations:
 
 
 def _csrf(request: Request[Any, Any, Any]) -> str:
-    console = ops._console(request)
-    return console.keys.csrf(request.cookies.get(COOKIE) or "")
+    """The signed-in agent's CSRF token (inbox_principal has found them)."""
+    principal = known_principal(request)
+    return (principal.csrf or "") if principal is not None else ""
 
 
 def _key(request: Request[Any, Any, Any]) -> str | None:
@@ -230,7 +230,7 @@ class InboxController(Controller):
     @get("/")
     async def inbox(self, request: Request[Any, Any, Any]) -> Response[str]:
         """Conversations waiting for a person and owned by one, the longest waiting first."""
-        inbox_principal(request)
+        await inbox_principal(request)
         service = _service(request)
         now = service.clock()
         store = service.store
@@ -253,7 +253,7 @@ class InboxController(Controller):
     @get("/{conversation_id:str}")
     async def conversation(self, request: Request[Any, Any, Any]) -> Response[str]:
         """One conversation: its thread in clear, its mode, window, audit trail, actions."""
-        inbox_principal(request)
+        await inbox_principal(request)
         key = _key(request)
         if key is None:
             return _no_store(
@@ -280,7 +280,7 @@ class InboxController(Controller):
 async def _act(request: Request[Any, Any, Any], action: str) -> Response[str]:
     """Run one action; back to the conversation's page (303), or the page again with the
     refusal (409), the bad input (400) or not found (404)."""
-    who = inbox_principal(request)
+    who = (await inbox_principal(request)).name
     _, _, form = await ops._post(request)  # this host, the session's CSRF token
     key = _key(request)
     if key is None:

@@ -78,16 +78,19 @@ def page(
 
 
 def signin(error: str | None = None) -> str:
-    """The sign-in form (the internal token, posted; never in a URL)."""
+    """The sign-in form: an account's name and password, posted (never in a URL)."""
     message = f'<p class="error" role="alert">{e(error)}</p>' if error else ""
     body = (
         '<div class="card signin"><h1>Sign in</h1>'
-        '<p class="muted">Paste the service\'s internal token (INTERNAL_TASK_TOKEN).</p>'
+        '<p class="muted">Your console account (<code>pyloto users add</code>).</p>'
         f"{message}"
         '<form id="signin" method="post" action="/ops/login">'
-        '<label for="token">Internal token</label>'
-        '<input id="token" name="token" type="password" autocomplete="current-password" '
-        "required autofocus>"
+        '<label for="name">Name</label>'
+        '<input id="name" name="name" type="text" autocomplete="username" '
+        'autocapitalize="none" spellcheck="false" required autofocus>'
+        '<label for="password">Password</label>'
+        '<input id="password" name="password" type="password" '
+        'autocomplete="current-password" required>'
         '<button class="primary" id="signin-submit" type="submit">Sign in</button>'
         "</form></div>"
     )

@@ -257,6 +257,11 @@ class SQLiteStore:
         )
         self._terminal = sorted(terminal_states)
 
+    @property
+    def db(self) -> SQLiteThread:
+        """The connection thread, which the console's accounts (accounts.py) share."""
+        return self._db
+
     async def create_if_absent(self, records: Sequence[Record]) -> list[bool]:
         rows = [
             (
