@@ -17,7 +17,11 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
-from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
+from selenium.common.exceptions import (
+    NoSuchElementException,
+    StaleElementReferenceException,
+    WebDriverException,
+)
 from selenium.webdriver.chrome.webdriver import WebDriver
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webelement import WebElement
@@ -132,7 +136,18 @@ class Console:
         return list(self.driver.find_elements(By.CSS_SELECTOR, css))
 
     def text_of(self, css: str) -> str:
-        """The text of the first element matching `css` (SVG text included), stripped."""
+        """The text of the first element matching `css` (SVG text included), stripped; read
+        again when the page was replaced between finding the element and reading it (a form
+        just posted)."""
+        for _ in range(5):
+            element = self.find(css)
+            try:
+                return str(element.get_attribute("textContent") or "").strip()
+            except WebDriverException as error:  # stale: the node left the document
+                if "document" not in str(error) and not isinstance(
+                    error, StaleElementReferenceException
+                ):
+                    raise
         element = self.find(css)
         return str(element.get_attribute("textContent") or "").strip()
 

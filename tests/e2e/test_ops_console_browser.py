@@ -34,7 +34,7 @@ from tests.e2e.ops_console import (
 from tests.e2e.servers import ServeProcess, process_env, pyloto_command, redis_variables
 from tests.e2e.support import FALLBACK_PATH
 from tests.support import browser
-from tests.support.accounts import add_with_cli
+from tests.support.accounts import ACCOUNT, add_with_cli
 from tests.support.fake_graph import PHONE_NUMBER_ID, TOKEN, FakeGraph, Fault
 from tests.support.helpers import (
     APP_SECRET,
@@ -497,7 +497,7 @@ def test_an_agent_takes_over_replies_and_releases_from_the_inbox(
     assert console.text_of("#mode") == "waiting_human"
     console.find("#takeover-button").click()
     wait_until(lambda: console.text_of("#mode") == "human", lambda: console.text_of("#mode"))
-    assert console.text_of("#owner") == "console"
+    assert console.text_of("#owner") == ACCOUNT
 
     console.find("#reply-text").send_keys("Olá! Sou a Ana, vou ver o seu pedido.")
     console.find("#reply-button").click()

@@ -17,6 +17,7 @@ from html import unescape
 import pytest
 from litestar.testing import AsyncTestClient
 
+from pyloto_corp.application.accounts import AGENT, OPERATOR
 from pyloto_corp.bootstrap import bootstrap
 from pyloto_corp.config import Settings
 from pyloto_corp.domain.conversation import WINDOW_SECONDS, Conversation
@@ -32,6 +33,7 @@ from pyloto_corp.http.ops_inbox import (
 from pyloto_corp.observability.pii_scan import scan_lines
 from tests.e2e.conftest import OpenPyloto
 from tests.e2e.support import Pyloto
+from tests.support.accounts import ACCOUNT, ensure_account, post_sign_in
 from tests.support.helpers import (
     CONTACT_NAME,
     CPF,
@@ -56,10 +58,10 @@ def _csrf(html: str) -> str:
     return found.group(1)
 
 
-async def _sign_in(app: Pyloto) -> str:
-    response = await app.client.post(
-        "/ops/login", data={"token": INTERNAL_TOKEN}, follow_redirects=False
-    )
+async def _sign_in(app: Pyloto, name: str = ACCOUNT, role: str = AGENT) -> str:
+    """Sign in with an account of `role`; the session's CSRF token."""
+    await ensure_account(app.container.settings, name, role)
+    response = await post_sign_in(app.client, name)
     assert response.status_code == 303
     return _csrf((await app.client.get("/ops")).text)
 
@@ -127,7 +129,7 @@ async def test_take_over_reply_and_release_from_the_page_leave_an_audit_trail(
         assert taken.headers["location"] == base
         page = (await app.client.get(base)).text
         assert re.search(r'id="mode"[^>]*>human<', page)
-        assert re.search(r'id="owner">console<', page)
+        assert re.search(rf'id="owner">{re.escape(ACCOUNT)}<', page)
 
         sent = await app.client.post(
             f"{base}/reply",
@@ -155,9 +157,9 @@ async def test_take_over_reply_and_release_from_the_page_leave_an_audit_trail(
         audit = [_text(x) for x in re.findall(r'<li class="audit-entry">(.*?)</li>', page)]
         actions = [[part.strip() for part in a.split(" · ", 2)[1:]] for a in audit]
         assert actions[-3:] == [
-            ["console", "waiting_human -> human (operator_takeover)"],
-            ["console", "replied"],
-            ["console", "human -> bot (agent_release)"],
+            [ACCOUNT, "waiting_human -> human (operator_takeover)"],
+            [ACCOUNT, "replied"],
+            [ACCOUNT, "human -> bot (agent_release)"],
         ]
         listed = await app.client.get("/ops/inbox")
         assert 'id="no-conversations"' in listed.text
@@ -277,8 +279,8 @@ async def test_rendering_the_inbox_puts_nothing_of_it_in_a_log_line_or_a_span(
 
 
 def test_the_inbox_access_check_is_one_function_that_names_the_actor() -> None:
-    """`inbox_principal` is where the agent role's guard goes: every inbox handler calls it
-    (the source says so), and it is the only place that names the actor."""
+    """`inbox_principal` is the agent role's check: every inbox handler calls it (the source
+    says so)."""
     source = inspect.getsource(ops_inbox)
     handlers = re.findall(r"async def (inbox|conversation|_act)\(", source)
     assert sorted(handlers) == ["_act", "conversation", "inbox"]
@@ -286,8 +288,36 @@ def test_the_inbox_access_check_is_one_function_that_names_the_actor() -> None:
         body = inspect.getsource(getattr(ops_inbox.InboxController, name).fn)
         assert "inbox_principal(request)" in body
     assert "inbox_principal(request)" in inspect.getsource(ops_inbox._act)
-    assert source.count('"console"') == 1  # CONSOLE_ACTOR, nowhere else
-    assert callable(inbox_principal)
+    assert 'principal.may("agent")' in inspect.getsource(inbox_principal)
+
+
+async def test_an_operator_account_cannot_open_the_inbox_or_the_conversations(
+    open_pyloto: OpenPyloto,
+) -> None:
+    """An operator sees the console's masked pages, never a customer's words: the inbox
+    pages, its actions and /internal/conversations refuse them (403); an agent may."""
+    async with open_pyloto(OPS_CONSOLE_ENABLED="true") as agent_app:
+        key = await _waiting(agent_app)
+    async with open_pyloto(OPS_CONSOLE_ENABLED="true") as app:
+        csrf = await _sign_in(app, "olga.ops", OPERATOR)
+        assert (await app.client.get("/ops")).status_code == 200  # the operator's pages
+        for path in ("/ops/inbox", f"/ops/inbox/{key}"):
+            refused = await app.client.get(path)
+            assert refused.status_code == 403, path
+            _has_no_personal_data(refused.text)
+        posted = await app.client.post(
+            f"/ops/inbox/{key}/takeover", data={"csrf": csrf}, follow_redirects=False
+        )
+        assert posted.status_code == 403
+        api = await app.client.get(f"/internal/conversations/{key}")
+        assert api.status_code == 403
+        listed = await app.client.get("/internal/conversations")
+        assert listed.status_code == 403
+        # The machine token (a helpdesk) still may.
+        token = {"X-Internal-Token": INTERNAL_TOKEN}
+        assert (
+            await app.client.get(f"/internal/conversations/{key}", headers=token)
+        ).status_code == 200
 
 
 @pytest.mark.parametrize(

@@ -38,8 +38,6 @@ log = logging.getLogger(__name__)
 
 # The pages that may show a customer's words: the inbox, and nothing else of the console.
 CUSTOMER_WORDS_PREFIX = "/ops/inbox"
-# Where the HTTP layer keeps who acts (http/conversations.py `caller` reads it).
-PRINCIPAL_STATE = "pyloto_principal"
 LISTED = 200  # conversations listed per mode
 THREAD = 100  # records shown in one conversation's thread
 _ID = re.compile(r"[0-9a-f]{32}")
@@ -48,12 +46,10 @@ _ID = re.compile(r"[0-9a-f]{32}")
 async def inbox_principal(request: Request[Any, Any, Any]) -> Principal:
     """The one access check of the inbox: the signed-in agent (SignInRequired without a
     session, Forbidden for an account without the `agent` role: an operator sees the
-    console's masked pages, never a customer's words). The name acts in the audit trail and
-    is kept where `http.conversations.caller` reads it."""
+    console's masked pages, never a customer's words). Their name acts in the audit trail."""
     _, principal = await ops._session(request)
     if not principal.may("agent"):
         raise ops.Forbidden("the inbox is for agents: this account's role is " + principal.role)
-    request.scope.setdefault("state", {})[PRINCIPAL_STATE] = principal.name
     return principal
 
 
