@@ -36,7 +36,7 @@ from pyloto_corp.domain.statechart import StatechartError
 if TYPE_CHECKING:
     from pyloto_corp.bootstrap import Container
 
-TERMINAL = ("sent", "failed", "ignored")
+TERMINAL = ("sent", "failed", "ignored", "with_agent")
 DEFAULT_SENDER = "5511999990000"
 DEFAULT_NAME = "Cliente Teste"
 
@@ -203,6 +203,8 @@ def _finish(view: dict[str, Any], message_id: str) -> int:
     if view["state"] not in TERMINAL:
         print(f"pyloto: still in '{view['state']}' after the timeout", file=sys.stderr)
         return 1
+    if view["state"] == "with_agent":
+        print("held for a person: the conversation waits for or is owned by an agent (/ops/inbox)")
     return 0 if view["state"] != "failed" else 1
 
 

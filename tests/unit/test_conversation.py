@@ -95,3 +95,12 @@ def test_mode_changes_are_checked_against_the_chart() -> None:
         rules.check(HUMAN, ConversationWrite(mode=HUMAN, reason="operator_takeover"))
     with pytest.raises(IllegalTransition, match="no conversation transition"):
         rules.check(BOT, ConversationWrite(mode=HUMAN, reason="because"))
+
+
+def test_simulate_waits_for_every_end_of_the_message_chart() -> None:
+    """`pyloto simulate` stops at each terminal state, `with_agent` included (a message held
+    for a person is finished, not timed out)."""
+    from pyloto_corp.cli import TERMINAL
+
+    chart = load_chart()
+    assert set(TERMINAL) == {name for name, spec in chart.states.items() if spec.terminal}
