@@ -366,10 +366,13 @@ TEXTS = (
 )
 
 
-def webhook_body(wamid: str, index: int = 0, timestamp: int = 1732500000) -> bytes:
+def webhook_body(wamid: str, index: int = 0, timestamp: int | None = None) -> bytes:
     """A single-text-message webhook as Meta sends it (the shape of tests/support/helpers.py's
     envelope(text_message(...)), plus the contact's `user_id`); the message id is the last
-    field, so a load generator can splice ids into a fixed prefix and suffix."""
+    field, so a load generator can splice ids into a fixed prefix and suffix. Stamped now
+    unless `timestamp` is given: a reply is free text only within 24 hours of it."""
+    if timestamp is None:
+        timestamp = int(time.time())
     sender = sender_of(index)
     payload = {
         "object": "whatsapp_business_account",

@@ -19,6 +19,7 @@ import asyncio
 import os
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -54,11 +55,11 @@ def _message(
     if kind == "voice":
         graph.add_media(media_id, audio, VOICE)
         body: dict[str, Any] = {"mime_type": VOICE, "id": media_id, "voice": True}
-        return {"from": "5511999990000", "id": new_wamid(), "timestamp": "1732500000",
+        return {"from": "5511999990000", "id": new_wamid(), "timestamp": str(int(time.time())),
                 "type": "audio", "audio": body}  # fmt: skip
     graph.add_media(media_id, picture, "image/png")
     body = {"mime_type": "image/png", "id": media_id, "caption": "Chegou assim"}
-    return {"from": "5511999990000", "id": new_wamid(), "timestamp": "1732500000",
+    return {"from": "5511999990000", "id": new_wamid(), "timestamp": str(int(time.time())),
             "type": "image", "image": body}  # fmt: skip
 
 
