@@ -200,13 +200,15 @@ class OidcVerifier:
         self._generation = 0
         self._lock = asyncio.Lock()
 
-    # How a keys document becomes key id → verifier (a subclass reads other keys).
+    # How a keys document becomes key id → verifier, and the one signing algorithm its
+    # tokens may use (a subclass reads other keys: IAP's ES256).
     parse_keys = staticmethod(parse_certs)
+    algorithm = "RS256"
 
     async def verify(self, token: str) -> dict[str, Any]:
         """The token's claims if it is valid; InvalidToken or CertsUnavailable otherwise."""
         header, claims, signing_input, signature = _split(token)
-        if header.get("alg") != "RS256":
+        if header.get("alg") != self.algorithm:
             raise InvalidToken("unsupported algorithm")
         kid = header.get("kid")
         if not isinstance(kid, str):

@@ -151,9 +151,10 @@ class Conversations:
         return conversation
 
     async def _move(
-        self, key: str, to: str, reason: str, who: str, owner: str = ""
+        self, current: Conversation, to: str, reason: str, who: str, owner: str = ""
     ) -> Conversation:
-        current = await self.get(key)
+        """Move `current` (as just read) to `to`, checked against the chart."""
+        key = current.key
         write = ConversationWrite(
             expect_mode=current.mode,
             mode=to,
@@ -182,11 +183,11 @@ class Conversations:
             if current.owner == who:
                 return current
             raise ConversationRefused("another agent owns this conversation")
-        return await self._move(key, HUMAN, "operator_takeover", who, owner=who)
+        return await self._move(current, HUMAN, "operator_takeover", who, owner=who)
 
     async def release(self, key: str, who: str, reason: str = "agent_release") -> Conversation:
         """The bot answers the customer again."""
-        return await self._move(key, BOT, reason, who)
+        return await self._move(await self.get(key), BOT, reason, who)
 
     async def reply(self, key: str, who: str, text: str) -> str:
         """Queue an agent's reply to the customer (taking the conversation over first): the
@@ -203,7 +204,7 @@ class Conversations:
                 "the customer's messages are gone (retention): no one to answer"
             )
         if current.mode != HUMAN:
-            current = await self._move(key, HUMAN, "agent_reply", who, owner=who)
+            current = await self._move(current, HUMAN, "agent_reply", who, owner=who)
         elif current.owner != who:
             raise ConversationRefused("another agent owns this conversation")
         now = self.clock()
@@ -226,7 +227,8 @@ class Conversations:
                 if now - conversation.idle_since() < idle_seconds:
                     continue
                 try:
-                    await self.release(conversation.key, "pyloto", "idle_timeout")
+                    # Listed without its trail; the move reads nothing it needs from it.
+                    await self._move(conversation, BOT, "idle_timeout", "pyloto")
                 except ConversationRefused:
                     continue  # it changed meanwhile: the next sweep looks again
                 released += 1

@@ -116,7 +116,7 @@ def _request_human(record: Record, ctx: StepContext, why: str) -> Event:
         extra={"event": "handoff_requested", "ref": message_ref(record.message_id), "why": why},
     )
     step = "llm2" if record.state == "llm1" else "handoff"
-    return _with(fall_back(record, step, HANDOFF_REASON, why), write)
+    return replace(fall_back(record, step, HANDOFF_REASON, why), conversation=write)
 
 
 def _held(record: Record, ctx: StepContext, mode: str) -> HeldForAgent:
@@ -154,9 +154,6 @@ def _turns(record: Record, ctx: StepContext, turns: list[Turn]) -> TurnsWrite | 
         conversation_of(record, ctx), turns, CONVERSATION_WINDOW_SECONDS, CONVERSATION_TURNS
     )
 
-
-def _with(event: Event, write: ConversationWrite) -> Event:
-    return replace(event, conversation=write)
 
 
 async def mark_read(record: Record, ctx: StepContext) -> None:

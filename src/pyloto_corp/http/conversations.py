@@ -8,6 +8,8 @@ words, to a signed-in agent.
 from __future__ import annotations
 
 import re
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import msgspec
@@ -152,19 +154,13 @@ class ConversationController(Controller):
     async def take_over(
         self, request: Request[Any, Any, Any], conversation_id: FromPath[str]
     ) -> dict[str, Any]:
-        service = _service(request)
-        async with _answers():
-            changed = await service.take_over(_key(conversation_id), caller(request))
-        return conversation_view(changed, service.clock())
+        return await _move(request, conversation_id, _service(request).take_over)
 
     @post("/{conversation_id:str}/release", status_code=200)
     async def release(
         self, request: Request[Any, Any, Any], conversation_id: FromPath[str]
     ) -> dict[str, Any]:
-        service = _service(request)
-        async with _answers():
-            changed = await service.release(_key(conversation_id), caller(request))
-        return conversation_view(changed, service.clock())
+        return await _move(request, conversation_id, _service(request).release)
 
     @post("/{conversation_id:str}/messages", status_code=202)
     async def reply(
@@ -175,22 +171,32 @@ class ConversationController(Controller):
             data = _message_decoder.decode(await request.body())
         except msgspec.DecodeError as error:
             raise ClientException(f'invalid body: {error}; give {{"text": "..."}}') from None
-        service = _service(request)
-        async with _answers():
-            message_id = await service.reply(_key(conversation_id), caller(request), data.text)
+        with _answers():
+            message_id = await _service(request).reply(
+                _key(conversation_id), caller(request), data.text
+            )
         return {"message_id": message_id}
 
 
-class _answers:
+async def _move(
+    request: Request[Any, Any, Any],
+    conversation_id: str,
+    action: Callable[[str, str], Awaitable[Conversation]],
+) -> dict[str, Any]:
+    """Take over or release: the conversation as it is after."""
+    with _answers():
+        changed = await action(_key(conversation_id), caller(request))
+    return conversation_view(changed, _service(request).clock())
+
+
+@contextmanager
+def _answers() -> Iterator[None]:
     """The service's refusals as HTTP answers: 404, 409, 400."""
-
-    async def __aenter__(self) -> None:
-        return None
-
-    async def __aexit__(self, kind: object, error: BaseException | None, trace: object) -> None:
-        if isinstance(error, ConversationMissing):
-            raise NotFoundException(str(error)) from None
-        if isinstance(error, ConversationRefused):
-            raise ConflictException(detail=str(error)) from None
-        if isinstance(error, ValueError):
-            raise ClientException(str(error)) from None
+    try:
+        yield
+    except ConversationMissing as error:
+        raise NotFoundException(str(error)) from None
+    except ConversationRefused as error:
+        raise ConflictException(detail=str(error)) from None
+    except ValueError as error:
+        raise ClientException(str(error)) from None
