@@ -155,7 +155,6 @@ def _turns(record: Record, ctx: StepContext, turns: list[Turn]) -> TurnsWrite | 
     )
 
 
-
 async def mark_read(record: Record, ctx: StepContext) -> None:
     """Show the customer the message was read (and, if enabled, that a reply is coming): in
     `deduped`, once the conversation is known, so a conversation with a person gets no
