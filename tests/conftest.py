@@ -122,6 +122,9 @@ def make_settings(tmp_path: Path) -> Callable[..., Settings]:
             "INTERNAL_TASK_TOKEN": INTERNAL_TOKEN,
             "LOCAL_QUEUE_MIN_BACKOFF_SECONDS": "0.01",
             "LOCAL_QUEUE_MAX_BACKOFF_SECONDS": "0.05",
+            # One reply per message, as most tests expect: tests/e2e/test_bursts.py
+            # turns burst coalescing on.
+            "BURST_QUIET_SECONDS": "0",
             **overrides,
         }
         return load_settings(environ)

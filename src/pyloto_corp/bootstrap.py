@@ -70,6 +70,7 @@ from pyloto_corp.application.registry import undeclared_in_chart
 from pyloto_corp.application.replay import MANUAL_TRIGGERS
 from pyloto_corp.application.signin import Accounts, SignInLimits
 from pyloto_corp.application.step_context import (
+    Bursts,
     BusinessNumbers,
     Handoff,
     LLMRouting,
@@ -598,6 +599,17 @@ def handoff_policy(settings: Settings) -> Handoff:
     )
 
 
+def burst_policy(settings: Settings) -> Bursts:
+    """How bursts are coalesced, the LLM budget, and whether the typing indicator shows."""
+    bursts = settings.bursts
+    return Bursts(
+        quiet_seconds=bursts.quiet_seconds,
+        max_wait_seconds=bursts.max_wait_seconds,
+        llm_per_minute=bursts.llm_per_minute,
+        typing=settings.whatsapp.typing_indicator,
+    )
+
+
 def bootstrap(
     settings: Settings,
     *,
@@ -648,6 +660,7 @@ def bootstrap(
         media=media_source(settings, runtime.telemetry) if media is None else media,
         numbers=business_numbers(settings),
         handoff=handoff_policy(settings),
+        bursts=burst_policy(settings),
     )
     notifier = handoff_notifier(settings, queue, runtime.telemetry)
 

@@ -36,7 +36,7 @@ from pyloto_corp.domain.statechart import StatechartError
 if TYPE_CHECKING:
     from pyloto_corp.bootstrap import Container
 
-TERMINAL = ("sent", "failed", "ignored", "with_agent")
+TERMINAL = ("sent", "failed", "ignored", "with_agent", "merged")
 DEFAULT_SENDER = "5511999990000"
 DEFAULT_NAME = "Cliente Teste"
 

@@ -393,6 +393,36 @@ class HandoffSettings(_Section):
     )
 
 
+class BurstSettings(_Section):
+    """How a customer's burst of messages is answered, and what LLM work one conversation
+    may cause (docs/bursts.md)."""
+
+    quiet_seconds: float = Field(
+        2.5,
+        alias="BURST_QUIET_SECONDS",
+        ge=0,
+        le=30,
+        description="A customer's message waits this long for another before it is "
+        "answered, with every unanswered message of theirs in one reply; each new message "
+        "restarts the wait. 0: every message gets its own reply, as it comes.",
+    )
+    max_wait_seconds: float = Field(
+        12.0,
+        alias="BURST_MAX_WAIT_SECONDS",
+        gt=0,
+        le=120,
+        description="A customer who keeps writing is answered anyway once the first "
+        "unanswered message of theirs is this old (the newest is answered then).",
+    )
+    llm_per_minute: int = Field(
+        6,
+        alias="LLM_MAX_PIPELINES_PER_MINUTE",
+        ge=0,
+        description="LLM pipelines (LLM#1 to LLM#3) one conversation may run a minute; a "
+        "burst beyond it gets its template (fallback llm_budget). 0: unbounded.",
+    )
+
+
 class OpenAISettings(_Section):
     """The three LLM steps."""
 
@@ -769,6 +799,7 @@ class Settings(BaseSettings):
     whatsapp: WhatsAppSettings = Field(default_factory=WhatsAppSettings)  # type: ignore[arg-type]
     openai: OpenAISettings = Field(default_factory=OpenAISettings)  # type: ignore[arg-type]
     handoff: HandoffSettings = Field(default_factory=HandoffSettings)  # type: ignore[arg-type]
+    bursts: BurstSettings = Field(default_factory=BurstSettings)  # type: ignore[arg-type]
     business: BusinessSettings = Field(default_factory=BusinessSettings)  # type: ignore[arg-type]
     state: StateSettings = Field(default_factory=StateSettings)  # type: ignore[arg-type]
     queue: QueueSettings = Field(default_factory=QueueSettings)  # type: ignore[arg-type]

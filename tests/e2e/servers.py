@@ -142,6 +142,9 @@ def sqlite_server(database: Path, log: Path, **extra: str) -> ServeProcess:
         "INTERNAL_TASK_TOKEN": INTERNAL_TOKEN,
         "LOCAL_QUEUE_MIN_BACKOFF_SECONDS": "0.05",
         "LOCAL_QUEUE_MAX_BACKOFF_SECONDS": "0.5",
+        # One reply per message, as most tests expect: tests/e2e/test_bursts.py
+        # turns burst coalescing on.
+        "BURST_QUIET_SECONDS": "0",
         **extra,
     }
     return ServeProcess(process_env(variables), log)
@@ -160,6 +163,9 @@ def redis_variables(url: str, prefix: str, state_dir: Path, **extra: str) -> dic
         "INTERNAL_TASK_TOKEN": INTERNAL_TOKEN,
         "LOCAL_QUEUE_MIN_BACKOFF_SECONDS": "0.05",
         "LOCAL_QUEUE_MAX_BACKOFF_SECONDS": "0.5",
+        # One reply per message, as most tests expect: tests/e2e/test_bursts.py
+        # turns burst coalescing on.
+        "BURST_QUIET_SECONDS": "0",
         **extra,
     }
 

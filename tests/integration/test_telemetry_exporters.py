@@ -395,7 +395,7 @@ def test_console_spans_of_simulate_are_one_json_object_a_line(
     span_lines = [line for line in lines if line.startswith("{")]
     report = [line for line in lines if not line.startswith("{")]
     assert report[0].startswith("message wamid.")
-    assert "received → deduped → fallback → queued_outbound → sending → sent" in report
+    assert "received → deduped → buffered → fallback → queued_outbound → sending → sent" in report
 
     spans = [json.loads(line) for line in span_lines]
     assert all(isinstance(span, dict) for span in spans)

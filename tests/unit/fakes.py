@@ -253,17 +253,22 @@ class FakeStore:
             self.lease_ends.pop(name, None)
 
     async def lease_step(
-        self, name: str, owner: str, seconds: float, message_id: str, turns: int = 0
+        self,
+        name: str,
+        owner: str,
+        seconds: float,
+        message_id: str,
+        turns: int = 0,
+        records: int = 0,
     ) -> StepLoad:
         taken = self._acquire(name, owner, seconds)
         record = await self.get(message_id) if taken else None
         if record is None or not record.conversation:
             return StepLoad(taken, record)
         conversation = self.conversations.get(record.conversation)
-        if turns <= 0:
-            return StepLoad(taken, record, conversation=conversation)
-        found = list(self.turns.get(record.conversation, [])[-turns:])
-        return StepLoad(taken, record, found, conversation)
+        found = list(self.turns.get(record.conversation, [])[-turns:]) if turns > 0 else None
+        listed = await self.conversation_records(record.conversation, records) if records else None
+        return StepLoad(taken, record, found, conversation, listed)
 
     async def finish_step(self, commit: StepCommit) -> StepSave:
         record, expected_version = commit.record, commit.expected_version

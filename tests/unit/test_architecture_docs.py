@@ -49,7 +49,7 @@ def test_the_table_names_every_state_and_each_step_where_it_is_defined() -> None
     assert len(steps) + len(terminals) == len(rows), rows
     assert set(steps) == {name for name, spec in chart.states.items() if not spec.terminal}
     assert terminals == {name for name, spec in chart.states.items() if spec.terminal}
-    assert steps["media"]["name"] == "pyloto_corp.application.llm_steps.detect_event"
+    assert steps["media"]["name"] == "pyloto_corp.application.bursts.after_media"
     for state, row in steps.items():
         source = REPO / row["path"]
         assert source.is_file(), row["path"]

@@ -66,6 +66,7 @@ def test_boxes_do_not_overlap_and_the_happy_path_is_one_row() -> None:
         "received",
         "deduped",
         "media",
+        "buffered",
         "llm1",
         "llm2",
         "llm3",

@@ -112,7 +112,7 @@ def test_the_finish_layout_keeps_the_positions_the_store_builds() -> None:
     first = FINISH.argv.index(CHAT_WRITE[0])
     assert FINISH.argv[first - 2 : first] == ("chat", "chat_key")
     assert FINISH.argv[first : first + len(CHAT_WRITE)] == CHAT_WRITE
-    assert FINISH.tokens()["argv.turns"] == 48
+    assert FINISH.tokens()["argv.turns"] == 49
 
 
 def test_no_lua_is_left_inside_python_under_src() -> None:

@@ -72,13 +72,15 @@ def test_shipped_statechart_loads() -> None:
     assert chart.initial == "received"
     assert set(chart.states) == {
         "received", "deduped", "media", "llm1", "llm2", "llm3", "fallback",
-        "queued_outbound", "sending", "sent", "failed", "ignored", "with_agent",
+        "queued_outbound", "sending", "sent", "failed", "ignored", "with_agent", "buffered",
+        "merged",
     }  # fmt: skip
     assert {name for name, spec in chart.states.items() if spec.terminal} == {
         "sent",
         "failed",
         "ignored",
         "with_agent",
+        "merged",
     }
     assert chart.states["queued_outbound"].queue == "outbound"
     assert chart.states["sending"].queue == "outbound"

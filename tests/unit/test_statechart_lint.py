@@ -169,7 +169,8 @@ def test_shipped_chart_without_a_dead_letter_exit_names_file_line_and_state(
     """Taking `llm2` out of the shipped chart's dead-letter sources is refused by the
     service's own loader, which names statecharts/inbound_message.yaml, the line and state."""
     sources = (
-        "source: [received, deduped, media, llm1, llm2, llm3, fallback, queued_outbound, sending]"
+        "source: [received, deduped, media, buffered, llm1, llm2, llm3, fallback,"
+        " queued_outbound, sending]"
     )
     with pytest.raises(StatechartError) as caught:
         load_chart(shipped_without_llm2_in(sources, tmp_path))
@@ -185,7 +186,9 @@ def test_a_step_event_without_its_transition_refuses_to_start_naming_both(
     """LLM#3's step may fall back; a chart without `fall_back` from `llm2` is refused by the
     service's loader with the step, its state, the event and the missing trigger."""
     with pytest.raises(StatechartError) as caught:
-        load_chart(shipped_without_llm2_in("source: [deduped, media, llm1, llm2, llm3]", tmp_path))
+        load_chart(shipped_without_llm2_in(
+            "source: [deduped, media, buffered, llm1, llm2, llm3]", tmp_path
+        ))
     assert str(caught.value) == (
         f"statecharts/{STATECHART_FILE}: step choose_message_type in 'llm2' may return "
         "FellBack, but the statechart has no 'fall_back' transition from 'llm2'"

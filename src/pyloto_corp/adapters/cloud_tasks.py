@@ -19,7 +19,7 @@ from google.api_core import exceptions as google_errors
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import tasks_v2
 from google.cloud.tasks_v2.services.cloud_tasks.transports import CloudTasksGrpcAsyncIOTransport
-from google.protobuf import duration_pb2, field_mask_pb2
+from google.protobuf import duration_pb2, field_mask_pb2, timestamp_pb2
 
 from pyloto_corp.application.handoff_notices import NOTIFY_STATE
 from pyloto_corp.application.ports import QueueUnavailable, Task
@@ -124,11 +124,20 @@ class CloudTasksQueue:
             )
         else:
             request.headers["X-Internal-Token"] = self.target.internal_token
-        return tasks_v2.Task(
+        built = tasks_v2.Task(
             name=f"{self.queue_path(task.queue)}/tasks/{task_id(task)}",
             http_request=request,
             dispatch_deadline=duration_pb2.Duration(seconds=self.target.dispatch_deadline_seconds),
         )
+        if task.not_before > 0:
+            # A wake-up (a burst's quiet window): Cloud Tasks dispatches it at that time; its
+            # name (the generation names the wake-up) keeps a repeated enqueue one task.
+            # https://cloud.google.com/tasks/docs/reference/rpc/google.cloud.tasks.v2#task
+            # (schedule_time: "The time when the task is scheduled to be attempted").
+            seconds = int(task.not_before)
+            nanos = int((task.not_before - seconds) * 1e9)
+            built.schedule_time = timestamp_pb2.Timestamp(seconds=seconds, nanos=nanos)
+        return built
 
     async def enqueue(self, task: Task) -> None:
         """Create the task; one that already exists is the same step, so that is success."""

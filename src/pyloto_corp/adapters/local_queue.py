@@ -57,6 +57,10 @@ class _Lane:
         self.ready: asyncio.Queue[_Item] = asyncio.Queue()
         self.bucket = _TokenBucket(spec.rate_per_second)
         self.pending: set[tuple[str, str]] = set()
+        # Steps running now, and the wake-up a running step queued for itself (it runs once
+        # that delivery ends: the key is taken until then).
+        self.active: set[tuple[str, str]] = set()
+        self.wakeups: dict[tuple[str, str], Task] = {}
         self.timers: set[asyncio.TimerHandle] = set()
         self.workers: list[asyncio.Task[None]] = []
         self.running = 0
@@ -82,9 +86,15 @@ class _Lane:
     def put(self, task: Task) -> None:
         key = (task.message_id, task.state)
         if key in self.pending:
+            if task.not_before > 0 and key in self.active:
+                self.wakeups[key] = task  # the running step asks to run again later
             return  # the same step is already waiting or running: duplicates are no-ops anyway
         self.pending.add(key)
-        self.ready.put_nowait((task, 1))
+        delay = task.not_before - time.time() if task.not_before > 0 else 0.0
+        if delay > 0:
+            self._later((task, 1), delay)
+        else:
+            self.ready.put_nowait((task, 1))
 
     def _later(self, item: _Item, delay: float) -> None:
         loop = asyncio.get_running_loop()
@@ -107,6 +117,17 @@ class _Lane:
                 self.running -= 1
 
     async def _run(self, task: Task, attempt: int) -> None:
+        key = (task.message_id, task.state)
+        self.active.add(key)
+        try:
+            await self._attempt(task, attempt)
+        finally:
+            self.active.discard(key)
+            wakeup = self.wakeups.pop(key, None)
+            if wakeup is not None and key not in self.pending:
+                self.put(wakeup)
+
+    async def _attempt(self, task: Task, attempt: int) -> None:
         key = (task.message_id, task.state)
         try:
             await self.handler(task, attempt)

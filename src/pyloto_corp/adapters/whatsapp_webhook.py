@@ -424,7 +424,30 @@ def _content(kind: str, body: dict[str, Any]) -> tuple[str | None, dict[str, Any
         return _str(body.get("emoji")), {"message_id": _str(body.get("message_id"))}
     if kind == "location":
         return _str(body.get("name")), {}
+    if kind in ("edit", "revoke"):
+        return _edit_or_revoke(kind, body)
     return None, {}
+
+
+def _edit_or_revoke(kind: str, body: dict[str, Any]) -> tuple[str | None, dict[str, Any]]:
+    """An edit (the message's new text: a text body or a caption) or a deletion of the
+    earlier message it names. Coexistence numbers only:
+    https://developers.facebook.com/documentation/business-messaging/whatsapp/webhooks/reference/messages/edit
+    (`edit: {original_message_id, message: {type, <type>: {...}}}`) and .../messages/revoke
+    (`revoke: {original_message_id}`)."""
+    details: dict[str, Any] = {}
+    original = _str(body.get("original_message_id"))
+    if original:
+        details["original_message_id"] = original
+    inner = body.get("message") if kind == "edit" else None
+    if not isinstance(inner, dict) or not isinstance(inner.get("type"), str):
+        return None, details
+    content = inner.get(inner["type"])
+    if inner["type"] not in ("text", *_MEDIA) or not isinstance(content, dict):
+        return None, details
+    details["type"] = inner["type"]
+    text, _ = _content(inner["type"], content)
+    return text, details
 
 
 def _str(value: Any) -> str | None:

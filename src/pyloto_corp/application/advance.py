@@ -11,6 +11,7 @@ from typing import TypeVar
 
 from opentelemetry import trace
 
+from pyloto_corp.application.bursts import LOOKBACK, keep_typing, reads_records, superseded
 from pyloto_corp.application.conversations import ModeRules
 from pyloto_corp.application.handoff import gate
 from pyloto_corp.application.llm_steps import CONVERSATION_TURNS, record_names
@@ -19,13 +20,14 @@ from pyloto_corp.application.ports import (
     LeaseHold,
     PermanentStepError,
     StepCommit,
+    StepDeferred,
     StoreUnavailable,
     Task,
     TaskQueue,
     TransientStepError,
 )
 from pyloto_corp.application.queues import STEP_LEASE_SECONDS
-from pyloto_corp.application.registry import GATED_STATES, REGISTRY
+from pyloto_corp.application.registry import BUFFERED, GATED_STATES, REGISTRY, SUPERSEDED_STATES
 from pyloto_corp.application.step_context import StepContext
 from pyloto_corp.application.steps import STEPS
 from pyloto_corp.domain.conversation import BOT, Conversation
@@ -88,6 +90,12 @@ class Then:
     held: Held | None = None
 
 
+def wake_up(task: Task, at: float) -> Task:
+    """`task` to run at `at`, named for that time (a queue takes it as a step of its own,
+    and the same wake-up queued twice stays one)."""
+    return replace(task, not_before=at, generation=f"wake-{int(at * 1000)}")
+
+
 class StepBusy(TransientStepError):
     """Another delivery of the same task holds the step's lease: retry later."""
 
@@ -124,7 +132,11 @@ class Advancer:
         if spec.terminal:
             return None
         traceparent = record.trace_context.get("traceparent")
-        return Task(record.message_id, record.state, spec.queue, traceparent=traceparent)
+        task = Task(record.message_id, record.state, spec.queue, traceparent=traceparent)
+        wake = record.results.wake_at
+        if record.state == BUFFERED and wake:
+            return wake_up(task, wake)
+        return task
 
     async def advance(
         self,
@@ -196,6 +208,7 @@ class Advancer:
         transition."""
         turns: list[Turn] | None = None
         conversation: Conversation | None = None
+        records: list[Record] | None = None
         record: Record | None
         if held is not None:
             lease, taken, record = held.lease, held.taken, held.record
@@ -204,15 +217,16 @@ class Advancer:
             await self._free_unreleased(lease.name)
             spec = REGISTRY.get(expected_state)
             wanted = CONVERSATION_TURNS if spec is not None and spec.reads_turns else 0
+            listed = LOOKBACK if reads_records(expected_state, self.context) else 0
             try:
                 load = await self.store.lease_step(
-                    lease.name, lease.owner, STEP_LEASE_SECONDS, message_id, wanted
+                    lease.name, lease.owner, STEP_LEASE_SECONDS, message_id, wanted, listed
                 )
             except StoreUnavailable:
                 _remember(self._unreleased, lease.name, lease.owner, STEP_LEASE_SECONDS)
                 raise
             taken, record, turns = load.taken, load.record, load.turns
-            conversation = load.conversation
+            conversation, records = load.conversation, load.records
         if not taken:
             raise StepBusy("this step is running in another delivery of the task")
         try:
@@ -225,6 +239,7 @@ class Advancer:
                 claim_made_here,
                 turns,
                 conversation,
+                records,
             )
         finally:
             if not lease.released:
@@ -263,6 +278,7 @@ class Advancer:
         claim_made_here: bool,
         turns: list[Turn] | None,
         conversation: Conversation | None = None,
+        records: list[Record] | None = None,
     ) -> tuple[str, Then | None]:
         """The outcome, and whether the next step runs at once in this delivery."""
         if record is None:
@@ -276,7 +292,13 @@ class Advancer:
             return "stale", None  # moved on, or terminal: a terminal state has no step
         started = self.context.clock()
         try:
-            event = await self._run_step(record, claim_made_here, turns, conversation)
+            event = await self._run_step(record, claim_made_here, turns, conversation, records)
+        except StepDeferred as deferred:
+            # Nothing saved: the same step runs again then (a scheduled task of its own).
+            task = self.task_for(record)
+            if task is not None:
+                await self.queue.enqueue(wake_up(task, deferred.until))
+            return "deferred", None
         except PermanentStepError as error:
             # Under the step's lease, the record as loaded: one call to the store.
             await self._dead_letter_loaded(record, f"permanent: {error}", 0, lease)
@@ -310,6 +332,7 @@ class Advancer:
         claim_made_here: bool,
         turns: list[Turn] | None,
         conversation: Conversation | None = None,
+        records: list[Record] | None = None,
     ) -> Event:
         """The step of the record's state, after the conversation's gate (which may hold
         the message for an agent instead, or hand the conversation to one). Its exceptions
@@ -321,14 +344,23 @@ class Advancer:
             claim_made_here=claim_made_here or self.context.claim_made_here,
             turns=turns,
             conversation=conversation,
+            records=records,
         )
         with names_in_scope(*names):
             try:
                 gated = await gate(record, context) if record.state in GATED_STATES else None
                 if isinstance(gated, Event):
                     return gated
+                merged = superseded(record, context) if gated is None else None
+                if merged is not None:
+                    return merged
+                shown = None
+                if record.state in SUPERSEDED_STATES:
+                    shown = await keep_typing(record, context)
                 event = await STEPS[record.state](record, context)
-                return event if gated is None else replace(event, conversation=gated)
+                if gated is not None:
+                    event = replace(event, conversation=gated)
+                return event if shown is None else replace(event, typing_at=shown)
             except Exception as error:
                 scrub_exception(error, names)
                 raise
@@ -434,7 +466,7 @@ class Advancer:
         # Nothing to queue when this delivery goes on with the next step, or fails to be retried.
         task = None if event.continues or event.retries else self.task_for(moved)
         if task is not None:
-            await self.queue.enqueue(replace(task, generation=generation))
+            await self.queue.enqueue(replace(task, generation=generation) if generation else task)
         return dest, held
 
     async def _save(

@@ -66,8 +66,17 @@ def for_llm(text: str, record: Record, mask_pii: bool) -> str:
 
 
 def customer_text(record: Record) -> str:
-    """What the customer said: their text (a caption, for media) and what the media step made
-    of their voice note (its transcript) or picture (its description)."""
+    """What the customer said: the messages of their burst the record answers, when it
+    waited one out (application/bursts.py), else the record's own message."""
+    burst = record.results.burst_texts
+    if burst is not None:
+        return "\n".join(text for text in burst if text.strip())
+    return own_text(record)
+
+
+def own_text(record: Record) -> str:
+    """What the record's own message said: its text (a caption, for media) and what the
+    media step made of their voice note (its transcript) or picture (its description)."""
     said = record.inbound.text or ""
     media = record.results.media_text
     if not media:
@@ -144,7 +153,6 @@ def route(
     return ctx.llm, None
 
 
-@step("media", EventDetected, FellBack)
 async def detect_event(record: Record, ctx: StepContext) -> EventDetected | FellBack:
     """LLM#1: the event, its confidence and a summary without personal data."""
     llm, reason = route(record, ctx)

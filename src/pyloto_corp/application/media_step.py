@@ -14,10 +14,10 @@ from __future__ import annotations
 import logging
 import time
 
+from pyloto_corp.application.bursts import begin
 from pyloto_corp.application.llm_steps import (
     call_cost,
     call_metrics,
-    detect_event,
     failure_metrics,
     fall_back,
     for_llm,
@@ -26,7 +26,7 @@ from pyloto_corp.application.llm_steps import (
 from pyloto_corp.application.ports import LLMFailure, MediaRejected
 from pyloto_corp.application.registry import step
 from pyloto_corp.application.step_context import StepContext
-from pyloto_corp.domain.events import EventDetected, FellBack, MediaUnderstood
+from pyloto_corp.domain.events import Collected, EventDetected, FellBack, MediaUnderstood
 from pyloto_corp.domain.privacy import message_ref
 from pyloto_corp.domain.records import Record
 
@@ -45,14 +45,15 @@ def needs_media(record: Record) -> bool:
     return record.inbound.kind in MEDIA_LIMITS and record.results.media_text is None
 
 
-@step("deduped", MediaUnderstood, EventDetected, FellBack)
+@step("deduped", MediaUnderstood, Collected, EventDetected, FellBack)
 async def after_dedupe(
     record: Record, ctx: StepContext
-) -> MediaUnderstood | EventDetected | FellBack:
-    """A voice note or picture goes through the media step; anything else to LLM#1."""
+) -> MediaUnderstood | Collected | EventDetected | FellBack:
+    """A voice note or picture goes through the media step; anything else waits out the
+    customer's burst (coalescing on) or goes to LLM#1."""
     if needs_media(record):
         return await understand_media(record, ctx)
-    return await detect_event(record, ctx)
+    return await begin(record, ctx)
 
 
 async def understand_media(record: Record, ctx: StepContext) -> MediaUnderstood | FellBack:

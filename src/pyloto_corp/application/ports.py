@@ -54,6 +54,16 @@ class TransientStepError(Exception):
         self.waiting = waiting
 
 
+class StepDeferred(Exception):
+    """The step cannot decide before `until` (epoch seconds): nothing is saved, and the
+    Advancer queues the same step again to run then (a task scheduled for that time), so
+    the delivery ends without a retry counted."""
+
+    def __init__(self, until: float, why: str) -> None:
+        super().__init__(why)
+        self.until = until
+
+
 class PermanentStepError(Exception):
     """A step failed in a way no retry can fix; the record is dead-lettered."""
 
@@ -131,6 +141,8 @@ class StepLoad:
     turns: list[Turn] | None = None
     # The conversation the record names (None: it names none, or none is stored yet).
     conversation: Conversation | None = None
+    # Its last records, oldest first, when asked for (None: not asked for, or no conversation).
+    records: list[Record] | None = None
 
 
 @dataclass(frozen=True)
@@ -155,12 +167,18 @@ class StepLeases(Protocol):
         """Give the lease back if `owner` still holds it."""
 
     async def lease_step(
-        self, name: str, owner: str, seconds: float, message_id: str, turns: int = 0
+        self,
+        name: str,
+        owner: str,
+        seconds: float,
+        message_id: str,
+        turns: int = 0,
+        records: int = 0,
     ) -> StepLoad:
         """Take the lease `name` for `seconds` unless someone else holds it, then load the
         record if it was taken (None if not taken or not found) and, when `turns` > 0, the
-        last `turns` turns of the conversation the record names (`Record.conversation`), as
-        one call to the store."""
+        last `turns` turns of the conversation the record names (`Record.conversation`),
+        and when `records` > 0, its last `records` records, as one call to the store."""
 
     async def finish_step(self, commit: StepCommit) -> StepSave:
         """Apply everything one transition writes, atomically, as one call to the store:
@@ -226,8 +244,12 @@ class ConversationStore(Protocol):
 
 
 class StepStore(ConversationMemory, Protocol):
-    """What the steps may use of the store: reading the conversation's turns. Steps never
-    write: what a transition writes travels in its event to the Advancer's `StepCommit`."""
+    """What the steps may use of the store: reading the conversation's turns and, to answer
+    a customer's burst, its last records. Steps never write: what a transition writes
+    travels in its event to the Advancer's `StepCommit`."""
+
+    async def conversation_records(self, key: str, limit: int) -> list[Record]:
+        """The conversation's last `limit` records, oldest first."""
 
 
 class IngestStore(RecordStore, CustomerKeys, Protocol):
@@ -336,7 +358,9 @@ class Task:
     instead (no record is involved).
 
     `generation` tells a deliberate re-queue (the sweeper's) apart from a duplicate of the
-    same step; `traceparent` carries the message's trace to the task.
+    same step; `traceparent` carries the message's trace to the task. `not_before`: the
+    task runs at that time (epoch seconds) at the earliest (0: at once), as a burst's
+    wake-up does.
     """
 
     message_id: str
@@ -344,6 +368,7 @@ class Task:
     queue: QueueName
     generation: str = ""
     traceparent: str | None = None
+    not_before: float = 0.0
 
 
 TaskHandler = Callable[[Task, int], Awaitable[None]]

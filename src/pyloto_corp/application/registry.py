@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from pyloto_corp.application.step_context import StepContext
-from pyloto_corp.domain.events import DeadLettered, Event, FellBack, HeldForAgent
+from pyloto_corp.domain.events import DeadLettered, Event, FellBack, HeldForAgent, Merged
 from pyloto_corp.domain.records import Record
 from pyloto_corp.domain.statechart import ANY_STATE, Statechart
 
@@ -32,11 +32,33 @@ REGISTRY: dict[str, StepSpec] = {}
 # States whose step the conversation's gate runs before (application/handoff.py): those a
 # bot reply goes through until its send is claimed. The gate may hold the message for an
 # agent instead, and where the customer's text is first read (or LLM#1's event), hand the
-# conversation to a person with the acknowledgment (a fallback).
-GATED_STATES = ("deduped", "media", "llm1", "llm2", "llm3", "fallback", "queued_outbound")
+# conversation to a person with the acknowledgment (a fallback). From `buffered` on, a
+# newer message of the same customer supersedes the message (application/bursts.py).
+BUFFERED = "buffered"
+GATED_STATES = (
+    "deduped",
+    "media",
+    BUFFERED,
+    "llm1",
+    "llm2",
+    "llm3",
+    "fallback",
+    "queued_outbound",
+)
+SUPERSEDED_STATES = GATED_STATES[2:]
+
+
+def _gate_events(state: str) -> tuple[type[Event], ...]:
+    events: tuple[type[Event], ...] = (HeldForAgent,)
+    if state in ("deduped", "media", "llm1"):
+        events += (FellBack,)
+    if state in SUPERSEDED_STATES:
+        events += (Merged,)
+    return events
+
+
 _GATE_EVENTS: dict[str, tuple[type[Event], ...]] = {
-    state: (HeldForAgent, FellBack) if state in ("deduped", "media", "llm1") else (HeldForAgent,)
-    for state in GATED_STATES
+    state: _gate_events(state) for state in GATED_STATES
 }
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from pyloto_corp.application.ports import Assistant, MediaSource, Outbox, StepStore
 from pyloto_corp.domain.conversation import (
@@ -12,7 +12,7 @@ from pyloto_corp.domain.conversation import (
     Conversation,
     Keywords,
 )
-from pyloto_corp.domain.records import Turn
+from pyloto_corp.domain.records import Record, Turn
 from pyloto_corp.domain.replies import ReplyTemplates
 
 
@@ -76,6 +76,29 @@ NO_HANDOFF = Handoff()
 
 
 @dataclass(frozen=True)
+class Bursts:
+    """How a customer's burst is answered (application/bursts.py): `quiet_seconds` after
+    their newest message (0: every message is answered on its own), at most
+    `max_wait_seconds` after the first unanswered one; `llm_per_minute` LLM pipelines per
+    conversation and minute (0: unbounded), beyond which a template answers; `typing`: the
+    outbox shows a typing indicator with each read receipt (refreshed while a reply is
+    made). `shown` remembers, in this process, when it was last shown for a message."""
+
+    quiet_seconds: float = 0.0
+    max_wait_seconds: float = 12.0
+    llm_per_minute: int = 0
+    typing: bool = False
+    shown: dict[str, float] = field(default_factory=dict, compare=False)
+
+    @property
+    def coalescing(self) -> bool:
+        return self.quiet_seconds > 0
+
+
+NO_BURSTS = Bursts()
+
+
+@dataclass(frozen=True)
 class StepContext:
     """What steps may use: the store (to read turns only), the outbox, the clock, the LLM.
 
@@ -109,3 +132,7 @@ class StepContext:
     handoff: Handoff = NO_HANDOFF
     # The customer's conversation, loaded with the record (None: none is stored yet).
     conversation: Conversation | None = None
+    # The conversation's last records, loaded with the record for a step that reads them
+    # (application/bursts.py; None: not loaded, the step reads them itself).
+    records: list[Record] | None = None
+    bursts: Bursts = NO_BURSTS

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from dataclasses import replace
 
 from pyloto_corp.ai import limits
+from pyloto_corp.application.bursts import changes_message, newest_expected
 from pyloto_corp.application.handoff import (
     AGENT_REPLY_KIND,
     ECHO_KIND,
@@ -81,7 +83,9 @@ async def accept(record: Record, ctx: StepContext) -> Accepted | Ignored | Agent
         return Ignored(reason="unknown_business_number")
     if record.inbound.kind == AGENT_REPLY_KIND:
         return _agent_reply(record)
-    if record.inbound.kind in IGNORED_KINDS:
+    if record.inbound.kind in IGNORED_KINDS and not (
+        ctx.bursts.coalescing and changes_message(record)
+    ):
         return Ignored(kind=record.inbound.kind)
     if not record.inbound.sender:
         # Kept (nothing accepted is dropped) but there is nobody to answer.
@@ -199,6 +203,8 @@ def _claim(record: Record, ctx: StepContext) -> SendClaimed | DeadLettered:
     the record is dead-lettered `window_closed` (replayable once the customer writes)."""
     now = ctx.clock()
     guard = bot_guard(record, ctx)
+    if guard is not None:  # a newer message of the customer supersedes the draft
+        guard = replace(guard, expect_newest=newest_expected(record, ctx))
     slot = _slot(record, ctx, now)
     closes = window_closes_at(record, ctx)
     if closes and now >= closes and not is_template(record.reply):

@@ -139,10 +139,12 @@ def apply_write(
     current: Conversation | None, key: str, write: ConversationWrite
 ) -> Conversation | None:
     """The conversation after `write` (a missing one starts in `bot`), or None when the
-    write expects another mode: the one rule every store applies (the Redis scripts in Lua,
-    tested against this)."""
+    write expects another mode (or another newest message): the one rule every store
+    applies (the Redis scripts in Lua, tested against this)."""
     conversation = current or Conversation(key)
     if write.expect_mode is not None and conversation.mode != write.expect_mode:
+        return None
+    if write.expect_newest and conversation.last_message not in ("", write.expect_newest):
         return None
     changes: dict[str, object] = {}
     if write.customer_at is not None and write.customer_at >= conversation.customer_at:

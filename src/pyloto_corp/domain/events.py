@@ -21,6 +21,16 @@ if TYPE_CHECKING:
 
 
 @dataclass(frozen=True)
+class Burst:
+    """The customer's messages one reply answers, oldest first: what each said (`texts`,
+    as the customer wrote it), their records (`ids`) and when the first arrived (`since`)."""
+
+    texts: tuple[str, ...]
+    ids: tuple[str, ...]
+    since: float
+
+
+@dataclass(frozen=True)
 class Event:
     """A step's outcome. `trigger` is the statechart transition it fires.
 
@@ -29,17 +39,35 @@ class Event:
     queue retries the task with backoff (no task is queued either). `writes()`: what the
     transition's save writes besides the record (domain/writes.py). `conversation`: what it
     writes to the customer's conversation; any event may carry it (the mode it expects, a
-    handoff).
+    handoff). `burst`: the customer's messages the record answers (its step waited out
+    their burst); `typing_at`: the step showed the typing indicator anew then.
     """
 
     trigger: ClassVar[str]
     continues: ClassVar[bool] = False
     retries: ClassVar[bool] = False
     conversation: ConversationWrite | None = field(default=None, kw_only=True)
+    burst: Burst | None = field(default=None, kw_only=True)
+    typing_at: float | None = field(default=None, kw_only=True)
 
     def changes(self, record: Record) -> Record:
         """`record` with this event's facts written in (before state, version, history)."""
         return record
+
+    def applied(self, record: Record) -> Record:
+        """`changes`, then what any event may note: the burst, the typing indicator."""
+        changed = self.changes(record)
+        results = changed.results
+        if self.burst is not None:
+            results = replace(
+                results,
+                burst_texts=list(self.burst.texts),
+                burst_ids=list(self.burst.ids),
+                burst_since=self.burst.since,
+            )
+        if self.typing_at is not None:
+            results = replace(results, typing_at=self.typing_at)
+        return changed if results is changed.results else replace(changed, results=results)
 
     def retry_reason(self) -> str:
         """Why the delivery is retried, for an event that `retries`."""
@@ -279,6 +307,31 @@ class ReplySent(Event):
             outcome_unknown_since=None,
             outcome_unknown=None,
         )
+
+
+@dataclass(frozen=True)
+class Collected(Event):
+    """The message waits out the customer's burst (application/bursts.py): its step runs
+    again at `wake_at`, when the quiet window after it has passed."""
+
+    trigger: ClassVar[str] = "collect"
+    wake_at: float
+
+    def changes(self, record: Record) -> Record:
+        return replace(record, results=replace(record.results, wake_at=self.wake_at))
+
+
+@dataclass(frozen=True)
+class Merged(Event):
+    """The message gets no reply of its own (`reason`): a newer message of the same
+    customer answers it with the rest of their burst, or cancelled it (a deletion); a draft
+    made for it is superseded, never sent."""
+
+    trigger: ClassVar[str] = "merge"
+    reason: str
+
+    def changes(self, record: Record) -> Record:
+        return replace(record, results=replace(record.results, merged_reason=self.reason))
 
 
 @dataclass(frozen=True)

@@ -186,7 +186,7 @@ class Record:
         attempts = dict(self.attempts)
         attempts[self.state] = max(attempt, attempts.get(self.state, 0))
         return replace(
-            event.changes(self),
+            event.applied(self),
             state=dest,
             version=self.version + 1,
             updated_at=at,

@@ -52,6 +52,18 @@ class Results:
     # The reply built before the 24-hour window closed, replaced by the re-engagement
     # template at the send claim (WhatsApp's shape).
     window_replaced: dict[str, Any] | None = None
+    # Burst coalescing (application/bursts.py): when this message's step waits out the quiet
+    # window until (`wake_at`); the customer's messages it answers, oldest first, as the
+    # customer wrote them (`burst_texts`: personal data kept only with the record, masked in
+    # prompts; `burst_ids`: their records) and when the first of them arrived
+    # (`burst_since`); why a message ended without a reply of its own (`merged_reason`);
+    # when the typing indicator was last shown for it (`typing_at`).
+    wake_at: float | None = None
+    burst_texts: list[str] | None = None
+    burst_ids: list[str] = field(default_factory=list)
+    burst_since: float | None = None
+    merged_reason: str | None = None
+    typing_at: float | None = None
 
     def view(self) -> dict[str, Any]:
         """The findings as JSON-ready data, for operators (a serialization boundary)."""

@@ -69,7 +69,7 @@ def _back_edges(chart: Statechart, edges: list[TransitionSpec]) -> set[tuple[str
 
 def _main_row(chart: Statechart, edges: list[TransitionSpec]) -> list[str]:
     """The happy path: the longest path from the initial state that avoids funnels (states
-    entered from three states or more, such as the fallback and the dead letter, a shortcut
+    entered from four states or more, such as the fallback and the dead letter, a shortcut
     from the initial state not counted: an agent's reply starts at the send); `edges`
     hold no back edge (a depth-first walk, exits in file order: one file, one drawing)."""
     sources: dict[str, set[str]] = {}
@@ -78,7 +78,7 @@ def _main_row(chart: Statechart, edges: list[TransitionSpec]) -> list[str]:
         if t.source != chart.initial:
             sources.setdefault(t.dest, set()).add(t.source)
         exits.setdefault(t.source, []).append(t.dest)
-    funnels = {name for name, found in sources.items() if len(found) >= 3}
+    funnels = {name for name, found in sources.items() if len(found) >= 4}
     best: list[str] = [chart.initial]
 
     def walk(path: list[str]) -> None:

@@ -53,7 +53,10 @@ class ConversationWrite:
     mode, a missing conversation being in `bot`; otherwise nothing is saved and the store
     answers `StepSave.mode_changed`. `mode`: the mode it moves to (with `reason`, `owner`,
     since `at`, its version one up). `agent_activity`: an agent acted at `at` (the idle
-    timeout restarts). `audit`: (who, action) added to its trail at `at`."""
+    timeout restarts). `audit`: (who, action) added to its trail at `at`. `expect_newest`:
+    like `expect_mode`, the save needs this record to be the customer's newest message
+    still (a bot reply's send claim: a message that arrived while the reply was drafted
+    supersedes the draft)."""
 
     key: str = ""
     customer_at: float | None = None
@@ -65,6 +68,7 @@ class ConversationWrite:
     at: float = 0.0
     agent_activity: bool = False
     audit: tuple[str, str] | None = None
+    expect_newest: str = ""
 
 
 @dataclass(frozen=True)

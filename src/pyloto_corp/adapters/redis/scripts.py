@@ -72,6 +72,7 @@ CHAT_WRITE = (
     "chat_at",
     "chat_agent",
     "chat_audit",
+    "chat_expect_newest",
 )
 
 # A save's record and its fields, then the console's (include/save.lua): save.lua's whole

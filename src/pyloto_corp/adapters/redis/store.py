@@ -153,6 +153,19 @@ def _record(row: Sequence[Any]) -> Record:
     return record
 
 
+def _listed(row: Sequence[Any]) -> list[Record]:
+    """Records as include/chat_list.lua lists them (JSON, conversation; newest first),
+    oldest first."""
+    records = []
+    for data, conversation in zip(row[::2], row[1::2], strict=True):
+        found = _decoder.decode(data)
+        if not found.conversation and conversation:
+            found.conversation = _text(conversation)
+        records.append(found)
+    records.reverse()
+    return records
+
+
 def _chat_write(write: ConversationWrite) -> list[EncodableT]:
     """A conversation write as include/chat.lua reads it (scripts.CHAT_WRITE)."""
     audit = ""
@@ -169,6 +182,7 @@ def _chat_write(write: ConversationWrite) -> list[EncodableT]:
         repr(float(write.at)),
         "1" if write.agent_activity else "",
         audit,
+        write.expect_newest,
     ]
 
 
@@ -284,7 +298,13 @@ class RedisStore:
         return None if row is None else _record(row)
 
     async def lease_step(
-        self, name: str, owner: str, seconds: float, message_id: str, turns: int = 0
+        self,
+        name: str,
+        owner: str,
+        seconds: float,
+        message_id: str,
+        turns: int = 0,
+        records: int = 0,
     ) -> StepLoad:
         keys = [
             self.keys.record(message_id),
@@ -298,6 +318,9 @@ class RedisStore:
             max(0, turns),
             self.keys.conversation(""),
             self.keys.chat(""),
+            max(0, records),
+            self.keys.chat_records(""),
+            self.keys.record(""),
         ]
         with _redis_errors:
             row = await self._hot(self._lease_get, self._wire_lease_get, keys, args)
@@ -306,7 +329,8 @@ class RedisStore:
         found = None if row[6] is None else [_turn_decoder.decode(entry) for entry in row[6]]
         record = _record(row[1:6])
         conversation = _conversation(record.conversation, row[7]) if record.conversation else None
-        return StepLoad(True, record, found, conversation)
+        listed = None if len(row) < 9 or row[8] is None else _listed(row[8])
+        return StepLoad(True, record, found, conversation, listed)
 
     async def save(self, record: Record, expected_version: int) -> bool:
         keys, args = self._save_call(record, expected_version)
@@ -602,14 +626,7 @@ class RedisStore:
             row = await self._chat_records(
                 keys=[self.keys.chat_records(key)], args=[self.keys.record(""), limit]
             )
-        records = []
-        for data, conversation in zip(row[::2], row[1::2], strict=True):
-            found = _decoder.decode(data)
-            if not found.conversation and conversation:
-                found.conversation = _text(conversation)
-            records.append(found)
-        records.reverse()
-        return records
+        return _listed(row)
 
     def _customer_args(self, first: str | None, second: str | None) -> list[EncodableT]:
         prefixes = [self.keys.conversation(""), self.keys.alias("")]

@@ -343,7 +343,13 @@ class SQLiteStore:
         return saved
 
     async def lease_step(
-        self, name: str, owner: str, seconds: float, message_id: str, turns: int = 0
+        self,
+        name: str,
+        owner: str,
+        seconds: float,
+        message_id: str,
+        turns: int = 0,
+        records: int = 0,
     ) -> StepLoad:
         def work() -> StepLoad:  # one hop to the database thread
             taken = self._db.transaction(lambda conn: self._acquire(conn, name, owner, seconds))
@@ -355,7 +361,8 @@ class SQLiteStore:
             conn = self._db.connection()
             conversation = self._conversation(conn, record.conversation, audit=False)
             recent = self._recent(record.conversation, None, turns) if turns > 0 else None
-            return StepLoad(True, record, recent, conversation)
+            listed = self._listed(record.conversation, records) if records > 0 else None
+            return StepLoad(True, record, recent, conversation, listed)
 
         return await self._db.run(work)
 
@@ -484,20 +491,21 @@ class SQLiteStore:
         return await self._db.run(work)
 
     async def conversation_records(self, key: str, limit: int) -> list[Record]:
-        def work() -> list[Record]:
-            rows = (
-                self._db.connection()
-                .execute(
-                    "SELECT message_id FROM records WHERE conversation = ?"
-                    " ORDER BY created_at DESC, message_id DESC LIMIT ?",
-                    (key, max(0, limit)),
-                )
-                .fetchall()
-            )
-            found = [self._get(message_id) for (message_id,) in reversed(rows)]
-            return [record for record in found if record is not None]
+        return await self._db.run(lambda: self._listed(key, limit))
 
-        return await self._db.run(work)
+    def _listed(self, key: str, limit: int) -> list[Record]:
+        """The conversation's last `limit` records, oldest first (on the database thread)."""
+        rows = (
+            self._db.connection()
+            .execute(
+                "SELECT message_id FROM records WHERE conversation = ?"
+                " ORDER BY created_at DESC, message_id DESC LIMIT ?",
+                (key, max(0, limit)),
+            )
+            .fetchall()
+        )
+        found = [self._get(message_id) for (message_id,) in reversed(rows)]
+        return [record for record in found if record is not None]
 
     async def record_status(self, update: StatusUpdate) -> bool:
         rank = DELIVERY_RANK.get(update.status)

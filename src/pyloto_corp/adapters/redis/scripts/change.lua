@@ -7,7 +7,7 @@
 --   3   mode index prefix
 --   4   TTL (s)
 --   5   the conversation's key
---   6..14  the write, as scripts.CHAT_WRITE lays it out (see include/chat.lua)
+--   6..15  the write, as scripts.CHAT_WRITE lays it out (see include/chat.lua)
 -- Returns {0} when the write expects another mode (nothing written), else {1, its fields
 -- (include/chat.lua's CHAT_FIELDS), its audit trail}.
 -- @include chat

@@ -63,10 +63,11 @@
 --   42  chat_at           when
 --   43  chat_agent        '1' when an agent acted, else ''
 --   44  chat_audit        the audit entry (JSON; '' for none)
---   45  chat_prefix       conversation hash prefix
---   46  chat_audit_prefix  audit trail prefix
---   47  chat_mode_prefix  mode index prefix
---   48+ turns             the turns to append (JSON each), none or more
+--   45  chat_expect_newest  the newest message the save needs it to have ('' for any)
+--   46  chat_prefix       conversation hash prefix
+--   47  chat_audit_prefix  audit trail prefix
+--   48  chat_mode_prefix  mode index prefix
+--   49+ turns             the turns to append (JSON each), none or more
 -- Returns {saved, next lease taken, wait as a string, customer key resolved or '', 1 when
 -- the conversation was not in the mode expected else 0}. The version is checked first, then
 -- the conversation's mode (on the key given, or the one the customer's keys resolve to,
@@ -92,7 +93,8 @@ if current[1] == ARGV[$argv.expected_version] then
       end
     end
     local expect = ARGV[$argv.chat_expect_mode]
-    if key ~= '' and not chat_allows(ARGV[$argv.chat_prefix] .. key, expect) then
+    local newest = ARGV[$argv.chat_expect_newest]
+    if key ~= '' and not chat_allows(ARGV[$argv.chat_prefix] .. key, expect, newest) then
       mode_changed = 1
     elseif key == '' and expect ~= '' and expect ~= 'bot' then
       mode_changed = 1

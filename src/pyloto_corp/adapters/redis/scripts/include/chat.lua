@@ -4,7 +4,8 @@
 -- its mode and the index of all, scored by `since` (see RedisKeys.chat and the keys after it).
 -- chat_read() is its fields (the first false when there is none); chat_write_at(first) is
 -- the write of scripts.CHAT_WRITE laid out from ARGV[first] on; chat_allows() whether a
--- conversation is in the mode a write expects ('' for any; a missing one is in 'bot');
+-- conversation is in the mode a write expects ('' for any; a missing one is in 'bot') and
+-- has the newest message it expects ('' for any);
 -- chat_apply() is domain.conversation.apply_write, the one rule, in Lua: false (nothing
 -- written) when the mode is not the one expected, else the write is applied, the indexes
 -- follow a mode change, and the hash and trail expire `where.ttl` seconds from now.
@@ -19,17 +20,22 @@ end
 local function chat_write_at(first)
   return {customer_at = ARGV[first], message_id = ARGV[first + 1], expect = ARGV[first + 2],
     mode = ARGV[first + 3], reason = ARGV[first + 4], owner = ARGV[first + 5],
-    at = ARGV[first + 6], agent = ARGV[first + 7], audit = ARGV[first + 8]}
+    at = ARGV[first + 6], agent = ARGV[first + 7], audit = ARGV[first + 8],
+    newest = ARGV[first + 9]}
 end
-local function chat_allows(hash, expect)
-  if expect == '' then return true end
-  return (redis.call('HGET', hash, 'mode') or 'bot') == expect
+local function chat_allows(hash, expect, newest)
+  if expect == '' and newest == '' then return true end
+  local row = redis.call('HMGET', hash, 'mode', 'last_message')
+  if expect ~= '' and (row[1] or 'bot') ~= expect then return false end
+  local last = row[2] or ''
+  return newest == '' or last == '' or last == newest
 end
 local function chat_apply(where, key, w)
   local hash = where.hash .. key
   local row = chat_read(hash)
   local mode, since = row[1] or 'bot', row[2] or '0.0'
   if w.expect ~= '' and mode ~= w.expect then return false end
+  if w.newest ~= '' and (row[6] or '') ~= '' and row[6] ~= w.newest then return false end
   local set = {}
   if not row[1] then
     set = {'mode', 'bot', 'since', '0.0', 'reason', '', 'owner', '', 'customer_at', '0.0',
