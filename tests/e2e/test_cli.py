@@ -18,7 +18,7 @@ from tests.support.helpers import INTERNAL_TOKEN, encode, envelope, signed_heade
 from tests.support.media_files import png, voice_note
 
 TEXT = "Olá, quero saber o preço"
-TRAJECTORY = "received → deduped → fallback → queued_outbound → sending → sent"
+TRAJECTORY = "received → deduped → buffered → fallback → queued_outbound → sending → sent"
 MASKED_SENDER = "*" * (len(DEFAULT_SENDER) - 4) + DEFAULT_SENDER[-4:]
 
 
@@ -250,7 +250,8 @@ def test_simulate_a_voice_note_from_a_local_file(
     assert main(["simulate", "--in-process", "--voice", str(note)]) == 0
     out, _ = capsys.readouterr()
     trajectory = (
-        "received → deduped → media → llm1 → llm2 → llm3 → queued_outbound → sending → sent"
+        "received → deduped → media → buffered → llm1 → llm2 → llm3 → queued_outbound → sending"
+        " → sent"
     )
     assert trajectory in out.splitlines(), out
     assert "transcript (masked): Olá, quanto custa o corte de cabelo?" in out

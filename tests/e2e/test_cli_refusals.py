@@ -18,8 +18,10 @@ from pyloto_corp.cli import main
 from tests.e2e.servers import ServeProcess, process_env, pyloto_command
 from tests.support.redis_server import RedisServer, free_port
 
-TRAJECTORY = "received → deduped → fallback → queued_outbound → sending → sent"
-LLM_TRAJECTORY = "received → deduped → llm1 → llm2 → llm3 → queued_outbound → sending → sent"
+TRAJECTORY = "received → deduped → buffered → fallback → queued_outbound → sending → sent"
+LLM_TRAJECTORY = (
+    "received → deduped → buffered → llm1 → llm2 → llm3 → queued_outbound → sending → sent"
+)
 
 
 def one_line(err: str) -> str:

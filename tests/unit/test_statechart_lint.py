@@ -186,9 +186,11 @@ def test_a_step_event_without_its_transition_refuses_to_start_naming_both(
     """LLM#3's step may fall back; a chart without `fall_back` from `llm2` is refused by the
     service's loader with the step, its state, the event and the missing trigger."""
     with pytest.raises(StatechartError) as caught:
-        load_chart(shipped_without_llm2_in(
-            "source: [deduped, media, buffered, llm1, llm2, llm3]", tmp_path
-        ))
+        load_chart(
+            shipped_without_llm2_in(
+                "source: [deduped, media, buffered, llm1, llm2, llm3]", tmp_path
+            )
+        )
     assert str(caught.value) == (
         f"statecharts/{STATECHART_FILE}: step choose_message_type in 'llm2' may return "
         "FellBack, but the statechart has no 'fall_back' transition from 'llm2'"

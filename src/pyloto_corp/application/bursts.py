@@ -105,7 +105,7 @@ def reads_records(state: str, ctx: StepContext) -> bool:
     if state == BUFFERED:
         return True
     budgeted = ctx.llm is not None and ctx.bursts.llm_per_minute > 0
-    return state in ("deduped", "media") and budgeted and not ctx.bursts.coalescing
+    return state in ("deduped", "media") and (budgeted or ctx.bursts.coalescing)
 
 
 async def _records(record: Record, ctx: StepContext) -> list[Record]:
@@ -114,17 +114,25 @@ async def _records(record: Record, ctx: StepContext) -> list[Record]:
     return await ctx.store.conversation_records(customer_key(record, ctx.hash_key), LOOKBACK)
 
 
-def collect(record: Record, ctx: StepContext) -> Collected | None:
-    """The wait for the rest of the burst, with coalescing on (None: off)."""
+async def collect(record: Record, ctx: StepContext) -> Collected | None:
+    """The wait for the rest of the burst, with coalescing on (None: off): the quiet window
+    after this message, or less when the burst's first unanswered message reaches the cap
+    sooner."""
     if not ctx.bursts.coalescing:
         return None
-    return Collected(wake_at=record.created_at + ctx.bursts.quiet_seconds)
+    since = _since(gather(await _records(record, ctx), record))
+    quiet = record.created_at + ctx.bursts.quiet_seconds
+    return Collected(wake_at=min(quiet, since + ctx.bursts.max_wait_seconds))
+
+
+def _since(burst: _Gathered) -> float:
+    return min(member.created_at for member in burst.members)
 
 
 async def begin(record: Record, ctx: StepContext) -> Collected | EventDetected | FellBack:
     """What follows once the message is read: the burst's wait, or LLM#1 at once (within
     the conversation's LLM budget)."""
-    collected = collect(record, ctx)
+    collected = await collect(record, ctx)
     if collected is not None:
         return collected
     budgeted = ctx.llm is not None and ctx.bursts.llm_per_minute > 0
@@ -246,7 +254,7 @@ async def answer_burst(
     now = ctx.clock()
     records = await _records(record, ctx)
     burst = gather(records, record)
-    since = min(member.created_at for member in burst.members)
+    since = _since(burst)
     wake = min(record.created_at + ctx.bursts.quiet_seconds, since + ctx.bursts.max_wait_seconds)
     if now < wake:
         raise StepDeferred(wake, "the customer's burst is still open")
@@ -278,15 +286,23 @@ async def answer_burst(
 def _nothing_to_answer(
     record: Record, ctx: StepContext, now: float, members: list[Record]
 ) -> Merged | Ignored:
-    """The burst ends without a reply: what it said was deleted, or the record edits or
-    deletes a message answered already (noted on the conversation)."""
+    """The burst ends without a reply: what it said was deleted, or it only edits or
+    deletes messages answered already (noted on the conversation)."""
+    ids = {member.message_id for member in members}
+    late = {
+        member.inbound.kind
+        for member in members
+        if changes_message(member) and member.inbound.details[ORIGINAL] not in ids
+    }
     original = record.inbound.details.get(ORIGINAL)
-    if changes_message(record) and original not in {m.message_id for m in members}:
-        action = "edited" if record.inbound.kind == EDIT else "deleted"
+    if changes_message(record) and original not in ids:
+        action = {EDIT: "edited a message", REVOKE: "deleted a message"}.get(
+            "".join(late), "edited and deleted messages"
+        )
         note = ConversationWrite(
             key=customer_key(record, ctx.hash_key),
             at=now,
-            audit=("customer", f"{action} a message after its reply: nothing is sent"),
+            audit=("customer", f"{action} after its reply: nothing is sent"),
         )
         return Ignored(kind=record.inbound.kind, reason=AFTER_REPLY, conversation=note)
     return Merged(REVOKED)

@@ -61,7 +61,7 @@ def record_view(record: Record) -> dict[str, Any]:
     names = inbound.names
     results = record.results.view()
     # The transcript or description is the customer's words (or what they showed).
-    for key in ("summary", "draft", "message", "previous_failure", "media_text"):
+    for key in ("summary", "draft", "message", "previous_failure", "media_text", "burst_texts"):
         results[key] = _masked(results[key], names)
     results["window_replaced"] = _reply_view(record.results.window_replaced, names)
     return {
