@@ -152,6 +152,32 @@ def test_webhook_to_sent_through_cloud_tasks_callbacks(
         server.stop()
 
 
+def test_a_burst_through_cloud_tasks_is_answered_once_by_its_newest_message(
+    tmp_path: Path, redis_server: RedisServer, redis_prefix: str, emulator: TasksEmulator
+) -> None:
+    """Three messages of one customer, 0.4 s apart, each its own webhook: each waits out
+    the quiet window in a task scheduled for its end (named for it), and only the newest is
+    answered; the others end `merged`."""
+    port = free_port()
+    server = _serve(tmp_path, redis_server, redis_prefix, emulator, port, BURST_QUIET_SECONDS="1.5")
+    try:
+        server.start()
+        ids = []
+        with httpx.Client(timeout=10) as client:
+            for text in ("oi", "quero saber o preço", "do corte masculino"):
+                message = text_message(text)
+                response = post_webhook(client, server.url, envelope([message]))
+                assert response.status_code == 200, response.text
+                ids.append(str(message["id"]))
+                time.sleep(0.4)
+        view = RedisView(redis.Redis(port=redis_server.port), redis_prefix)
+        assert view.wait_for(ids[-1:], "sent", seconds=60) == {ids[-1]: "sent"}
+        assert view.wait_for(ids[:-1], "merged", seconds=10) == dict.fromkeys(ids[:-1], "merged")
+        assert view.replies() == {ids[-1]: 1}
+    finally:
+        server.stop()
+
+
 def test_a_task_failing_twice_is_retried_and_then_succeeds(
     tmp_path: Path, redis_server: RedisServer, redis_prefix: str, emulator: TasksEmulator
 ) -> None:

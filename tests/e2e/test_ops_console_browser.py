@@ -87,6 +87,8 @@ def open_console(
             "WHATSAPP_VERIFY_TOKEN": VERIFY_TOKEN,
             "LOCAL_QUEUE_MIN_BACKOFF_SECONDS": "0.05",
             "LOCAL_QUEUE_MAX_BACKOFF_SECONDS": "0.5",
+            # Each message is counted on its own: one reply per message.
+            "BURST_QUIET_SECONDS": "0",
         }
         if backend == "redis":
             redis_url = request.getfixturevalue("redis_server").url

@@ -15,6 +15,7 @@ from pyloto_corp.adapters.cloud_tasks import (
     ensure_queues,
     task_id,
 )
+from pyloto_corp.application.advance import wake_up
 from pyloto_corp.application.ports import QueueUnavailable, Task
 from pyloto_corp.application.queues import INBOUND, OUTBOUND
 from pyloto_corp.cli import main
@@ -112,6 +113,20 @@ def _queue(client: tasks_v2.CloudTasksAsyncClient, **target: object) -> CloudTas
     )
     names = {"inbound": "whatsapp-inbound", "outbound": "whatsapp-outbound"}
     return CloudTasksQueue(client, PROJECT, LOCATION, names, callback)
+
+
+async def test_a_wake_up_is_scheduled_for_its_time_under_a_name_of_its_own(
+    client: tasks_v2.CloudTasksAsyncClient,
+) -> None:
+    """A burst's wake-up carries its time as the task's schedule time; the same wake-up
+    built twice has one name, another wake-up of the same step another."""
+    queue = _queue(client)
+    task = Task("wamid.ABC", "buffered", "inbound")
+    first = queue.build(wake_up(task, 1_800_000_000.25))
+    assert first.schedule_time.timestamp() == pytest.approx(1_800_000_000.25)
+    assert queue.build(wake_up(task, 1_800_000_000.25)).name == first.name
+    assert queue.build(wake_up(task, 1_800_000_003.0)).name != first.name
+    assert not queue.build(task).schedule_time, "a task for now has no schedule time"
 
 
 async def test_task_is_an_authenticated_post_to_the_advance_route(

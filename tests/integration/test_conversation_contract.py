@@ -180,6 +180,44 @@ async def test_a_step_expecting_another_mode_saves_nothing(store: StateStore) ->
     assert (await store.lease_step(lease.name, "other", 30, first.message_id)).taken
 
 
+async def test_a_claim_expecting_the_newest_message_saves_nothing_after_a_newer_one(
+    store: StateStore,
+) -> None:
+    """A bot reply's send claim expects its message to be the customer's newest: once a
+    newer message is accepted the save is refused (the draft is superseded), atomically."""
+    user = _key()
+    first, _, _ = await _accept(store, user, NOW)
+    key = first.conversation
+    lease = LeaseHold(f"{first.message_id}:queued_outbound", "me")
+    moved = replace(first, state="sending", version=first.version + 1)
+    guard = ConversationWrite(key=key, expect_mode=BOT, expect_newest=first.message_id)
+    await _accept(store, user, NOW + 1)  # the customer writes again
+    done = await store.finish_step(
+        StepCommit(moved, first.version, lease, writes=Writes(conversation=guard))
+    )
+    assert (done.saved, done.mode_changed) == (False, True)
+    assert await store.get(first.message_id) == first
+    newest = await store.get_conversation(key)
+    assert newest is not None
+    assert newest.last_message != first.message_id
+    allowed = replace(guard, expect_newest=newest.last_message)
+    done = await store.finish_step(
+        StepCommit(moved, first.version, lease, writes=Writes(conversation=allowed))
+    )
+    assert done.saved
+
+
+async def test_a_lease_loads_the_conversations_last_records_when_asked(store: StateStore) -> None:
+    user = _key()
+    accepted = [(await _accept(store, user, NOW + n))[0] for n in range(4)]
+    last = accepted[-1]
+    load = await store.lease_step(f"{last.message_id}:deduped", "me", 30, last.message_id, 0, 3)
+    assert load.records is not None
+    assert [r.message_id for r in load.records] == [r.message_id for r in accepted[1:]]
+    plain = await store.lease_step(f"{last.message_id}:llm1", "me", 30, last.message_id)
+    assert plain.records is None
+
+
 async def test_a_step_moves_the_mode_with_its_save(store: StateStore) -> None:
     user = _key()
     first, _, _ = await _accept(store, user, NOW)
@@ -269,6 +307,7 @@ async def test_the_stores_apply_writes_as_the_domain_rule_does(store: StateStore
             at=NOW + n + 0.25,
             agent_activity=rng.random() < 0.3,
             audit=rng.choice([None, ("ana", f"act {n}")]),
+            expect_newest=rng.choice(["", "", f"wamid.{n - 1}", f"wamid.{rng.randint(0, n)}"]),
         )
         after = apply_write(expected, key, write)
         assert (await store.change_conversation(key, write)) == after
