@@ -11,6 +11,7 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import replace
 
 import anyio
 import pytest
@@ -376,3 +377,22 @@ async def test_a_waiting_retry_does_not_use_up_attempts() -> None:
         await wait_until_idle(queue)
 
     assert attempts == [1, 1, 1, 1, 1]
+
+
+async def test_a_wake_up_runs_at_its_time_and_a_running_step_may_queue_its_own() -> None:
+    """A task with `not_before` waits for that time; a step that queues its own wake-up
+    while it runs (a burst still open) runs again then, not never."""
+    runs: list[float] = []
+
+    async def handler(t: Task, attempt: int) -> None:
+        runs.append(time.time())
+        if len(runs) == 1:
+            await queue.enqueue(replace(t, not_before=time.time() + 0.3, generation="wake-1"))
+
+    async with running(spec(), handler) as queue:
+        due = time.time() + 0.2
+        await queue.enqueue(replace(task(), not_before=due))
+        await eventually(lambda: len(runs) == 2, 10)
+        await wait_until_idle(queue)
+    assert runs[0] >= due - EARLY_TIMER_SLACK
+    assert runs[1] >= runs[0] + 0.3 - EARLY_TIMER_SLACK

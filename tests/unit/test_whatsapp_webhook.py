@@ -361,3 +361,30 @@ def test_empty_envelope_is_valid_and_empty() -> None:
         json.dumps({"object": "whatsapp_business_account", "entry": []}).encode()
     )
     assert parsed == ParsedWebhook()
+
+
+def test_an_edit_and_a_revoke_name_the_message_they_change() -> None:
+    """Coexistence numbers: an edit carries the new text (a text body or a caption) and the
+    message it edits; a revoke the message it deletes. A broken inner message keeps the id."""
+    edit = {
+        "from": "5511988887777", "id": "wamid.EDIT", "timestamp": "1739321024", "type": "edit",
+        "edit": {
+            "original_message_id": "wamid.ORIGINAL",
+            "message": {"type": "image", "image": {"caption": "novo texto", "id": "m1"}},
+        },
+    }  # fmt: skip
+    revoke = {
+        "from": "5511988887777", "id": "wamid.REVOKE", "timestamp": "1739321025", "type": "revoke",
+        "revoke": {"original_message_id": "wamid.ORIGINAL"},
+    }  # fmt: skip
+    broken = {
+        **edit,
+        "id": "wamid.BROKEN",
+        "edit": {"original_message_id": "wamid.O", "message": 7},
+    }
+    parsed = parse_webhook(encode(envelope([edit, revoke, broken]))).messages
+    assert [(m.kind, m.text, m.details) for m in parsed] == [
+        ("edit", "novo texto", {"original_message_id": "wamid.ORIGINAL", "type": "image"}),
+        ("revoke", None, {"original_message_id": "wamid.ORIGINAL"}),
+        ("edit", None, {"original_message_id": "wamid.O"}),
+    ]
