@@ -95,13 +95,14 @@ async def test_a_change_expecting_another_mode_writes_nothing(store: StateStore)
 async def test_the_newest_customer_message_moves_the_window(store: StateStore) -> None:
     key = _key()
     await store.change_conversation(key, ConversationWrite(customer_at=NOW, message_id="wamid.B"))
-    # An older message delivered late does not move the window back.
+    # An older message delivered late does not move the window back; it is the latest
+    # message accepted all the same.
     await store.change_conversation(
         key, ConversationWrite(customer_at=NOW - 100, message_id="wamid.A")
     )
     stored = await store.get_conversation(key)
     assert stored is not None
-    assert (stored.customer_at, stored.last_message) == (NOW, "wamid.B")
+    assert (stored.customer_at, stored.last_message) == (NOW, "wamid.A")
     assert stored.window_closes_at == NOW + 24 * 3600
     await store.change_conversation(
         key, ConversationWrite(customer_at=NOW + 7.5, message_id="wamid.C")

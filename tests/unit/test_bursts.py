@@ -8,6 +8,7 @@ from dataclasses import replace
 from pyloto_corp.application.bursts import (
     MERGED_NEWER,
     SUPERSEDED,
+    _since,
     burst_texts,
     gather,
     superseded,
@@ -57,11 +58,20 @@ def test_earlier_messages_still_read_or_drafted_are_flagged() -> None:
     assert (found.reading, found.drafting) == (True, True)
 
 
-def test_only_what_came_before_the_record_belongs_to_its_burst() -> None:
+def test_the_latest_message_gathers_what_arrived_around_it_in_any_order() -> None:
+    """The customer's latest message accepted answers the burst, even when a message
+    created after it (on another instance, or stamped earlier by Meta) is still waiting."""
     older = message("merged", "oi", NOW)
     record = message("buffered", "tudo bem?", NOW + 1)
-    newer = message("buffered", "quero marcar", NOW + 2)
-    assert gather([older, record, newer], record).members == [older, record]
+    later = message("buffered", "quero marcar", NOW + 2)
+    assert gather([older, record, later], record).members == [older, later, record]
+
+
+def test_a_long_burst_keeps_the_start_its_messages_saw() -> None:
+    """Beyond the records read, the earliest start any of them noted is the burst's."""
+    seen = replace(message("merged", "1", NOW + 30), results=Results(burst_since=NOW))
+    newest = message("buffered", "2", NOW + 31)
+    assert _since(gather([seen, newest], newest)) == NOW
 
 
 def test_an_edit_replaces_the_text_it_edits_and_a_deletion_removes_it() -> None:

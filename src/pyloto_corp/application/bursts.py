@@ -65,7 +65,7 @@ CHANGE_KINDS = frozenset({EDIT, REVOKE})
 ORIGINAL = "original_message_id"
 
 # How many of the conversation's last records a burst is gathered from.
-LOOKBACK = 30
+LOOKBACK = 20
 # How often a message polls for an earlier one of its burst still being read (a voice note
 # being transcribed) or a reply still being drafted that the cap lets through.
 POLL_SECONDS = 0.5
@@ -122,11 +122,13 @@ async def collect(record: Record, ctx: StepContext) -> Collected | None:
         return None
     since = _since(gather(await _records(record, ctx), record))
     quiet = record.created_at + ctx.bursts.quiet_seconds
-    return Collected(wake_at=min(quiet, since + ctx.bursts.max_wait_seconds))
+    return Collected(wake_at=min(quiet, since + ctx.bursts.max_wait_seconds), since=since)
 
 
 def _since(burst: _Gathered) -> float:
-    return min(member.created_at for member in burst.members)
+    """When the burst's first message arrived: each message keeps the start its own wait
+    saw, so a burst longer than the records read still knows it."""
+    return min(member.results.burst_since or member.created_at for member in burst.members)
 
 
 async def begin(record: Record, ctx: StepContext) -> Collected | EventDetected | FellBack:
@@ -193,13 +195,13 @@ class _Gathered:
 
 
 def gather(records: list[Record], record: Record) -> _Gathered:
-    """The burst `record` ends, from the conversation's last records (oldest first): the
-    messages after the last one answered (sent, being sent, failed, with a person, or the
-    reply of an agent or of the business app), ignored ones aside."""
+    """The burst `record` answers (the customer's latest message, or one that may become
+    it), from the conversation's last records (oldest first): every message since the last
+    one answered (sent, being sent, failed, with a person, or the reply of an agent or of
+    the business app), ignored ones aside, whatever order they arrived in."""
     found = _Gathered()
-    ids = [r.message_id for r in records]
-    earlier = records[: ids.index(record.message_id)] if record.message_id in ids else records
-    for other in reversed(earlier):
+    others = [r for r in records if r.message_id != record.message_id]
+    for other in reversed(others):
         if other.inbound.kind in (AGENT_REPLY_KIND, ECHO_KIND) or other.state in _ANSWERED:
             break
         if other.fallback_reason == HANDOFF_REASON:
@@ -220,6 +222,7 @@ def burst_texts(members: list[Record]) -> list[tuple[str, str]]:
     nothing for an edit or deletion of a message outside the burst (answered already). The
     last member (the record answering) is kept even when it has no text (a sticker, a
     welcome request: its kind's template answers it)."""
+    answering = members[-1]
     edits: dict[str, Record] = {}
     revoked: set[str] = set()
     for member in members:
@@ -238,7 +241,7 @@ def burst_texts(members: list[Record]) -> list[tuple[str, str]]:
             inbound = replace(member.inbound, text=edit.inbound.text)
             member = replace(member, inbound=inbound)
         text = own_text(member)
-        if text.strip() or member is members[-1]:
+        if text.strip() or member.message_id == answering.message_id:
             said.append((member.message_id, text))
     return said
 

@@ -62,7 +62,9 @@ class Conversation:
     reason: str = ""  # why it entered it
     owner: str = ""  # the agent who owns it (mode `human`)
     customer_at: float = 0.0  # Meta's timestamp of the customer's newest message
-    last_message: str = ""  # the id of that message's record (agent replies answer it)
+    # The record id of the customer's latest message accepted (agent replies answer it; only
+    # it may answer the customer's burst).
+    last_message: str = ""
     agent_at: float = 0.0  # the last agent activity (take over, reply, business app echo)
     version: int = 0  # each mode change adds one
     audit: tuple[AuditEntry, ...] = field(default=(), compare=False)
@@ -147,8 +149,10 @@ def apply_write(
     if write.expect_newest and conversation.last_message not in ("", write.expect_newest):
         return None
     changes: dict[str, object] = {}
-    if write.customer_at is not None and write.customer_at >= conversation.customer_at:
-        changes["customer_at"] = write.customer_at
+    if write.customer_at is not None:
+        # The window follows the newest timestamp; the latest message, the latest accepted
+        # (a burst is answered by it, whatever order Meta stamped them in).
+        changes["customer_at"] = max(write.customer_at, conversation.customer_at)
         if write.message_id:
             changes["last_message"] = write.message_id
     if write.mode is not None:

@@ -312,13 +312,16 @@ class ReplySent(Event):
 @dataclass(frozen=True)
 class Collected(Event):
     """The message waits out the customer's burst (application/bursts.py): its step runs
-    again at `wake_at`, when the quiet window after it has passed."""
+    again at `wake_at`, when the quiet window after it has passed (or the cap after the
+    burst's first message, `since`)."""
 
     trigger: ClassVar[str] = "collect"
     wake_at: float
+    since: float  # when the burst's first unanswered message arrived
 
     def changes(self, record: Record) -> Record:
-        return replace(record, results=replace(record.results, wake_at=self.wake_at))
+        results = replace(record.results, wake_at=self.wake_at, burst_since=self.since)
+        return replace(record, results=results)
 
 
 @dataclass(frozen=True)

@@ -47,8 +47,8 @@ class ConversationWrite:
     """What a transition writes to the customer's conversation (domain/conversation.py).
 
     `key`: the conversation ('' for the customer key the same save resolves, an accept's).
-    `customer_at`: Meta's timestamp of a customer message, kept if newer than the one held
-    (with `message_id`, that message's record): it moves the 24-hour window.
+    `customer_at`: Meta's timestamp of a customer message, kept if newer than the one held:
+    it moves the 24-hour window; `message_id`, that message's record, becomes the latest.
     `expect_mode`: the save (record included) happens only if the conversation is in this
     mode, a missing conversation being in `bot`; otherwise nothing is saved and the store
     answers `StepSave.mode_changed`. `mode`: the mode it moves to (with `reason`, `owner`,

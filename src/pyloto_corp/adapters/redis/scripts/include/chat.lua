@@ -45,8 +45,8 @@ local function chat_apply(where, key, w)
     set[#set + 1] = field
     set[#set + 1] = value
   end
-  if w.customer_at ~= '' and tonumber(w.customer_at) >= tonumber(row[5] or '0') then
-    put('customer_at', w.customer_at)
+  if w.customer_at ~= '' then
+    if tonumber(w.customer_at) >= tonumber(row[5] or '0') then put('customer_at', w.customer_at) end
     if w.message_id ~= '' then put('last_message', w.message_id) end
   end
   if w.mode ~= '' then
