@@ -25,10 +25,13 @@ from pyloto_corp.application.ports import (
 )
 from pyloto_corp.domain.conversation import Conversation, apply_write
 from pyloto_corp.domain.ops_metrics import (
+    DAY,
     HOUR,
     MINUTE,
+    billable_counter,
     bucket_of,
     created_counters,
+    token_amounts,
     transition_counters,
 )
 from pyloto_corp.domain.records import Record, StatusUpdate, Turn
@@ -82,6 +85,7 @@ class FakeStore:
         # The console's counters: {(width, bucket start): {name: count}}.
         self.counters: dict[tuple[int, int], dict[str, int]] = {}
         self.conversations: dict[str, Conversation] = {}
+        self.billed: dict[str, float] = {}  # outbound id counted billable -> when
 
     async def create_if_absent(self, records: Sequence[Record]) -> list[bool]:
         created = []
@@ -126,6 +130,19 @@ class FakeStore:
         self.records[record.message_id] = copy.deepcopy(record)
         self.saves.append(copy.deepcopy(record))
         self._count(transition_counters(record), record.updated_at)
+        self._add(token_amounts(record), record.updated_at)
+        return True
+
+    def _add(self, amounts: Sequence[tuple[str, int]], at: float) -> None:
+        bucket = self.counters.setdefault((DAY, bucket_of(at, DAY)), {})
+        for name, n in amounts:
+            bucket[name] = bucket.get(name, 0) + n
+
+    async def count_billable(self, outbound_message_id: str, category: str, at: float) -> bool:
+        if outbound_message_id in self.billed:
+            return False
+        self.billed[outbound_message_id] = at
+        self._add([(billable_counter(category), 1)], at)
         return True
 
     async def record_status(self, update: StatusUpdate) -> bool:
@@ -167,6 +184,7 @@ class FakeStore:
         for conversation, turns in list(self.turns.items()):
             self.turns[conversation] = [t for t in turns if t.at >= created_before]
         self.buckets = {k: v for k, v in self.buckets.items() if v[1] >= created_before}
+        self.billed = {k: at for k, at in self.billed.items() if at >= created_before}
         for alias in [a for a, at in self.aliased_at.items() if at < created_before]:
             self.aliases.pop(alias, None)
             del self.aliased_at[alias]
