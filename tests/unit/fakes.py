@@ -337,7 +337,8 @@ class FakeStore:
     async def conversation_records(self, key: str, limit: int) -> list[Record]:
         found = [r for r in self.records.values() if r.conversation == key]
         found.sort(key=lambda r: (r.created_at, r.message_id))
-        return [copy.deepcopy(r) for r in found[-limit:]] if limit > 0 else []
+        kept = [await self.get(r.message_id) for r in found[-limit:]] if limit > 0 else []
+        return [r for r in kept if r is not None]
 
     async def state_counts(self) -> dict[str, int]:
         counts: dict[str, int] = {}

@@ -246,7 +246,7 @@ class ConversationStore(Protocol):
 
     async def conversation_records(self, key: str, limit: int) -> list[Record]:
         """The conversation's last `limit` records (its customer's messages and the replies
-        agents sent), oldest first."""
+        agents sent), oldest first, each with its reply's delivery status."""
 
 
 class StepStore(ConversationMemory, Protocol):

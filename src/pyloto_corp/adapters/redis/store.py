@@ -160,14 +160,17 @@ def _record(row: Sequence[Any]) -> Record:
     return record
 
 
-def _listed(row: Sequence[Any]) -> list[Record]:
-    """Records as include/chat_list.lua lists them (JSON, conversation; newest first),
-    oldest first."""
+def _listed(row: Sequence[Any], statuses: bool = False) -> list[Record]:
+    """Records as include/chat_list.lua lists them (JSON, conversation, and with `statuses`
+    the reply's delivery status; newest first), oldest first."""
     records = []
-    for data, conversation in zip(row[::2], row[1::2], strict=True):
-        found = _decoder.decode(data)
-        if not found.conversation and conversation:
-            found.conversation = _text(conversation)
+    width = 3 if statuses else 2
+    for n in range(0, len(row) - width + 1, width):
+        found = _decoder.decode(row[n])
+        if not found.conversation and row[n + 1]:
+            found.conversation = _text(row[n + 1])
+        if statuses:
+            found.delivery_status = _text(row[n + 2]) if row[n + 2] else None
         records.append(found)
     records.reverse()
     return records
@@ -648,9 +651,10 @@ class RedisStore:
             return []
         with _redis_errors:
             row = await self._chat_records(
-                keys=[self.keys.chat_records(key)], args=[self.keys.record(""), limit]
+                keys=[self.keys.chat_records(key)],
+                args=[self.keys.record(""), limit, self.keys.delivery("")],
             )
-        return _listed(row)
+        return _listed(row, statuses=True)
 
     def _customer_args(self, first: str | None, second: str | None) -> list[EncodableT]:
         prefixes = [self.keys.conversation(""), self.keys.alias("")]
