@@ -123,8 +123,7 @@ def _price_list(value: Any) -> Any:
 
 
 class CostSettings(_Section):
-    """What the line costs: prices the console's Cost page multiplies the counts by
-    (docs/console.md). A price of 0 means not priced: counts are shown, costs as "-"."""
+    """Prices of the console's Cost page (0: not priced, the cost shown as -)."""
 
     currency: str = Field(
         "USD",
@@ -156,6 +155,7 @@ class CostSettings(_Section):
     whatsapp_by_category: Annotated[dict[str, float], BeforeValidator(_price_list)] = Field(
         default_factory=dict,
         alias="WHATSAPP_PRICES_BY_CATEGORY",
+        json_schema_extra={"unset": "none (every category at WHATSAPP_PRICE_PER_BILLABLE)"},
         description="Prices per pricing category, e.g. `service=0.0068,marketing=0.0625`; "
         "a category named here wins over WHATSAPP_PRICE_PER_BILLABLE.",
     )
