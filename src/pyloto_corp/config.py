@@ -99,6 +99,68 @@ class AppSettings(_Section):
     )
 
 
+def _price_list(value: Any) -> Any:
+    """WHATSAPP_PRICES_BY_CATEGORY (`category=price,...`) as {category: price}; other
+    values as given."""
+    if not isinstance(value, str):
+        return value
+    prices: dict[str, float] = {}
+    for item in (part.strip() for part in value.split(",")):
+        if not item:
+            continue
+        category, sep, price = item.partition("=")
+        try:
+            number = float(price) if sep and category.strip() else -1.0
+        except ValueError:
+            number = -1.0
+        if not 0 <= number < float("inf"):  # also refuses nan
+            raise ValueError(
+                "WHATSAPP_PRICES_BY_CATEGORY: expected category=price (a number >= 0) "
+                f"separated by commas, got {item[:40]!r}"
+            )
+        prices[category.strip().lower()] = number
+    return prices
+
+
+class CostSettings(_Section):
+    """Prices of the console's Cost page (0: not priced, the cost shown as -)."""
+
+    currency: str = Field(
+        "USD",
+        alias="COST_CURRENCY",
+        max_length=8,
+        description="The currency the prices below are in (a label on the Cost page).",
+    )
+    llm_input_per_million: float = Field(
+        0.0,
+        alias="LLM_PRICE_INPUT_PER_MILLION",
+        ge=0,
+        allow_inf_nan=False,
+        description="Price of one million LLM input tokens (0: not priced).",
+    )
+    llm_output_per_million: float = Field(
+        0.0,
+        alias="LLM_PRICE_OUTPUT_PER_MILLION",
+        ge=0,
+        allow_inf_nan=False,
+        description="Price of one million LLM output tokens (0: not priced).",
+    )
+    whatsapp_per_billable: float = Field(
+        0.0,
+        alias="WHATSAPP_PRICE_PER_BILLABLE",
+        ge=0,
+        allow_inf_nan=False,
+        description="Price of one message Meta calls billable, any category (0: not priced).",
+    )
+    whatsapp_by_category: Annotated[dict[str, float], BeforeValidator(_price_list)] = Field(
+        default_factory=dict,
+        alias="WHATSAPP_PRICES_BY_CATEGORY",
+        json_schema_extra={"unset": "none (every category at WHATSAPP_PRICE_PER_BILLABLE)"},
+        description="Prices per pricing category, e.g. `service=0.0068,marketing=0.0625`; "
+        "a category named here wins over WHATSAPP_PRICE_PER_BILLABLE.",
+    )
+
+
 class ConsoleSettings(_Section):
     """The console's accounts: sessions, sign-in limits, Cloud Run IAP (docs/accounts.md)."""
 
@@ -796,6 +858,7 @@ class Settings(BaseSettings):
 
     app: AppSettings = Field(default_factory=AppSettings)  # type: ignore[arg-type]
     console: ConsoleSettings = Field(default_factory=ConsoleSettings)  # type: ignore[arg-type]
+    costs: CostSettings = Field(default_factory=CostSettings)  # type: ignore[arg-type]
     whatsapp: WhatsAppSettings = Field(default_factory=WhatsAppSettings)  # type: ignore[arg-type]
     openai: OpenAISettings = Field(default_factory=OpenAISettings)  # type: ignore[arg-type]
     handoff: HandoffSettings = Field(default_factory=HandoffSettings)  # type: ignore[arg-type]

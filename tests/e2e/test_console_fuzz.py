@@ -123,6 +123,7 @@ CONSOLE_ROUTES = [
     ("GET", "/ops/records"),
     ("GET", "/ops/dead-letters"),
     ("GET", "/ops/api/summary"),
+    ("GET", "/ops/costs"),
     ("GET", "/ops/messages/{}"),
     ("GET", "/ops/static/{}"),
     ("POST", "/ops/login"),

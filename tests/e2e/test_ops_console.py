@@ -106,7 +106,13 @@ async def test_without_a_session_every_page_is_the_sign_in_form_and_no_data(
     async with open_pyloto(OPS_CONSOLE_ENABLED="true") as app:
         await app.post(envelope([text_message("Olá")]))
         await app.wait_idle()
-        for path in ("/ops", "/ops/records", "/ops/dead-letters", "/ops/messages/abc"):
+        for path in (
+            "/ops",
+            "/ops/records",
+            "/ops/dead-letters",
+            "/ops/costs",
+            "/ops/messages/abc",
+        ):
             response = await app.client.get(path)
             assert response.status_code == 401
             assert 'id="signin"' in response.text

@@ -386,9 +386,9 @@ def test_no_page_shows_a_phone_an_email_a_cpf_or_the_contact_name(
 ) -> None:
     """Messages whose text and contact name carry personal data run to `sent` and one to
     `failed`: no page of the console (machine, records, each message, dead letters, the
-    confirmation and the replay's result, the summary the page polls) holds anything the
-    `pyloto pii-scan` detector finds, in its HTML or its visible text, nor the contact's
-    name or phone as written."""
+    confirmation and the replay's result, the cost page, the summary the page polls) holds
+    anything the `pyloto pii-scan` detector finds, in its HTML or its visible text, nor the
+    contact's name or phone as written."""
     graph.inject(Fault(code=131026))
     console = signed_in(open_console(graph=graph))
     texts = [
@@ -433,6 +433,9 @@ def test_no_page_shows_a_phone_an_email_a_cpf_or_the_contact_name(
     console.find("#confirm-button").click()
     console.find("#replay-result")
     check("replay-result")
+    console.open("/ops/costs")
+    console.find("#prices")
+    check("costs")
     console.open("/ops/api/summary")
     problems.extend(personal_data_in(console, forbidden))
 

@@ -221,7 +221,14 @@ async def test_the_operator_pages_show_none_of_the_customers_words(
         records = (await app.client.get("/ops/records")).text
         message = re.search(r'href="(/ops/messages/[^"]+)"', records)
         assert message
-        visited = ["/ops", "/ops/records", "/ops/dead-letters", "/ops/api/summary", message[1]]
+        visited = [
+            "/ops",
+            "/ops/records",
+            "/ops/dead-letters",
+            "/ops/api/summary",
+            "/ops/costs",
+            message[1],
+        ]
         routes = {
             route.path
             for route in app.client.app.routes
@@ -234,6 +241,7 @@ async def test_the_operator_pages_show_none_of_the_customers_words(
             "/ops/records",
             "/ops/dead-letters",
             "/ops/api/summary",
+            "/ops/costs",
             "/ops/messages/{token:str}",
             "/ops/login",
             "/ops/static/{name:str}",

@@ -24,7 +24,7 @@ from pyloto_corp.domain.conversation import (
     Conversation,
     apply_write,
 )
-from pyloto_corp.domain.records import Record
+from pyloto_corp.domain.records import Record, StatusUpdate
 from pyloto_corp.domain.writes import ConversationWrite
 from tests.integration.factories import record
 from tests.integration.test_store_contract import store_backend  # noqa: F401 (fixture)
@@ -289,6 +289,24 @@ async def test_a_record_created_with_its_conversation_is_listed(store: StateStor
     reply = replace(record(created_at=NOW), conversation=key)
     await store.create_if_absent([reply])
     assert [r.message_id for r in await store.conversation_records(key, 10)] == [reply.message_id]
+
+
+async def test_a_conversations_records_carry_their_replys_delivery_status(
+    store: StateStore,
+) -> None:
+    """Each record listed has its reply's latest delivery status (what the inbox counts as
+    delivered, so billable), None when no status came or it sent nothing."""
+    key = _key()
+    replied, silent = (replace(record(created_at=NOW + n), conversation=key) for n in range(2))
+    await store.create_if_absent([replied, silent])
+    sent = replace(replied, version=1, outbound_message_id="wamid.OUT.C1", updated_at=NOW + 5)
+    assert await store.save(sent, expected_version=0)
+    assert await store.record_status(StatusUpdate("wamid.OUT.C1", "delivered", int(NOW) + 6))
+    listed = await store.conversation_records(key, 10)
+    assert [(r.message_id, r.delivery_status) for r in listed] == [
+        (replied.message_id, "delivered"),
+        (silent.message_id, None),
+    ]
 
 
 async def test_the_stores_apply_writes_as_the_domain_rule_does(store: StateStore) -> None:

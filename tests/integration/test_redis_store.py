@@ -691,6 +691,7 @@ def every_store_call(store: RedisStore, known: str) -> dict[str, Callable[[], Aw
         "get": lambda: store.get(known),
         "save": lambda: store.save(record(known, state="deduped"), expected_version=0),
         "record_status": lambda: store.record_status(StatusUpdate("wamid.O", "read", 1, known)),
+        "count_billable": lambda: store.count_billable("wamid.O", "service", 1.0),
         "open_records": lambda: store.open_records(older_than=time.time()),
         "failed_records": lambda: store.failed_records(since=None, limit=10),
         "purge": lambda: store.purge(created_before=2_000.0),

@@ -26,10 +26,10 @@ from pyloto_corp.application.ports import (
     TurnsWrite,
     Writes,
 )
-from pyloto_corp.domain.ops_metrics import HOUR, MINUTE, bucket_of, duration_bin
+from pyloto_corp.domain.ops_metrics import DAY, HOUR, MINUTE, bucket_of, duration_bin
 from pyloto_corp.domain.records import HistoryEntry, Record, StatusUpdate, Turn
 from pyloto_corp.domain.replies import reply_key
-from pyloto_corp.domain.results import Results
+from pyloto_corp.domain.results import LLMCall, Results
 from tests.integration.conftest import STORE_ADAPTERS, StoreBackend, terminal_states
 from tests.integration.factories import UNICODE_TEXT, record, rich_record
 from tests.support.helpers import new_wamid
@@ -1127,3 +1127,82 @@ async def test_finish_step_resolves_the_customer_with_the_save(store: StateStore
     assert loaded == replace(moved, conversation=user)
     load = await store.lease_step("k:deduped", "a", 30, stored.message_id, turns=5)
     assert load == StepLoad(True, replace(moved, conversation=user), [Turn("customer", "oi", 1.0)])
+
+
+# --- cost counters (per UTC day) -----------------------------------------------------------
+
+
+async def test_a_billable_message_counts_once_in_its_day_whatever_its_statuses_repeat(
+    store: StateStore,
+) -> None:
+    """count_billable adds `b:{category}` to the day of `at` the first time an outbound
+    message is named, and nothing for its later statuses (sent, delivered, read each carry
+    its pricing); another message counts on its own, in its own day."""
+    now = time.time()
+    first, second = new_wamid(), new_wamid()
+    assert await store.count_billable(first, "service", now) is True
+    assert await store.count_billable(first, "service", now + 1) is False
+    assert await store.count_billable(first, "marketing", now + 2) is False
+    assert await store.count_billable(second, "utility", now) is True
+    assert await store.count_billable(new_wamid(), "service", now - DAY) is True
+
+    assert await bucket(store, DAY, now) == {"b:service": 1, "b:utility": 1}
+    assert await bucket(store, DAY, now - DAY) == {"b:service": 1}
+    # Only the day buckets hold them: the console's minutes and hours are untouched.
+    assert await bucket(store, MINUTE, now) == {}
+    assert await bucket(store, HOUR, now) == {}
+
+
+async def test_a_category_is_folded_into_a_counter_name(store: StateStore) -> None:
+    """A category with odd characters cannot carry free text (or a separator) into the
+    counters: it is folded to [a-z0-9_]."""
+    now = time.time()
+    assert await store.count_billable(new_wamid(), "Ser vice:x", now)
+    assert await bucket(store, DAY, now) == {"b:ser_vice_x": 1}
+
+
+async def test_an_llm_steps_save_adds_its_tokens_to_the_day(store: StateStore) -> None:
+    """The transition that saves an LLM call (to llm1, llm2, llm3 or media) adds its input
+    and output tokens to the day's `k:{step}:in` / `k:{step}:out`, by save and by
+    finish_step alike; a stale save adds nothing, and neither does a later transition that
+    carries the same results."""
+    now = time.time()
+    base, other = record(created_at=now), record(created_at=now)
+    await store.create_if_absent([base, other])
+    deduped = moved(base, "deduped", now)
+    assert await store.save(deduped, expected_version=0)
+    call = LLMCall(latency_ms=10.0, input_tokens=120, output_tokens=30, model="m")
+    detected = moved(deduped, "llm1", now, results=replace(deduped.results, llm1=call))
+    assert not await store.save(detected, expected_version=0)  # stale: nothing
+    assert await store.save(detected, expected_version=1)
+    drafted_call = LLMCall(input_tokens=200, output_tokens=0)
+    drafted = moved(detected, "llm2", now, results=replace(detected.results, llm2=drafted_call))
+    assert (await store.finish_step(StepCommit(drafted, 2, LeaseHold("k1", "a")))).saved
+    assert await store.save(moved(drafted, "fallback", now, fallback_reason="x"), 3)
+
+    other_deduped = moved(other, "deduped", now)
+    assert await store.save(other_deduped, expected_version=0)
+    other_call = LLMCall(input_tokens=5, output_tokens=7)
+    other_detected = moved(
+        other_deduped, "llm1", now, results=replace(other_deduped.results, llm1=other_call)
+    )
+    assert (await store.finish_step(StepCommit(other_detected, 1, LeaseHold("k2", "a")))).saved
+
+    assert await bucket(store, DAY, now) == {
+        "k:llm1:in": 125,
+        "k:llm1:out": 37,
+        "k:llm2:in": 200,
+    }
+    assert "k:llm1:in" not in await bucket(store, HOUR, now)
+
+
+async def test_day_buckets_come_from_counter_buckets_oldest_first(store: StateStore) -> None:
+    """counter_buckets(DAY, since) returns the days from since's day, oldest first, and
+    never one older than the days are kept."""
+    now = time.time()
+    for days_ago in (0, 2, 40):
+        await store.count_billable(new_wamid(), "service", now - days_ago * DAY)
+    days = await store.counter_buckets(DAY, now - 3 * DAY)
+    assert [start for start, _ in days] == [bucket_of(now - 2 * DAY, DAY), bucket_of(now, DAY)]
+    kept = await store.counter_buckets(DAY, 0.0)
+    assert [start for start, _ in kept] == [start for start, _ in days]

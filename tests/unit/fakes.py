@@ -25,10 +25,13 @@ from pyloto_corp.application.ports import (
 )
 from pyloto_corp.domain.conversation import Conversation, apply_write
 from pyloto_corp.domain.ops_metrics import (
+    DAY,
     HOUR,
     MINUTE,
+    billable_counter,
     bucket_of,
     created_counters,
+    token_amounts,
     transition_counters,
 )
 from pyloto_corp.domain.records import Record, StatusUpdate, Turn
@@ -82,6 +85,7 @@ class FakeStore:
         # The console's counters: {(width, bucket start): {name: count}}.
         self.counters: dict[tuple[int, int], dict[str, int]] = {}
         self.conversations: dict[str, Conversation] = {}
+        self.billed: dict[str, float] = {}  # outbound id counted billable -> when
 
     async def create_if_absent(self, records: Sequence[Record]) -> list[bool]:
         created = []
@@ -126,6 +130,19 @@ class FakeStore:
         self.records[record.message_id] = copy.deepcopy(record)
         self.saves.append(copy.deepcopy(record))
         self._count(transition_counters(record), record.updated_at)
+        self._add(token_amounts(record), record.updated_at)
+        return True
+
+    def _add(self, amounts: Sequence[tuple[str, int]], at: float) -> None:
+        bucket = self.counters.setdefault((DAY, bucket_of(at, DAY)), {})
+        for name, n in amounts:
+            bucket[name] = bucket.get(name, 0) + n
+
+    async def count_billable(self, outbound_message_id: str, category: str, at: float) -> bool:
+        if outbound_message_id in self.billed:
+            return False
+        self.billed[outbound_message_id] = at
+        self._add([(billable_counter(category), 1)], at)
         return True
 
     async def record_status(self, update: StatusUpdate) -> bool:
@@ -167,6 +184,7 @@ class FakeStore:
         for conversation, turns in list(self.turns.items()):
             self.turns[conversation] = [t for t in turns if t.at >= created_before]
         self.buckets = {k: v for k, v in self.buckets.items() if v[1] >= created_before}
+        self.billed = {k: at for k, at in self.billed.items() if at >= created_before}
         for alias in [a for a, at in self.aliased_at.items() if at < created_before]:
             self.aliases.pop(alias, None)
             del self.aliased_at[alias]
@@ -319,7 +337,8 @@ class FakeStore:
     async def conversation_records(self, key: str, limit: int) -> list[Record]:
         found = [r for r in self.records.values() if r.conversation == key]
         found.sort(key=lambda r: (r.created_at, r.message_id))
-        return [copy.deepcopy(r) for r in found[-limit:]] if limit > 0 else []
+        kept = [await self.get(r.message_id) for r in found[-limit:]] if limit > 0 else []
+        return [r for r in kept if r is not None]
 
     async def state_counts(self) -> dict[str, int]:
         counts: dict[str, int] = {}

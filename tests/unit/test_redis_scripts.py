@@ -70,7 +70,7 @@ def test_every_include_is_used_and_each_is_put_in_once() -> None:
 
 def test_the_counter_ttls_and_alias_hops_come_from_python() -> None:
     assert (
-        f"local MINUTE_TTL, HOUR_TTL = {scripts.CONSTANTS['MINUTE_TTL']}, "
+        f"local MINUTE_TTL, HOUR_TTL, DAY_TTL = {scripts.CONSTANTS['MINUTE_TTL']}, "
         in (scripts.BODIES["create"])
     )
     assert f"for _ = 1, {scripts.ALIAS_HOPS} do" in scripts.BODIES["finish"]
@@ -108,11 +108,11 @@ def test_the_finish_layout_keeps_the_positions_the_store_builds() -> None:
     assert FINISH.keys[:3] == SAVE.keys[:3]
     assert FINISH.keys[-1] == "chats"
     assert FINISH.argv[:14] == SAVE.argv[:14]
-    assert FINISH.argv[23:27] == SAVE.argv[14:]
+    assert FINISH.argv[23:28] == SAVE.argv[14:]
     first = FINISH.argv.index(CHAT_WRITE[0])
     assert FINISH.argv[first - 2 : first] == ("chat", "chat_key")
     assert FINISH.argv[first : first + len(CHAT_WRITE)] == CHAT_WRITE
-    assert FINISH.tokens()["argv.turns"] == 49
+    assert FINISH.tokens()["argv.turns"] == 50
 
 
 def test_no_lua_is_left_inside_python_under_src() -> None:

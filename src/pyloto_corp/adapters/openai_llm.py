@@ -338,6 +338,7 @@ class OpenAIAssistant:
                 mark_failed(span, failure.reason)
                 span.set_attribute("gen_ai.usage.input_tokens", failure.input_tokens)
                 span.set_attribute("gen_ai.usage.output_tokens", failure.output_tokens)
+                self._count_tokens(step, failure.input_tokens, failure.output_tokens)
                 raise
             finally:
                 self.telemetry.metrics.llm_calls.add(
@@ -347,7 +348,16 @@ class OpenAIAssistant:
             span.set_attribute("gen_ai.usage.input_tokens", result.input_tokens)
             span.set_attribute("gen_ai.usage.output_tokens", result.output_tokens)
             span.set_attribute("pyloto.llm.latency_ms", result.latency_ms)
+        self._count_tokens(step, result.input_tokens, result.output_tokens)
         return result
+
+    def _count_tokens(self, step: str, input_tokens: int, output_tokens: int) -> None:
+        """The tokens of one call on `pyloto.llm.tokens` (what the provider bills)."""
+        for kind, n in (("input", input_tokens), ("output", output_tokens)):
+            if n > 0:
+                self.telemetry.metrics.llm_tokens.add(
+                    n, {"pyloto.llm.step": step, "pyloto.llm.token_kind": kind}
+                )
 
     async def _transcription(self, audio: bytes, mime_type: str) -> LLMResult[str]:
         started = time.perf_counter()

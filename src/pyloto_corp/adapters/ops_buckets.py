@@ -4,6 +4,8 @@ is kept, and which buckets a read may still see (domain.ops_metrics names the co
 from __future__ import annotations
 
 from pyloto_corp.domain.ops_metrics import (
+    DAY,
+    DAY_BUCKETS_KEPT_SECONDS,
     HOUR,
     HOUR_BUCKETS_KEPT_SECONDS,
     MINUTE,
@@ -11,9 +13,15 @@ from pyloto_corp.domain.ops_metrics import (
     bucket_of,
 )
 
-# Every width counters are kept at, each written in the same write as the transition.
+# Every width the transitions' counters are kept at, each written in the same write as the
+# transition; the cost counters (tokens, billable messages) are kept per DAY only.
 WIDTHS = (MINUTE, HOUR)
-KEPT_SECONDS = {MINUTE: MINUTE_BUCKETS_KEPT_SECONDS, HOUR: HOUR_BUCKETS_KEPT_SECONDS}
+ALL_WIDTHS = (MINUTE, HOUR, DAY)
+KEPT_SECONDS = {
+    MINUTE: MINUTE_BUCKETS_KEPT_SECONDS,
+    HOUR: HOUR_BUCKETS_KEPT_SECONDS,
+    DAY: DAY_BUCKETS_KEPT_SECONDS,
+}
 
 
 def kept_seconds(width: int) -> int:
@@ -21,7 +29,9 @@ def kept_seconds(width: int) -> int:
     try:
         return KEPT_SECONDS[width]
     except KeyError:
-        raise ValueError(f"counters are kept per {MINUTE} or {HOUR} s, not {width}") from None
+        raise ValueError(
+            f"counters are kept per {MINUTE}, {HOUR} or {DAY} s, not {width}"
+        ) from None
 
 
 def first_kept(width: int, now: float) -> int:

@@ -44,7 +44,13 @@ from typing import Any, TypeVar
 import msgspec
 
 from pyloto_corp.domain.identity import is_bsuid
-from pyloto_corp.domain.records import InboundMessage, ParsedWebhook, StatusUpdate, UserIdChange
+from pyloto_corp.domain.records import (
+    InboundMessage,
+    ParsedWebhook,
+    Pricing,
+    StatusUpdate,
+    UserIdChange,
+)
 from pyloto_corp.domain.replies import status_key
 
 log = logging.getLogger(__name__)
@@ -148,6 +154,8 @@ class _Status(msgspec.Struct):
     biz_opaque_callback_data: str | None = None
     recipient_user_id: str | None = None
     errors: list[_Error] = []
+    # Read on its own (see _pricing): an odd pricing object never costs the status.
+    pricing: Any = None
 
 
 _decoder = msgspec.json.Decoder(_Envelope)
@@ -469,4 +477,44 @@ def _status(raw: Any) -> StatusUpdate | None:
         else None,
         errors=[{"code": e.code, "title": e.title} for e in item.errors],
         recipient_user_id=item.recipient_user_id if is_bsuid(item.recipient_user_id) else None,
+        pricing=_pricing(item.pricing),
+    )
+
+
+# Pricing categories and models are short lowercase words; anything longer is cut.
+_PRICING_TEXT = 48
+
+
+def _pricing(raw: Any) -> Pricing | None:
+    """A status's `pricing` object, or None when it has none or one that cannot be read.
+
+    Meta's status webhook carries `pricing: {billable, pricing_model, category, type}`
+    (https://developers.facebook.com/documentation/business-messaging/whatsapp/webhooks/reference/messages/status/).
+    Since per-message pricing (2025-07-01,
+    https://developers.facebook.com/docs/whatsapp/pricing/updates-to-pricing) `pricing_model`
+    is `PMP` (`CBP` only for a free entry point conversation), `category` names the message
+    (marketing, utility, authentication, authentication_international, service,
+    referral_conversion, ...) and `type` is `regular` (charged) or `free_customer_service` /
+    `free_entry_point`; newer webhook versions deprecate `billable`, so `type` decides when
+    it is absent. Since 2026-10-01 service messages are charged too
+    (https://developers.facebook.com/documentation/business-messaging/whatsapp/pricing,
+    https://www.ycloud.com/blog/whatsapp-service-messages-24-hour-window-pricing): the
+    webhook then says `billable: true` / `type: regular` for them, which is all this reads.
+    """
+    if not isinstance(raw, dict):
+        return None
+    category = raw.get("category")
+    if not isinstance(category, str) or not category.strip():
+        return None
+    billable = raw.get("billable")
+    if not isinstance(billable, bool):
+        kind = raw.get("type")
+        if not isinstance(kind, str):
+            return None
+        billable = kind.strip().lower() == "regular"
+    model = raw.get("pricing_model")
+    return Pricing(
+        billable=billable,
+        category=category.strip().lower()[:_PRICING_TEXT],
+        model=model.strip().upper()[:_PRICING_TEXT] if isinstance(model, str) else "",
     )

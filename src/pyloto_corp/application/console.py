@@ -4,7 +4,7 @@ The store keeps counters per minute and per hour (domain.ops_metrics), written w
 transition; this module turns the buckets of the last hour and the last day into the
 console's figures: records per state, transitions taken, messages received and sent over
 time, fallbacks by reason, dead letters, and percentiles from `received` to `sent` and per
-step.
+step; and, per UTC day, what the line costs (billable messages and LLM tokens, priced).
 """
 
 from __future__ import annotations
@@ -12,7 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from pyloto_corp.application.ports import OpsReadModel
+from pyloto_corp.domain.costs import DayCost, Prices, day_cost
 from pyloto_corp.domain.ops_metrics import (
+    DAY,
     HOUR,
     MINUTE,
     Percentiles,
@@ -119,3 +121,17 @@ async def dashboard(model: OpsReadModel, chart: Statechart, now: float) -> Dashb
         day=_window("last day", HOUR, 24, hours, now, chart),
         states=chart.open_states,
     )
+
+
+# The Cost page shows the last month, a day a row (the day buckets are kept a little longer).
+COST_DAYS = 31
+
+
+async def daily_costs(
+    model: OpsReadModel, prices: Prices, now: float, days: int = COST_DAYS
+) -> list[DayCost]:
+    """The last `days` UTC days' billable messages, tokens and costs, newest first: one
+    read of the store's day counters, whatever it holds (days with nothing are left out)."""
+    first = bucket_of(now, DAY) - (days - 1) * DAY
+    found = await model.counter_buckets(DAY, first)
+    return [day_cost(start, counters, prices) for start, counters in reversed(found) if counters]

@@ -16,8 +16,9 @@ from pyloto_corp.application.durability import DurabilityGate
 from pyloto_corp.application.group_commit import GroupCommit
 from pyloto_corp.application.llm_steps import conversation_id
 from pyloto_corp.application.ports import IngestStore, StoreUnavailable
+from pyloto_corp.domain.ops_metrics import pricing_category
 from pyloto_corp.domain.privacy import message_ref
-from pyloto_corp.domain.records import ParsedWebhook, Record
+from pyloto_corp.domain.records import ParsedWebhook, Record, StatusUpdate
 from pyloto_corp.observability.instruments import NEW_TRACE, Telemetry, traceparent_of
 
 log = logging.getLogger(__name__)
@@ -131,6 +132,7 @@ class Ingestor:
                 span.end()
         for status in parsed.statuses:
             await self.store.record_status(status)
+            await self._count_billable(status, now)
         if parsed.errors:
             codes = [error.get("code") for error in parsed.errors]
             log.warning("webhook_errors", extra={"event": "webhook_errors", "codes": codes})
@@ -147,6 +149,18 @@ class Ingestor:
             counts = {f"{key}_count": value for key, value in result.__dict__.items()}
             log.debug("webhook_ingested", extra={"event": "webhook_ingested", **counts})
         return result
+
+    async def _count_billable(self, status: StatusUpdate, now: float) -> None:
+        """Count a billable message once, whichever of its statuses first says so (sent,
+        delivered and read each repeat its pricing), in the UTC day Meta stamped it."""
+        pricing = status.pricing
+        if pricing is None or not pricing.billable:
+            return
+        at = float(status.timestamp) if status.timestamp > 0 else now
+        if await self.store.count_billable(status.outbound_message_id, pricing.category, at):
+            self.telemetry.metrics.billable_messages.add(
+                1, {"pyloto.whatsapp.pricing_category": pricing_category(pricing.category)}
+            )
 
     async def _move_customers(self, parsed: ParsedWebhook) -> None:
         """Each changed BSUID's memory (and alias) moves to the new one's key."""

@@ -96,6 +96,12 @@ class RecordStore(Protocol):
     async def record_status(self, update: StatusUpdate) -> bool:
         """Keep the delivery status unless a later one is known; True if it moved forward."""
 
+    async def count_billable(self, outbound_message_id: str, category: str, at: float) -> bool:
+        """Count one billable message of pricing `category` in the UTC day of `at` (the
+        `b:{category}` counter of domain.ops_metrics, kept per DAY), once per outbound
+        message whatever its statuses repeat: True the first time, False after (within the
+        retention)."""
+
     async def open_records(self, older_than: float) -> list[tuple[str, str]]:
         """(message id, state) of non-terminal records last updated before `older_than`."""
 
@@ -240,7 +246,7 @@ class ConversationStore(Protocol):
 
     async def conversation_records(self, key: str, limit: int) -> list[Record]:
         """The conversation's last `limit` records (its customer's messages and the replies
-        agents sent), oldest first."""
+        agents sent), oldest first, each with its reply's delivery status."""
 
 
 class StepStore(ConversationMemory, Protocol):
@@ -327,11 +333,12 @@ class OpsReadModel(Protocol):
         """How many records are in each state now (states with none may be absent)."""
 
     async def counter_buckets(self, width: int, since: float) -> list[tuple[int, dict[str, int]]]:
-        """The time buckets of `width` seconds (MINUTE or HOUR of domain.ops_metrics) that
-        start at or after `bucket_of(since, width)`, oldest first, each with its counters
-        (names as in domain.ops_metrics); buckets with no counter may be absent, and so are
-        buckets older than their width is kept (MINUTE_BUCKETS_KEPT_SECONDS or
-        HOUR_BUCKETS_KEPT_SECONDS before now). ValueError for another width."""
+        """The time buckets of `width` seconds (MINUTE, HOUR or DAY of domain.ops_metrics)
+        that start at or after `bucket_of(since, width)`, oldest first, each with its
+        counters (names as in domain.ops_metrics: the DAY buckets hold the cost counters);
+        buckets with no counter may be absent, and so are buckets older than their width is
+        kept (MINUTE_, HOUR_ or DAY_BUCKETS_KEPT_SECONDS before now). ValueError for another
+        width."""
 
     async def list_records(self, query: RecordQuery) -> RecordPage:
         """One page of records matching `query`, without their delivery status."""

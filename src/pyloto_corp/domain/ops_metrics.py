@@ -9,6 +9,13 @@ the same write that saves the transition (so the console never reads records to 
 - `e:{bin}`: time from `received` to `sent`, on the `sent` transition;
 - `f:{reason}`: fallbacks by reason.
 
+and, per UTC day only (what the line costs, domain.costs):
+
+- `b:{category}`: billable messages sent, by Meta's pricing category, counted once per
+  outbound message (the first status webhook that says it is billable);
+- `k:{step}:in` / `k:{step}:out`: the input / output tokens of the LLM calls each step
+  (media, llm1, llm2, llm3) made, added on the transition that saved the call.
+
 Bins are logarithmic (each 25 % wider than the one before), so a percentile read back is
 within that much of the true value whatever the scale, with a few dozen bins per step.
 """
@@ -28,6 +35,15 @@ HOUR = 3600
 # day by hour; a little more is kept so a bucket is never read while it expires.
 MINUTE_BUCKETS_KEPT_SECONDS = 2 * HOUR
 HOUR_BUCKETS_KEPT_SECONDS = 50 * HOUR
+# The cost counters are kept per UTC day for a little over a month: the console shows the
+# last 31 days.
+DAY = 24 * HOUR
+DAY_BUCKETS_KEPT_SECONDS = 35 * DAY
+# The steps that call an LLM: each names the state it leads to and the Results field its
+# call's cost is kept in (domain.results.LLMCall).
+LLM_STEPS = ("media", "llm1", "llm2", "llm3")
+BILLABLE_PREFIX = "b:"
+TOKENS_PREFIX = "k:"
 
 BIN_RATIO = 1.25
 _LOG_RATIO = math.log(BIN_RATIO)
@@ -74,6 +90,35 @@ def transition_counters(record: Record) -> tuple[str, ...]:
     if entry.dest == FALLBACK_STATE:
         names.append(f"f:{_part(record.fallback_reason or 'unknown')}")
     return tuple(names)
+
+
+def pricing_category(category: str) -> str:
+    """Meta's pricing category as the counters (and metrics) name it: folded to
+    [a-z0-9_], so no free text reaches them."""
+    return _part(category)
+
+
+def billable_counter(category: str) -> str:
+    """The day counter of one billable message of pricing `category`."""
+    return f"{BILLABLE_PREFIX}{pricing_category(category)}"
+
+
+def token_amounts(record: Record) -> tuple[tuple[str, int], ...]:
+    """What saving `record` adds to its day's token counters: the tokens of the LLM call
+    whose step the transition just applied (none for any other transition, or a call that
+    counted none)."""
+    if not record.history or record.history[-1].dest != record.state:
+        return ()
+    step, results = record.history[-1].dest, record.results
+    calls = {"media": results.media, "llm1": results.llm1, "llm2": results.llm2}
+    call = results.llm3 if step == "llm3" else calls.get(step)
+    if call is None:
+        return ()
+    amounts = (
+        (f"{TOKENS_PREFIX}{step}:in", int(call.input_tokens)),
+        (f"{TOKENS_PREFIX}{step}:out", int(call.output_tokens)),
+    )
+    return tuple((name, n) for name, n in amounts if n > 0)
 
 
 def bucket_of(at: float, width: int) -> int:

@@ -73,6 +73,17 @@ class UserIdChange:
 
 
 @dataclass(frozen=True)
+class Pricing:
+    """What a status webhook says a sent message costs (`statuses[].pricing`): whether it is
+    billable, its pricing category (service, utility, marketing, authentication, ...) and
+    the pricing model (PMP: per message; CBP: the conversation-based model before it)."""
+
+    billable: bool
+    category: str
+    model: str = ""
+
+
+@dataclass(frozen=True)
 class StatusUpdate:
     """A delivery status webhook about a message we sent."""
 
@@ -83,6 +94,8 @@ class StatusUpdate:
     errors: list[dict[str, Any]] = field(default_factory=list)  # Meta's error objects, as sent
     # The recipient's BSUID (`recipient_user_id`): personal data, never logged.
     recipient_user_id: str | None = field(default=None, repr=False)
+    # Meta's price of the message (None when the status carried none, or an unreadable one).
+    pricing: Pricing | None = None
 
     @property
     def rank(self) -> int:

@@ -26,12 +26,13 @@ from litestar.datastructures import Cookie
 from litestar.exceptions import HTTPException, NotAuthorizedException, PermissionDeniedException
 
 from pyloto_corp.application.accounts import account_ref
-from pyloto_corp.application.console import dashboard
+from pyloto_corp.application.console import daily_costs, dashboard
 from pyloto_corp.application.inspect import record_view
 from pyloto_corp.application.ports import RecordQuery
 from pyloto_corp.application.replay import REPLAY_BATCH, Replayer
 from pyloto_corp.application.signin import SignInRefused
 from pyloto_corp.bootstrap import Container
+from pyloto_corp.domain.costs import Prices
 from pyloto_corp.domain.outcome import since_text
 from pyloto_corp.domain.privacy import message_ref, redact_text
 from pyloto_corp.domain.records import FAILED_STATE, Record
@@ -145,6 +146,18 @@ class _Console:
         self.refusals = Rejections(
             container.telemetry.metrics.ops_signin_refusals, event="ops_signin_refused"
         )
+
+
+def prices_of(container: Container) -> Prices:
+    """The prices the settings name (COST_*, LLM_PRICE_*, WHATSAPP_PRICE*)."""
+    costs = container.settings.costs
+    return Prices(
+        input_per_million=costs.llm_input_per_million,
+        output_per_million=costs.llm_output_per_million,
+        per_billable=costs.whatsapp_per_billable,
+        by_category=dict(costs.whatsapp_by_category),
+        currency=costs.currency,
+    )
 
 
 def _console(request: Request[Any, Any, Any]) -> _Console:
@@ -406,6 +419,14 @@ class OpsController(Controller):
         console, _ = await _session(request)
         board = await dashboard(console.container.store, console.container.chart, time.time())
         return Response(pages.summary_json(board), media_type=MediaType.JSON, headers=_HEADERS)
+
+    @get("/costs")
+    async def costs(self, request: Request[Any, Any, Any]) -> Response[str]:
+        """What the line costs, per UTC day: billable messages, tokens, priced."""
+        console, principal = await _session(request)
+        prices = prices_of(console.container)
+        days = await daily_costs(console.container.store, prices, time.time())
+        return _html(pages.costs_page(days, prices, _csrf(principal)))
 
     @get("/records")
     async def records(self, request: Request[Any, Any, Any]) -> Response[str]:

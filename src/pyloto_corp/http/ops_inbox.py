@@ -27,6 +27,7 @@ from pyloto_corp.application.conversations import (
 from pyloto_corp.application.handoff import AGENT_REPLY_KIND
 from pyloto_corp.bootstrap import CONVERSATION_CHART_FILE, load_chart, statechart_dir
 from pyloto_corp.domain.conversation import HUMAN, WAITING_HUMAN, Conversation
+from pyloto_corp.domain.costs import conversation_cost
 from pyloto_corp.domain.records import Record
 from pyloto_corp.domain.statechart import Statechart
 from pyloto_corp.domain.statechart_layout import Layout, layout, render_svg
@@ -187,7 +188,9 @@ async def _conversation_page(
     except ConversationMissing:
         return _no_store(pages.not_found_page("No conversation with this id.", csrf), 404)
     now = service.clock()
-    records = await ops._console(request).container.store.conversation_records(key, THREAD)
+    container = ops._console(request).container
+    records = await container.store.conversation_records(key, THREAD)
+    cost = conversation_cost(records, ops.prices_of(container))
     body = pages.conversation_page(
         conversation=conversation,
         entries=_entries(records),
@@ -197,6 +200,7 @@ async def _conversation_page(
         csrf=csrf,
         notice=notice,
         draft=draft,
+        cost=pages.conversation_cost_card(cost, ops.prices_of(container)),
     )
     return _no_store(body, status)
 

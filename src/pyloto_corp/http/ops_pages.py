@@ -16,6 +16,7 @@ from urllib.parse import urlencode
 
 from pyloto_corp.application.console import Dashboard, Window
 from pyloto_corp.domain.conversation import Conversation
+from pyloto_corp.domain.costs import ConversationCost, DayCost, Prices, Tokens
 from pyloto_corp.domain.ops_metrics import Percentiles
 from pyloto_corp.domain.outcome import since_text
 
@@ -52,6 +53,7 @@ def page(
         ("records", "/ops/records", "Records"),
         ("dead-letters", "/ops/dead-letters", "Dead letters"),
         ("inbox", "/ops/inbox", "Inbox"),
+        ("costs", "/ops/costs", "Cost"),
     ]
     header = '<span class="brand">pyloto ops</span>'
     if csrf is not None:
@@ -348,6 +350,116 @@ def message_page(
     return page("Message", body, "records", csrf)
 
 
+# ---- what the line costs ------------------------------------------------------------------
+
+
+def money(value: float | None, currency: str) -> str:
+    """A cost as text, or "-" when it is not priced."""
+    if value is None:
+        return "-"
+    return f"{value:,.4f} {currency}"
+
+
+def _tokens_text(tokens: Tokens) -> str:
+    return f"{tokens.input:,} in / {tokens.output:,} out"
+
+
+def _prices_note(prices: Prices) -> str:
+    """Which prices are set, in one line (what "-" stands for otherwise)."""
+    parts = []
+    if prices.llm_priced:
+        parts.append(
+            f"LLM {prices.input_per_million:g} in / {prices.output_per_million:g} out "
+            f"{prices.currency} per million tokens"
+        )
+    if prices.per_billable > 0:
+        parts.append(f"{prices.per_billable:g} {prices.currency} per billable message")
+    parts += [f"{c} {p:g} {prices.currency}" for c, p in sorted(prices.by_category.items())]
+    if not parts:
+        return (
+            "No price is set (LLM_PRICE_INPUT_PER_MILLION, LLM_PRICE_OUTPUT_PER_MILLION, "
+            "WHATSAPP_PRICE_PER_BILLABLE, WHATSAPP_PRICES_BY_CATEGORY): counts only, costs "
+            "shown as -."
+        )
+    return "Prices: " + "; ".join(parts) + ". A - is a figure with no price set."
+
+
+def costs_page(days: Sequence[DayCost], prices: Prices, csrf: str) -> str:
+    """Per UTC day: billable messages by category, tokens by step, and their costs."""
+    cur = prices.currency
+    categories = sorted({c for d in days for c in d.billable})
+    steps = [s for s in ("media", "llm1", "llm2", "llm3") if any(s in d.tokens for d in days)]
+    head = (
+        "<tr><th>Day (UTC)</th>"
+        + "".join(f'<th class="num">{e(c)}</th>' for c in categories)
+        + '<th class="num">billable</th><th class="num">WhatsApp</th>'
+        + "".join(f'<th class="num">tokens {e(s)}</th>' for s in steps)
+        + '<th class="num">LLM</th><th class="num">total</th></tr>'
+    )
+    rows = "".join(
+        f'<tr class="cost-day" data-day="{e(time.strftime("%Y-%m-%d", time.gmtime(d.day)))}">'
+        f"<td>{e(time.strftime('%Y-%m-%d', time.gmtime(d.day)))}</td>"
+        + "".join(
+            f'<td class="num billable-{e(c)}">{d.billable.get(c, 0)}</td>' for c in categories
+        )
+        + f'<td class="num billable-total">{d.total_billable}</td>'
+        f'<td class="num whatsapp-cost">{e(money(d.whatsapp_cost, cur))}</td>'
+        + "".join(
+            f'<td class="num tokens-{e(s)}">{e(_tokens_text(d.tokens.get(s, Tokens())))}</td>'
+            for s in steps
+        )
+        + f'<td class="num llm-cost">{e(money(d.llm_cost, cur))}</td>'
+        f'<td class="num day-cost">{e(money(d.cost, cur))}</td></tr>'
+        for d in days
+    )
+    table = (
+        f'<table id="costs"><thead>{head}</thead><tbody>{rows}</tbody></table>'
+        if days
+        else '<p class="muted" id="no-costs">Nothing billable and no LLM token in the last '
+        "31 days.</p>"
+    )
+    body = (
+        "<h1>What the line costs</h1>"
+        '<p class="muted">Per UTC day, the last 31: messages Meta\'s status webhooks call '
+        "billable, by pricing category (each outbound message once, whichever of its "
+        "statuses said so first), and the tokens each LLM step used. Since 2026-10-01 every "
+        "service message (a reply inside the 24-hour window) is billed.</p>"
+        f'<p id="prices">{e(_prices_note(prices))}</p>'
+        f'<div class="card">{table}</div>'
+    )
+    return page("Cost", body, "costs", csrf)
+
+
+def conversation_cost_card(cost: ConversationCost, prices: Prices) -> str:
+    """One conversation's replies and tokens, from its records kept (counts only)."""
+    cur = prices.currency
+    steps = "".join(
+        f'<tr class="conversation-tokens" data-step="{e(step)}"><td>{e(step)}</td>'
+        f'<td class="num">{e(_tokens_text(tokens))}</td></tr>'
+        for step, tokens in cost.tokens.items()
+    )
+    facts = [
+        ("Replies sent", f'<span id="replies-sent">{cost.replies_sent}</span>'),
+        (
+            "Replies delivered (billable)",
+            f'<span id="replies-billable">{cost.replies_delivered}</span>',
+        ),
+        (
+            "WhatsApp, estimated",
+            f'<span id="whatsapp-estimate">{e(money(cost.whatsapp_estimate, cur))}</span>',
+        ),
+        ("LLM tokens", f'<span id="tokens-total">{e(_tokens_text(cost.total_tokens))}</span>'),
+        ("LLM cost", f'<span id="llm-cost">{e(money(cost.llm_cost, cur))}</span>'),
+    ]
+    dl = "".join(f"<dt>{label}</dt><dd>{value}</dd>" for label, value in facts)
+    table = f"<table>{steps}</table>" if steps else ""
+    return (
+        f'<div class="card" id="conversation-cost"><dl class="facts">{dl}</dl>{table}'
+        '<p class="muted">From the records kept (retention): each delivered reply is a '
+        "billable service message since 2026-10-01, estimated at the service price.</p></div>"
+    )
+
+
 # ---- dead letters and replay ---------------------------------------------------------------
 
 
@@ -492,9 +604,10 @@ def conversation_page(
     csrf: str,
     notice: str | None = None,
     draft: str = "",
+    cost: str = "",
 ) -> str:
     """One conversation: facts, the thread (the customer's words in clear), the actions, the
-    audit trail."""
+    audit trail; `cost`: its cost card (conversation_cost_card)."""
     key = conversation.key
     base = f"/ops/inbox/{e(key)}"
     closed = (
@@ -548,6 +661,7 @@ def conversation_page(
         '<h2>Messages <span class="muted">(the customer\'s words, in clear)</span></h2>'
         f"{_thread(entries)}{reply}"
         f"<h2>Audit trail</h2>{audit_html}"
-        '<p><a href="/ops/inbox" id="back-to-inbox">← Inbox</a></p>'
+        + (f"<h2>What it cost</h2>{cost}" if cost else "")
+        + '<p><a href="/ops/inbox" id="back-to-inbox">← Inbox</a></p>'
     )
     return page("Conversation", body, "inbox", csrf)

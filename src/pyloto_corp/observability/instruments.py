@@ -60,6 +60,18 @@ class Metrics:
         self.llm_calls = meter.create_counter(
             "pyloto.llm.calls", description="LLM calls, by step and outcome (ok or a reason)."
         )
+        self.llm_tokens = meter.create_counter(
+            "pyloto.llm.tokens",
+            unit="{token}",
+            description="LLM tokens the provider counted, failed calls included, by step "
+            "(pyloto.llm.step) and kind (pyloto.llm.token_kind: input or output).",
+        )
+        self.billable_messages = meter.create_counter(
+            "pyloto.whatsapp.billable",
+            unit="{message}",
+            description="Messages sent that Meta's status webhooks call billable, once per "
+            "outbound message, by pricing category (pyloto.whatsapp.pricing_category).",
+        )
         self.fallbacks = meter.create_counter(
             "pyloto.fallbacks", description="Messages answered by template, by reason."
         )

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 from pyloto_corp.application.queues import STEP_LEASE_SECONDS
 from pyloto_corp.domain.ops_metrics import (
+    DAY,
+    DAY_BUCKETS_KEPT_SECONDS,
     HOUR,
     HOUR_BUCKETS_KEPT_SECONDS,
     MINUTE,
@@ -34,6 +36,7 @@ RECORD_TTL_GRACE_SECONDS = 24 * 3600
 COUNTER_TTL_SECONDS = {
     MINUTE: MINUTE_BUCKETS_KEPT_SECONDS + MINUTE,
     HOUR: HOUR_BUCKETS_KEPT_SECONDS + HOUR,
+    DAY: DAY_BUCKETS_KEPT_SECONDS + DAY,
 }
 
 # A step's lease (defined with the queues, as every store uses it) outlives the slowest step,
@@ -62,6 +65,11 @@ class RedisKeys:
     def delivery(self, outbound_id: str) -> str:
         """Hash of the latest delivery status of one sent message; TTL=retention."""
         return f"{self.prefix}:dlv:{outbound_id}"
+
+    def billed(self, outbound_id: str) -> str:
+        """Marker of an outbound message counted as billable (scripts/billable.lua), so
+        its repeated statuses count it once; lives as long as the records."""
+        return f"{self.prefix}:billed:{outbound_id}"
 
     def delivery_ref(self, key: str) -> str:
         """Outbound id named by a status's callback data (the record's reply key), so a

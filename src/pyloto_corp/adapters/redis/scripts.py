@@ -25,7 +25,7 @@ from importlib.resources.abc import Traversable
 
 from pyloto_corp.adapters.redis.keys import COUNTER_TTL_SECONDS
 from pyloto_corp.domain.conversation import AUDIT_KEPT
-from pyloto_corp.domain.ops_metrics import HOUR, MINUTE
+from pyloto_corp.domain.ops_metrics import DAY, HOUR, MINUTE
 
 # How many aliases follow() goes through before it stops (include/customer.lua).
 ALIAS_HOPS = 4
@@ -33,6 +33,7 @@ ALIAS_HOPS = 4
 CONSTANTS: dict[str, int] = {
     "MINUTE_TTL": COUNTER_TTL_SECONDS[MINUTE],
     "HOUR_TTL": COUNTER_TTL_SECONDS[HOUR],
+    "DAY_TTL": COUNTER_TTL_SECONDS[DAY],
     "ALIAS_HOPS": ALIAS_HOPS,
     "AUDIT_KEPT": AUDIT_KEPT,
 }
@@ -94,8 +95,14 @@ SAVE_ARGV = (
     "records_prefix",
     "record_ttl",
 )
-OPS_KEYS = ("updated_index", "minute_counters", "hour_counters", "fallback_reasons")
-OPS_ARGV = ("state_prefix", "fallback_prefix", "fallback_reason", "counters")
+OPS_KEYS = (
+    "updated_index",
+    "minute_counters",
+    "hour_counters",
+    "fallback_reasons",
+    "day_counters",
+)
+OPS_ARGV = ("state_prefix", "fallback_prefix", "fallback_reason", "counters", "amounts")
 
 SAVE = Layout(SAVE_KEYS + OPS_KEYS, SAVE_ARGV + OPS_ARGV)
 FINISH = Layout(

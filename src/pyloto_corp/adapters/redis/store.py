@@ -25,7 +25,11 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
 
 from pyloto_corp.adapters.ops_buckets import first_read
-from pyloto_corp.adapters.redis.keys import RECORD_TTL_GRACE_SECONDS, RedisKeys
+from pyloto_corp.adapters.redis.keys import (
+    COUNTER_TTL_SECONDS,
+    RECORD_TTL_GRACE_SECONDS,
+    RedisKeys,
+)
 from pyloto_corp.adapters.redis.scripts import BODIES
 from pyloto_corp.adapters.redis.wire import RedisWire, Script
 from pyloto_corp.application.durability import Persistence
@@ -42,10 +46,13 @@ from pyloto_corp.application.ports import (
 )
 from pyloto_corp.domain.conversation import AuditEntry, Conversation
 from pyloto_corp.domain.ops_metrics import (
+    DAY,
     HOUR,
     MINUTE,
+    billable_counter,
     bucket_of,
     created_counters,
+    token_amounts,
     transition_counters,
 )
 from pyloto_corp.domain.records import DELIVERY_RANK, FAILED_STATE, Record, StatusUpdate, Turn
@@ -153,14 +160,17 @@ def _record(row: Sequence[Any]) -> Record:
     return record
 
 
-def _listed(row: Sequence[Any]) -> list[Record]:
-    """Records as include/chat_list.lua lists them (JSON, conversation; newest first),
-    oldest first."""
+def _listed(row: Sequence[Any], statuses: bool = False) -> list[Record]:
+    """Records as include/chat_list.lua lists them (JSON, conversation, and with `statuses`
+    the reply's delivery status; newest first), oldest first."""
     records = []
-    for data, conversation in zip(row[::2], row[1::2], strict=True):
-        found = _decoder.decode(data)
-        if not found.conversation and conversation:
-            found.conversation = _text(conversation)
+    width = 3 if statuses else 2
+    for n in range(0, len(row) - width + 1, width):
+        found = _decoder.decode(row[n])
+        if not found.conversation and row[n + 1]:
+            found.conversation = _text(row[n + 1])
+        if statuses:
+            found.delivery_status = _text(row[n + 2]) if row[n + 2] else None
         records.append(found)
     records.reverse()
     return records
@@ -245,6 +255,7 @@ class RedisStore:
         self._save = register(BODIES["save"])
         self._get = register(BODIES["get"])
         self._status = register(BODIES["status"])
+        self._billable = register(BODIES["billable"])
         self._purge = register(BODIES["purge"])
         self._release = register(BODIES["release"])
         self._lease_get = register(BODIES["lease_get"])
@@ -422,12 +433,19 @@ class RedisStore:
             hour = self.keys.counters(HOUR, bucket_of(at, HOUR))
         else:  # no counter: any key will do
             minute = hour = self.keys.updated_index
-        keys = [self.keys.updated_index, minute, hour, self.keys.fallback_reasons]
+        amounts = token_amounts(record)
+        day = (
+            self.keys.counters(DAY, bucket_of(record.updated_at, DAY))
+            if amounts
+            else self.keys.updated_index
+        )
+        keys = [self.keys.updated_index, minute, hour, self.keys.fallback_reasons, day]
         args: list[EncodableT] = [
             self.keys.state_index(""),
             self.keys.fallback_index(""),
             record.fallback_reason or "",
             " ".join(names),
+            " ".join(f"{name} {n}" for name, n in amounts),
         ]
         return keys, args
 
@@ -448,6 +466,15 @@ class RedisStore:
         ]
         with _redis_errors:
             return bool(await self._hot(self._status, self._wire_status, [delivery, ref], args))
+
+    async def count_billable(self, outbound_message_id: str, category: str, at: float) -> bool:
+        keys = [
+            self.keys.billed(outbound_message_id),
+            self.keys.counters(DAY, bucket_of(at, DAY)),
+        ]
+        args: list[EncodableT] = [billable_counter(category), self.ttl, COUNTER_TTL_SECONDS[DAY]]
+        with _redis_errors:
+            return bool(await self._billable(keys=keys, args=args))
 
     async def open_records(self, older_than: float) -> list[tuple[str, str]]:
         with _redis_errors:
@@ -624,9 +651,10 @@ class RedisStore:
             return []
         with _redis_errors:
             row = await self._chat_records(
-                keys=[self.keys.chat_records(key)], args=[self.keys.record(""), limit]
+                keys=[self.keys.chat_records(key)],
+                args=[self.keys.record(""), limit, self.keys.delivery("")],
             )
-        return _listed(row)
+        return _listed(row, statuses=True)
 
     def _customer_args(self, first: str | None, second: str | None) -> list[EncodableT]:
         prefixes = [self.keys.conversation(""), self.keys.alias("")]

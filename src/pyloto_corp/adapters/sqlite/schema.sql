@@ -64,6 +64,14 @@ CREATE TABLE IF NOT EXISTS deliveries (
 );
 CREATE INDEX IF NOT EXISTS deliveries_by_message ON deliveries (message_id);
 
+-- Each outbound message counted as billable (store.count_billable), so statuses that repeat
+-- its pricing (sent, delivered, read) count it once; purged with the records.
+CREATE TABLE IF NOT EXISTS billed (
+    outbound_message_id TEXT PRIMARY KEY,
+    at REAL NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS billed_by_at ON billed (at);
+
 CREATE TABLE IF NOT EXISTS turns (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     conversation TEXT NOT NULL,
@@ -93,7 +101,7 @@ CREATE TABLE IF NOT EXISTS leases (
     expires_at REAL NOT NULL
 );
 
--- The console's counters of each minute and hour bucket.
+-- The console's counters of each minute and hour bucket (and the cost counters per day).
 CREATE TABLE IF NOT EXISTS ops_counters (
     width INTEGER NOT NULL,
     bucket INTEGER NOT NULL,

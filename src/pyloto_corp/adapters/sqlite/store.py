@@ -6,8 +6,9 @@ counters it adds, for one).
 
 The console's read model lives beside the records: `state_counts` is kept by triggers on
 `records` (so no write pays for it in Python), `ops_counters` holds the counters of each
-minute and hour bucket (upserted in the transaction of the write they count, deleted by
-`purge` once past their resolution's keep), and indexes on `updated_at` and
+minute and hour bucket and the cost counters of each day (upserted in the transaction of the
+write they count, deleted by `purge` once past their resolution's keep; `billed` marks the
+outbound messages counted billable), and indexes on `updated_at` and
 `fallback_reason` serve each page of records as an index range scan.
 """
 
@@ -23,7 +24,7 @@ from typing import Any
 
 import msgspec
 
-from pyloto_corp.adapters.ops_buckets import WIDTHS, first_kept, first_read
+from pyloto_corp.adapters.ops_buckets import ALL_WIDTHS, WIDTHS, first_kept, first_read
 from pyloto_corp.adapters.sqlite.base import SQLiteThread
 from pyloto_corp.application.ports import (
     CustomerRequest,
@@ -35,7 +36,14 @@ from pyloto_corp.application.ports import (
     StoreUnavailable,
 )
 from pyloto_corp.domain.conversation import AUDIT_KEPT, AuditEntry, Conversation, apply_write
-from pyloto_corp.domain.ops_metrics import bucket_of, created_counters, transition_counters
+from pyloto_corp.domain.ops_metrics import (
+    DAY,
+    billable_counter,
+    bucket_of,
+    created_counters,
+    token_amounts,
+    transition_counters,
+)
 from pyloto_corp.domain.records import DELIVERY_RANK, FAILED_STATE, Record, StatusUpdate, Turn
 from pyloto_corp.domain.replies import reply_key
 from pyloto_corp.domain.writes import ConversationWrite
@@ -208,6 +216,12 @@ def _counter_rows(names: Sequence[str], at: float, n: int = 1) -> list[CounterRo
     return [(width, bucket_of(at, width), name, n) for width in WIDTHS for name in names]
 
 
+def _day_rows(amounts: Sequence[tuple[str, int]], at: float) -> list[CounterRow]:
+    """The day counters `amounts` ({name: how much}) at time `at`."""
+    day = bucket_of(at, DAY)
+    return [(DAY, day, name, n) for name, n in amounts]
+
+
 def _page_query(query: RecordQuery, limit: int) -> tuple[str, list[Any]]:
     """The SELECT of one page: every filter is a range of one index on the last update."""
     clauses: list[str] = []
@@ -331,7 +345,10 @@ class SQLiteStore:
             record.message_id,
             expected_version,
         )
-        return args, _counter_rows(transition_counters(record), record.updated_at)
+        at = record.updated_at
+        return args, _counter_rows(transition_counters(record), at) + _day_rows(
+            token_amounts(record), at
+        )
 
     @staticmethod
     def _save(conn: sqlite3.Connection, args: SaveArgs, counts: list[CounterRow]) -> bool:
@@ -523,6 +540,23 @@ class SQLiteStore:
             lambda: self._db.connection().execute(_STATUS, args).rowcount == 1
         )
 
+    async def count_billable(self, outbound_message_id: str, category: str, at: float) -> bool:
+        row = (DAY, bucket_of(at, DAY), billable_counter(category), 1)
+
+        def work(conn: sqlite3.Connection) -> bool:
+            first = (
+                conn.execute(
+                    "INSERT OR IGNORE INTO billed (outbound_message_id, at) VALUES (?, ?)",
+                    (outbound_message_id, at),
+                ).rowcount
+                == 1
+            )
+            if first:
+                conn.execute(_COUNT, row)
+            return first
+
+        return await self._db.run(lambda: self._db.transaction(work))
+
     async def open_records(self, older_than: float) -> list[tuple[str, str]]:
         marks = ",".join("?" * len(self._terminal))
 
@@ -582,8 +616,9 @@ class SQLiteStore:
             )
             conn.executemany(
                 "DELETE FROM ops_counters WHERE width = ? AND bucket < ?",
-                [(width, first_kept(width, now)) for width in WIDTHS],
+                [(width, first_kept(width, now)) for width in ALL_WIDTHS],
             )
+            conn.execute("DELETE FROM billed WHERE at < ?", (created_before,))
             return int(
                 conn.execute("DELETE FROM records WHERE created_at < ?", (created_before,)).rowcount
             )

@@ -4,7 +4,8 @@
 -- ARGV
 --   1   record key prefix
 --   2   records wanted
--- Returns {JSON, conversation (field 'c'), per record}, newest first; the ids of records
--- whose hash is gone (expired) leave the index.
+--   3   delivery key prefix
+-- Returns {JSON, conversation (field 'c'), delivery status of its reply ('' for none), per
+-- record}, newest first; the ids of records whose hash is gone (expired) leave the index.
 -- @include chat_list
-return chat_list(KEYS[1], ARGV[1], tonumber(ARGV[2]))
+return chat_list(KEYS[1], ARGV[1], tonumber(ARGV[2]), ARGV[3])

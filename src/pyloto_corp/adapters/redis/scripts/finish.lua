@@ -15,7 +15,8 @@
 --   9   minute_counters   the minute bucket's counters (any key when there are none)
 --   10  hour_counters     the hour bucket's counters (any key when there are none)
 --   11  fallback_reasons  set of every fallback reason with an index
---   12  chats             the index of all conversations
+--   12  day_counters      the day bucket's cost counters (any key when there are none)
+--   13  chats             the index of all conversations
 -- ARGV
 --   1   expected_version  the version the stored record must have
 --   2   version           the record's new version
@@ -45,29 +46,30 @@
 --   25  fallback_prefix   fallback index prefix
 --   26  fallback_reason   its fallback reason ('' for none)
 --   27  counters          counter names of the transition, by spaces ('' for none)
---   28  phone_key         the customer's number key ('' for none)
---   29  user_key          the customer's BSUID key ('' for none)
---   30  resolve           '1' to resolve the customer key (saved in field 'c'), else ''
---   31  conversation_prefix  conversation key prefix
---   32  alias_prefix      alias key prefix
---   33  alias_ttl         alias TTL (s)
---   34  chat              '1' when the step writes its conversation, else ''
---   35  chat_key          the conversation written ('' for the customer key resolved)
---   36  chat_customer_at  the write (scripts.CHAT_WRITE, see include/chat.lua): Meta's
+--   28  amounts           cost counters of the transition, "name n" by spaces ('' for none)
+--   29  phone_key         the customer's number key ('' for none)
+--   30  user_key          the customer's BSUID key ('' for none)
+--   31  resolve           '1' to resolve the customer key (saved in field 'c'), else ''
+--   32  conversation_prefix  conversation key prefix
+--   33  alias_prefix      alias key prefix
+--   34  alias_ttl         alias TTL (s)
+--   35  chat              '1' when the step writes its conversation, else ''
+--   36  chat_key          the conversation written ('' for the customer key resolved)
+--   37  chat_customer_at  the write (scripts.CHAT_WRITE, see include/chat.lua): Meta's
 --                         timestamp of the customer's message ('' for none)
---   37  chat_message_id   that message's record
---   38  chat_expect_mode  the mode the save needs the conversation in ('' for any)
---   39  chat_mode         the mode it moves to ('' for none)
---   40  chat_reason       why
---   41  chat_owner        the agent who owns it then
---   42  chat_at           when
---   43  chat_agent        '1' when an agent acted, else ''
---   44  chat_audit        the audit entry (JSON; '' for none)
---   45  chat_expect_newest  the newest message the save needs it to have ('' for any)
---   46  chat_prefix       conversation hash prefix
---   47  chat_audit_prefix  audit trail prefix
---   48  chat_mode_prefix  mode index prefix
---   49+ turns             the turns to append (JSON each), none or more
+--   38  chat_message_id   that message's record
+--   39  chat_expect_mode  the mode the save needs the conversation in ('' for any)
+--   40  chat_mode         the mode it moves to ('' for none)
+--   41  chat_reason       why
+--   42  chat_owner        the agent who owns it then
+--   43  chat_at           when
+--   44  chat_agent        '1' when an agent acted, else ''
+--   45  chat_audit        the audit entry (JSON; '' for none)
+--   46  chat_expect_newest  the newest message the save needs it to have ('' for any)
+--   47  chat_prefix       conversation hash prefix
+--   48  chat_audit_prefix  audit trail prefix
+--   49  chat_mode_prefix  mode index prefix
+--   50+ turns             the turns to append (JSON each), none or more
 -- Returns {saved, next lease taken, wait as a string, customer key resolved or '', 1 when
 -- the conversation was not in the mode expected else 0}. The version is checked first, then
 -- the conversation's mode (on the key given, or the one the customer's keys resolve to,

@@ -8,6 +8,7 @@
 --   5   minute_counters   the minute bucket's counters (any key when there are none)
 --   6   hour_counters     the hour bucket's counters (any key when there are none)
 --   7   fallback_reasons  set of every fallback reason with an index
+--   8   day_counters      the day bucket's cost counters (any key when there are none)
 -- ARGV
 --   1   expected_version  the version the stored record must have
 --   2   version           the record's new version
@@ -27,6 +28,7 @@
 --   16  fallback_prefix   fallback index prefix
 --   17  fallback_reason   its fallback reason ('' for none)
 --   18  counters          counter names of the transition, by spaces ('' for none)
+--   19  amounts           cost counters of the transition, "name n" by spaces ('' for none)
 -- Returns 1 when saved, 0 when the stored version is another (nothing changes).
 -- @include save
 local current = redis.call('HMGET', KEYS[1], 'v', 's', 'f', 'c')

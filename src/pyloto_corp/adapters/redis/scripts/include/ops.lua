@@ -1,9 +1,10 @@
 -- The operations console's read model, kept by the scripts that write records (see
 -- RedisKeys): index() moves a record between the indexes of its state and fallback reason
 -- and rescores it in the index of all records; count() adds counters (names separated by
--- spaces, which names never hold) to one bucket's hash and renews its expiry. The TTLs are
--- the counter buckets' (redis.keys.COUNTER_TTL_SECONDS), put in by the loader.
-local MINUTE_TTL, HOUR_TTL = $MINUTE_TTL, $HOUR_TTL
+-- spaces, which names never hold) to one bucket's hash and renews its expiry, and add() adds
+-- amounts ('name n name n ...': the day's cost counters) the same way. The TTLs are the
+-- counter buckets' (redis.keys.COUNTER_TTL_SECONDS), put in by the loader.
+local MINUTE_TTL, HOUR_TTL, DAY_TTL = $MINUTE_TTL, $HOUR_TTL, $DAY_TTL
 local function index(updated, reasons, states, fallbacks, id, at, old_state, state, old_reason,
     reason)
   redis.call('ZADD', updated, at, id)
@@ -19,5 +20,17 @@ local function index(updated, reasons, states, fallbacks, id, at, old_state, sta
 end
 local function count(key, names, n, ttl)
   for name in string.gmatch(names, '[^ ]+') do redis.call('HINCRBY', key, name, n) end
+  redis.call('EXPIRE', key, ttl)
+end
+local function add(key, amounts, ttl)
+  local name
+  for part in string.gmatch(amounts, '[^ ]+') do
+    if name then
+      redis.call('HINCRBY', key, name, part)
+      name = nil
+    else
+      name = part
+    end
+  end
   redis.call('EXPIRE', key, ttl)
 end

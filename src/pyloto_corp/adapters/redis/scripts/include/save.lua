@@ -25,6 +25,9 @@ local function save(current)
     count(KEYS[$keys.minute_counters], ARGV[$argv.counters], 1, MINUTE_TTL)
     count(KEYS[$keys.hour_counters], ARGV[$argv.counters], 1, HOUR_TTL)
   end
+  if ARGV[$argv.amounts] ~= '' then
+    add(KEYS[$keys.day_counters], ARGV[$argv.amounts], DAY_TTL)
+  end
   if ARGV[$argv.terminal] == '1' then
     redis.call('ZREM', KEYS[$keys.open_index], ARGV[$argv.message_id])
   else
