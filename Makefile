@@ -49,3 +49,4 @@ bench-smoke:
 	.venv/bin/python bench/log_cost.py --lines 500 --repeat 1
 	.venv/bin/python bench/ops_console.py --smoke
 	.venv/bin/python bench/media_step.py --smoke
+	.venv/bin/python bench/bursts.py --smoke

@@ -366,11 +366,19 @@ TEXTS = (
 )
 
 
-def webhook_body(wamid: str, index: int = 0, timestamp: int | None = None) -> bytes:
+def bsuid_of(index: int) -> str:
+    """Customer `index`'s business-scoped user id (Meta's `user_id`), beside sender_of."""
+    return f"BR.{1000 + index % 1000:d}{sender_of(index)[-8:]}"
+
+
+def webhook_body(
+    wamid: str, index: int = 0, timestamp: int | None = None, text: str | None = None
+) -> bytes:
     """A single-text-message webhook as Meta sends it (the shape of tests/support/helpers.py's
     envelope(text_message(...)), plus the contact's `user_id`); the message id is the last
     field, so a load generator can splice ids into a fixed prefix and suffix. Stamped now
-    unless `timestamp` is given: a reply is free text only within 24 hours of it."""
+    unless `timestamp` is given: a reply is free text only within 24 hours of it. The
+    sender is customer `index`; the text one of TEXTS unless given."""
     if timestamp is None:
         timestamp = int(time.time())
     sender = sender_of(index)
@@ -393,7 +401,7 @@ def webhook_body(wamid: str, index: int = 0, timestamp: int | None = None) -> by
                                     "profile": {"name": "Maria Aparecida"},
                                     "wa_id": sender,
                                     # Meta's business-scoped user id, which pywa 4 requires.
-                                    "user_id": f"BR.{1000 + index % 1000:d}{sender[-8:]}",
+                                    "user_id": bsuid_of(index),
                                 }
                             ],
                             "messages": [
@@ -401,7 +409,9 @@ def webhook_body(wamid: str, index: int = 0, timestamp: int | None = None) -> by
                                     "from": sender,
                                     "timestamp": str(timestamp),
                                     "type": "text",
-                                    "text": {"body": TEXTS[index % len(TEXTS)]},
+                                    "text": {
+                                        "body": TEXTS[index % len(TEXTS)] if text is None else text
+                                    },
                                     "id": wamid,
                                 }
                             ],

@@ -59,6 +59,16 @@ class Fakes:
         found: dict[str, float] = http_json(f"{self.graph}/sends")
         return found
 
+    def send_log(self) -> list[tuple[str, str, float, int | None]]:
+        """Every send the Graph fake took: (recipient, inbound wamid replied to, time.time()
+        of arrival, draft number when the OpenAI fake records)."""
+        return [tuple(entry) for entry in http_json(f"{self.graph}/log")]  # type: ignore[misc]
+
+    def drafts(self) -> list[list[dict[str, Any]]]:
+        """The messages of every LLM#2 request, by draft number (a recording OpenAI fake)."""
+        found: list[list[dict[str, Any]]] = http_json(f"{self.openai}/drafts")
+        return found
+
     def stats(self) -> dict[str, Any]:
         """Counts and CPU seconds of both fakes."""
         return {
@@ -67,15 +77,43 @@ class Fakes:
         }
 
 
-def start_fakes(procs: Processes, llm_delay: float = 0.0) -> Fakes:
-    """Both fakes, each in its own process."""
+@dataclass(frozen=True)
+class Delay:
+    """How long a fake waits before each answer: `low` seconds, or a draw from [low, high]
+    (seeded) when `high` is above it."""
+
+    low: float = 0.0
+    high: float | None = None
+
+    def argv(self, seed: int) -> list[str]:
+        """The fake's command-line options."""
+        if self.high is None or self.high <= self.low:
+            return ["--delay", str(self.low)]
+        return ["--delay", str(self.low), "--delay-max", str(self.high), "--seed", str(seed)]
+
+
+def start_fakes(
+    procs: Processes,
+    llm_delay: float | Delay = 0.0,
+    *,
+    graph_delay: Delay | None = None,
+    record: bool = False,
+    seed: int = 0,
+    cpu: int | None = None,
+) -> Fakes:
+    """Both fakes, each in its own process (pinned to `cpu` if given); `record`: the OpenAI
+    fake keeps LLM#2's prompts (GET /drafts)."""
     fakes = Fakes(free_port(), free_port())
+    llm = llm_delay if isinstance(llm_delay, Delay) else Delay(llm_delay)
     for kind, port, delay in (
-        ("openai", fakes.openai_port, llm_delay),
-        ("graph", fakes.graph_port, 0),
+        ("openai", fakes.openai_port, llm),
+        ("graph", fakes.graph_port, graph_delay or Delay()),
     ):
         command = [PYTHON, str(BENCH / "fakes.py"), kind, "--port", str(port)]
-        process = procs.start(f"fake-{kind}", [*command, "--delay", str(delay)])
+        command += delay.argv(seed)
+        if record and kind == "openai":
+            command.append("--record")
+        process = procs.start(f"fake-{kind}", command, cpu=cpu)
         wait_http(f"http://127.0.0.1:{port}/stats", process, procs, f"fake-{kind}")
         fakes.pids[f"fake-{kind}"] = process.pid
     return fakes
@@ -116,11 +154,14 @@ class Service:
         return found
 
 
-def start_pyloto(procs: Processes, env: dict[str, str], rates: str, name: str) -> Service:
-    """bench/pyloto_server.py (pyloto serve with a counting local queue)."""
+def start_pyloto(
+    procs: Processes, env: dict[str, str], rates: str, name: str, cpu: int | None = None
+) -> Service:
+    """bench/pyloto_server.py (pyloto serve with a counting local queue), pinned to `cpu`
+    if given."""
     port = free_port()
     command = [PYTHON, str(BENCH / "pyloto_server.py"), "--port", str(port)]
-    process = procs.start(name, [*command, "--queue-rates", rates], env=env)
+    process = procs.start(name, [*command, "--queue-rates", rates], env=env, cpu=cpu)
     wait_http(f"http://127.0.0.1:{port}/bench/stats", process, procs, name)
     return Service(port, {name: process.pid}, {name: process})
 

@@ -1,16 +1,24 @@
 """Fast local stand-ins for the benchmarks' peers, one process each (uvloop + httptools):
 
-    python bench/fakes.py openai --port N [--delay 0.3]   OpenAI chat completions
-    python bench/fakes.py graph --port N                  Graph API messages endpoint
+    python bench/fakes.py openai --port N [--delay 0.3 [--delay-max 1.5]] [--record]
+    python bench/fakes.py graph --port N [--delay 0.1 [--delay-max 0.2]]
 
 The OpenAI fake answers the structured outputs EventDetection, ReplyDraft and MessageChoice
 (chosen by the request's json_schema name) with canned, valid objects; the Graph fake
 accepts every send and read receipt and records, per inbound wamid replied to (the send's
 `context.message_id`), the time.time() at which the send arrived. Both answer at once (or
-after `--delay`) and parse as little as they can, so they are never the bottleneck of a run.
+after `--delay`, or after a delay drawn uniformly from [`--delay`, `--delay-max`] with
+`--seed`) and parse as little as they can, so they are never the bottleneck of a run.
+
+The Graph fake also logs every send: [recipient, inbound wamid replied to, arrival time,
+draft number or null]. With `--record` (bench/bursts.py) the OpenAI fake keeps each
+ReplyDraft request's messages and numbers its drafts ("[rascunho N]" at the end of the
+text); its MessageChoice answer carries the number of the draft found in its request, so
+the send that reaches the Graph fake names the LLM#2 prompt it came from.
 
 Side routes: GET /stats (counts and the process's CPU seconds), GET /sends (inbound wamid →
-arrival time, Graph only), POST /reset.
+arrival time, Graph only), GET /log (the sends, Graph only), GET /drafts (the recorded
+ReplyDraft prompts, OpenAI only), POST /reset.
 """
 
 from __future__ import annotations
@@ -18,6 +26,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import random
 import re
 import resource
 import signal
@@ -44,6 +53,9 @@ CHOICE = {
 }
 SCHEMAS = {b"EventDetection": EVENT, b"ReplyDraft": DRAFT, b"MessageChoice": CHOICE}
 _SCHEMA_NAME = re.compile(rb'"name"\s*:\s*"(EventDetection|ReplyDraft|MessageChoice)"')
+# The draft number --record adds, found again in LLM#3's request and in the Graph send.
+_DRAFT_REF = re.compile(rb"\[rascunho (\d+)\]")
+INTERNAL = (b"/stats", b"/sends", b"/log", b"/drafts", b"/reset")
 
 
 def _completion(content: dict[str, Any]) -> bytes:
@@ -84,9 +96,19 @@ def _response(status: int, body: bytes, keep_alive: bool) -> bytes:
 class Fake:
     """What one fake answers and counts."""
 
-    def __init__(self, kind: str, delay: float) -> None:
+    def __init__(
+        self,
+        kind: str,
+        delay: float,
+        delay_max: float | None = None,
+        seed: int = 0,
+        record: bool = False,
+    ) -> None:
         self.kind = kind
         self.delay = delay
+        self.delay_max = delay if delay_max is None else max(delay, delay_max)
+        self.random = random.Random(seed)
+        self.record = record
         self.answers = {name: _completion(value) for name, value in SCHEMAS.items()}
         self.reset()
 
@@ -94,8 +116,16 @@ class Fake:
         self.requests = 0
         self.by_kind: dict[str, int] = {}
         self.sends: dict[str, float] = {}
+        self.log: list[tuple[str, str, float, int | None]] = []
+        self.drafts: list[list[dict[str, Any]]] = []
         self.reads = 0
         self.next_id = 0
+
+    def next_delay(self) -> float:
+        """Seconds before the next answer: --delay, or uniform up to --delay-max."""
+        if self.delay_max > self.delay:
+            return self.random.uniform(self.delay, self.delay_max)
+        return self.delay
 
     def stats(self) -> dict[str, Any]:
         usage = resource.getrusage(resource.RUSAGE_SELF)
@@ -113,6 +143,10 @@ class Fake:
             return 200, json.dumps(self.stats()).encode()
         if method == b"GET" and path == b"/sends":
             return 200, json.dumps(self.sends).encode()
+        if method == b"GET" and path == b"/log":
+            return 200, json.dumps(self.log).encode()
+        if method == b"GET" and path == b"/drafts":
+            return 200, json.dumps(self.drafts, ensure_ascii=False).encode()
         if method == b"POST" and path == b"/reset":
             self.reset()
             return 200, b"{}"
@@ -127,6 +161,15 @@ class Fake:
             return 400, b'{"error": {"message": "no known json_schema", "type": "bad_request"}}'
         name = found.group(1)
         self.by_kind[name.decode()] = self.by_kind.get(name.decode(), 0) + 1
+        if self.record and name == b"ReplyDraft":
+            self.drafts.append(json.loads(body).get("messages", []))
+            text = f"{DRAFT['text']} [rascunho {len(self.drafts) - 1}]"
+            return 200, _completion({"text": text})
+        if self.record and name == b"MessageChoice":
+            ref = _DRAFT_REF.search(body)
+            if ref is not None:
+                text = f"{CHOICE['body']} [rascunho {int(ref.group(1))}]"
+                return 200, _completion({**CHOICE, "body": text})
         return 200, self.answers[name]
 
     def _graph(self, body: bytes, arrived: float) -> tuple[int, bytes]:
@@ -138,6 +181,8 @@ class Fake:
         self.sends.setdefault(replied_to, arrived)
         self.next_id += 1
         to = request.get("to", "")
+        ref = _DRAFT_REF.search(body)
+        self.log.append((str(to), replied_to, arrived, int(ref.group(1)) if ref else None))
         answer = {
             "messaging_product": "whatsapp",
             "contacts": [{"input": to, "wa_id": to}],
@@ -183,9 +228,9 @@ class HttpProtocol(asyncio.Protocol):
         path = self.url.split(b"?", 1)[0]
         status, answer = self.fake.handle(method, path, b"".join(self.body), self.arrived)
         data = _response(status, answer, self.parser.should_keep_alive())
-        internal = path in (b"/stats", b"/sends", b"/reset")
-        if self.fake.delay > 0 and not internal:
-            asyncio.get_running_loop().call_later(self.fake.delay, self._write, data)
+        delay = 0.0 if path in INTERNAL else self.fake.next_delay()
+        if delay > 0:
+            asyncio.get_running_loop().call_later(delay, self._write, data)
         else:
             self._write(data)
 
@@ -196,9 +241,8 @@ class HttpProtocol(asyncio.Protocol):
                 self.transport.close()
 
 
-async def serve(kind: str, port: int, delay: float) -> None:
+async def serve(fake: Fake, port: int) -> None:
     """Serve until SIGTERM or SIGINT."""
-    fake = Fake(kind, delay)
     loop = asyncio.get_running_loop()
     server = await loop.create_server(
         lambda: HttpProtocol(fake), "127.0.0.1", port, backlog=1024, reuse_address=True
@@ -216,13 +260,19 @@ def main() -> None:
     parser.add_argument("kind", choices=["openai", "graph"])
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--delay", type=float, default=0.0, help="seconds before each answer")
+    parser.add_argument(
+        "--delay-max", type=float, default=None, help="draw each delay from [--delay, this]"
+    )
+    parser.add_argument("--seed", type=int, default=0, help="of the drawn delays")
+    parser.add_argument("--record", action="store_true", help="keep and number LLM#2's prompts")
     args = parser.parse_args()
+    fake = Fake(args.kind, args.delay, args.delay_max, args.seed, args.record)
     try:
         import uvloop
     except ImportError:  # plain asyncio still answers fast enough for small runs
-        asyncio.run(serve(args.kind, args.port, args.delay))
+        asyncio.run(serve(fake, args.port))
     else:
-        uvloop.run(serve(args.kind, args.port, args.delay))
+        uvloop.run(serve(fake, args.port))
 
 
 if __name__ == "__main__":
