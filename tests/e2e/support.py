@@ -9,7 +9,9 @@ from __future__ import annotations
 import json
 import logging
 import sqlite3
-from collections.abc import Collection
+import time
+import urllib.parse
+from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Any, cast
 
@@ -193,6 +195,31 @@ def not_the_test_client(record: logging.LogRecord) -> bool:
     """False for the log records of the HTTP client libraries (httpx, httpcore): the test's own
     client logs the URLs it calls, and those lines are the test's, not the service's."""
     return record.name.split(".")[0] not in {"httpx", "httpcore"}
+
+
+def message_view(http: httpx.Client, base_url: str, message_id: str) -> dict[str, Any]:
+    """GET /internal/messages/{id} on `base_url` (the client carries the token)."""
+    quoted = urllib.parse.quote(message_id, safe="")
+    response = http.get(f"{base_url}/internal/messages/{quoted}")
+    assert response.status_code == 200, response.text
+    return dict(response.json())
+
+
+def wait_in_state(
+    read: Callable[[], dict[str, Any]], states: tuple[str, ...], seconds: float
+) -> dict[str, Any]:
+    """`read()` (a record's view) once its state is one of `states`; fails after `seconds`
+    (a record not found yet counts as in no state)."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            view = read()
+        except AssertionError:
+            view = {"state": None}
+        if view["state"] in states:
+            return view
+        assert time.monotonic() < deadline, f"still {view['state']}, not in {states}"
+        time.sleep(0.05)
 
 
 def trajectory(view: dict[str, Any]) -> list[str]:

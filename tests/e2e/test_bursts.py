@@ -10,7 +10,6 @@ received is what the customer got and what the LLM was asked, so that is what is
 from __future__ import annotations
 
 import time
-import urllib.parse
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ import pytest
 from pyloto_corp.devtools.fake_openai import DRAFT, EVENT, FakeOpenAI, json_answer
 from tests.e2e.conftest import ServeOnRedis
 from tests.e2e.servers import ServeProcess, post_webhook, sqlite_server
+from tests.e2e.support import message_view, wait_in_state
 from tests.support.fake_graph import PHONE_NUMBER_ID, TOKEN, FakeGraph
 from tests.support.helpers import INTERNAL_TOKEN, envelope, new_wamid, now_stamp, text_message
 from tests.support.redis_server import RedisServer
@@ -82,22 +82,10 @@ class Customer:
         )
 
     def record(self, message_id: str, server: int = 0) -> dict[str, Any]:
-        quoted = urllib.parse.quote(message_id, safe="")
-        response = self.http.get(f"{self.url(server)}/internal/messages/{quoted}")
-        assert response.status_code == 200, response.text
-        return dict(response.json())
+        return message_view(self.http, self.url(server), message_id)
 
     def wait(self, message_id: str, states: tuple[str, ...] = FINAL) -> dict[str, Any]:
-        deadline = time.monotonic() + WAIT_SECONDS
-        while True:
-            try:
-                view = self.record(message_id)
-            except AssertionError:
-                view = {"state": None}
-            if view["state"] in states:
-                return view
-            assert time.monotonic() < deadline, f"still {view['state']}, not in {states}"
-            time.sleep(0.05)
+        return wait_in_state(lambda: self.record(message_id), states, WAIT_SECONDS)
 
     def conversation(self, key: str) -> dict[str, Any]:
         response = self.http.get(f"{self.url()}/internal/conversations/{key}")

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import threading
 import time
-import urllib.parse
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ from pyloto_corp.devtools.fake_openai import DRAFT, EVENT, FakeOpenAI, json_answ
 from pyloto_corp.domain.conversation import DEFAULT_ACKNOWLEDGMENT
 from tests.e2e.conftest import ServeOnRedis
 from tests.e2e.servers import ServeProcess, post_webhook, sqlite_server
+from tests.e2e.support import message_view, wait_in_state
 from tests.support.fake_graph import PHONE_NUMBER_ID, TOKEN, FakeGraph, Fault
 from tests.support.helpers import INTERNAL_TOKEN, envelope, status, text_message
 from tests.support.redis_server import RedisServer
@@ -53,22 +53,11 @@ class Serve:
         return str(item["id"])
 
     def record(self, message_id: str) -> dict[str, Any]:
-        response = self.http.get(f"/internal/messages/{urllib.parse.quote(message_id, safe='')}")
-        assert response.status_code == 200, response.text
-        return dict(response.json())
+        return message_view(self.http, "", message_id)
 
     def wait(self, message_id: str, states: tuple[str, ...] = FINAL) -> dict[str, Any]:
         """The record once it is in one of `states` (fails after WAIT_SECONDS)."""
-        deadline = time.monotonic() + WAIT_SECONDS
-        while True:
-            try:
-                view = self.record(message_id)
-            except AssertionError:
-                view = {"state": None}
-            if view["state"] in states:
-                return view
-            assert time.monotonic() < deadline, f"still {view['state']}, not in {states}"
-            time.sleep(0.05)
+        return wait_in_state(lambda: self.record(message_id), states, WAIT_SECONDS)
 
     def conversation(self, conversation_id: str) -> dict[str, Any]:
         response = self.http.get(f"/internal/conversations/{conversation_id}")
