@@ -25,8 +25,10 @@ import redis
 
 from pyloto_corp.adapters.redis import RedisKeys, RedisStore, connect
 from pyloto_corp.adapters.whatsapp_webhook import parse_webhook
+from pyloto_corp.devtools.fake_openai import FakeOpenAI
 from pyloto_corp.domain.records import Record
 from tests.e2e.support import SETTINGS_VARIABLES
+from tests.support.fake_graph import PHONE_NUMBER_ID, TOKEN, FakeGraph
 from tests.support.helpers import (
     APP_SECRET,
     INTERNAL_TOKEN,
@@ -261,3 +263,22 @@ def write_records(url: str, prefix: str, records: list[Record]) -> None:
             await store.close()
 
     asyncio.run(write())
+
+
+def graph_variables(graph: FakeGraph, fake_openai: FakeOpenAI, llm: bool) -> dict[str, str]:
+    """Variables of a `pyloto serve` on the fake Graph API and, with `llm`, the fake OpenAI
+    server (no retries: what the fakes received is what the service asked)."""
+    variables = {
+        "WHATSAPP_ACCESS_TOKEN": TOKEN,
+        "WHATSAPP_PHONE_NUMBER_ID": PHONE_NUMBER_ID,
+        "WHATSAPP_API_BASE_URL": graph.base_url,
+        "WHATSAPP_TIMEOUT_SECONDS": "2",
+        "WHATSAPP_PACING_SECONDS": "0",
+    }
+    if llm:
+        variables |= {
+            "OPENAI_API_KEY": "sk-test",
+            "OPENAI_BASE_URL": fake_openai.base_url,
+            "OPENAI_MAX_RETRIES": "0",
+        }
+    return variables

@@ -19,9 +19,9 @@ import pytest
 
 from pyloto_corp.devtools.fake_openai import DRAFT, EVENT, FakeOpenAI, json_answer
 from tests.e2e.conftest import ServeOnRedis
-from tests.e2e.servers import ServeProcess, post_webhook, sqlite_server
+from tests.e2e.servers import ServeProcess, graph_variables, post_webhook, sqlite_server
 from tests.e2e.support import message_view, wait_in_state
-from tests.support.fake_graph import PHONE_NUMBER_ID, TOKEN, FakeGraph
+from tests.support.fake_graph import FakeGraph
 from tests.support.helpers import INTERNAL_TOKEN, envelope, new_wamid, now_stamp, text_message
 from tests.support.redis_server import RedisServer
 
@@ -93,23 +93,10 @@ class Customer:
         return dict(response.json())
 
 
-def graph_variables(graph: FakeGraph, fake_openai: FakeOpenAI, llm: bool) -> dict[str, str]:
-    variables = {
-        "WHATSAPP_ACCESS_TOKEN": TOKEN,
-        "WHATSAPP_PHONE_NUMBER_ID": PHONE_NUMBER_ID,
-        "WHATSAPP_API_BASE_URL": graph.base_url,
-        "WHATSAPP_TIMEOUT_SECONDS": "2",
-        "WHATSAPP_PACING_SECONDS": "0",
-        "BURST_QUIET_SECONDS": QUIET,
-        "BURST_MAX_WAIT_SECONDS": "12",
-    }
-    if llm:
-        variables |= {
-            "OPENAI_API_KEY": "sk-test",
-            "OPENAI_BASE_URL": fake_openai.base_url,
-            "OPENAI_MAX_RETRIES": "0",
-        }
-    return variables
+def burst_variables(graph: FakeGraph, fake_openai: FakeOpenAI, llm: bool) -> dict[str, str]:
+    """The fakes' variables, with coalescing on (the suite's servers have it off)."""
+    coalescing = {"BURST_QUIET_SECONDS": QUIET, "BURST_MAX_WAIT_SECONDS": "12"}
+    return graph_variables(graph, fake_openai, llm) | coalescing
 
 
 @pytest.fixture
@@ -119,7 +106,7 @@ def start(tmp_path: Path, graph: FakeGraph, fake_openai: FakeOpenAI) -> Iterator
     started: list[Customer] = []
 
     def create(llm: bool = True, sender: str = "5511988887777", **extra: str) -> Customer:
-        variables = graph_variables(graph, fake_openai, llm) | extra
+        variables = burst_variables(graph, fake_openai, llm) | extra
         process = sqlite_server(
             tmp_path / "pyloto.db", tmp_path / f"server-{len(started)}.log", **variables
         )
@@ -199,7 +186,7 @@ def test_a_burst_spread_across_two_instances_on_one_redis_is_answered_once(
 ) -> None:
     """Messages one and three reach the first instance and two the second: whichever holds
     each, the conversation they share in Redis decides, and one reply goes out."""
-    variables = graph_variables(graph, fake_openai, llm=True)
+    variables = burst_variables(graph, fake_openai, llm=True)
     processes = [serve_on_redis(redis_server, **variables) for _ in range(2)]
     for process in processes:
         process.start()

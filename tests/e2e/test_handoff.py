@@ -20,9 +20,9 @@ import pytest
 from pyloto_corp.devtools.fake_openai import DRAFT, EVENT, FakeOpenAI, json_answer
 from pyloto_corp.domain.conversation import DEFAULT_ACKNOWLEDGMENT
 from tests.e2e.conftest import ServeOnRedis
-from tests.e2e.servers import ServeProcess, post_webhook, sqlite_server
+from tests.e2e.servers import ServeProcess, graph_variables, post_webhook, sqlite_server
 from tests.e2e.support import message_view, wait_in_state
-from tests.support.fake_graph import PHONE_NUMBER_ID, TOKEN, FakeGraph, Fault
+from tests.support.fake_graph import FakeGraph, Fault
 from tests.support.helpers import INTERNAL_TOKEN, envelope, status, text_message
 from tests.support.redis_server import RedisServer
 
@@ -87,23 +87,6 @@ def start(tmp_path: Path, graph: FakeGraph, fake_openai: FakeOpenAI) -> Iterator
     for serve in started:
         serve.http.close()
         serve.process.cleanup()
-
-
-def graph_variables(graph: FakeGraph, fake_openai: FakeOpenAI, llm: bool) -> dict[str, str]:
-    variables = {
-        "WHATSAPP_ACCESS_TOKEN": TOKEN,
-        "WHATSAPP_PHONE_NUMBER_ID": PHONE_NUMBER_ID,
-        "WHATSAPP_API_BASE_URL": graph.base_url,
-        "WHATSAPP_TIMEOUT_SECONDS": "2",
-        "WHATSAPP_PACING_SECONDS": "0",
-    }
-    if llm:
-        variables |= {
-            "OPENAI_API_KEY": "sk-test",
-            "OPENAI_BASE_URL": fake_openai.base_url,
-            "OPENAI_MAX_RETRIES": "0",
-        }
-    return variables
 
 
 def texts(graph: FakeGraph) -> list[str]:

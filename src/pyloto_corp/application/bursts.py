@@ -299,9 +299,11 @@ def _nothing_to_answer(
     }
     original = record.inbound.details.get(ORIGINAL)
     if changes_message(record) and original not in ids:
-        action = {EDIT: "edited a message", REVOKE: "deleted a message"}.get(
-            "".join(late), "edited and deleted messages"
-        )
+        action = "edited and deleted messages"
+        if late == {EDIT}:
+            action = "edited a message"
+        elif late == {REVOKE}:
+            action = "deleted a message"
         note = ConversationWrite(
             key=customer_key(record, ctx.hash_key),
             at=now,

@@ -58,6 +58,14 @@ class Tokens:
         ) / PER_MILLION
 
 
+def summed(tokens: Iterable[Tokens]) -> Tokens:
+    """The tokens of several steps together."""
+    total = Tokens()
+    for part in tokens:
+        total += part
+    return total
+
+
 @dataclass(frozen=True)
 class DayCost:
     """One UTC day: billable messages by category, tokens by step, and their costs."""
@@ -76,10 +84,7 @@ class DayCost:
     @property
     def total_tokens(self) -> Tokens:
         """Tokens of the day, every step."""
-        total = Tokens()
-        for tokens in self.tokens.values():
-            total += tokens
-        return total
+        return summed(self.tokens.values())
 
     @property
     def cost(self) -> float | None:
@@ -113,9 +118,7 @@ def day_cost(day: int, counters: Mapping[str, int], prices: Prices) -> DayCost:
         for step in LLM_STEPS
     }
     tokens = {step: t for step, t in tokens.items() if t.input or t.output}
-    total = Tokens()
-    for t in tokens.values():
-        total += t
+    total = summed(tokens.values())
     return DayCost(
         day=day,
         billable=dict(sorted(billable.items(), key=lambda item: (-item[1], item[0]))),
@@ -144,10 +147,7 @@ class ConversationCost:
     @property
     def total_tokens(self) -> Tokens:
         """Tokens of every step."""
-        total = Tokens()
-        for tokens in self.tokens.values():
-            total += tokens
-        return total
+        return summed(self.tokens.values())
 
 
 def conversation_cost(records: Iterable[Record], prices: Prices) -> ConversationCost:
@@ -170,9 +170,7 @@ def conversation_cost(records: Iterable[Record], prices: Prices) -> Conversation
                 tokens[step] = tokens.get(step, Tokens()) + Tokens(
                     call.input_tokens, call.output_tokens
                 )
-    total = Tokens()
-    for t in tokens.values():
-        total += t
+    total = summed(tokens.values())
     price = prices.message_price("service")
     return ConversationCost(
         replies_sent=sent,
