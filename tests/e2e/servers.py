@@ -64,12 +64,13 @@ SERVER_LOGS: list[Path] = []
 class ServeProcess:
     """`pyloto serve --port N` in a child process, its output appended to `log`."""
 
-    def __init__(self, env: dict[str, str], log: Path) -> None:
+    def __init__(self, env: dict[str, str], log: Path, cwd: Path | None = None) -> None:
         SERVER_LOGS.append(log)  # read by the suite's check for message ids in log lines
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = env
         self.log = log
+        self.cwd = cwd  # the working directory (None: the test's)
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -86,7 +87,7 @@ class ServeProcess:
         """Start the process without waiting (to start several at once)."""
         with self.log.open("ab") as out:
             self.process = subprocess.Popen(
-                self.command, env=self.env, stdout=out, stderr=subprocess.STDOUT
+                self.command, env=self.env, stdout=out, stderr=subprocess.STDOUT, cwd=self.cwd
             )
 
     def wait(self, path: str = "/ready") -> None:

@@ -20,6 +20,7 @@ from pyloto_corp.http.health import health, ready
 from pyloto_corp.http.internal import InternalController
 from pyloto_corp.http.ops import OpsController
 from pyloto_corp.http.ops_inbox import InboxController
+from pyloto_corp.http.ops_off import console_off
 from pyloto_corp.http.rejections import Rejections
 from pyloto_corp.http.webhook import webhook
 
@@ -63,6 +64,8 @@ def create_app(container: Container) -> Litestar:
     handlers: list[Any] = [webhook, InternalController, ConversationController, health, ready]
     if container.settings.app.ops_console_enabled:
         handlers.extend([OpsController, InboxController])
+    else:
+        handlers.append(console_off)
     return Litestar(
         route_handlers=handlers,
         state=State(
