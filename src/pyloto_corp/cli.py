@@ -156,12 +156,18 @@ def _describe_reply(reply: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-async def _simulate_http(settings: Settings, args: argparse.Namespace, body: bytes) -> int:
+async def _simulate_http(
+    settings: Settings, args: argparse.Namespace, media: _MediaFile | None
+) -> int:
     base = args.url.rstrip("/").removesuffix("/webhook")
-    message_id = _message_id(body)
-    headers = {"X-Hub-Signature-256": sign(body, settings.app_secret)}
-    headers["Content-Type"] = "application/json"
+    token = {"X-Internal-Token": settings.internal_task_token}
     async with httpx.AsyncClient(timeout=10) as client:
+        body = await _prepared_body(client, base, token, args, media)
+        if body is None:
+            return 1
+        message_id = _message_id(body)
+        headers = {"X-Hub-Signature-256": sign(body, settings.app_secret)}
+        headers["Content-Type"] = "application/json"
         try:
             response = await client.post(f"{base}/webhook", content=body, headers=headers)
         except httpx.HTTPError as error:
@@ -174,7 +180,6 @@ async def _simulate_http(settings: Settings, args: argparse.Namespace, body: byt
             if response.status_code == 403:
                 print(_SIGNATURE_HINT[bool(settings.whatsapp.app_secret)], file=sys.stderr)
             return 1
-        token = {"X-Internal-Token": settings.internal_task_token}
         deadline = time.monotonic() + args.timeout
         view: dict[str, Any] = {}
         while time.monotonic() < deadline:
@@ -184,7 +189,71 @@ async def _simulate_http(settings: Settings, args: argparse.Namespace, body: byt
                 if view["state"] in TERMINAL:
                     break
             await asyncio.sleep(0.1)
-    return _finish(view, message_id)
+    return _finish(view, message_id, args.fail_send)
+
+
+async def _prepared_body(
+    client: httpx.AsyncClient,
+    base: str,
+    token: dict[str, str],
+    args: argparse.Namespace,
+    media: _MediaFile | None,
+) -> bytes | None:
+    """The webhook to post, its media given to the server and, with --fail-send, the
+    refusal of its reply asked for (None, with the reason on stderr, when refused)."""
+    if media is None:
+        body = text_webhook(args.text, args.sender, args.name)
+    else:
+        # The server keeps the file in its own media folder: it may run in another working
+        # directory, or on another machine, than this command.
+        upload = {**token, "Content-Type": media.mime_type}
+        answer = await _ask_server(client, base, "media", media.data, upload)
+        if answer is None:
+            return None
+        body = _media_body(args, media, str(answer["media_id"]))
+    if args.fail_send:
+        refusal = json.dumps({"message_id": _message_id(body)}).encode()
+        headers = {**token, "Content-Type": "application/json"}
+        if await _ask_server(client, base, "refuse-send", refusal, headers) is None:
+            return None
+    return body
+
+
+_LOCAL_REFUSED = {
+    "media": "pyloto: the server cannot take the file",
+    "refuse-send": "pyloto: the server cannot refuse the send (--fail-send)",
+}
+
+
+async def _ask_server(
+    client: httpx.AsyncClient, base: str, what: str, body: bytes, headers: dict[str, str]
+) -> dict[str, Any] | None:
+    """POST to the server's /internal/local/`what`: its JSON answer, or None with the reason
+    on stderr (unreachable, refused, or a server without the route)."""
+    try:
+        response = await client.post(f"{base}/internal/local/{what}", content=body, headers=headers)
+    except httpx.HTTPError as error:
+        print(f"pyloto: cannot reach {base}: {error}", file=sys.stderr)
+        return None
+    if response.status_code == 200:
+        answer: dict[str, Any] = response.json()
+        return answer
+    if response.status_code == 404:
+        reason = "it has no /internal/local routes (a pyloto older than this command?)"
+    elif response.status_code in (401, 403):
+        reason = (
+            "its INTERNAL_TASK_TOKEN is not this one: set the server's value and add "
+            "--secret-from-env"
+        )
+    elif response.status_code == 413:
+        reason = "the file is larger than the media step reads (16 MB for a voice note)"
+    else:
+        try:
+            reason = str(response.json()["detail"])
+        except (ValueError, KeyError, TypeError):
+            reason = f"it answered {response.status_code}"
+    print(f"{_LOCAL_REFUSED[what]}: {reason}", file=sys.stderr)
+    return None
 
 
 _SIGNATURE_HINT = {
@@ -195,7 +264,7 @@ _SIGNATURE_HINT = {
 }
 
 
-def _finish(view: dict[str, Any], message_id: str) -> int:
+def _finish(view: dict[str, Any], message_id: str, fail_send: bool = False) -> int:
     if not view:
         print(f"pyloto: message {message_id} was not found", file=sys.stderr)
         return 1
@@ -205,6 +274,15 @@ def _finish(view: dict[str, Any], message_id: str) -> int:
         return 1
     if view["state"] == "with_agent":
         print("held for a person: the conversation waits for or is owned by an agent (/ops/inbox)")
+    if fail_send:
+        if view["state"] != "failed":
+            print(f"pyloto: --fail-send, but the record ended '{view['state']}'", file=sys.stderr)
+            return 1
+        print(
+            "dead-lettered as asked: replay it from /ops/dead-letters or with "
+            f"`pyloto replay {message_id}`"
+        )
+        return 0
     return 0 if view["state"] != "failed" else 1
 
 
@@ -228,13 +306,18 @@ async def _simulate_in_process(settings: Settings, args: argparse.Namespace, bod
 async def _run_in_process(
     container: Container, settings: Settings, args: argparse.Namespace, body: bytes
 ) -> int:
+    from pyloto_corp.adapters.dry_run_outbox import DryRunOutbox, RedisDryRunOutbox
     from pyloto_corp.adapters.whatsapp_webhook import parse_webhook
 
     await container.start()
     try:
+        message_id = _message_id(body)
+        if args.fail_send:
+            outbox = container.outbox
+            assert isinstance(outbox, DryRunOutbox | RedisDryRunOutbox)  # checked before
+            outbox.refusals.refuse(message_id)
         verify_signature(body, sign(body, settings.app_secret), settings.app_secret)
         await container.ingestor.ingest(parse_webhook(body))
-        message_id = _message_id(body)
         deadline = time.monotonic() + args.timeout
         view: dict[str, Any] = {}
         while time.monotonic() < deadline:
@@ -246,7 +329,7 @@ async def _run_in_process(
             await asyncio.sleep(0.02)
     finally:
         await container.stop()
-    return _finish(view, message_id)
+    return _finish(view, message_id, args.fail_send)
 
 
 def _cmd_simulate(settings: Settings, args: argparse.Namespace) -> int:
@@ -264,12 +347,29 @@ def _cmd_simulate(settings: Settings, args: argparse.Namespace) -> int:
             # only produce a confusing 403.
             print(f"pyloto: --secret-from-env needs {' and '.join(missing)}", file=sys.stderr)
             return 2
-    body = _simulated_body(settings, args)
-    if body is None:
+    if not (args.voice or args.image or args.text):
+        print("pyloto: give the message's text, or --voice FILE or --image FILE", file=sys.stderr)
+        return 2
+    media = _media_file(args) if args.voice or args.image else None
+    if (args.voice or args.image) and media is None:
         return 2
     if not args.in_process:
         args.url = args.url or f"http://127.0.0.1:{settings.app.port}"
-        return asyncio.run(_simulate_http(settings, args, body))
+        return asyncio.run(_simulate_http(settings, args, media))
+    if settings.whatsapp.sends and (media is not None or args.fail_send):
+        print(
+            "pyloto: with WHATSAPP_ACCESS_TOKEN set, media is fetched from and replies sent to "
+            "the Graph API: --voice, --image and --fail-send only work without it",
+            file=sys.stderr,
+        )
+        return 2
+    if media is None:
+        body = text_webhook(args.text, args.sender, args.name)
+    else:
+        from pyloto_corp.adapters.local_media import store_local_media
+
+        folder = settings.whatsapp.local_media_dir
+        body = _media_body(args, media, store_local_media(folder, media.data, media.mime_type))
     if _sqlite_in_use(settings):
         print(
             f"pyloto: {settings.state.sqlite_path} is in use by a running `pyloto serve`: "
@@ -285,20 +385,19 @@ def _cmd_simulate(settings: Settings, args: argparse.Namespace) -> int:
         return 1
 
 
-def _simulated_body(settings: Settings, args: argparse.Namespace) -> bytes | None:
-    """The webhook `simulate` posts: text, or a voice note or picture from a local file put
-    in the local media folder (None, with the reason on stderr, when it cannot be)."""
-    path_text = args.voice or args.image
-    if path_text is None:
-        if not args.text:
-            print(
-                "pyloto: give the message's text, or --voice FILE or --image FILE", file=sys.stderr
-            )
-            return None
-        return text_webhook(args.text, args.sender, args.name)
-    from pyloto_corp.adapters.local_media import store_local_media
+class _MediaFile:
+    """A voice note or picture read from a local file, for `simulate --voice/--image`."""
 
-    path = Path(path_text)
+    def __init__(self, kind: str, mime_type: str, data: bytes) -> None:
+        self.kind = kind
+        self.mime_type = mime_type
+        self.data = data
+
+
+def _media_file(args: argparse.Namespace) -> _MediaFile | None:
+    """The file of --voice or --image (None, with the reason on stderr, when it cannot be
+    sent: an unknown type, or unreadable)."""
+    path = Path(args.voice or args.image)
     kind = "audio" if args.voice else "image"
     mime_type = MEDIA_TYPES.get(path.suffix.lower())
     if mime_type is None or not mime_type.startswith("audio/" if args.voice else "image/"):
@@ -310,15 +409,14 @@ def _simulated_body(settings: Settings, args: argparse.Namespace) -> bytes | Non
     except OSError as error:
         print(f"pyloto: cannot read {path}: {error.strerror}", file=sys.stderr)
         return None
-    if settings.whatsapp.sends:
-        print(
-            "pyloto: the media step fetches from the Graph API when WHATSAPP_ACCESS_TOKEN is "
-            "set: --voice and --image only work against a server without it",
-            file=sys.stderr,
-        )
-        return None
-    media_id = store_local_media(settings.whatsapp.local_media_dir, data, mime_type)
-    return media_webhook(kind, media_id, mime_type, data, args.text or "", args.sender, args.name)
+    return _MediaFile(kind, mime_type, data)
+
+
+def _media_body(args: argparse.Namespace, media: _MediaFile, media_id: str) -> bytes:
+    """The webhook of a voice note or picture stored as `media_id`."""
+    return media_webhook(
+        media.kind, media_id, media.mime_type, media.data, args.text or "", args.sender, args.name
+    )
 
 
 def _sqlite_in_use(settings: Settings) -> bool:
@@ -542,6 +640,12 @@ def _parser() -> argparse.ArgumentParser:
     simulate.add_argument("--url", default=None, help="server URL (default: local, $PORT)")
     simulate.add_argument("--in-process", action="store_true", help="no server: run it here")
     simulate.add_argument("--timeout", type=float, default=30.0, help="seconds to wait")
+    simulate.add_argument(
+        "--fail-send",
+        action="store_true",
+        help="a dry-run server refuses this message's reply once, so it ends in 'failed' (a "
+        "dead letter to try replay on)",
+    )
     simulate.add_argument(
         "--secret-from-env",
         action="store_true",

@@ -52,9 +52,7 @@ def test_a_client_gets_json_and_other_methods_the_same_404(served: ServeProcess)
     detail = api.json()["detail"]
     assert detail.startswith("the operations console is off")
     assert "OPS_CONSOLE_ENABLED=true" in detail
-    posted = httpx.post(
-        f"{served.url}/ops/login", data={"name": "a", "password": "b"}, timeout=5
-    )
+    posted = httpx.post(f"{served.url}/ops/login", data={"name": "a", "password": "b"}, timeout=5)
     assert posted.status_code == 404
     assert "OPS_CONSOLE_ENABLED=true" in posted.json()["detail"]
     other = httpx.get(f"{served.url}/opsx", headers=BROWSER, timeout=5)

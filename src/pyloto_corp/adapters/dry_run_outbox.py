@@ -17,7 +17,7 @@ from redis.exceptions import RedisError
 
 from pyloto_corp.adapters.redis.keys import DRY_RUN_LOG_LENGTH, RedisKeys
 from pyloto_corp.adapters.sqlite.base import SQLiteThread
-from pyloto_corp.application.ports import TransientStepError
+from pyloto_corp.application.ports import PermanentStepError, TransientStepError
 from pyloto_corp.domain.replies import reply_key
 
 _SCHEMA = """
@@ -31,6 +31,33 @@ CREATE TABLE IF NOT EXISTS dry_run_outbox (
 );
 CREATE INDEX IF NOT EXISTS dry_run_outbox_by_callback ON dry_run_outbox (callback_data);
 """
+
+
+# What a refused send reads as in the record's failure reason.
+REFUSED_REASON = "dry run: send refused as asked (pyloto simulate --fail-send)"
+# Refusals kept waiting for their reply at most: older ones are dropped first.
+MAX_REFUSALS = 1000
+
+
+class SendRefusals:
+    """Replies this process's dry-run outbox refuses once, by the record they answer: the
+    local way to make a dead letter (`pyloto simulate --fail-send`). Kept in memory, so
+    they end with the process; a refused reply's replay sends, the refusal being spent."""
+
+    def __init__(self) -> None:
+        self._keys: dict[str, None] = {}
+
+    def refuse(self, message_id: str) -> None:
+        """The next send of the reply to record `message_id` fails permanently."""
+        self._keys[reply_key(message_id)] = None
+        while len(self._keys) > MAX_REFUSALS:
+            del self._keys[next(iter(self._keys))]
+
+    def check(self, body: dict[str, Any]) -> None:
+        """PermanentStepError (and the refusal spent) when this reply is to be refused."""
+        key = body.get("biz_opaque_callback_data")
+        if isinstance(key, str) and self._keys.pop(key, 0) is None:
+            raise PermanentStepError(REFUSED_REASON)
 
 
 def _add_number_column(connection: sqlite3.Connection) -> None:
@@ -53,6 +80,7 @@ class DryRunOutbox:
     def __init__(self, path: Path, default_number: str = "") -> None:
         self.path = path
         self.default_number = default_number
+        self.refusals = SendRefusals()
         # A failure to write means nothing was sent: the send step may retry at once.
         self._db = SQLiteThread(
             path, _SCHEMA, TransientStepError, "pyloto-outbox", migrate=_add_number_column
@@ -61,6 +89,7 @@ class DryRunOutbox:
         self._connect = self._db.connection
 
     async def send(self, body: dict[str, Any], phone_number_id: str = "") -> str:
+        self.refusals.check(body)
         outbound_id = f"wamid.dryrun.{uuid.uuid4().hex}"
         number = phone_number_id or self.default_number
         row = (outbound_id, body.get("biz_opaque_callback_data"), json.dumps(body), number)
@@ -159,8 +188,10 @@ class RedisDryRunOutbox:
         self.keys = keys
         self.ttl = int(retention_seconds)
         self.default_number = default_number
+        self.refusals = SendRefusals()
 
     async def send(self, body: dict[str, Any], phone_number_id: str = "") -> str:
+        self.refusals.check(body)
         outbound_id = f"wamid.dryrun.{uuid.uuid4().hex}"
         callback = str(body.get("biz_opaque_callback_data") or "")
         number = phone_number_id or self.default_number

@@ -25,7 +25,8 @@ class LocalMedia:
     """`MediaSource` on a folder of files written by `store_local_media`."""
 
     def __init__(self, folder: Path) -> None:
-        self.folder = folder
+        # Resolved once: the folder stays the same whatever the working directory becomes.
+        self.folder = folder.resolve()
 
     async def fetch(self, media_id: str, max_bytes: int, phone_number_id: str = "") -> MediaFile:
         """The file's bytes, checked against `max_bytes` and its recorded sha256 (one folder

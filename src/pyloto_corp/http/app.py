@@ -18,6 +18,7 @@ from pyloto_corp.bootstrap import Container
 from pyloto_corp.http.conversations import ConversationController
 from pyloto_corp.http.health import health, ready
 from pyloto_corp.http.internal import InternalController
+from pyloto_corp.http.local_dev import LocalDevController
 from pyloto_corp.http.ops import OpsController
 from pyloto_corp.http.ops_inbox import InboxController
 from pyloto_corp.http.ops_off import console_off
@@ -61,7 +62,14 @@ def _internal(request: Request[Any, Any, Any], error: Exception) -> Response[Any
 
 def create_app(container: Container) -> Litestar:
     """The HTTP app; the container's workers start and stop with it."""
-    handlers: list[Any] = [webhook, InternalController, ConversationController, health, ready]
+    handlers: list[Any] = [
+        webhook,
+        InternalController,
+        LocalDevController,
+        ConversationController,
+        health,
+        ready,
+    ]
     if container.settings.app.ops_console_enabled:
         handlers.extend([OpsController, InboxController])
     else:

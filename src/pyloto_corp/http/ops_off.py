@@ -16,7 +16,7 @@ _HOW = (
     "made by `pyloto users add NAME --role operator` (docs/accounts.md)"
 )
 
-_PAGE = f"""<!doctype html>
+_PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>pyloto · console off</title></head>
 <body><h1>The operations console is off</h1>
 <p>To turn it on, set <code>OPS_CONSOLE_ENABLED=true</code> and restart
