@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
+from pyloto_corp.cli import main
 from pyloto_corp.devtools.fake_openai import FakeOpenAI
 from tests.e2e.servers import START_SECONDS, ServeProcess, process_env, pyloto_command
 from tests.e2e.support import message_view, wait_in_state
@@ -256,3 +257,35 @@ def _wait_health(base: str, server: subprocess.Popen[bytes], log: Path) -> None:
 def _wait_state(base: str, message_id: str, state: str) -> dict[str, Any]:
     with httpx.Client(headers=TOKEN, timeout=10) as http:
         return wait_in_state(lambda: message_view(http, base, message_id), (state,), 30)
+
+
+def test_fail_send_in_process_then_replay_from_the_shell(
+    cli_env: dict[str, str],
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    servers: list[ServeProcess],
+    tmp_path: Path,
+) -> None:
+    """`simulate --in-process --fail-send` ends the record `failed` (exit 0, the replay
+    hint); `pyloto replay ID` to a server on that database then sends it. With
+    WHATSAPP_ACCESS_TOKEN set the in-process run refuses (exit 2)."""
+    assert main(["simulate", "--in-process", "--fail-send", "Olá"]) == 0
+    out = capsys.readouterr().out
+    assert " → sending → failed" in out
+    found = re.search(r"^message (\S+)$", out, re.M)
+    assert found, out
+    message_id = found.group(1)
+    assert f"`pyloto replay {message_id}`" in out
+
+    env = process_env(cli_env)
+    server = _serve(servers, env, tmp_path, tmp_path / "server.log")
+    replayed = _run(["replay", "--url", server.url, message_id], env, tmp_path)
+    assert replayed.returncode == 0, replayed.stderr
+    assert f"replayed {message_id}" in replayed.stdout
+    assert _wait_state(server.url, message_id, "sent")["state"] == "sent"
+    server.terminate()
+
+    monkeypatch.setenv("WHATSAPP_ACCESS_TOKEN", "local")
+    monkeypatch.setenv("WHATSAPP_PHONE_NUMBER_ID", "106540352242922")
+    assert main(["simulate", "--in-process", "--fail-send", "Olá"]) == 2
+    assert "--fail-send only work without it" in capsys.readouterr().err
