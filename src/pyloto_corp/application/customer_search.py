@@ -4,7 +4,7 @@ What is typed is personal data: it is only hashed here, with the keyed hash the 
 customers by (`llm_steps.conversation_id`), and never kept, logged or quoted. A number is
 read in any usual mask (`+55 (11) 91234-5678`, `0055 11 91234 5678`, `11912345678`); a
 Brazilian mobile is looked for with and without its ninth digit, as WhatsApp ids of numbers
-registered before it exist in both shapes, and a Brazilian number typed without `55` is
+registered before it exist in both shapes, and a Brazilian number typed without `55` (nor `+`) is
 looked for with it too. A number's hash leads, through its alias, to the BSUID's key its
 customer's records name (docs/bsuid.md).
 """
@@ -31,6 +31,7 @@ class NotAnId(ValueError):
 def numbers_for(typed: str) -> list[str]:
     """The WhatsApp ids a typed phone number may stand for, most likely first;
     NotAnId when it is not a number."""
+    international = typed.strip().startswith(("+", "00"))
     digits = _MASK.sub("", typed)
     digits = digits.removeprefix("00")
     if not digits.isdigit() or not _SHORTEST <= len(digits) <= _LONGEST:
@@ -39,7 +40,7 @@ def numbers_for(typed: str) -> list[str]:
             "or a BSUID (like BR.1502576394655843)"
         )
     found = [digits]
-    if len(digits) in (10, 11) and _AREA.fullmatch(digits[:2]):
+    if not international and len(digits) in (10, 11) and _AREA.fullmatch(digits[:2]):
         found.append("55" + digits)  # a Brazilian number without its country code
     for number in list(found):
         if not number.startswith("55") or not _AREA.fullmatch(number[2:4]):
