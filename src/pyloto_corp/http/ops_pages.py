@@ -560,7 +560,7 @@ def _outcome_items(rows: Sequence[Mapping[str, Any]]) -> str:
         f'<a class="message-link" href="{e(r["href"])}"><code>{e(r["ref"])}</code></a>: '
         f'<b class="outcome{" error" if r["state"] == "failed" else ""}">{e(r["outcome"])}</b>'
         + (f' <span class="reason">{e(r["reason"])}</span>' if r["reason"] else "")
-        + "</li>"
+        + f' <a class="timeline-link" href="{e(r["href"])}">timeline →</a></li>'
         for r in rows
     )
 
