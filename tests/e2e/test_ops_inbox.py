@@ -228,6 +228,9 @@ async def test_the_operator_pages_show_none_of_the_customers_words(
             "/ops/api/summary",
             "/ops/costs",
             message[1],
+            # A replay's followed records, and the customer's own records list.
+            "/ops/replay/status?m=" + message[1].removeprefix("/ops/messages/"),
+            f"/ops/records?customer={key}",
         ]
         routes = {
             route.path
@@ -243,6 +246,7 @@ async def test_the_operator_pages_show_none_of_the_customers_words(
             "/ops/api/summary",
             "/ops/costs",
             "/ops/messages/{token:str}",
+            "/ops/replay/status",
             "/ops/login",
             "/ops/static/{name:str}",
         }

@@ -384,3 +384,24 @@ async def test_a_number_that_becomes_an_alias_hands_its_conversation_to_the_bsui
     moved = await store.get_conversation(user)
     assert moved is not None
     assert (moved.mode, moved.owner) == (HUMAN, "ana")
+
+
+async def test_a_numbers_hash_leads_to_the_customer_key_its_records_name(
+    store: StateStore,
+) -> None:
+    """The console finds a customer by their number: its hash, an alias of their BSUID's,
+    leads to the key their records name; a key no alias names stands for itself."""
+    phone_key, user_key = _key(), _key()
+    stored = record(created_at=NOW)
+    await store.create_if_absent([stored])
+    writes = Writes(customer=CustomerRequest(phone_key, user_key))
+    lease = LeaseHold(f"{stored.message_id}:received", "me")
+    accepted = replace(stored, state="deduped", version=1)
+    assert (await store.finish_step(StepCommit(accepted, 0, lease, writes=writes))).saved
+    assert await store.customer_of(phone_key) == user_key
+    assert await store.customer_of(user_key) == user_key
+    listed = await store.conversation_records(await store.customer_of(phone_key), 10)
+    assert [r.message_id for r in listed] == [stored.message_id]
+    lone = _key()
+    assert await store.customer_of(lone) == lone
+    assert await store.conversation_records(lone, 10) == []

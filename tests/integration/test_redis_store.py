@@ -718,6 +718,7 @@ def every_store_call(store: RedisStore, known: str) -> dict[str, Callable[[], Aw
         ),
         "list_conversations": lambda: store.list_conversations("human", 10),
         "conversation_records": lambda: store.conversation_records("u" * 32, 10),
+        "customer_of": lambda: store.customer_of("p" * 32),
         "move_customer": lambda: store.move_customer("u" * 32, "v" * 32),
         "ping": store.ping,
         "durability": store.durability,

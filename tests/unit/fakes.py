@@ -206,6 +206,9 @@ class FakeStore:
     async def recent_turns(self, conversation: str, since: float, limit: int) -> list[Turn]:
         return [t for t in self.turns.get(conversation, []) if t.at >= since][-limit:]
 
+    async def customer_of(self, key: str) -> str:
+        return self._follow(key)
+
     def _follow(self, key: str) -> str:
         for _ in range(4):
             following = self.aliases.get(key)

@@ -248,6 +248,10 @@ class ConversationStore(Protocol):
         """The conversation's last `limit` records (its customer's messages and the replies
         agents sent), oldest first, each with its reply's delivery status."""
 
+    async def customer_of(self, key: str) -> str:
+        """The customer key `key` stands for through its aliases (a number's hash, or a
+        BSUID's before it changed), else `key` itself: what the records name."""
+
 
 class StepStore(ConversationMemory, Protocol):
     """What the steps may use of the store: reading the conversation's turns and, to answer

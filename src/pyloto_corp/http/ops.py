@@ -12,6 +12,7 @@ browser sends one, an Origin that is this service's own (never `null`).
 
 from __future__ import annotations
 
+import asyncio
 import calendar
 import functools
 import logging
@@ -19,7 +20,7 @@ import math
 import time
 from importlib import resources
 from typing import Any
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, urlencode
 
 from litestar import Controller, MediaType, Request, Response, get, post
 from litestar.datastructures import Cookie
@@ -27,6 +28,7 @@ from litestar.exceptions import HTTPException, NotAuthorizedException, Permissio
 
 from pyloto_corp.application.accounts import account_ref
 from pyloto_corp.application.console import daily_costs, dashboard
+from pyloto_corp.application.customer_search import NotAnId, find_customer
 from pyloto_corp.application.inspect import record_view
 from pyloto_corp.application.ports import RecordQuery
 from pyloto_corp.application.replay import REPLAY_BATCH, Replayer
@@ -54,6 +56,13 @@ from pyloto_corp.http.rejections import Rejections
 log = logging.getLogger(__name__)
 
 PAGE_SIZE = 50
+# A customer's records listed at once (their newest; the store reads them by its index).
+CUSTOMER_RECORDS = 100
+# After a replay the result page follows the replayed records this long at most, and this
+# many of them (a replay of every dead letter shows the first ones), reading each by its id.
+FOLLOW_SECONDS = 5.0
+FOLLOW_AT_MOST = 20
+FOLLOW_POLL_SECONDS = 0.2
 _STATIC = {"ops.css": "text/css; charset=utf-8", "ops.js": "text/javascript; charset=utf-8"}
 _HEADERS = {
     "Cache-Control": "no-store",
@@ -292,6 +301,65 @@ def _unknown_since(record: Record) -> str | None:
     return since_text(record.outcome_unknown_since)
 
 
+def _customer_key(value: str) -> str | None:
+    """A customer key from a link (32 hex digits, a keyed hash), else None."""
+    if len(value) == 32 and all(c in "0123456789abcdef" for c in value):
+        return value
+    return None
+
+
+def _settled(console: _Console, record: Record | None) -> bool:
+    """Whether a replayed record has come to rest (gone, or in a terminal state)."""
+    if record is None:
+        return True
+    spec = console.container.chart.states.get(record.state)
+    return spec is not None and spec.terminal
+
+
+async def _follow(console: _Console, message_ids: list[str], seconds: float) -> dict[str, Any]:
+    """Each record as it is once all have come to rest, or after `seconds`: read by id."""
+    store = console.container.store
+    found: dict[str, Record | None] = {m: None for m in message_ids}
+    waiting = list(message_ids)
+    deadline = time.monotonic() + seconds
+    while True:
+        for message_id in waiting:
+            found[message_id] = await store.get(message_id)
+        waiting = [m for m in waiting if not _settled(console, found[m])]
+        if not waiting or time.monotonic() >= deadline:
+            return found
+        await asyncio.sleep(FOLLOW_POLL_SECONDS)
+
+
+def _outcome(console: _Console, message_id: str, record: Record | None) -> dict[str, Any]:
+    """A replayed record's row on the result page: what became of it, in words."""
+    token = console.keys.seal(message_id)
+    row: dict[str, Any] = {
+        "ref": message_ref(message_id),
+        "href": f"/ops/messages/{token}",
+        "token": token,
+        "state": record.state if record is not None else "-",
+        "reason": None,
+    }
+    if record is None:
+        row["outcome"], row["running"] = "gone (purged)", False
+    elif record.state == "sent":
+        row["outcome"], row["running"] = "sent", False
+    elif record.state == FAILED_STATE:
+        row["outcome"], row["running"] = "failed again", False
+        row["reason"] = _row(console, record)["reason"]
+    elif _settled(console, record):
+        row["outcome"], row["running"] = f"ended in {record.state}", False
+    else:
+        row["outcome"], row["running"] = f"still running (in {record.state})", True
+    return row
+
+
+def _follow_href(rows: list[dict[str, Any]]) -> str:
+    """The page that shows the followed records as they are now (their sealed ids)."""
+    return "/ops/replay/status?" + urlencode([("m", r["token"]) for r in rows])
+
+
 async def _confirm_replay(
     container: Container, token: str, message_id: str | None, csrf: str
 ) -> Response[str]:
@@ -447,6 +515,14 @@ class OpsController(Controller):
                 None,
                 None,
             )
+        if "customer" in params:
+            key = _customer_key(params["customer"])
+            if key is None:
+                raise BadInput("this customer link is not valid (edited): search again")
+            listed = await console.container.store.conversation_records(key, CUSTOMER_RECORDS)
+            rows = [_row(console, r) for r in reversed(listed)]
+            body = pages.records_page(rows, states, {}, None, _csrf(principal), customer=key)
+            return _html(body)
         before = _cursor(console, params.get("before"))
         found = await console.container.store.list_records(
             RecordQuery(
@@ -468,6 +544,8 @@ class OpsController(Controller):
         """Open a message by its wamid (posted, so the id is in no URL or access log)."""
         console, principal, form = await _post(request)
         csrf = _csrf(principal)
+        if "customer" in form:
+            return await _search_customer(console, csrf, form["customer"])
         message_id = form.get("id", "").strip()
         record = await console.container.store.get(message_id) if message_id else None
         if record is None:
@@ -476,6 +554,19 @@ class OpsController(Controller):
             return _html(body, 404)
         href = f"/ops/messages/{console.keys.seal(message_id)}"
         return Response("", status_code=303, headers={**_HEADERS, "Location": href})
+
+    @get("/replay/status")
+    async def replay_status(self, request: Request[Any, Any, Any]) -> Response[str]:
+        """The replayed records of a replay's result page, as they are now."""
+        console, principal = await _session(request)
+        tokens = [str(t) for t in request.query_params.getall("m", [])][:FOLLOW_AT_MOST]
+        message_ids = [console.keys.unseal(t) for t in tokens]
+        if not tokens or any(m is None for m in message_ids):
+            raise BadInput("this link is not valid (stale or edited): open the dead letters")
+        found = await _follow(console, [m for m in message_ids if m is not None], 0.0)
+        rows = [_outcome(console, m, r) for m, r in found.items()]
+        again = _follow_href(rows) if any(r["running"] for r in rows) else None
+        return _html(pages.replay_status_page(rows, again, _csrf(principal)))
 
     @get("/messages/{token:str}")
     async def message(self, request: Request[Any, Any, Any]) -> Response[str]:
@@ -503,7 +594,8 @@ class OpsController(Controller):
                 "https://console.cloud.google.com/traces/list"
                 f"?project={console.project}&tid={trace_id}"
             )
-        return _html(pages.message_page(view, trace_id, href, csrf))
+        replay = token if record.state == FAILED_STATE else None
+        return _html(pages.message_page(view, trace_id, href, csrf, replay_token=replay))
 
     @get("/dead-letters")
     async def dead_letters(self, request: Request[Any, Any, Any]) -> Response[str]:
@@ -544,9 +636,30 @@ class OpsController(Controller):
             },
         )
         seal = console.keys.seal
-        done = [(message_ref(m), f"/ops/messages/{seal(m)}") for m in summary.replayed]
+        followed = summary.replayed[:FOLLOW_AT_MOST]
+        found = await _follow(console, followed, FOLLOW_SECONDS)
+        done = [_outcome(console, m, r) for m, r in found.items()]
         left = [
             (message_ref(m), f"/ops/messages/{seal(m)}", reason)
             for m, reason in summary.skipped.items()
         ]
-        return _html(pages.replay_result_page(done, left, csrf))
+        again = _follow_href(done) if any(r["running"] for r in done) else None
+        unfollowed = len(summary.replayed) - len(followed)
+        return _html(pages.replay_result_page(done, left, csrf, again, unfollowed))
+
+
+async def _search_customer(console: _Console, csrf: str, typed: str) -> Response[str]:
+    """Open a customer's records by their number or BSUID: hashed as the stores key them,
+    and only the hash goes on, in the redirect (the typed text is in no URL, log or page)."""
+    states = list(console.container.chart.states)
+    container = console.container
+    try:
+        key = await find_customer(container.store, typed, container.settings.hash_key)
+    except NotAnId as refused:
+        body = pages.records_page([], states, {}, None, csrf, str(refused))
+        return _html(body, 400)
+    if key is None:
+        notice = "No records for this phone number or BSUID."
+        return _html(pages.records_page([], states, {}, None, csrf, notice), 404)
+    href = pages.query_href("/ops/records", {"customer": key})
+    return Response("", status_code=303, headers={**_HEADERS, "Location": href})

@@ -45,9 +45,15 @@ def ms(value: float | None) -> str:
 
 
 def page(
-    title: str, body: str, nav: Nav = "", csrf: str | None = None, script: bool = False
+    title: str,
+    body: str,
+    nav: Nav = "",
+    csrf: str | None = None,
+    script: bool = False,
+    refresh: str | None = None,
 ) -> str:
-    """A whole page: header with navigation (and sign-out when signed in), then `body`."""
+    """A whole page: header with navigation (and sign-out when signed in), then `body`;
+    `refresh`: a page the browser loads after 2 seconds (no script needed)."""
     links = [
         ("machine", "/ops", "Machine"),
         ("records", "/ops/records", "Records"),
@@ -70,6 +76,8 @@ def page(
             '<button type="submit" id="sign-out">Sign out</button></form>'
         )
     tail = '<script src="/ops/static/ops.js" defer></script>' if script else ""
+    if refresh is not None:
+        tail += f'<meta http-equiv="refresh" content="2; url={e(refresh)}">'
     return (
         '<!doctype html><html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
@@ -236,8 +244,10 @@ def records_page(
     next_href: str | None,
     csrf: str,
     notice: str | None = None,
+    customer: str | None = None,
 ) -> str:
-    """The record list with its filters and the search by message id."""
+    """The record list with its filters, the search by message id and the search of a
+    customer by number or BSUID; `customer`: the list is that customer's records."""
     state_options = _option("", filters.get("state")) + "".join(
         _option(s, filters.get("state")) for s in states
     )
@@ -256,6 +266,12 @@ def records_page(
         '<label>Message id (wamid)<input name="id" id="search-id" size="60" required '
         'autocomplete="off"></label>'
         '<button class="primary" type="submit" id="search-submit">Open</button></form>'
+        '<form class="filters card" id="customer-search" method="post" action="/ops/search">'
+        f"{_hidden(csrf)}"
+        '<label>Customer: phone number or BSUID<input name="customer" id="customer-id" '
+        'size="40" required autocomplete="off" spellcheck="false" inputmode="text"></label>'
+        '<button class="primary" type="submit" id="customer-submit">Find records</button>'
+        "</form>"
     )
     lines = "".join(
         f'<tr class="record" data-state="{e(r["state"])}">'
@@ -275,8 +291,16 @@ def records_page(
     more = (
         f'<p><a id="next-page" href="{e(next_href)}">Older records →</a></p>' if next_href else ""
     )
-    warn = f'<p class="error" role="alert">{e(notice)}</p>' if notice else ""
-    return page("Records", f"<h1>Records</h1>{warn}{form}{table}{more}", "records", csrf)
+    warn = f'<p class="error" role="alert" id="notice">{e(notice)}</p>' if notice else ""
+    title = "<h1>Records</h1>"
+    if customer is not None:
+        title = (
+            f'<h1>Records of customer <code id="customer-key">{e(customer[:12])}</code></h1>'
+            '<p class="muted" id="customer-note">Their newest records (at most 100), newest '
+            "first, by the keyed hash of their number or BSUID. "
+            '<a href="/ops/records" id="all-records">All records</a></p>'
+        )
+    return page("Records", f"{title}{warn}{form}{table}{more}", "records", csrf)
 
 
 def query_href(path: str, params: Mapping[str, str]) -> str:
@@ -289,9 +313,14 @@ def query_href(path: str, params: Mapping[str, str]) -> str:
 
 
 def message_page(
-    view: dict[str, Any], trace_id: str | None, trace_href: str | None, csrf: str
+    view: dict[str, Any],
+    trace_id: str | None,
+    trace_href: str | None,
+    csrf: str,
+    replay_token: str | None = None,
 ) -> str:
-    """One record: its facts, its history as a timeline, the reply, the failure."""
+    """One record: its facts, its history as a timeline, the reply, the failure;
+    `replay_token`: a dead letter's sealed id, for its Replay button (confirmed first)."""
     items = []
     for h in view["history"]:
         items.append(
@@ -332,6 +361,13 @@ def message_page(
     if view["failure_reason"]:
         failure = (
             f'<h2>Failure</h2><p class="error" id="failure-reason">{e(view["failure_reason"])}</p>'
+        )
+    if replay_token is not None:
+        failure += (
+            '<form id="replay-message" method="post" action="/ops/replay">'
+            f"{_hidden(csrf, {'message': replay_token})}"
+            '<button class="primary" type="submit" id="replay-message-button">Replay…</button>'
+            "</form>"
         )
     text = inbound["text"]
     said = f'<h2>Message (masked)</h2><pre id="inbound-text">{e(text)}</pre>' if text else ""
@@ -517,26 +553,83 @@ def confirm_page(what: str, fields: Mapping[str, str], csrf: str, *, warning: bo
     return page("Confirm replay", body, "dead-letters", csrf)
 
 
-def replay_result_page(
-    replayed: Sequence[tuple[str, str]], skipped: Sequence[tuple[str, str, str]], csrf: str
-) -> str:
-    """What a replay did: (reference, href) replayed; (reference, href, reason) skipped."""
-    done = "".join(
-        f'<li class="replayed"><a href="{e(href)}"><code>{e(ref)}</code></a></li>'
-        for ref, href in replayed
+def _outcome_items(rows: Sequence[Mapping[str, Any]]) -> str:
+    """A replayed record each: its link, what became of it, and why when it failed again."""
+    return "".join(
+        f'<li class="replayed" data-outcome="{e(r["state"])}">'
+        f'<a class="message-link" href="{e(r["href"])}"><code>{e(r["ref"])}</code></a>: '
+        f'<b class="outcome{" error" if r["state"] == "failed" else ""}">{e(r["outcome"])}</b>'
+        + (f' <span class="reason">{e(r["reason"])}</span>' if r["reason"] else "")
+        + f' <a class="timeline-link" href="{e(r["href"])}">timeline →</a></li>'
+        for r in rows
     )
+
+
+def _outcome_tally(rows: Sequence[Mapping[str, Any]]) -> str:
+    """'2 sent, 1 failed again, 1 still running' of the replayed records followed."""
+    sent = sum(1 for r in rows if r["state"] == "sent")
+    failed = sum(1 for r in rows if r["state"] == "failed")
+    running = sum(1 for r in rows if r["running"])
+    other = len(rows) - sent - failed - running
+    parts = [
+        f'<b id="count-sent">{sent}</b> sent',
+        f'<b id="count-failed">{failed}</b> failed again',
+    ]
+    parts.append(f'<b id="count-running">{running}</b> still running')
+    if other:
+        parts.append(f"<b>{other}</b> ended otherwise")
+    return ", ".join(parts)
+
+
+def _see_again(again: str | None) -> str:
+    if again is None:
+        return ""
+    return (
+        '<p class="muted" id="still-running">Some are still on their way: this page looks '
+        f'again in 2 seconds. <a id="see-again" href="{e(again)}">See again now</a></p>'
+    )
+
+
+def replay_result_page(
+    replayed: Sequence[Mapping[str, Any]],
+    skipped: Sequence[tuple[str, str, str]],
+    csrf: str,
+    again: str | None = None,
+    unfollowed: int = 0,
+) -> str:
+    """What a replay did: each replayed record followed a few seconds (its outcome row,
+    `_outcome` in http/ops.py), `unfollowed` more not followed, and (reference, href,
+    reason) of each one left alone; `again`: where to see the followed ones now."""
     left = "".join(
         f'<li class="skipped"><a href="{e(href)}"><code>{e(ref)}</code></a>: '
         f'<span class="reason">{e(reason)}</span></li>'
         for ref, href, reason in skipped
     )
+    more = (
+        f'<p class="muted" id="unfollowed">{unfollowed} more replayed, not followed here: '
+        'see the <a href="/ops/records">records</a>.</p>'
+        if unfollowed
+        else ""
+    )
     body = (
         f'<h1>Replay done</h1><div class="card" id="replay-result">'
-        f"<p><b>{len(replayed)}</b> replayed, <b>{len(skipped)}</b> left alone.</p>"
-        f"<ul>{done}{left}</ul></div>"
+        f"<p><b>{len(replayed) + unfollowed}</b> replayed, <b>{len(skipped)}</b> left alone.</p>"
+        + (f'<p id="outcomes">Now: {_outcome_tally(replayed)}.</p>' if replayed else "")
+        + f"<ul>{_outcome_items(replayed)}{left}</ul>{more}</div>{_see_again(again)}"
         '<p><a href="/ops/dead-letters">Back to the dead letters</a></p>'
     )
-    return page("Replay done", body, "dead-letters", csrf)
+    return page("Replay done", body, "dead-letters", csrf, refresh=again)
+
+
+def replay_status_page(rows: Sequence[Mapping[str, Any]], again: str | None, csrf: str) -> str:
+    """The records a replay re-drove, as they are now (refreshed while some still run)."""
+    body = (
+        '<h1>Replayed records, now</h1><div class="card" id="replay-result">'
+        f'<p id="outcomes">{_outcome_tally(rows)}.</p>'
+        f"<ul>{_outcome_items(rows)}</ul></div>{_see_again(again)}"
+        '<p><a href="/ops/dead-letters">Back to the dead letters</a></p>'
+    )
+    return page("Replayed records", body, "dead-letters", csrf, refresh=again)
 
 
 def not_found_page(message: str, csrf: str | None) -> str:

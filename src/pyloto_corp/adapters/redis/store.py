@@ -30,7 +30,7 @@ from pyloto_corp.adapters.redis.keys import (
     RECORD_TTL_GRACE_SECONDS,
     RedisKeys,
 )
-from pyloto_corp.adapters.redis.scripts import BODIES
+from pyloto_corp.adapters.redis.scripts import ALIAS_HOPS, BODIES
 from pyloto_corp.adapters.redis.wire import RedisWire, Script
 from pyloto_corp.application.durability import Persistence
 from pyloto_corp.application.ports import (
@@ -655,6 +655,15 @@ class RedisStore:
                 args=[self.keys.record(""), limit, self.keys.delivery("")],
             )
         return _listed(row, statuses=True)
+
+    async def customer_of(self, key: str) -> str:
+        with _redis_errors:
+            for _ in range(ALIAS_HOPS):  # as include/customer.lua's follow()
+                following = await self.client.get(self.keys.alias(key))
+                if following is None or _text(following) == key:
+                    break
+                key = _text(following)
+        return key
 
     def _customer_args(self, first: str | None, second: str | None) -> list[EncodableT]:
         prefixes = [self.keys.conversation(""), self.keys.alias("")]

@@ -510,6 +510,9 @@ class SQLiteStore:
     async def conversation_records(self, key: str, limit: int) -> list[Record]:
         return await self._db.run(lambda: self._listed(key, limit))
 
+    async def customer_of(self, key: str) -> str:
+        return await self._db.run(lambda: self._follow(self._db.connection(), key))
+
     def _listed(self, key: str, limit: int) -> list[Record]:
         """The conversation's last `limit` records, oldest first (on the database thread)."""
         rows = (
