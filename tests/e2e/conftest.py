@@ -65,3 +65,13 @@ def serve_on_redis(redis_prefix: str, tmp_path: Path) -> Iterator[ServeOnRedis]:
     yield create
     for server in built:
         server.cleanup()
+
+
+@pytest.fixture
+def servers() -> Iterator[list[ServeProcess]]:
+    """`pyloto serve` processes a test starts (append each); killed at the end, whatever
+    happened."""
+    started: list[ServeProcess] = []
+    yield started
+    for server in started:
+        server.cleanup()

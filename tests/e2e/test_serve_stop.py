@@ -10,7 +10,6 @@ import sqlite3
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -28,15 +27,6 @@ STOPS = [pytest.param(signal.SIGINT, id="SIGINT"), pytest.param(signal.SIGTERM, 
 POSTERS = 4
 POSTS_A_SECOND = 15  # each poster's; the outbound queue sends 10 replies a second
 MIN_ACKNOWLEDGED = 40  # webhooks answered before the stop signal
-
-
-@pytest.fixture
-def servers() -> Iterator[list[ServeProcess]]:
-    """Servers a test starts; killed at the end if still running."""
-    started: list[ServeProcess] = []
-    yield started
-    for server in started:
-        server.cleanup()
 
 
 def _stop(server: ServeProcess, signum: int) -> tuple[int, str]:

@@ -7,7 +7,6 @@ import re
 import shutil
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -39,15 +38,6 @@ def _run(
         timeout=timeout,
         check=False,
     )
-
-
-@pytest.fixture
-def servers() -> Iterator[list[ServeProcess]]:
-    """The servers a test starts; killed at the end, whatever happened."""
-    started: list[ServeProcess] = []
-    yield started
-    for server in started:
-        server.cleanup()
 
 
 def _serve(servers: list[ServeProcess], env: dict[str, str], cwd: Path, log: Path) -> ServeProcess:
