@@ -21,7 +21,7 @@ from pyloto_corp.devtools.fake_openai import DRAFT, EVENT, FakeOpenAI, json_answ
 from tests.e2e.conftest import ServeOnRedis
 from tests.e2e.servers import ServeProcess, graph_variables, post_webhook, sqlite_server
 from tests.e2e.support import message_view, wait_in_state
-from tests.support.fake_graph import FakeGraph
+from tests.support.fake_graph import FakeGraph, Fault
 from tests.support.helpers import INTERNAL_TOKEN, envelope, new_wamid, now_stamp, text_message
 from tests.support.redis_server import RedisServer
 
@@ -250,6 +250,28 @@ def test_the_cap_answers_a_customer_who_never_stops(start: Start, graph: FakeGra
     assert 2 <= len(graph.sends) <= 5, len(graph.sends)
     assert {view["state"] for view in views} == {"sent", "merged"}
     assert sum(view["state"] == "sent" for view in views) == len(graph.sends)
+
+
+def test_a_dead_letter_replayed_after_a_newer_message_is_sent_not_superseded(
+    start: Start, graph: FakeGraph
+) -> None:
+    """The customer's first reply is refused for good (dead letter) and their next message
+    is answered without it (a failed message closes its burst): replaying the first, while
+    the newer message is still the customer's newest and the cap not reached, sends its
+    reply; nothing merges it away."""
+    customer = start(llm=False)
+    graph.inject(Fault(code=131026))
+    first = customer.says("quero marcar um horário")
+    assert customer.wait(first)["state"] == "failed"
+    second = customer.says("para amanhã")
+    assert customer.wait(second)["state"] == "sent"
+    replayed = customer.http.post(f"{customer.url()}/internal/replay", json={"message_id": first})
+    assert replayed.status_code == 200, replayed.text
+    assert replayed.json()["replayed"] == [first]
+    view = wait_in_state(lambda: customer.record(first), ("sent", "merged"), WAIT_SECONDS)
+    assert view["state"] == "sent", view.get("results")
+    assert len(graph.sends_for(first)) == 1
+    assert len(graph.sends_for(second)) == 1
 
 
 # --- edits and deletions ----------------------------------------------------------------------

@@ -49,6 +49,8 @@ from pyloto_corp.domain.events import (
     FellBack,
     Ignored,
     Merged,
+    ReplayedToReply,
+    ReplayedToSend,
 )
 from pyloto_corp.domain.privacy import message_ref
 from pyloto_corp.domain.records import Record
@@ -156,7 +158,7 @@ def superseded(record: Record, ctx: StepContext) -> Merged | None:
     cap). None: the record goes on."""
     if not ctx.bursts.coalescing or record.state not in SUPERSEDED_STATES:
         return None
-    if not speaks_for_bot(record) or record.inbound.kind == ECHO_KIND:
+    if not speaks_for_bot(record) or record.inbound.kind == ECHO_KIND or replayed(record):
         return None
     newest = ctx.conversation.last_message if ctx.conversation is not None else ""
     if not newest or newest == record.message_id:
@@ -174,9 +176,19 @@ def newest_expected(record: Record, ctx: StepContext) -> str:
     the burst has reached the cap)."""
     if not ctx.bursts.coalescing or record.inbound.kind in (AGENT_REPLY_KIND, ECHO_KIND):
         return ""
-    if _capped(record, ctx, ctx.clock()):
+    if replayed(record) or _capped(record, ctx, ctx.clock()):
         return ""
     return record.message_id
+
+
+def replayed(record: Record) -> bool:
+    """An operator replayed this record from `failed`. A failed message closes its burst (a
+    newer message's reply was made without it), so its replayed reply answers it alone and
+    no newer message supersedes it."""
+    return any(entry.trigger in _REPLAY_TRIGGERS for entry in record.history)
+
+
+_REPLAY_TRIGGERS = frozenset({ReplayedToSend.trigger, ReplayedToReply.trigger})
 
 
 def _capped(record: Record, ctx: StepContext, now: float) -> bool:
