@@ -18,6 +18,8 @@
       edge.classList.toggle("idle", n === 0);
       var text = edge.querySelector("text.edge-count");
       if (text) { text.textContent = n ? String(n) : ""; }
+      var tip = edge.querySelector("title");
+      if (tip) { tip.textContent = tip.textContent.replace(/, \d+ in the last hour$/, ", " + n + " in the last hour"); }
     });
     // The arrows into a funnel (failed, merged, ...) are counted together beside its box.
     machine.querySelectorAll("text.into-count").forEach(function (text) {
