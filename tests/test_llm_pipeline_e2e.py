@@ -16,9 +16,11 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import re
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from html import escape
 from typing import Any
 
 import anyio
@@ -935,6 +937,22 @@ async def test_the_ops_console_lists_llm_fallbacks_by_their_reason(
         assert signed_in.status_code == 303
         listed = await app.client.get("/ops/records", params={"reason": "rate_limited"})
         summary = await app.client.get("/ops/api/summary")
+        # The fallen message's page: what LLM#1 found (its summary masked) and the fallback.
+        link = re.search(
+            rf'href="([^"]+)"><code>{message_ref(fallen["message_id"])}</code>', listed.text
+        )
+        assert link
+        page = (await app.client.get(link.group(1))).text
+
+    results = fallen["results"]
+    assert f'<span id="llm1-event">{results["event"]}</span>' in page
+    assert f'<span id="llm1-confidence">{results["confidence"]:.2f}</span>' in page
+    assert f'<span id="llm1-summary">{escape(results["summary"])}</span>' in page
+    assert '<span id="fallback-detail-reason">rate_limited</span>' in page
+    assert '<span id="fallback-step">llm2</span>' in page
+    assert "the template <code>" in page
+    assert fallen["outbound_message_id"] not in page
+    assert f'<code id="sent-ref">{message_ref(fallen["outbound_message_id"])}</code>' in page
 
     assert fallen["fallback_reason"] == "rate_limited"
     assert listed.status_code == 200

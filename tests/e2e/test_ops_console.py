@@ -16,9 +16,10 @@ from pyloto_corp.adapters.redis import RedisKeys, RedisStore, connect
 from pyloto_corp.adapters.sqlite import SQLiteStore
 from pyloto_corp.application.ports import StateStore
 from pyloto_corp.domain.outcome import since_text
-from pyloto_corp.domain.privacy import message_ref
+from pyloto_corp.domain.privacy import message_ref, redact_text
 from pyloto_corp.domain.records import HistoryEntry, InboundMessage, Record
 from pyloto_corp.domain.replies import text_reply_body
+from pyloto_corp.domain.results import Results
 from pyloto_corp.http import ops
 from pyloto_corp.observability.pii_scan import scan_lines
 from tests.e2e.conftest import OpenPyloto
@@ -200,11 +201,41 @@ async def test_the_machine_counts_records_and_the_summary_follows(
         page = await app.client.get("/ops")
         assert re.search(r'id="count-sent"[^>]*>3<', page.text)
         assert re.search(r'data-transition="sending&gt;sent"[^>]*>3<', page.text)
+        # An arrow not taken in the last hour is dimmed and has no number, never a grey 0.
+        labels = re.findall(r'<text class="edge-count"[^>]*>([^<]*)<', page.text)
+        assert labels
+        assert "0" not in labels
+        assert re.search(r'<g class="edge idle" data-transition="llm1&gt;llm2"', page.text)
+        assert re.search(
+            r'<text class="edge-count" data-transition="llm1&gt;llm2"[^>]*><', page.text
+        )
+        # The arrows into `failed` carry no number each: one line beside its box.
+        assert 'data-transition="sending&gt;failed"' in page.text
+        assert not re.search(
+            r'class="edge-count" data-transition="[a-z_0-9]+&gt;failed"', page.text
+        )
+        assert 'id="into-failed"' in page.text
+        # Throughput: a y-axis with its scale, and received and sent told apart.
+        assert page.text.count('class="y-axis"') == 2
+        assert re.search(r'<text class="tick"[^>]*>0</text>', page.text)
+        assert re.search(r'<g class="y-axis" data-top="5">', page.text)  # 3 a minute at most
+        assert "sent (dashed line)" in page.text
+        # What each figure counts: events in the window, records now.
+        assert "dead-letterings (events, last hour)" in page.text
+        assert "dead-letterings (events, last day)" in page.text
+        assert "failed now (records)" in page.text
+        assert "dead letters <b" not in page.text
+        # The latency tables sit in a wrapper that keeps them inside their cards.
+        assert page.text.count('<div class="table-wrap"><table class="latency-table">') == 2
+        assert 'id="diagram"' in page.text
         assert page.headers["cache-control"] == "no-store"
         assert "frame-ancestors 'none'" in page.headers["content-security-policy"]
         css = await app.client.get("/ops/static/ops.css")
         assert css.status_code == 200
         assert "#machine" in css.text
+        assert re.search(r"\.chart \.sent \{[^}]*stroke-dasharray", css.text)
+        assert re.search(r"\.diagram #machine \{ min-width", css.text)
+        assert re.search(r"\.table-wrap \{[^}]*overflow-x: auto", css.text)
         assert (await app.client.get("/ops/static/ops.js")).status_code == 200
         assert (await app.client.get("/ops/static/../config.py")).status_code == 404
 
@@ -303,6 +334,15 @@ async def test_a_dead_letter_is_replayed_from_the_page(
         assert done.text.count('class="replayed"') == 1
         view = await app.wait_for("wamid.DEADLETTER1", {"sent"})
         assert view["history"][-1]["to"] == "sent"
+        replayed = [h for h in view["history"] if h["trigger"].startswith("replay_")]
+        assert replayed
+        assert replayed[0]["attempt"] == 0  # a replay is no delivery attempt of a queue
+        timeline = await app.client.get(f"/ops/messages/{token.group(1)}")
+        assert '<span class="trigger">replay_reply</span>' in timeline.text
+        assert "attempt 0" not in re.sub(r"<[^>]+>", "", timeline.text)
+        assert timeline.text.count('class="attempt"') == sum(
+            1 for h in view["history"] if h["attempt"] >= 1
+        )
         again = await app.client.post(
             "/ops/replay", data={"csrf": csrf, "message": token.group(1), "confirm": "yes"}
         )
@@ -311,6 +351,83 @@ async def test_a_dead_letter_is_replayed_from_the_page(
         counts: dict[str, Any] = (await app.client.get("/ops/api/summary")).json()["counts"]
         assert counts["failed"] == 0
         assert counts["sent"] == 1
+
+
+async def test_a_message_page_shows_llm1_the_fallback_and_the_sent_id_by_its_reference(
+    open_pyloto: OpenPyloto, backend: dict[str, str]
+) -> None:
+    """A message LLM#1 read, that fell back later, was dead-lettered, replayed and sent:
+    its page shows LLM#1's event, confidence and summary (masked), the fallback's reason,
+    step and the template sent instead, and the wamid Meta gave the reply only as its log
+    reference; no `attempt 0` on the dead-lettering and the replay; no customer's words in
+    clear (the summary quotes their phone and name)."""
+    async with open_pyloto(**backend) as app:
+        await _sign_in(app)
+        now = app.container.clock()
+        words = f"Sou {CONTACT_NAME}, meu telefone é {PHONE}: cadê o pedido 4471?"
+        inbound = InboundMessage(
+            "wamid.LLMREAD1", SENDER, "text", int(now), text=words, contact_name=CONTACT_NAME
+        )
+        summary = f"{CONTACT_NAME} ({PHONE}) pergunta pelo pedido 4471"
+        outbound = "wamid.HBgNNTUxMTk4NzY1NDMyMRUCABEYEjQ5QjA1Q0Y2RDdFQjk0RjM4AA=="
+        history = [
+            HistoryEntry("received", "deduped", "accept", now, 1.0, 1),
+            HistoryEntry("deduped", "llm1", "detect_event", now, 900.0, 1),
+            HistoryEntry("llm1", "fallback", "fall_back", now, 10_000.0, 2),
+            HistoryEntry("fallback", "queued_outbound", "queue_reply", now, 1.0, 1),
+            HistoryEntry("queued_outbound", "sending", "claim_send", now, 1.0, 1),
+            HistoryEntry("sending", "failed", "dead_letter", now, 0.1, 0),
+            HistoryEntry("failed", "queued_outbound", "replay_send", now, 0.4, 0),
+            HistoryEntry("queued_outbound", "sending", "claim_send", now, 1.0, 1),
+            HistoryEntry("sending", "sent", "send", now, 80.0, 1),
+        ]
+        record = replace(
+            Record.received(inbound, now),
+            state="sent",
+            version=len(history),
+            results=Results(
+                event="order_status",
+                confidence=0.87,
+                summary=summary,
+                fallback_step="llm2",
+                template="order_status",
+            ),
+            fallback_reason="llm_timeout",
+            reply=text_reply_body(inbound, "Seu pedido está a caminho."),
+            outbound_message_id=outbound,
+            delivery_status="delivered",
+            history=history,
+            conversation="c1",
+        )
+        store = _store_beside(app, backend)
+        try:
+            assert await store.create_if_absent([record]) == [True]
+        finally:
+            await store.close()
+        listed = await app.client.get("/ops/records", params={"state": "sent"})
+        link = re.search(r'class="message-link" href="([^"]+)"', listed.text)
+        assert link
+        page = await app.client.get(link.group(1))
+        assert page.status_code == 200
+        html = page.text
+        text = unescape(re.sub(r"<[^>]+>", "", html))
+        assert re.search(r'<span id="llm1-event">order_status</span>', html)
+        assert re.search(r'<span id="llm1-confidence">0.87</span>', html)
+        masked = re.search(r'<span id="llm1-summary">([^<]*)</span>', html)
+        assert masked
+        assert unescape(masked.group(1)) == redact_text(summary, inbound.names)
+        assert "pedido 4471" in unescape(masked.group(1))  # the summary, masked, not dropped
+        assert re.search(r'<span id="fallback-detail-reason">llm_timeout</span>', html)
+        assert re.search(r'<span id="fallback-step">llm2</span>', html)
+        assert "the template order_status" in text
+        assert re.search(rf'<code id="sent-ref">{message_ref(outbound)}</code>', html)
+        assert outbound not in unescape(html)
+        assert outbound.removeprefix("wamid.") not in unescape(html)
+        assert "attempt 0" not in text
+        assert html.count('class="attempt"') == 7  # the two with attempt 0 show none
+        assert "attempt 2" in text
+        _no_personal_data(html)
+        assert words not in text
 
 
 async def test_records_and_dead_letters_page_with_a_sealed_cursor(

@@ -267,10 +267,28 @@ def test_the_machine_page_counts_messages_as_they_run_without_reloading(
     assert console.text_of("#updated-at") != first_update
     assert console.first("#charts") is not None
 
+    tip = console.script(
+        "return document.querySelector(\"g.edge[data-transition='sending>sent'] title\")"
+        ".textContent"
+    )
+    assert tip == "send: sending to sent, 3 in the last hour"
+    # Arrows nobody took have no number (dimmed), never a grey 0.
+    assert edge_count(console, "llm1", "llm2") == ""
+    assert "idle" in str(console.find("g.edge[data-transition='llm1>llm2']").get_attribute("class"))
+    assert console.text_of("#into-failed") == ""
+
     graph.inject(Fault(code=131026))  # permanent: the next send is dead-lettered
     post_texts(console.server, ["Quero remarcar"])
     wait_count(console, "failed", 1)
     assert count(console, "sent") == "3"
+    # The arrows into `failed` are one line beside it; the refresh keeps the wording apart.
+    wait_until(
+        lambda: console.text_of("#into-failed") == "into failed: 1",
+        lambda: console.text_of("#into-failed"),
+    )
+    hour = console.find(".chart[data-window='last hour'] .failures").text
+    assert "dead-letterings (events, last hour) 1" in hour
+    assert "failed now (records) 1" in hour
     assert console.script("return window.__marker") == 1, "the page was reloaded"
 
     if backend == "sqlite" and request.config.getoption("--update-docs-screenshot"):
@@ -536,3 +554,50 @@ def test_an_agent_takes_over_replies_and_releases_from_the_inbox(
     notice = console.find("#notice")
     assert "cannot move to 'bot'" in notice.text
     console.screenshot("conversation-refused")
+
+
+MEASURE = """
+var root = document.documentElement;
+var out = {page: root.scrollWidth, screen: root.clientWidth};
+out.tables = Array.from(document.querySelectorAll('.card.latency')).map(function (card) {
+  var c = card.getBoundingClientRect(), wrap = card.querySelector('.table-wrap');
+  var t = card.querySelector('table').getBoundingClientRect();
+  return {card: [c.left, c.right], table: [t.left, t.right],
+          hidden: wrap.scrollWidth - wrap.clientWidth};
+});
+var card = document.getElementById('diagram'), d = card.getBoundingClientRect();
+var box = document.querySelector('g.state[data-state="received"] rect').getBoundingClientRect();
+var name = document.querySelector('g.state text.name').getBoundingClientRect();
+out.diagram = {right: d.right, box: box.width, name: name.height,
+               scrolls: card.scrollWidth > card.clientWidth};
+return out;
+"""
+
+
+@pytest.mark.parametrize("width", [1440, 390])
+def test_the_latency_tables_fit_their_cards_and_the_diagram_stays_readable(
+    open_console: OpenConsole, width: int
+) -> None:
+    """At a desktop's 1440 px and a phone's 390 px the latency tables keep inside their
+    cards (nothing hidden behind a scroll), the page never scrolls sideways, and the live
+    machine is drawn at a readable size: a state's box at least 100 px wide and its name
+    at least 8 px tall, the diagram's card scrolling sideways on the phone instead."""
+    console = signed_in(open_console())
+    post_texts(console.server, ["Oi, bom dia", "Qual o horário?"])
+    wait_count(console, "sent", 2)
+    console.driver.set_window_size(width, 1600)
+    console.open("/ops")
+    console.find(".card.latency table")
+    found = console.script(MEASURE)
+    console.screenshot(f"machine-{width}")
+    assert found["page"] <= found["screen"], found
+    assert len(found["tables"]) == 2, found
+    for table in found["tables"]:
+        assert table["card"][0] <= table["table"][0], table
+        assert table["table"][1] <= table["card"][1], table
+        assert table["hidden"] <= 1, table
+    diagram = found["diagram"]
+    assert diagram["right"] <= found["screen"] + 1, diagram
+    assert diagram["box"] >= 100, diagram
+    assert diagram["name"] >= 8, diagram
+    assert diagram["scrolls"] == (width < 1000), diagram

@@ -23,15 +23,25 @@ from pyloto_corp.domain.ops_metrics import (
 )
 from pyloto_corp.domain.records import HistoryEntry, InboundMessage, Record
 from pyloto_corp.domain.statechart import StateSpec
-from pyloto_corp.domain.statechart_layout import BOX_HEIGHT, BOX_WIDTH, layout, render_svg
+from pyloto_corp.domain.statechart_layout import (
+    BOX_HEIGHT,
+    BOX_WIDTH,
+    layout,
+    render_svg,
+    summarised,
+)
 from pyloto_corp.http.ops_auth import ConsoleKeys
 
 SVG = "{http://www.w3.org/2000/svg}"
 
 
 def test_every_state_and_transition_is_drawn_with_its_counts_as_text() -> None:
+    """Each state shows its count; each arrow taken shows its number, an arrow not taken is
+    dimmed (`idle`) with no number (never a grey 0), and the arrows into a funnel such as
+    `failed` carry no number of their own: one `into failed: N` line beside its box."""
     chart = load_chart()
-    svg = render_svg(chart, {"sent": 7, "failed": 2}, {"queued_outbound>sending": 5})
+    taken = {"queued_outbound>sending": 5, "sending>failed": 2, "llm1>failed": 1}
+    svg = render_svg(chart, {"sent": 7, "failed": 2}, taken)
     root = ElementTree.fromstring(svg)  # noqa: S314 - markup this test just rendered
     counts = {
         g.get("data-state"): g.find(f"{SVG}text[@class='count']").text  # type: ignore[union-attr]
@@ -42,16 +52,69 @@ def test_every_state_and_transition_is_drawn_with_its_counts_as_text() -> None:
     assert counts["sent"] == "7"
     assert counts["failed"] == "2"
     assert counts["llm1"] == "0"
+    groups = {g.get("data-transition"): g for g in root.iter(f"{SVG}g") if g.get("data-transition")}
+    assert set(groups) == {f"{t.source}>{t.dest}" for t in chart.transitions}
+    idle = {key for key, g in groups.items() if "idle" in (g.get("class") or "").split()}
+    assert idle == set(groups) - set(taken)
     edges = {
         t.get("data-transition"): t.text
         for t in root.iter(f"{SVG}text")
         if "edge-count" in (t.get("class") or "")
     }
-    assert edges == {
-        f"{t.source}>{t.dest}": edges[f"{t.source}>{t.dest}"] for t in chart.transitions
-    }
+    funnels = summarised(chart)
+    assert "failed" in funnels
+    assert set(edges) == {key for key in groups if key.split(">")[1] not in funnels}
     assert edges["queued_outbound>sending"] == "5"
-    assert edges["received>deduped"] == "0"
+    assert edges["received>deduped"] is None  # not taken: no number at all
+    assert "0" not in edges.values()
+    into = {
+        t.get("data-state"): t.text
+        for t in root.iter(f"{SVG}text")
+        if t.get("id", "").startswith("into-")
+    }
+    assert into["failed"] == "into failed: 3"
+    assert set(into) == funnels
+    assert all(into[name] is None for name in funnels - {"failed"})
+
+
+def test_each_count_label_sits_on_its_own_arrow() -> None:
+    """A count is drawn on its arrow's curve (within a few units of a point of it), so it
+    cannot read as another arrow's."""
+    chart = load_chart()
+    taken = {f"{t.source}>{t.dest}": 4 for t in chart.transitions}
+    root = ElementTree.fromstring(render_svg(chart, {}, taken))  # noqa: S314
+    checked = 0
+    for g in root.iter(f"{SVG}g"):
+        label = g.find(f"{SVG}text")
+        path = g.find(f"{SVG}path")
+        if label is None or path is None or not g.get("data-transition"):
+            continue
+        numbers = [float(n) for n in re.findall(r"-?[0-9.]+", path.get("d", ""))]
+        points = list(zip(numbers[0::2], numbers[1::2], strict=True))
+        x, y = float(label.get("x", "0")), float(label.get("y", "0"))
+        curve = _curve_points(points)
+        assert min(abs(px - x) + abs(py - y) for px, py in curve) <= 10, g.get("data-transition")
+        checked += 1
+    assert checked >= 10
+
+
+def _curve_points(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """Points along a path of a line (two points) or one cubic curve (four)."""
+    if len(points) == 2:
+        (x0, y0), (x1, y1) = points
+        return [(x0 + (x1 - x0) * i / 50, y0 + (y1 - y0) * i / 50) for i in range(51)]
+    p0, p1, p2, p3 = points
+    out = []
+    for i in range(101):
+        t = i / 100
+        u = 1 - t
+        out.append(
+            (
+                u**3 * p0[0] + 3 * u * u * t * p1[0] + 3 * u * t * t * p2[0] + t**3 * p3[0],
+                u**3 * p0[1] + 3 * u * u * t * p1[1] + 3 * u * t * t * p2[1] + t**3 * p3[1],
+            )
+        )
+    return out
 
 
 def test_boxes_do_not_overlap_and_the_happy_path_is_one_row() -> None:

@@ -142,34 +142,49 @@ def layout(chart: Statechart) -> Layout:
     return Layout(placed, width, height, top)
 
 
+Point = tuple[float, float]
+
+
+def _cubic(p0: Point, p1: Point, p2: Point, p3: Point, t: float) -> Point:
+    """The point at `t` (0 to 1) of the cubic Bézier curve from `p0` to `p3`."""
+    u = 1 - t
+    a, b, c, d = u**3, 3 * u * u * t, 3 * u * t * t, t**3
+    return (
+        a * p0[0] + b * p1[0] + c * p2[0] + d * p3[0],
+        a * p0[1] + b * p1[1] + c * p2[1] + d * p3[1],
+    )
+
+
+def _curve(p0: Point, p1: Point, p2: Point, p3: Point, t: float) -> tuple[str, float, float]:
+    """A cubic edge's SVG path and a point on it (at `t`) for its label."""
+    path = (
+        f"M{p0[0]:.0f},{p0[1]:.0f} C{p1[0]:.0f},{p1[1]:.0f} "
+        f"{p2[0]:.0f},{p2[1]:.0f} {p3[0]:.0f},{p3[1]:.0f}"
+    )
+    x, y = _cubic(p0, p1, p2, p3, t)
+    return path, x, y
+
+
 def _edge_path(a: Placed, b: Placed, rows: set[tuple[int, int]]) -> tuple[str, float, float]:
-    """The SVG path of an edge from box `a` to box `b`, and where its label goes."""
+    """The SVG path of an edge from box `a` to box `b`, and where its label goes: on the
+    edge's own line (the text has a halo), never between two edges."""
     half_w, half_h = BOX_WIDTH / 2, BOX_HEIGHT / 2
     if a.name == b.name:  # a self-loop over the box
-        x0, y0 = a.x - 18, a.y - half_h
-        x1 = a.x + 18
-        path = (
-            f"M{x0:.0f},{y0:.0f} C{x0 - 10:.0f},{y0 - 46:.0f} "
-            f"{x1 + 10:.0f},{y0 - 46:.0f} {x1:.0f},{y0:.0f}"
-        )
-        return path, a.x, y0 - 40
+        x0, y0, x1 = a.x - 18, a.y - half_h, a.x + 18
+        return _curve((x0, y0), (x0 - 10, y0 - 46), (x1 + 10, y0 - 46), (x1, y0), 0.5)
     between = any((c, a.slot) in rows for c in range(a.column + 1, b.column))
     if a.slot == b.slot and b.column > a.column and not between:  # a clear line on one row
         x0, x1 = a.x + half_w, b.x - half_w
-        return f"M{x0:.0f},{a.y:.0f} L{x1:.0f},{b.y:.0f}", (x0 + x1) / 2, a.y - 6
+        return f"M{x0:.0f},{a.y:.0f} L{x1:.0f},{b.y:.0f}", (x0 + x1) / 2, a.y - 9
     if a.slot == b.slot:  # same row, skipping columns or going back: an arc
         span = abs(b.column - a.column)
-        above = b.column > a.column
-        sign = -1 if above else 1
+        sign = -1 if b.column > a.column else 1
         y0 = a.y + sign * half_h
-        lift = 28 + 14 * span
-        path = (
-            f"M{a.x:.0f},{y0:.0f} C{a.x:.0f},{y0 + sign * lift:.0f} "
-            f"{b.x:.0f},{y0 + sign * lift:.0f} {b.x:.0f},{y0:.0f}"
-        )
-        return path, (a.x + b.x) / 2, y0 + sign * (lift * 0.75) + (-4 if above else 12)
+        top = y0 + sign * (28 + 14 * span)
+        return _curve((a.x, y0), (a.x, top), (b.x, top), (b.x, y0), 0.5)
     # Between rows: leave from the side facing the other box and enter on its facing side,
-    # each end moved toward the other box so that edges meeting at one box fan out.
+    # each end moved toward the other box so that edges meeting at one box fan out; the
+    # label sits on the curve's first third, near the box it leaves, where edges are apart.
     down = b.slot > a.slot
     reach = half_w - 10
     y0 = a.y + (half_h if down else -half_h)
@@ -177,8 +192,25 @@ def _edge_path(a: Placed, b: Placed, rows: set[tuple[int, int]]) -> tuple[str, f
     x0 = a.x + max(-reach, min(reach, (b.x - a.x) * 0.15))
     x1 = b.x + max(-reach, min(reach, (a.x - b.x) * 0.12))
     mid = (y0 + y1) / 2
-    path = f"M{x0:.0f},{y0:.0f} C{x0:.0f},{mid:.0f} {x1:.0f},{mid:.0f} {x1:.0f},{y1:.0f}"
-    return path, x0 + (x1 - x0) * 0.3, y0 + (y1 - y0) * 0.3 + 4
+    return _curve((x0, y0), (x0, mid), (x1, mid), (x1, y1), 0.35)
+
+
+def summarised(chart: Statechart) -> set[str]:
+    """Terminal states entered from four states or more (the dead letter, the merge, the
+    handoff): their arrows converge, so their counts are one line beside the box ("into
+    failed: N"), not a number per arrow that would read as another arrow's."""
+    sources: dict[str, set[str]] = {}
+    for t in chart.transitions:
+        if not t.manual and t.source != t.dest:
+            sources.setdefault(t.dest, set()).add(t.source)
+    return {
+        name for name, found in sources.items() if len(found) >= 4 and chart.states[name].terminal
+    }
+
+
+def _into_text(state: str, n: int) -> str:
+    """The one line of a summarised state's arrows (nothing when none was taken)."""
+    return f"into {state}: {n}" if n else ""
 
 
 def render_svg(
@@ -191,8 +223,10 @@ def render_svg(
     caption: str = "records per state now, transitions taken in the last hour",
 ) -> str:
     """The statechart as an SVG element: each state with how many records are in it now
-    (`counts`), each edge with how many records took it
-    (`taken`, keyed `source>dest`; None draws the edges without counts). `svg_id` names the
+    (`counts`), each edge with how many records took it (`taken`, keyed `source>dest`;
+    None draws the edges with their triggers' names instead): an edge not taken is dimmed
+    (class `idle`) and has no number, and the edges into a `summarised` state are counted
+    together in one `into-<state>` line beside its box. `svg_id` names the
     element (the main page's `machine`: its state counts are `count-<state>`; another
     drawing's are `<svg_id>-count-<state>`, so two charts can share a page)."""
     lay = layout_ or layout(chart)
@@ -210,6 +244,7 @@ def render_svg(
     ]
     seen: set[str] = set()
     rows = {(p.column, p.slot) for p in placed.values()}
+    funnels = summarised(chart) if taken is not None else set()
     for t in chart.transitions:
         key = f"{t.source}>{t.dest}"
         if key in seen:
@@ -217,20 +252,34 @@ def render_svg(
         seen.add(key)
         path, lx, ly = _edge_path(placed[t.source], placed[t.dest], rows)
         kind = "edge manual" if t.manual else "edge"
+        title = f"{t.trigger}: {t.source} to {t.dest}"
         if taken is None:
             if " L" in path:  # a straight edge: its name, wider than the gap, above the boxes
                 ly = placed[t.source].y - BOX_HEIGHT / 2 - 8
             label = f'<text class="edge-label" x="{lx:.0f}" y="{ly:.0f}">{escape(t.trigger)}</text>'
         else:
+            # Only a number that means something: an arrow not taken is dimmed, unlabelled.
             n = taken.get(key, 0)
+            kind += "" if n else " idle"
+            title += f", {n} in the last hour"
             label = (
-                f'<text class="edge-count{" zero" if n == 0 else ""}" '
-                f'data-transition="{escape(key)}" x="{lx:.0f}" y="{ly:.0f}">{n}</text>'
+                ""
+                if t.dest in funnels
+                else f'<text class="edge-count" data-transition="{escape(key)}" '
+                f'x="{lx:.0f}" y="{ly:.0f}">{n or ""}</text>'
             )
         parts.append(
             f'<g class="{kind}" data-transition="{escape(key)}">'
-            f"<title>{escape(t.trigger)}: {escape(t.source)} to {escape(t.dest)}</title>"
+            f"<title>{escape(title)}</title>"
             f'<path d="{path}" marker-end="url(#{escape(svg_id)}-arrow)"/>{label}</g>'
+        )
+    for name in sorted(funnels):
+        p = placed[name]
+        n = sum(v for k, v in (taken or {}).items() if k.endswith(f">{name}"))
+        parts.append(
+            f'<text class="into-count" id="into-{escape(name)}" data-state="{escape(name)}" '
+            f'x="{p.x + BOX_WIDTH / 2 + 8:.0f}" y="{p.y + 4:.0f}">'
+            f"{escape(_into_text(name, n))}</text>"
         )
     for name, spec in chart.states.items():
         p = placed[name]

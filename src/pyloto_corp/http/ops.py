@@ -580,6 +580,9 @@ class OpsController(Controller):
             return _html(pages.not_found_page("No record behind this link.", csrf), 404)
         view = record_view(record)
         view.pop("message_id", None)
+        # The wamid Meta gave the reply encodes the customer's number: its reference only.
+        outbound = view.pop("outbound_message_id", None)
+        view["outbound_ref"] = message_ref(str(outbound)) if outbound else None
         reply = view.get("reply")
         context = reply.get("context") if isinstance(reply, dict) else None
         if isinstance(context, dict) and "message_id" in context:

@@ -19,6 +19,7 @@ from pyloto_corp.domain.conversation import Conversation
 from pyloto_corp.domain.costs import ConversationCost, DayCost, Prices, Tokens
 from pyloto_corp.domain.ops_metrics import Percentiles
 from pyloto_corp.domain.outcome import since_text
+from pyloto_corp.domain.records import FAILED_STATE
 
 Nav = str  # which page the header marks as current
 
@@ -117,26 +118,49 @@ def _hidden(csrf: str, fields: Mapping[str, str] | None = None) -> str:
 # ---- the main page -------------------------------------------------------------------------
 
 
+def _scale_top(peak: int) -> int:
+    """The y-axis's top: the first of 1, 2, 5, 10, 20, 50, ... at or above `peak`."""
+    decade = 1
+    while True:
+        for step in (1, 2, 5):
+            if decade * step >= peak:
+                return decade * step
+        decade *= 10
+
+
 def _spark(window: Window) -> str:
-    """Received and sent per bucket as two lines."""
-    w, h, pad = 300.0, 80.0, 4.0
-    peak = max([1, *window.received, *window.sent])
+    """Received (solid) and sent (dashed, drawn over it) per bucket, on a y-axis of
+    messages per bucket from 0 to a round top, with its gridlines labelled."""
+    w, h, left, pad = 320.0, 90.0, 30.0, 6.0
+    top = _scale_top(max([1, *window.received, *window.sent]))
     n = max(1, len(window.starts) - 1)
+
+    def y_of(v: float) -> float:
+        return h - pad - v * (h - 2 * pad) / top
 
     def line(values: Sequence[int]) -> str:
         return " ".join(
-            f"{pad + i * (w - 2 * pad) / n:.1f},{h - pad - v * (h - 2 * pad) / peak:.1f}"
-            for i, v in enumerate(values)
+            f"{left + i * (w - left - pad) / n:.1f},{y_of(v):.1f}" for i, v in enumerate(values)
         )
 
+    ticks = sorted({0, top // 2, top} if top % 2 == 0 else {0, top})
+    axis = "".join(
+        f'<line class="grid-line" x1="{left:.0f}" x2="{w - pad:.0f}" '
+        f'y1="{y_of(v):.1f}" y2="{y_of(v):.1f}"/>'
+        f'<text class="tick" x="{left - 4:.0f}" y="{y_of(v) + 3.5:.1f}">{v}</text>'
+        for v in ticks
+    )
     unit = "minute" if window.width == 60 else "hour"
     label = (
-        f"Messages per {unit}, {window.name}: {window.total_received} received, "
-        f"{window.total_sent} sent; peak {peak} per {unit}"
+        f"Messages per {unit}, {window.name}: {window.total_received} received (solid line), "
+        f"{window.total_sent} sent (dashed line); the axis goes from 0 to {top} per {unit}"
     )
     return (
-        f'<svg viewBox="0 0 {w:.0f} {h:.0f}" role="img" aria-label="{e(label)}">'
-        f"<title>{e(label)}</title>"
+        f'<svg class="throughput" viewBox="0 0 {w:.0f} {h:.0f}" role="img" '
+        f'aria-label="{e(label)}"><title>{e(label)}</title>'
+        f'<g class="y-axis" data-top="{top}">{axis}'
+        f'<line class="axis-line" x1="{left:.0f}" x2="{left:.0f}" y1="{pad:.0f}" '
+        f'y2="{h - pad:.0f}"/></g>'
         f'<polyline class="received" points="{line(window.received)}"/>'
         f'<polyline class="sent" points="{line(window.sent)}"/></svg>'
     )
@@ -161,16 +185,32 @@ def _percentile_rows(window: Window) -> str:
 
     def row(label: str, p: Percentiles) -> str:
         return (
-            f"<tr><td>{e(label)}</td><td class='num'>{p.count}</td>"
+            # A state's name breaks after its underscores, not in the middle of a word.
+            f"<tr><td>{e(label).replace('_', '_<wbr>')}</td><td class='num'>{p.count}</td>"
             f"<td class='num'>{ms(p.p50)}</td><td class='num'>{ms(p.p95)}</td>"
             f"<td class='num'>{ms(p.p99)}</td></tr>"
         )
 
     return (
-        "<table><tr><th></th><th class='num'>n</th><th class='num'>p50</th>"
+        '<table class="latency-table"><colgroup><col class="what"><col class="n">'
+        '<col span="3" class="p"></colgroup>'
+        "<tr><th></th><th class='num'>n</th><th class='num'>p50</th>"
         "<th class='num'>p95</th><th class='num'>p99</th></tr>"
         + "".join(row(label, p) for label, p in rows)
         + "</table>"
+    )
+
+
+def _failures_line(window: Window, failed_now: int) -> str:
+    """Dead-letterings (events: a record dead-lettered, replayed and dead-lettered again
+    counts twice) beside the records in `failed` now, each named for what it counts."""
+    return (
+        '<p class="failures">'
+        f'<span title="moves into failed in the window; one record can count more than once">'
+        f"dead-letterings (events, {e(window.name)}) "
+        f'<b class="total-dead-letters">{window.dead_letters}</b></span> · '
+        '<span title="records in failed at this moment, waiting for a replay">'
+        f'failed now (records) <b class="failed-now">{failed_now}</b></span></p>'
     )
 
 
@@ -184,10 +224,11 @@ def charts(board: Dashboard) -> str:
             '<div class="legend"><span class="received">received '
             f'<b class="total-received">{window.total_received}</b></span>'
             f'<span class="sent">sent <b class="total-sent">{window.total_sent}</b></span>'
-            f'<span>dead letters <b class="total-dead-letters">{window.dead_letters}</b></span>'
+            f'<span class="unit">per {"minute" if window.width == 60 else "hour"}</span>'
             f"</div>{_spark(window)}"
             f'<div class="axis" aria-hidden="true"><span>{e(when(window.starts[0]))}</span>'
-            "<span>now</span></div></div>"
+            "<span>now</span></div>"
+            f"{_failures_line(window, board.counts.get(FAILED_STATE, 0))}</div>"
         )
     for window in (board.hour, board.day):
         cards.append(
@@ -196,8 +237,8 @@ def charts(board: Dashboard) -> str:
         )
     for window in (board.hour, board.day):
         cards.append(
-            f'<div class="card chart"><h3>Latency, {e(window.name)}</h3>'
-            f"{_percentile_rows(window)}</div>"
+            f'<div class="card chart latency"><h3>Latency, {e(window.name)}</h3>'
+            f'<div class="table-wrap">{_percentile_rows(window)}</div></div>'
         )
     return "".join(cards)
 
@@ -207,9 +248,11 @@ def machine_page(board: Dashboard, svg: str, csrf: str) -> str:
     body = (
         "<h1>The machine, live</h1>"
         '<p class="muted">Records in each state now; on each arrow, the records that took it '
-        'in the last hour. Updated <span id="updated-at" aria-live="polite">'
+        "in the last hour (an arrow not taken is dimmed, with no number; the many arrows into "
+        "an end such as <code>failed</code> are counted together beside its box). Updated "
+        '<span id="updated-at" aria-live="polite">'
         f"{e(when(board.at))}</span>.</p>"
-        f'<div class="card">{svg}</div>'
+        f'<div class="card diagram" id="diagram">{svg}</div>'
         '<section id="charts" class="grid" aria-label="Throughput and health">'
         f"{charts(board)}</section>"
     )
@@ -312,6 +355,67 @@ def query_href(path: str, params: Mapping[str, str]) -> str:
 # ---- one message ---------------------------------------------------------------------------
 
 
+def _attempt(attempt: object) -> str:
+    """' · attempt N' of a transition a queue delivery made (N ≥ 1); nothing for one it did
+    not (a dead-lettering or a replay records 0: no delivery attempt of its own)."""
+    if not isinstance(attempt, int) or attempt < 1:
+        return ""
+    return f' · attempt <span class="attempt">{attempt}</span>'
+
+
+def _sent_ref(ref: str | None) -> str:
+    """The sent message's WhatsApp id as its log reference: Meta's wamid encodes the
+    customer's number, so it is never shown in clear."""
+    if not ref:
+        return '<span id="sent-ref" class="muted">-</span>'
+    return f'<code id="sent-ref">{e(ref)}</code> <span class="muted">(log reference)</span>'
+
+
+def _llm1_card(results: Mapping[str, Any]) -> str:
+    """What LLM#1 found: the event, its confidence and its summary (masked)."""
+    if results.get("event") is None:
+        return ""
+    confidence = results.get("confidence")
+    facts = [
+        ("Event", f'<span id="llm1-event">{e(results["event"])}</span>'),
+        (
+            "Confidence",
+            f'<span id="llm1-confidence">{"-" if confidence is None else f"{confidence:.2f}"}'
+            "</span>",
+        ),
+        ("Summary (masked)", f'<span id="llm1-summary">{e(results.get("summary") or "-")}</span>'),
+    ]
+    dl = "".join(f"<dt>{label}</dt><dd>{value}</dd>" for label, value in facts)
+    return (
+        "<h2>LLM#1: the event detected</h2>"
+        f'<div class="card" id="llm1"><dl class="facts">{dl}</dl></div>'
+    )
+
+
+def _fallback_card(view: Mapping[str, Any]) -> str:
+    """Why the message fell back, from which step, and what was sent instead."""
+    reason = view.get("fallback_reason")
+    if not reason:
+        return ""
+    results = view["results"]
+    template = results.get("template")
+    instead = (
+        f"the template <code>{e(template)}</code> (its request body below)"
+        if template
+        else "no template yet"
+    )
+    facts = [
+        ("Reason", f'<span id="fallback-detail-reason">{e(reason)}</span>'),
+        (
+            "Step that gave up",
+            f'<span id="fallback-step">{e(results.get("fallback_step") or "-")}</span>',
+        ),
+        ("Sent instead", f'<span id="fallback-instead">{instead}</span>'),
+    ]
+    dl = "".join(f"<dt>{label}</dt><dd>{value}</dd>" for label, value in facts)
+    return f'<h2>Fallback</h2><div class="card" id="fallback"><dl class="facts">{dl}</dl></div>'
+
+
 def message_page(
     view: dict[str, Any],
     trace_id: str | None,
@@ -328,8 +432,8 @@ def message_page(
             f'<span class="from">{e(h["from"])}</span> → <span class="to">{e(h["to"])}</span> '
             f'<span class="muted">by <span class="trigger">{e(h["trigger"])}</span></span><br>'
             f'<span class="at">{e(when(h["at"]))}</span> · '
-            f'<span class="duration">{e(ms(h["duration_ms"]))}</span> · attempt '
-            f'<span class="attempt">{e(h["attempt"])}</span></li>'
+            f'<span class="duration">{e(ms(h["duration_ms"]))}</span>{_attempt(h["attempt"])}'
+            "</li>"
         )
     inbound = view["inbound"]
     facts = [
@@ -344,6 +448,7 @@ def message_page(
             f'<span id="fallback-reason">{e(view["fallback_reason"] or "-")}</span>',
         ),
         ("Delivery", e(view["delivery_status"] or "-")),
+        ("Sent as (WhatsApp id)", _sent_ref(view.get("outbound_ref"))),
     ]
     unknown = view.get("outcome_unknown")
     if unknown and view["state"] != "sent":
@@ -371,6 +476,7 @@ def message_page(
         )
     text = inbound["text"]
     said = f'<h2>Message (masked)</h2><pre id="inbound-text">{e(text)}</pre>' if text else ""
+    said += _llm1_card(view["results"]) + _fallback_card(view)
     reply = view["reply"]
     sent = (
         f'<pre id="reply">{e(json.dumps(reply, ensure_ascii=False, indent=2))}</pre>'

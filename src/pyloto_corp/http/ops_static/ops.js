@@ -12,10 +12,23 @@
       var text = document.getElementById("count-" + state);
       if (text) { text.textContent = String(data.counts[state]); }
     });
-    machine.querySelectorAll("text.edge-count").forEach(function (text) {
-      var n = data.taken[text.getAttribute("data-transition")] || 0;
-      text.textContent = String(n);
-      text.classList.toggle("zero", n === 0);
+    // An arrow not taken in the last hour is dimmed and shows no number.
+    machine.querySelectorAll("g.edge").forEach(function (edge) {
+      var n = data.taken[edge.getAttribute("data-transition")] || 0;
+      edge.classList.toggle("idle", n === 0);
+      var text = edge.querySelector("text.edge-count");
+      if (text) { text.textContent = n ? String(n) : ""; }
+      var tip = edge.querySelector("title");
+      if (tip) { tip.textContent = tip.textContent.replace(/, \d+ in the last hour$/, ", " + n + " in the last hour"); }
+    });
+    // The arrows into a funnel (failed, merged, ...) are counted together beside its box.
+    machine.querySelectorAll("text.into-count").forEach(function (text) {
+      var state = text.getAttribute("data-state");
+      var n = 0;
+      Object.keys(data.taken).forEach(function (key) {
+        if (key.slice(key.indexOf(">") + 1) === state) { n += data.taken[key]; }
+      });
+      text.textContent = n ? "into " + state + ": " + n : "";
     });
     if (charts) { charts.innerHTML = data.charts; }
     stamp.textContent = data.updated_at;
