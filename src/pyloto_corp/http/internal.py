@@ -92,6 +92,9 @@ class InternalController(Controller):
         container = container_of(request)
         attempt = _attempt(request)
         max_attempts = container.max_attempts(data.state)
+        spec = container.chart.states.get(data.state)
+        seen = container.retries_seen  # a failure (5xx) leaves the retry noted
+        seen.saw(spec.queue if spec else "inbound", data.message_id, data.state, attempt)
         outcome = await container.advancer.deliver(
             data.message_id,
             data.state,
@@ -99,6 +102,7 @@ class InternalController(Controller):
             max_attempts,
             traceparent=request.headers.get("traceparent"),
         )
+        seen.finished(data.message_id, data.state)
         return {"outcome": outcome}
 
     @post("/tasks/notify", status_code=200, opt=TASK_ROUTE)
