@@ -188,7 +188,7 @@ def queues_page(view: QueuesView, csrf: str) -> str:
         "<h1>Queues</h1>"
         f'<p class="muted">{pages.e(where)} As of {pages.e(pages.when(view.at))}; '
         '<a href="/ops/queues" id="refresh">refresh</a>.</p>'
-        f'<div class="grid">{cards}</div>{_instances_card(view)}'
+        f'<div class="grid queues">{cards}</div>{_instances_card(view)}'
     )
     return pages.page("Queues", body, "queues", csrf)
 
