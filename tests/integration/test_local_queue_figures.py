@@ -11,8 +11,9 @@ import time
 
 import pytest
 
-from pyloto_corp.adapters.local_queue import RETRIES_LISTED, LocalQueue
+from pyloto_corp.adapters.local_queue import LocalQueue
 from pyloto_corp.application.ports import QueueFigures, QueueStats, Task, TransientStepError
+from pyloto_corp.application.queue_figures import RETRIES_LISTED
 from pyloto_corp.application.queues import QueueSpec
 from tests.support.helpers import eventually
 

@@ -19,13 +19,12 @@ from pyloto_corp.application.ports import (
     Task,
     TaskHandler,
 )
+from pyloto_corp.application.queue_figures import RETRIES_LISTED
 from pyloto_corp.application.queues import QueueSpec
 
 log = logging.getLogger(__name__)
 
 _Item = tuple[Task, int]
-# Retries the console lists per queue (the soonest due): the count covers them all.
-RETRIES_LISTED = 20
 
 
 @dataclass

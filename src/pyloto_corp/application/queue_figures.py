@@ -27,6 +27,8 @@ from pyloto_corp.application.queues import DEAD_AFTER_SECONDS, QueueSpec
 RETRY_SEEN_SECONDS = 900.0
 RETRIES_REMEMBERED = 500
 SEEN_HERE = "retries seen by this instance's task handlers in the last 15 min"
+# Retries the page lists per queue (the soonest due, or the latest seen): the count covers all.
+RETRIES_LISTED = 20
 
 
 class RecentRetries:
@@ -149,7 +151,7 @@ async def queues_view(
         if figures.backend == "cloud_tasks" and figures.retrying is None:
             seen = retries.figures(figures.queue)
             note = "; ".join(n for n in (figures.note, SEEN_HERE) if n)
-            figures = replace(figures, retrying=len(seen), retries=seen[:20], note=note)
+            figures = replace(figures, retrying=len(seen), retries=seen[:RETRIES_LISTED], note=note)
         queues.append(figures)
     instances = None
     if registry is not None:
