@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 
 from openai import AsyncOpenAI
 
-from pyloto_corp.adapters.cloud_tasks import CallbackTarget, CloudTasksQueue
+from pyloto_corp.adapters.cloud_tasks import CallbackTarget, CloudTasksQueue, create_stats_client
 from pyloto_corp.adapters.cloud_tasks import create_client as create_tasks_client
 from pyloto_corp.adapters.dry_run_outbox import DryRunOutbox, RedisDryRunOutbox
 from pyloto_corp.adapters.google_iap import IapVerifier
@@ -57,6 +57,7 @@ from pyloto_corp.application.ports import (
     Task,
     TaskQueue,
 )
+from pyloto_corp.application.queue_figures import RecentRetries
 from pyloto_corp.application.queues import (
     BEAT_INTERVAL_SECONDS,
     DEAD_AFTER_SECONDS,
@@ -401,7 +402,12 @@ def cloud_tasks_queue(settings: Settings) -> CloudTasksQueue:
     names = {"inbound": queue.inbound_queue_name, "outbound": queue.outbound_queue_name}
     emulator = queue.cloud_tasks_emulator_host
     return CloudTasksQueue(
-        lambda: create_tasks_client(emulator), queue.gcp_project, queue.gcp_location, names, target
+        lambda: create_tasks_client(emulator),
+        queue.gcp_project,
+        queue.gcp_location,
+        names,
+        target,
+        stats_client=lambda: create_stats_client(emulator),
     )
 
 
@@ -468,6 +474,8 @@ class Container:
     instances: InstanceRegistry | None = None
     durability: DurabilityGate | None = None
     conversations: Conversations | None = None
+    # Cloud Tasks' retries its task handlers saw, for the console's Queues page.
+    retries_seen: RecentRetries = field(default_factory=RecentRetries)
     _stack: contextlib.AsyncExitStack = field(default_factory=contextlib.AsyncExitStack, repr=False)
 
     def __post_init__(self) -> None:

@@ -231,6 +231,8 @@ async def test_the_operator_pages_show_none_of_the_customers_words(
             # A replay's followed records, and the customer's own records list.
             "/ops/replay/status?m=" + message[1].removeprefix("/ops/messages/"),
             f"/ops/records?customer={key}",
+            "/ops/queues",
+            "/ops/api/queues",
         ]
         routes = {
             route.path
@@ -249,6 +251,8 @@ async def test_the_operator_pages_show_none_of_the_customers_words(
             "/ops/replay/status",
             "/ops/login",
             "/ops/static/{name:str}",
+            "/ops/queues",
+            "/ops/api/queues",
         }
         for path in visited:
             response = await app.client.get(path)

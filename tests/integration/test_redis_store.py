@@ -724,6 +724,7 @@ def every_store_call(store: RedisStore, known: str) -> dict[str, Callable[[], Aw
         "durability": store.durability,
         "adopt_orphans": lambda: store.adopt_orphans(time.time(), 15.0),
         "retire": store.retire,
+        "instances": store.instances,
         "state_counts": store.state_counts,
         "counter_buckets": lambda: store.counter_buckets(60, 0.0),
         "list_records": lambda: store.list_records(RecordQuery(state="failed")),

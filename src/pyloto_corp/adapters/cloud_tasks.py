@@ -13,16 +13,20 @@ import hashlib
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import grpc
 from google.api_core import exceptions as google_errors
 from google.auth.credentials import AnonymousCredentials
-from google.cloud import tasks_v2
+from google.cloud import tasks_v2, tasks_v2beta3
 from google.cloud.tasks_v2.services.cloud_tasks.transports import CloudTasksGrpcAsyncIOTransport
+from google.cloud.tasks_v2beta3.services.cloud_tasks.transports import (
+    CloudTasksGrpcAsyncIOTransport as StatsGrpcTransport,
+)
 from google.protobuf import duration_pb2, field_mask_pb2, timestamp_pb2
 
 from pyloto_corp.application.handoff_notices import NOTIFY_STATE
-from pyloto_corp.application.ports import QueueUnavailable, Task
+from pyloto_corp.application.ports import QueueFigures, QueueUnavailable, Task
 from pyloto_corp.application.queues import QueueSpec
 
 ADVANCE_PATH = "/internal/tasks/advance"
@@ -40,6 +44,59 @@ def create_client(emulator_host: str | None) -> tasks_v2.CloudTasksAsyncClient:
         )
         return tasks_v2.CloudTasksAsyncClient(transport=transport)
     return tasks_v2.CloudTasksAsyncClient()
+
+
+def create_stats_client(emulator_host: str | None) -> tasks_v2beta3.CloudTasksAsyncClient:
+    """The v2beta3 client that reads queue statistics (v2 has none), built like the other."""
+    if emulator_host:
+        channel = grpc.aio.insecure_channel(emulator_host)
+        transport = StatsGrpcTransport(
+            channel=channel,
+            credentials=AnonymousCredentials(),  # type: ignore[no-untyped-call]
+        )
+        return tasks_v2beta3.CloudTasksAsyncClient(transport=transport)
+    return tasks_v2beta3.CloudTasksAsyncClient()
+
+
+# Queue statistics are a v2beta3 field, Queue.stats, which GetQueue fills in only when its
+# read mask asks for `stats` (left out of the default answer): GetQueueRequest.read_mask in
+# https://cloud.google.com/tasks/docs/reference/rpc/google.cloud.tasks.v2beta3#getqueuerequest
+# and QueueStats (estimated tasks_count, oldest_estimated_arrival_time, executed last minute,
+# concurrent dispatches) in the same reference, #queuestats. gcloud-tasks-emulator serves
+# google.cloud.tasks.v2 alone: the v2beta3 call is UNIMPLEMENTED there, so no figure.
+STATS_MASK = ("stats",)
+NO_STATS = "not available on Cloud Tasks"
+
+
+NO_V2BETA3 = f"{NO_STATS}: this endpoint does not serve v2beta3 GetQueue (an emulator?)"
+
+
+def figures_of(
+    queue: str, stats: tasks_v2beta3.QueueStats | None, now: float, why: str = NO_STATS
+) -> QueueFigures:
+    """A queue's figures from its QueueStats; None throughout (with the reason) without.
+
+    tasks_count counts dispatched tasks awaiting their reply too: depth is the rest. The
+    oldest estimated arrival time is the earliest schedule time of a task in the queue: in
+    the past, that task waits for a worker; in the future, none does. Retries are not in
+    the stats (the console counts those its task handlers saw, application/queue_figures)."""
+    if stats is None:
+        return QueueFigures(queue, "cloud_tasks", None, None, None, None, [], note=why)
+    # proto-plus gives the Timestamp as a datetime (None when the queue is empty).
+    arrival: Any = (
+        stats.oldest_estimated_arrival_time if "oldest_estimated_arrival_time" in stats else None
+    )
+    at = arrival.timestamp() if arrival is not None and arrival.timestamp() > 0 else None
+    return QueueFigures(
+        queue=queue,
+        backend="cloud_tasks",
+        depth=max(0, stats.tasks_count - stats.concurrent_dispatches_count),
+        in_flight=stats.concurrent_dispatches_count,
+        retrying=None,
+        oldest_due_at=at if at is not None and at <= now else None,
+        retries=[],
+        executed_last_minute=stats.executed_last_minute_count,
+    )
 
 
 def route(task: Task) -> tuple[str, dict[str, str]]:
@@ -76,9 +133,13 @@ class CloudTasksQueue:
         location: str,
         queue_names: Mapping[str, str],
         target: CallbackTarget,
+        stats_client: Callable[[], tasks_v2beta3.CloudTasksAsyncClient] | None = None,
     ) -> None:
         """`client` may be a factory: gRPC's asyncio channels belong to the event loop that
-        creates them, so the service builds its client on first use, inside its loop."""
+        creates them, so the service builds its client on first use, inside its loop (as
+        it builds `stats_client`, which reads the queues' statistics; None: it does not)."""
+        self._stats_factory = stats_client
+        self._stats: tasks_v2beta3.CloudTasksAsyncClient | None = None
         self._client: tasks_v2.CloudTasksAsyncClient | None = None
         self._factory: Callable[[], tasks_v2.CloudTasksAsyncClient] | None = None
         if isinstance(client, tasks_v2.CloudTasksAsyncClient):
@@ -159,11 +220,38 @@ class CloudTasksQueue:
         except (google_errors.GoogleAPIError, grpc.RpcError) as error:
             raise QueueUnavailable(f"cloud tasks: {type(error).__name__}") from error
 
+    async def queue_figures(self, now: float) -> list[QueueFigures]:
+        """Each queue's statistics from GetQueue (v2beta3, read mask `stats`): one call per
+        queue, no task listed. A queue that does not give them has None figures."""
+        return [await self._figures(queue, now) for queue in self.queue_names]
+
+    async def _figures(self, queue: str, now: float) -> QueueFigures:
+        if self._stats_factory is None:
+            return figures_of(queue, None, now)
+        if self._stats is None:
+            self._stats = self._stats_factory()
+        try:
+            found = await self._stats.get_queue(
+                request=tasks_v2beta3.GetQueueRequest(
+                    name=self.queue_path(queue),
+                    read_mask=field_mask_pb2.FieldMask(paths=list(STATS_MASK)),
+                ),
+                timeout=5.0,
+            )
+        except google_errors.MethodNotImplemented:
+            return figures_of(queue, None, now, NO_V2BETA3)
+        except (google_errors.GoogleAPIError, grpc.RpcError) as error:
+            return figures_of(queue, None, now, f"{NO_STATS}: GetQueue {type(error).__name__}")
+        return figures_of(queue, found.stats if "stats" in found else None, now)
+
     async def close(self) -> None:
-        """Close the gRPC channel, if one was opened."""
+        """Close the gRPC channels, if they were opened."""
         if self._client is not None:
             await self._client.transport.close()  # type: ignore[no-untyped-call]
             self._client = None
+        if self._stats is not None:
+            await self._stats.transport.close()  # type: ignore[no-untyped-call]
+            self._stats = None
 
 
 def queue_config(name: str, spec: QueueSpec) -> tasks_v2.Queue:

@@ -10,17 +10,31 @@ import asyncio
 import logging
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 from pyloto_corp.application.ports import (
+    QueueFigures,
     QueueUnavailable,
+    RetryFigure,
     Task,
     TaskHandler,
 )
+from pyloto_corp.application.queue_figures import RETRIES_LISTED
 from pyloto_corp.application.queues import QueueSpec
 
 log = logging.getLogger(__name__)
 
 _Item = tuple[Task, int]
+
+
+@dataclass
+class _Waiting:
+    """A task not running: its attempt, when it is due (epoch) and the wait before it."""
+
+    task: Task
+    attempt: int
+    due_at: float
+    backoff: float = 0.0
 
 
 class _TokenBucket:
@@ -62,6 +76,9 @@ class _Lane:
         self.active: set[tuple[str, str]] = set()
         self.wakeups: dict[tuple[str, str], Task] = {}
         self.timers: set[asyncio.TimerHandle] = set()
+        # What the console reads: the tasks not running, and the attempt of each running one.
+        self.waiting: dict[tuple[str, str], _Waiting] = {}
+        self.attempts: dict[tuple[str, str], tuple[Task, int]] = {}
         self.workers: list[asyncio.Task[None]] = []
         self.running = 0
         self.stopping = False
@@ -90,7 +107,9 @@ class _Lane:
                 self.wakeups[key] = task  # the running step asks to run again later
             return  # the same step is already waiting or running: duplicates are no-ops anyway
         self.pending.add(key)
-        delay = task.not_before - time.time() if task.not_before > 0 else 0.0
+        now = time.time()
+        delay = task.not_before - now if task.not_before > 0 else 0.0
+        self.waiting[key] = _Waiting(task, 1, now + max(0.0, delay))
         if delay > 0:
             self._later((task, 1), delay)
         else:
@@ -98,6 +117,9 @@ class _Lane:
 
     def _later(self, item: _Item, delay: float) -> None:
         loop = asyncio.get_running_loop()
+        task, attempt = item
+        key = (task.message_id, task.state)
+        self.waiting[key] = _Waiting(task, attempt, time.time() + delay, delay)
 
         def fire() -> None:
             self.timers.discard(timer)
@@ -105,6 +127,31 @@ class _Lane:
 
         timer = loop.call_later(delay, fire)
         self.timers.add(timer)
+
+    def figures(self, now: float) -> QueueFigures:
+        """This lane now: a copy of what it holds, no task's payload."""
+        waiting = list(self.waiting.values())
+        overdue = [w.due_at for w in waiting if w.due_at <= now]
+        retries = [
+            RetryFigure(w.task.message_id, w.task.state, w.attempt, w.due_at, w.backoff)
+            for w in waiting
+            if w.attempt >= 2
+        ]
+        retries += [
+            RetryFigure(task.message_id, task.state, attempt, None, None)
+            for task, attempt in self.attempts.values()
+            if attempt >= 2
+        ]
+        retries.sort(key=lambda r: (r.next_at is not None, r.next_at or 0.0))
+        return QueueFigures(
+            queue=self.spec.name,
+            backend="local",
+            depth=len(waiting),
+            in_flight=len(self.attempts),
+            retrying=len(retries),
+            oldest_due_at=min(overdue) if overdue else None,
+            retries=retries[:RETRIES_LISTED],
+        )
 
     async def _work(self) -> None:
         while not self.stopping:
@@ -119,10 +166,13 @@ class _Lane:
     async def _run(self, task: Task, attempt: int) -> None:
         key = (task.message_id, task.state)
         self.active.add(key)
+        self.waiting.pop(key, None)
+        self.attempts[key] = (task, attempt)
         try:
             await self._attempt(task, attempt)
         finally:
             self.active.discard(key)
+            self.attempts.pop(key, None)
             wakeup = self.wakeups.pop(key, None)
             if wakeup is not None and key not in self.pending:
                 self.put(wakeup)
@@ -168,6 +218,10 @@ class LocalQueue:
     def __init__(self, specs: Mapping[str, QueueSpec]) -> None:
         self.specs = specs
         self._lanes: dict[str, _Lane] = {}
+
+    async def queue_figures(self, now: float) -> list[QueueFigures]:
+        """Each lane's tasks waiting, running and retrying, read from memory (QueueStats)."""
+        return [lane.figures(now) for lane in self._lanes.values()]
 
     def start(self, handler: TaskHandler) -> None:
         """Start the workers; tasks run `handler(task, attempt)`."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar, runtime_checkable
 
 from pyloto_corp.ai.schemas import EventDetection, MessageChoice, ReplyDraft
 from pyloto_corp.domain.conversation import Conversation
@@ -298,6 +298,28 @@ class InstanceRegistry(Protocol):
     async def retire(self) -> None:
         """Stop beating at once (a graceful stop), so others adopt without waiting."""
 
+    async def instances(self) -> list[InstanceBeat]:
+        """The instances the store knows (live, dead or retired), latest beat first, at most
+        INSTANCES_LISTED, each with the records it adopted from dead ones (the console)."""
+
+
+# The most instances the console lists (Cloud Run scales to far fewer).
+INSTANCES_LISTED = 100
+
+
+@dataclass(frozen=True)
+class InstanceBeat:
+    """One instance as the store remembers it: its id (a random hex, no personal data), its
+    last beat (0: it retired; None: forgotten since it died, its adoptions still counted),
+    the records it adopted from dead instances and when it last did; `this`: the instance
+    that answers."""
+
+    instance_id: str
+    beat_at: float | None
+    adopted: int = 0
+    adopted_at: float | None = None
+    this: bool = False
+
 
 @dataclass(frozen=True)
 class RecordQuery:
@@ -498,3 +520,44 @@ class Assistant(Protocol):
 
     async def choose_message_type(self, draft: str, event: str) -> LLMResult[MessageChoice]:
         """LLM#3: the WhatsApp message type and its parts."""
+
+
+@dataclass(frozen=True)
+class RetryFigure:
+    """A task on its second attempt or later: `next_at` when its next attempt is due (None
+    while it runs, or when the queue does not say), `backoff_seconds` the wait before it."""
+
+    message_id: str  # the console shows its log reference only
+    state: str
+    attempt: int
+    next_at: float | None
+    backoff_seconds: float | None
+    seen_at: float | None = None  # when it was seen (Cloud Tasks: its handler's headers)
+
+
+@dataclass(frozen=True)
+class QueueFigures:
+    """One queue now. None is a figure the queue cannot give (never a guessed 0).
+
+    `depth`: tasks not running (ready, rate-limited, or scheduled for later: retries and
+    wake-ups); `oldest_due_at`: the due time of the task that has waited longest for a
+    worker (None: no task is overdue); `retrying`: tasks on attempt 2 or later, `retries`
+    the first of them by next attempt."""
+
+    queue: str
+    backend: str  # "local" or "cloud_tasks"
+    depth: int | None
+    in_flight: int | None
+    retrying: int | None
+    oldest_due_at: float | None
+    retries: list[RetryFigure]
+    executed_last_minute: int | None = None
+    note: str = ""
+
+
+@runtime_checkable
+class QueueStats(Protocol):
+    """What a queue tells the console about itself, read-only and without listing tasks."""
+
+    async def queue_figures(self, now: float) -> list[QueueFigures]:
+        """Each queue's figures at `now` (inbound, outbound)."""

@@ -22,6 +22,7 @@ from pyloto_corp.http.local_dev import LocalDevController
 from pyloto_corp.http.ops import OpsController
 from pyloto_corp.http.ops_inbox import InboxController
 from pyloto_corp.http.ops_off import console_off
+from pyloto_corp.http.ops_queues import QueuesController
 from pyloto_corp.http.rejections import Rejections
 from pyloto_corp.http.webhook import webhook
 
@@ -71,7 +72,7 @@ def create_app(container: Container) -> Litestar:
         ready,
     ]
     if container.settings.app.ops_console_enabled:
-        handlers.extend([OpsController, InboxController])
+        handlers.extend([OpsController, InboxController, QueuesController])
     else:
         handlers.append(console_off)
     return Litestar(

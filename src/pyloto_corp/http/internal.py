@@ -13,7 +13,7 @@ import msgspec
 from litestar import Controller, Request, get, post
 from litestar.exceptions import ClientException, NotFoundException
 
-from pyloto_corp.application.handoff_notices import HandoffNotice, InvalidNotice
+from pyloto_corp.application.handoff_notices import NOTIFY_STATE, HandoffNotice, InvalidNotice
 from pyloto_corp.application.inspect import record_view
 from pyloto_corp.application.queues import STUCK_AFTER_SECONDS
 from pyloto_corp.application.replay import Replayer
@@ -92,6 +92,9 @@ class InternalController(Controller):
         container = container_of(request)
         attempt = _attempt(request)
         max_attempts = container.max_attempts(data.state)
+        spec = container.chart.states.get(data.state)
+        seen = container.retries_seen  # a failure (5xx) leaves the retry noted
+        seen.saw(spec.queue if spec else "inbound", data.message_id, data.state, attempt)
         outcome = await container.advancer.deliver(
             data.message_id,
             data.state,
@@ -99,6 +102,7 @@ class InternalController(Controller):
             max_attempts,
             traceparent=request.headers.get("traceparent"),
         )
+        seen.finished(data.message_id, data.state)
         return {"outcome": outcome}
 
     @post("/tasks/notify", status_code=200, opt=TASK_ROUTE)
@@ -108,7 +112,10 @@ class InternalController(Controller):
             notice = HandoffNotice.from_key(_notify_decoder.decode(await request.body()).notice)
         except (msgspec.DecodeError, InvalidNotice) as error:
             raise ClientException(f"invalid notify task: {error}") from None
-        outcome = await container_of(request).notifier.deliver(notice, _attempt(request))
+        container, attempt = container_of(request), _attempt(request)
+        container.retries_seen.saw("outbound", notice.key, NOTIFY_STATE, attempt)
+        outcome = await container.notifier.deliver(notice, attempt)
+        container.retries_seen.finished(notice.key, NOTIFY_STATE)
         return {"outcome": outcome}
 
     @post("/sweep", status_code=200, opt=TASK_ROUTE)

@@ -61,6 +61,7 @@ def page(
         ("dead-letters", "/ops/dead-letters", "Dead letters"),
         ("inbox", "/ops/inbox", "Inbox"),
         ("costs", "/ops/costs", "Cost"),
+        ("queues", "/ops/queues", "Queues"),
     ]
     header = '<span class="brand">pyloto ops</span>'
     if csrf is not None:

@@ -44,6 +44,10 @@ COUNTER_TTL_SECONDS = {
 # dies, the task's retry may run the step once the lease has expired.
 LEASE_SECONDS = STEP_LEASE_SECONDS
 
+# The console's tally of adoptions (instances:adopted) lives this long after the last one:
+# a week of crashes to look back on, and the ids of instances long gone drop out with it.
+ADOPTED_TTL_SECONDS = 7 * 24 * 3600
+
 # The dry-run outbox keeps at most this many request bodies (they hold phone numbers and
 # only serve to inspect what would have been sent).
 DRY_RUN_LOG_LENGTH = 10_000
@@ -169,6 +173,13 @@ class RedisKeys:
         """Sorted set of instance ids by their last heartbeat: an instance that stopped
         beating is dead, and the open records it owned are adopted by a live one."""
         return f"{self.prefix}:instances"
+
+    @property
+    def instances_adopted(self) -> str:
+        """Hash of adoptions for the console: field `<instance id>` the records that instance
+        adopted from dead ones, `<instance id>:at` when it last did; written by the adoption
+        script itself, expires ADOPTED_TTL_SECONDS after the last adoption."""
+        return f"{self.prefix}:instances:adopted"
 
     def lease(self, name: str) -> str:
         """Owner of a step's lease; expires after LEASE_SECONDS (or the given length)."""

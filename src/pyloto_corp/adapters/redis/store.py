@@ -26,6 +26,7 @@ from redis.exceptions import RedisError, ResponseError
 
 from pyloto_corp.adapters.ops_buckets import first_read
 from pyloto_corp.adapters.redis.keys import (
+    ADOPTED_TTL_SECONDS,
     COUNTER_TTL_SECONDS,
     RECORD_TTL_GRACE_SECONDS,
     RedisKeys,
@@ -34,7 +35,9 @@ from pyloto_corp.adapters.redis.scripts import ALIAS_HOPS, BODIES
 from pyloto_corp.adapters.redis.wire import RedisWire, Script
 from pyloto_corp.application.durability import Persistence
 from pyloto_corp.application.ports import (
+    INSTANCES_LISTED,
     Adoption,
+    InstanceBeat,
     RecordPage,
     RecordQuery,
     SlotRequest,
@@ -695,11 +698,11 @@ class RedisStore:
         with _redis_errors:
             server = await self.client.info("server")
             before = await self._beat(keys=[self.keys.instances], args=[self.instance_id, now])
-            adopted = await self._adopt_slices(now - dead_after_seconds)
+            adopted = await self._adopt_slices(now, now - dead_after_seconds)
         return Adoption(adopted, float(before) if before else None, str(server.get("run_id")))
 
-    async def _adopt_slices(self, dead_before: float) -> list[tuple[str, str]]:
-        keys = [self.keys.instances, self.keys.open_index]
+    async def _adopt_slices(self, now: float, dead_before: float) -> list[tuple[str, str]]:
+        keys = [self.keys.instances, self.keys.open_index, self.keys.instances_adopted]
         adopted: list[tuple[str, str]] = []
         offset = 0
         while True:
@@ -710,6 +713,8 @@ class RedisStore:
                 offset,
                 ADOPT_SLICE,
                 self.keys.lease(""),
+                now,
+                ADOPTED_TTL_SECONDS,
             ]
             row = await self._adopt(keys=keys, args=args)
             seen = int(row[0])
@@ -729,6 +734,36 @@ class RedisStore:
         adopted at the next beat of a live instance instead of after the heartbeat timeout."""
         with _redis_errors:
             await self.client.zadd(self.keys.instances, {self.instance_id: 0})
+
+    async def instances(self) -> list[InstanceBeat]:
+        """The instances by their last beat, latest first (at most INSTANCES_LISTED), with
+        the tally of what each adopted: two reads, neither of any record."""
+        with _redis_errors:
+            beats = cast(
+                "list[tuple[bytes, float]]",
+                await self.client.zrevrange(
+                    self.keys.instances, 0, INSTANCES_LISTED - 1, withscores=True
+                ),
+            )
+            tally = await self.client.hgetall(self.keys.instances_adopted)
+        counts = {_text(k): _text(v) for k, v in tally.items()}
+        known: dict[str, float | None] = {_text(m): float(score) for m, score in beats}
+        for field in counts:  # instances forgotten since, whose adoptions still count
+            if not field.endswith(":at") and len(known) < INSTANCES_LISTED:
+                known.setdefault(field, None)
+        found = []
+        for instance_id, beat_at in known.items():
+            at = counts.get(f"{instance_id}:at")
+            found.append(
+                InstanceBeat(
+                    instance_id=instance_id,
+                    beat_at=beat_at,
+                    adopted=int(counts.get(instance_id, "0")),
+                    adopted_at=float(at) if at else None,
+                    this=instance_id == self.instance_id,
+                )
+            )
+        return found
 
     async def durability(self) -> str:
         """Redis's persistence: `aof`, `rdb`, `aof+rdb`, `none`, or `unknown` when CONFIG is
