@@ -5,7 +5,8 @@
 For each store (SQLite, and Redis on a private redis-server), stores --records records
 spread over the last day, each taken through its whole lifecycle by the store's own saves
 (so the per-state counts and the minute and hour counters are what a day of traffic leaves:
-most sent, some through the fallback, some dead letters), then signs in to the console and
+most sent, some through the fallback, some dead letters; each LLM step's call saved with
+its transition, on two models, the fallbacks' calls failed), then signs in to the console and
 requests each page --requests times in this process through the ASGI app (no network, no
 client: the time is the server's), reporting median and p95 per page. Writes
 bench/results/ops_console.json. Numbers only, no verdict.
@@ -44,6 +45,7 @@ from pyloto_corp.application.accounts import AccountError
 from pyloto_corp.bootstrap import bootstrap
 from pyloto_corp.config import Settings
 from pyloto_corp.domain.records import HistoryEntry, InboundMessage, Record
+from pyloto_corp.domain.results import LLMCall, Results
 from pyloto_corp.http.app import create_app
 
 HAPPY = ["deduped", "llm1", "llm2", "llm3", "queued_outbound", "sending", "sent"]
@@ -57,6 +59,25 @@ PAGES = [
     ("records, by reason", "/ops/records?reason=llm_timeout"),
     ("dead letters", "/ops/dead-letters"),
 ]
+
+
+# The LLM steps' states, and the models their calls ask for (one in ten on a second one).
+LLM_STATES = ("llm1", "llm2", "llm3")
+MODELS = ("gpt-4o-mini", "gpt-4.1-mini")
+
+
+def _results(record: Record, dest: str, i: int, reason: str | None, ms: float) -> Results:
+    """`record`'s results after the move to `dest`: the call of an LLM step's state, or the
+    failed call of a fallback."""
+    model = MODELS[1] if i % 10 == 0 else MODELS[0]
+    if dest in LLM_STATES:
+        call = LLMCall(ms, 400, 60, f"{model}-2024-07-18", model)
+        return replace(record.results, **{dest: call})
+    if dest == "fallback":
+        failure = "timeout" if reason == "llm_timeout" else "invalid_output"
+        call = LLMCall(ms, 400, 0, model, model, failure)
+        return replace(record.results, fallback_step="llm2", failed_call=call)
+    return record.results
 
 
 def _path(i: int) -> tuple[list[str], str | None, str | None]:
@@ -92,13 +113,15 @@ async def populate(store: Any, count: int, now: float) -> None:
             for dest in path:
                 step_ms = rng.uniform(2, 900)
                 at += step_ms / 1000.0
-                entry = HistoryEntry(record.state, dest, "bench", at, step_ms, 1)
+                trigger = "fall_back" if dest == "fallback" else "bench"
+                entry = HistoryEntry(record.state, dest, trigger, at, step_ms, 1)
                 moved = replace(
                     record,
                     state=dest,
                     version=record.version + 1,
                     updated_at=at,
                     history=[*record.history, entry],
+                    results=_results(record, dest, i, reason, step_ms),
                     fallback_reason=reason if dest == "fallback" else record.fallback_reason,
                     failure_reason=failure if dest == "failed" else None,
                 )

@@ -49,6 +49,8 @@ def rich_record(message_id: str | None = None) -> Record:
             event="price",
             confidence=0.75,
             llm1=LLMCall(12.5, 100, 20, "gpt-4o-mini"),
+            fallback_step="llm2",
+            failed_call=LLMCall(10_000.0, 80, 0, "gpt-4o-mini", "gpt-4o-mini", "timeout"),
             repairs=["button title shortened to 20"],
             message={"type": "text", "text": {"body": "ã"}},
         ),

@@ -26,6 +26,7 @@ from pyloto_corp.application.ports import (
     TurnsWrite,
     Writes,
 )
+from pyloto_corp.domain.conversation import AGENT_REPLY_KIND, HANDOFF_REASON
 from pyloto_corp.domain.ops_metrics import DAY, HOUR, MINUTE, bucket_of, duration_bin
 from pyloto_corp.domain.records import HistoryEntry, Record, StatusUpdate, Turn
 from pyloto_corp.domain.replies import reply_key
@@ -778,9 +779,17 @@ async def test_concurrent_take_slot_gives_exactly_the_burst(store: StateStore) -
 # --- the operations console's read model --------------------------------------------------
 
 
-def moved(before: Record, dest: str, at: float, duration_ms: float = 5.0, **changes: Any) -> Record:
-    """`before` after one transition to `dest` at `at`, as Record.apply leaves it."""
-    entry = HistoryEntry(before.state, dest, "step", at, duration_ms, 1)
+def moved(
+    before: Record,
+    dest: str,
+    at: float,
+    duration_ms: float = 5.0,
+    trigger: str = "step",
+    **changes: Any,
+) -> Record:
+    """`before` after one transition to `dest` at `at` by `trigger`, as Record.apply leaves
+    it."""
+    entry = HistoryEntry(before.state, dest, trigger, at, duration_ms, 1)
     return replace(
         before,
         state=dest,
@@ -1194,6 +1203,73 @@ async def test_an_llm_steps_save_adds_its_tokens_to_the_day(store: StateStore) -
         "k:llm2:in": 200,
     }
     assert "k:llm1:in" not in await bucket(store, HOUR, now)
+
+
+async def test_llm_calls_and_reply_authors_count_alike_on_every_store(store: StateStore) -> None:
+    """The LLM calls a transition saved count by step, model asked for and outcome (with
+    their time's bin), and a reply sent by who made it, in the minute and the hour of the
+    save, by save and by finish_step alike: an answered call on its step's move, a failed
+    one on `fall_back`; a replay's move to `fallback` and a stale save count nothing."""
+    now = time.time()
+    answered, failed, agent, ack = (record(created_at=now) for _ in range(4))
+    agent = replace(agent, inbound=replace(agent.inbound, kind=AGENT_REPLY_KIND))
+    await store.create_if_absent([answered, failed, agent, ack])
+
+    ok = LLMCall(900.0, 10, 5, "gpt-4o-mini-2024-07-18", "gpt-4o-mini")
+    deduped = moved(answered, "deduped", now)
+    assert await store.save(deduped, expected_version=0)
+    detected = moved(deduped, "llm1", now, results=replace(deduped.results, llm1=ok))
+    assert not await store.save(detected, expected_version=0)  # stale: nothing
+    assert await store.save(detected, expected_version=1)
+    drafted = moved(detected, "llm2", now, results=replace(detected.results, llm2=ok))
+    assert (await store.finish_step(StepCommit(drafted, 2, LeaseHold("h1", "a")))).saved
+    chosen = moved(drafted, "llm3", now, results=replace(drafted.results, llm3=ok))
+    assert await store.save(chosen, expected_version=3)
+    queued = moved(chosen, "queued_outbound", now)
+    assert await store.save(queued, expected_version=4)
+    assert await store.save(moved(queued, "sent", now), expected_version=5)
+
+    timed_out = LLMCall(10_000.0, 0, 0, "gpt-4o-mini", "gpt-4o-mini", "timeout")
+    at_llm1 = moved(moved(failed, "deduped", now), "llm1", now)
+    assert await store.save(at_llm1, expected_version=0)
+    fell = moved(
+        at_llm1,
+        "fallback",
+        now,
+        trigger="fall_back",
+        fallback_reason="timeout",
+        results=replace(at_llm1.results, fallback_step="llm2", failed_call=timed_out),
+    )
+    assert (await store.finish_step(StepCommit(fell, 2, LeaseHold("h2", "a")))).saved
+    dead = moved(fell, "failed", now)
+    assert await store.save(dead, expected_version=3)
+    replayed = moved(dead, "fallback", now, trigger="replay_reply")  # same failed call
+    assert await store.save(replayed, expected_version=4)
+    sent_template = moved(moved(replayed, "queued_outbound", now), "sent", now)
+    assert await store.save(sent_template, expected_version=5)
+
+    for other, reason in ((agent, None), (ack, HANDOFF_REASON)):
+        sent = moved(moved(other, "queued_outbound", now), "sent", now, fallback_reason=reason)
+        assert await store.save(sent, expected_version=0)
+
+    expected = {
+        "l:llm1:gpt_4o_mini:ok": 1,
+        "l:llm2:gpt_4o_mini:ok": 1,
+        "l:llm3:gpt_4o_mini:ok": 1,
+        f"c:llm1:{duration_bin(900.0)}": 1,
+        f"c:llm2:{duration_bin(900.0)}": 1,
+        f"c:llm3:{duration_bin(900.0)}": 1,
+        "l:llm2:gpt_4o_mini:timeout": 1,
+        f"c:llm2:{duration_bin(10_000.0)}": 1,
+        "r:llm": 1,
+        "r:template": 1,
+        "r:agent": 1,
+        "r:handoff": 1,
+    }
+    for width in (MINUTE, HOUR):
+        counters = await bucket(store, width, now)
+        assert {k: n for k, n in counters.items() if k[:2] in ("l:", "c:", "r:")} == expected
+    assert not [k for k in await bucket(store, DAY, now) if k[:2] in ("l:", "c:", "r:")]
 
 
 async def test_day_buckets_come_from_counter_buckets_oldest_first(store: StateStore) -> None:

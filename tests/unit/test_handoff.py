@@ -7,13 +7,15 @@ from dataclasses import replace
 
 import pytest
 
-from pyloto_corp.application.handoff import AGENT_REPLY_KIND, HANDOFF_REASON, bot_guard, gate
+from pyloto_corp.application.handoff import bot_guard, gate
 from pyloto_corp.application.step_context import Handoff, StepContext
 from pyloto_corp.application.steps import WINDOW_CLOSED, claim_send, queue_reply
 from pyloto_corp.domain.conversation import (
+    AGENT_REPLY_KIND,
     BOT,
     DEFAULT_ACKNOWLEDGMENT,
     DEFAULT_HANDOFF_KEYWORDS,
+    HANDOFF_REASON,
     HUMAN,
     WAITING_HUMAN,
     WINDOW_SECONDS,

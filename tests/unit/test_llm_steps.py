@@ -265,7 +265,10 @@ async def test_a_failed_call_falls_back_with_its_reason_and_cost(
     )
     outcome = await detect_event(make_record(state="deduped"), llm_context)
     assert outcome.trigger == "fall_back"
-    assert outcome == FellBack(step="llm1", reason="refusal")
+    assert isinstance(outcome, FellBack)
+    assert (outcome.step, outcome.reason) == ("llm1", "refusal")
+    assert outcome.call is not None  # kept on the record: the console counts its outcome
+    assert (outcome.call.failure, outcome.call.input_tokens) == ("refusal", 80)
     (line,) = [r for r in caplog.records if r.getMessage() == "llm_fallback"]
     assert line.levelno == logging.WARNING
     fields = line.__dict__
@@ -345,7 +348,11 @@ async def test_a_blank_draft_is_invalid_output(
     record = make_record(state="llm1", results={"event": "price"})
     outcome = await draft_reply(record, llm_context)
     assert outcome.reason == "invalid_output"
-    assert outcome.changes(record).results == Results(event="price", fallback_step="llm2")
+    assert outcome.changes(record).results == Results(
+        event="price",
+        fallback_step="llm2",
+        failed_call=LLMCall(12.5, 100, 20, "m", failure="invalid_output"),
+    )
     (line,) = [r for r in caplog.records if r.getMessage() == "llm_fallback"]
     assert (line.__dict__["latency_ms"], line.__dict__["input_tokens"]) == (12.5, 100)
 

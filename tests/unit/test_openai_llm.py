@@ -250,3 +250,19 @@ async def test_an_unreachable_server_is_an_api_error() -> None:
     finally:
         await nowhere.close()
     assert str(caught.value) == "api_error: connection failed"
+
+
+@pytest.mark.anyio
+async def test_a_call_names_the_model_it_asked_for_beside_the_one_that_answered(
+    assistant: OpenAIAssistant, fake_openai: FakeOpenAI
+) -> None:
+    """An answer naming a dated snapshot keeps that name as `model` and the configured one
+    as `requested_model`; a failed call names the configured one too, so the console counts
+    both under one model."""
+    fake_openai.queue(EVENT, Answer(content=DEFAULTS[EVENT], model="gpt-4o-mini-2024-07-18"))
+    detected = await assistant.detect_event("Quanto custa?", "text")
+    assert (detected.model, detected.requested_model) == ("gpt-4o-mini-2024-07-18", "gpt-4o-mini")
+    fake_openai.queue(EVENT, refusal())
+    with pytest.raises(LLMFailure) as caught:
+        await assistant.detect_event("Quanto custa?", "text")
+    assert (caught.value.reason, caught.value.model) == ("refusal", "gpt-4o-mini")

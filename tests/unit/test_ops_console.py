@@ -250,6 +250,7 @@ def test_transition_counters_name_the_edge_the_step_time_and_the_end_to_end_time
         "t:sending>sent",
         f"d:sending:{duration_bin(150.0)}",
         f"e:{duration_bin(1500.0)}",
+        "r:llm",
     )
     fell = _record(
         [HistoryEntry("llm1", "fallback", "fall_back", 2.0, 5.0, 2)],

@@ -25,6 +25,7 @@ import logging
 import ssl
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import replace
 from typing import Any, Literal, TypeVar
 
 import httpx2
@@ -275,6 +276,7 @@ class OpenAIAssistant:
             input_tokens=result.input_tokens,
             output_tokens=result.output_tokens,
             model=result.model,
+            requested_model=result.requested_model,
         )
 
     async def detect_event(self, text: str, kind: str) -> LLMResult[EventDetection]:
@@ -335,6 +337,7 @@ class OpenAIAssistant:
                 result = await call()
             except LLMFailure as failure:
                 outcome = failure.reason
+                failure.model = failure.model or model
                 mark_failed(span, failure.reason)
                 span.set_attribute("gen_ai.usage.input_tokens", failure.input_tokens)
                 span.set_attribute("gen_ai.usage.output_tokens", failure.output_tokens)
@@ -349,7 +352,7 @@ class OpenAIAssistant:
             span.set_attribute("gen_ai.usage.output_tokens", result.output_tokens)
             span.set_attribute("pyloto.llm.latency_ms", result.latency_ms)
         self._count_tokens(step, result.input_tokens, result.output_tokens)
-        return result
+        return replace(result, requested_model=model)
 
     def _count_tokens(self, step: str, input_tokens: int, output_tokens: int) -> None:
         """The tokens of one call on `pyloto.llm.tokens` (what the provider bills)."""
@@ -392,8 +395,9 @@ class OpenAIAssistant:
         return LLMResult(
             value=text,
             latency_ms=round((time.perf_counter() - started) * 1000, 1),
+            input_tokens=tokens["input_tokens"],
+            output_tokens=tokens["output_tokens"],
             model=self.transcription_model,
-            **tokens,
         )
 
     async def _parse(
@@ -426,8 +430,9 @@ class OpenAIAssistant:
         return LLMResult(
             value=parsed,
             latency_ms=round((time.perf_counter() - started) * 1000, 1),
+            input_tokens=tokens["input_tokens"],
+            output_tokens=tokens["output_tokens"],
             model=completion.model or model,
-            **tokens,
         )
 
     async def _negotiated(

@@ -26,13 +26,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field, replace
 
-from pyloto_corp.application.handoff import (
-    AGENT_REPLY_KIND,
-    ECHO_KIND,
-    HANDOFF_REASON,
-    mark_read,
-    speaks_for_bot,
-)
+from pyloto_corp.application.handoff import ECHO_KIND, mark_read, speaks_for_bot
 from pyloto_corp.application.llm_steps import (
     customer_key,
     detect_event,
@@ -42,6 +36,7 @@ from pyloto_corp.application.llm_steps import (
 from pyloto_corp.application.ports import StepDeferred
 from pyloto_corp.application.registry import BUFFERED, SUPERSEDED_STATES, step
 from pyloto_corp.application.step_context import StepContext
+from pyloto_corp.domain.conversation import AGENT_REPLY_KIND, HANDOFF_REASON
 from pyloto_corp.domain.events import (
     Burst,
     Collected,

@@ -4,7 +4,9 @@ The store keeps counters per minute and per hour (domain.ops_metrics), written w
 transition; this module turns the buckets of the last hour and the last day into the
 console's figures: records per state, transitions taken, messages received and sent over
 time, fallbacks by reason, dead letters, and percentiles from `received` to `sent` and per
-step; and, per UTC day, what the line costs (billable messages and LLM tokens, priced).
+step; the LLM calls of each step by model and outcome (the rollout's gates) and who made the
+replies sent; and, per UTC day, what the line costs (billable messages and LLM tokens,
+priced).
 """
 
 from __future__ import annotations
@@ -16,16 +18,24 @@ from pyloto_corp.domain.costs import DayCost, Prices, day_cost
 from pyloto_corp.domain.ops_metrics import (
     DAY,
     HOUR,
+    LLM_LATENCY_PREFIX,
+    LLM_STEPS,
     MINUTE,
+    LLMCalls,
     Percentiles,
     bucket_of,
     histogram,
+    llm_calls,
     merge,
     percentiles,
+    replies_by_author,
 )
 from pyloto_corp.domain.statechart import Statechart
 
 RECEIVED = "t:>received"
+# The canary's gate (docs/runbook.md, rolling the LLM out): move on while LLM timeouts stay
+# under 5 % of a step's calls; the console marks a step's timeouts at or over it.
+TIMEOUT_GATE = 0.05
 
 
 @dataclass(frozen=True)
@@ -42,6 +52,10 @@ class Window:
     dead_letters: int
     end_to_end: Percentiles
     steps: dict[str, Percentiles]  # state whose step ran: its duration's percentiles
+    # The LLM calls of each step by model and outcome; how long each step's calls took.
+    llm: list[LLMCalls] = field(default_factory=list)
+    llm_latency: dict[str, Percentiles] = field(default_factory=dict)
+    replies: dict[str, int] = field(default_factory=dict)  # author: replies sent
 
     @property
     def total_received(self) -> int:
@@ -52,6 +66,13 @@ class Window:
     def total_sent(self) -> int:
         """Replies sent in the window."""
         return sum(self.sent)
+
+    def llm_share(self) -> float | None:
+        """The share of the bot's replies sent that LLM#3 made (None with no bot reply):
+        agents' replies and handoff acknowledgments are left out, as the rollout does not
+        choose them."""
+        bot = self.replies.get("llm", 0) + self.replies.get("template", 0)
+        return self.replies.get("llm", 0) / bot if bot else None
 
 
 @dataclass(frozen=True)
@@ -105,6 +126,13 @@ def _window(
         dead_letters=dead,
         end_to_end=percentiles(histogram(total, "e:")),
         steps=steps,
+        llm=llm_calls(total),
+        llm_latency={
+            step: found
+            for step in LLM_STEPS
+            if (found := percentiles(histogram(total, f"{LLM_LATENCY_PREFIX}{step}:"))).count
+        },
+        replies=replies_by_author(total),
     )
 
 

@@ -12,7 +12,6 @@ from dataclasses import dataclass, replace
 
 from opentelemetry import trace
 
-from pyloto_corp.application.handoff import AGENT_REPLY_KIND
 from pyloto_corp.application.ports import (
     ConversationStore,
     QueueUnavailable,
@@ -21,6 +20,7 @@ from pyloto_corp.application.ports import (
     TaskQueue,
 )
 from pyloto_corp.domain.conversation import (
+    AGENT_REPLY_KIND,
     BOT,
     HUMAN,
     REASONS,

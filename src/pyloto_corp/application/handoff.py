@@ -23,7 +23,13 @@ from pyloto_corp.application.llm_steps import (
     for_llm,
 )
 from pyloto_corp.application.step_context import StepContext
-from pyloto_corp.domain.conversation import BOT, HUMAN, WAITING_HUMAN
+from pyloto_corp.domain.conversation import (
+    AGENT_REPLY_KIND,
+    BOT,
+    HANDOFF_REASON,
+    HUMAN,
+    WAITING_HUMAN,
+)
 from pyloto_corp.domain.events import Event, HeldForAgent
 from pyloto_corp.domain.privacy import message_ref
 from pyloto_corp.domain.records import Record, Turn
@@ -31,14 +37,11 @@ from pyloto_corp.domain.writes import ConversationWrite, TurnsWrite
 
 log = logging.getLogger(__name__)
 
-# The inbound kinds pyloto itself makes: an agent's reply written in pyloto, and what the
-# business sent from the WhatsApp Business app on the same number (`smb_message_echoes`).
-AGENT_REPLY_KIND = "agent_reply"
+# The inbound kind of what the business sent from the WhatsApp Business app on the same
+# number (`smb_message_echoes`); an agent's reply written in pyloto is AGENT_REPLY_KIND.
 ECHO_KIND = "echo"
 # Who an echo's takeover names as the conversation's owner.
 BUSINESS_APP = "whatsapp_business_app"
-# The fallback reason of the acknowledgment a handoff sends (its template is the setting).
-HANDOFF_REASON = "handoff"
 # The LLM#1 event that asks for a person.
 HANDOFF_EVENT = "human_handoff"
 

@@ -91,8 +91,29 @@ def llm_text(record: Record, mask_pii: bool) -> str:
     return for_llm(customer_text(record), record, mask_pii)
 
 
-def call_cost(result: LLMResult[Any]) -> LLMCall:
-    return LLMCall(result.latency_ms, result.input_tokens, result.output_tokens, result.model)
+def call_cost(result: LLMResult[Any], failure: str = "") -> LLMCall:
+    """What the record keeps of a call the server answered (`failure`: why its answer was
+    not usable, when it was not)."""
+    return LLMCall(
+        result.latency_ms,
+        result.input_tokens,
+        result.output_tokens,
+        result.model,
+        result.requested_model,
+        failure,
+    )
+
+
+def failed_call(failure: LLMFailure, started: float) -> LLMCall:
+    """What the record keeps of a call that failed: its time, tokens, model and reason."""
+    return LLMCall(
+        latency_ms=round((time.perf_counter() - started) * 1000, 1),
+        input_tokens=failure.input_tokens,
+        output_tokens=failure.output_tokens,
+        model=failure.model,
+        requested_model=failure.model,
+        failure=failure.reason,
+    )
 
 
 # The log line's fields (extra=): a serialization boundary.
@@ -100,11 +121,11 @@ def call_metrics(result: LLMResult[Any]) -> dict[str, Any]:
     return asdict(call_cost(result))
 
 
-def failure_metrics(failure: LLMFailure, started: float) -> dict[str, Any]:  # log fields
+def failure_metrics(call: LLMCall) -> dict[str, Any]:  # log fields
     return {
-        "latency_ms": round((time.perf_counter() - started) * 1000, 1),
-        "input_tokens": failure.input_tokens,
-        "output_tokens": failure.output_tokens,
+        "latency_ms": call.latency_ms,
+        "input_tokens": call.input_tokens,
+        "output_tokens": call.output_tokens,
     }
 
 
@@ -114,10 +135,12 @@ def fall_back(
     reason: str,
     detail: str = "",
     metrics: dict[str, Any] | None = None,  # the log line's cost fields
+    call: LLMCall | None = None,
 ) -> FellBack:
     """The `fall_back` event, logged once with the step and reason (a warning when the
     LLM failed, information when the configuration chose the template path), with the
-    failed call's latency and tokens (zero when no call was made or nothing was counted)."""
+    failed call's latency and tokens (zero when no call was made or nothing was counted);
+    `call`: the call that failed, kept on the record (the console counts its outcome)."""
     level = logging.INFO if reason in CHOSEN_FALLBACKS else logging.WARNING
     log.log(
         level,
@@ -131,7 +154,7 @@ def fall_back(
             **(metrics or {"latency_ms": 0.0, "input_tokens": 0, "output_tokens": 0}),
         },
     )
-    return FellBack(step=step, reason=reason)
+    return FellBack(step=step, reason=reason, call=call)
 
 
 def route(
@@ -164,8 +187,8 @@ async def detect_event(record: Record, ctx: StepContext) -> EventDetected | Fell
             llm_text(record, llm.mask_pii), record.inbound.kind
         )
     except LLMFailure as failure:
-        metrics = failure_metrics(failure, started)
-        return fall_back(record, "llm1", failure.reason, str(failure), metrics)
+        call = failed_call(failure, started)
+        return fall_back(record, "llm1", failure.reason, str(failure), failure_metrics(call), call)
     detection = result.value
     metrics = call_metrics(result)
     log.info(
@@ -208,10 +231,13 @@ async def draft_reply(record: Record, ctx: StepContext) -> ReplyDrafted | FellBa
         )
         draft = limits.text_message(result.value.text)["text"]["body"]
     except LLMFailure as failure:
-        metrics = failure_metrics(failure, started)
-        return fall_back(record, "llm2", failure.reason, str(failure), metrics)
+        call = failed_call(failure, started)
+        return fall_back(record, "llm2", failure.reason, str(failure), failure_metrics(call), call)
     except limits.InvalidMessage as error:
-        return fall_back(record, "llm2", "invalid_output", str(error), call_metrics(result))
+        invalid = call_cost(result, "invalid_output")
+        return fall_back(
+            record, "llm2", "invalid_output", str(error), call_metrics(result), invalid
+        )
     metrics = call_metrics(result)
     log.info(
         "llm2_response_generated",
@@ -240,10 +266,13 @@ async def choose_message_type(record: Record, ctx: StepContext) -> MessageTypeCh
         result = await llm.assistant.choose_message_type(draft, event)
         built = limits.build_message(result.value, llm.allowed_hosts)
     except LLMFailure as failure:
-        metrics = failure_metrics(failure, started)
-        return fall_back(record, "llm3", failure.reason, str(failure), metrics)
+        call = failed_call(failure, started)
+        return fall_back(record, "llm3", failure.reason, str(failure), failure_metrics(call), call)
     except limits.InvalidMessage as error:
-        return fall_back(record, "llm3", "invalid_output", str(error), call_metrics(result))
+        invalid = call_cost(result, "invalid_output")
+        return fall_back(
+            record, "llm3", "invalid_output", str(error), call_metrics(result), invalid
+        )
     metrics = call_metrics(result)
     log.info(
         "llm3_message_type_selected",

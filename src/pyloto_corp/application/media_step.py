@@ -18,6 +18,7 @@ from pyloto_corp.application.bursts import begin
 from pyloto_corp.application.llm_steps import (
     call_cost,
     call_metrics,
+    failed_call,
     failure_metrics,
     fall_back,
     for_llm,
@@ -85,7 +86,8 @@ async def understand_media(record: Record, ctx: StepContext) -> MediaUnderstood 
     except LLMFailure as failure:
         reason = "transcription_failed" if audio else "description_failed"
         detail = f"{failure.reason}: {failure}"
-        return fall_back(record, STEP, reason, detail, failure_metrics(failure, started))
+        call = failed_call(failure, started)
+        return fall_back(record, STEP, reason, detail, failure_metrics(call), call)
     text = result.value.strip()[:MEDIA_TEXT_CHARACTERS]
     log.info(
         "media_understood",

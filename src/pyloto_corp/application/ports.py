@@ -452,7 +452,8 @@ class LLMResult(Generic[ResultT]):
     latency_ms: float
     input_tokens: int
     output_tokens: int
-    model: str
+    model: str  # as the server's answer named it
+    requested_model: str = ""  # as the call asked for it (the setting)
 
 
 class LLMFailure(Exception):
@@ -466,6 +467,8 @@ class LLMFailure(Exception):
         # What the failed call cost, when the API answered at all (refusal, unparsable).
         self.input_tokens = input_tokens
         self.output_tokens = output_tokens
+        # The model the call asked for: the assistant names it as the failure leaves it.
+        self.model = ""
 
 
 @dataclass(frozen=True)

@@ -8,13 +8,7 @@ from dataclasses import replace
 
 from pyloto_corp.ai import limits
 from pyloto_corp.application.bursts import changes_message, newest_expected
-from pyloto_corp.application.handoff import (
-    AGENT_REPLY_KIND,
-    ECHO_KIND,
-    HANDOFF_REASON,
-    bot_guard,
-    speaks_for_bot,
-)
+from pyloto_corp.application.handoff import ECHO_KIND, bot_guard, speaks_for_bot
 from pyloto_corp.application.llm_steps import (
     CONVERSATION_TURNS,
     CONVERSATION_WINDOW_SECONDS,
@@ -32,7 +26,7 @@ from pyloto_corp.application.ports import (
 )
 from pyloto_corp.application.registry import REGISTRY, Step, handled_triggers, step
 from pyloto_corp.application.step_context import LLMRouting, StepContext
-from pyloto_corp.domain.conversation import window_closes
+from pyloto_corp.domain.conversation import AGENT_REPLY_KIND, HANDOFF_REASON, window_closes
 from pyloto_corp.domain.events import (
     Accepted,
     AgentReplyQueued,

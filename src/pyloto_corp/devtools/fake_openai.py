@@ -86,6 +86,8 @@ class Answer:
     code: str | None = None  # the error's code, with an error status
     param: str | None = None  # the request field the error names
     message: str = "simulated"  # the error's message
+    # The model the answer names (OpenAI names a dated snapshot); None: the one asked for.
+    model: str | None = None
 
 
 def json_answer(value: dict[str, Any], delay: float = 0.0) -> Answer:
@@ -379,7 +381,7 @@ def render(answer: Answer, request: dict[str, Any]) -> tuple[int, dict[str, Any]
         "id": "chatcmpl-fake",
         "object": "chat.completion",
         "created": int(time.time()),
-        "model": request.get("model", "gpt-4o-mini"),
+        "model": answer.model or request.get("model", "gpt-4o-mini"),
         "choices": [
             {
                 "index": 0,

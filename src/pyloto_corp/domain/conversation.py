@@ -18,6 +18,10 @@ from pyloto_corp.domain.writes import ConversationWrite
 BOT, WAITING_HUMAN, HUMAN = "bot", "waiting_human", "human"
 MODES = (BOT, WAITING_HUMAN, HUMAN)
 HANDOFF_MODES = frozenset({WAITING_HUMAN, HUMAN})
+# The inbound kind of an agent's reply written in pyloto (sent like the bot's replies).
+AGENT_REPLY_KIND = "agent_reply"
+# The fallback reason of the acknowledgment a handoff sends (its template is the setting).
+HANDOFF_REASON = "handoff"
 
 # Meta's customer-service window: a free-form message may be sent only within 24 hours of
 # the customer's last message; outside it only an approved template (error 131047).

@@ -194,9 +194,11 @@ class FellBack(Event):
     trigger: ClassVar[str] = "fall_back"
     step: str
     reason: str
+    # The call that failed, when one was made (its outcome is counted by the console).
+    call: LLMCall | None = None
 
     def changes(self, record: Record) -> Record:
-        results = replace(record.results, fallback_step=self.step)
+        results = replace(record.results, fallback_step=self.step, failed_call=self.call)
         return replace(record, fallback_reason=self.reason, results=results)
 
 

@@ -7,7 +7,12 @@ the same write that saves the transition (so the console never reads records to 
 - `t:{source}>{dest}`: transitions taken (`t:>received` counts records created);
 - `d:{state}:{bin}`: how long the step run in `state` took, as a histogram bin;
 - `e:{bin}`: time from `received` to `sent`, on the `sent` transition;
-- `f:{reason}`: fallbacks by reason.
+- `f:{reason}`: fallbacks by reason;
+- `l:{step}:{model}:{outcome}`: the LLM calls each step (media, llm1, llm2, llm3) made, by
+  the model asked for and their outcome (LLM_OUTCOMES), on the transition that saved the
+  call: the step's own for a call answered, `fall_back` for one that failed;
+- `c:{step}:{bin}`: how long those calls took, as a histogram bin, whatever their outcome;
+- `r:{author}`: replies sent, by who made them (REPLY_AUTHORS), on the `sent` transition.
 
 and, per UTC day only (what the line costs, domain.costs):
 
@@ -27,7 +32,9 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
+from pyloto_corp.domain.conversation import AGENT_REPLY_KIND, HANDOFF_REASON
 from pyloto_corp.domain.records import Record
+from pyloto_corp.domain.results import LLMCall
 
 MINUTE = 60
 HOUR = 3600
@@ -44,6 +51,32 @@ DAY_BUCKETS_KEPT_SECONDS = 35 * DAY
 LLM_STEPS = ("media", "llm1", "llm2", "llm3")
 BILLABLE_PREFIX = "b:"
 TOKENS_PREFIX = "k:"
+LLM_CALLS_PREFIX = "l:"
+LLM_LATENCY_PREFIX = "c:"
+REPLIES_PREFIX = "r:"
+# What became of an LLM call, from the failure reason the record keeps of it: answered
+# (`ok`), no answer in time (`timeout`), the model or the API's content policy refused
+# (`refused`), an answer that is not the step's schema or breaks WhatsApp's limits, or no
+# words in a voice note (`invalid`), anything else the API said (`error`: HTTP errors, 429,
+# no connection).
+LLM_OUTCOMES = ("ok", "timeout", "refused", "invalid", "error")
+_OUTCOME_OF = {
+    "timeout": "timeout",
+    "refusal": "refused",
+    "invalid_output": "invalid",
+    "unparsable": "invalid",
+    "empty_transcript": "invalid",
+}
+# Who made a reply sent: LLM#3 (`llm`), a template (`template`: the fallback, or the
+# re-engagement template outside the 24-hour window), the acknowledgment of a handoff
+# (`handoff`), an agent writing in pyloto (`agent`).
+REPLY_AUTHORS = ("llm", "template", "handoff", "agent")
+# A model name in a counter: folded like any part, and short (providers' names are, and a
+# name past this is cut rather than let grow the aggregates).
+MODEL_PART_CHARS = 40
+# The trigger of a step that gave up: the failed call it saved is counted on it (never on a
+# replay's move to `fallback`, which carries the same results).
+_FALL_BACK = "fall_back"
 
 BIN_RATIO = 1.25
 _LOG_RATIO = math.log(BIN_RATIO)
@@ -89,7 +122,57 @@ def transition_counters(record: Record) -> tuple[str, ...]:
         names.append(f"e:{duration_bin((entry.at - record.created_at) * 1000.0)}")
     if entry.dest == FALLBACK_STATE:
         names.append(f"f:{_part(record.fallback_reason or 'unknown')}")
+    names += _llm_counters(record)
+    if entry.dest == SENT_STATE:
+        names.append(f"{REPLIES_PREFIX}{reply_author(record)}")
     return tuple(names)
+
+
+def model_part(model: str) -> str:
+    """A model's name as a counter part: [a-z0-9_], at most MODEL_PART_CHARS long."""
+    return _part(model)[:MODEL_PART_CHARS]
+
+
+def llm_outcome(call: LLMCall) -> str:
+    """The call's outcome, one of LLM_OUTCOMES."""
+    if not call.failure:
+        return "ok"
+    return _OUTCOME_OF.get(call.failure, "error")
+
+
+def _saved_call(record: Record) -> tuple[str, LLMCall] | None:
+    """The LLM call the transition just applied saved, with its step: the step's own
+    result on the move to its state, the failed call on a fallback."""
+    entry, results = record.history[-1], record.results
+    if entry.dest == FALLBACK_STATE:
+        call = results.failed_call if entry.trigger == _FALL_BACK else None
+        return (results.fallback_step or "unknown", call) if call is not None else None
+    calls = {"media": results.media, "llm1": results.llm1, "llm2": results.llm2}
+    found = results.llm3 if entry.dest == "llm3" else calls.get(entry.dest)
+    return (entry.dest, found) if found is not None else None
+
+
+def _llm_counters(record: Record) -> list[str]:
+    saved = _saved_call(record)
+    if saved is None:
+        return []
+    step, call = _part(saved[0]), saved[1]
+    model = model_part(call.requested_model or call.model or "unknown")
+    return [
+        f"{LLM_CALLS_PREFIX}{step}:{model}:{llm_outcome(call)}",
+        f"{LLM_LATENCY_PREFIX}{step}:{duration_bin(call.latency_ms)}",
+    ]
+
+
+def reply_author(record: Record) -> str:
+    """Who made the reply `record` sent, one of REPLY_AUTHORS."""
+    if record.inbound.kind == AGENT_REPLY_KIND:
+        return "agent"
+    if record.fallback_reason == HANDOFF_REASON:
+        return "handoff"
+    if record.fallback_reason is not None or record.results.template is not None:
+        return "template"
+    return "llm"
 
 
 def pricing_category(category: str) -> str:
@@ -173,3 +256,44 @@ def histogram(counters: Mapping[str, int], prefix: str) -> dict[int, int]:
             if tail.isdigit():
                 found[int(tail)] = found.get(int(tail), 0) + n
     return found
+
+
+@dataclass(frozen=True)
+class LLMCalls:
+    """The calls one LLM step made to one model in a window, by outcome."""
+
+    step: str
+    model: str
+    outcomes: dict[str, int]  # every outcome of LLM_OUTCOMES, 0 when none
+
+    @property
+    def total(self) -> int:
+        """Calls made."""
+        return sum(self.outcomes.values())
+
+    def rate(self, outcome: str) -> float | None:
+        """The share of the calls that ended in `outcome` (None without calls)."""
+        total = self.total
+        return self.outcomes.get(outcome, 0) / total if total else None
+
+
+def llm_calls(counters: Mapping[str, int]) -> list[LLMCalls]:
+    """The `l:` counters of merged counters, one entry per step and model, in the
+    pipeline's order (media, llm1, llm2, llm3, then any other step), then by model."""
+    found: dict[tuple[str, str], dict[str, int]] = {}
+    for name, n in counters.items():
+        if not name.startswith(LLM_CALLS_PREFIX):
+            continue
+        parts = name[len(LLM_CALLS_PREFIX) :].split(":")
+        if len(parts) != 3 or parts[2] not in LLM_OUTCOMES:
+            continue
+        outcomes = found.setdefault((parts[0], parts[1]), dict.fromkeys(LLM_OUTCOMES, 0))
+        outcomes[parts[2]] += n
+    order = {step: i for i, step in enumerate(LLM_STEPS)}
+    keys = sorted(found, key=lambda key: (order.get(key[0], len(order)), key))
+    return [LLMCalls(step, model, found[(step, model)]) for step, model in keys]
+
+
+def replies_by_author(counters: Mapping[str, int]) -> dict[str, int]:
+    """Replies sent by who made them: every author of REPLY_AUTHORS, 0 when none."""
+    return {author: int(counters.get(f"{REPLIES_PREFIX}{author}", 0)) for author in REPLY_AUTHORS}

@@ -8,12 +8,21 @@ from typing import Any
 
 @dataclass(frozen=True)
 class LLMCall:
-    """One LLM call's cost, as the record keeps it (never the prompt or the answer)."""
+    """One LLM call's cost, as the record keeps it (never the prompt or the answer).
+
+    `model` is the model as the server named it in its answer (often a dated snapshot);
+    `requested_model` the one the call asked for (the setting), which the console counts
+    calls by, so a call that failed and one that was answered count under the same name.
+    `failure` is why the call gave no usable answer (the LLMFailure reason: timeout,
+    refusal, invalid_output, ...), empty for a call that gave one.
+    """
 
     latency_ms: float = 0.0
     input_tokens: int = 0
     output_tokens: int = 0
     model: str = ""
+    requested_model: str = ""
+    failure: str = ""
 
 
 @dataclass(frozen=True)
@@ -46,6 +55,9 @@ class Results:
     llm3: LLMCall | None = None
     template: str | None = None
     fallback_step: str | None = None
+    # The LLM call that made the step fall back (its cost, model and failure); None when
+    # the record fell back without one (the LLM off, sampled out, a template's kind).
+    failed_call: LLMCall | None = None
     previous_failure: str | None = None
     # The conversation's mode that held the message for an agent (the bot said nothing).
     held_mode: str | None = None

@@ -24,9 +24,8 @@ from pyloto_corp.application.conversations import (
     ConversationRefused,
     Conversations,
 )
-from pyloto_corp.application.handoff import AGENT_REPLY_KIND
 from pyloto_corp.bootstrap import CONVERSATION_CHART_FILE, load_chart, statechart_dir
-from pyloto_corp.domain.conversation import HUMAN, WAITING_HUMAN, Conversation
+from pyloto_corp.domain.conversation import AGENT_REPLY_KIND, HUMAN, WAITING_HUMAN, Conversation
 from pyloto_corp.domain.costs import conversation_cost
 from pyloto_corp.domain.records import Record
 from pyloto_corp.domain.statechart import Statechart

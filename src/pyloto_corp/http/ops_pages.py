@@ -14,10 +14,10 @@ from html import escape
 from typing import Any
 from urllib.parse import urlencode
 
-from pyloto_corp.application.console import Dashboard, Window
+from pyloto_corp.application.console import TIMEOUT_GATE, Dashboard, Window
 from pyloto_corp.domain.conversation import Conversation
 from pyloto_corp.domain.costs import ConversationCost, DayCost, Prices, Tokens
-from pyloto_corp.domain.ops_metrics import Percentiles
+from pyloto_corp.domain.ops_metrics import LLM_OUTCOMES, LLMCalls, Percentiles
 from pyloto_corp.domain.outcome import since_text
 from pyloto_corp.domain.records import FAILED_STATE
 
@@ -241,7 +241,72 @@ def charts(board: Dashboard) -> str:
             f'<div class="card chart latency"><h3>Latency, {e(window.name)}</h3>'
             f'<div class="table-wrap">{_percentile_rows(window)}</div></div>'
         )
+    cards += [_llm_card(window) for window in (board.hour, board.day)]
     return "".join(cards)
+
+
+# ---- the LLM's health card (the rollout's gates) ------------------------------------------
+
+
+def _share(n: int, total: int) -> str:
+    return f"{100 * n / total:.1f} %" if total else "-"
+
+
+def _llm_rows(window: Window) -> str:
+    def cell(calls: LLMCalls, outcome: str) -> str:
+        n, rate = calls.outcomes[outcome], calls.rate(outcome) or 0.0
+        over = outcome == "timeout" and rate >= TIMEOUT_GATE
+        css = f"num outcome-{outcome}" + (" over" if over else "")
+        return f'<td class="{css}">{n} <span class="muted">{_share(n, calls.total)}</span></td>'
+
+    rows = "".join(
+        f'<tr class="llm-calls" data-step="{e(c.step)}" data-model="{e(c.model)}">'
+        f"<td>{e(c.step)}</td><td><code>{e(c.model)}</code></td>"
+        f'<td class="num calls">{c.total}</td>'
+        + "".join(cell(c, outcome) for outcome in LLM_OUTCOMES)
+        + "</tr>"
+        for c in window.llm
+    )
+    if not rows:
+        return '<p class="muted no-llm-calls">No LLM call.</p>'
+    head = "".join(f"<th class='num'>{e(outcome)}</th>" for outcome in LLM_OUTCOMES)
+    return (
+        f"<table><tr><th>step</th><th>model</th><th class='num'>calls</th>{head}</tr>{rows}</table>"
+    )
+
+
+def _llm_latency(window: Window) -> str:
+    if not window.llm_latency:
+        return ""
+    parts = " · ".join(
+        f'{e(step)} <b class="llm-p95" data-step="{e(step)}">{ms(p.p95)}</b>'
+        for step, p in window.llm_latency.items()
+    )
+    return f'<p class="llm-latency">Call time p95: {parts}</p>'
+
+
+def _replies(window: Window) -> str:
+    total = sum(window.replies.values())
+    parts = " · ".join(
+        f'{e(author)} <b class="replies-{e(author)}">{n}</b>'
+        for author, n in window.replies.items()
+    )
+    share = window.llm_share()
+    llm = "-" if share is None else f"{100 * share:.1f} %"
+    return (
+        f'<p class="replies">Replies sent <b class="replies-total">{total}</b>: {parts}. '
+        f'LLM share of the bot\'s replies <b class="llm-share">{e(llm)}</b></p>'
+    )
+
+
+def _llm_card(window: Window) -> str:
+    """The LLM calls of each step by model and outcome, their p95, and who made the
+    replies sent: what the rollout's gates are read from (docs/console.md)."""
+    return (
+        f'<div class="card chart llm-health" data-window="{e(window.name)}">'
+        f"<h3>LLM calls and replies, {e(window.name)}</h3>"
+        f"{_llm_rows(window)}{_llm_latency(window)}{_replies(window)}</div>"
+    )
 
 
 def machine_page(board: Dashboard, svg: str, csrf: str) -> str:
@@ -269,8 +334,42 @@ def summary_json(board: Dashboard) -> bytes:
             "counts": board.counts,
             "taken": board.hour.taken,
             "charts": charts(board),
+            "llm": {key: _llm_json(w) for key, w in (("hour", board.hour), ("day", board.day))},
+            "replies": {
+                key: _replies_json(w) for key, w in (("hour", board.hour), ("day", board.day))
+            },
         }
     ).encode()
+
+
+def _llm_json(window: Window) -> dict[str, Any]:
+    """A window's LLM calls (by step and model: counts and rates of each outcome) and
+    each step's call time percentiles."""
+    return {
+        "calls": [
+            {
+                "step": c.step,
+                "model": c.model,
+                "total": c.total,
+                "outcomes": c.outcomes,
+                "rates": {outcome: c.rate(outcome) for outcome in LLM_OUTCOMES},
+            }
+            for c in window.llm
+        ],
+        "latency_ms": {
+            step: {"count": p.count, "p50": p.p50, "p95": p.p95, "p99": p.p99}
+            for step, p in window.llm_latency.items()
+        },
+    }
+
+
+def _replies_json(window: Window) -> dict[str, Any]:
+    """A window's replies sent by author, their total and the LLM's share of the bot's."""
+    return {
+        **window.replies,
+        "total": sum(window.replies.values()),
+        "llm_share": window.llm_share(),
+    }
 
 
 # ---- records -------------------------------------------------------------------------------
