@@ -58,6 +58,7 @@ PAGES = [
     ("records, sent", "/ops/records?state=sent"),
     ("records, by reason", "/ops/records?reason=llm_timeout"),
     ("dead letters", "/ops/dead-letters"),
+    ("queues", "/ops/queues"),
 ]
 
 
