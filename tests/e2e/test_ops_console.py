@@ -70,6 +70,31 @@ def _store_beside(app: Pyloto, backend: dict[str, str]) -> StateStore:
     return SQLiteStore(app.database, terminal)
 
 
+async def write_dead_letter(
+    app: Pyloto, backend: dict[str, str], message_id: str, **changes: Any
+) -> None:
+    """A record dead-lettered while sending its reply (nothing sent), written beside the app
+    by a second store; `changes` replace its fields."""
+    now = app.container.clock()
+    inbound = InboundMessage(
+        message_id, SENDER, "text", int(now), text="Olá", contact_name=CONTACT_NAME
+    )
+    failed = replace(
+        Record.received(inbound, now),
+        state="failed",
+        version=4,
+        reply=text_reply_body(inbound, "Olá! Já respondemos."),
+        failure_reason="graph 131026: message undeliverable",
+        history=[HistoryEntry("sending", "failed", "dead_letter", now, 3.0, 3)],
+        conversation="c1",
+    )
+    store = _store_beside(app, backend)
+    try:
+        assert await store.create_if_absent([replace(failed, **changes)]) == [True]
+    finally:
+        await store.close()
+
+
 def _csrf(html: str) -> str:
     found = re.search(r'name="csrf" value="([^"]+)"', html)
     assert found, "no CSRF field on the page"
@@ -469,29 +494,17 @@ async def test_an_outcome_unknown_dead_letter_says_so_and_its_replay_warns_first
     }
     async with open_pyloto(**backend, **outbound) as app:
         csrf = await _sign_in(app)
-        now = app.container.clock()
-        inbound = InboundMessage(
-            "wamid.UNKNOWN1", SENDER, "text", int(now), text="Olá", contact_name=CONTACT_NAME
-        )
-        since = now - 300
-        failed = replace(
-            Record.received(inbound, now),
-            state="failed",
-            version=4,
-            reply=text_reply_body(inbound, "Olá! Já respondemos."),
+        since = app.container.clock() - 300
+        await write_dead_letter(
+            app,
+            backend,
+            "wamid.UNKNOWN1",
             failure_reason="outcome unknown since (no_message_id): not sent again",
-            history=[HistoryEntry("sending", "failed", "dead_letter", now, 3.0, 3)],
-            conversation="c1",
             send_started_at=since,
             outcome_unknown_since=since,
             outcome_unknown="no_message_id",
             unknown_sends=1,
         )
-        store = _store_beside(app, backend)
-        try:
-            assert await store.create_if_absent([failed]) == [True]
-        finally:
-            await store.close()
         shown = f"outcome unknown since {since_text(since)}"
         listed = await app.client.get("/ops/dead-letters")
         assert shown in listed.text

@@ -10,7 +10,6 @@ from __future__ import annotations
 import io
 import re
 from collections.abc import Callable
-from dataclasses import replace
 from html import unescape
 
 import httpx
@@ -21,15 +20,13 @@ from pyloto_corp.application.llm_steps import conversation_id
 from pyloto_corp.bootstrap import bootstrap
 from pyloto_corp.config import Settings
 from pyloto_corp.domain.privacy import message_ref
-from pyloto_corp.domain.records import HistoryEntry, InboundMessage, Record
-from pyloto_corp.domain.replies import text_reply_body
 from pyloto_corp.http.app import create_app
 from tests.e2e.conftest import OpenPyloto
 from tests.e2e.support import Pyloto
-from tests.e2e.test_ops_console import _no_personal_data, _sign_in, _store_beside, backend
+from tests.e2e.test_ops_console import _no_personal_data, _sign_in, backend, write_dead_letter
 from tests.support.fake_graph import PHONE_NUMBER_ID, FakeGraph, Fault
 from tests.support.fake_graph import TOKEN as GRAPH_TOKEN
-from tests.support.helpers import BSUID, CONTACT_NAME, SENDER, customer_webhook
+from tests.support.helpers import BSUID, SENDER, customer_webhook
 from tests.support.telemetry_capture import HASH_KEY, Captured
 
 pytestmark = pytest.mark.anyio
@@ -55,28 +52,6 @@ def _graph(graph: FakeGraph) -> dict[str, str]:
         "WHATSAPP_PHONE_NUMBER_ID": PHONE_NUMBER_ID,
         "WHATSAPP_API_BASE_URL": graph.base_url,
     }
-
-
-async def _dead_letter(app: Pyloto, backend: dict[str, str], message_id: str) -> None:
-    """A record dead-lettered while sending its reply (nothing sent), written beside the app."""
-    now = app.container.clock()
-    inbound = InboundMessage(
-        message_id, SENDER, "text", int(now), text="Olá", contact_name=CONTACT_NAME
-    )
-    failed = replace(
-        Record.received(inbound, now),
-        state="failed",
-        version=4,
-        reply=text_reply_body(inbound, "Olá! Já respondemos."),
-        failure_reason="graph 131026: message undeliverable",
-        history=[HistoryEntry("sending", "failed", "dead_letter", now, 3.0, 3)],
-        conversation="c1",
-    )
-    store = _store_beside(app, backend)
-    try:
-        assert await store.create_if_absent([failed]) == [True]
-    finally:
-        await store.close()
 
 
 def _token(html: str) -> str:
@@ -124,7 +99,7 @@ async def test_a_replay_that_fails_again_says_so_with_the_reason_and_the_link(
 ) -> None:
     async with open_pyloto(**backend, **_graph(graph)) as app:
         csrf = await _sign_in(app)
-        await _dead_letter(app, backend, "wamid.AGAIN1")
+        await write_dead_letter(app, backend, "wamid.AGAIN1")
         token = _token((await app.client.get("/ops/dead-letters")).text)
         graph.inject(Fault(code=131026))
         html = await _replay(app, csrf, token)
@@ -145,7 +120,7 @@ async def test_a_replay_that_succeeds_says_sent(
 ) -> None:
     async with open_pyloto(**backend, **_graph(graph)) as app:
         csrf = await _sign_in(app)
-        await _dead_letter(app, backend, "wamid.SENT1")
+        await write_dead_letter(app, backend, "wamid.SENT1")
         token = _token((await app.client.get("/ops/dead-letters")).text)
         html = await _replay(app, csrf, token)
         item = re.search(r'<li class="replayed" data-outcome="sent">(.*?)</li>', html)
@@ -172,7 +147,7 @@ async def test_a_failed_messages_page_replays_it_after_the_confirmation(
 ) -> None:
     async with open_pyloto(**backend, **_graph(graph)) as app:
         csrf = await _sign_in(app)
-        await _dead_letter(app, backend, "wamid.BUTTON1")
+        await write_dead_letter(app, backend, "wamid.BUTTON1")
         token = _token((await app.client.get("/ops/dead-letters")).text)
         page = await app.client.get(f"/ops/messages/{token}")
         form = re.search(r'<form id="replay-message" [^>]*>(.*?)</form>', page.text)
