@@ -75,3 +75,17 @@ def servers() -> Iterator[list[ServeProcess]]:
     yield started
     for server in started:
         server.cleanup()
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+def backend(request: pytest.FixtureRequest, redis_prefix: str) -> dict[str, str]:
+    """The console on each store: the embedded SQLite, and Redis (the tests' own server)."""
+    if request.param == "sqlite":
+        return {"OPS_CONSOLE_ENABLED": "true"}
+    server = request.getfixturevalue("redis_server")
+    return {
+        "OPS_CONSOLE_ENABLED": "true",
+        "STATE_BACKEND": "redis",
+        "REDIS_URL": server.url,
+        "REDIS_KEY_PREFIX": redis_prefix,
+    }

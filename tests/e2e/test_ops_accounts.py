@@ -24,20 +24,6 @@ pytestmark = pytest.mark.anyio
 COOKIE = "pyloto_ops"
 
 
-@pytest.fixture(params=["sqlite", "redis"])
-def backend(request: pytest.FixtureRequest, redis_prefix: str) -> dict[str, str]:
-    """The console on the embedded SQLite, and on Redis (the tests' own server)."""
-    if request.param == "sqlite":
-        return {"OPS_CONSOLE_ENABLED": "true"}
-    server = request.getfixturevalue("redis_server")
-    return {
-        "OPS_CONSOLE_ENABLED": "true",
-        "STATE_BACKEND": "redis",
-        "REDIS_URL": server.url,
-        "REDIS_KEY_PREFIX": redis_prefix,
-    }
-
-
 def _only(app: Pyloto, cookie: str | None = None) -> httpx.AsyncClient:
     """The app's client as another browser: no cookie, or only `cookie` (the test client
     runs the app on its own event loop, which the Redis store's connections belong to)."""

@@ -41,20 +41,6 @@ from tests.support.helpers import (
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture(params=["sqlite", "redis"])
-def backend(request: pytest.FixtureRequest, redis_prefix: str) -> dict[str, str]:
-    """The console on each store: the embedded SQLite, and Redis (the tests' own server)."""
-    if request.param == "sqlite":
-        return {"OPS_CONSOLE_ENABLED": "true"}
-    server = request.getfixturevalue("redis_server")
-    return {
-        "OPS_CONSOLE_ENABLED": "true",
-        "STATE_BACKEND": "redis",
-        "REDIS_URL": server.url,
-        "REDIS_KEY_PREFIX": redis_prefix,
-    }
-
-
 def _store_beside(app: Pyloto, backend: dict[str, str]) -> StateStore:
     """A second store on the app's data (its SQLite file, or its Redis and prefix)."""
     chart = app.container.chart

@@ -32,15 +32,6 @@ STEPS = ("llm1", "llm2", "llm3")
 PMP_SERVICE = {"billable": True, "category": "service", "pricing_model": "PMP", "type": "regular"}
 
 
-@pytest.fixture(params=["sqlite", "redis"])
-def backend(request: pytest.FixtureRequest, redis_prefix: str) -> dict[str, str]:
-    """Each store: the embedded SQLite, and Redis (the tests' own server)."""
-    if request.param == "sqlite":
-        return {}
-    server = request.getfixturevalue("redis_server")
-    return {"STATE_BACKEND": "redis", "REDIS_URL": server.url, "REDIS_KEY_PREFIX": redis_prefix}
-
-
 @pytest.fixture
 def open_app(
     make_settings: Callable[..., Settings], fake_openai: FakeOpenAI, backend: dict[str, str]

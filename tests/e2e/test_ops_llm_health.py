@@ -37,15 +37,6 @@ OpenApp = Callable[..., AbstractAsyncContextManager[Pyloto]]
 MODEL = "gpt_4o_mini"  # OPENAI_MODEL's default, as a counter names it
 
 
-@pytest.fixture(params=["sqlite", "redis"])
-def backend(request: pytest.FixtureRequest, redis_prefix: str) -> dict[str, str]:
-    """Each store: the embedded SQLite, and Redis (the tests' own server)."""
-    if request.param == "sqlite":
-        return {}
-    server = request.getfixturevalue("redis_server")
-    return {"STATE_BACKEND": "redis", "REDIS_URL": server.url, "REDIS_KEY_PREFIX": redis_prefix}
-
-
 @pytest.fixture
 def open_app(
     make_settings: Callable[..., Settings], fake_openai: FakeOpenAI, backend: dict[str, str]

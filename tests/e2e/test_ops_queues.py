@@ -33,20 +33,6 @@ pytestmark = pytest.mark.anyio
 BACKOFF = "300"
 
 
-@pytest.fixture(params=["sqlite", "redis"])
-def backend(request: pytest.FixtureRequest, redis_prefix: str) -> dict[str, str]:
-    """The console on each store: the embedded SQLite, and Redis (the tests' own server)."""
-    if request.param == "sqlite":
-        return {"OPS_CONSOLE_ENABLED": "true"}
-    server = request.getfixturevalue("redis_server")
-    return {
-        "OPS_CONSOLE_ENABLED": "true",
-        "STATE_BACKEND": "redis",
-        "REDIS_URL": server.url,
-        "REDIS_KEY_PREFIX": redis_prefix,
-    }
-
-
 async def _sign_in(app: Pyloto) -> None:
     await ensure_account(app.container.settings)
     assert (await post_sign_in(app.client)).status_code == 303

@@ -8,18 +8,18 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from pyloto_corp.adapters.cloud_tasks import NO_V2BETA3, create_client, ensure_queues
-from pyloto_corp.application.queues import INBOUND, OUTBOUND
+from pyloto_corp.adapters.cloud_tasks import NO_V2BETA3
 from pyloto_corp.config import Settings
 from pyloto_corp.domain.privacy import message_ref
 from tests.e2e.servers import ServeProcess, post_webhook, process_env, redis_variables
+from tests.e2e.test_cloud_tasks_e2e import LOCATION, PROJECT, emulator
 from tests.support.accounts import ensure_account, post_sign_in
 from tests.support.fake_graph import PHONE_NUMBER_ID, FakeGraph, Fault
 from tests.support.fake_graph import TOKEN as GRAPH_TOKEN
@@ -29,28 +29,7 @@ from tests.support.tasks_emulator import TasksEmulator
 
 pytestmark = pytest.mark.slow
 
-PROJECT, LOCATION = "pyloto-queues", "southamerica-east1"
-
-
-@pytest.fixture
-def emulator(tmp_path: Path) -> Iterator[TasksEmulator]:
-    """A fresh emulator with both queues created by the project's own `ensure_queues`."""
-    running = TasksEmulator(free_port(), tmp_path / "emulator.log")
-    running.start()
-
-    async def ensure() -> None:
-        client = create_client(running.host)
-        parent = client.common_location_path(PROJECT, LOCATION)
-        wanted = {
-            client.queue_path(PROJECT, LOCATION, "whatsapp-inbound"): INBOUND,
-            client.queue_path(PROJECT, LOCATION, "whatsapp-outbound"): OUTBOUND,
-        }
-        await ensure_queues(client, parent, wanted, dry_run=False)
-        await client.transport.close()  # type: ignore[no-untyped-call]
-
-    asyncio.run(ensure())
-    yield running
-    running.stop()
+__all__ = ["emulator"]  # the fixture: a fresh emulator with both queues
 
 
 def _queues(client: httpx.Client, holds: Callable[[dict[str, Any]], bool]) -> dict[str, Any]:

@@ -23,15 +23,13 @@ from pyloto_corp.domain.privacy import message_ref
 from pyloto_corp.http.app import create_app
 from tests.e2e.conftest import OpenPyloto
 from tests.e2e.support import Pyloto
-from tests.e2e.test_ops_console import _no_personal_data, _sign_in, backend, write_dead_letter
+from tests.e2e.test_ops_console import _no_personal_data, _sign_in, write_dead_letter
 from tests.support.fake_graph import PHONE_NUMBER_ID, FakeGraph, Fault
 from tests.support.fake_graph import TOKEN as GRAPH_TOKEN
 from tests.support.helpers import BSUID, SENDER, customer_webhook
 from tests.support.telemetry_capture import HASH_KEY, Captured
 
 pytestmark = pytest.mark.anyio
-
-__all__ = ["backend"]  # the fixture, on each store
 
 # SENDER (5511987654321) as operators may type it.
 SENDER_TYPED = (
