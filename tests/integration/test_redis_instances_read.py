@@ -5,40 +5,24 @@ Each store is one instance on the test's own Redis; time is passed explicitly.""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
-from contextlib import AsyncExitStack
-
 import pytest
 
-from pyloto_corp.adapters.redis import RedisKeys, RedisStore, connect
+from pyloto_corp.adapters.redis import RedisKeys, connect
 from pyloto_corp.adapters.redis.keys import ADOPTED_TTL_SECONDS
 from pyloto_corp.application.ports import INSTANCES_LISTED, InstanceBeat
 from pyloto_corp.application.queue_figures import instance_rows
 from pyloto_corp.application.queues import DEAD_AFTER_SECONDS
-from tests.integration.conftest import RETENTION_SECONDS, terminal_states
 from tests.integration.factories import record
+from tests.integration.test_instance_adoption import Instance, instance
 from tests.support.redis_server import RedisServer
 
 pytestmark = pytest.mark.anyio
 
 T0 = 20_000.0
 DEAD = DEAD_AFTER_SECONDS
-Instance = Callable[[str], RedisStore]
 
 
-@pytest.fixture
-async def instance(redis_server: RedisServer, redis_prefix: str) -> AsyncIterator[Instance]:
-    """Build instance stores by name (closed at the end)."""
-    async with AsyncExitStack() as stack:
-
-        def create(name: str) -> RedisStore:
-            keys = RedisKeys(redis_prefix)
-            client = connect(redis_server.url, 2.0)
-            store = RedisStore(client, terminal_states(), RETENTION_SECONDS, keys, name)
-            stack.push_async_callback(store.close)
-            return store
-
-        yield create
+__all__ = ["instance"]  # the fixture: instance stores by name on the test's Redis
 
 
 def by_id(beats: list[InstanceBeat]) -> dict[str, InstanceBeat]:
