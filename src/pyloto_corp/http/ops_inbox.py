@@ -32,6 +32,7 @@ from pyloto_corp.domain.statechart import Statechart
 from pyloto_corp.domain.statechart_layout import Layout, layout, render_svg
 from pyloto_corp.http import ops
 from pyloto_corp.http import ops_pages as pages
+from pyloto_corp.http.ops_pages import duration_text
 from pyloto_corp.http.principal import Principal, known_principal
 
 log = logging.getLogger(__name__)
@@ -51,21 +52,6 @@ async def inbox_principal(request: Request[Any, Any, Any]) -> Principal:
     if not principal.may("agent"):
         raise ops.Forbidden("the inbox is for agents: this account's role is " + principal.role)
     return principal
-
-
-def duration_text(seconds: float) -> str:
-    """A span of time as an agent reads it: `45 s`, `12 min`, `3 h 20 min`, `2 d 4 h`."""
-    total = max(0, int(seconds))
-    if total < 60:
-        return f"{total} s"
-    minutes = total // 60
-    if minutes < 60:
-        return f"{minutes} min"
-    hours, minutes = divmod(minutes, 60)
-    if hours < 48:
-        return f"{hours} h {minutes} min" if minutes else f"{hours} h"
-    days, hours = divmod(hours, 24)
-    return f"{days} d {hours} h" if hours else f"{days} d"
 
 
 def window_text(conversation: Conversation, now: float) -> str:

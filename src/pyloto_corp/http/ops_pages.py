@@ -36,6 +36,25 @@ def when(at: float | None) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime(at))
 
 
+def duration_text(seconds: float, exact: bool = False) -> str:
+    """A span of time as a person reads it: `45 s`, `12 min`, `3 h 20 min`, `2 d 4 h`;
+    `exact` (the Queues page's short waits) keeps a tenth below 10 s and the seconds below
+    an hour: `0.4 s`, `3 min 5 s`."""
+    if exact and seconds < 10:
+        return f"{max(0.0, seconds):.1f} s"
+    total = max(0, int(seconds))
+    if total < 60:
+        return f"{total} s"
+    minutes, secs = divmod(total, 60)
+    if minutes < 60:
+        return f"{minutes} min {secs} s" if exact and secs else f"{minutes} min"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 48:
+        return f"{hours} h {minutes} min" if minutes else f"{hours} h"
+    days, hours = divmod(hours, 24)
+    return f"{days} d {hours} h" if hours else f"{days} d"
+
+
 def ms(value: float | None) -> str:
     """Milliseconds as text, in seconds from 10 s on."""
     if value is None:

@@ -33,19 +33,8 @@ NOT_ON_CLOUD_TASKS = "not available on Cloud Tasks"
 
 
 def _age(seconds: float | None) -> str:
-    """A short span: `0.4 s`, `12 s`, `3 min 5 s`, `2 h 10 min`."""
-    if seconds is None:
-        return "-"
-    if seconds < 10:
-        return f"{seconds:.1f} s"
-    total = int(seconds)
-    if total < 60:
-        return f"{total} s"
-    minutes, secs = divmod(total, 60)
-    if minutes < 60:
-        return f"{minutes} min {secs} s" if secs else f"{minutes} min"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours} h {minutes} min" if minutes else f"{hours} h"
+    """A short span to the tenth or the second (`0.4 s`, `3 min 5 s`), or `-`."""
+    return "-" if seconds is None else pages.duration_text(seconds, exact=True)
 
 
 def _figure(value: int | None) -> str:
