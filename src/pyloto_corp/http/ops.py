@@ -25,6 +25,7 @@ from urllib.parse import parse_qs, urlencode
 from litestar import Controller, MediaType, Request, Response, get, post
 from litestar.datastructures import Cookie
 from litestar.exceptions import HTTPException, NotAuthorizedException, PermissionDeniedException
+from litestar.types import ExceptionHandlersMap
 
 from pyloto_corp.application.accounts import account_ref
 from pyloto_corp.application.console import daily_costs, dashboard
@@ -385,17 +386,24 @@ async def _confirm_replay(
     return _html(pages.confirm_page(what, fields, csrf, warning=since is not None))
 
 
+# What every console page answers for a missing session, a refusal and bad input (the
+# Inbox's and the Queues page's controllers take these too).
+PAGE_ERRORS: ExceptionHandlersMap = {
+    SignInRequired: _signin_required,
+    Forbidden: _forbidden,
+    BadInput: _bad_input,
+}
+
+
 class OpsController(Controller):
     """The console's pages, its summary API, sign-in and replay."""
 
     path = "/ops"
     exception_handlers = {  # noqa: RUF012
-        SignInRequired: _signin_required,
+        **PAGE_ERRORS,
         # From a route's `require_role` guard (http/principal.py): the form, or a refusal.
         NotAuthorizedException: _signin_required,
         PermissionDeniedException: _denied,
-        Forbidden: _forbidden,
-        BadInput: _bad_input,
     }
 
     @get("/static/{name:str}", media_type=MediaType.TEXT)

@@ -206,11 +206,7 @@ class InboxController(Controller):
     """The inbox list, one conversation, and the agent's actions on it."""
 
     path = CUSTOMER_WORDS_PREFIX
-    exception_handlers = {  # noqa: RUF012
-        ops.SignInRequired: ops._signin_required,
-        ops.Forbidden: ops._forbidden,
-        ops.BadInput: ops._bad_input,
-    }
+    exception_handlers = ops.PAGE_ERRORS
 
     @get("/")
     async def inbox(self, request: Request[Any, Any, Any]) -> Response[str]:

@@ -234,11 +234,7 @@ class QueuesController(Controller):
     """The Queues page and its JSON, for any signed-in person."""
 
     path = "/ops"
-    exception_handlers = {  # noqa: RUF012
-        ops.SignInRequired: ops._signin_required,
-        ops.Forbidden: ops._forbidden,
-        ops.BadInput: ops._bad_input,
-    }
+    exception_handlers = ops.PAGE_ERRORS
 
     @get("/queues")
     async def queues(self, request: Request[Any, Any, Any]) -> Response[str]:
