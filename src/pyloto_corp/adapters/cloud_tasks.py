@@ -13,7 +13,7 @@ import hashlib
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
 from google.api_core import exceptions as google_errors
@@ -34,14 +34,21 @@ NOTIFY_PATH = "/internal/tasks/notify"
 CALL_TIMEOUT_SECONDS = 10.0
 
 
+_Transport = TypeVar("_Transport")
+
+
+def _emulator_transport(kind: Callable[..., _Transport], emulator_host: str) -> _Transport:
+    """A gRPC transport on an insecure channel to the emulator, with no credentials."""
+    return kind(
+        channel=grpc.aio.insecure_channel(emulator_host),
+        credentials=AnonymousCredentials(),  # type: ignore[no-untyped-call]
+    )
+
+
 def create_client(emulator_host: str | None) -> tasks_v2.CloudTasksAsyncClient:
     """The async client: an insecure channel to the emulator when one is named, else ADC."""
     if emulator_host:
-        channel = grpc.aio.insecure_channel(emulator_host)
-        transport = CloudTasksGrpcAsyncIOTransport(
-            channel=channel,
-            credentials=AnonymousCredentials(),  # type: ignore[no-untyped-call]
-        )
+        transport = _emulator_transport(CloudTasksGrpcAsyncIOTransport, emulator_host)
         return tasks_v2.CloudTasksAsyncClient(transport=transport)
     return tasks_v2.CloudTasksAsyncClient()
 
@@ -49,11 +56,7 @@ def create_client(emulator_host: str | None) -> tasks_v2.CloudTasksAsyncClient:
 def create_stats_client(emulator_host: str | None) -> tasks_v2beta3.CloudTasksAsyncClient:
     """The v2beta3 client that reads queue statistics (v2 has none), built like the other."""
     if emulator_host:
-        channel = grpc.aio.insecure_channel(emulator_host)
-        transport = StatsGrpcTransport(
-            channel=channel,
-            credentials=AnonymousCredentials(),  # type: ignore[no-untyped-call]
-        )
+        transport = _emulator_transport(StatsGrpcTransport, emulator_host)
         return tasks_v2beta3.CloudTasksAsyncClient(transport=transport)
     return tasks_v2beta3.CloudTasksAsyncClient()
 
