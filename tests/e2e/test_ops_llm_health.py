@@ -6,16 +6,11 @@ the main page's card and in the summary API, with no personal data in either."""
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator, Callable
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from html import unescape
 from typing import Any
 
 import pytest
-from litestar.testing import AsyncTestClient
 
-from pyloto_corp.bootstrap import bootstrap
-from pyloto_corp.config import Settings
 from pyloto_corp.devtools.fake_openai import (
     CHOICE,
     DEFAULTS,
@@ -25,40 +20,18 @@ from pyloto_corp.devtools.fake_openai import (
     FakeOpenAI,
     json_answer,
 )
-from pyloto_corp.http.app import create_app
 from pyloto_corp.observability.pii_scan import scan_lines
 from tests.e2e.support import Pyloto
+from tests.e2e.test_ops_costs import OpenApp, open_app
 from tests.support.accounts import ensure_account, post_sign_in
 from tests.support.helpers import CONTACT_NAME, CPF, EMAIL, SENDER, envelope, text_message
 
 pytestmark = pytest.mark.anyio
 
-OpenApp = Callable[..., AbstractAsyncContextManager[Pyloto]]
 MODEL = "gpt_4o_mini"  # OPENAI_MODEL's default, as a counter names it
 
 
-@pytest.fixture
-def open_app(
-    make_settings: Callable[..., Settings], fake_openai: FakeOpenAI, backend: dict[str, str]
-) -> OpenApp:
-    """The app with the console on and the LLM on the fake server, a 1 s deadline a call."""
-
-    @asynccontextmanager
-    async def open_with(**overrides: str) -> AsyncIterator[Pyloto]:
-        variables = {
-            "OPS_CONSOLE_ENABLED": "true",
-            "OPENAI_API_KEY": "sk-test",
-            "OPENAI_BASE_URL": fake_openai.base_url,
-            "OPENAI_TIMEOUT_SECONDS": "1",
-            "OPENAI_MAX_RETRIES": "0",
-            **backend,
-            **overrides,
-        }
-        app = create_app(bootstrap(make_settings(**variables)))
-        async with AsyncTestClient(app=app) as client:
-            yield Pyloto(client)
-
-    return open_with
+__all__ = ["open_app"]  # the fixture: the console on, the LLM on the fake server
 
 
 async def _replied(app: Pyloto, text: str) -> dict[str, Any]:
@@ -94,7 +67,7 @@ async def test_a_timeout_and_an_invalid_answer_are_counted_per_step_and_the_shar
     snapshot of the model), the second's LLM#2 too slow, the third's LLM#3 answer not a
     message. Each step counts its calls by outcome under the model asked for; two replies
     are templates, so the LLM's share drops from all to a third; the card shows it."""
-    async with open_app() as app:
+    async with open_app(OPENAI_TIMEOUT_SECONDS="1") as app:  # a 1 s deadline a call
         await ensure_account(app.container.settings)
         assert (await post_sign_in(app.client)).status_code == 303
 
