@@ -58,6 +58,19 @@ def _token(html: str) -> str:
     return found.group(1)
 
 
+async def _dead_letter_token(app: Pyloto, backend: dict[str, str], message_id: str) -> str:
+    """Write a dead letter beside the app; the sealed id its row's Replay form posts."""
+    await write_dead_letter(app, backend, message_id)
+    return _token((await app.client.get("/ops/dead-letters")).text)
+
+
+def _replayed_row(html: str, outcome: str) -> str:
+    """The replay result's row of the record that ended `outcome` (sent, failed)."""
+    found = re.search(rf'<li class="replayed" data-outcome="{outcome}">(.*?)</li>', html)
+    assert found, html
+    return found.group(1)
+
+
 async def _settled(app: Pyloto, page: httpx.Response) -> str:
     """The replay's result once no record on it is still running: the page itself, else the
     page its "see again" link (and meta refresh) leads to, followed until it says so."""
@@ -97,17 +110,15 @@ async def test_a_replay_that_fails_again_says_so_with_the_reason_and_the_link(
 ) -> None:
     async with open_pyloto(**backend, **_graph(graph)) as app:
         csrf = await _sign_in(app)
-        await write_dead_letter(app, backend, "wamid.AGAIN1")
-        token = _token((await app.client.get("/ops/dead-letters")).text)
+        token = await _dead_letter_token(app, backend, "wamid.AGAIN1")
         graph.inject(Fault(code=131026))
         html = await _replay(app, csrf, token)
         assert (await app.view("wamid.AGAIN1"))["state"] == "failed"
-        item = re.search(r'<li class="replayed" data-outcome="failed">(.*?)</li>', html)
-        assert item, html
-        await _opens(app, item.group(1), "wamid.AGAIN1")
-    assert "failed again" in item.group(1)
-    assert "131026" in item.group(1)
-    assert message_ref("wamid.AGAIN1") in item.group(1)
+        item = _replayed_row(html, "failed")
+        await _opens(app, item, "wamid.AGAIN1")
+    assert "failed again" in item
+    assert "131026" in item
+    assert message_ref("wamid.AGAIN1") in item
     assert "0</b> sent" in html
     assert 'id="see-again"' not in html
     _no_personal_data(html)
@@ -118,13 +129,11 @@ async def test_a_replay_that_succeeds_says_sent(
 ) -> None:
     async with open_pyloto(**backend, **_graph(graph)) as app:
         csrf = await _sign_in(app)
-        await write_dead_letter(app, backend, "wamid.SENT1")
-        token = _token((await app.client.get("/ops/dead-letters")).text)
+        token = await _dead_letter_token(app, backend, "wamid.SENT1")
         html = await _replay(app, csrf, token)
-        item = re.search(r'<li class="replayed" data-outcome="sent">(.*?)</li>', html)
-        assert item, html
-        await _opens(app, item.group(1), "wamid.SENT1")
-    assert '<b class="outcome">sent</b>' in item.group(1)
+        item = _replayed_row(html, "sent")
+        await _opens(app, item, "wamid.SENT1")
+    assert '<b class="outcome">sent</b>' in item
     assert len(graph.sends_for("wamid.SENT1")) == 1
     _no_personal_data(html)
 
@@ -145,8 +154,7 @@ async def test_a_failed_messages_page_replays_it_after_the_confirmation(
 ) -> None:
     async with open_pyloto(**backend, **_graph(graph)) as app:
         csrf = await _sign_in(app)
-        await write_dead_letter(app, backend, "wamid.BUTTON1")
-        token = _token((await app.client.get("/ops/dead-letters")).text)
+        token = await _dead_letter_token(app, backend, "wamid.BUTTON1")
         page = await app.client.get(f"/ops/messages/{token}")
         form = re.search(r'<form id="replay-message" [^>]*>(.*?)</form>', page.text)
         assert form, page.text
