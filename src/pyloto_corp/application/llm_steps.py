@@ -121,7 +121,9 @@ def call_metrics(result: LLMResult[Any]) -> dict[str, Any]:
     return asdict(call_cost(result))
 
 
-def failure_metrics(call: LLMCall) -> dict[str, Any]:  # log fields
+def _cost_fields(call: LLMCall | None) -> dict[str, Any]:  # log fields
+    if call is None:
+        return {"latency_ms": 0.0, "input_tokens": 0, "output_tokens": 0}
     return {
         "latency_ms": call.latency_ms,
         "input_tokens": call.input_tokens,
@@ -140,7 +142,8 @@ def fall_back(
     """The `fall_back` event, logged once with the step and reason (a warning when the
     LLM failed, information when the configuration chose the template path), with the
     failed call's latency and tokens (zero when no call was made or nothing was counted);
-    `call`: the call that failed, kept on the record (the console counts its outcome)."""
+    `call`: the call that failed, kept on the record (the console counts its outcome), whose
+    latency and tokens the line carries unless `metrics` names them."""
     level = logging.INFO if reason in CHOSEN_FALLBACKS else logging.WARNING
     log.log(
         level,
@@ -151,7 +154,7 @@ def fall_back(
             "step": step,
             "reason": reason,
             "detail": detail,
-            **(metrics or {"latency_ms": 0.0, "input_tokens": 0, "output_tokens": 0}),
+            **(metrics or _cost_fields(call)),
         },
     )
     return FellBack(step=step, reason=reason, call=call)
@@ -187,8 +190,9 @@ async def detect_event(record: Record, ctx: StepContext) -> EventDetected | Fell
             llm_text(record, llm.mask_pii), record.inbound.kind
         )
     except LLMFailure as failure:
-        call = failed_call(failure, started)
-        return fall_back(record, "llm1", failure.reason, str(failure), failure_metrics(call), call)
+        return fall_back(
+            record, "llm1", failure.reason, str(failure), call=failed_call(failure, started)
+        )
     detection = result.value
     metrics = call_metrics(result)
     log.info(
@@ -231,8 +235,9 @@ async def draft_reply(record: Record, ctx: StepContext) -> ReplyDrafted | FellBa
         )
         draft = limits.text_message(result.value.text)["text"]["body"]
     except LLMFailure as failure:
-        call = failed_call(failure, started)
-        return fall_back(record, "llm2", failure.reason, str(failure), failure_metrics(call), call)
+        return fall_back(
+            record, "llm2", failure.reason, str(failure), call=failed_call(failure, started)
+        )
     except limits.InvalidMessage as error:
         invalid = call_cost(result, "invalid_output")
         return fall_back(
@@ -266,8 +271,9 @@ async def choose_message_type(record: Record, ctx: StepContext) -> MessageTypeCh
         result = await llm.assistant.choose_message_type(draft, event)
         built = limits.build_message(result.value, llm.allowed_hosts)
     except LLMFailure as failure:
-        call = failed_call(failure, started)
-        return fall_back(record, "llm3", failure.reason, str(failure), failure_metrics(call), call)
+        return fall_back(
+            record, "llm3", failure.reason, str(failure), call=failed_call(failure, started)
+        )
     except limits.InvalidMessage as error:
         invalid = call_cost(result, "invalid_output")
         return fall_back(

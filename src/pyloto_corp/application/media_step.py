@@ -19,7 +19,6 @@ from pyloto_corp.application.llm_steps import (
     call_cost,
     call_metrics,
     failed_call,
-    failure_metrics,
     fall_back,
     for_llm,
     route,
@@ -86,8 +85,7 @@ async def understand_media(record: Record, ctx: StepContext) -> MediaUnderstood 
     except LLMFailure as failure:
         reason = "transcription_failed" if audio else "description_failed"
         detail = f"{failure.reason}: {failure}"
-        call = failed_call(failure, started)
-        return fall_back(record, STEP, reason, detail, failure_metrics(call), call)
+        return fall_back(record, STEP, reason, detail, call=failed_call(failure, started))
     text = result.value.strip()[:MEDIA_TEXT_CHARACTERS]
     log.info(
         "media_understood",
