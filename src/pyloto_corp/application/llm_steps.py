@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
+import re
 import time
 from dataclasses import asdict
 from typing import Any
@@ -43,6 +44,15 @@ def conversation_id(sender: str, key: str) -> str:
     """A keyed hash standing for a customer's id (their BSUID or their number), so store
     keys never hold it."""
     return hmac.new(key.encode(), sender.encode(), hashlib.sha256).hexdigest()[:32]
+
+
+def is_conversation_id(value: str) -> bool:
+    """Whether `value` has conversation_id's shape (32 hex digits): a key from a link or a
+    path is checked with this before any store is asked."""
+    return _CONVERSATION_ID.fullmatch(value) is not None
+
+
+_CONVERSATION_ID = re.compile(r"[0-9a-f]{32}")
 
 
 def customer_key(record: Record, key: str) -> str:

@@ -7,7 +7,6 @@ words, to a signed-in agent.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -29,13 +28,15 @@ from pyloto_corp.application.conversations import (
     ConversationRefused,
     Conversations,
 )
-from pyloto_corp.application.llm_steps import CONVERSATION_TURNS, CONVERSATION_WINDOW_SECONDS
+from pyloto_corp.application.llm_steps import (
+    CONVERSATION_TURNS,
+    CONVERSATION_WINDOW_SECONDS,
+    is_conversation_id,
+)
 from pyloto_corp.domain.conversation import MODES, Conversation
 from pyloto_corp.http.deps import container_of, internal_guard
 from pyloto_corp.http.principal import known_principal, principal_of
 
-# A conversation id is a keyed hash: 32 hex digits (llm_steps.conversation_id).
-_ID = re.compile(r"[0-9a-f]{32}")
 MAX_LIST = 500
 
 
@@ -76,7 +77,7 @@ def _service(request: Request[Any, Any, Any]) -> Conversations:
 
 
 def _key(conversation_id: str) -> str:
-    if not _ID.fullmatch(conversation_id):
+    if not is_conversation_id(conversation_id):
         raise NotFoundException("no conversation with this id")
     return conversation_id
 

@@ -31,6 +31,7 @@ from pyloto_corp.application.accounts import account_ref
 from pyloto_corp.application.console import daily_costs, dashboard
 from pyloto_corp.application.customer_search import NotAnId, find_customer
 from pyloto_corp.application.inspect import record_view
+from pyloto_corp.application.llm_steps import is_conversation_id
 from pyloto_corp.application.ports import RecordQuery
 from pyloto_corp.application.replay import REPLAY_BATCH, Replayer
 from pyloto_corp.application.signin import SignInRefused
@@ -302,13 +303,6 @@ def _unknown_since(record: Record) -> str | None:
     return since_text(record.outcome_unknown_since)
 
 
-def _customer_key(value: str) -> str | None:
-    """A customer key from a link (32 hex digits, a keyed hash), else None."""
-    if len(value) == 32 and all(c in "0123456789abcdef" for c in value):
-        return value
-    return None
-
-
 def _settled(console: _Console, record: Record | None) -> bool:
     """Whether a replayed record has come to rest (gone, or in a terminal state)."""
     if record is None:
@@ -524,8 +518,8 @@ class OpsController(Controller):
                 None,
             )
         if "customer" in params:
-            key = _customer_key(params["customer"])
-            if key is None:
+            key = params["customer"]
+            if not is_conversation_id(key):
                 raise BadInput("this customer link is not valid (edited): search again")
             listed = await console.container.store.conversation_records(key, CUSTOMER_RECORDS)
             rows = [_row(console, r) for r in reversed(listed)]

@@ -13,7 +13,6 @@ Who may open them is decided in one place, `inbox_principal`.
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -24,6 +23,7 @@ from pyloto_corp.application.conversations import (
     ConversationRefused,
     Conversations,
 )
+from pyloto_corp.application.llm_steps import is_conversation_id
 from pyloto_corp.bootstrap import CONVERSATION_CHART_FILE, load_chart, statechart_dir
 from pyloto_corp.domain.conversation import AGENT_REPLY_KIND, HUMAN, WAITING_HUMAN, Conversation
 from pyloto_corp.domain.costs import conversation_cost
@@ -41,7 +41,6 @@ log = logging.getLogger(__name__)
 CUSTOMER_WORDS_PREFIX = "/ops/inbox"
 LISTED = 200  # conversations listed per mode
 THREAD = 100  # records shown in one conversation's thread
-_ID = re.compile(r"[0-9a-f]{32}")
 
 
 async def inbox_principal(request: Request[Any, Any, Any]) -> Principal:
@@ -95,7 +94,7 @@ def _csrf(request: Request[Any, Any, Any]) -> str:
 
 def _key(request: Request[Any, Any, Any]) -> str | None:
     key = str(request.path_params["conversation_id"])
-    return key if _ID.fullmatch(key) else None
+    return key if is_conversation_id(key) else None
 
 
 def chart_svg(inbox: _Inbox, waiting: int, owned: int) -> str:
