@@ -56,8 +56,8 @@ def numbers_for(typed: str) -> list[str]:
 def customer_hashes(typed: str, hash_key: str) -> list[str]:
     """The keyed hashes a typed number or BSUID may stand for; NotAnId for anything else."""
     text = typed.strip()
-    if is_bsuid(text) or is_bsuid(text[:2].upper() + text[2:]):
-        bsuid = text if is_bsuid(text) else text[:2].upper() + text[2:]
+    bsuid = text[:2].upper() + text[2:]  # its country code typed in lower case reads the same
+    if is_bsuid(bsuid):
         return [conversation_id(bsuid, hash_key)]
     return [conversation_id(number, hash_key) for number in numbers_for(text)]
 
