@@ -17,6 +17,7 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -385,13 +386,13 @@ def _cmd_simulate(settings: Settings, args: argparse.Namespace) -> int:
         return 1
 
 
+@dataclass(frozen=True)
 class _MediaFile:
     """A voice note or picture read from a local file, for `simulate --voice/--image`."""
 
-    def __init__(self, kind: str, mime_type: str, data: bytes) -> None:
-        self.kind = kind
-        self.mime_type = mime_type
-        self.data = data
+    kind: str
+    mime_type: str
+    data: bytes
 
 
 def _media_file(args: argparse.Namespace) -> _MediaFile | None:
