@@ -36,6 +36,11 @@ def when(at: float | None) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime(at))
 
 
+def definitions(facts: Iterable[tuple[str, str]]) -> str:
+    """The terms and descriptions of a `<dl>`: (label, HTML already escaped) pairs."""
+    return "".join(f"<dt>{label}</dt><dd>{value}</dd>" for label, value in facts)
+
+
 def duration_text(seconds: float, exact: bool = False) -> str:
     """A span of time as a person reads it: `45 s`, `12 min`, `3 h 20 min`, `2 d 4 h`;
     `exact` (the Queues page's short waits) keeps a tenth below 10 s and the seconds below
@@ -504,7 +509,7 @@ def _llm1_card(results: Mapping[str, Any]) -> str:
         ),
         ("Summary (masked)", f'<span id="llm1-summary">{e(results.get("summary") or "-")}</span>'),
     ]
-    dl = "".join(f"<dt>{label}</dt><dd>{value}</dd>" for label, value in facts)
+    dl = definitions(facts)
     return (
         "<h2>LLM#1: the event detected</h2>"
         f'<div class="card" id="llm1"><dl class="facts">{dl}</dl></div>'
@@ -531,7 +536,7 @@ def _fallback_card(view: Mapping[str, Any]) -> str:
         ),
         ("Sent instead", f'<span id="fallback-instead">{instead}</span>'),
     ]
-    dl = "".join(f"<dt>{label}</dt><dd>{value}</dd>" for label, value in facts)
+    dl = definitions(facts)
     return f'<h2>Fallback</h2><div class="card" id="fallback"><dl class="facts">{dl}</dl></div>'
 
 
@@ -580,7 +585,7 @@ def message_page(
     if trace_id:
         link = f'<a href="{e(trace_href)}" rel="noreferrer">Cloud Trace</a>' if trace_href else ""
         facts.append(("Trace", f'<code id="trace-id">{e(trace_id)}</code> {link}'))
-    dl = "".join(f"<dt>{label}</dt><dd>{value}</dd>" for label, value in facts)
+    dl = definitions(facts)
     failure = ""
     if view["failure_reason"]:
         failure = (
@@ -712,7 +717,7 @@ def conversation_cost_card(cost: ConversationCost, prices: Prices) -> str:
         ("LLM tokens", f'<span id="tokens-total">{e(_tokens_text(cost.total_tokens))}</span>'),
         ("LLM cost", f'<span id="llm-cost">{e(money(cost.llm_cost, cur))}</span>'),
     ]
-    dl = "".join(f"<dt>{label}</dt><dd>{value}</dd>" for label, value in facts)
+    dl = definitions(facts)
     table = f"<table>{steps}</table>" if steps else ""
     return (
         f'<div class="card" id="conversation-cost"><dl class="facts">{dl}</dl>{table}'
@@ -945,7 +950,7 @@ def conversation_page(
         ("Owner", f'<span id="owner">{e(conversation.owner or "-")}</span>'),
         ("Reply window", f'<span id="window">{e(window)}</span>'),
     ]
-    dl = "".join(f"<dt>{label}</dt><dd>{value}</dd>" for label, value in facts)
+    dl = definitions(facts)
     warn = f'<p class="error" role="alert" id="notice">{e(notice)}</p>' if notice else ""
     take = (
         f'<form id="takeover" class="inline" method="post" action="{base}/takeover">'
