@@ -5,7 +5,7 @@ takes tasks."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import pytest
 from google.cloud import tasks_v2
@@ -21,22 +21,14 @@ from pyloto_corp.adapters.cloud_tasks import (
 )
 from pyloto_corp.application.ports import Task
 from pyloto_corp.application.queues import INBOUND, OUTBOUND
-from tests.support.redis_server import free_port
+from tests.integration.test_cloud_tasks import emulator
 from tests.support.tasks_emulator import TasksEmulator
 
 pytestmark = pytest.mark.anyio
 
 PROJECT, LOCATION = "figures-project", "southamerica-east1"
 NAMES = {"inbound": "whatsapp-inbound", "outbound": "whatsapp-outbound"}
-
-
-@pytest.fixture(scope="module")
-def emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TasksEmulator]:
-    """One emulator for this module; its tasks go to a port nobody listens on."""
-    running = TasksEmulator(free_port(), tmp_path_factory.mktemp("emulator") / "emulator.log")
-    running.start()
-    yield running
-    running.stop()
+__all__ = ["emulator"]  # the fixture: one emulator for the module
 
 
 @pytest.fixture
